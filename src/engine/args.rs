@@ -1,0 +1,136 @@
+//! Validation of the values users pass. Every error names the argument.
+
+use crate::engine::error::ArgError;
+
+/// The largest duration accepted: JavaScript's `Number.MAX_SAFE_INTEGER` ms, which also
+/// fits the `i64` Redis uses for `PX`.
+pub const MAX_DURATION_MS: f64 = 9_007_199_254_740_991.0;
+
+/// A lock duration in ms: a finite integer in `1..=MAX_DURATION_MS`.
+///
+/// The message starts with node-redlock's `"Duration must be an integer value in
+/// milliseconds."` (with `name` in place of `Duration`).
+pub fn duration_ms(name: &str, value: f64) -> Result<u64, ArgError> {
+    let base = format!("{name} must be an integer value in milliseconds.");
+    if !value.is_finite() || value.fract() != 0.0 {
+        return Err(ArgError::range_error(format!("{base} Got {}.", show(value))));
+    }
+    if value <= 0.0 || value > MAX_DURATION_MS {
+        return Err(ArgError::range_error(format!(
+            "{base} Got {}: it must be greater than 0 and at most {MAX_DURATION_MS}.",
+            show(value)
+        )));
+    }
+    Ok(value as u64)
+}
+
+/// A whole number of ms that may be 0 (delays, thresholds, time-outs).
+pub fn non_negative_ms(name: &str, value: f64) -> Result<u64, ArgError> {
+    if !value.is_finite() || value.fract() != 0.0 || value < 0.0 || value > MAX_DURATION_MS {
+        return Err(ArgError::range_error(format!(
+            "{name} must be an integer number of milliseconds >= 0. Got {}.",
+            show(value)
+        )));
+    }
+    Ok(value as u64)
+}
+
+/// A resource name: a non-empty string.
+pub fn resource(name: &str, value: &str) -> Result<(), ArgError> {
+    if value.is_empty() {
+        return Err(ArgError::type_error(format!(
+            "{name} must be a non-empty string."
+        )));
+    }
+    Ok(())
+}
+
+/// A TCP port: an integer in 1..=65535.
+pub fn port(name: &str, value: f64) -> Result<u16, ArgError> {
+    if value.fract() != 0.0 || !(1.0..=65535.0).contains(&value) {
+        return Err(ArgError::range_error(format!(
+            "{name} must be an integer from 1 to 65535. Got {}.",
+            show(value)
+        )));
+    }
+    Ok(value as u16)
+}
+
+/// A database index: an integer in 0..=i32::MAX.
+pub fn db(name: &str, value: f64) -> Result<i64, ArgError> {
+    if value.fract() != 0.0 || !(0.0..=i32::MAX as f64).contains(&value) {
+        return Err(ArgError::range_error(format!(
+            "{name} must be a non-negative integer. Got {}.",
+            show(value)
+        )));
+    }
+    Ok(value as i64)
+}
+
+/// Formats a number the way JavaScript prints it, for messages.
+pub fn show(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else if value.fract() == 0.0 && value.abs() < 1e21 {
+        format!("{}", value as i128)
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::error::ArgErrorKind;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("ttl", 1.0), Ok(1));
+        assert_eq!(duration_ms("ttl", 10_000.0), Ok(10_000));
+        assert_eq!(duration_ms("ttl", MAX_DURATION_MS), Ok(9_007_199_254_740_991));
+        for bad in [0.0, -1.0, 1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -0.0] {
+            let e = duration_ms("Duration", bad).unwrap_err();
+            assert_eq!(e.kind, ArgErrorKind::Range, "{bad}");
+            assert!(
+                e.message.starts_with("Duration must be an integer value in milliseconds."),
+                "{}",
+                e.message
+            );
+        }
+        assert!(duration_ms("ttl", 1.5).unwrap_err().message.contains("Got 1.5"));
+        assert!(duration_ms("ttl", f64::NAN).unwrap_err().message.contains("Got NaN"));
+    }
+
+    #[test]
+    fn non_negative() {
+        assert_eq!(non_negative_ms("retryDelay", 0.0), Ok(0));
+        assert!(non_negative_ms("retryDelay", -1.0).unwrap_err().message.contains("retryDelay"));
+        assert!(non_negative_ms("retryDelay", 0.5).is_err());
+        assert!(non_negative_ms("retryDelay", f64::NAN).is_err());
+    }
+
+    #[test]
+    fn resources_ports_dbs() {
+        assert!(resource("resource", "a").is_ok());
+        let e = resource("resource", "").unwrap_err();
+        assert_eq!(e.kind, ArgErrorKind::Type);
+        assert!(e.message.contains("resource"));
+        assert_eq!(port("port", 6379.0), Ok(6379));
+        for bad in [0.0, 65536.0, -1.0, 1.5, f64::NAN] {
+            assert!(port("port", bad).is_err(), "{bad}");
+        }
+        assert_eq!(db("db", 0.0), Ok(0));
+        assert!(db("db", -1.0).is_err());
+        assert!(db("db", 0.5).is_err());
+    }
+
+    #[test]
+    fn shows_numbers_like_js() {
+        assert_eq!(show(1.0), "1");
+        assert_eq!(show(-0.0), "0");
+        assert_eq!(show(1.5), "1.5");
+        assert_eq!(show(f64::NEG_INFINITY), "-Infinity");
+    }
+}

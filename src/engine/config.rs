@@ -1,0 +1,202 @@
+//! Connection settings of one Redis node, and `redis://` / `rediss://` URL parsing.
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+
+use crate::engine::error::ArgError;
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 6379;
+/// ioredis' default connect time-out.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Every command has a time-out; ioredis has none by default, a lock library must.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(5_000);
+
+/// TLS settings (`tls: true`, `tls: {...}` or a `rediss://` URL).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM CA certificate(s) to trust instead of the system's.
+    pub ca: Option<String>,
+    /// PEM client certificate and key, for mutual TLS.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// `false` accepts any certificate (testing only).
+    pub reject_unauthorized: bool,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca", &self.ca.as_ref().map(|_| "<set>"))
+            .field("cert", &self.cert.as_ref().map(|_| "<set>"))
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("reject_unauthorized", &self.reject_unauthorized)
+            .finish()
+    }
+}
+
+/// Everything needed to connect to one node.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
+    pub tls: Option<TlsConfig>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            username: None,
+            password: None,
+            db: 0,
+            tls: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// `host:port` (IPv6 hosts in brackets): how errors name this node.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The URL of this node with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        let db = if self.db != 0 {
+            format!("/{}", self.db)
+        } else {
+            String::new()
+        };
+        format!("{scheme}://{auth}{}{db}", self.addr())
+    }
+
+    /// Applies a `redis://[user:pass@]host[:port][/db]` or `rediss://...` URL on top of
+    /// these settings. `name` is the argument's name, for messages.
+    pub fn apply_url(&mut self, name: &str, input: &str) -> Result<(), ArgError> {
+        // Never echo the URL: it may carry a password.
+        let bad = |why: &str| ArgError::type_error(format!("{name} is not a valid Redis URL: {why}."));
+        let url = url::Url::parse(input).map_err(|e| bad(&e.to_string()))?;
+        let tls = match url.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            _ => return Err(bad("the scheme must be redis:// or rediss://")),
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("it has no host"))?;
+        self.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        self.port = url.port().unwrap_or(DEFAULT_PORT);
+        if self.port == 0 {
+            return Err(bad("the port must be from 1 to 65535"));
+        }
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        if !url.username().is_empty() {
+            self.username = Some(decode(url.username()));
+        }
+        if let Some(p) = url.password() {
+            self.password = Some(decode(p));
+        }
+        let path = url.path().trim_matches('/');
+        if !path.is_empty() {
+            self.db = path
+                .parse::<u32>()
+                .map_err(|_| bad("the path must be a database number, like /0"))?
+                .into();
+        }
+        if tls && self.tls.is_none() {
+            self.tls = Some(TlsConfig {
+                reject_unauthorized: true,
+                ..TlsConfig::default()
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("url", &self.redacted_url())
+            .field("tls", &self.tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+impl fmt::Display for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.addr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(u: &str) -> Result<NodeConfig, ArgError> {
+        let mut c = NodeConfig::default();
+        c.apply_url("url", u).map(|_| c)
+    }
+
+    #[test]
+    fn full_url() {
+        let c = parse("redis://alice:s%40cret@example.com:6390/3").unwrap();
+        assert_eq!(c.host, "example.com");
+        assert_eq!(c.port, 6390);
+        assert_eq!(c.username.as_deref(), Some("alice"));
+        assert_eq!(c.password.as_deref(), Some("s@cret"));
+        assert_eq!(c.db, 3);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn defaults_and_tls() {
+        let c = parse("rediss://localhost").unwrap();
+        assert_eq!(c.port, 6379);
+        assert_eq!(c.db, 0);
+        assert!(c.tls.as_ref().unwrap().reject_unauthorized);
+        let c = parse("redis://:pw@[::1]:7000").unwrap();
+        assert_eq!(c.host, "::1");
+        assert_eq!(c.addr(), "[::1]:7000");
+        assert_eq!(c.username, None);
+        assert_eq!(c.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn malformed_urls_are_type_errors_without_the_secret() {
+        for u in ["", "http://h:1", "redis://", "redis://h:99999", "redis://u:hunter2@h/x", "not a url"] {
+            let e = parse(u).unwrap_err();
+            assert!(e.message.starts_with("url is not a valid Redis URL"), "{u}: {}", e.message);
+            assert!(!e.message.contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn debug_and_display_hide_the_password() {
+        let c = parse("redis://bob:hunter2@h:1/2").unwrap();
+        let shown = format!("{c:?} {c}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://bob:***@h:1/2"));
+    }
+}

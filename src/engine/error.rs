@@ -1,0 +1,83 @@
+//! Errors of the engine. None of them ever carries a password: they name nodes by
+//! `host:port` only.
+
+use std::fmt;
+
+/// Why one node could not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// The connection could not be established.
+    Connect { addr: String, reason: String },
+    /// No answer within the time allowed.
+    Timeout { addr: String, ms: u64 },
+    /// `quit()` was called on this client.
+    Closed { addr: String },
+    /// The server answered with an error, or the connection broke mid-command.
+    Command { addr: String, reason: String },
+    /// The server answered something a lock script never returns.
+    Protocol { addr: String, reason: String },
+}
+
+impl NodeError {
+    /// Whether the request may have reached the server (so a cleanup must go there too).
+    pub fn may_have_executed(&self) -> bool {
+        matches!(self, NodeError::Timeout { .. } | NodeError::Command { .. })
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Connect { addr, reason } => {
+                write!(f, "Redis {addr}: could not connect: {reason}")
+            }
+            NodeError::Timeout { addr, ms } => {
+                write!(f, "Redis {addr}: no reply within {ms} ms")
+            }
+            NodeError::Closed { addr } => write!(f, "Redis {addr}: Connection is closed."),
+            NodeError::Command { addr, reason } => write!(f, "Redis {addr}: {reason}"),
+            NodeError::Protocol { addr, reason } => {
+                write!(f, "Redis {addr}: unexpected reply: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// The JavaScript error class an argument error maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgErrorKind {
+    Type,
+    Range,
+}
+
+/// A bad argument: becomes a `TypeError` or `RangeError` whose message names the argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError {
+    pub kind: ArgErrorKind,
+    pub message: String,
+}
+
+impl ArgError {
+    pub fn type_error(message: impl Into<String>) -> Self {
+        ArgError {
+            kind: ArgErrorKind::Type,
+            message: message.into(),
+        }
+    }
+    pub fn range_error(message: impl Into<String>) -> Self {
+        ArgError {
+            kind: ArgErrorKind::Range,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ArgError {}

@@ -1,0 +1,20 @@
+//! The quorum engine: pure Rust, no napi types.
+//!
+//! * [`config`]: connection settings of one Redis node and URL parsing.
+//! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs.
+//! * [`quorum`]: vote counting with early decisions.
+//! * [`validity`]: drift and validity arithmetic on a monotonic clock.
+//! * [`scripts`]: the Lua scripts that do every owner check.
+//! * [`settings`]: retry/drift settings and their validation.
+//! * [`redlock`]: acquire / extend / release over N nodes, with retries and cleanup.
+
+pub mod args;
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod quorum;
+pub mod redlock;
+pub mod scripts;
+pub mod settings;
+pub mod validity;
+pub mod value;

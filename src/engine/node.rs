@@ -1,0 +1,294 @@
+//! One Redis node: a single multiplexed (pipelining) connection shared by every caller,
+//! connected in the background, re-established by itself after a drop, and a time-out
+//! on every wait.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
+    RedisConnectionInfo, RedisError, Script,
+};
+
+use crate::engine::config::NodeConfig;
+use crate::engine::error::NodeError;
+use crate::engine::scripts;
+
+type ConnectFuture = Shared<BoxFuture<'static, Result<MultiplexedConnection, NodeError>>>;
+
+enum Slot {
+    Idle,
+    Connecting(ConnectFuture),
+    Ready(MultiplexedConnection),
+    Closed,
+}
+
+struct State {
+    /// Bumped whenever the slot changes, so a stale failure never drops a newer connection.
+    generation: u64,
+    slot: Slot,
+}
+
+/// A Redis node shared by clients and locks.
+pub struct Node {
+    config: NodeConfig,
+    addr: String,
+    client: Client,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("config", &self.config).finish()
+    }
+}
+
+fn build_client(config: &NodeConfig) -> Result<Client, NodeError> {
+    let fail = |e: RedisError| NodeError::Connect {
+        addr: config.addr(),
+        reason: e.to_string(),
+    };
+    let addr = match &config.tls {
+        None => ConnectionAddr::Tcp(config.host.clone(), config.port),
+        Some(tls) => {
+            install_crypto_provider();
+            ConnectionAddr::TcpTls {
+                host: config.host.clone(),
+                port: config.port,
+                insecure: !tls.reject_unauthorized,
+                tls_params: None,
+            }
+        }
+    };
+    let mut redis_info = RedisConnectionInfo::default().set_db(config.db);
+    if let Some(u) = &config.username {
+        redis_info = redis_info.set_username(u);
+    }
+    if let Some(p) = &config.password {
+        redis_info = redis_info.set_password(p);
+    }
+    let info = addr
+        .into_connection_info()
+        .map_err(fail)?
+        .set_redis_settings(redis_info);
+    match &config.tls {
+        Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {
+            let client_tls = match (&tls.cert, &tls.key) {
+                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                    client_cert: cert.as_bytes().to_vec(),
+                    client_key: key.as_bytes().to_vec(),
+                }),
+                _ => None,
+            };
+            let certs = redis::TlsCertificates {
+                client_tls,
+                root_cert: tls.ca.as_ref().map(|c| c.as_bytes().to_vec()),
+            };
+            Client::build_with_tls(info, certs).map_err(fail)
+        }
+        _ => Client::open(info).map_err(fail),
+    }
+}
+
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another library in the process may have installed one already: that is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Node {
+    /// A node for `config`. Nothing is connected until [`Node::connect`] or a command.
+    pub fn new(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        let client = build_client(&config)?;
+        Ok(Arc::new(Node {
+            addr: config.addr(),
+            config,
+            client,
+            state: Mutex::new(State {
+                generation: 0,
+                slot: Slot::Idle,
+            }),
+        }))
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// `host:port`, how errors name this node.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent (every
+        // update is a single assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts connecting in the background if not connected (used on construction).
+    pub async fn connect(self: Arc<Self>) -> Result<(), NodeError> {
+        self.connection().await.map(|_| ())
+    }
+
+    /// The shared connection, establishing it if needed. Concurrent callers share one
+    /// connect attempt; a failed attempt is not cached, so the next call tries again.
+    async fn connection(&self) -> Result<(MultiplexedConnection, u64), NodeError> {
+        let (fut, generation) = {
+            let mut st = self.lock_state();
+            match &st.slot {
+                Slot::Ready(c) => return Ok((c.clone(), st.generation)),
+                Slot::Closed => return Err(NodeError::Closed { addr: self.addr.clone() }),
+                Slot::Connecting(f) => (f.clone(), st.generation),
+                Slot::Idle => {
+                    st.generation += 1;
+                    let f = establish(self.client.clone(), self.config.clone())
+                        .boxed()
+                        .shared();
+                    st.slot = Slot::Connecting(f.clone());
+                    (f, st.generation)
+                }
+            }
+        };
+        let result = fut.await;
+        let mut st = self.lock_state();
+        if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
+            st.slot = match &result {
+                Ok(c) => Slot::Ready(c.clone()),
+                Err(_) => Slot::Idle,
+            };
+        }
+        if matches!(st.slot, Slot::Closed) {
+            return Err(NodeError::Closed { addr: self.addr.clone() });
+        }
+        result.map(|c| (c, generation))
+    }
+
+    /// Forgets the connection of `generation` so the next command reconnects.
+    fn invalidate(&self, generation: u64) {
+        let mut st = self.lock_state();
+        if st.generation == generation && matches!(st.slot, Slot::Ready(_)) {
+            st.slot = Slot::Idle;
+        }
+    }
+
+    fn map_error(&self, e: RedisError, generation: u64) -> NodeError {
+        if e.is_timeout() {
+            return NodeError::Timeout {
+                addr: self.addr.clone(),
+                ms: self.config.command_timeout.as_millis() as u64,
+            };
+        }
+        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            self.invalidate(generation);
+        }
+        NodeError::Command {
+            addr: self.addr.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Runs `op` on the shared connection with the command time-out (or `limit`, when
+    /// shorter). Connection errors drop the connection so the next call reconnects.
+    pub async fn run<T, F, Fut>(&self, limit: Option<Duration>, op: F) -> Result<T, NodeError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let wait = match limit {
+            Some(l) => l.min(self.config.command_timeout),
+            None => self.config.command_timeout,
+        };
+        let (conn, generation) = self.connection().await?;
+        match tokio::time::timeout(wait, op(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.map_error(e, generation)),
+            Err(_) => Err(NodeError::Timeout {
+                addr: self.addr.clone(),
+                ms: wait.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Runs one command.
+    pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
+        self.run(None, |mut c| async move { cmd.query_async::<T>(&mut c).await })
+            .await
+    }
+
+    /// Runs a lock script on `keys` with `args`, within `limit`.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[&str],
+        limit: Option<Duration>,
+    ) -> Result<T, NodeError> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(*a);
+        }
+        self.run(limit, |mut c| async move { inv.invoke_async::<T>(&mut c).await })
+            .await
+    }
+
+    /// Closes the connection gracefully (`QUIT`, bounded by the command time-out). Later
+    /// commands fail with "Connection is closed.".
+    pub async fn quit(&self) {
+        let previous = {
+            let mut st = self.lock_state();
+            std::mem::replace(&mut st.slot, Slot::Closed)
+        };
+        if let Slot::Ready(mut c) = previous {
+            let _ = tokio::time::timeout(
+                self.config.command_timeout,
+                redis::cmd("QUIT").query_async::<()>(&mut c),
+            )
+            .await;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.lock_state().slot, Slot::Closed)
+    }
+}
+
+/// Connects, then loads the lock scripts so that the first `EVALSHA` finds them.
+async fn establish(client: Client, config: NodeConfig) -> Result<MultiplexedConnection, NodeError> {
+    let addr = config.addr();
+    let conn_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout));
+    let work = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&conn_config)
+            .await?;
+        let mut pipe = redis::pipe();
+        for source in scripts::SOURCES {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok::<_, RedisError>(conn)
+    };
+    match tokio::time::timeout(config.connect_timeout, work).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(NodeError::Connect {
+            addr,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(NodeError::Connect {
+            addr,
+            reason: format!(
+                "no connection within {} ms (connectTimeout)",
+                config.connect_timeout.as_millis()
+            ),
+        }),
+    }
+}

@@ -1,0 +1,357 @@
+//! The Redlock algorithm over N nodes: acquire, extend and release with quorum voting,
+//! early decisions, validity on a monotonic clock, retries with jitter, and cleanup of
+//! failed attempts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::engine::error::NodeError;
+use crate::engine::node::Node;
+use crate::engine::quorum::{Decision, FailureKind, Tally};
+use crate::engine::scripts::{ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
+use crate::engine::settings::Settings;
+use crate::engine::validity::{attempt_window, validity_ms};
+use crate::engine::value::{random_unit, random_value};
+
+/// How many attempts an execution remembers (node-redlock keeps every one, which grows
+/// without bound with `retryCount: -1`).
+pub const ATTEMPTS_KEPT: usize = 100;
+
+/// One lock operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Acquire { ttl_ms: u64 },
+    Extend { ttl_ms: u64 },
+    Release,
+}
+
+impl Op {
+    fn ttl_ms(self) -> Option<u64> {
+        match self {
+            Op::Acquire { ttl_ms } | Op::Extend { ttl_ms } => Some(ttl_ms),
+            Op::Release => None,
+        }
+    }
+}
+
+/// One node's answer in an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    For,
+    /// Another owner holds a resource (acquire), or our value is gone (extend).
+    Locked,
+    Failed(NodeError),
+}
+
+/// What one attempt saw: a vote per node (`None` when the attempt was decided before
+/// that node answered).
+#[derive(Debug, Clone)]
+pub struct AttemptStats {
+    pub votes: Vec<Option<Vote>>,
+    pub tally: Tally,
+}
+
+/// The result of an operation with its retries.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
+    pub attempts: VecDeque<AttemptStats>,
+    /// How many attempts were made in all.
+    pub attempt_count: u64,
+    /// Wall-clock start of the operation, ms since the epoch.
+    pub start_ms: f64,
+    /// `Ok(validity in ms)` (0 for a release), or why it failed.
+    pub outcome: Result<i64, FailureKind>,
+}
+
+/// Milliseconds since the epoch, for expirations reported to users.
+pub fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// A set of independent nodes voting on locks.
+#[derive(Debug, Clone)]
+pub struct Quorum {
+    nodes: Vec<Arc<Node>>,
+}
+
+impl Quorum {
+    pub fn new(nodes: Vec<Arc<Node>>) -> Self {
+        Quorum { nodes }
+    }
+
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// Runs `op` with retries per `settings`.
+    pub async fn execute(
+        &self,
+        op: Op,
+        resources: &[String],
+        value: &str,
+        settings: &Settings,
+    ) -> Execution {
+        let start_ms = now_ms();
+        let mut attempts = VecDeque::new();
+        let mut attempt_count = 0u64;
+        loop {
+            attempt_count += 1;
+            let (stats, outcome) = self.attempt(op, resources, value, settings).await;
+            if attempts.len() == ATTEMPTS_KEPT {
+                attempts.pop_front();
+            }
+            attempts.push_back(stats);
+            let last = settings.max_attempts().is_some_and(|m| attempt_count >= m);
+            // Extending a lock that is gone can never succeed: no point retrying.
+            let hopeless = matches!(op, Op::Extend { .. }) && outcome == Err(FailureKind::Locked);
+            if outcome.is_ok() || last || hopeless {
+                return Execution {
+                    attempts,
+                    attempt_count,
+                    start_ms,
+                    outcome,
+                };
+            }
+            tokio::time::sleep(settings.retry_pause(random_unit())).await;
+        }
+    }
+
+    /// One attempt: all nodes in parallel, decided as soon as the outcome is known.
+    pub async fn attempt(
+        &self,
+        op: Op,
+        resources: &[String],
+        value: &str,
+        settings: &Settings,
+    ) -> (AttemptStats, Result<i64, FailureKind>) {
+        let n = self.nodes.len();
+        let started = Instant::now();
+        let window = op.ttl_ms().map(|ttl| attempt_window(ttl, settings.drift_factor));
+        let ttl_arg = op.ttl_ms().map(|t| t.to_string()).unwrap_or_default();
+        let mut tally = Tally::new(n);
+        let mut votes: Vec<Option<Vote>> = vec![None; n];
+
+        let mut pending: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let ttl_arg = ttl_arg.as_str();
+                async move { (i, node_vote(node, op, resources, value, ttl_arg, window).await) }
+            })
+            .collect();
+        // A deadline for the whole attempt: past the validity window no lock can be valid.
+        let deadline = async {
+            match window {
+                Some(w) => tokio::time::sleep(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+
+        let mut decision = Decision::Pending;
+        while decision == Decision::Pending {
+            tokio::select! {
+                next = pending.next() => match next {
+                    Some((i, vote)) => {
+                        decision = match &vote {
+                            Vote::For => tally.vote_for(),
+                            Vote::Locked => tally.vote_locked(),
+                            Vote::Failed(_) => tally.vote_failed(),
+                        };
+                        votes[i] = Some(vote);
+                    }
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    for (i, v) in votes.iter_mut().enumerate() {
+                        if v.is_none() {
+                            *v = Some(Vote::Failed(NodeError::Timeout {
+                                addr: self.nodes[i].addr().to_string(),
+                                ms: window.unwrap_or_default().as_millis() as u64,
+                            }));
+                            tally.vote_failed();
+                        }
+                    }
+                    // Every vote is in now, so this is Won or Lost.
+                    decision = tally.decision();
+                }
+            }
+        }
+        // Stop waiting for stragglers. Their requests, once sent, stay ordered before
+        // anything sent later on the same connection, so the cleanup below lands after them.
+        drop(pending);
+
+        let mut outcome = match decision {
+            Decision::Won => Ok(match op.ttl_ms() {
+                Some(ttl) => validity_ms(ttl, started.elapsed(), settings.drift_factor),
+                None => 0,
+            }),
+            _ => Err(tally.failure_kind()),
+        };
+        if let Ok(v) = outcome {
+            if op.ttl_ms().is_some() && v <= 0 {
+                outcome = Err(FailureKind::Undecided);
+            }
+        }
+        if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
+            self.cleanup(&votes, resources, value).await;
+        }
+        (AttemptStats { votes, tally }, outcome)
+    }
+
+    /// Removes what a failed acquire may have set: waits for the nodes that voted for it
+    /// (they answer), and sends the release in the background to nodes that never
+    /// answered (it is queued behind the acquire on the same connection).
+    async fn cleanup(&self, votes: &[Option<Vote>], resources: &[String], value: &str) {
+        let mut answered = Vec::new();
+        for (node, vote) in self.nodes.iter().zip(votes) {
+            let unanswered = match vote {
+                Some(Vote::For) => {
+                    answered.push(node.clone());
+                    false
+                }
+                Some(Vote::Failed(e)) => e.may_have_executed(),
+                Some(Vote::Locked) => false,
+                None => true,
+            };
+            if unanswered {
+                let (node, resources, value) =
+                    (node.clone(), resources.to_vec(), value.to_string());
+                tokio::spawn(async move {
+                    let _ = release_on(&node, &resources, &value).await;
+                });
+            }
+        }
+        futures::future::join_all(
+            answered
+                .iter()
+                .map(|node| release_on(node, resources, value)),
+        )
+        .await;
+    }
+
+    /// Closes every node's connection.
+    pub async fn quit(&self) {
+        futures::future::join_all(self.nodes.iter().map(|n| n.quit())).await;
+    }
+}
+
+async fn release_on(node: &Node, resources: &[String], value: &str) -> Result<i64, NodeError> {
+    node.script::<i64>(&RELEASE_SCRIPT, resources, &[value], None)
+        .await
+}
+
+/// One node's vote on `op`.
+async fn node_vote(
+    node: &Node,
+    op: Op,
+    resources: &[String],
+    value: &str,
+    ttl_arg: &str,
+    window: Option<Duration>,
+) -> Vote {
+    let result = match op {
+        Op::Acquire { .. } => {
+            node.script::<i64>(&ACQUIRE_SCRIPT, resources, &[value, ttl_arg], window)
+                .await
+                .map(|set| set == 1)
+        }
+        Op::Extend { .. } => {
+            node.script::<i64>(&EXTEND_SCRIPT, resources, &[value, ttl_arg], window)
+                .await
+                .map(|set| set == 1)
+        }
+        // Any answer is a success: nothing of ours is left on that node.
+        Op::Release => release_on(node, resources, value).await.map(|_| true),
+    };
+    match result {
+        Ok(true) => Vote::For,
+        Ok(false) => Vote::Locked,
+        Err(e) => Vote::Failed(e),
+    }
+}
+
+/// The seed API: one random value per held resource, kept by the instance.
+#[derive(Debug)]
+pub struct Redlock {
+    quorum: Quorum,
+    settings: Settings,
+    held: Mutex<HashMap<String, String>>,
+}
+
+impl Redlock {
+    pub fn new(quorum: Quorum, settings: Settings) -> Self {
+        Redlock {
+            quorum,
+            settings,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Some(true)`: acquired; `Some(false)`: another owner holds it; `None`: too many
+    /// nodes failed to decide.
+    pub async fn acquire_lock(&self, resource: String, ttl_ms: u64) -> Option<bool> {
+        let value = random_value();
+        let resources = [resource];
+        let exec = self
+            .quorum
+            .execute(Op::Acquire { ttl_ms }, &resources, &value, &self.settings)
+            .await;
+        let [resource] = resources;
+        match exec.outcome {
+            Ok(_) => {
+                self.held().insert(resource, value);
+                Some(true)
+            }
+            Err(FailureKind::Locked) => Some(false),
+            Err(FailureKind::Undecided) => None,
+        }
+    }
+
+    /// Releases the lock this instance holds on `resource`, owner-checked. Nothing held:
+    /// nothing to do. Fails only when too many nodes could not be reached.
+    pub async fn release_lock(&self, resource: String) -> Result<(), Execution> {
+        let Some(value) = self.held().get(&resource).cloned() else {
+            return Ok(());
+        };
+        let resources = [resource];
+        let exec = self
+            .quorum
+            .execute(Op::Release, &resources, &value, &self.settings)
+            .await;
+        if exec.outcome.is_err() {
+            return Err(exec);
+        }
+        let [resource] = resources;
+        let mut held = self.held();
+        if held.get(&resource) == Some(&value) {
+            held.remove(&resource);
+        }
+        Ok(())
+    }
+
+    /// The value this instance holds for `resource`, if any.
+    pub fn value_of(&self, resource: &str) -> Option<String> {
+        self.held().get(resource).cloned()
+    }
+}

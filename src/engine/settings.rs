@@ -1,0 +1,161 @@
+//! Redlock settings, with node-redlock v5's defaults.
+
+use std::time::Duration;
+
+use crate::engine::args::{non_negative_ms, show};
+use crate::engine::error::ArgError;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub drift_factor: f64,
+    /// Retries after the first attempt; `-1` retries until the operation succeeds.
+    pub retry_count: i64,
+    pub retry_delay_ms: u64,
+    pub retry_jitter_ms: u64,
+    pub automatic_extension_threshold_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            drift_factor: 0.01,
+            retry_count: 10,
+            retry_delay_ms: 200,
+            retry_jitter_ms: 100,
+            automatic_extension_threshold_ms: 500,
+        }
+    }
+}
+
+/// Values a user gave (JavaScript numbers); `None` keeps the base value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SettingsPatch {
+    pub drift_factor: Option<f64>,
+    pub retry_count: Option<f64>,
+    pub retry_delay: Option<f64>,
+    pub retry_jitter: Option<f64>,
+    pub automatic_extension_threshold: Option<f64>,
+}
+
+impl Settings {
+    /// These settings with `patch` applied, every given value validated. 0 is a valid value.
+    pub fn apply(&self, patch: &SettingsPatch) -> Result<Settings, ArgError> {
+        let mut s = *self;
+        if let Some(v) = patch.drift_factor {
+            if !v.is_finite() || !(0.0..1.0).contains(&v) {
+                return Err(ArgError::range_error(format!(
+                    "settings.driftFactor must be a number >= 0 and < 1. Got {}.",
+                    show(v)
+                )));
+            }
+            s.drift_factor = v;
+        }
+        if let Some(v) = patch.retry_count {
+            if !v.is_finite() || v.fract() != 0.0 || v < -1.0 || v > i32::MAX as f64 {
+                return Err(ArgError::range_error(format!(
+                    "settings.retryCount must be an integer >= -1 (-1 retries until acquired). Got {}.",
+                    show(v)
+                )));
+            }
+            s.retry_count = v as i64;
+        }
+        if let Some(v) = patch.retry_delay {
+            s.retry_delay_ms = non_negative_ms("settings.retryDelay", v)?;
+        }
+        if let Some(v) = patch.retry_jitter {
+            s.retry_jitter_ms = non_negative_ms("settings.retryJitter", v)?;
+        }
+        if let Some(v) = patch.automatic_extension_threshold {
+            s.automatic_extension_threshold_ms =
+                non_negative_ms("settings.automaticExtensionThreshold", v)?;
+        }
+        Ok(s)
+    }
+
+    /// How many attempts an operation makes at most (`None`: until it succeeds).
+    pub fn max_attempts(&self) -> Option<u64> {
+        if self.retry_count < 0 {
+            None
+        } else {
+            Some(self.retry_count as u64 + 1)
+        }
+    }
+
+    /// The pause before the next attempt: `retryDelay` plus a uniform jitter in
+    /// `[-retryJitter, +retryJitter]`, never below zero. `unit` is a number in `[0, 1)`.
+    pub fn retry_pause(&self, unit: f64) -> Duration {
+        let jitter = (unit * 2.0 - 1.0) * self.retry_jitter_ms as f64;
+        let ms = (self.retry_delay_ms as f64 + jitter).floor().max(0.0);
+        Duration::from_millis(ms as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_node_redlock() {
+        let s = Settings::default();
+        assert_eq!(s.drift_factor, 0.01);
+        assert_eq!(s.retry_count, 10);
+        assert_eq!(s.retry_delay_ms, 200);
+        assert_eq!(s.retry_jitter_ms, 100);
+        assert_eq!(s.automatic_extension_threshold_ms, 500);
+        assert_eq!(s.max_attempts(), Some(11));
+    }
+
+    #[test]
+    fn zero_is_a_valid_override() {
+        let s = Settings::default()
+            .apply(&SettingsPatch {
+                retry_count: Some(0.0),
+                retry_delay: Some(0.0),
+                retry_jitter: Some(0.0),
+                drift_factor: Some(0.0),
+                automatic_extension_threshold: Some(0.0),
+            })
+            .unwrap();
+        assert_eq!(s.retry_count, 0);
+        assert_eq!(s.max_attempts(), Some(1));
+        assert_eq!(s.retry_pause(0.9), Duration::ZERO);
+    }
+
+    #[test]
+    fn infinite_retries() {
+        let s = Settings::default()
+            .apply(&SettingsPatch { retry_count: Some(-1.0), ..Default::default() })
+            .unwrap();
+        assert_eq!(s.max_attempts(), None);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases = [
+            (SettingsPatch { retry_count: Some(-2.0), ..Default::default() }, "retryCount"),
+            (SettingsPatch { retry_count: Some(1.5), ..Default::default() }, "retryCount"),
+            (SettingsPatch { drift_factor: Some(f64::NAN), ..Default::default() }, "driftFactor"),
+            (SettingsPatch { drift_factor: Some(1.0), ..Default::default() }, "driftFactor"),
+            (SettingsPatch { retry_delay: Some(-5.0), ..Default::default() }, "retryDelay"),
+            (SettingsPatch { retry_jitter: Some(0.1), ..Default::default() }, "retryJitter"),
+            (
+                SettingsPatch { automatic_extension_threshold: Some(f64::INFINITY), ..Default::default() },
+                "automaticExtensionThreshold",
+            ),
+        ];
+        for (patch, name) in cases {
+            let e = Settings::default().apply(&patch).unwrap_err();
+            assert!(e.message.contains(name), "{} lacks {name}", e.message);
+        }
+    }
+
+    #[test]
+    fn retry_pause_spans_the_jitter() {
+        let s = Settings::default();
+        assert_eq!(s.retry_pause(0.0), Duration::from_millis(100));
+        assert_eq!(s.retry_pause(0.5), Duration::from_millis(200));
+        assert!(s.retry_pause(0.999_999) <= Duration::from_millis(300));
+        let s = Settings { retry_delay_ms: 10, retry_jitter_ms: 100, ..s };
+        assert_eq!(s.retry_pause(0.0), Duration::ZERO);
+    }
+}

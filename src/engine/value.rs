@@ -1,0 +1,38 @@
+//! Lock values: 128 random bits from the operating system's CSPRNG, as hex.
+
+/// A fresh lock value: 16 bytes from the OS CSPRNG, 32 lowercase hex characters.
+pub fn random_value() -> String {
+    let mut bytes = [0u8; 16];
+    // getrandom reads the kernel CSPRNG; failure there means the OS cannot give
+    // randomness at all, which no lock can be safe without.
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// A uniform number in `[0, 1)` for retry jitter.
+pub fn random_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_128_bit_hex_and_distinct() {
+        let a = random_value();
+        let b = random_value();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+}
