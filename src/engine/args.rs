@@ -13,7 +13,10 @@ pub const MAX_DURATION_MS: f64 = 9_007_199_254_740_991.0;
 pub fn duration_ms(name: &str, value: f64) -> Result<u64, ArgError> {
     let base = format!("{name} must be an integer value in milliseconds.");
     if !value.is_finite() || value.fract() != 0.0 {
-        return Err(ArgError::range_error(format!("{base} Got {}.", show(value))));
+        return Err(ArgError::range_error(format!(
+            "{base} Got {}.",
+            show(value)
+        )));
     }
     if value <= 0.0 || value > MAX_DURATION_MS {
         return Err(ArgError::range_error(format!(
@@ -89,24 +92,46 @@ mod tests {
     fn durations() {
         assert_eq!(duration_ms("ttl", 1.0), Ok(1));
         assert_eq!(duration_ms("ttl", 10_000.0), Ok(10_000));
-        assert_eq!(duration_ms("ttl", MAX_DURATION_MS), Ok(9_007_199_254_740_991));
-        for bad in [0.0, -1.0, 1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -0.0] {
+        assert_eq!(
+            duration_ms("ttl", MAX_DURATION_MS),
+            Ok(9_007_199_254_740_991)
+        );
+        for bad in [
+            0.0,
+            -1.0,
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -0.0,
+        ] {
             let e = duration_ms("Duration", bad).unwrap_err();
             assert_eq!(e.kind, ArgErrorKind::Range, "{bad}");
             assert!(
-                e.message.starts_with("Duration must be an integer value in milliseconds."),
+                e.message
+                    .starts_with("Duration must be an integer value in milliseconds."),
                 "{}",
                 e.message
             );
         }
-        assert!(duration_ms("ttl", 1.5).unwrap_err().message.contains("Got 1.5"));
-        assert!(duration_ms("ttl", f64::NAN).unwrap_err().message.contains("Got NaN"));
+        assert!(duration_ms("ttl", 1.5)
+            .unwrap_err()
+            .message
+            .contains("Got 1.5"));
+        assert!(duration_ms("ttl", f64::NAN)
+            .unwrap_err()
+            .message
+            .contains("Got NaN"));
     }
 
     #[test]
     fn non_negative() {
         assert_eq!(non_negative_ms("retryDelay", 0.0), Ok(0));
-        assert!(non_negative_ms("retryDelay", -1.0).unwrap_err().message.contains("retryDelay"));
+        assert!(non_negative_ms("retryDelay", -1.0)
+            .unwrap_err()
+            .message
+            .contains("retryDelay"));
         assert!(non_negative_ms("retryDelay", 0.5).is_err());
         assert!(non_negative_ms("retryDelay", f64::NAN).is_err());
     }

@@ -77,7 +77,11 @@ impl NodeConfig {
 
     /// The URL of this node with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         let auth = match (&self.username, &self.password) {
             (Some(u), Some(_)) => format!("{u}:***@"),
             (None, Some(_)) => ":***@".to_string(),
@@ -96,15 +100,22 @@ impl NodeConfig {
     /// these settings. `name` is the argument's name, for messages.
     pub fn apply_url(&mut self, name: &str, input: &str) -> Result<(), ArgError> {
         // Never echo the URL: it may carry a password.
-        let bad = |why: &str| ArgError::type_error(format!("{name} is not a valid Redis URL: {why}."));
+        let bad =
+            |why: &str| ArgError::type_error(format!("{name} is not a valid Redis URL: {why}."));
         let url = url::Url::parse(input).map_err(|e| bad(&e.to_string()))?;
         let tls = match url.scheme() {
             "redis" => false,
             "rediss" => true,
             _ => return Err(bad("the scheme must be redis:// or rediss://")),
         };
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("it has no host"))?;
-        self.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("it has no host"))?;
+        self.host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         self.port = url.port().unwrap_or(DEFAULT_PORT);
         if self.port == 0 {
             return Err(bad("the port must be from 1 to 65535"));
@@ -185,9 +196,20 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_type_errors_without_the_secret() {
-        for u in ["", "http://h:1", "redis://", "redis://h:99999", "redis://u:hunter2@h/x", "not a url"] {
+        for u in [
+            "",
+            "http://h:1",
+            "redis://",
+            "redis://h:99999",
+            "redis://u:hunter2@h/x",
+            "not a url",
+        ] {
             let e = parse(u).unwrap_err();
-            assert!(e.message.starts_with("url is not a valid Redis URL"), "{u}: {}", e.message);
+            assert!(
+                e.message.starts_with("url is not a valid Redis URL"),
+                "{u}: {}",
+                e.message
+            );
             assert!(!e.message.contains("hunter2"));
         }
     }

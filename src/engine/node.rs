@@ -41,7 +41,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("config", &self.config).finish()
+        f.debug_struct("Node")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -142,7 +144,11 @@ impl Node {
             let mut st = self.lock_state();
             match &st.slot {
                 Slot::Ready(c) => return Ok((c.clone(), st.generation)),
-                Slot::Closed => return Err(NodeError::Closed { addr: self.addr.clone() }),
+                Slot::Closed => {
+                    return Err(NodeError::Closed {
+                        addr: self.addr.clone(),
+                    })
+                }
                 Slot::Connecting(f) => (f.clone(), st.generation),
                 Slot::Idle => {
                     st.generation += 1;
@@ -163,7 +169,9 @@ impl Node {
             };
         }
         if matches!(st.slot, Slot::Closed) {
-            return Err(NodeError::Closed { addr: self.addr.clone() });
+            return Err(NodeError::Closed {
+                addr: self.addr.clone(),
+            });
         }
         result.map(|c| (c, generation))
     }
@@ -216,8 +224,11 @@ impl Node {
 
     /// Runs one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
-        self.run(None, |mut c| async move { cmd.query_async::<T>(&mut c).await })
-            .await
+        self.run(
+            None,
+            |mut c| async move { cmd.query_async::<T>(&mut c).await },
+        )
+        .await
     }
 
     /// Runs a lock script on `keys` with `args`, within `limit`.
@@ -235,8 +246,11 @@ impl Node {
         for a in args {
             inv.arg(*a);
         }
-        self.run(limit, |mut c| async move { inv.invoke_async::<T>(&mut c).await })
-            .await
+        self.run(
+            limit,
+            |mut c| async move { inv.invoke_async::<T>(&mut c).await },
+        )
+        .await
     }
 
     /// Closes the connection gracefully (`QUIT`, bounded by the command time-out). Later

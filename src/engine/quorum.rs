@@ -189,16 +189,40 @@ mod tests {
     #[test]
     fn failure_kinds() {
         // 3 of 5 down: undecided.
-        let t = Tally { n: 5, quorum: 3, votes_for: 2, locked: 0, failed: 3 };
+        let t = Tally {
+            n: 5,
+            quorum: 3,
+            votes_for: 2,
+            locked: 0,
+            failed: 3,
+        };
         assert_eq!(t.failure_kind(), FailureKind::Undecided);
         // Held elsewhere on a majority: locked, even with some failures.
-        let t = Tally { n: 5, quorum: 3, votes_for: 0, locked: 3, failed: 2 };
+        let t = Tally {
+            n: 5,
+            quorum: 3,
+            votes_for: 0,
+            locked: 3,
+            failed: 2,
+        };
         assert_eq!(t.failure_kind(), FailureKind::Locked);
         // Failures could have tipped it: undecided.
-        let t = Tally { n: 5, quorum: 3, votes_for: 1, locked: 2, failed: 2 };
+        let t = Tally {
+            n: 5,
+            quorum: 3,
+            votes_for: 1,
+            locked: 2,
+            failed: 2,
+        };
         assert_eq!(t.failure_kind(), FailureKind::Undecided);
         // Early loss with votes outstanding that could not matter: locked.
-        let t = Tally { n: 5, quorum: 3, votes_for: 0, locked: 3, failed: 0 };
+        let t = Tally {
+            n: 5,
+            quorum: 3,
+            votes_for: 0,
+            locked: 3,
+            failed: 0,
+        };
         assert_eq!(t.failure_kind(), FailureKind::Locked);
     }
 }

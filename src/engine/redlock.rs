@@ -133,7 +133,9 @@ impl Quorum {
     ) -> (AttemptStats, Result<i64, FailureKind>) {
         let n = self.nodes.len();
         let started = Instant::now();
-        let window = op.ttl_ms().map(|ttl| attempt_window(ttl, settings.drift_factor));
+        let window = op
+            .ttl_ms()
+            .map(|ttl| attempt_window(ttl, settings.drift_factor));
         let ttl_arg = op.ttl_ms().map(|t| t.to_string()).unwrap_or_default();
         let mut tally = Tally::new(n);
         let mut votes: Vec<Option<Vote>> = vec![None; n];
@@ -144,7 +146,12 @@ impl Quorum {
             .enumerate()
             .map(|(i, node)| {
                 let ttl_arg = ttl_arg.as_str();
-                async move { (i, node_vote(node, op, resources, value, ttl_arg, window).await) }
+                async move {
+                    (
+                        i,
+                        node_vote(node, op, resources, value, ttl_arg, window).await,
+                    )
+                }
             })
             .collect();
         // A deadline for the whole attempt: past the validity window no lock can be valid.
@@ -259,16 +266,14 @@ async fn node_vote(
     window: Option<Duration>,
 ) -> Vote {
     let result = match op {
-        Op::Acquire { .. } => {
-            node.script::<i64>(&ACQUIRE_SCRIPT, resources, &[value, ttl_arg], window)
-                .await
-                .map(|set| set == 1)
-        }
-        Op::Extend { .. } => {
-            node.script::<i64>(&EXTEND_SCRIPT, resources, &[value, ttl_arg], window)
-                .await
-                .map(|set| set == 1)
-        }
+        Op::Acquire { .. } => node
+            .script::<i64>(&ACQUIRE_SCRIPT, resources, &[value, ttl_arg], window)
+            .await
+            .map(|set| set == 1),
+        Op::Extend { .. } => node
+            .script::<i64>(&EXTEND_SCRIPT, resources, &[value, ttl_arg], window)
+            .await
+            .map(|set| set == 1),
         // Any answer is a success: nothing of ours is left on that node.
         Op::Release => release_on(node, resources, value).await.map(|_| true),
     };

@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn infinite_retries() {
         let s = Settings::default()
-            .apply(&SettingsPatch { retry_count: Some(-1.0), ..Default::default() })
+            .apply(&SettingsPatch {
+                retry_count: Some(-1.0),
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(s.max_attempts(), None);
     }
@@ -132,14 +135,53 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         let cases = [
-            (SettingsPatch { retry_count: Some(-2.0), ..Default::default() }, "retryCount"),
-            (SettingsPatch { retry_count: Some(1.5), ..Default::default() }, "retryCount"),
-            (SettingsPatch { drift_factor: Some(f64::NAN), ..Default::default() }, "driftFactor"),
-            (SettingsPatch { drift_factor: Some(1.0), ..Default::default() }, "driftFactor"),
-            (SettingsPatch { retry_delay: Some(-5.0), ..Default::default() }, "retryDelay"),
-            (SettingsPatch { retry_jitter: Some(0.1), ..Default::default() }, "retryJitter"),
             (
-                SettingsPatch { automatic_extension_threshold: Some(f64::INFINITY), ..Default::default() },
+                SettingsPatch {
+                    retry_count: Some(-2.0),
+                    ..Default::default()
+                },
+                "retryCount",
+            ),
+            (
+                SettingsPatch {
+                    retry_count: Some(1.5),
+                    ..Default::default()
+                },
+                "retryCount",
+            ),
+            (
+                SettingsPatch {
+                    drift_factor: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "driftFactor",
+            ),
+            (
+                SettingsPatch {
+                    drift_factor: Some(1.0),
+                    ..Default::default()
+                },
+                "driftFactor",
+            ),
+            (
+                SettingsPatch {
+                    retry_delay: Some(-5.0),
+                    ..Default::default()
+                },
+                "retryDelay",
+            ),
+            (
+                SettingsPatch {
+                    retry_jitter: Some(0.1),
+                    ..Default::default()
+                },
+                "retryJitter",
+            ),
+            (
+                SettingsPatch {
+                    automatic_extension_threshold: Some(f64::INFINITY),
+                    ..Default::default()
+                },
                 "automaticExtensionThreshold",
             ),
         ];
@@ -155,7 +197,11 @@ mod tests {
         assert_eq!(s.retry_pause(0.0), Duration::from_millis(100));
         assert_eq!(s.retry_pause(0.5), Duration::from_millis(200));
         assert!(s.retry_pause(0.999_999) <= Duration::from_millis(300));
-        let s = Settings { retry_delay_ms: 10, retry_jitter_ms: 100, ..s };
+        let s = Settings {
+            retry_delay_ms: 10,
+            retry_jitter_ms: 100,
+            ..s
+        };
         assert_eq!(s.retry_pause(0.0), Duration::ZERO);
     }
 }

@@ -1,0 +1,415 @@
+//! `NativeClient`: the native side of `Redis` (ioredis-shaped) and `RedisJsClient`
+//! (node-redis-shaped). One shared connection per client; every command has a time-out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::engine::args;
+use crate::engine::config::{NodeConfig, TlsConfig};
+use crate::engine::node::Node;
+use crate::js::{self, check, classify, field, opt_bool, opt_number, opt_string, type_error, Val};
+use crate::reply::Reply;
+
+#[napi]
+pub struct NativeClient {
+    pub(crate) node: Arc<Node>,
+    kind: &'static str,
+}
+
+fn ms(env: &Env, name: &str, v: Option<f64>) -> Result<Option<Duration>> {
+    v.map(|v| check(env, args::duration_ms(name, v)).map(Duration::from_millis))
+        .transpose()
+}
+
+/// `tls: true | { ca, cert, key, rejectUnauthorized }`.
+fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
+    let ctx = format!("{ctx}.tls");
+    match v {
+        Val::Missing | Val::Bool(false) => Ok(None),
+        Val::Bool(true) => Ok(Some(TlsConfig {
+            reject_unauthorized: true,
+            ..TlsConfig::default()
+        })),
+        Val::Object(o) => Ok(Some(TlsConfig {
+            ca: opt_string(env, &o, &ctx, "ca")?,
+            cert: opt_string(env, &o, &ctx, "cert")?,
+            key: opt_string(env, &o, &ctx, "key")?,
+            reject_unauthorized: opt_bool(env, &o, &ctx, "rejectUnauthorized")?.unwrap_or(true),
+        })),
+        other => Err(type_error(env, &ctx, "a boolean or an object", &other)),
+    }
+}
+
+fn refuse_sentinels(env: &Env, o: &Object, ctx: &str) -> Result<()> {
+    if !matches!(field(o, "sentinels")?, Val::Missing) {
+        return Err(js::throw(
+            env,
+            crate::engine::error::ArgError::type_error(format!(
+                "{ctx}.sentinels: Redis Sentinel is not supported yet."
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// ioredis options: host, port, username, password, db, tls, connectTimeout,
+/// commandTimeout, lazyConnect. Returns lazyConnect.
+fn ioredis_options(env: &Env, cfg: &mut NodeConfig, o: &Object) -> Result<bool> {
+    let ctx = "options";
+    refuse_sentinels(env, o, ctx)?;
+    if let Some(h) = opt_string(env, o, ctx, "host")? {
+        cfg.host = h;
+    }
+    if let Some(p) = opt_number(env, o, ctx, "port")? {
+        cfg.port = check(env, args::port("options.port", p))?;
+    }
+    cfg.username = opt_string(env, o, ctx, "username")?.or(cfg.username.take());
+    cfg.password = opt_string(env, o, ctx, "password")?.or(cfg.password.take());
+    if let Some(d) = opt_number(env, o, ctx, "db")? {
+        cfg.db = check(env, args::db("options.db", d))?;
+    }
+    if let Some(t) = tls_option(env, ctx, field(o, "tls")?)? {
+        cfg.tls = Some(t);
+    }
+    common_timeouts(env, cfg, o, ctx, "connectTimeout")?;
+    Ok(opt_bool(env, o, ctx, "lazyConnect")?.unwrap_or(false))
+}
+
+fn common_timeouts(
+    env: &Env,
+    cfg: &mut NodeConfig,
+    o: &Object,
+    ctx: &str,
+    connect_name: &str,
+) -> Result<()> {
+    let connect = ms(
+        env,
+        &format!("{ctx}.{connect_name}"),
+        opt_number(env, o, ctx, connect_name)?,
+    )?;
+    if let Some(d) = connect {
+        cfg.connect_timeout = d;
+    }
+    if let Some(d) = ms(
+        env,
+        "options.commandTimeout",
+        opt_number(env, o, "options", "commandTimeout")?,
+    )? {
+        cfg.command_timeout = d;
+    }
+    Ok(())
+}
+
+/// `new Redis()`, `new Redis(options)`, `new Redis(url, options?)`,
+/// `new Redis(port, host?, options?)`. Explicit url/port/host win over the options object.
+fn ioredis_args(env: &Env, a: [Val; 3]) -> Result<(NodeConfig, bool)> {
+    let mut cfg = NodeConfig::default();
+    let [a0, a1, a2] = a;
+    // The options object is the last object among the arguments.
+    let mut lazy = false;
+    for v in [&a0, &a1, &a2] {
+        if let Val::Object(o) = v {
+            lazy = ioredis_options(env, &mut cfg, o)?;
+        }
+    }
+    match a0 {
+        Val::Str(url) => check(env, cfg.apply_url("url", &url))?,
+        Val::Num(p) => {
+            cfg.port = check(env, args::port("port", p))?;
+            match &a1 {
+                Val::Str(h) => cfg.host = h.clone(),
+                Val::Missing | Val::Object(_) => {}
+                other => return Err(type_error(env, "host", "a string", other)),
+            }
+        }
+        Val::Missing | Val::Object(_) => {}
+        other => {
+            return Err(type_error(
+                env,
+                "the first argument",
+                "an options object, a redis:// URL or a port number",
+                &other,
+            ))
+        }
+    }
+    if cfg.host.is_empty() {
+        return Err(js::throw(
+            env,
+            crate::engine::error::ArgError::type_error("host must be a non-empty string."),
+        ));
+    }
+    Ok((cfg, lazy))
+}
+
+/// node-redis: `{ url, username, password, database, socket: { host, port, tls,
+/// connectTimeout }, commandTimeout }`.
+fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
+    let mut cfg = NodeConfig::default();
+    let o = match a0 {
+        Val::Object(o) => o,
+        Val::Missing => return Ok((cfg, false)),
+        other => return Err(type_error(env, "options", "an object like { url }", &other)),
+    };
+    let ctx = "options";
+    refuse_sentinels(env, &o, ctx)?;
+    if let Some(url) = opt_string(env, &o, ctx, "url")? {
+        check(env, cfg.apply_url("options.url", &url))?;
+    }
+    match field(&o, "socket")? {
+        Val::Missing => {}
+        Val::Object(s) => {
+            let sctx = "options.socket";
+            if let Some(h) = opt_string(env, &s, sctx, "host")? {
+                cfg.host = h;
+            }
+            if let Some(p) = opt_number(env, &s, sctx, "port")? {
+                cfg.port = check(env, args::port("options.socket.port", p))?;
+            }
+            if let Some(t) = tls_option(env, sctx, field(&s, "tls")?)? {
+                cfg.tls = Some(t);
+            }
+            common_timeouts(env, &mut cfg, &s, sctx, "connectTimeout")?;
+        }
+        other => return Err(type_error(env, "options.socket", "an object", &other)),
+    }
+    if let Some(u) = opt_string(env, &o, ctx, "username")? {
+        cfg.username = Some(u);
+    }
+    if let Some(p) = opt_string(env, &o, ctx, "password")? {
+        cfg.password = Some(p);
+    }
+    if let Some(d) = opt_number(env, &o, ctx, "database")? {
+        cfg.db = check(env, args::db("options.database", d))?;
+    }
+    if let Some(d) = ms(
+        env,
+        "options.commandTimeout",
+        opt_number(env, &o, ctx, "commandTimeout")?,
+    )? {
+        cfg.command_timeout = d;
+    }
+    Ok((cfg, false))
+}
+
+#[napi]
+impl NativeClient {
+    /// `kind` is `"ioredis"` (arguments as ioredis' `new Redis(...)`) or `"node-redis"`
+    /// (arguments as node-redis' `createClient(options)`).
+    #[napi(constructor, catch_unwind)]
+    pub fn new(
+        env: Env,
+        kind: String,
+        a0: Option<Unknown>,
+        a1: Option<Unknown>,
+        a2: Option<Unknown>,
+    ) -> Result<Self> {
+        let (cfg, lazy, kind) = match kind.as_str() {
+            "ioredis" => {
+                let (c, l) = ioredis_args(&env, [classify(a0)?, classify(a1)?, classify(a2)?])?;
+                (c, l, "Redis")
+            }
+            "node-redis" => {
+                let (c, l) = node_redis_args(&env, classify(a0)?)?;
+                (c, l, "RedisJsClient")
+            }
+            _ => return Err(Error::from_reason("unknown client kind")),
+        };
+        let node = Node::new(cfg).map_err(|e| Error::from_reason(e.to_string()))?;
+        if !lazy {
+            // Connect in the background; commands issued meanwhile wait for it. A failure
+            // here is reported by the commands that need the connection.
+            let n = node.clone();
+            napi::bindgen_prelude::spawn(async move {
+                let _ = n.connect().await;
+            });
+        }
+        Ok(NativeClient { node, kind })
+    }
+
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.node.config().host.clone()
+    }
+
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.node.config().port)
+    }
+
+    /// The server's URL, with any password replaced by `***`.
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.node.config().redacted_url()
+    }
+
+    #[napi(js_name = "toString")]
+    pub fn to_js_string(&self) -> String {
+        format!("{} <{}>", self.kind, self.node.config().redacted_url())
+    }
+
+    /// Connects now (useful with `lazyConnect`); resolves once connected.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn connect<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let node = self.node.clone();
+        env.spawn_future(async move { node.connect().await.map_err(to_js_err) })
+    }
+
+    #[napi(
+        catch_unwind,
+        ts_args_type = "key: string | Buffer",
+        ts_return_type = "Promise<string | null>"
+    )]
+    pub fn get<'env>(
+        &self,
+        env: &'env Env,
+        key: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Option<String>>> {
+        let key = js::bytes_arg(env, "key", classify(key)?)?;
+        let node = self.node.clone();
+        env.spawn_future(async move {
+            let v: Option<Vec<u8>> = node
+                .query(redis::cmd("GET").arg(key).clone())
+                .await
+                .map_err(to_js_err)?;
+            Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        })
+    }
+
+    /// Stores `value` (`true` is stored as `"true"`, numbers as JavaScript prints them).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "key: string | Buffer, value: boolean | string | number | Buffer",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn set<'env>(
+        &self,
+        env: &'env Env,
+        key: Option<Unknown>,
+        value: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let key = js::bytes_arg(env, "key", classify(key)?)?;
+        let value = match classify(value)? {
+            Val::Bool(b) => b.to_string().into_bytes(),
+            v @ (Val::Str(_) | Val::Buf(_) | Val::Num(_)) => js::bytes_arg(env, "value", v)?,
+            other => {
+                return Err(type_error(
+                    env,
+                    "value",
+                    "a boolean, string, number or Buffer",
+                    &other,
+                ))
+            }
+        };
+        let node = self.node.clone();
+        env.spawn_future(async move {
+            node.query::<()>(redis::cmd("SET").arg(key).arg(value).clone())
+                .await
+                .map_err(to_js_err)
+        })
+    }
+
+    #[napi(
+        catch_unwind,
+        ts_args_type = "key: string | Buffer",
+        ts_return_type = "Promise<number>"
+    )]
+    pub fn pttl<'env>(
+        &self,
+        env: &'env Env,
+        key: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, i64>> {
+        let key = js::bytes_arg(env, "key", classify(key)?)?;
+        let node = self.node.clone();
+        env.spawn_future(async move {
+            node.query::<i64>(redis::cmd("PTTL").arg(key).clone())
+                .await
+                .map_err(to_js_err)
+        })
+    }
+
+    /// `DEL` of the given keys (an array; `del(...keys)` in the JavaScript layer).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "keys: Array<string | Buffer>",
+        ts_return_type = "Promise<number>"
+    )]
+    pub fn del_keys<'env>(
+        &self,
+        env: &'env Env,
+        keys: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, i64>> {
+        let list = match classify(keys)? {
+            Val::Array(items) => items,
+            other => return Err(type_error(env, "keys", "an array", &other)),
+        };
+        if list.is_empty() {
+            return Err(js::throw(
+                env,
+                crate::engine::error::ArgError::type_error("del needs at least one key."),
+            ));
+        }
+        let mut cmd = redis::cmd("DEL");
+        for (i, k) in list.into_iter().enumerate() {
+            cmd.arg(js::bytes_arg(
+                env,
+                &format!("keys[{i}]"),
+                classify(Some(k))?,
+            )?);
+        }
+        let node = self.node.clone();
+        env.spawn_future(async move { node.query::<i64>(cmd).await.map_err(to_js_err) })
+    }
+
+    /// Any command: `call(command, ...args)` in the JavaScript layer.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "command: string, args: Array<string | number | Buffer>",
+        ts_return_type = "Promise<unknown>"
+    )]
+    pub fn call_command<'env>(
+        &self,
+        env: &'env Env,
+        command: Option<Unknown>,
+        args: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Reply>> {
+        let name = match classify(command)? {
+            Val::Str(s) if !s.trim().is_empty() => s,
+            other => return Err(type_error(env, "command", "a non-empty string", &other)),
+        };
+        let list = match classify(args)? {
+            Val::Array(items) => items,
+            Val::Missing => Vec::new(),
+            other => return Err(type_error(env, "args", "an array", &other)),
+        };
+        let mut cmd = redis::cmd(&name);
+        for (i, a) in list.into_iter().enumerate() {
+            cmd.arg(js::bytes_arg(
+                env,
+                &format!("args[{i}]"),
+                classify(Some(a))?,
+            )?);
+        }
+        let node = self.node.clone();
+        env.spawn_future(async move {
+            let v: redis::Value = node.query(cmd).await.map_err(to_js_err)?;
+            Reply::from_value(v).map_err(Error::from_reason)
+        })
+    }
+
+    /// Closes the connection gracefully; later commands reject with "Connection is closed.".
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let node = self.node.clone();
+        env.spawn_future(async move {
+            node.quit().await;
+            Ok(())
+        })
+    }
+}
+
+pub(crate) fn to_js_err(e: impl std::fmt::Display) -> Error {
+    Error::from_reason(e.to_string())
+}

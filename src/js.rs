@@ -1,0 +1,149 @@
+//! Reading JavaScript values with errors that name the argument, and throwing
+//! `TypeError` / `RangeError`.
+
+use napi::bindgen_prelude::*;
+use napi::{JsValue, ValueType};
+
+use crate::engine::error::{ArgError, ArgErrorKind};
+
+/// A JavaScript value, classified.
+pub enum Val<'env> {
+    Missing,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Buf(Vec<u8>),
+    Array(Vec<Unknown<'env>>),
+    Object(Object<'env>),
+    Other(&'static str),
+}
+
+impl Val<'_> {
+    /// The JavaScript type name, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Missing => "undefined",
+            Val::Bool(_) => "boolean",
+            Val::Num(_) => "number",
+            Val::Str(_) => "string",
+            Val::Buf(_) => "Buffer",
+            Val::Array(_) => "array",
+            Val::Object(_) => "object",
+            Val::Other(t) => t,
+        }
+    }
+}
+
+/// Classifies `v`; `undefined` and `null` are both [`Val::Missing`].
+pub fn classify<'env>(v: Option<Unknown<'env>>) -> Result<Val<'env>> {
+    let Some(v) = v else { return Ok(Val::Missing) };
+    let env = v.value().env;
+    let raw = v.raw();
+    // SAFETY: every cast below follows the type check that makes it valid.
+    unsafe {
+        Ok(match v.get_type()? {
+            ValueType::Undefined | ValueType::Null => Val::Missing,
+            ValueType::Boolean => Val::Bool(bool::from_napi_value(env, raw)?),
+            ValueType::Number => Val::Num(f64::from_napi_value(env, raw)?),
+            ValueType::String => Val::Str(String::from_napi_value(env, raw)?),
+            ValueType::Object if v.is_buffer()? => {
+                Val::Buf(Buffer::from_napi_value(env, raw)?.to_vec())
+            }
+            ValueType::Object if v.is_array()? => {
+                Val::Array(Vec::<Unknown>::from_napi_value(env, raw)?)
+            }
+            ValueType::Object => Val::Object(Object::from_napi_value(env, raw)?),
+            ValueType::BigInt => Val::Other("bigint"),
+            ValueType::Symbol => Val::Other("symbol"),
+            ValueType::Function => Val::Other("function"),
+            _ => Val::Other("unknown"),
+        })
+    }
+}
+
+/// Throws `e` as a `TypeError` or `RangeError`; returns the error to propagate.
+pub fn throw(env: &Env, e: ArgError) -> Error {
+    let thrown = match e.kind {
+        ArgErrorKind::Type => env.throw_type_error(&e.message, None),
+        ArgErrorKind::Range => env.throw_range_error(&e.message, None),
+    };
+    match thrown {
+        Ok(()) => Error::new(Status::PendingException, e.message),
+        Err(err) => err,
+    }
+}
+
+/// Throws a `TypeError` saying what `name` must be and what it was.
+pub fn type_error(env: &Env, name: &str, expected: &str, got: &Val) -> Error {
+    throw(
+        env,
+        ArgError::type_error(format!(
+            "{name} must be {expected}; got {}.",
+            got.type_name()
+        )),
+    )
+}
+
+/// A field of an options object (`ctx` names the object in messages).
+pub fn field<'env>(obj: &Object<'env>, name: &str) -> Result<Val<'env>> {
+    classify(obj.get::<Unknown>(name)?)
+}
+
+pub fn opt_number(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<f64>> {
+    match field(obj, name)? {
+        Val::Missing => Ok(None),
+        Val::Num(n) => Ok(Some(n)),
+        other => Err(type_error(
+            env,
+            &format!("{ctx}.{name}"),
+            "a number",
+            &other,
+        )),
+    }
+}
+
+pub fn opt_string(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<String>> {
+    match field(obj, name)? {
+        Val::Missing => Ok(None),
+        Val::Str(s) => Ok(Some(s)),
+        other => Err(type_error(
+            env,
+            &format!("{ctx}.{name}"),
+            "a string",
+            &other,
+        )),
+    }
+}
+
+pub fn opt_bool(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<bool>> {
+    match field(obj, name)? {
+        Val::Missing => Ok(None),
+        Val::Bool(b) => Ok(Some(b)),
+        other => Err(type_error(
+            env,
+            &format!("{ctx}.{name}"),
+            "a boolean",
+            &other,
+        )),
+    }
+}
+
+/// Maps an engine argument check to a thrown JavaScript error.
+pub fn check<T>(env: &Env, r: std::result::Result<T, ArgError>) -> Result<T> {
+    r.map_err(|e| throw(env, e))
+}
+
+/// A Redis key or argument: string, number or Buffer, as bytes.
+pub fn bytes_arg(env: &Env, name: &str, v: Val) -> Result<Vec<u8>> {
+    match v {
+        Val::Str(s) => Ok(s.into_bytes()),
+        Val::Buf(b) => Ok(b),
+        Val::Num(n) if n.is_finite() => Ok(crate::engine::args::show(n).into_bytes()),
+        other => Err(type_error(
+            env,
+            name,
+            "a string, a finite number or a Buffer",
+            &other,
+        )),
+    }
+}
