@@ -29,7 +29,7 @@ pub fn duration_ms(name: &str, value: f64) -> Result<u64, ArgError> {
 
 /// A whole number of ms that may be 0 (delays, thresholds, time-outs).
 pub fn non_negative_ms(name: &str, value: f64) -> Result<u64, ArgError> {
-    if !value.is_finite() || value.fract() != 0.0 || value < 0.0 || value > MAX_DURATION_MS {
+    if !value.is_finite() || value.fract() != 0.0 || !(0.0..=MAX_DURATION_MS).contains(&value) {
         return Err(ArgError::range_error(format!(
             "{name} must be an integer number of milliseconds >= 0. Got {}.",
             show(value)

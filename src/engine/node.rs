@@ -201,33 +201,46 @@ impl Node {
     }
 
     /// Runs `op` on the shared connection with the command time-out (or `limit`, when
-    /// shorter). Connection errors drop the connection so the next call reconnects.
+    /// shorter). A connection found broken is dropped and `op` is sent once more on a
+    /// fresh one, as ioredis resends unfulfilled commands (every lock script is
+    /// idempotent, so a resend is safe).
     pub async fn run<T, F, Fut>(&self, limit: Option<Duration>, op: F) -> Result<T, NodeError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let wait = match limit {
             Some(l) => l.min(self.config.command_timeout),
             None => self.config.command_timeout,
         };
+        let timeout = || NodeError::Timeout {
+            addr: self.addr.clone(),
+            ms: wait.as_millis() as u64,
+        };
+        let (conn, generation) = self.connection().await?;
+        let e = match tokio::time::timeout(wait, op(conn)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => return Err(timeout()),
+        };
+        if !(e.is_connection_dropped() || e.is_io_error()) || e.is_timeout() {
+            return Err(self.map_error(e, generation));
+        }
+        self.invalidate(generation);
         let (conn, generation) = self.connection().await?;
         match tokio::time::timeout(wait, op(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_error(e, generation)),
-            Err(_) => Err(NodeError::Timeout {
-                addr: self.addr.clone(),
-                ms: wait.as_millis() as u64,
-            }),
+            Err(_) => Err(timeout()),
         }
     }
 
     /// Runs one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
-        self.run(
-            None,
-            |mut c| async move { cmd.query_async::<T>(&mut c).await },
-        )
+        let cmd = &cmd;
+        self.run(None, move |mut c| async move {
+            cmd.query_async::<T>(&mut c).await
+        })
         .await
     }
 
@@ -246,10 +259,10 @@ impl Node {
         for a in args {
             inv.arg(*a);
         }
-        self.run(
-            limit,
-            |mut c| async move { inv.invoke_async::<T>(&mut c).await },
-        )
+        let inv = &inv;
+        self.run(limit, move |mut c| async move {
+            inv.invoke_async::<T>(&mut c).await
+        })
         .await
     }
 

@@ -140,16 +140,21 @@ impl Quorum {
         let mut tally = Tally::new(n);
         let mut votes: Vec<Option<Vote>> = vec![None; n];
 
+        // The per-node requests own what they use, so that stragglers of a won attempt
+        // can finish in the background.
+        let shared: Arc<(Vec<String>, String, String)> =
+            Arc::new((resources.to_vec(), value.to_string(), ttl_arg));
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let ttl_arg = ttl_arg.as_str();
+                let (node, shared) = (node.clone(), shared.clone());
                 async move {
+                    let (resources, value, ttl_arg) = &*shared;
                     (
                         i,
-                        node_vote(node, op, resources, value, ttl_arg, window).await,
+                        node_vote(&node, op, resources, value, ttl_arg, window).await,
                     )
                 }
             })
@@ -192,9 +197,17 @@ impl Quorum {
                 }
             }
         }
-        // Stop waiting for stragglers. Their requests, once sent, stay ordered before
-        // anything sent later on the same connection, so the cleanup below lands after them.
-        drop(pending);
+        if decision == Decision::Won {
+            // Let the stragglers set the key too (a lock on more nodes survives more
+            // crashes), without waiting for them.
+            if !pending.is_empty() {
+                tokio::spawn(async move { while pending.next().await.is_some() {} });
+            }
+        } else {
+            // Stop waiting for stragglers. Their requests, once sent, stay ordered before
+            // anything sent later on the same connection, so the cleanup lands after them.
+            drop(pending);
+        }
 
         let mut outcome = match decision {
             Decision::Won => Ok(match op.ttl_ms() {

@@ -8,11 +8,14 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Sets every key to the value with `PX` ttl if none of them exists. Returns 1 when set,
-/// 0 when any key is held (by anyone) and nothing was written.
+/// Sets every key to the value with `PX` ttl if none of them is held by another value.
+/// Returns 1 when set, 0 when any key is held by another owner (nothing is written then).
+/// Idempotent: running it again with the same value (a resend after a dropped
+/// connection) succeeds again.
 pub const ACQUIRE: &str = r#"
 for _, key in ipairs(KEYS) do
-  if redis.call('exists', key) == 1 then return 0 end
+  local v = redis.call('get', key)
+  if v and v ~= ARGV[1] then return 0 end
 end
 for _, key in ipairs(KEYS) do
   redis.call('set', key, ARGV[1], 'PX', ARGV[2])

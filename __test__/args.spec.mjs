@@ -1,0 +1,115 @@
+// Bad input: TypeError / RangeError naming the argument; never a crash or a hang.
+import test from 'ava'
+
+import { lib } from './helpers.mjs'
+
+const { Redis, RedisJsClient, Redlock } = lib
+
+// Clients that never connect: argument checks happen before any I/O.
+const lazy = () => new Redis({ port: 1, lazyConnect: true })
+
+test('bad ttl values are refused with the argument named', async (t) => {
+  const redlock = new Redlock([lazy()])
+  const cases = [
+    [0, RangeError], [-1, RangeError], [1.5, RangeError], [NaN, RangeError], [Infinity, RangeError],
+    [-Infinity, RangeError], [2 ** 53, RangeError], [1e300, RangeError],
+    ['1000', TypeError], [null, TypeError], [undefined, TypeError], [{}, TypeError], [10n, TypeError], [true, TypeError],
+  ]
+  for (const [ttl, ErrorClass] of cases) {
+    const err = await t.throwsAsync(redlock.acquireLock('r', ttl), { instanceOf: ErrorClass }, String(ttl))
+    t.regex(err.message, /^ttl /, err.message)
+  }
+  t.regex((await t.throwsAsync(redlock.acquireLock('r', 1.5))).message, /^ttl must be an integer value in milliseconds\./)
+})
+
+test('bad resources are refused with the argument named', async (t) => {
+  const redlock = new Redlock([lazy()])
+  for (const resource of ['', 42, null, undefined, {}, ['a'], Symbol('x')]) {
+    const err = await t.throwsAsync(redlock.acquireLock(resource, 1000), { instanceOf: TypeError })
+    t.regex(err.message, /^resource must be a non-empty string/)
+    await t.throwsAsync(redlock.releaseLock(resource, true), { instanceOf: TypeError })
+  }
+  await t.throwsAsync(redlock.releaseLock('r', 'yes'), { instanceOf: TypeError, message: /lockValue/ })
+})
+
+test('bad client lists are refused', (t) => {
+  t.throws(() => new Redlock(), { instanceOf: TypeError, message: /clients/ })
+  t.throws(() => new Redlock(42), { instanceOf: TypeError, message: /clients/ })
+  t.throws(() => new Redlock('redis://x'), { instanceOf: TypeError, message: /clients/ })
+  t.throws(() => new Redlock([]), { instanceOf: TypeError, message: /at least one/ })
+  t.throws(() => new Redlock([lazy(), {}]), { instanceOf: TypeError, message: /^clients\[1\] must be/ })
+  t.throws(() => new Redlock([null]), { instanceOf: TypeError, message: /^clients\[0\]/ })
+  t.throws(() => new Redlock([{ get() {}, set() {}, quit() {} }]), { instanceOf: TypeError, message: /^clients\[0\]/ })
+  // An object that merely claims to be a client by its prototype is refused too.
+  t.throws(() => new Redlock([Object.create(Redis.prototype)]), { instanceOf: TypeError, message: /^clients\[0\]/ })
+})
+
+test('bad settings are refused with the setting named', (t) => {
+  const clients = [lazy()]
+  t.throws(() => new Redlock(clients, 5), { instanceOf: TypeError, message: /^settings must be an object/ })
+  t.throws(() => new Redlock(clients, { retryCount: 'x' }), { instanceOf: TypeError, message: /settings\.retryCount/ })
+  t.throws(() => new Redlock(clients, { retryCount: -2 }), { instanceOf: RangeError, message: /settings\.retryCount/ })
+  t.throws(() => new Redlock(clients, { retryDelay: -1 }), { instanceOf: RangeError, message: /settings\.retryDelay/ })
+  t.throws(() => new Redlock(clients, { retryJitter: 0.5 }), { instanceOf: RangeError, message: /settings\.retryJitter/ })
+  t.throws(() => new Redlock(clients, { driftFactor: NaN }), { instanceOf: RangeError, message: /settings\.driftFactor/ })
+  t.throws(() => new Redlock(clients, { automaticExtensionThreshold: Infinity }), {
+    instanceOf: RangeError,
+    message: /settings\.automaticExtensionThreshold/,
+  })
+  t.notThrows(() => new Redlock(clients, { retryCount: -1, retryDelay: 0, retryJitter: 0, driftFactor: 0 }))
+  t.notThrows(() => new Redlock(clients, null))
+})
+
+test('bad URLs, ports and options are refused by the clients', (t) => {
+  const typeErrors = [
+    () => new Redis('http://localhost:6379'),
+    () => new Redis('redis://'),
+    () => new Redis('not a url'),
+    () => new Redis('redis://h/notadb'),
+    () => new Redis(true),
+    () => new Redis({ host: 42 }),
+    () => new Redis({ port: '6379' }),
+    () => new Redis({ password: 123 }),
+    () => new Redis({ tls: 'yes' }),
+    () => new Redis({ lazyConnect: 'no' }),
+    () => new Redis(6379, 42),
+    () => new RedisJsClient('redis://localhost'),
+    () => new RedisJsClient({ url: 'ftp://x' }),
+    () => new RedisJsClient({ url: 42 }),
+    () => new RedisJsClient({ socket: 'x' }),
+  ]
+  for (const make of typeErrors) t.throws(make, { instanceOf: TypeError }, make.toString())
+  const rangeErrors = [
+    () => new Redis(0),
+    () => new Redis(65536),
+    () => new Redis(80.5),
+    () => new Redis({ port: -1 }),
+    () => new Redis({ db: -1 }),
+    () => new Redis({ connectTimeout: 0 }),
+    () => new Redis({ commandTimeout: NaN }),
+    () => new RedisJsClient({ database: 1.5 }),
+    () => new RedisJsClient({ socket: { port: 70000 } }),
+  ]
+  for (const make of rangeErrors) t.throws(make, { instanceOf: RangeError }, make.toString())
+  t.throws(() => new Redis({ port: 99999 }), { message: /options\.port/ })
+  t.throws(() => new Redis({ connectTimeout: 0 }), { message: /options\.connectTimeout/ })
+  t.throws(() => new RedisJsClient({ url: 'ftp://x' }), { message: /options\.url/ })
+})
+
+test('malformed URLs never echo a password', (t) => {
+  const err = t.throws(() => new Redis('redis://user:topsecret@host:notaport'))
+  t.false(err.message.includes('topsecret'))
+})
+
+test('bad command arguments are refused by the clients', (t) => {
+  const c = lazy()
+  t.throws(() => c.get({}), { instanceOf: TypeError, message: /^key must be/ })
+  t.throws(() => c.get(), { instanceOf: TypeError, message: /^key must be/ })
+  t.throws(() => c.set('k', {}), { instanceOf: TypeError, message: /^value must be/ })
+  t.throws(() => c.set('k'), { instanceOf: TypeError, message: /^value must be/ })
+  t.throws(() => c.pttl(null), { instanceOf: TypeError, message: /^key must be/ })
+  t.throws(() => c.del(), { instanceOf: TypeError, message: /at least one key/ })
+  t.throws(() => c.del('a', {}), { instanceOf: TypeError, message: /^keys\[1\]/ })
+  t.throws(() => c.call(), { instanceOf: TypeError, message: /^command must be/ })
+  t.throws(() => c.call('SET', 'k', null), { instanceOf: TypeError, message: /^args\[1\]/ })
+})

@@ -1,0 +1,166 @@
+// Redis (ioredis-shaped) and RedisJsClient (node-redis-shaped) against real servers.
+import util from 'node:util'
+
+import test from 'ava'
+
+import { RedisServer, rawCommand } from '../scripts/redis-servers.mjs'
+import { lib, sleep, useServers } from './helpers.mjs'
+
+const { Redis, RedisJsClient } = lib
+const servers = useServers(test, 1)
+const server = {
+  get port() {
+    return servers[0].port
+  },
+  command: (...args) => servers[0].command(...args),
+}
+const secured = new RedisServer({ password: 'hunter2' })
+test.before(() => secured.start())
+test.after.always(() => secured.stop())
+
+function client(t, ...args) {
+  const c = new Redis(...args)
+  t.teardown(() => c.quit())
+  return c
+}
+
+function jsClient(t, options) {
+  const c = new RedisJsClient(options)
+  t.teardown(() => c.quit())
+  return c
+}
+
+// Connections counted by the server (including the raw one that asks).
+const connectedClients = async (port) =>
+  (await rawCommand(port, ['CLIENT', 'LIST'])).split('\n').filter(Boolean).length
+
+test('Redis accepts an options object, a URL, or a port and host', async (t) => {
+  const forms = [
+    client(t, { host: '127.0.0.1', port: server.port }),
+    client(t, `redis://127.0.0.1:${server.port}`),
+    client(t, server.port, '127.0.0.1'),
+    client(t, server.port),
+    client(t, `redis://127.0.0.1:${server.port}`, { commandTimeout: 1000 }),
+  ]
+  for (const c of forms) {
+    t.is(c.host, '127.0.0.1')
+    t.is(c.port, server.port)
+    t.is(await c.call('PING'), 'PONG')
+  }
+  const defaults = client(t, { lazyConnect: true })
+  t.is(defaults.host, '127.0.0.1')
+  t.is(defaults.port, 6379)
+})
+
+test('get, set, del, pttl and call', async (t) => {
+  const c = client(t, server.port)
+  t.is(await c.get('clients:missing'), null)
+  t.is(await c.set('clients:bool', true), undefined)
+  t.is(await c.get('clients:bool'), 'true')
+  await c.set('clients:false', false)
+  t.is(await server.command('GET', 'clients:false'), 'false')
+  await c.set('clients:num', 42)
+  t.is(await c.get('clients:num'), '42')
+  await c.set('clients:float', 1.5)
+  t.is(await c.get('clients:float'), '1.5')
+  await c.set('clients:str', 'héllo')
+  t.is(await c.get('clients:str'), 'héllo')
+  await c.set(Buffer.from('clients:buf'), Buffer.from('bytes'))
+  t.is(await c.get('clients:buf'), 'bytes')
+  t.is(await c.pttl('clients:str'), -1)
+  t.is(await c.pttl('clients:missing'), -2)
+  t.is(await c.call('SET', 'clients:px', 'v', 'PX', 5000), 'OK')
+  const pttl = await c.pttl('clients:px')
+  t.true(pttl > 4000 && pttl <= 5000)
+  t.is(await c.call('INCRBY', 'clients:counter', 5), 5)
+  t.deepEqual(await c.call('MGET', 'clients:str', 'clients:missing'), ['héllo', null])
+  t.is(await c.del('clients:bool', 'clients:num', 'clients:missing'), 2)
+  t.is(await c.del(['clients:float', 'clients:str']), 2)
+  await t.throwsAsync(c.call('NOSUCHCOMMAND'), { message: /unknown command/i })
+  await t.throwsAsync(c.call('GET'), { message: /wrong number of arguments/i })
+})
+
+test('RedisJsClient takes node-redis options', async (t) => {
+  const c = jsClient(t, { url: `redis://127.0.0.1:${server.port}`, database: 2 })
+  t.is(c.url, `redis://127.0.0.1:${server.port}/2`)
+  t.is(c.host, '127.0.0.1')
+  t.is(c.port, server.port)
+  await c.set('clients:db2', 'two')
+  t.is(await server.command('GET', 'clients:db2'), null, 'not in db 0')
+  const inDb2 = client(t, { port: server.port, db: 2 })
+  t.is(await inDb2.get('clients:db2'), 'two')
+  const viaSocket = jsClient(t, { socket: { host: '127.0.0.1', port: server.port, connectTimeout: 1000 } })
+  t.is(await viaSocket.get('clients:db2'), null)
+  const viaUrlDb = client(t, `redis://127.0.0.1:${server.port}/2`)
+  t.is(await viaUrlDb.get('clients:db2'), 'two')
+})
+
+test('password authentication, and a wrong password fails without showing the secret', async (t) => {
+  const ok = client(t, { port: secured.port, password: 'hunter2' })
+  await ok.set('auth:k', 'v')
+  t.is(await ok.get('auth:k'), 'v')
+  const viaUrl = jsClient(t, { url: `redis://:hunter2@127.0.0.1:${secured.port}` })
+  t.is(await viaUrl.get('auth:k'), 'v')
+  const viaOption = jsClient(t, { url: `redis://127.0.0.1:${secured.port}`, password: 'hunter2' })
+  t.is(await viaOption.get('auth:k'), 'v')
+  const wrong = client(t, { port: secured.port, password: 'wrong-secret-123' })
+  const err = await t.throwsAsync(wrong.get('auth:k'))
+  t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${secured.port}`))
+  t.false(err.message.includes('wrong-secret-123'))
+  const none = client(t, { port: secured.port })
+  const noAuth = await t.throwsAsync(none.get('auth:k'))
+  t.regex(noAuth.message, /NOAUTH|auth/i)
+})
+
+test('passwords never appear in inspect, toString, url or errors', async (t) => {
+  const secret = 'pa55-w0rd-x'
+  const clients = [
+    client(t, `redis://user:${secret}@127.0.0.1:1/3`, { lazyConnect: true }),
+    client(t, { port: 1, password: secret, lazyConnect: true }),
+    jsClient(t, { url: `redis://:${secret}@127.0.0.1:1` }),
+  ]
+  for (const c of clients) {
+    const shown = [util.inspect(c), String(c), c.url, util.inspect(c, { showHidden: true, depth: 5 }), JSON.stringify(c)]
+    for (const s of shown) t.false(String(s).includes(secret), String(s))
+    const err = await t.throwsAsync(c.get('x'))
+    t.false(err.message.includes(secret))
+    t.false(util.inspect(err).includes(secret))
+  }
+  t.is(clients[0].url, 'redis://user:***@127.0.0.1:1/3')
+})
+
+test.serial('lazyConnect waits for the first command; otherwise the client connects at once', async (t) => {
+  const before = await connectedClients(server.port)
+  const lazy = client(t, { port: server.port, lazyConnect: true })
+  await sleep(100)
+  t.is(await connectedClients(server.port), before, 'no connection yet')
+  t.is(await lazy.call('PING'), 'PONG')
+  t.is(await connectedClients(server.port), before + 1)
+  client(t, { port: server.port })
+  await sleep(100)
+  t.is(await connectedClients(server.port), before + 2, 'eager client connected by itself')
+})
+
+test('commands issued before the connection is up wait for it', async (t) => {
+  const c = client(t, server.port)
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) => c.call('ECHO', `m${i}`)))
+  t.deepEqual(results, Array.from({ length: 50 }, (_, i) => `m${i}`))
+})
+
+test.serial('one connection per client, shared by concurrent callers', async (t) => {
+  const before = await connectedClients(server.port)
+  const c = client(t, server.port)
+  await Promise.all(Array.from({ length: 100 }, (_, i) => c.set(`clients:many:${i}`, i)))
+  t.is(await connectedClients(server.port), before + 1)
+})
+
+test.serial('quit closes gracefully; later commands reject with "Connection is closed."', async (t) => {
+  const before = await connectedClients(server.port)
+  const c = new Redis(server.port)
+  await c.call('PING')
+  await c.quit()
+  await sleep(50)
+  t.is(await connectedClients(server.port), before)
+  await t.throwsAsync(c.get('x'), { message: /Connection is closed\./ })
+  await t.notThrowsAsync(c.quit(), 'quit twice is fine')
+})
