@@ -38,18 +38,52 @@ export declare class NativeRedlock {
   /** `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each. */
   constructor(clients: Array<NativeClient>, settings?: Partial<RedlockSettings>)
   get settings(): RedlockSettings
+  /** This instance's settings with `overrides` applied and validated. */
+  resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings
+  /** The seed's acquireLock; the report's `acquired` is `true`, `false` or `null`. */
+  acquireLock(resource: string, ttl: number): Promise<ExecutionReport>
   /**
-   * Resolves `true` when acquired, `false` when another owner holds it, `null` when
-   * too many instances failed to decide.
+   * The seed's releaseLock: releases this instance's lock on `resource` when
+   * `lockValue` is `true`; does nothing for `false` / `null`.
    */
-  acquireLock(resource: string, ttl: number): Promise<boolean | null>
+  releaseLock(resource: string, lockValue: boolean | null): Promise<ExecutionReport>
+  /** Locks every resource, all or nothing. */
+  acquire(resources: string[], duration: number, settings?: Partial<RedlockSettings>): Promise<ExecutionReport>
   /**
-   * Releases this instance's lock on `resource` when `lockValue` is `true`; does
-   * nothing for `false` / `null`.
+   * Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
+   * passed is not extended: the report fails with `failure: "expired"`.
    */
-  releaseLock(resource: string, lockValue: boolean | null): Promise<void>
+  extend(resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>): Promise<ExecutionReport>
+  /** Removes a lock's keys (owner-checked, idempotent). */
+  release(resources: string[], value: string, settings?: Partial<RedlockSettings>): Promise<ExecutionReport>
   /** Closes the connections of every client of this instance. */
   quit(): Promise<void>
+}
+
+/** One attempt. */
+export interface AttemptReport {
+  membershipSize: number
+  quorumSize: number
+  votes: Array<VoteReport>
+}
+
+/** The result of one operation with its retries. */
+export interface ExecutionReport {
+  ok: boolean
+  /** Why it failed: `"locked"` (another owner) or `"undecided"` (too many failures). */
+  failure?: string
+  /** The lock value (acquire). */
+  value?: string
+  /** ms since the epoch when the operation started. */
+  start: number
+  /** ms since the epoch until which the lock is valid (acquire, extend). */
+  expiration: number
+  /** The last attempts (at most 100), oldest first. */
+  attempts: Array<AttemptReport>
+  /** How many attempts were made in all. */
+  attemptCount: number
+  /** The seed API's answer: `true`, `false` or `null` (acquireLock). */
+  acquired?: boolean
 }
 
 /** Settings as JavaScript sees them. */
@@ -59,4 +93,16 @@ export interface RedlockSettings {
   retryDelay: number
   retryJitter: number
   automaticExtensionThreshold: number
+}
+
+/** One node's vote in an attempt. */
+export interface VoteReport {
+  /** Index of the client in the list given to the constructor. */
+  client: number
+  /**
+   * `"for"`, `"locked"` (another owner holds a resource, or ours is gone) or
+   * `"error"` (the node failed: connection, time-out, server error).
+   */
+  vote: string
+  message?: string
 }

@@ -93,10 +93,82 @@ export interface Settings extends RedlockSettings {
   automaticExtensionThreshold: number
 }
 
+/** What an ioredis `Redis` instance looks like to `new Redlock` (its `options` are read). */
+export interface IoredisLike {
+  options: { host?: string; port?: number; username?: string; password?: string; db?: number; tls?: unknown }
+  evalsha(...args: any[]): unknown
+}
+
+/** What a node-redis v4/v5 client looks like to `new Redlock` (its `options` are read). */
+export interface NodeRedisLike {
+  options?: { url?: string; username?: string; password?: string; database?: number; socket?: unknown }
+  sendCommand(...args: any[]): unknown
+}
+
+/** Anything `new Redlock` accepts as a client: one vote each. */
+export type Client = Redis | RedisJsClient | IoredisLike | NodeRedisLike
+
+/** The votes of one attempt, keyed by the client objects passed to `new Redlock`. */
+export interface ExecutionStats {
+  readonly membershipSize: number
+  readonly quorumSize: number
+  readonly votesFor: Set<Client>
+  readonly votesAgainst: Map<Client, Error>
+}
+
+export interface ExecutionResult {
+  /** One promise per attempt (the last 100 at most). */
+  attempts: ReadonlyArray<Promise<ExecutionStats>>
+  /** ms since the epoch when the operation started. */
+  start: number
+}
+
+/** An AbortSignal that carries the reason of the abort in `error` (a LockLostError). */
+export type RedlockAbortSignal = AbortSignal & { error?: Error }
+
+/** A client voted against because another owner holds a resource. */
+export declare class ResourceLockedError extends Error {
+  constructor(message: string)
+}
+
+/** An operation did not achieve a quorum within its retry window (or the lock had expired). */
+export declare class ExecutionError extends Error {
+  constructor(message: string, attempts: ReadonlyArray<Promise<ExecutionStats>>)
+  readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
+}
+
+/** An automatic extension in `using()` failed: the lock may have been lost. */
+export declare class LockLostError extends Error {
+  constructor(message: string, options?: { cause?: unknown })
+}
+
+/** A held lock. */
+export declare class Lock {
+  constructor(
+    redlock: Redlock,
+    resources: string[],
+    value: string,
+    attempts: ReadonlyArray<Promise<ExecutionStats>>,
+    expiration: number,
+  )
+  readonly redlock: Redlock
+  readonly resources: string[]
+  /** 128 random bits from the OS CSPRNG, as 32 hex characters. */
+  readonly value: string
+  readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
+  /** ms since the epoch; the lock is safe to use before it. 0 once released or extended. */
+  expiration: number
+  release(): Promise<ExecutionResult>
+  extend(duration: number): Promise<Lock>
+}
+
 export declare class Redlock extends EventEmitter {
-  /** One vote per client; the quorum is floor(N/2) + 1. */
-  constructor(clients: Iterable<Redis | RedisJsClient>, settings?: Partial<Settings>)
-  readonly clients: ReadonlyArray<Redis | RedisJsClient>
+  /**
+   * One vote per client; the quorum is floor(N/2) + 1. ioredis and node-redis clients are
+   * read for their connection options and get native connections of their own.
+   */
+  constructor(clients: Iterable<Client>, settings?: Partial<Settings>)
+  readonly clients: ReadonlyArray<Client>
   readonly settings: Readonly<Settings>
 
   /**
@@ -112,8 +184,30 @@ export declare class Redlock extends EventEmitter {
    * Releasing an expired, released or never-held lock resolves.
    */
   releaseLock(resource: string, lockValue: boolean | null): Promise<void>
-  /** Closes the connections of this instance's clients. */
+
+  /** Locks every resource (all or nothing) for `duration` ms; rejects with ExecutionError. */
+  acquire(resources: string[], duration: number, settings?: Partial<Settings>): Promise<Lock>
+  /** Releases a lock: owner-checked and idempotent. */
+  release(lock: Lock, settings?: Partial<Settings>): Promise<ExecutionResult>
+  /** Extends a lock to `duration` ms from now; the old Lock is invalidated. */
+  extend(lock: Lock, duration: number, settings?: Partial<Settings>): Promise<Lock>
+  /**
+   * Runs `routine` holding the lock, extending it automatically; aborts `signal` (with
+   * `signal.error` a LockLostError) if an extension fails; always releases.
+   */
+  using<T>(
+    resources: string[],
+    duration: number,
+    settings: Partial<Settings>,
+    routine: (signal: RedlockAbortSignal) => Promise<T>,
+  ): Promise<T>
+  using<T>(resources: string[], duration: number, routine: (signal: RedlockAbortSignal) => Promise<T>): Promise<T>
+  /** Closes the native connections of this instance (JS clients passed in stay open). */
   quit(): Promise<void>
+
+  on(event: 'error', listener: (error: Error) => void): this
+  on(event: 'clientError', listener: (error: Error, client: Client) => void): this
+  on(event: string | symbol, listener: (...args: any[]) => void): this
 }
 
 export default Redlock

@@ -194,6 +194,17 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
     Ok((cfg, false))
 }
 
+impl NativeClient {
+    /// Sends `cmd` on the shared connection; the promise resolves with the reply as `T`.
+    fn send<'env, T>(&self, env: &'env Env, cmd: redis::Cmd) -> Result<PromiseRaw<'env, T>>
+    where
+        T: redis::FromRedisValue + ToNapiValue + Send + 'static,
+    {
+        let node = self.node.clone();
+        env.spawn_future(async move { node.query::<T>(cmd).await.map_err(to_js_err) })
+    }
+}
+
 #[napi]
 impl NativeClient {
     /// `kind` is `"ioredis"` (arguments as ioredis' `new Redis(...)`) or `"node-redis"`
@@ -303,12 +314,7 @@ impl NativeClient {
                 ))
             }
         };
-        let node = self.node.clone();
-        env.spawn_future(async move {
-            node.query::<()>(redis::cmd("SET").arg(key).arg(value).clone())
-                .await
-                .map_err(to_js_err)
-        })
+        self.send(env, redis::cmd("SET").arg(key).arg(value).clone())
     }
 
     #[napi(
@@ -322,12 +328,7 @@ impl NativeClient {
         key: Option<Unknown>,
     ) -> Result<PromiseRaw<'env, i64>> {
         let key = js::bytes_arg(env, "key", classify(key)?)?;
-        let node = self.node.clone();
-        env.spawn_future(async move {
-            node.query::<i64>(redis::cmd("PTTL").arg(key).clone())
-                .await
-                .map_err(to_js_err)
-        })
+        self.send(env, redis::cmd("PTTL").arg(key).clone())
     }
 
     /// `DEL` of the given keys (an array; `del(...keys)` in the JavaScript layer).
@@ -359,8 +360,7 @@ impl NativeClient {
                 classify(Some(k))?,
             )?);
         }
-        let node = self.node.clone();
-        env.spawn_future(async move { node.query::<i64>(cmd).await.map_err(to_js_err) })
+        self.send(env, cmd)
     }
 
     /// Any command: `call(command, ...args)` in the JavaScript layer.

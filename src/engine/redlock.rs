@@ -65,6 +65,22 @@ pub struct Execution {
     pub start_ms: f64,
     /// `Ok(validity in ms)` (0 for a release), or why it failed.
     pub outcome: Result<i64, FailureKind>,
+    /// Wall-clock ms since the epoch until which an acquired or extended lock is valid
+    /// (the moment of the decision plus the validity left then); 0 otherwise.
+    pub expiration_ms: f64,
+}
+
+impl Execution {
+    /// An operation that had nothing to do (releasing a lock that is not held).
+    pub fn nothing_to_do() -> Self {
+        Execution {
+            attempts: VecDeque::new(),
+            attempt_count: 0,
+            start_ms: now_ms(),
+            outcome: Ok(0),
+            expiration_ms: 0.0,
+        }
+    }
 }
 
 /// Milliseconds since the epoch, for expirations reported to users.
@@ -112,11 +128,18 @@ impl Quorum {
             // Extending a lock that is gone can never succeed: no point retrying.
             let hopeless = matches!(op, Op::Extend { .. }) && outcome == Err(FailureKind::Locked);
             if outcome.is_ok() || last || hopeless {
+                let expiration_ms = match (outcome, op) {
+                    (Ok(validity), Op::Acquire { .. } | Op::Extend { .. }) => {
+                        now_ms() + validity as f64
+                    }
+                    _ => 0.0,
+                };
                 return Execution {
                     attempts,
                     attempt_count,
                     start_ms,
                     outcome,
+                    expiration_ms,
                 };
             }
             tokio::time::sleep(settings.retry_pause(random_unit())).await;
@@ -297,7 +320,9 @@ async fn node_vote(
     }
 }
 
-/// The seed API: one random value per held resource, kept by the instance.
+/// Redlock over a [`Quorum`]: node-redlock's operations (`acquire`, `extend`, `release`
+/// with per-call settings) and the seed API, which keeps one random value per held
+/// resource inside the instance.
 #[derive(Debug)]
 pub struct Redlock {
     quorum: Quorum,
@@ -326,50 +351,79 @@ impl Redlock {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `Some(true)`: acquired; `Some(false)`: another owner holds it; `None`: too many
-    /// nodes failed to decide.
-    pub async fn acquire_lock(&self, resource: String, ttl_ms: u64) -> Option<bool> {
+    /// Locks every resource (all or nothing) with a fresh random value.
+    pub async fn acquire(
+        &self,
+        resources: &[String],
+        ttl_ms: u64,
+        settings: &Settings,
+    ) -> (String, Execution) {
         let value = random_value();
-        let resources = [resource];
         let exec = self
             .quorum
-            .execute(Op::Acquire { ttl_ms }, &resources, &value, &self.settings)
+            .execute(Op::Acquire { ttl_ms }, resources, &value, settings)
             .await;
+        (value, exec)
+    }
+
+    /// Resets the ttl of a lock we hold.
+    pub async fn extend(
+        &self,
+        resources: &[String],
+        value: &str,
+        ttl_ms: u64,
+        settings: &Settings,
+    ) -> Execution {
+        self.quorum
+            .execute(Op::Extend { ttl_ms }, resources, value, settings)
+            .await
+    }
+
+    /// Removes our keys; idempotent, succeeds once a quorum answered.
+    pub async fn release(
+        &self,
+        resources: &[String],
+        value: &str,
+        settings: &Settings,
+    ) -> Execution {
+        self.quorum
+            .execute(Op::Release, resources, value, settings)
+            .await
+    }
+
+    /// The seed's `acquireLock`: `Some(true)`: acquired; `Some(false)`: another owner
+    /// holds it; `None`: too many nodes failed to decide.
+    pub async fn acquire_lock(&self, resource: String, ttl_ms: u64) -> (Option<bool>, Execution) {
+        let resources = [resource];
+        let (value, exec) = self.acquire(&resources, ttl_ms, &self.settings).await;
         let [resource] = resources;
-        match exec.outcome {
+        let result = match exec.outcome {
             Ok(_) => {
                 self.held().insert(resource, value);
                 Some(true)
             }
             Err(FailureKind::Locked) => Some(false),
             Err(FailureKind::Undecided) => None,
-        }
+        };
+        (result, exec)
     }
 
-    /// Releases the lock this instance holds on `resource`, owner-checked. Nothing held:
-    /// nothing to do. Fails only when too many nodes could not be reached.
-    pub async fn release_lock(&self, resource: String) -> Result<(), Execution> {
+    /// The seed's `releaseLock(resource, true)`: releases the lock this instance holds
+    /// on `resource`, owner-checked. Nothing held: nothing to do. The execution's outcome
+    /// is an error only when too many nodes could not be reached.
+    pub async fn release_lock(&self, resource: String) -> Execution {
         let Some(value) = self.held().get(&resource).cloned() else {
-            return Ok(());
+            return Execution::nothing_to_do();
         };
         let resources = [resource];
-        let exec = self
-            .quorum
-            .execute(Op::Release, &resources, &value, &self.settings)
-            .await;
-        if exec.outcome.is_err() {
-            return Err(exec);
+        let exec = self.release(&resources, &value, &self.settings).await;
+        if exec.outcome.is_ok() {
+            let [resource] = resources;
+            let mut held = self.held();
+            if held.get(&resource) == Some(&value) {
+                held.remove(&resource);
+            }
         }
-        let [resource] = resources;
-        let mut held = self.held();
-        if held.get(&resource) == Some(&value) {
-            held.remove(&resource);
-        }
-        Ok(())
-    }
-
-    /// The value this instance holds for `resource`, if any.
-    pub fn value_of(&self, resource: &str) -> Option<String> {
-        self.held().get(resource).cloned()
+        exec
     }
 }

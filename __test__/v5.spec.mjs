@@ -1,0 +1,384 @@
+// node-redlock v5's API (acquire / release / extend / using, Lock, errors, events), with
+// native clients and with ioredis and node-redis clients passed in, on 1, 3 and 5 servers.
+import { createRequire } from 'node:module'
+
+import test from 'ava'
+
+import Redlock, { ExecutionError, Lock, LockLostError, Redis, RedisJsClient, ResourceLockedError } from '../index.js'
+import { rawCommand } from '../scripts/redis-servers.mjs'
+import { resource, sleep, useServers, valuesOn } from './helpers.mjs'
+
+const require = createRequire(import.meta.url)
+const IORedis = require('ioredis')
+const { createClient } = require('redis')
+const redis4 = require('redis4')
+
+const servers = useServers(test, 5)
+
+/** Client factories: the same test bodies run with each. JS clients are never connected. */
+const kinds = {
+  native: (list) => list.map((s, i) => (i % 2 ? new RedisJsClient({ url: s.url }) : new Redis(s.port, '127.0.0.1'))),
+  ioredis: (list) => list.map((s) => new IORedis({ port: s.port, host: '127.0.0.1', lazyConnect: true, connectionName: 'js-client' })),
+  'node-redis v5': (list) => list.map((s) => createClient({ url: s.url, name: 'js-client' })),
+  'node-redis v4': (list) => list.map((s) => redis4.createClient({ url: s.url, name: 'js-client' })),
+}
+
+function redlockOf(t, kind, list, settings) {
+  const clients = kinds[kind](list)
+  const redlock = new Redlock(clients, settings)
+  t.teardown(() => redlock.quit())
+  return { redlock, clients }
+}
+
+const isHex128 = (v) => typeof v === 'string' && /^[0-9a-f]{32}$/.test(v)
+
+const lifecycle = test.macro({
+  async exec(t, kind, n) {
+    const list = servers.slice(0, n)
+    const { redlock, clients } = redlockOf(t, kind, list)
+    const key = resource(t)
+    const before = Date.now()
+    const lock = await redlock.acquire([key], 2_000)
+    t.true(lock instanceof Lock)
+    t.is(lock.redlock, redlock)
+    t.deepEqual(lock.resources, [key])
+    t.true(isHex128(lock.value))
+    // expiration = decision time + validity, validity = ttl - elapsed - drift (22 ms here)
+    t.true(lock.expiration <= Date.now() + 2_000 - 22 && lock.expiration > before + 1_500, `${lock.expiration - before}`)
+    t.is(lock.attempts.length, 1)
+    const stats = await lock.attempts[0]
+    t.is(stats.membershipSize, n)
+    t.is(stats.quorumSize, Math.floor(n / 2) + 1)
+    t.true(stats.votesFor.size >= stats.quorumSize)
+    for (const c of stats.votesFor) t.true(clients.includes(c), 'votes are keyed by the clients passed in')
+    t.is(stats.votesAgainst.size, 0)
+    t.true((await valuesOn(list, key)).filter((v) => v === lock.value).length >= stats.quorumSize)
+
+    // Another instance is refused, with ResourceLockedError votes keyed by its clients.
+    const other = redlockOf(t, kind, list, { retryCount: 0 })
+    const err = await t.throwsAsync(other.redlock.acquire([key], 2_000), { instanceOf: ExecutionError })
+    t.is(err.message, 'The operation was unable to achieve a quorum during its retry window.')
+    t.is(err.attempts.length, 1)
+    const refused = await err.attempts[0]
+    t.true(refused.votesAgainst.size >= refused.quorumSize)
+    for (const [c, e] of refused.votesAgainst) {
+      t.true(other.clients.includes(c))
+      t.true(e instanceof ResourceLockedError)
+      t.is(e.message, 'The operation was applied to: 0 of the 1 requested resources.')
+    }
+
+    // extend: a new Lock, the old one invalidated, the TTL reset on the servers.
+    await sleep(50)
+    const extended = await lock.extend(5_000)
+    t.not(extended, lock)
+    t.is(lock.expiration, 0)
+    t.is(extended.value, lock.value)
+    t.true(extended.expiration > Date.now() + 4_000)
+    const pttls = await Promise.all(list.map((s) => s.command('PTTL', key)))
+    t.true(pttls.filter((p) => p > 2_500).length >= stats.quorumSize, `${pttls}`)
+
+    // release: keys gone, result with attempts and start.
+    const result = await extended.release()
+    t.is(extended.expiration, 0)
+    t.is(result.attempts.length, 1)
+    t.is(typeof result.start, 'number')
+    t.true((await result.attempts[0]).votesFor.size >= stats.quorumSize)
+    t.deepEqual(await valuesOn(list, key), Array(n).fill(null))
+
+    // using: held during the routine, released after.
+    const value = await redlock.using([key], 1_000, async (signal) => {
+      t.false(signal.aborted)
+      t.true((await valuesOn(list, key)).filter(isHex128).length >= stats.quorumSize)
+      return 'done'
+    })
+    t.is(value, 'done')
+    t.deepEqual(await valuesOn(list, key), Array(n).fill(null))
+  },
+  title: (_, kind, n) => `acquire, extend, release and using with ${kind} clients on ${n} server${n > 1 ? 's' : ''}`,
+})
+
+for (const kind of Object.keys(kinds)) {
+  for (const n of [1, 3, 5]) test(lifecycle, kind, n)
+}
+
+test('JS clients are read for their options, never used for lock traffic and never closed', async (t) => {
+  const js = new IORedis({ port: servers[0].port, host: '127.0.0.1', lazyConnect: true, connectionName: 'js-client' })
+  const nr = createClient({ url: servers[1].url, name: 'js-client' })
+  const redlock = new Redlock([js, nr, new Redis(servers[2].port)])
+  const lock = await redlock.acquire([resource(t)], 1_000)
+  await lock.release()
+  await redlock.quit()
+  for (const s of servers.slice(0, 2)) {
+    t.false((await s.command('CLIENT', 'LIST')).includes('name=js-client'), 'no connection from the JS clients')
+  }
+  t.is(js.status, 'wait', 'the ioredis client was not touched')
+  t.false(nr.isOpen)
+  // It still works after redlock.quit(): it was never closed.
+  await js.connect()
+  t.is(await js.ping(), 'PONG')
+  js.disconnect()
+})
+
+test('ioredis and node-redis connection options are carried over (db, password)', async (t) => {
+  const { RedisServer } = await import('../scripts/redis-servers.mjs')
+  const secured = await new RedisServer({ password: 's3cret' }).start()
+  t.teardown(() => secured.stop())
+  const io = new IORedis({ port: secured.port, password: 's3cret', db: 3, lazyConnect: true })
+  const nr = createClient({ url: `redis://:s3cret@127.0.0.1:${secured.port}/4` })
+  for (const [client, db] of [[io, '3'], [nr, '4']]) {
+    const redlock = new Redlock([client])
+    const key = resource(t)
+    const lock = await redlock.acquire([key], 1_000)
+    t.is(await rawCommand(secured.port, ['GET', key], { password: 's3cret' }), null, 'not in db 0')
+    const inDb = await new Promise((resolve, reject) => {
+      const r = new Redis({ port: secured.port, password: 's3cret', db: Number(db) })
+      r.get(key).then((v) => r.quit().then(() => resolve(v)), reject)
+    })
+    t.is(inDb, lock.value)
+    await lock.release()
+    await redlock.quit()
+  }
+})
+
+test('multi-resource locks are all or nothing', async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock } = redlockOf(t, 'native', list, { retryCount: 0 })
+  const [a, b, c] = [resource(t), resource(t), resource(t)]
+  const lock = await redlock.acquire([a, b], 1_000)
+  for (const k of [a, b]) t.true((await valuesOn(list, k)).every((v) => v === lock.value || v === null))
+  // [b, c] conflicts on b: nothing of it is set, c included.
+  const err = await t.throwsAsync(redlock.acquire([b, c], 1_000), { instanceOf: ExecutionError })
+  const stats = await err.attempts[0]
+  for (const e of stats.votesAgainst.values()) t.is(e.message, 'The operation was applied to: 0 of the 2 requested resources.')
+  t.deepEqual(await valuesOn(list, c), [null, null, null])
+  await lock.release()
+  t.deepEqual([...(await valuesOn(list, a)), ...(await valuesOn(list, b))], Array(6).fill(null))
+  const both = await redlock.acquire([b, c], 1_000)
+  await both.release()
+})
+
+test('settings: node-redlock defaults, per-call overrides where 0 is valid, retryCount + 1 attempts', async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock } = redlockOf(t, 'native', list, { retryDelay: 1, retryJitter: 0 })
+  t.is(redlock.settings.retryCount, 10)
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 5_000)
+  let err = await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
+  t.is(err.attempts.length, 11, 'default retryCount 10: 11 attempts')
+  err = await t.throwsAsync(redlock.acquire([key], 1_000, { retryCount: 0 }), { instanceOf: ExecutionError })
+  t.is(err.attempts.length, 1, 'retryCount 0 is honoured')
+  err = await t.throwsAsync(redlock.acquire([key], 1_000, { retryCount: 3, retryDelay: 0 }), { instanceOf: ExecutionError })
+  t.is(err.attempts.length, 4)
+  const started = Date.now()
+  await t.throwsAsync(redlock.acquire([key], 1_000, { retryCount: 2, retryDelay: 150, retryJitter: 0 }))
+  t.true(Date.now() - started >= 290, 'retryDelay applies between attempts')
+  await lock.release()
+})
+
+test('errors: bad durations, expired locks, bad resources', async (t) => {
+  const { redlock } = redlockOf(t, 'native', servers.slice(0, 1))
+  for (const d of [1.5, 0, -5, NaN, Infinity, '100', null]) {
+    const e = await t.throwsAsync(redlock.acquire(['x'], d))
+    t.true(e instanceof TypeError || e instanceof RangeError)
+    t.true(e.message.startsWith('Duration must be an integer value in milliseconds.'), e.message)
+  }
+  await t.throwsAsync(redlock.acquire([], 1000), { instanceOf: TypeError, message: /resources/ })
+  await t.throwsAsync(redlock.acquire('x', 1000), { instanceOf: TypeError, message: /resources/ })
+  await t.throwsAsync(redlock.acquire(['a', ''], 1000), { instanceOf: TypeError, message: /resources\[1\]/ })
+  await t.throwsAsync(redlock.acquire(['a'], 1000, { retryCount: 'x' }), { instanceOf: TypeError, message: /retryCount/ })
+  await t.throwsAsync(redlock.release(null), { instanceOf: TypeError, message: /lock/ })
+  const lock = await redlock.acquire([resource(t)], 100)
+  await sleep(150)
+  const err = await t.throwsAsync(lock.extend(1_000), { instanceOf: ExecutionError })
+  t.is(err.message, 'Cannot extend an already-expired lock.')
+  t.deepEqual(err.attempts, [])
+  const ok = await redlock.acquire([resource(t)], 1_000)
+  await t.throwsAsync(ok.extend(2.5), { message: /^Duration must be an integer value in milliseconds\./ })
+  await ok.release()
+  await t.throwsAsync(redlock.using(['x'], 500, async () => {}), { instanceOf: RangeError, message: /at least 100ms greater/ })
+  await t.throwsAsync(redlock.using(['x'], 1000), { instanceOf: TypeError, message: /routine/ })
+})
+
+test("events: 'error' for each failed vote; no crash without listeners", async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock: holder } = redlockOf(t, 'native', list)
+  const { redlock } = redlockOf(t, 'native', list, { retryCount: 1, retryDelay: 1 })
+  const key = resource(t)
+  const lock = await holder.acquire([key], 2_000)
+  const errors = []
+  const clientErrors = []
+  redlock.on('error', (e) => errors.push(e))
+  redlock.on('clientError', (e) => clientErrors.push(e))
+  const err = await t.throwsAsync(redlock.acquire([key], 1_000))
+  let against = 0
+  for (const a of err.attempts) against += (await a).votesAgainst.size
+  t.is(errors.length, against)
+  t.true(errors.every((e) => e instanceof ResourceLockedError))
+  t.is(clientErrors.length, 0, 'a held resource is not a client error')
+  // Nobody listening: still no unhandled 'error' event.
+  const { redlock: quiet } = redlockOf(t, 'native', list, { retryCount: 0 })
+  await t.throwsAsync(quiet.acquire([key], 1_000), { instanceOf: ExecutionError })
+  t.is(await quiet.acquireLock(key, 1_000), false)
+  await lock.release()
+})
+
+test('using() keeps the lock through 3x its duration, extending with the settings given to it', async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock } = redlockOf(t, 'native', list)
+  const { redlock: rival } = redlockOf(t, 'native', list, { retryCount: 0 })
+  const key = resource(t)
+  let gaps = 0
+  let checks = 0
+  let rivalWins = 0
+  // Instance threshold 500 would refuse duration 400; the using() settings allow it.
+  const result = await redlock.using([key], 400, { automaticExtensionThreshold: 200 }, async (signal) => {
+    const end = Date.now() + 1_200
+    while (Date.now() < end) {
+      const values = await valuesOn(list, key)
+      checks += 1
+      if (values.filter(isHex128).length < 2) gaps += 1
+      if (await rival.acquireLock(key, 1_000)) rivalWins += 1
+      await sleep(25)
+    }
+    return signal.aborted
+  })
+  t.false(result, 'never aborted')
+  t.true(checks > 10)
+  t.is(gaps, 0, 'held on a quorum at every check')
+  t.is(rivalWins, 0)
+  t.deepEqual(await valuesOn(list, key), [null, null, null], 'released at the end')
+})
+
+test('using() whose key is stolen: the signal aborts with LockLostError and the thief keeps its key', async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock } = redlockOf(t, 'native', list)
+  const key = resource(t)
+  const errors = []
+  redlock.on('error', (e) => errors.push(e))
+  const outcome = await redlock.using([key], 600, { automaticExtensionThreshold: 300 }, async (signal) => {
+    for (const s of list) await s.command('SET', key, 'thief', 'PX', 10_000)
+    const aborted = new Promise((resolve) => signal.addEventListener('abort', resolve))
+    await Promise.race([aborted, sleep(3_000)])
+    return { aborted: signal.aborted, error: signal.error, reason: signal.reason }
+  })
+  t.true(outcome.aborted)
+  t.true(outcome.error instanceof LockLostError)
+  t.is(outcome.reason, outcome.error)
+  t.true(outcome.error.cause instanceof ExecutionError)
+  t.true(errors.some((e) => e instanceof LockLostError))
+  t.deepEqual(await valuesOn(list, key), ['thief', 'thief', 'thief'], "the thief's key is untouched")
+  for (const s of list) await s.command('DEL', key)
+})
+
+test("using(): the routine's error or result is never replaced by a release failure", async (t) => {
+  const [server] = servers
+  const client = new Redis({ port: server.port, commandTimeout: 300 })
+  const redlock = new Redlock([client], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  // The routine fails: its error comes out, and the lock is released.
+  await t.throwsAsync(
+    redlock.using([key], 1_000, async () => {
+      throw new Error('routine failed')
+    }),
+    { message: 'routine failed' },
+  )
+  t.is(await server.command('GET', key), null)
+  // The release fails (connection closed under it): the routine's result still comes out.
+  const result = await redlock.using([key], 1_000, async () => {
+    await client.quit()
+    return 42
+  })
+  t.is(result, 42)
+})
+
+// --- the node-redlock defects that must not exist here
+
+test('regression 1: a tied vote with even N fails cleanly (no hang) and cleans up', async (t) => {
+  const list = servers.slice(0, 4)
+  const key = resource(t)
+  for (const s of list.slice(0, 2)) await s.command('SET', key, 'other', 'PX', 10_000)
+  const { redlock } = redlockOf(t, 'native', list, { retryCount: 2, retryDelay: 10 })
+  const err = await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
+  t.is(err.attempts.length, 3)
+  t.deepEqual(await valuesOn(list, key), ['other', 'other', null, null])
+  for (const s of list) await s.command('DEL', key)
+})
+
+test('regression 2: a lock won after retries is not already expired', async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock: holder } = redlockOf(t, 'native', list)
+  const { redlock } = redlockOf(t, 'native', list, { retryCount: 20, retryDelay: 100, retryJitter: 0 })
+  const key = resource(t)
+  await holder.acquire([key], 900) // held for 900 ms, then expires
+  const lock = await redlock.acquire([key], 1_000)
+  t.true(lock.attempts.length > 5, `won after ${lock.attempts.length} attempts`)
+  const left = lock.expiration - Date.now()
+  t.true(left > 900, `validity left ${left} ms (node-redlock measures from the first attempt: ~0)`)
+  await lock.release()
+})
+
+test('regression 3: keys from a failed attempt do not block the next contender', async (t) => {
+  const list = servers.slice(0, 2)
+  const key = resource(t)
+  await list[0].command('SET', key, 'holder', 'PX', 300)
+  const { redlock: first } = redlockOf(t, 'native', list, { retryCount: 0 })
+  await t.throwsAsync(first.acquire([key], 10_000))
+  t.deepEqual(await valuesOn(list, key), ['holder', null], 'the failed attempt left nothing on the free node')
+  await sleep(350)
+  const { redlock: second } = redlockOf(t, 'native', list, { retryCount: 0 })
+  const lock = await second.acquire([key], 1_000)
+  await lock.release()
+})
+
+test('regression 4: releasing an expired lock resolves at once', async (t) => {
+  const { redlock } = redlockOf(t, 'native', servers.slice(0, 3))
+  const lock = await redlock.acquire([resource(t)], 50)
+  await sleep(100)
+  const started = Date.now()
+  const result = await redlock.release(lock)
+  t.is(result.attempts.length, 1, 'one attempt, no retry window')
+  t.true(Date.now() - started < 1_000)
+})
+
+test('regression 5: retryCount -1 keeps a bounded window of attempts', async (t) => {
+  const list = servers.slice(0, 1)
+  const key = resource(t)
+  await list[0].command('SET', key, 'holder', 'PX', 600)
+  const { redlock } = redlockOf(t, 'native', list, { retryCount: -1, retryDelay: 0, retryJitter: 0 })
+  const lock = await redlock.acquire([key], 1_000)
+  t.true(lock.attempts.length <= 100, `${lock.attempts.length} attempts kept`)
+  t.true(lock.attempts.length >= 50, 'many attempts were made')
+  await lock.release()
+})
+
+// --- node-redlock's documented usage, unchanged but for the import line
+
+test("node-redlock v5's README usage runs unchanged", async (t) => {
+  const [redisA, redisB, redisC] = servers.slice(0, 3).map((s) => new IORedis({ port: s.port, host: '127.0.0.1', lazyConnect: true }))
+  const redlock = new Redlock([redisA, redisB, redisC], {
+    driftFactor: 0.01,
+    retryCount: 10,
+    retryDelay: 200,
+    retryJitter: 200,
+    automaticExtensionThreshold: 500,
+  })
+  t.teardown(() => redlock.quit())
+  redlock.on('error', (error) => {
+    if (error instanceof ResourceLockedError) return
+    t.log(error)
+  })
+  const senderId = resource(t)
+  const recipientId = resource(t)
+  await redlock.using([senderId, recipientId], 5000, async (signal) => {
+    if (signal.aborted) throw signal.error
+    t.true((await servers[0].command('GET', senderId)) !== null)
+  })
+  let lock = await redlock.acquire(['a' + senderId], 5000)
+  try {
+    lock = await lock.extend(5000)
+  } finally {
+    await lock.release()
+  }
+  t.is(await servers[0].command('GET', 'a' + senderId), null)
+})
