@@ -368,7 +368,7 @@ impl NativeRedlock {
         let settings = read_settings(env, "settings", settings, self.inner.settings())?;
         let inner = self.inner.clone();
         env.spawn_future(async move {
-            if !(expiration >= now_ms()) {
+            if expiration.is_nan() || expiration < now_ms() {
                 return Ok(ExecutionReport {
                     ok: false,
                     failure: Some("expired".to_string()),
