@@ -382,3 +382,39 @@ test("node-redlock v5's README usage runs unchanged", async (t) => {
   }
   t.is(await servers[0].command('GET', 'a' + senderId), null)
 })
+
+test("events: 'clientError' (error, client) for node failures, alongside 'error'", async (t) => {
+  const { startServers, stopServers } = await import('../scripts/redis-servers.mjs')
+  const own = await startServers(3)
+  t.teardown(() => stopServers(own))
+  const clients = own.map((s) => new Redis({ port: s.port, connectTimeout: 300 }))
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  await own[2].kill()
+  const clientErrors = []
+  const errors = []
+  redlock.on('clientError', (e, c) => clientErrors.push([e, c]))
+  redlock.on('error', (e) => errors.push(e))
+  const lock = await redlock.acquire([resource(t)], 1_000)
+  await lock.release()
+  t.true(clientErrors.length >= 1, 'the dead node was reported')
+  for (const [e, c] of clientErrors) {
+    t.is(c, clients[2])
+    t.regex(e.message, new RegExp(`127\\.0\\.0\\.1:${own[2].port}`))
+    t.true(errors.includes(e))
+  }
+})
+
+test('driftFactor: the expiration leaves round(driftFactor * ttl) + 2 ms of margin', async (t) => {
+  const { redlock } = redlockOf(t, 'native', servers.slice(0, 1))
+  const before = Date.now()
+  const plain = await redlock.acquire([resource(t)], 10_000)
+  const after = Date.now()
+  const drifty = await redlock.acquire([resource(t)], 10_000, { driftFactor: 0.1 })
+  const after2 = Date.now()
+  // validity = ttl - elapsed - drift: 10000 - 102 (0.01) and 10000 - 1002 (0.1)
+  t.true(plain.expiration <= after + 10_000 - 102 && plain.expiration >= before + 10_000 - 102 - 50)
+  t.true(drifty.expiration <= after2 + 10_000 - 1_002 && drifty.expiration >= after + 10_000 - 1_002 - 50)
+  await plain.release()
+  await drifty.release()
+})

@@ -83,11 +83,12 @@ impl Execution {
     }
 }
 
-/// Milliseconds since the epoch, for expirations reported to users.
+/// Whole milliseconds since the epoch (as JavaScript's `Date.now()`), for times reported
+/// to users. Rounded down, so an expiration computed from it is never late.
 pub fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
+        .map(|d| d.as_millis() as f64)
         .unwrap_or(0.0)
 }
 
