@@ -38,13 +38,13 @@ const lifecycle = test.macro({
     const { redlock, clients } = redlockOf(t, kind, list)
     const key = resource(t)
     const before = Date.now()
-    const lock = await redlock.acquire([key], 2_000)
+    const lock = await redlock.acquire([key], 10_000)
     t.true(lock instanceof Lock)
     t.is(lock.redlock, redlock)
     t.deepEqual(lock.resources, [key])
     t.true(isHex128(lock.value))
-    // expiration = decision time + validity, validity = ttl - elapsed - drift (22 ms here)
-    t.true(lock.expiration <= Date.now() + 2_000 - 22 && lock.expiration > before + 1_500, `${lock.expiration - before}`)
+    // expiration = decision time + validity, validity = ttl - elapsed - drift (102 ms here)
+    t.true(lock.expiration <= Date.now() + 10_000 - 102 && lock.expiration > before + 9_000, `${lock.expiration - before}`)
     t.is(lock.attempts.length, 1)
     const stats = await lock.attempts[0]
     t.is(stats.membershipSize, n)
@@ -69,13 +69,13 @@ const lifecycle = test.macro({
 
     // extend: a new Lock, the old one invalidated, the TTL reset on the servers.
     await sleep(50)
-    const extended = await lock.extend(5_000)
+    const extended = await lock.extend(20_000)
     t.not(extended, lock)
     t.is(lock.expiration, 0)
     t.is(extended.value, lock.value)
-    t.true(extended.expiration > Date.now() + 4_000)
+    t.true(extended.expiration > Date.now() + 15_000)
     const pttls = await Promise.all(list.map((s) => s.command('PTTL', key)))
-    t.true(pttls.filter((p) => p > 2_500).length >= stats.quorumSize, `${pttls}`)
+    t.true(pttls.filter((p) => p > 10_000).length >= stats.quorumSize, `${pttls}`)
 
     // release: keys gone, result with attempts and start.
     const result = await extended.release()
@@ -230,9 +230,9 @@ test('using() keeps the lock through 3x its duration, extending with the setting
   let gaps = 0
   let checks = 0
   let rivalWins = 0
-  // Instance threshold 500 would refuse duration 400; the using() settings allow it.
-  const result = await redlock.using([key], 400, { automaticExtensionThreshold: 200 }, async (signal) => {
-    const end = Date.now() + 1_200
+  // The instance's threshold (500) would refuse duration 800; the using() settings allow it.
+  const result = await redlock.using([key], 800, { automaticExtensionThreshold: 650 }, async (signal) => {
+    const end = Date.now() + 2_400
     while (Date.now() < end) {
       const values = await valuesOn(list, key)
       checks += 1
@@ -240,9 +240,9 @@ test('using() keeps the lock through 3x its duration, extending with the setting
       if (await rival.acquireLock(key, 1_000)) rivalWins += 1
       await sleep(25)
     }
-    return signal.aborted
+    return signal.error
   })
-  t.false(result, 'never aborted')
+  t.is(result, undefined, `never aborted (${result?.cause?.message}: ${result?.cause?.attempts?.length} attempts)`)
   t.true(checks > 10)
   t.is(gaps, 0, 'held on a quorum at every check')
   t.is(rivalWins, 0)
@@ -321,11 +321,11 @@ test('regression 2: a lock won after retries is not already expired', async (t) 
 test('regression 3: keys from a failed attempt do not block the next contender', async (t) => {
   const list = servers.slice(0, 2)
   const key = resource(t)
-  await list[0].command('SET', key, 'holder', 'PX', 300)
+  await list[0].command('SET', key, 'holder', 'PX', 1_000)
   const { redlock: first } = redlockOf(t, 'native', list, { retryCount: 0 })
   await t.throwsAsync(first.acquire([key], 10_000))
   t.deepEqual(await valuesOn(list, key), ['holder', null], 'the failed attempt left nothing on the free node')
-  await sleep(350)
+  await sleep(1_050)
   const { redlock: second } = redlockOf(t, 'native', list, { retryCount: 0 })
   const lock = await second.acquire([key], 1_000)
   await lock.release()

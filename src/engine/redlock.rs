@@ -192,16 +192,23 @@ impl Quorum {
         };
         tokio::pin!(deadline);
 
+        // Collect votes until the outcome is known. A lost acquire also waits (within the
+        // deadline) for the nodes still answering, so that whatever they set is removed
+        // before the attempt reports.
+        let is_acquire = matches!(op, Op::Acquire { .. });
         let mut decision = Decision::Pending;
-        while decision == Decision::Pending {
+        loop {
+            let draining = decision == Decision::Lost && is_acquire;
+            if decision != Decision::Pending && !draining {
+                break;
+            }
             tokio::select! {
                 next = pending.next() => match next {
                     Some((i, vote)) => {
-                        decision = match &vote {
-                            Vote::For => tally.vote_for(),
-                            Vote::Locked => tally.vote_locked(),
-                            Vote::Failed(_) => tally.vote_failed(),
-                        };
+                        let now = count(&mut tally, &vote);
+                        if decision == Decision::Pending {
+                            decision = now;
+                        }
                         votes[i] = Some(vote);
                     }
                     None => break,
@@ -216,8 +223,11 @@ impl Quorum {
                             tally.vote_failed();
                         }
                     }
-                    // Every vote is in now, so this is Won or Lost.
-                    decision = tally.decision();
+                    if decision == Decision::Pending {
+                        // Every vote is in now, so this is Won or Lost.
+                        decision = tally.decision();
+                    }
+                    break;
                 }
             }
         }
@@ -228,8 +238,8 @@ impl Quorum {
                 tokio::spawn(async move { while pending.next().await.is_some() {} });
             }
         } else {
-            // Stop waiting for stragglers. Their requests, once sent, stay ordered before
-            // anything sent later on the same connection, so the cleanup lands after them.
+            // Stop waiting. Requests already sent stay ordered before anything sent later
+            // on the same connection, so the cleanup lands after them.
             drop(pending);
         }
 
@@ -285,6 +295,15 @@ impl Quorum {
     /// Closes every node's connection.
     pub async fn quit(&self) {
         futures::future::join_all(self.nodes.iter().map(|n| n.quit())).await;
+    }
+}
+
+/// Counts one vote.
+fn count(tally: &mut Tally, vote: &Vote) -> Decision {
+    match vote {
+        Vote::For => tally.vote_for(),
+        Vote::Locked => tally.vote_locked(),
+        Vote::Failed(_) => tally.vote_failed(),
     }
 }
 
