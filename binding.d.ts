@@ -35,55 +35,32 @@ export declare class NativeClient {
 }
 
 export declare class NativeRedlock {
-  /** `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each. */
-  constructor(clients: Array<NativeClient>, settings?: Partial<RedlockSettings>)
+  /**
+   * `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
+   * `complete(batch)` receives the completions of the operations started with an id.
+   */
+  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number]>) => void)
   get settings(): RedlockSettings
   /** This instance's settings with `overrides` applied and validated. */
   resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings
-  /** The seed's acquireLock; the report's `acquired` is `true`, `false` or `null`. */
-  acquireLock(resource: string, ttl: number): Promise<ExecutionReport>
+  /** The seed's acquireLock; completes with status 0 (`true`), 1 (`false`) or 2 (`null`). */
+  acquireLock(id: number, resource: string, ttl: number): void
   /**
    * The seed's releaseLock: releases this instance's lock on `resource` when
    * `lockValue` is `true`; does nothing for `false` / `null`.
    */
-  releaseLock(resource: string, lockValue: boolean | null): Promise<ExecutionReport>
-  /** Locks every resource, all or nothing. */
-  acquire(resources: string[], duration: number, settings?: Partial<RedlockSettings>): Promise<ExecutionReport>
+  releaseLock(id: number, resource: string, lockValue: boolean | null): void
+  /** Locks every resource, all or nothing; the completion carries the lock value. */
+  acquire(id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>): void
   /**
    * Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
-   * passed is not extended: the report fails with `failure: "expired"`.
+   * passed is not extended: it completes with status 3.
    */
-  extend(resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>): Promise<ExecutionReport>
+  extend(id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>): void
   /** Removes a lock's keys (owner-checked, idempotent). */
-  release(resources: string[], value: string, settings?: Partial<RedlockSettings>): Promise<ExecutionReport>
+  release(id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>): void
   /** Closes the connections of every client of this instance. */
   quit(): Promise<void>
-}
-
-/** One attempt. */
-export interface AttemptReport {
-  membershipSize: number
-  quorumSize: number
-  votes: Array<VoteReport>
-}
-
-/** The result of one operation with its retries. */
-export interface ExecutionReport {
-  ok: boolean
-  /** Why it failed: `"locked"` (another owner) or `"undecided"` (too many failures). */
-  failure?: string
-  /** The lock value (acquire). */
-  value?: string
-  /** ms since the epoch when the operation started. */
-  start: number
-  /** ms since the epoch until which the lock is valid (acquire, extend). */
-  expiration: number
-  /** The last attempts (at most 100), oldest first. */
-  attempts: Array<AttemptReport>
-  /** How many attempts were made in all. */
-  attemptCount: number
-  /** The seed API's answer: `true`, `false` or `null` (acquireLock). */
-  acquired?: boolean
 }
 
 /** Settings as JavaScript sees them. */
@@ -93,16 +70,4 @@ export interface RedlockSettings {
   retryDelay: number
   retryJitter: number
   automaticExtensionThreshold: number
-}
-
-/** One node's vote in an attempt. */
-export interface VoteReport {
-  /** Index of the client in the list given to the constructor. */
-  client: number
-  /**
-   * `"for"`, `"locked"` (another owner holds a resource, or ours is gone) or
-   * `"error"` (the node failed: connection, time-out, server error).
-   */
-  vote: string
-  message?: string
 }

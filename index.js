@@ -11,7 +11,7 @@ const { NativeClient, NativeRedlock } = native
 
 const QUORUM_FAILED = 'The operation was unable to achieve a quorum during its retry window.'
 const EXPIRED = 'Cannot extend an already-expired lock.'
-/** Why an ExecutionError happened: "locked", "undecided" or "expired". */
+/** Why an ExecutionError happened: "locked", "undecided" or "expired" (used by using()). */
 const failureOf = Symbol('redlock-rs.failure')
 
 // ---------------------------------------------------------------------------- clients
@@ -139,13 +139,92 @@ function nativeClientFor(client, i) {
 
 // ------------------------------------------------------------------------------- Lock
 
+// Completion statuses (src/completion.rs).
+const DONE = 0
+const LOCKED = 1
+const UNDECIDED = 2
+const EXPIRED_LOCK = 3
+const INTERNAL = 4
+
+/**
+ * The attempts of an operation as the engine reports them (one string per attempt, one
+ * character per client), turned into node-redlock's `Promise<ExecutionStats>[]` only
+ * when somebody reads them.
+ */
+class AttemptLog {
+  constructor(clients, attempts, errors, requested) {
+    this.clients = clients
+    this.attempts = attempts
+    this.errors = errors
+    this.requested = requested
+  }
+
+  /** Calls `fn(vote, client, index, message)` for every vote against. */
+  eachAgainst(fn) {
+    let e = 0
+    for (const attempt of this.attempts) {
+      for (let i = 0; i < attempt.length; i++) {
+        const vote = attempt[i]
+        if (vote === 'L') fn(vote, this.clients[i], lockedMessage(this.requested))
+        else if (vote === 'E') fn(vote, this.clients[i], this.errors[e++])
+      }
+    }
+  }
+
+  toStats() {
+    const n = this.clients.length
+    const quorumSize = Math.floor(n / 2) + 1
+    let e = 0
+    return this.attempts.map((attempt) => {
+      const stats = { membershipSize: n, quorumSize, votesFor: new Set(), votesAgainst: new Map() }
+      for (let i = 0; i < attempt.length; i++) {
+        const vote = attempt[i]
+        const client = this.clients[i]
+        if (vote === 'F') stats.votesFor.add(client)
+        else if (vote === 'L') stats.votesAgainst.set(client, new ResourceLockedError(lockedMessage(this.requested)))
+        else if (vote === 'E') stats.votesAgainst.set(client, new Error(this.errors[e++]))
+      }
+      return Promise.resolve(stats)
+    })
+  }
+}
+
+/** What `release` resolves: `{ attempts, start }`, with the attempts built when read. */
+class ExecutionResult {
+  #attempts
+
+  constructor(attempts, start) {
+    this.#attempts = attempts
+    this.start = start
+  }
+
+  get attempts() {
+    if (this.#attempts instanceof AttemptLog) this.#attempts = this.#attempts.toStats()
+    return this.#attempts
+  }
+}
+
+const lockedMessage = (requested) => `The operation was applied to: 0 of the ${requested} requested resources.`
+
 class Lock {
+  #attempts
+
   constructor(redlock, resources, value, attempts, expiration) {
     this.redlock = redlock
     this.resources = resources
     this.value = value
-    this.attempts = attempts
+    this.#attempts = attempts
     this.expiration = expiration
+  }
+
+  /** `Promise<ExecutionStats>` for each attempt that made this lock. */
+  get attempts() {
+    if (this.#attempts instanceof AttemptLog) this.#attempts = this.#attempts.toStats()
+    return this.#attempts
+  }
+
+  set attempts(value) {
+    this.#attempts = value
   }
 
   /** Releases this lock (see `Redlock#release`). */
@@ -166,53 +245,72 @@ function lockArg(lock) {
   return lock
 }
 
+const noop = () => {}
+
 class Redlock extends EventEmitter {
   #native
   #clients
+  #pending = new Map()
+  #nextId = 0
+  /** Keeps the process alive while operations are in flight (ref'd only then). */
+  #keepAlive = null
 
   constructor(clients, settings) {
     super()
     // As node-redlock: failed votes are emitted as 'error' events, which must not crash a
     // process that does not listen for them.
-    this.on('error', () => {})
+    this.on('error', noop)
     if (clients == null || typeof clients === 'string' || typeof clients[Symbol.iterator] !== 'function') {
       throw new TypeError('clients must be an iterable of Redis clients.')
     }
     const list = Array.from(clients)
     const natives = list.map(nativeClientFor)
-    this.#native = new NativeRedlock(natives, settings)
+    this.#native = new NativeRedlock(natives, settings, (batch) => this.#settle(batch))
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
   }
 
-  /** Turns a native report into ExecutionStats promises, emitting the failed votes. */
-  #attempts(report) {
-    return report.attempts.map((attempt) => {
-      const stats = {
-        membershipSize: attempt.membershipSize,
-        quorumSize: attempt.quorumSize,
-        votesFor: new Set(),
-        votesAgainst: new Map(),
+  /** Starts `method` natively under a fresh id; resolves with its completion tuple. */
+  #call(method, ...args) {
+    return new Promise((resolve, reject) => {
+      const id = (this.#nextId = (this.#nextId + 1) >>> 0)
+      this.#native[method](id, ...args) // bad arguments throw here: the promise rejects
+      this.#pending.set(id, { resolve, reject })
+      if (this.#pending.size === 1) {
+        if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
+        else this.#keepAlive.ref()
       }
-      for (const { client: index, vote, message } of attempt.votes) {
-        const client = this.#clients[index]
-        if (vote === 'for') {
-          stats.votesFor.add(client)
-          continue
-        }
-        const error = vote === 'locked' ? new ResourceLockedError(message) : new Error(message)
-        stats.votesAgainst.set(client, error)
-        this.emit('error', error)
-        if (vote === 'error') this.emit('clientError', error, client)
-      }
-      return Promise.resolve(stats)
     })
   }
 
-  #fail(report, attempts) {
-    const error = new ExecutionError(report.failure === 'expired' ? EXPIRED : QUORUM_FAILED, attempts)
-    Object.defineProperty(error, failureOf, { value: report.failure })
+  #settle(batch) {
+    for (const c of batch) {
+      const waiter = this.#pending.get(c[0])
+      if (waiter === undefined) continue
+      this.#pending.delete(c[0])
+      if (c[1] === INTERNAL) waiter.reject(new Error(c[2]))
+      else waiter.resolve(c)
+    }
+    if (this.#pending.size === 0 && this.#keepAlive !== null) this.#keepAlive.unref()
+  }
+
+  /** The attempts of completion `c`, emitting its votes against as events. */
+  #log(c, requested) {
+    const log = new AttemptLog(this.#clients, c[5], c[6], requested)
+    if (this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0) {
+      log.eachAgainst((vote, client, message) => {
+        const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
+        this.emit('error', error)
+        if (vote === 'E') this.emit('clientError', error, client)
+      })
+    }
+    return log
+  }
+
+  #fail(c, log) {
+    const error = new ExecutionError(c[1] === EXPIRED_LOCK ? EXPIRED : QUORUM_FAILED, log.toStats())
+    Object.defineProperty(error, failureOf, { value: c[1] === EXPIRED_LOCK ? 'expired' : c[1] === LOCKED ? 'locked' : 'undecided' })
     return error
   }
 
@@ -220,48 +318,47 @@ class Redlock extends EventEmitter {
 
   /** `true`: acquired; `false`: another owner holds it; `null`: too many instances failed. */
   async acquireLock(resource, ttl) {
-    const report = await this.#native.acquireLock(resource, ttl)
-    this.#attempts(report)
-    return report.acquired ?? null
+    const c = await this.#call('acquireLock', resource, ttl)
+    this.#log(c, 1)
+    return c[1] === DONE ? true : c[1] === LOCKED ? false : null
   }
 
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
-    const report = await this.#native.releaseLock(resource, lockValue)
-    const attempts = this.#attempts(report)
-    if (!report.ok) throw this.#fail(report, attempts)
+    const c = await this.#call('releaseLock', resource, lockValue)
+    const log = this.#log(c, 1)
+    if (c[1] !== DONE) throw this.#fail(c, log)
   }
 
   // ---- node-redlock v5
 
   /** Locks every resource (all or nothing) for `duration` ms. */
   async acquire(resources, duration, settings) {
-    const report = await this.#native.acquire(resources, duration, settings)
-    const attempts = this.#attempts(report)
-    if (!report.ok) throw this.#fail(report, attempts)
-    return new Lock(this, [...resources], report.value, attempts, report.expiration)
+    const c = await this.#call('acquire', resources, duration, settings)
+    const log = this.#log(c, resources.length)
+    if (c[1] !== DONE) throw this.#fail(c, log)
+    return new Lock(this, [...resources], c[2], log, c[3])
   }
 
   /** Releases `lock` (owner-checked, idempotent). */
   async release(lock, settings) {
     lockArg(lock)
-    const report = await this.#native.release(lock.resources, lock.value, settings)
+    const c = await this.#call('release', lock.resources, lock.value, settings)
     lock.expiration = 0
-    const attempts = this.#attempts(report)
-    if (!report.ok) throw this.#fail(report, attempts)
-    return { attempts, start: report.start }
+    const log = this.#log(c, lock.resources.length)
+    if (c[1] !== DONE) throw this.#fail(c, log)
+    return new ExecutionResult(log, c[4])
   }
 
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   async extend(lock, duration, settings) {
     lockArg(lock)
-    const report = await this.#native.extend(lock.resources, lock.value, Number(lock.expiration), duration, settings)
-    const attempts = this.#attempts(report)
-    if (!report.ok) throw this.#fail(report, attempts)
+    const c = await this.#call('extend', lock.resources, lock.value, Number(lock.expiration), duration, settings)
+    const log = this.#log(c, lock.resources.length)
+    if (c[1] !== DONE) throw this.#fail(c, log)
     lock.expiration = 0
-    return new Lock(this, lock.resources, lock.value, attempts, report.expiration)
+    return new Lock(this, lock.resources, lock.value, log, c[3])
   }
-
   /**
    * Runs `routine(signal)` while holding the lock, extending it automatically
    * `automaticExtensionThreshold` ms before it expires (with the settings given here).
@@ -336,7 +433,9 @@ class Redlock extends EventEmitter {
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */
   async quit() {
-    return this.#native.quit()
+    await this.#native.quit()
+    if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
+    this.#keepAlive = null
   }
 }
 

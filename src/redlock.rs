@@ -1,6 +1,7 @@
 //! `NativeRedlock`: the native side of the `Redlock` class. Parses arguments, calls the
-//! engine, converts results into reports that the JavaScript layer turns into `Lock`s,
-//! `ExecutionStats` and errors. One async call per JavaScript operation.
+//! engine, and queues compact completions that the JavaScript layer turns into `Lock`s,
+//! `ExecutionStats` and errors. One native call per JavaScript operation; results come
+//! back in batches (see [`crate::completion`]).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use napi::JsValue;
 use napi_derive::napi;
 
 use crate::client::NativeClient;
+use crate::completion::{Completer, Completion};
 use crate::engine::args;
 use crate::engine::error::ArgError;
 use crate::engine::quorum::FailureKind;
@@ -38,93 +40,46 @@ impl From<&Settings> for RedlockSettings {
     }
 }
 
-/// One node's vote in an attempt.
-#[napi(object)]
-pub struct VoteReport {
-    /// Index of the client in the list given to the constructor.
-    pub client: u32,
-    /// `"for"`, `"locked"` (another owner holds a resource, or ours is gone) or
-    /// `"error"` (the node failed: connection, time-out, server error).
-    pub vote: String,
-    pub message: Option<String>,
-}
-
-/// One attempt.
-#[napi(object)]
-pub struct AttemptReport {
-    pub membership_size: u32,
-    pub quorum_size: u32,
-    pub votes: Vec<VoteReport>,
-}
-
-/// The result of one operation with its retries.
-#[napi(object)]
-pub struct ExecutionReport {
-    pub ok: bool,
-    /// Why it failed: `"locked"` (another owner) or `"undecided"` (too many failures).
-    pub failure: Option<String>,
-    /// The lock value (acquire).
-    pub value: Option<String>,
-    /// ms since the epoch when the operation started.
-    pub start: f64,
-    /// ms since the epoch until which the lock is valid (acquire, extend).
-    pub expiration: f64,
-    /// The last attempts (at most 100), oldest first.
-    pub attempts: Vec<AttemptReport>,
-    /// How many attempts were made in all.
-    pub attempt_count: f64,
-    /// The seed API's answer: `true`, `false` or `null` (acquireLock).
-    pub acquired: Option<bool>,
-}
-
-fn report(exec: &Execution, requested: usize, value: Option<String>) -> ExecutionReport {
+/// The compact completion of an operation (see [`Completion`]).
+fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
+    let mut errors = Vec::new();
     let attempts = exec
         .attempts
         .iter()
-        .map(|a| AttemptReport {
-            membership_size: a.tally.n as u32,
-            quorum_size: a.tally.quorum as u32,
-            votes: a
-                .votes
+        .map(|a| {
+            a.votes
                 .iter()
-                .enumerate()
-                .filter_map(|(i, v)| {
-                    let (vote, message) = match v.as_ref()? {
-                        Vote::For => ("for", None),
-                        Vote::Locked => (
-                            "locked",
-                            Some(format!(
-                                "The operation was applied to: 0 of the {requested} requested resources."
-                            )),
-                        ),
-                        Vote::Failed(e) => ("error", Some(e.to_string())),
-                    };
-                    Some(VoteReport {
-                        client: i as u32,
-                        vote: vote.to_string(),
-                        message,
-                    })
+                .map(|v| match v {
+                    None => '-',
+                    Some(Vote::For) => 'F',
+                    Some(Vote::Locked) => 'L',
+                    Some(Vote::Failed(e)) => {
+                        errors.push(e.to_string());
+                        'E'
+                    }
                 })
-                .collect(),
+                .collect::<String>()
         })
         .collect();
-    ExecutionReport {
-        ok: exec.outcome.is_ok(),
-        failure: exec.outcome.err().map(|k| {
-            match k {
-                FailureKind::Locked => "locked",
-                FailureKind::Undecided => "undecided",
-            }
-            .to_string()
-        }),
+    let status = match exec.outcome {
+        Ok(_) => 0,
+        Err(FailureKind::Locked) => 1,
+        Err(FailureKind::Undecided) => 2,
+    };
+    (
+        id,
+        status,
         value,
-        start: exec.start_ms,
-        expiration: exec.expiration_ms,
+        exec.expiration_ms,
+        exec.start_ms,
         attempts,
-        attempt_count: exec.attempt_count as f64,
-        acquired: None,
-    }
+        errors,
+        exec.attempt_count as f64,
+    )
 }
+
+/// Status of an extend refused because the lock had expired.
+const EXPIRED: u32 = 3;
 
 /// Reads a settings object (`undefined` means no changes) and applies it to `base`.
 pub fn read_settings(
@@ -201,17 +156,24 @@ fn value_arg(env: &Env, v: Option<Unknown>) -> Result<String> {
 #[napi]
 pub struct NativeRedlock {
     inner: Arc<Redlock>,
+    completer: Arc<Completer>,
 }
 
 #[napi]
 impl NativeRedlock {
     /// `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
+    /// `complete(batch)` receives the completions of the operations started with an id.
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings?: Partial<RedlockSettings>"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number]>) => void"
     )]
-    pub fn new(env: Env, clients: Option<Unknown>, settings: Option<Unknown>) -> Result<Self> {
+    pub fn new(
+        env: Env,
+        clients: Option<Unknown>,
+        settings: Option<Unknown>,
+        complete: Function<Vec<Completion>, ()>,
+    ) -> Result<Self> {
         let items = match classify(clients)? {
             Val::Array(items) => items,
             other => {
@@ -251,6 +213,7 @@ impl NativeRedlock {
         let settings = read_settings(&env, "settings", settings, &Settings::default())?;
         Ok(NativeRedlock {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
+            completer: Completer::new(complete)?,
         })
     }
 
@@ -269,138 +232,144 @@ impl NativeRedlock {
         Ok((&read_settings(&env, "settings", overrides, self.inner.settings())?).into())
     }
 
-    /// The seed's acquireLock; the report's `acquired` is `true`, `false` or `null`.
+    /// The seed's acquireLock; completes with status 0 (`true`), 1 (`false`) or 2 (`null`).
     #[napi(
         catch_unwind,
-        ts_args_type = "resource: string, ttl: number",
-        ts_return_type = "Promise<ExecutionReport>"
+        ts_args_type = "id: number, resource: string, ttl: number"
     )]
-    pub fn acquire_lock<'env>(
+    pub fn acquire_lock(
         &self,
-        env: &'env Env,
+        env: Env,
+        id: u32,
         resource: Option<Unknown>,
         ttl: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, ExecutionReport>> {
-        let resource = resource_arg(env, "resource", resource)?;
-        let ttl = duration_arg(env, "ttl", ttl)?;
+    ) -> Result<()> {
+        let resource = resource_arg(&env, "resource", resource)?;
+        let ttl = duration_arg(&env, "ttl", ttl)?;
         let inner = self.inner.clone();
-        env.spawn_future(async move {
-            let (acquired, exec) = inner.acquire_lock(resource, ttl).await;
-            Ok(ExecutionReport {
-                acquired,
-                ..report(&exec, 1, None)
-            })
-        })
+        self.completer.spawn(id, async move {
+            completion(id, &inner.acquire_lock(resource, ttl).await.1, None)
+        });
+        Ok(())
     }
 
     /// The seed's releaseLock: releases this instance's lock on `resource` when
     /// `lockValue` is `true`; does nothing for `false` / `null`.
     #[napi(
         catch_unwind,
-        ts_args_type = "resource: string, lockValue: boolean | null",
-        ts_return_type = "Promise<ExecutionReport>"
+        ts_args_type = "id: number, resource: string, lockValue: boolean | null"
     )]
-    pub fn release_lock<'env>(
+    pub fn release_lock(
         &self,
-        env: &'env Env,
+        env: Env,
+        id: u32,
         resource: Option<Unknown>,
         lock_value: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, ExecutionReport>> {
-        let resource = resource_arg(env, "resource", resource)?;
+    ) -> Result<()> {
+        let resource = resource_arg(&env, "resource", resource)?;
         let release = match classify(lock_value)? {
             Val::Bool(b) => b,
             Val::Missing => false,
-            other => return Err(type_error(env, "lockValue", "a boolean or null", &other)),
+            other => return Err(type_error(&env, "lockValue", "a boolean or null", &other)),
         };
         let inner = self.inner.clone();
-        env.spawn_future(async move {
+        self.completer.spawn(id, async move {
             let exec = if release {
                 inner.release_lock(resource).await
             } else {
                 Execution::nothing_to_do()
             };
-            Ok(report(&exec, 1, None))
-        })
+            completion(id, &exec, None)
+        });
+        Ok(())
     }
 
-    /// Locks every resource, all or nothing.
+    /// Locks every resource, all or nothing; the completion carries the lock value.
     #[napi(
         catch_unwind,
-        ts_args_type = "resources: string[], duration: number, settings?: Partial<RedlockSettings>",
-        ts_return_type = "Promise<ExecutionReport>"
+        ts_args_type = "id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>"
     )]
-    pub fn acquire<'env>(
+    pub fn acquire(
         &self,
-        env: &'env Env,
+        env: Env,
+        id: u32,
         resources: Option<Unknown>,
         duration: Option<Unknown>,
         settings: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, ExecutionReport>> {
-        let resources = resources_arg(env, resources)?;
-        let ttl = duration_arg(env, "Duration", duration)?;
-        let settings = read_settings(env, "settings", settings, self.inner.settings())?;
+    ) -> Result<()> {
+        let resources = resources_arg(&env, resources)?;
+        let ttl = duration_arg(&env, "Duration", duration)?;
+        let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
         let inner = self.inner.clone();
-        env.spawn_future(async move {
+        self.completer.spawn(id, async move {
             let (value, exec) = inner.acquire(&resources, ttl, &settings).await;
-            Ok(report(&exec, resources.len(), Some(value)))
-        })
+            completion(id, &exec, Some(value))
+        });
+        Ok(())
     }
 
     /// Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
-    /// passed is not extended: the report fails with `failure: "expired"`.
+    /// passed is not extended: it completes with status 3.
     #[napi(
         catch_unwind,
-        ts_args_type = "resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>",
-        ts_return_type = "Promise<ExecutionReport>"
+        ts_args_type = "id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>"
     )]
-    pub fn extend<'env>(
+    #[allow(clippy::too_many_arguments)]
+    pub fn extend(
         &self,
-        env: &'env Env,
+        env: Env,
+        id: u32,
         resources: Option<Unknown>,
         value: Option<Unknown>,
         expiration: f64,
         duration: Option<Unknown>,
         settings: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, ExecutionReport>> {
-        let resources = resources_arg(env, resources)?;
-        let value = value_arg(env, value)?;
-        let ttl = duration_arg(env, "Duration", duration)?;
-        let settings = read_settings(env, "settings", settings, self.inner.settings())?;
+    ) -> Result<()> {
+        let resources = resources_arg(&env, resources)?;
+        let value = value_arg(&env, value)?;
+        let ttl = duration_arg(&env, "Duration", duration)?;
+        let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
         let inner = self.inner.clone();
-        env.spawn_future(async move {
+        self.completer.spawn(id, async move {
             if expiration.is_nan() || expiration < now_ms() {
-                return Ok(ExecutionReport {
-                    ok: false,
-                    failure: Some("expired".to_string()),
-                    ..report(&Execution::nothing_to_do(), resources.len(), None)
-                });
+                let mut c = completion(id, &Execution::nothing_to_do(), None);
+                c.1 = EXPIRED;
+                return c;
             }
-            let exec = inner.extend(&resources, &value, ttl, &settings).await;
-            Ok(report(&exec, resources.len(), None))
-        })
+            completion(
+                id,
+                &inner.extend(&resources, &value, ttl, &settings).await,
+                None,
+            )
+        });
+        Ok(())
     }
 
     /// Removes a lock's keys (owner-checked, idempotent).
     #[napi(
         catch_unwind,
-        ts_args_type = "resources: string[], value: string, settings?: Partial<RedlockSettings>",
-        ts_return_type = "Promise<ExecutionReport>"
+        ts_args_type = "id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>"
     )]
-    pub fn release<'env>(
+    pub fn release(
         &self,
-        env: &'env Env,
+        env: Env,
+        id: u32,
         resources: Option<Unknown>,
         value: Option<Unknown>,
         settings: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, ExecutionReport>> {
-        let resources = resources_arg(env, resources)?;
-        let value = value_arg(env, value)?;
-        let settings = read_settings(env, "settings", settings, self.inner.settings())?;
+    ) -> Result<()> {
+        let resources = resources_arg(&env, resources)?;
+        let value = value_arg(&env, value)?;
+        let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
         let inner = self.inner.clone();
-        env.spawn_future(async move {
-            let exec = inner.release(&resources, &value, &settings).await;
-            Ok(report(&exec, resources.len(), None))
-        })
+        self.completer.spawn(id, async move {
+            completion(
+                id,
+                &inner.release(&resources, &value, &settings).await,
+                None,
+            )
+        });
+        Ok(())
     }
 
     /// Closes the connections of every client of this instance.

@@ -9,12 +9,12 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, Script,
+    RedisConnectionInfo, RedisError,
 };
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
-use crate::engine::scripts;
+use crate::engine::scripts::{self, LockScript};
 
 type ConnectFuture = Shared<BoxFuture<'static, Result<MultiplexedConnection, NodeError>>>;
 
@@ -200,68 +200,72 @@ impl Node {
         }
     }
 
-    /// Runs `op` on the shared connection with the command time-out (or `limit`, when
-    /// shorter). A connection found broken is dropped and `op` is sent once more on a
-    /// fresh one, as ioredis resends unfulfilled commands (every lock script is
-    /// idempotent, so a resend is safe).
-    pub async fn run<T, F, Fut>(&self, limit: Option<Duration>, op: F) -> Result<T, NodeError>
+    /// Runs `op` on the shared connection, within `wait` when given. A connection found
+    /// broken is dropped and `op` is sent once more on a fresh one, as ioredis resends
+    /// unfulfilled commands (every lock script is idempotent, so a resend is safe).
+    pub async fn run<T, F, Fut>(&self, wait: Option<Duration>, op: F) -> Result<T, NodeError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        let wait = match limit {
-            Some(l) => l.min(self.config.command_timeout),
-            None => self.config.command_timeout,
-        };
-        let timeout = || NodeError::Timeout {
-            addr: self.addr.clone(),
-            ms: wait.as_millis() as u64,
-        };
         let (conn, generation) = self.connection().await?;
-        let e = match tokio::time::timeout(wait, op(conn)).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e,
-            Err(_) => return Err(timeout()),
+        let e = match self.bounded(wait, op(conn)).await? {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
         };
         if !(e.is_connection_dropped() || e.is_io_error()) || e.is_timeout() {
             return Err(self.map_error(e, generation));
         }
         self.invalidate(generation);
         let (conn, generation) = self.connection().await?;
-        match tokio::time::timeout(wait, op(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.map_error(e, generation)),
-            Err(_) => Err(timeout()),
+        self.bounded(wait, op(conn))
+            .await?
+            .map_err(|e| self.map_error(e, generation))
+    }
+
+    /// `fut` within `wait`, when given.
+    async fn bounded<T>(
+        &self,
+        wait: Option<Duration>,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, NodeError> {
+        match wait {
+            None => Ok(fut.await),
+            Some(w) => tokio::time::timeout(w, fut)
+                .await
+                .map_err(|_| NodeError::Timeout {
+                    addr: self.addr.clone(),
+                    ms: w.as_millis() as u64,
+                }),
         }
     }
 
     /// Runs one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
         let cmd = &cmd;
-        self.run(None, move |mut c| async move {
+        self.run(Some(self.config.command_timeout), move |mut c| async move {
             cmd.query_async::<T>(&mut c).await
         })
         .await
     }
 
-    /// Runs a lock script on `keys` with `args`, within `limit`.
-    pub async fn script<T: FromRedisValue>(
+    /// Runs a prebuilt `EVALSHA` of `script`, loading the script again after `NOSCRIPT`.
+    /// No time-out of its own: lock operations bound the whole attempt with one deadline.
+    pub async fn eval<T: FromRedisValue>(
         &self,
-        script: &Script,
-        keys: &[String],
-        args: &[&str],
-        limit: Option<Duration>,
+        script: &LockScript,
+        evalsha: &redis::Cmd,
     ) -> Result<T, NodeError> {
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(k);
-        }
-        for a in args {
-            inv.arg(*a);
-        }
-        let inv = &inv;
-        self.run(limit, move |mut c| async move {
-            inv.invoke_async::<T>(&mut c).await
+        self.run(None, |mut c| async move {
+            match evalsha.query_async::<T>(&mut c).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.load().query_async::<()>(&mut c).await?;
+                    evalsha.query_async::<T>(&mut c).await
+                }
+                other => other,
+            }
         })
         .await
     }
@@ -292,14 +296,15 @@ async fn establish(client: Client, config: NodeConfig) -> Result<MultiplexedConn
     let addr = config.addr();
     let conn_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.command_timeout));
+        // Waits are bounded by our own timers (per command, or per lock attempt).
+        .set_response_timeout(None);
     let work = async {
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&conn_config)
             .await?;
         let mut pipe = redis::pipe();
-        for source in scripts::SOURCES {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+        for script in scripts::all() {
+            pipe.add_command(script.load()).ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok::<_, RedisError>(conn)

@@ -11,7 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::engine::error::NodeError;
 use crate::engine::node::Node;
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::{ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
+use crate::engine::scripts::{LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
 use crate::engine::settings::Settings;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
@@ -157,39 +157,43 @@ impl Quorum {
     ) -> (AttemptStats, Result<i64, FailureKind>) {
         let n = self.nodes.len();
         let started = Instant::now();
-        let window = op
-            .ttl_ms()
-            .map(|ttl| attempt_window(ttl, settings.drift_factor));
-        let ttl_arg = op.ttl_ms().map(|t| t.to_string()).unwrap_or_default();
+        // One deadline for the whole attempt: no node waits past its command time-out,
+        // and past the validity window no lock can be valid.
+        let limit = self.command_timeout();
+        let window = match op.ttl_ms() {
+            Some(ttl) => attempt_window(ttl, settings.drift_factor).min(limit),
+            None => limit,
+        };
         let mut tally = Tally::new(n);
         let mut votes: Vec<Option<Vote>> = vec![None; n];
 
-        // The per-node requests own what they use, so that stragglers of a won attempt
-        // can finish in the background.
-        let shared: Arc<(Vec<String>, String, String)> =
-            Arc::new((resources.to_vec(), value.to_string(), ttl_arg));
+        // One command, built once, for every node; the per-node requests own what they
+        // use, so that stragglers of a won attempt can finish in the background.
+        let (script, cmd) = match op {
+            Op::Acquire { ttl_ms } => (
+                &*ACQUIRE_SCRIPT,
+                ACQUIRE_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
+            ),
+            Op::Extend { ttl_ms } => (
+                &*EXTEND_SCRIPT,
+                EXTEND_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
+            ),
+            Op::Release => (
+                &*RELEASE_SCRIPT,
+                RELEASE_SCRIPT.evalsha(resources, &[value]),
+            ),
+        };
+        let cmd = Arc::new(cmd);
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let (node, shared) = (node.clone(), shared.clone());
-                async move {
-                    let (resources, value, ttl_arg) = &*shared;
-                    (
-                        i,
-                        node_vote(&node, op, resources, value, ttl_arg, window).await,
-                    )
-                }
+                let (node, cmd) = (node.clone(), cmd.clone());
+                async move { (i, node_vote(&node, op, script, &cmd).await) }
             })
             .collect();
-        // A deadline for the whole attempt: past the validity window no lock can be valid.
-        let deadline = async {
-            match window {
-                Some(w) => tokio::time::sleep(w).await,
-                None => std::future::pending().await,
-            }
-        };
+        let deadline = tokio::time::sleep(window);
         tokio::pin!(deadline);
 
         // Collect votes until the outcome is known. A lost acquire also waits (within the
@@ -218,7 +222,7 @@ impl Quorum {
                         if v.is_none() {
                             *v = Some(Vote::Failed(NodeError::Timeout {
                                 addr: self.nodes[i].addr().to_string(),
-                                ms: window.unwrap_or_default().as_millis() as u64,
+                                ms: window.as_millis() as u64,
                             }));
                             tally.vote_failed();
                         }
@@ -235,7 +239,9 @@ impl Quorum {
             // Let the stragglers set the key too (a lock on more nodes survives more
             // crashes), without waiting for them.
             if !pending.is_empty() {
-                tokio::spawn(async move { while pending.next().await.is_some() {} });
+                tokio::spawn(tokio::time::timeout(limit, async move {
+                    while pending.next().await.is_some() {}
+                }));
             }
         } else {
             // Stop waiting. Requests already sent stay ordered before anything sent later
@@ -265,11 +271,13 @@ impl Quorum {
     /// (they answer), and sends the release in the background to nodes that never
     /// answered (it is queued behind the acquire on the same connection).
     async fn cleanup(&self, votes: &[Option<Vote>], resources: &[String], value: &str) {
+        let limit = self.command_timeout();
+        let release = Arc::new(RELEASE_SCRIPT.evalsha(resources, &[value]));
         let mut answered = Vec::new();
         for (node, vote) in self.nodes.iter().zip(votes) {
             let unanswered = match vote {
                 Some(Vote::For) => {
-                    answered.push(node.clone());
+                    answered.push(node);
                     false
                 }
                 Some(Vote::Failed(e)) => e.may_have_executed(),
@@ -277,19 +285,30 @@ impl Quorum {
                 None => true,
             };
             if unanswered {
-                let (node, resources, value) =
-                    (node.clone(), resources.to_vec(), value.to_string());
-                tokio::spawn(async move {
-                    let _ = release_on(&node, &resources, &value).await;
-                });
+                let (node, release) = (node.clone(), release.clone());
+                tokio::spawn(tokio::time::timeout(limit, async move {
+                    let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                }));
             }
         }
-        futures::future::join_all(
-            answered
-                .iter()
-                .map(|node| release_on(node, resources, value)),
+        let _ = tokio::time::timeout(
+            limit,
+            futures::future::join_all(
+                answered
+                    .into_iter()
+                    .map(|node| node.eval::<i64>(&RELEASE_SCRIPT, &release)),
+            ),
         )
         .await;
+    }
+
+    /// The longest command time-out among the nodes: no attempt waits longer.
+    fn command_timeout(&self) -> Duration {
+        self.nodes
+            .iter()
+            .map(|n| n.config().command_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Closes every node's connection.
@@ -307,36 +326,13 @@ fn count(tally: &mut Tally, vote: &Vote) -> Decision {
     }
 }
 
-async fn release_on(node: &Node, resources: &[String], value: &str) -> Result<i64, NodeError> {
-    node.script::<i64>(&RELEASE_SCRIPT, resources, &[value], None)
-        .await
-}
-
-/// One node's vote on `op`.
-async fn node_vote(
-    node: &Node,
-    op: Op,
-    resources: &[String],
-    value: &str,
-    ttl_arg: &str,
-    window: Option<Duration>,
-) -> Vote {
-    let result = match op {
-        Op::Acquire { .. } => node
-            .script::<i64>(&ACQUIRE_SCRIPT, resources, &[value, ttl_arg], window)
-            .await
-            .map(|set| set == 1),
-        Op::Extend { .. } => node
-            .script::<i64>(&EXTEND_SCRIPT, resources, &[value, ttl_arg], window)
-            .await
-            .map(|set| set == 1),
-        // Any answer is a success: nothing of ours is left on that node.
-        Op::Release => release_on(node, resources, value).await.map(|_| true),
-    };
-    match result {
-        Ok(true) => Vote::For,
-        Ok(false) => Vote::Locked,
-        Err(e) => Vote::Failed(e),
+/// One node's vote on `op` (the prebuilt `cmd` of `script`).
+async fn node_vote(node: &Node, op: Op, script: &LockScript, cmd: &redis::Cmd) -> Vote {
+    match (op, node.eval::<i64>(script, cmd).await) {
+        // Any answer to a release is a success: nothing of ours is left on that node.
+        (Op::Release, Ok(_)) | (_, Ok(1)) => Vote::For,
+        (_, Ok(_)) => Vote::Locked,
+        (_, Err(e)) => Vote::Failed(e),
     }
 }
 

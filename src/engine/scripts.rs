@@ -48,12 +48,43 @@ end
 return n
 "#;
 
-pub static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
-pub static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND));
-pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+/// A lock script: its source and SHA1, and the `EVALSHA` command for given keys and args.
+pub struct LockScript {
+    pub source: &'static str,
+    pub hash: String,
+}
 
-/// Every script's source, for `SCRIPT LOAD` on connect.
-pub const SOURCES: [&str; 3] = [ACQUIRE, EXTEND, RELEASE];
+impl LockScript {
+    fn new(source: &'static str) -> Self {
+        LockScript {
+            source,
+            hash: Script::new(source).get_hash().to_string(),
+        }
+    }
+
+    /// `EVALSHA hash #keys keys... args...`, built once and sent to every node.
+    pub fn evalsha(&self, keys: &[String], args: &[&str]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash).arg(keys.len()).arg(keys).arg(args);
+        cmd
+    }
+
+    /// `SCRIPT LOAD source`.
+    pub fn load(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(self.source);
+        cmd
+    }
+}
+
+pub static ACQUIRE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(ACQUIRE));
+pub static EXTEND_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(EXTEND));
+pub static RELEASE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(RELEASE));
+
+/// Every script, for `SCRIPT LOAD` on connect.
+pub fn all() -> [&'static LockScript; 3] {
+    [&ACQUIRE_SCRIPT, &EXTEND_SCRIPT, &RELEASE_SCRIPT]
+}
 
 #[cfg(test)]
 mod tests {
@@ -61,10 +92,24 @@ mod tests {
 
     #[test]
     fn hashes_are_distinct_sha1s() {
-        let scripts = [&*ACQUIRE_SCRIPT, &*EXTEND_SCRIPT, &*RELEASE_SCRIPT];
-        let hashes: Vec<&str> = scripts.iter().map(|s| s.get_hash()).collect();
+        let hashes: Vec<&str> = all().iter().map(|s| s.hash.as_str()).collect();
         assert!(hashes.iter().all(|h| h.len() == 40));
         assert_ne!(hashes[0], hashes[1]);
         assert_ne!(hashes[1], hashes[2]);
+    }
+
+    #[test]
+    fn evalsha_packs_keys_then_args() {
+        let cmd = RELEASE_SCRIPT.evalsha(&["a".to_string(), "b".to_string()], &["v"]);
+        let packed = String::from_utf8(cmd.get_packed_command()).unwrap();
+        let parts: Vec<&str> = packed
+            .split("\r\n")
+            .filter(|p| !p.starts_with(['*', '$']))
+            .collect();
+        assert_eq!(
+            parts[..5],
+            ["EVALSHA", RELEASE_SCRIPT.hash.as_str(), "2", "a", "b"]
+        );
+        assert_eq!(parts[5], "v");
     }
 }
