@@ -2,6 +2,8 @@
 //!
 //! * [`config`]: connection settings of one Redis node and URL parsing.
 //! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs.
+//! * [`notify`]: release notifications over one pub/sub connection per node.
+//! * [`queue`]: local first-come-first-served lines of waiters.
 //! * [`quorum`]: vote counting with early decisions.
 //! * [`validity`]: drift and validity arithmetic on a monotonic clock.
 //! * [`scripts`]: the Lua scripts that do every owner check.
@@ -12,6 +14,8 @@ pub mod args;
 pub mod config;
 pub mod error;
 pub mod node;
+pub mod notify;
+pub mod queue;
 pub mod quorum;
 pub mod redlock;
 pub mod scripts;

@@ -14,6 +14,7 @@ use redis::{
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
+use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{self, LockScript};
 
 type ConnectFuture = Shared<BoxFuture<'static, Result<MultiplexedConnection, NodeError>>>;
@@ -37,6 +38,8 @@ pub struct Node {
     addr: String,
     client: Client,
     state: Mutex<State>,
+    /// The pub/sub connection for release notifications, made on first need.
+    subscriber: tokio::sync::Mutex<Option<Arc<Subscriber>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -114,6 +117,7 @@ impl Node {
                 generation: 0,
                 slot: Slot::Idle,
             }),
+            subscriber: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -270,6 +274,22 @@ impl Node {
         .await
     }
 
+    /// The shared pub/sub connection of this node (re-made when it died).
+    pub async fn subscriber(&self) -> Result<Arc<Subscriber>, NodeError> {
+        let mut slot = self.subscriber.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| s.is_alive()) {
+            return Ok(s.clone());
+        }
+        if self.is_closed() {
+            return Err(NodeError::Closed {
+                addr: self.addr.clone(),
+            });
+        }
+        let s = Subscriber::connect(&self.client, &self.config).await?;
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
     /// Closes the connection gracefully (`QUIT`, bounded by the command time-out). Later
     /// commands fail with "Connection is closed.".
     pub async fn quit(&self) {
@@ -277,6 +297,7 @@ impl Node {
             let mut st = self.lock_state();
             std::mem::replace(&mut st.slot, Slot::Closed)
         };
+        self.subscriber.lock().await.take();
         if let Slot::Ready(mut c) = previous {
             let _ = tokio::time::timeout(
                 self.config.command_timeout,

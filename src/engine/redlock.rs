@@ -7,11 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Notify;
 
 use crate::engine::error::NodeError;
 use crate::engine::node::Node;
+use crate::engine::notify::Watch;
+use crate::engine::queue::Queues;
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::{LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
+use crate::engine::scripts::{
+    released_channel, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT,
+};
 use crate::engine::settings::Settings;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
@@ -93,14 +98,19 @@ pub fn now_ms() -> f64 {
 }
 
 /// A set of independent nodes voting on locks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Quorum {
     nodes: Vec<Arc<Node>>,
+    /// Local lines of waiters, so that one waiter per process contends remotely.
+    queues: Arc<Queues>,
 }
 
 impl Quorum {
     pub fn new(nodes: Vec<Arc<Node>>) -> Self {
-        Quorum { nodes }
+        Quorum {
+            nodes,
+            queues: Arc::default(),
+        }
     }
 
     pub fn nodes(&self) -> &[Arc<Node>] {
@@ -108,6 +118,12 @@ impl Quorum {
     }
 
     /// Runs `op` with retries per `settings`.
+    ///
+    /// Acquires wait their turn in the process's line for the resources (first come,
+    /// first served), for at most the retry window. Contended, the head of the line
+    /// subscribes to the release announcements of the resources and retries as soon as
+    /// one arrives, or after the retry delay when none does (so a release is never waited
+    /// for longer than the retry delay, and never polled for).
     pub async fn execute(
         &self,
         op: Op,
@@ -116,16 +132,50 @@ impl Quorum {
         settings: &Settings,
     ) -> Execution {
         let start_ms = now_ms();
+        let started = Instant::now();
+        let window = settings.retry_window();
         let mut attempts = VecDeque::new();
         let mut attempt_count = 0u64;
+        // Attempts that count against retryCount: the first, and each one after a retry
+        // delay ran out. Attempts woken by a release announcement are extra, within the
+        // retry window.
+        let mut counted = 0u64;
+        let mut woken = false;
+        let mut turn = None;
+        if matches!(op, Op::Acquire { .. }) {
+            let deadline = window.map(|w| started + w);
+            match self.queues.enter(resources.join("\u{0}"), deadline).await {
+                Some(t) => turn = Some(t),
+                None => {
+                    return Execution {
+                        attempts,
+                        attempt_count,
+                        start_ms,
+                        outcome: Err(FailureKind::Locked),
+                        expiration_ms: 0.0,
+                    }
+                }
+            }
+        }
+        // The previous head took the lock: its release is what to wait for.
+        if let Some(t) = turn.as_ref().filter(|t| t.handoff()) {
+            let (released, subscribed) = t.released();
+            if subscribed {
+                wait_for(&released, settings).await;
+            }
+        }
         loop {
             attempt_count += 1;
+            if !woken {
+                counted += 1;
+            }
             let (stats, outcome) = self.attempt(op, resources, value, settings).await;
             if attempts.len() == ATTEMPTS_KEPT {
                 attempts.pop_front();
             }
             attempts.push_back(stats);
-            let last = settings.max_attempts().is_some_and(|m| attempt_count >= m);
+            let last = settings.max_attempts().is_some_and(|m| counted >= m)
+                || window.is_some_and(|w| woken && started.elapsed() >= w);
             // Extending a lock that is gone can never succeed: no point retrying.
             let hopeless = matches!(op, Op::Extend { .. }) && outcome == Err(FailureKind::Locked);
             if outcome.is_ok() || last || hopeless {
@@ -135,6 +185,9 @@ impl Quorum {
                     }
                     _ => 0.0,
                 };
+                if let (Some(t), Ok(_)) = (turn.as_mut(), outcome) {
+                    t.acquired();
+                }
                 return Execution {
                     attempts,
                     attempt_count,
@@ -143,8 +196,38 @@ impl Quorum {
                     expiration_ms,
                 };
             }
-            tokio::time::sleep(settings.retry_pause(random_unit())).await;
+            match (&turn, outcome) {
+                (Some(t), Err(FailureKind::Locked)) => {
+                    let (released, subscribed) = t.released();
+                    if !subscribed {
+                        // First sign of contention: from now on the line hears releases.
+                        t.keep_watches(self.watch(resources, released.clone()).await);
+                    }
+                    woken = wait_for(&released, settings).await;
+                }
+                _ => {
+                    woken = false;
+                    tokio::time::sleep(settings.retry_pause(random_unit())).await
+                }
+            }
         }
+    }
+
+    /// Subscribes `signal` to the release announcements of `resources` on every node
+    /// that answers within its command time-out.
+    async fn watch(&self, resources: &[String], signal: Arc<Notify>) -> Vec<Watch> {
+        let channels: Vec<String> = resources.iter().map(|r| released_channel(r)).collect();
+        let watches = self.nodes.iter().map(|node| {
+            let (channels, signal) = (&channels, signal.clone());
+            tokio::time::timeout(node.config().command_timeout, async move {
+                node.subscriber().await?.watch(channels, signal).await
+            })
+        });
+        futures::future::join_all(watches)
+            .await
+            .into_iter()
+            .filter_map(|w| w.ok()?.ok())
+            .collect()
     }
 
     /// One attempt: all nodes in parallel, decided as soon as the outcome is known.
@@ -317,6 +400,14 @@ impl Quorum {
     }
 }
 
+/// Waits for a release announcement (`true`), or the retry delay when none comes.
+async fn wait_for(released: &Notify, settings: &Settings) -> bool {
+    let pause = settings.retry_pause(random_unit());
+    tokio::time::timeout(pause, released.notified())
+        .await
+        .is_ok()
+}
+
 /// Counts one vote.
 fn count(tally: &mut Tally, vote: &Vote) -> Decision {
     match vote {
@@ -339,7 +430,6 @@ async fn node_vote(node: &Node, op: Op, script: &LockScript, cmd: &redis::Cmd) -
 /// Redlock over a [`Quorum`]: node-redlock's operations (`acquire`, `extend`, `release`
 /// with per-call settings) and the seed API, which keeps one random value per held
 /// resource inside the instance.
-#[derive(Debug)]
 pub struct Redlock {
     quorum: Quorum,
     settings: Settings,

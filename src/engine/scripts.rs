@@ -35,18 +35,30 @@ end
 return 1
 "#;
 
-/// Deletes the keys that still hold our value; never touches another owner's key.
-/// Returns how many keys were deleted.
+/// Deletes the keys that still hold our value; never touches another owner's key. Each
+/// deletion is announced on `redlock-rs:released:<key>` (see [`RELEASED_PREFIX`]), so
+/// that waiters retry at once instead of polling. Returns how many keys were deleted.
+/// Failed acquire attempts clean up with it too: when their split vote left the lock
+/// free, the other waiters must hear it.
 pub const RELEASE: &str = r#"
 local n = 0
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
+    redis.call('publish', 'redlock-rs:released:' .. key, '')
     n = n + 1
   end
 end
 return n
 "#;
+
+/// The prefix of the channel on which the release of a key is announced.
+pub const RELEASED_PREFIX: &str = "redlock-rs:released:";
+
+/// The channel announcing the release of `resource`.
+pub fn released_channel(resource: &str) -> String {
+    format!("{RELEASED_PREFIX}{resource}")
+}
 
 /// A lock script: its source and SHA1, and the `EVALSHA` command for given keys and args.
 pub struct LockScript {
@@ -96,6 +108,12 @@ mod tests {
         assert!(hashes.iter().all(|h| h.len() == 40));
         assert_ne!(hashes[0], hashes[1]);
         assert_ne!(hashes[1], hashes[2]);
+    }
+
+    #[test]
+    fn release_announces_on_the_released_channel() {
+        assert!(RELEASE.contains(&format!("'{RELEASED_PREFIX}' .. key")));
+        assert_eq!(released_channel("a:b"), "redlock-rs:released:a:b");
     }
 
     #[test]

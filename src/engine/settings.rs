@@ -81,6 +81,17 @@ impl Settings {
         }
     }
 
+    /// How long an acquire may wait in all: every retry with its longest delay (`None`:
+    /// until acquired).
+    pub fn retry_window(&self) -> Option<Duration> {
+        self.max_attempts().map(|_| {
+            Duration::from_millis(
+                (self.retry_count as u64)
+                    .saturating_mul(self.retry_delay_ms + self.retry_jitter_ms),
+            )
+        })
+    }
+
     /// The pause before the next attempt: `retryDelay` plus a uniform jitter in
     /// `[-retryJitter, +retryJitter]`, never below zero. `unit` is a number in `[0, 1)`.
     pub fn retry_pause(&self, unit: f64) -> Duration {

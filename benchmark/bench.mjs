@@ -1,0 +1,238 @@
+// Side-by-side benchmark of redlock-rs and its peers on the same redis-servers in the
+// same run: `npm run bench` (options: --quick for a short run).
+//
+// Scenarios (each for every implementation, alternating, medians of several rounds):
+//   1. sequential acquire+release on distinct keys: latency p50 / p99
+//   2. 64 concurrent acquire+release loops on distinct keys: throughput, and the CPU
+//      the JS thread (event-loop utilization) and the whole process spend per operation
+//   3. 16 workers contending for one key, default retry settings: critical sections/s,
+//      Jain's fairness index over the workers, worst wait, overlaps
+//   4. the same from 4 processes x 4 workers
+//   5. RSS after many acquire/release cycles
+import { execFile } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { contend } from './contention.mjs'
+import { implementations } from './impls.mjs'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const quick = process.argv.includes('--quick')
+// --only=sequential,throughput,contention,memory runs a subset (for quick comparisons).
+const only = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7).split(',').filter(Boolean)
+const wanted = (name) => only.length === 0 || only.includes(name)
+const ROUNDS = quick ? 1 : 3
+const names = Object.keys(implementations)
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+const jain = (xs) => {
+  const sum = xs.reduce((a, b) => a + b, 0)
+  const sq = xs.reduce((a, b) => a + b * b, 0)
+  return sq === 0 ? 0 : (sum * sum) / (xs.length * sq)
+}
+/** Each round runs every implementation once, in a rotated order. */
+function* alternating(rounds) {
+  for (let r = 0; r < rounds; r++) for (let i = 0; i < names.length; i++) yield names[(i + r) % names.length]
+}
+let unique = 0
+const key = (tag) => `bench:${tag}:${process.pid}:${unique++}`
+
+async function sequential(impl, ports, ops) {
+  const lib = await implementations[impl](ports)
+  for (let i = 0; i < 200; i++) await lib.release(await lib.acquire(key('warm'), 10_000))
+  const lat = []
+  for (let i = 0; i < ops; i++) {
+    const t = process.hrtime.bigint()
+    await lib.release(await lib.acquire(key('seq'), 10_000))
+    lat.push(Number(process.hrtime.bigint() - t) / 1e6)
+  }
+  await lib.close()
+  lat.sort((a, b) => a - b)
+  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) }
+}
+
+async function throughput(impl, ports, seconds, loops = 64) {
+  const lib = await implementations[impl](ports)
+  for (let i = 0; i < 200; i++) await lib.release(await lib.acquire(key('warm'), 10_000))
+  let ops = 0
+  const end = Date.now() + seconds * 1000
+  const elu0 = performance.eventLoopUtilization()
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  await Promise.all(
+    Array.from({ length: loops }, async () => {
+      while (Date.now() < end) {
+        await lib.release(await lib.acquire(key('tp'), 10_000))
+        ops += 1
+      }
+    }),
+  )
+  const elapsed = (performance.now() - t0) / 1000
+  const elu = performance.eventLoopUtilization(elu0)
+  const cpu = process.cpuUsage(cpu0)
+  await lib.close()
+  return { opsPerSec: ops / elapsed, jsUsPerOp: (elu.active * 1000) / ops, cpuUsPerOp: (cpu.user + cpu.system) / ops }
+}
+
+function child(options) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [path.join(here, 'contention.mjs'), JSON.stringify(options)], { maxBuffer: 1 << 24 }, (e, out) =>
+      e ? reject(e) : resolve(JSON.parse(out)),
+    )
+  })
+}
+
+function summarize(results, seconds) {
+  const counts = results.flatMap((r) => r.counts)
+  const total = counts.reduce((a, b) => a + b, 0)
+  return {
+    csPerSec: total / seconds,
+    jain: jain(counts),
+    worstWaitMs: Math.max(...results.map((r) => r.worstWait)),
+    failures: results.reduce((a, r) => a + r.failures, 0),
+    overlaps: results.reduce((a, r) => a + r.overlaps, 0),
+  }
+}
+
+async function memory(impl, ports, cycles) {
+  // In a child process, so that every implementation starts from a clean heap.
+  const script = `
+    import { implementations } from ${JSON.stringify(path.join(here, 'impls.mjs'))}
+    const lib = await implementations[${JSON.stringify(impl)}](${JSON.stringify(ports)})
+    let n = 0
+    const run = async (count) => {
+      await Promise.all(Array.from({ length: 64 }, async (_, w) => {
+        for (let i = w; i < count; i += 64) await lib.release(await lib.acquire('mem:' + (n++), 10000))
+      }))
+    }
+    await run(20000)
+    globalThis.gc?.()
+    const before = process.memoryUsage().rss
+    await run(${cycles})
+    globalThis.gc?.()
+    await new Promise((r) => setTimeout(r, 200))
+    const after = process.memoryUsage().rss
+    await lib.close()
+    process.stdout.write(JSON.stringify({ rssBeforeMB: before / 2 ** 20, rssAfterMB: after / 2 ** 20 }))
+  `
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { maxBuffer: 1 << 20 }, (e, out) =>
+      e ? reject(e) : resolve(JSON.parse(out)),
+    )
+  })
+}
+
+const results = { machine: {}, scenarios: {} }
+results.machine = {
+  cpus: `${os.cpus().length} x ${os.cpus()[0]?.model}`,
+  memoryGB: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  redis: null,
+  date: new Date().toISOString(),
+}
+
+const servers = await startServers(6)
+const ports5 = servers.slice(0, 5).map((s) => s.port)
+const ports1 = ports5.slice(0, 1)
+const witnessPort = servers[5].port
+results.machine.redis = (await servers[0].command('INFO', 'server')).match(/redis_version:(\S+)/)[1]
+const log = (...a) => console.error(...a)
+
+try {
+  for (const [label, ports] of wanted('throughput') || wanted('sequential') ? [['5 instances', ports5], ['1 instance', ports1]] : []) {
+    const seq = {}
+    const tp = {}
+    for (const impl of alternating(ROUNDS)) {
+      log(`sequential, ${label}: ${impl}`)
+      ;(seq[impl] ??= []).push(await sequential(impl, ports, quick ? 500 : 2000))
+    }
+    for (const impl of alternating(ROUNDS)) {
+      log(`throughput, ${label}: ${impl}`)
+      ;(tp[impl] ??= []).push(await throughput(impl, ports, quick ? 1 : 3))
+    }
+    results.scenarios[`sequential (${label})`] = Object.fromEntries(
+      names.map((n) => [n, { p50Ms: median(seq[n].map((r) => r.p50)), p99Ms: median(seq[n].map((r) => r.p99)) }]),
+    )
+    results.scenarios[`64 concurrent loops (${label})`] = Object.fromEntries(
+      names.map((n) => [
+        n,
+        {
+          opsPerSec: median(tp[n].map((r) => r.opsPerSec)),
+          jsUsPerOp: median(tp[n].map((r) => r.jsUsPerOp)),
+          cpuUsPerOp: median(tp[n].map((r) => r.cpuUsPerOp)),
+        },
+      ]),
+    )
+  }
+
+  const seconds = quick ? 3 : 5
+  for (const [label, procs, workers] of wanted('contention') ? [['16 workers, 1 process', 1, 16], ['4 processes x 4 workers', 4, 4]] : []) {
+    const runs = {}
+    for (const impl of alternating(quick ? 1 : 2)) {
+      log(`contention, ${label}: ${impl}`)
+      const k = key('contend')
+      const options = { impl, ports: ports5, witnessPort, key: k, workers, seconds, startAt: Date.now() + (procs === 1 ? 0 : 1500) }
+      const parts = procs === 1 ? [await contend(options)] : await Promise.all(Array.from({ length: procs }, () => child(options)))
+      const summary = summarize(parts, seconds)
+      const counter = Number(await servers[5].command('GET', `${k}:counter`))
+      const total = parts.flatMap((p) => p.counts).reduce((a, b) => a + b, 0)
+      summary.lostUpdates = total - counter
+      ;(runs[impl] ??= []).push(summary)
+    }
+    results.scenarios[`contention (${label})`] = Object.fromEntries(
+      names.map((n) => [
+        n,
+        {
+          csPerSec: median(runs[n].map((r) => r.csPerSec)),
+          jain: median(runs[n].map((r) => r.jain)),
+          worstWaitMs: Math.max(...runs[n].map((r) => r.worstWaitMs)),
+          failures: runs[n].reduce((a, r) => a + r.failures, 0),
+          overlaps: runs[n].reduce((a, r) => a + r.overlaps + Math.max(0, r.lostUpdates), 0),
+        },
+      ]),
+    )
+  }
+
+  const mem = {}
+  for (const impl of wanted('memory') ? names : []) {
+    const cycles = impl === 'redlock-rs' ? (quick ? 100_000 : 1_000_000) : quick ? 20_000 : 100_000
+    log(`memory: ${impl} (${cycles} cycles)`)
+    mem[impl] = { cycles, ...(await memory(impl, ports5, cycles)) }
+  }
+  if (wanted('memory')) results.scenarios.memory = mem
+} finally {
+  await stopServers(servers)
+}
+
+// ---- report
+const fmt = (v, d = 0) => (typeof v === 'number' ? v.toFixed(d) : String(v))
+const lines = []
+const table = (title, cols) => {
+  const data = results.scenarios[title]
+  if (!data) return
+  lines.push(`\n**${title}**\n`)
+  lines.push(`| implementation | ${cols.map((c) => c[0]).join(' | ')} |`)
+  lines.push(`|---|${cols.map(() => '---:').join('|')}|`)
+  for (const n of names) lines.push(`| ${n} | ${cols.map(([, k, d]) => fmt(data[n][k], d)).join(' | ')} |`)
+}
+lines.push(
+  `Machine: ${results.machine.cpus}, ${results.machine.memoryGB} GiB, Node ${results.machine.node}, redis-server ${results.machine.redis}; ${results.machine.date.slice(0, 10)}.`,
+)
+for (const label of ['5 instances', '1 instance']) {
+  table(`sequential (${label})`, [['p50 ms', 'p50Ms', 3], ['p99 ms', 'p99Ms', 3]])
+  table(`64 concurrent loops (${label})`, [['ops/s', 'opsPerSec'], ['JS-thread µs/op', 'jsUsPerOp', 1], ['process CPU µs/op', 'cpuUsPerOp', 1]])
+}
+for (const label of ['16 workers, 1 process', '4 processes x 4 workers']) {
+  table(`contention (${label})`, [['critical sections/s', 'csPerSec'], ['Jain fairness', 'jain', 3], ['worst wait ms', 'worstWaitMs'], ['failed acquires', 'failures'], ['overlaps', 'overlaps']])
+}
+table('memory', [['cycles', 'cycles'], ['RSS before MB', 'rssBeforeMB', 1], ['RSS after MB', 'rssAfterMB', 1]])
+const markdown = lines.join('\n')
+console.log(markdown)
+writeFileSync(path.join(here, quick ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+writeFileSync(path.join(here, quick ? 'results-quick.md' : 'results.md'), markdown + '\n')

@@ -1,0 +1,186 @@
+//! Release notifications: one pub/sub connection per node, shared by every waiter of the
+//! process. A waiter registers a [`Notify`] for the channels of the resources it waits
+//! for; each announced release (see `scripts::RELEASE`) stores a wake-up permit in it, so
+//! a release that lands while the waiter is busy with an attempt is not missed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::StreamExt;
+use redis::aio::PubSubSink;
+use tokio::sync::Notify;
+
+use crate::engine::config::NodeConfig;
+use crate::engine::error::NodeError;
+
+type Listeners = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+
+/// The pub/sub side of one node.
+pub struct Subscriber {
+    sink: PubSubSink,
+    listeners: Mutex<Listeners>,
+    /// The channels subscribed on the server. Subscribing and unsubscribing happen under
+    /// this lock, so they are never reordered against each other.
+    subscribed: tokio::sync::Mutex<HashSet<String>>,
+    alive: AtomicBool,
+    next_id: AtomicU64,
+    command_timeout: std::time::Duration,
+}
+
+impl Subscriber {
+    /// Connects (within the connect time-out) and starts dispatching messages.
+    pub async fn connect(
+        client: &redis::Client,
+        config: &NodeConfig,
+    ) -> Result<Arc<Self>, NodeError> {
+        let fail = |reason: String| NodeError::Connect {
+            addr: config.addr(),
+            reason,
+        };
+        let pubsub = tokio::time::timeout(config.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| fail("no pub/sub connection within connectTimeout".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let (sink, mut stream) = pubsub.split();
+        let subscriber = Arc::new(Subscriber {
+            sink,
+            listeners: Mutex::new(HashMap::new()),
+            subscribed: tokio::sync::Mutex::new(HashSet::new()),
+            alive: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+            command_timeout: config.command_timeout,
+        });
+        let weak: Weak<Subscriber> = Arc::downgrade(&subscriber);
+        tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                let Some(this) = weak.upgrade() else { break };
+                this.dispatch(msg.get_channel_name());
+            }
+            if let Some(this) = weak.upgrade() {
+                this.alive.store(false, Ordering::Release);
+                // Wake everyone: their next attempt tells them more than silence would.
+                for list in this.lock().values() {
+                    list.iter().for_each(|(_, n)| n.notify_one());
+                }
+            }
+        });
+        Ok(subscriber)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn dispatch(&self, channel: &str) {
+        if let Some(list) = self.lock().get(channel) {
+            list.iter().for_each(|(_, n)| n.notify_one());
+        }
+    }
+
+    /// Registers `signal` for `channels` and makes sure the server sends them to us. The
+    /// returned guard unregisters (and unsubscribes what is no longer needed).
+    pub async fn watch(
+        self: &Arc<Self>,
+        channels: &[String],
+        signal: Arc<Notify>,
+    ) -> Result<Watch, NodeError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut listeners = self.lock();
+            for c in channels {
+                listeners
+                    .entry(c.clone())
+                    .or_default()
+                    .push((id, signal.clone()));
+            }
+        }
+        // From here on, dropping the guard undoes the registration.
+        let watch = Watch {
+            subscriber: self.clone(),
+            id,
+            channels: channels.to_vec(),
+        };
+        let mut subscribed = self.subscribed.lock().await;
+        let fresh: Vec<&String> = channels
+            .iter()
+            .filter(|c| !subscribed.contains(*c))
+            .collect();
+        if !fresh.is_empty() {
+            let mut sink = self.sink.clone();
+            let timeout = || NodeError::Timeout {
+                addr: String::new(),
+                ms: self.command_timeout.as_millis() as u64,
+            };
+            tokio::time::timeout(self.command_timeout, sink.subscribe(&fresh))
+                .await
+                .map_err(|_| timeout())?
+                .map_err(|e| NodeError::Command {
+                    addr: String::new(),
+                    reason: e.to_string(),
+                })?;
+            subscribed.extend(fresh.into_iter().cloned());
+        }
+        Ok(watch)
+    }
+
+    /// Unsubscribes from the channels nobody listens to any more.
+    async fn prune(&self) {
+        let mut subscribed = self.subscribed.lock().await;
+        let unused: Vec<String> = {
+            let listeners = self.lock();
+            subscribed
+                .iter()
+                .filter(|c| !listeners.contains_key(*c))
+                .cloned()
+                .collect()
+        };
+        if unused.is_empty() || !self.is_alive() {
+            return;
+        }
+        let mut sink = self.sink.clone();
+        if let Ok(Ok(())) =
+            tokio::time::timeout(self.command_timeout, sink.unsubscribe(&unused)).await
+        {
+            unused.iter().for_each(|c| {
+                subscribed.remove(c);
+            });
+        }
+    }
+}
+
+/// A registration of a waiter's signal; dropping it unregisters.
+pub struct Watch {
+    subscriber: Arc<Subscriber>,
+    id: u64,
+    channels: Vec<String>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let emptied = {
+            let mut listeners = self.subscriber.lock();
+            let mut emptied = false;
+            for c in &self.channels {
+                if let Some(list) = listeners.get_mut(c) {
+                    list.retain(|(id, _)| *id != self.id);
+                    if list.is_empty() {
+                        listeners.remove(c);
+                        emptied = true;
+                    }
+                }
+            }
+            emptied
+        };
+        if emptied {
+            let subscriber = self.subscriber.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { subscriber.prune().await });
+            }
+        }
+    }
+}

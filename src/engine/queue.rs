@@ -1,0 +1,264 @@
+//! Local first-come-first-served queues: waiters of one process for the same resources
+//! line up, and only the head of the line contends with other processes. That keeps the
+//! process's own waiters from racing each other (fairness), and keeps the Redis traffic
+//! of a contended lock to one waiter per process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::engine::notify::Watch;
+
+struct Line {
+    /// Waiter ids in arrival order; the first is the head.
+    waiters: VecDeque<u64>,
+    /// Each waiter's wake-up for its turn.
+    turns: HashMap<u64, Arc<Notify>>,
+    /// Signalled when a release of the resources is announced.
+    released: Arc<Notify>,
+    /// The subscriptions behind `released` (kept while the line exists).
+    watches: Vec<Watch>,
+    /// Whether the previous head left holding the lock (the next waits for its release).
+    handoff: bool,
+}
+
+/// How long the subscriptions of a line that emptied are kept for a line that forms
+/// again (a contended lock empties its line for a moment at every hand-over).
+const KEEP_SUBSCRIBED: Duration = Duration::from_secs(2);
+/// At most this many emptied lines keep their subscriptions.
+const KEEP_MAX: usize = 1024;
+
+/// The subscriptions of a line that emptied, kept for a while.
+struct Kept {
+    released: Arc<Notify>,
+    watches: Vec<Watch>,
+    since: Instant,
+}
+
+/// The lines of one quorum, by resource set.
+#[derive(Default)]
+pub struct Queues {
+    lines: Mutex<Lines>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Lines {
+    active: HashMap<String, Line>,
+    kept: HashMap<String, Kept>,
+}
+
+impl Queues {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the line for `key` and waits for the turn, until `deadline`. `None` when
+    /// the deadline passed first.
+    pub async fn enter(self: &Arc<Self>, key: String, deadline: Option<Instant>) -> Option<Turn> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let my_turn = Arc::new(Notify::new());
+        let (head, expired) = {
+            let mut lines = self.lock();
+            let Lines { active, kept } = &mut *lines;
+            // Subscriptions kept too long go (dropped outside the lock).
+            let now = Instant::now();
+            let stale: Vec<String> = kept
+                .iter()
+                .filter(|(_, k)| now - k.since > KEEP_SUBSCRIBED || kept.len() > KEEP_MAX)
+                .map(|(key, _)| key.clone())
+                .collect();
+            let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
+            let line = active.entry(key.clone()).or_insert_with(|| {
+                let (released, watches) = match kept.remove(&key) {
+                    Some(k) => (k.released, k.watches),
+                    None => (Arc::new(Notify::new()), Vec::new()),
+                };
+                Line {
+                    waiters: VecDeque::new(),
+                    turns: HashMap::new(),
+                    released,
+                    watches,
+                    handoff: false,
+                }
+            });
+            line.waiters.push_back(id);
+            line.turns.insert(id, my_turn.clone());
+            (line.waiters.len() == 1, expired)
+        };
+        drop(expired);
+        let turn = Turn {
+            queues: self.clone(),
+            key,
+            id,
+            acquired: false,
+        };
+        if head {
+            return Some(turn);
+        }
+        loop {
+            let wait = my_turn.notified();
+            let woke = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), wait).await.is_ok(),
+                None => {
+                    wait.await;
+                    true
+                }
+            };
+            if turn.is_head() {
+                return Some(turn);
+            }
+            if !woke {
+                return None; // dropping `turn` leaves the line
+            }
+        }
+    }
+}
+
+/// A place in a line; the holder is the head once `enter` returns it. Dropping it leaves
+/// the line and gives the turn to the next waiter.
+pub struct Turn {
+    queues: Arc<Queues>,
+    key: String,
+    id: u64,
+    acquired: bool,
+}
+
+impl Turn {
+    fn is_head(&self) -> bool {
+        self.queues
+            .lock()
+            .active
+            .get(&self.key)
+            .is_some_and(|l| l.waiters.front() == Some(&self.id))
+    }
+
+    /// Whether the previous head left holding the lock: then its release is worth
+    /// waiting for before the first attempt.
+    pub fn handoff(&self) -> bool {
+        self.queues
+            .lock()
+            .active
+            .get(&self.key)
+            .is_some_and(|l| l.handoff)
+    }
+
+    /// The line's release signal, and whether the line is already subscribed to it.
+    pub fn released(&self) -> (Arc<Notify>, bool) {
+        let lines = self.queues.lock();
+        let line = &lines.active[&self.key];
+        (line.released.clone(), !line.watches.is_empty())
+    }
+
+    /// Keeps `watches` (the subscriptions behind the release signal) with the line.
+    pub fn keep_watches(&self, watches: Vec<Watch>) {
+        if let Some(line) = self.queues.lock().active.get_mut(&self.key) {
+            line.watches.extend(watches);
+        }
+    }
+
+    /// Marks that this head leaves holding the lock.
+    pub fn acquired(&mut self) {
+        self.acquired = true;
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut lines = self.queues.lock();
+        let Lines { active, kept } = &mut *lines;
+        let Some(line) = active.get_mut(&self.key) else {
+            return;
+        };
+        let was_head = line.waiters.front() == Some(&self.id);
+        line.waiters.retain(|w| *w != self.id);
+        line.turns.remove(&self.id);
+        if line.waiters.is_empty() {
+            // The line goes; its subscriptions stay a while for the next line.
+            if let Some(line) = active.remove(&self.key) {
+                if !line.watches.is_empty() {
+                    let kept_line = Kept {
+                        released: line.released,
+                        watches: line.watches,
+                        since: Instant::now(),
+                    };
+                    kept.insert(self.key.clone(), kept_line);
+                }
+            }
+            return;
+        }
+        if was_head {
+            line.handoff = self.acquired;
+            if let Some(next) = line.waiters.front().and_then(|w| line.turns.get(w)) {
+                next.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_come_first_served() {
+        let q = Arc::new(Queues::default());
+        let first = q.enter("r".into(), None).await.expect("head at once");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (q, order) = (q.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let turn = q.enter("r".into(), None).await.unwrap();
+                order.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(turn);
+            }));
+            // Arrive in order.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert!(
+            q.lock().active.is_empty(),
+            "the line is gone once everyone left"
+        );
+    }
+
+    #[tokio::test]
+    async fn deadline_leaves_the_line_and_handoff_is_passed_on() {
+        let q = Arc::new(Queues::default());
+        let mut head = q.enter("r".into(), None).await.unwrap();
+        let late = q
+            .enter("r".into(), Some(Instant::now() + Duration::from_millis(20)))
+            .await;
+        assert!(late.is_none(), "timed out while the head held its turn");
+        let q2 = q.clone();
+        let next = tokio::spawn(async move {
+            let t = q2.enter("r".into(), None).await.unwrap();
+            t.handoff()
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        head.acquired();
+        drop(head);
+        assert!(
+            next.await.unwrap(),
+            "the next head knows the lock was taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn separate_keys_do_not_wait_for_each_other() {
+        let q = Arc::new(Queues::default());
+        let _a = q.enter("a".into(), None).await.unwrap();
+        let b = tokio::time::timeout(Duration::from_millis(50), q.enter("b".into(), None)).await;
+        assert!(b.unwrap().is_some());
+    }
+}
