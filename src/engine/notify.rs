@@ -1,7 +1,8 @@
 //! Release notifications: one pub/sub connection per node, shared by every waiter of the
-//! process. A waiter registers a [`Notify`] for the channels of the resources it waits
+//! process. A waiter registers a [`Signal`] for the channels of the resources it waits
 //! for; each announced release (see `scripts::RELEASE`) stores a wake-up permit in it, so
-//! a release that lands while the waiter is busy with an attempt is not missed.
+//! a release that lands while the waiter is busy with an attempt is not missed. A waiter
+//! is not woken by the cleanup of its own failed attempts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +15,38 @@ use tokio::sync::Notify;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 
-type Listeners = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+type Listeners = HashMap<String, Vec<(u64, Arc<Signal>)>>;
+
+/// A waiter's wake-up: a permit for each announced release, except of its own value.
+#[derive(Default)]
+pub struct Signal {
+    notify: Notify,
+    own: Mutex<Option<String>>,
+}
+
+impl Signal {
+    /// Ignore announcements of releases of `value` (the waiter's own cleanups).
+    pub fn set_own(&self, value: Option<String>) {
+        *self.own.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    fn announce(&self, value: &[u8]) {
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        if own.as_deref().map(str::as_bytes) != Some(value) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Wakes the waiter whatever the release (the connection died: silence means nothing).
+    fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next permit.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
 
 /// The pub/sub side of one node.
 pub struct Subscriber {
@@ -55,13 +87,13 @@ impl Subscriber {
         tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let Some(this) = weak.upgrade() else { break };
-                this.dispatch(msg.get_channel_name());
+                this.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
             }
             if let Some(this) = weak.upgrade() {
                 this.alive.store(false, Ordering::Release);
                 // Wake everyone: their next attempt tells them more than silence would.
                 for list in this.lock().values() {
-                    list.iter().for_each(|(_, n)| n.notify_one());
+                    list.iter().for_each(|(_, n)| n.wake());
                 }
             }
         });
@@ -76,9 +108,9 @@ impl Subscriber {
         self.alive.load(Ordering::Acquire)
     }
 
-    fn dispatch(&self, channel: &str) {
+    fn dispatch(&self, channel: &str, value: &[u8]) {
         if let Some(list) = self.lock().get(channel) {
-            list.iter().for_each(|(_, n)| n.notify_one());
+            list.iter().for_each(|(_, s)| s.announce(value));
         }
     }
 
@@ -87,7 +119,7 @@ impl Subscriber {
     pub async fn watch(
         self: &Arc<Self>,
         channels: &[String],
-        signal: Arc<Notify>,
+        signal: Arc<Signal>,
     ) -> Result<Watch, NodeError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {

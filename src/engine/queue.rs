@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::engine::notify::Watch;
+use crate::engine::notify::{Signal, Watch};
 
 struct Line {
     /// Waiter ids in arrival order; the first is the head.
@@ -17,7 +17,7 @@ struct Line {
     /// Each waiter's wake-up for its turn.
     turns: HashMap<u64, Arc<Notify>>,
     /// Signalled when a release of the resources is announced.
-    released: Arc<Notify>,
+    released: Arc<Signal>,
     /// The subscriptions behind `released` (kept while the line exists).
     watches: Vec<Watch>,
     /// Whether the previous head left holding the lock (the next waits for its release).
@@ -32,7 +32,7 @@ const KEEP_MAX: usize = 1024;
 
 /// The subscriptions of a line that emptied, kept for a while.
 struct Kept {
-    released: Arc<Notify>,
+    released: Arc<Signal>,
     watches: Vec<Watch>,
     since: Instant,
 }
@@ -76,7 +76,7 @@ impl Queues {
             let line = active.entry(key.clone()).or_insert_with(|| {
                 let (released, watches) = match kept.remove(&key) {
                     Some(k) => (k.released, k.watches),
-                    None => (Arc::new(Notify::new()), Vec::new()),
+                    None => (Arc::default(), Vec::new()),
                 };
                 Line {
                     waiters: VecDeque::new(),
@@ -148,7 +148,7 @@ impl Turn {
     }
 
     /// The line's release signal, and whether the line is already subscribed to it.
-    pub fn released(&self) -> (Arc<Notify>, bool) {
+    pub fn released(&self) -> (Arc<Signal>, bool) {
         let lines = self.queues.lock();
         let line = &lines.active[&self.key];
         (line.released.clone(), !line.watches.is_empty())

@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::Notify;
 
 use crate::engine::error::NodeError;
 use crate::engine::node::Node;
-use crate::engine::notify::Watch;
+use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::Queues;
 use crate::engine::quorum::{Decision, FailureKind, Tally};
 use crate::engine::scripts::{
@@ -157,6 +156,10 @@ impl Quorum {
                 }
             }
         }
+        // Releases of our own value (cleanups of our failed attempts) wake nobody here.
+        if let Some(t) = &turn {
+            t.released().0.set_own(Some(value.to_string()));
+        }
         // The previous head took the lock: its release is what to wait for.
         if let Some(t) = turn.as_ref().filter(|t| t.handoff()) {
             let (released, subscribed) = t.released();
@@ -215,7 +218,7 @@ impl Quorum {
 
     /// Subscribes `signal` to the release announcements of `resources` on every node
     /// that answers within its command time-out.
-    async fn watch(&self, resources: &[String], signal: Arc<Notify>) -> Vec<Watch> {
+    async fn watch(&self, resources: &[String], signal: Arc<Signal>) -> Vec<Watch> {
         let channels: Vec<String> = resources.iter().map(|r| released_channel(r)).collect();
         let watches = self.nodes.iter().map(|node| {
             let (channels, signal) = (&channels, signal.clone());
@@ -401,7 +404,7 @@ impl Quorum {
 }
 
 /// Waits for a release announcement (`true`), or the retry delay when none comes.
-async fn wait_for(released: &Notify, settings: &Settings) -> bool {
+async fn wait_for(released: &Signal, settings: &Settings) -> bool {
     let pause = settings.retry_pause(random_unit());
     tokio::time::timeout(pause, released.notified())
         .await

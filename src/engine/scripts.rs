@@ -36,8 +36,8 @@ return 1
 "#;
 
 /// Deletes the keys that still hold our value; never touches another owner's key. Each
-/// deletion is announced on `redlock-rs:released:<key>` (see [`RELEASED_PREFIX`]), so
-/// that waiters retry at once instead of polling. Returns how many keys were deleted.
+/// deletion is announced on `redlock-rs:released:<key>` (see [`RELEASED_PREFIX`]) with the
+/// released value, so that waiters retry at once instead of polling. Returns how many keys were deleted.
 /// Failed acquire attempts clean up with it too: when their split vote left the lock
 /// free, the other waiters must hear it.
 pub const RELEASE: &str = r#"
@@ -45,7 +45,7 @@ local n = 0
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
-    redis.call('publish', 'redlock-rs:released:' .. key, '')
+    redis.call('publish', 'redlock-rs:released:' .. key, ARGV[1])
     n = n + 1
   end
 end
