@@ -111,7 +111,7 @@ async function memory(impl, ports, cycles) {
         for (let i = w; i < count; i += 64) await lib.release(await lib.acquire('mem:' + (n++), 10000))
       }))
     }
-    await run(20000)
+    await run(100000) // warm-up: connections, caches, allocator pools
     globalThis.gc?.()
     const before = process.memoryUsage().rss
     await run(${cycles})

@@ -16,12 +16,15 @@ mod js;
 mod redlock;
 mod reply;
 
-/// The tokio runtime behind every promise (experiment: thread count from the environment).
+/// The tokio runtime behind every operation: two worker threads (lock traffic needs no
+/// more, and on a small machine more threads only compete with Node.js and Redis), or
+/// `REDLOCK_RS_THREADS`.
 #[napi_derive::module_init]
 fn init() {
     let threads = std::env::var("REDLOCK_RS_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
         .unwrap_or(2);
     if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

@@ -1,0 +1,65 @@
+// Waiting for a held lock: first come first served within a process, woken by the
+// holder's release (not by polling), and no subscription left behind.
+import test from 'ava'
+
+import { clientsFor, lib, resource, sleep, useServers } from './helpers.mjs'
+
+const { Redlock } = lib
+const servers = useServers(test, 3)
+// A retry delay far longer than the tests: only a release announcement can explain a
+// waiter that gets the lock quickly.
+const slowPolling = { retryCount: 3, retryDelay: 4_000, retryJitter: 0 }
+
+test('waiters of one process get the lock in arrival order, as soon as it is released', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const first = await redlock.acquire([key], 5_000)
+  const order = []
+  const started = Date.now()
+  const waiters = [0, 1, 2, 3, 4].map(async (i) => {
+    await sleep(i * 20) // arrive in order
+    const lock = await redlock.acquire([key], 5_000)
+    order.push(i)
+    await sleep(10)
+    await lock.release()
+  })
+  await sleep(150)
+  await first.release()
+  await Promise.all(waiters)
+  t.deepEqual(order, [0, 1, 2, 3, 4])
+  t.true(Date.now() - started < 3_000, 'handed over on release, not after a 4 s retry delay')
+})
+
+test('a waiter in another Redlock instance is woken by the release', async (t) => {
+  const holder = new Redlock(clientsFor(t, servers))
+  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const lock = await holder.acquire([key], 5_000)
+  const waiting = waiter.acquire([key], 5_000)
+  await sleep(300) // the waiter failed once and is now waiting
+  const released = Date.now()
+  await lock.release()
+  const got = await waiting
+  t.true(Date.now() - released < 2_000, `got it ${Date.now() - released} ms after the release`)
+  t.true(got.attempts.length >= 2)
+  await got.release()
+})
+
+test('subscriptions end once nobody waits', async (t) => {
+  const holder = new Redlock(clientsFor(t, servers))
+  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const lock = await holder.acquire([key], 5_000)
+  const waiting = waiter.acquire([key], 5_000)
+  await sleep(300)
+  const channel = `redlock-rs:released:${key}`
+  const subscribers = async () => (await Promise.all(servers.map((s) => s.command('PUBSUB', 'NUMSUB', channel)))).map((r) => r[1])
+  t.deepEqual(await subscribers(), [1, 1, 1], 'the waiter listens on every node')
+  await lock.release()
+  await (await waiting).release()
+  // Kept for a 2 s grace period (a contended lock empties its line at every hand-over).
+  await sleep(2_600)
+  await waiter.acquire([resource(t)], 1_000).then((l) => l.release()) // lets expired lines go
+  await sleep(200)
+  t.deepEqual(await subscribers(), [0, 0, 0])
+})
