@@ -112,10 +112,6 @@ impl Quorum {
         }
     }
 
-    pub fn nodes(&self) -> &[Arc<Node>] {
-        &self.nodes
-    }
-
     /// Runs `op` with retries per `settings`.
     ///
     /// Acquires wait their turn in the process's line for the resources (first come,
