@@ -19,6 +19,11 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// Whether the server refused the command's syntax (an option it does not know).
+    pub fn is_syntax_error(&self) -> bool {
+        matches!(self, NodeError::Command { reason, .. } if reason.to_ascii_lowercase().contains("syntax error"))
+    }
+
     /// Whether the request may have reached the server (so a cleanup must go there too).
     pub fn may_have_executed(&self) -> bool {
         matches!(self, NodeError::Timeout { .. } | NodeError::Command { .. })
@@ -81,3 +86,27 @@ impl fmt::Display for ArgError {
 }
 
 impl std::error::Error for ArgError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_are_recognised() {
+        let refused = NodeError::Command {
+            addr: "h:1".into(),
+            reason: "ERR syntax error".into(),
+        };
+        assert!(refused.is_syntax_error());
+        let other = NodeError::Command {
+            addr: "h:1".into(),
+            reason: "WRONGTYPE Operation against a key".into(),
+        };
+        assert!(!other.is_syntax_error());
+        assert!(!NodeError::Timeout {
+            addr: "h:1".into(),
+            ms: 1
+        }
+        .is_syntax_error());
+    }
+}

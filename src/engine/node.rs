@@ -38,6 +38,9 @@ pub struct Node {
     addr: String,
     client: Client,
     state: Mutex<State>,
+    /// Whether the server takes `SET key value NX PX ms GET` (Redis >= 7.0); learnt from
+    /// its first refusal.
+    set_nx_get: std::sync::atomic::AtomicBool,
     /// The pub/sub connection for release notifications, made on first need.
     subscriber: tokio::sync::Mutex<Option<Arc<Subscriber>>>,
 }
@@ -118,6 +121,7 @@ impl Node {
                 slot: Slot::Idle,
             }),
             subscriber: tokio::sync::Mutex::new(None),
+            set_nx_get: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 
@@ -248,6 +252,26 @@ impl Node {
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
         let cmd = &cmd;
         self.run(Some(self.config.command_timeout), move |mut c| async move {
+            cmd.query_async::<T>(&mut c).await
+        })
+        .await
+    }
+
+    /// Whether `SET NX PX GET` is worth trying on this node.
+    pub fn has_set_nx_get(&self) -> bool {
+        self.set_nx_get.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The server refused `SET NX PX GET`: lock scripts from now on.
+    pub fn lacks_set_nx_get(&self) {
+        self.set_nx_get
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs a prebuilt command. No time-out of its own: lock operations bound the whole
+    /// attempt with one deadline.
+    pub async fn send<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, NodeError> {
+        self.run(None, move |mut c| async move {
             cmd.query_async::<T>(&mut c).await
         })
         .await

@@ -265,14 +265,35 @@ impl Quorum {
                 RELEASE_SCRIPT.evalsha(resources, &[value]),
             ),
         };
-        let cmd = Arc::new(cmd);
+        // A single-resource acquire is a plain `SET NX PX GET` where the server has it
+        // (Redis 7): the same decision as the script, at a fraction of Redis' CPU.
+        let fast = match (op, resources) {
+            (Op::Acquire { ttl_ms }, [resource]) => {
+                let mut set = redis::cmd("SET");
+                set.arg(resource)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .arg("GET");
+                Some(set)
+            }
+            _ => None,
+        };
+        let shared = Arc::new((cmd, fast, value.to_string()));
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let (node, cmd) = (node.clone(), cmd.clone());
-                async move { (i, node_vote(&node, op, script, &cmd).await) }
+                let (node, shared) = (node.clone(), shared.clone());
+                async move {
+                    let (cmd, fast, value) = &*shared;
+                    (
+                        i,
+                        node_vote(&node, op, script, cmd, fast.as_ref(), value).await,
+                    )
+                }
             })
             .collect();
         let deadline = tokio::time::sleep(window);
@@ -416,8 +437,26 @@ fn count(tally: &mut Tally, vote: &Vote) -> Decision {
     }
 }
 
-/// One node's vote on `op` (the prebuilt `cmd` of `script`).
-async fn node_vote(node: &Node, op: Op, script: &LockScript, cmd: &redis::Cmd) -> Vote {
+/// One node's vote on `op`: the prebuilt `cmd` of `script`, or the `SET NX GET` of a
+/// single-resource acquire (`fast`) where the node supports it.
+async fn node_vote(
+    node: &Node,
+    op: Op,
+    script: &LockScript,
+    cmd: &redis::Cmd,
+    fast: Option<&redis::Cmd>,
+    value: &str,
+) -> Vote {
+    if let Some(set) = fast.filter(|_| node.has_set_nx_get()) {
+        match node.send::<Option<Vec<u8>>>(set).await {
+            // Set, or already ours (a resend after a dropped connection).
+            Ok(None) => return Vote::For,
+            Ok(Some(v)) if v == value.as_bytes() => return Vote::For,
+            Ok(Some(_)) => return Vote::Locked,
+            Err(e) if e.is_syntax_error() => node.lacks_set_nx_get(),
+            Err(e) => return Vote::Failed(e),
+        }
+    }
     match (op, node.eval::<i64>(script, cmd).await) {
         // Any answer to a release is a success: nothing of ours is left on that node.
         (Op::Release, Ok(_)) | (_, Ok(1)) => Vote::For,
