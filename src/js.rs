@@ -89,43 +89,43 @@ pub fn field<'env>(obj: &Object<'env>, name: &str) -> Result<Val<'env>> {
     classify(obj.get::<Unknown>(name)?)
 }
 
-pub fn opt_number(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<f64>> {
+/// An optional field of kind `expected`: `pick` takes the value out of the kinds it
+/// accepts; `undefined` / `null` are `None`; anything else is a `TypeError`.
+fn opt<T>(
+    env: &Env,
+    obj: &Object,
+    ctx: &str,
+    name: &str,
+    expected: &str,
+    pick: fn(Val) -> std::result::Result<T, Val>,
+) -> Result<Option<T>> {
     match field(obj, name)? {
         Val::Missing => Ok(None),
-        Val::Num(n) => Ok(Some(n)),
-        other => Err(type_error(
-            env,
-            &format!("{ctx}.{name}"),
-            "a number",
-            &other,
-        )),
+        v => pick(v)
+            .map(Some)
+            .map_err(|other| type_error(env, &format!("{ctx}.{name}"), expected, &other)),
     }
+}
+
+pub fn opt_number(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<f64>> {
+    opt(env, obj, ctx, name, "a number", |v| match v {
+        Val::Num(n) => Ok(n),
+        other => Err(other),
+    })
 }
 
 pub fn opt_string(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<String>> {
-    match field(obj, name)? {
-        Val::Missing => Ok(None),
-        Val::Str(s) => Ok(Some(s)),
-        other => Err(type_error(
-            env,
-            &format!("{ctx}.{name}"),
-            "a string",
-            &other,
-        )),
-    }
+    opt(env, obj, ctx, name, "a string", |v| match v {
+        Val::Str(s) => Ok(s),
+        other => Err(other),
+    })
 }
 
 pub fn opt_bool(env: &Env, obj: &Object, ctx: &str, name: &str) -> Result<Option<bool>> {
-    match field(obj, name)? {
-        Val::Missing => Ok(None),
-        Val::Bool(b) => Ok(Some(b)),
-        other => Err(type_error(
-            env,
-            &format!("{ctx}.{name}"),
-            "a boolean",
-            &other,
-        )),
-    }
+    opt(env, obj, ctx, name, "a boolean", |v| match v {
+        Val::Bool(b) => Ok(b),
+        other => Err(other),
+    })
 }
 
 /// Maps an engine argument check to a thrown JavaScript error.
