@@ -247,6 +247,13 @@ function lockArg(lock) {
 
 const noop = () => {}
 
+/**
+ * Redlocks with operations in flight. The completion callback holds its Redlock only
+ * weakly (so that an idle, forgotten Redlock can be garbage collected); this set keeps
+ * it alive while any of its promises is pending.
+ */
+const busy = new Set()
+
 class Redlock extends EventEmitter {
   #native
   #clients
@@ -265,7 +272,8 @@ class Redlock extends EventEmitter {
     }
     const list = Array.from(clients)
     const natives = list.map(nativeClientFor)
-    this.#native = new NativeRedlock(natives, settings, (batch) => this.#settle(batch))
+    const self = new WeakRef(this)
+    this.#native = new NativeRedlock(natives, settings, (batch) => self.deref()?.#settle(batch))
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
@@ -278,6 +286,7 @@ class Redlock extends EventEmitter {
       this.#native[method](id, ...args) // bad arguments throw here: the promise rejects
       this.#pending.set(id, { resolve, reject })
       if (this.#pending.size === 1) {
+        busy.add(this)
         if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
         else this.#keepAlive.ref()
       }
@@ -292,7 +301,10 @@ class Redlock extends EventEmitter {
       if (c[1] === INTERNAL) waiter.reject(new Error(c[2]))
       else waiter.resolve(c)
     }
-    if (this.#pending.size === 0 && this.#keepAlive !== null) this.#keepAlive.unref()
+    if (this.#pending.size === 0) {
+      busy.delete(this)
+      if (this.#keepAlive !== null) this.#keepAlive.unref()
+    }
   }
 
   /** The attempts of completion `c`, emitting its votes against as events. */
