@@ -63,3 +63,22 @@ test('subscriptions end once nobody waits', async (t) => {
   await sleep(200)
   t.deepEqual(await subscribers(), [0, 0, 0])
 })
+
+test('a waiter whose pub/sub connection was killed subscribes again and is still woken', async (t) => {
+  const holder = new Redlock(clientsFor(t, servers))
+  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const lock = await holder.acquire([key], 5_000)
+  const waiting = waiter.acquire([key], 5_000)
+  await sleep(300)
+  for (const s of servers) await s.command('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  await sleep(300) // woken by the loss, it retried and subscribed again
+  const channel = `redlock-rs:released:${key}`
+  const counts = await Promise.all(servers.map((s) => s.command('PUBSUB', 'NUMSUB', channel)))
+  t.deepEqual(counts.map((r) => r[1]), [1, 1, 1], 'subscribed again on every node')
+  const released = Date.now()
+  await lock.release()
+  const got = await waiting
+  t.true(Date.now() - released < 2_000, `got it ${Date.now() - released} ms after the release`)
+  await got.release()
+})

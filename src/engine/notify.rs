@@ -192,6 +192,13 @@ pub struct Watch {
     channels: Vec<String>,
 }
 
+impl Watch {
+    /// Whether its pub/sub connection still delivers.
+    pub fn is_alive(&self) -> bool {
+        self.subscriber.is_alive()
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         let emptied = {

@@ -147,11 +147,23 @@ impl Turn {
             .is_some_and(|l| l.handoff)
     }
 
-    /// The line's release signal, and whether the line is already subscribed to it.
+    /// The line's release signal, and whether the line is subscribed to it (on a
+    /// pub/sub connection that still delivers; dead subscriptions are dropped).
     pub fn released(&self) -> (Arc<Signal>, bool) {
-        let lines = self.queues.lock();
-        let line = &lines.active[&self.key];
-        (line.released.clone(), !line.watches.is_empty())
+        let mut lines = self.queues.lock();
+        let line = lines
+            .active
+            .get_mut(&self.key)
+            .expect("a turn's line exists");
+        let dead: Vec<Watch> = if line.watches.iter().all(Watch::is_alive) {
+            Vec::new()
+        } else {
+            std::mem::take(&mut line.watches)
+        };
+        let answer = (line.released.clone(), !line.watches.is_empty());
+        drop(lines);
+        drop(dead);
+        answer
     }
 
     /// Keeps `watches` (the subscriptions behind the release signal) with the line.

@@ -200,7 +200,7 @@ impl Quorum {
                     let (released, subscribed) = t.released();
                     if !subscribed {
                         // First sign of contention: from now on the line hears releases.
-                        t.keep_watches(self.watch(resources, released.clone()).await);
+                        t.keep_watches(self.watch(resources, released.clone(), settings).await);
                     }
                     woken = wait_for(&released, settings).await;
                 }
@@ -213,12 +213,19 @@ impl Quorum {
     }
 
     /// Subscribes `signal` to the release announcements of `resources` on every node
-    /// that answers within its command time-out.
-    async fn watch(&self, resources: &[String], signal: Arc<Signal>) -> Vec<Watch> {
+    /// that answers within the retry delay (a slow or dead node is not waited for: the
+    /// others announce the release too).
+    async fn watch(
+        &self,
+        resources: &[String],
+        signal: Arc<Signal>,
+        settings: &Settings,
+    ) -> Vec<Watch> {
         let channels: Vec<String> = resources.iter().map(|r| released_channel(r)).collect();
+        let limit = Duration::from_millis(settings.retry_delay_ms.max(50));
         let watches = self.nodes.iter().map(|node| {
             let (channels, signal) = (&channels, signal.clone());
-            tokio::time::timeout(node.config().command_timeout, async move {
+            tokio::time::timeout(limit.min(node.config().command_timeout), async move {
                 node.subscriber().await?.watch(channels, signal).await
             })
         });
