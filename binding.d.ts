@@ -39,12 +39,17 @@ export declare class NativeRedlock {
    * `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
    * `complete(batch)` receives the completions of the operations started with an id.
    */
-  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number]>) => void)
+  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number, string | null]>) => void)
   get settings(): RedlockSettings
   /** This instance's settings with `overrides` applied and validated. */
   resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings
   /** The seed's acquireLock; completes with status 0 (`true`), 1 (`false`) or 2 (`null`). */
   acquireLock(id: number, resource: string, ttl: number): void
+  /**
+   * The fencing token (decimal) of the lock this instance holds on `resource` (seed
+   * API, with `fencing`), if any.
+   */
+  fenceOf(resource: string): string | null
   /**
    * The seed's releaseLock: releases this instance's lock on `resource` when
    * `lockValue` is `true`; does nothing for `false` / `null`.
@@ -70,4 +75,5 @@ export interface RedlockSettings {
   retryDelay: number
   retryJitter: number
   automaticExtensionThreshold: number
+  fencing: boolean
 }

@@ -91,6 +91,8 @@ export interface Settings extends RedlockSettings {
   retryJitter: number
   /** ms before expiry at which `using()` extends the lock. Default 500. */
   automaticExtensionThreshold: number
+  /** Give every acquired lock a fencing token (`lock.fence`, `redlock.fenceOf`). Default false. */
+  fencing: boolean
 }
 
 /** What an ioredis `Redis` instance looks like to `new Redlock` (its `options` are read). */
@@ -150,6 +152,7 @@ export declare class Lock {
     value: string,
     attempts: ReadonlyArray<Promise<ExecutionStats>>,
     expiration: number,
+    fence?: bigint,
   )
   readonly redlock: Redlock
   readonly resources: string[]
@@ -158,6 +161,11 @@ export declare class Lock {
   readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
   /** ms since the epoch; the lock is safe to use before it. 0 once released or extended. */
   expiration: number
+  /**
+   * With `settings.fencing`: strictly greater than the fence of every earlier lock on the
+   * same resource(s), as long as a majority of the instances keeps its data.
+   */
+  readonly fence?: bigint
   release(): Promise<ExecutionResult>
   extend(duration: number): Promise<Lock>
 }
@@ -184,6 +192,8 @@ export declare class Redlock extends EventEmitter {
    * Releasing an expired, released or never-held lock resolves.
    */
   releaseLock(resource: string, lockValue: boolean | null): Promise<void>
+  /** With `settings.fencing`: the fencing token of the lock this instance holds on `resource`. */
+  fenceOf(resource: string): bigint | undefined
 
   /** Locks every resource (all or nothing) for `duration` ms; rejects with ExecutionError. */
   acquire(resources: string[], duration: number, settings?: Partial<Settings>): Promise<Lock>

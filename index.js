@@ -209,12 +209,13 @@ const lockedMessage = (requested) => `The operation was applied to: 0 of the ${r
 class Lock {
   #attempts
 
-  constructor(redlock, resources, value, attempts, expiration) {
+  constructor(redlock, resources, value, attempts, expiration, fence) {
     this.redlock = redlock
     this.resources = resources
     this.value = value
     this.#attempts = attempts
     this.expiration = expiration
+    if (fence !== undefined) this.fence = fence
   }
 
   /** `Promise<ExecutionStats>` for each attempt that made this lock. */
@@ -342,6 +343,12 @@ class Redlock extends EventEmitter {
     if (c[1] !== DONE) throw this.#fail(c, log)
   }
 
+  /** The fencing token of the lock this instance holds on `resource` (seed API, with `fencing`). */
+  fenceOf(resource) {
+    const fence = this.#native.fenceOf(resource)
+    return fence == null ? undefined : BigInt(fence)
+  }
+
   // ---- node-redlock v5
 
   /** Locks every resource (all or nothing) for `duration` ms. */
@@ -349,7 +356,7 @@ class Redlock extends EventEmitter {
     const c = await this.#call('acquire', resources, duration, settings)
     const log = this.#log(c, resources.length)
     if (c[1] !== DONE) throw this.#fail(c, log)
-    return new Lock(this, [...resources], c[2], log, c[3])
+    return new Lock(this, [...resources], c[2], log, c[3], c[8] == null ? undefined : BigInt(c[8]))
   }
 
   /** Releases `lock` (owner-checked, idempotent). */
@@ -369,7 +376,7 @@ class Redlock extends EventEmitter {
     const log = this.#log(c, lock.resources.length)
     if (c[1] !== DONE) throw this.#fail(c, log)
     lock.expiration = 0
-    return new Lock(this, lock.resources, lock.value, log, c[3])
+    return new Lock(this, lock.resources, lock.value, log, c[3], lock.fence)
   }
   /**
    * Runs `routine(signal)` while holding the lock, extending it automatically

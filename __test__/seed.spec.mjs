@@ -180,6 +180,7 @@ test('settings and clients are readable, with node-redlock defaults', async (t) 
     retryDelay: 200,
     retryJitter: 100,
     automaticExtensionThreshold: 500,
+    fencing: false,
   })
   t.deepEqual([...redlock.clients], clients)
   t.is(redlock.clients[1], clients[1])

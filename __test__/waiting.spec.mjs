@@ -64,7 +64,8 @@ test('subscriptions end once nobody waits', async (t) => {
   t.deepEqual(await subscribers(), [0, 0, 0])
 })
 
-test('a waiter whose pub/sub connection was killed subscribes again and is still woken', async (t) => {
+// Serial (before the others): it kills every pub/sub connection on the servers.
+test.serial('a waiter whose pub/sub connection was killed subscribes again and is still woken', async (t) => {
   const holder = new Redlock(clientsFor(t, servers))
   const waiter = new Redlock(clientsFor(t, servers), slowPolling)
   const key = resource(t)

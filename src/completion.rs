@@ -15,7 +15,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
 /// One finished operation, as JavaScript receives it:
-/// `[id, status, value, expiration, start, attempts, errors, attemptCount]`.
+/// `[id, status, value, expiration, start, attempts, errors, attemptCount, fence]`.
 ///
 /// * `status`: 0 done; 1 failed, another owner holds a resource; 2 failed, too many
 ///   nodes failed; 3 failed, the lock had expired; 4 internal error (message in `value`).
@@ -23,6 +23,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 /// * `attempts`: one string per attempt (the last 100), one character per client:
 ///   `F` for, `L` locked by another owner, `E` error, `-` no answer needed.
 /// * `errors`: the messages of the `E` votes, in order.
+/// * `fence`: the fencing token (decimal) of an acquire with `fencing`.
 pub type Completion = (
     u32,
     u32,
@@ -32,6 +33,7 @@ pub type Completion = (
     Vec<String>,
     Vec<String>,
     f64,
+    Option<String>,
 );
 
 /// Status of an internal error (a panic): the message is in `value`.
@@ -108,6 +110,7 @@ impl Completer {
                         Vec::new(),
                         Vec::new(),
                         0.0,
+                        None,
                     )
                 }
             };

@@ -16,7 +16,7 @@ use crate::engine::error::ArgError;
 use crate::engine::quorum::FailureKind;
 use crate::engine::redlock::{now_ms, Execution, Quorum, Redlock, Vote};
 use crate::engine::settings::{Settings, SettingsPatch};
-use crate::js::{self, check, classify, opt_number, type_error, Val};
+use crate::js::{self, check, classify, opt_bool, opt_number, type_error, Val};
 
 /// Settings as JavaScript sees them.
 #[napi(object)]
@@ -26,6 +26,7 @@ pub struct RedlockSettings {
     pub retry_delay: i64,
     pub retry_jitter: i64,
     pub automatic_extension_threshold: i64,
+    pub fencing: bool,
 }
 
 impl From<&Settings> for RedlockSettings {
@@ -36,6 +37,7 @@ impl From<&Settings> for RedlockSettings {
             retry_delay: s.retry_delay_ms as i64,
             retry_jitter: s.retry_jitter_ms as i64,
             automatic_extension_threshold: s.automatic_extension_threshold_ms as i64,
+            fencing: s.fencing,
         }
     }
 }
@@ -75,6 +77,7 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
         attempts,
         errors,
         exec.attempt_count as f64,
+        exec.fence.map(|f| f.to_string()),
     )
 }
 
@@ -99,6 +102,7 @@ pub fn read_settings(
         retry_delay: opt_number(env, &o, name, "retryDelay")?,
         retry_jitter: opt_number(env, &o, name, "retryJitter")?,
         automatic_extension_threshold: opt_number(env, &o, name, "automaticExtensionThreshold")?,
+        fencing: opt_bool(env, &o, name, "fencing")?,
     };
     check(env, base.apply(&patch))
 }
@@ -166,7 +170,7 @@ impl NativeRedlock {
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number]>) => void"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number, string | null]>) => void"
     )]
     pub fn new(
         env: Env,
@@ -251,6 +255,14 @@ impl NativeRedlock {
             completion(id, &inner.acquire_lock(resource, ttl).await.1, None)
         });
         Ok(())
+    }
+
+    /// The fencing token (decimal) of the lock this instance holds on `resource` (seed
+    /// API, with `fencing`), if any.
+    #[napi(catch_unwind, ts_args_type = "resource: string")]
+    pub fn fence_of(&self, env: Env, resource: Option<Unknown>) -> Result<Option<String>> {
+        let resource = resource_arg(&env, "resource", resource)?;
+        Ok(self.inner.fence_of(&resource).map(|f| f.to_string()))
     }
 
     /// The seed's releaseLock: releases this instance's lock on `resource` when

@@ -14,7 +14,8 @@ use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::Queues;
 use crate::engine::quorum::{Decision, FailureKind, Tally};
 use crate::engine::scripts::{
-    released_channel, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT,
+    fence_key, released_channel, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT,
+    FENCE_SCRIPT, RELEASE_SCRIPT,
 };
 use crate::engine::settings::Settings;
 use crate::engine::validity::{attempt_window, validity_ms};
@@ -56,6 +57,8 @@ pub enum Vote {
 pub struct AttemptStats {
     pub votes: Vec<Option<Vote>>,
     pub tally: Tally,
+    /// The fencing token of a won acquire with `fencing` (see [`Quorum::attempt`]).
+    pub fence: Option<i64>,
 }
 
 /// The result of an operation with its retries.
@@ -72,6 +75,8 @@ pub struct Execution {
     /// Wall-clock ms since the epoch until which an acquired or extended lock is valid
     /// (the moment of the decision plus the validity left then); 0 otherwise.
     pub expiration_ms: f64,
+    /// The fencing token of an acquire with `fencing`.
+    pub fence: Option<i64>,
 }
 
 impl Execution {
@@ -83,6 +88,7 @@ impl Execution {
             start_ms: now_ms(),
             outcome: Ok(0),
             expiration_ms: 0.0,
+            fence: None,
         }
     }
 }
@@ -148,6 +154,7 @@ impl Quorum {
                         start_ms,
                         outcome: Err(FailureKind::Locked),
                         expiration_ms: 0.0,
+                        fence: None,
                     }
                 }
             }
@@ -187,12 +194,14 @@ impl Quorum {
                 if let (Some(t), Ok(_)) = (turn.as_mut(), outcome) {
                     t.acquired();
                 }
+                let fence = attempts.back().and_then(|a| a.fence);
                 return Execution {
                     attempts,
                     attempt_count,
                     start_ms,
                     outcome,
                     expiration_ms,
+                    fence,
                 };
             }
             match (&turn, outcome) {
@@ -255,10 +264,21 @@ impl Quorum {
         };
         let mut tally = Tally::new(n);
         let mut votes: Vec<Option<Vote>> = vec![None; n];
+        // The fencing counters read by the nodes that voted for a fenced acquire.
+        let mut counters: Vec<Option<i64>> = vec![None; n];
 
         // One command, built once, for every node; the per-node requests own what they
         // use, so that stragglers of a won attempt can finish in the background.
         let (script, cmd) = match op {
+            Op::Acquire { ttl_ms } if settings.fencing => {
+                let mut keys = resources.to_vec();
+                keys.extend(resources.iter().map(|r| fence_key(r)));
+                let (ttl, n) = (ttl_ms.to_string(), resources.len().to_string());
+                (
+                    &*FENCED_ACQUIRE_SCRIPT,
+                    FENCED_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, &n]),
+                )
+            }
             Op::Acquire { ttl_ms } => (
                 &*ACQUIRE_SCRIPT,
                 ACQUIRE_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
@@ -275,7 +295,7 @@ impl Quorum {
         // A single-resource acquire is a plain `SET NX PX GET` where the server has it
         // (Redis 7): the same decision as the script, at a fraction of Redis' CPU.
         let fast = match (op, resources) {
-            (Op::Acquire { ttl_ms }, [resource]) => {
+            (Op::Acquire { ttl_ms }, [resource]) if !settings.fencing => {
                 let mut set = redis::cmd("SET");
                 set.arg(resource)
                     .arg(value)
@@ -318,12 +338,13 @@ impl Quorum {
             }
             tokio::select! {
                 next = pending.next() => match next {
-                    Some((i, vote)) => {
+                    Some((i, (vote, counter))) => {
                         let now = count(&mut tally, &vote);
                         if decision == Decision::Pending {
                             decision = now;
                         }
                         votes[i] = Some(vote);
+                        counters[i] = counter;
                     }
                     None => break,
                 },
@@ -359,11 +380,27 @@ impl Quorum {
             drop(pending);
         }
 
+        // Fencing: the successor of the highest counter a quorum holds, written back to a
+        // quorum before the lock counts as acquired (and before its validity is measured).
+        let mut fence = None;
+        if decision == Decision::Won && settings.fencing && matches!(op, Op::Acquire { .. }) {
+            let next = counters.iter().flatten().max().copied().unwrap_or(0) + 1;
+            let left = window.saturating_sub(started.elapsed());
+            if self.write_fence(resources, next, left).await {
+                fence = Some(next);
+            } else {
+                decision = Decision::Lost;
+            }
+        }
         let mut outcome = match decision {
             Decision::Won => Ok(match op.ttl_ms() {
                 Some(ttl) => validity_ms(ttl, started.elapsed(), settings.drift_factor),
                 None => 0,
             }),
+            // A lost fence write leaves the outcome to failures, not to another owner.
+            _ if decision == Decision::Lost && tally.decision() == Decision::Won => {
+                Err(FailureKind::Undecided)
+            }
             _ => Err(tally.failure_kind()),
         };
         if let Ok(v) = outcome {
@@ -374,7 +411,15 @@ impl Quorum {
         if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
             self.cleanup(&votes, resources, value).await;
         }
-        (AttemptStats { votes, tally }, outcome)
+        let fence = fence.filter(|_| outcome.is_ok());
+        (
+            AttemptStats {
+                votes,
+                tally,
+                fence,
+            },
+            outcome,
+        )
     }
 
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
@@ -412,6 +457,33 @@ impl Quorum {
         .await;
     }
 
+    /// Raises the fencing counters of `resources` to `fence` on every node; `true` once a
+    /// quorum confirmed within `within`.
+    async fn write_fence(&self, resources: &[String], fence: i64, within: Duration) -> bool {
+        let keys: Vec<String> = resources.iter().map(|r| fence_key(r)).collect();
+        let cmd = FENCE_SCRIPT.evalsha(&keys, &[&fence.to_string()]);
+        let mut tally = Tally::new(self.nodes.len());
+        let mut writes: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .map(|node| node.eval::<i64>(&FENCE_SCRIPT, &cmd))
+            .collect();
+        let decided = tokio::time::timeout(within, async {
+            while let Some(result) = writes.next().await {
+                let now = match result {
+                    Ok(_) => tally.vote_for(),
+                    Err(_) => tally.vote_failed(),
+                };
+                if now != Decision::Pending {
+                    return now;
+                }
+            }
+            Decision::Lost
+        })
+        .await;
+        decided == Ok(Decision::Won)
+    }
+
     /// The longest command time-out among the nodes: no attempt waits longer.
     fn command_timeout(&self) -> Duration {
         self.nodes
@@ -445,7 +517,8 @@ fn count(tally: &mut Tally, vote: &Vote) -> Decision {
 }
 
 /// One node's vote on `op`: the prebuilt `cmd` of `script`, or the `SET NX GET` of a
-/// single-resource acquire (`fast`) where the node supports it.
+/// single-resource acquire (`fast`) where the node supports it. A fenced acquire also
+/// returns the highest fencing counter the node holds.
 async fn node_vote(
     node: &Node,
     op: Op,
@@ -453,22 +526,43 @@ async fn node_vote(
     cmd: &redis::Cmd,
     fast: Option<&redis::Cmd>,
     value: &str,
-) -> Vote {
+) -> (Vote, Option<i64>) {
     if let Some(set) = fast.filter(|_| node.has_set_nx_get()) {
         match node.send::<Option<Vec<u8>>>(set).await {
             // Set, or already ours (a resend after a dropped connection).
-            Ok(None) => return Vote::For,
-            Ok(Some(v)) if v == value.as_bytes() => return Vote::For,
-            Ok(Some(_)) => return Vote::Locked,
+            Ok(None) => return (Vote::For, None),
+            Ok(Some(v)) if v == value.as_bytes() => return (Vote::For, None),
+            Ok(Some(_)) => return (Vote::Locked, None),
             Err(e) if e.is_syntax_error() => node.lacks_set_nx_get(),
-            Err(e) => return Vote::Failed(e),
+            Err(e) => return (Vote::Failed(e), None),
         }
     }
-    match (op, node.eval::<i64>(script, cmd).await) {
+    if std::ptr::eq(script, &*FENCED_ACQUIRE_SCRIPT) {
+        return match node.eval::<redis::Value>(script, cmd).await {
+            Ok(redis::Value::Array(reply)) => match reply.as_slice() {
+                [redis::Value::Int(1), redis::Value::Int(high)] => (Vote::For, Some(*high)),
+                _ => (
+                    Vote::Failed(unexpected(node, "a fenced acquire reply")),
+                    None,
+                ),
+            },
+            Ok(_) => (Vote::Locked, None),
+            Err(e) => (Vote::Failed(e), None),
+        };
+    }
+    let vote = match (op, node.eval::<i64>(script, cmd).await) {
         // Any answer to a release is a success: nothing of ours is left on that node.
         (Op::Release, Ok(_)) | (_, Ok(1)) => Vote::For,
         (_, Ok(_)) => Vote::Locked,
         (_, Err(e)) => Vote::Failed(e),
+    };
+    (vote, None)
+}
+
+fn unexpected(node: &Node, what: &str) -> NodeError {
+    NodeError::Protocol {
+        addr: node.addr().to_string(),
+        reason: format!("not {what}"),
     }
 }
 
@@ -478,7 +572,8 @@ async fn node_vote(
 pub struct Redlock {
     quorum: Quorum,
     settings: Settings,
-    held: Mutex<HashMap<String, String>>,
+    /// The seed API's held locks: resource -> (value, fence).
+    held: Mutex<HashMap<String, (String, Option<i64>)>>,
 }
 
 impl Redlock {
@@ -498,7 +593,7 @@ impl Redlock {
         &self.quorum
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<i64>)>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -550,7 +645,7 @@ impl Redlock {
         let [resource] = resources;
         let result = match exec.outcome {
             Ok(_) => {
-                self.held().insert(resource, value);
+                self.held().insert(resource, (value, exec.fence));
                 Some(true)
             }
             Err(FailureKind::Locked) => Some(false),
@@ -559,11 +654,17 @@ impl Redlock {
         (result, exec)
     }
 
+    /// The fencing token of the lock this instance holds on `resource` (seed API, with
+    /// `fencing`).
+    pub fn fence_of(&self, resource: &str) -> Option<i64> {
+        self.held().get(resource).and_then(|(_, fence)| *fence)
+    }
+
     /// The seed's `releaseLock(resource, true)`: releases the lock this instance holds
     /// on `resource`, owner-checked. Nothing held: nothing to do. The execution's outcome
     /// is an error only when too many nodes could not be reached.
     pub async fn release_lock(&self, resource: String) -> Execution {
-        let Some(value) = self.held().get(&resource).cloned() else {
+        let Some((value, _)) = self.held().get(&resource).cloned() else {
             return Execution::nothing_to_do();
         };
         let resources = [resource];
@@ -571,7 +672,7 @@ impl Redlock {
         if exec.outcome.is_ok() {
             let [resource] = resources;
             let mut held = self.held();
-            if held.get(&resource) == Some(&value) {
+            if held.get(&resource).is_some_and(|(v, _)| *v == value) {
                 held.remove(&resource);
             }
         }

@@ -52,6 +52,51 @@ end
 return n
 "#;
 
+/// [`ACQUIRE`] that also reads the fencing counters. `KEYS`: the resources, then their
+/// counters ([`fence_key`]); `ARGV[3]`: how many resources. Returns 0 when any resource
+/// is held by another owner, else `{1, highest counter}` (0 when none was set).
+pub const FENCED_ACQUIRE: &str = r#"
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local v = redis.call('get', KEYS[i])
+  if v and v ~= ARGV[1] then return 0 end
+end
+for i = 1, n do
+  redis.call('set', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+local high = 0
+for i = n + 1, #KEYS do
+  local c = tonumber(redis.call('get', KEYS[i]) or '0') or 0
+  if c > high then high = c end
+end
+return {1, high}
+"#;
+
+/// Raises every fencing counter in `KEYS` to `ARGV[1]` (never lowers one). Returns 1.
+pub const FENCE: &str = r#"
+local f = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local c = tonumber(redis.call('get', key) or '0') or 0
+  if c < f then redis.call('set', key, ARGV[1]) end
+end
+return 1
+"#;
+
+/// The key of the fencing counter of `resource`: in the same Redis Cluster slot as the
+/// resource (its hash tag, or the whole name as the tag; a name with a `}` and no hash
+/// tag cannot be put in a tag, and may land elsewhere), and never expiring.
+pub fn fence_key(resource: &str) -> String {
+    let tagged = resource
+        .find('{')
+        .and_then(|open| resource[open + 1..].find('}').map(|len| len > 0))
+        .unwrap_or(false);
+    if tagged || resource.contains('}') {
+        format!("{resource}:redlock-rs:fence")
+    } else {
+        format!("{{{resource}}}:redlock-rs:fence")
+    }
+}
+
 /// The prefix of the channel on which the release of a key is announced.
 pub const RELEASED_PREFIX: &str = "redlock-rs:released:";
 
@@ -92,10 +137,19 @@ impl LockScript {
 pub static ACQUIRE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(ACQUIRE));
 pub static EXTEND_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(EXTEND));
 pub static RELEASE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(RELEASE));
+pub static FENCED_ACQUIRE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(FENCED_ACQUIRE));
+pub static FENCE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(FENCE));
 
 /// Every script, for `SCRIPT LOAD` on connect.
-pub fn all() -> [&'static LockScript; 3] {
-    [&ACQUIRE_SCRIPT, &EXTEND_SCRIPT, &RELEASE_SCRIPT]
+pub fn all() -> [&'static LockScript; 5] {
+    [
+        &ACQUIRE_SCRIPT,
+        &EXTEND_SCRIPT,
+        &RELEASE_SCRIPT,
+        &FENCED_ACQUIRE_SCRIPT,
+        &FENCE_SCRIPT,
+    ]
 }
 
 #[cfg(test)]
@@ -108,6 +162,48 @@ mod tests {
         assert!(hashes.iter().all(|h| h.len() == 40));
         assert_ne!(hashes[0], hashes[1]);
         assert_ne!(hashes[1], hashes[2]);
+        assert_eq!(
+            hashes
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            hashes.len()
+        );
+    }
+
+    /// CRC16 (XMODEM) slot of a key, as Redis Cluster computes it.
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let hashed = match key.find('{') {
+            Some(open) => match key[open + 1..].find('}') {
+                Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+                _ => bytes,
+            },
+            None => bytes,
+        };
+        let mut crc: u16 = 0;
+        for b in hashed {
+            crc ^= u16::from(*b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn fence_keys_share_the_resource_slot() {
+        // Every name without a '}' outside a hash tag (a '}' can never be inside one).
+        for r in ["orders:42", "{user:1}:cart", "a{b", "{a}b}", "plain"] {
+            assert_eq!(slot(&fence_key(r)), slot(r), "{r} -> {}", fence_key(r));
+            assert_ne!(fence_key(r), r);
+        }
+        assert_eq!(fence_key("orders:42"), "{orders:42}:redlock-rs:fence");
+        assert_eq!(fence_key("{user:1}:cart"), "{user:1}:cart:redlock-rs:fence");
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Settings {
     pub retry_delay_ms: u64,
     pub retry_jitter_ms: u64,
     pub automatic_extension_threshold_ms: u64,
+    /// Give every acquired lock a fencing token.
+    pub fencing: bool,
 }
 
 impl Default for Settings {
@@ -23,6 +25,7 @@ impl Default for Settings {
             retry_delay_ms: 200,
             retry_jitter_ms: 100,
             automatic_extension_threshold_ms: 500,
+            fencing: false,
         }
     }
 }
@@ -35,6 +38,7 @@ pub struct SettingsPatch {
     pub retry_delay: Option<f64>,
     pub retry_jitter: Option<f64>,
     pub automatic_extension_threshold: Option<f64>,
+    pub fencing: Option<bool>,
 }
 
 impl Settings {
@@ -68,6 +72,9 @@ impl Settings {
         if let Some(v) = patch.automatic_extension_threshold {
             s.automatic_extension_threshold_ms =
                 non_negative_ms("settings.automaticExtensionThreshold", v)?;
+        }
+        if let Some(f) = patch.fencing {
+            s.fencing = f;
         }
         Ok(s)
     }
@@ -125,11 +132,13 @@ mod tests {
                 retry_jitter: Some(0.0),
                 drift_factor: Some(0.0),
                 automatic_extension_threshold: Some(0.0),
+                fencing: Some(true),
             })
             .unwrap();
         assert_eq!(s.retry_count, 0);
         assert_eq!(s.max_attempts(), Some(1));
         assert_eq!(s.retry_pause(0.9), Duration::ZERO);
+        assert!(s.fencing);
     }
 
     #[test]

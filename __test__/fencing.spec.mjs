@@ -1,0 +1,83 @@
+// Fencing tokens: computed over a quorum, strictly increasing per resource across
+// Redlock instances, one token for a multi-resource lock, monotonic when a minority of
+// nodes restarts empty.
+import test from 'ava'
+
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { clientsFor, lib, resource, useServers } from './helpers.mjs'
+
+const { Redlock } = lib
+const servers = useServers(test, 3)
+
+test('no fencing by default; fences strictly increase across instances when on', async (t) => {
+  const plain = new Redlock(clientsFor(t, servers))
+  const key = resource(t)
+  const unfenced = await plain.acquire([key], 1_000)
+  t.is(unfenced.fence, undefined)
+  await unfenced.release()
+  const a = new Redlock(clientsFor(t, servers), { fencing: true })
+  const b = new Redlock(clientsFor(t, servers), { fencing: true })
+  const fences = []
+  for (let i = 0; i < 10; i++) {
+    const lock = await (i % 2 ? b : a).acquire([key], 1_000)
+    t.is(typeof lock.fence, 'bigint')
+    fences.push(lock.fence)
+    const extended = await lock.extend(1_000)
+    t.is(extended.fence, lock.fence, 'an extension keeps the fence')
+    await extended.release()
+  }
+  for (let i = 1; i < fences.length; i++) t.true(fences[i] > fences[i - 1], `${fences}`)
+  // Per-call setting, on an instance without fencing.
+  const perCall = await plain.acquire([key], 1_000, { fencing: true })
+  t.true(perCall.fence > fences.at(-1))
+  await perCall.release()
+})
+
+test('a multi-resource lock gets one fence above every earlier fence of each resource', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), { fencing: true })
+  const [x, y] = [resource(t), resource(t)]
+  for (let i = 0; i < 3; i++) await (await redlock.acquire([x], 1_000)).release()
+  const onY = await redlock.acquire([y], 1_000)
+  await onY.release()
+  const both = await redlock.acquire([x, y], 1_000)
+  t.true(both.fence > 3n)
+  t.true(both.fence > onY.fence)
+  await both.release()
+  t.true((await redlock.acquire([y], 1_000)).fence > both.fence, 'y continues above the shared fence')
+})
+
+test('the seed API keeps the fence readable with fenceOf', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), { fencing: true })
+  const key = resource(t)
+  t.is(redlock.fenceOf(key), undefined)
+  t.true(await redlock.acquireLock(key, 1_000))
+  const first = redlock.fenceOf(key)
+  t.is(typeof first, 'bigint')
+  await redlock.releaseLock(key, true)
+  t.is(redlock.fenceOf(key), undefined)
+  t.true(await redlock.acquireLock(key, 1_000))
+  t.true(redlock.fenceOf(key) > first)
+  await redlock.releaseLock(key, true)
+  t.throws(() => redlock.fenceOf(''), { instanceOf: TypeError })
+})
+
+test('fences stay monotonic when a minority of nodes restarts empty, one after the other', async (t) => {
+  const own = await startServers(3)
+  t.teardown(() => stopServers(own))
+  const redlock = new Redlock(clientsFor(t, own, { connectTimeout: 500 }), { fencing: true, retryCount: 3, retryDelay: 50 })
+  const key = resource(t)
+  const fences = []
+  const take = async () => {
+    const lock = await redlock.acquire([key], 1_000)
+    fences.push(lock.fence)
+    await lock.release()
+  }
+  for (let i = 0; i < 3; i++) await take()
+  for (const node of own) {
+    await node.kill() // its counters are lost with it
+    await node.start()
+    await take()
+    await take()
+  }
+  for (let i = 1; i < fences.length; i++) t.true(fences[i] > fences[i - 1], `${fences}`)
+})
