@@ -1,0 +1,96 @@
+// Network faults through a TCP proxy: a node delayed, blackholed, resetting, or answering
+// garbage. Operations finish within the time-outs, nothing hangs or crashes, and a node
+// that behaves again is used again.
+import test from 'ava'
+
+import { TcpProxy } from '../scripts/tcp-proxy.mjs'
+import { lib, resource, useServers, valuesOn } from './helpers.mjs'
+
+const { Redis, Redlock, ExecutionError } = lib
+const servers = useServers(test, 3)
+const TIMEOUT = 300
+
+async function proxied(t) {
+  const proxies = await Promise.all(servers.map((s) => new TcpProxy(s.port).start()))
+  t.teardown(() => Promise.all(proxies.map((p) => p.stop())))
+  const clients = proxies.map((p) => new Redis({ port: p.port, connectTimeout: TIMEOUT, commandTimeout: TIMEOUT }))
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  await Promise.all(clients.map((c) => c.call('PING')))
+  return { proxies, clients, redlock }
+}
+
+const within = async (t, ms, promise) => {
+  const started = Date.now()
+  const result = await promise
+  t.true(Date.now() - started < ms, `took ${Date.now() - started} ms`)
+  return result
+}
+
+for (const mode of ['blackhole', 'delay', 'reset', 'garbage']) {
+  test(`one node ${mode === 'delay' ? 'delayed past its time-out' : mode}: acquire, extend and release still work, and it is used again after`, async (t) => {
+    const { proxies, clients, redlock } = await proxied(t)
+    const key = resource(t)
+    proxies[0].mode = mode
+    proxies[0].delayMs = TIMEOUT * 3
+    if (mode === 'reset') proxies[0].reset()
+    const lock = await within(t, 3_000, redlock.acquire([key], 5_000))
+    const extended = await within(t, 3_000, lock.extend(5_000))
+    await within(t, 3_000, extended.release())
+    t.deepEqual((await valuesOn(servers, key)).slice(1), [null, null])
+    // A direct command on the faulty node rejects cleanly.
+    await t.throwsAsync(within(t, 3_000, clients[0].get('x')))
+    // Back to normal: the node votes again.
+    proxies[0].mode = 'pass'
+    proxies[0].reset() // the old connection carries stale replies: drop it
+    let onFirst = false
+    for (let i = 0; i < 20 && !onFirst; i++) {
+      const again = await redlock.acquire([resource(t)], 5_000)
+      await new Promise((r) => setTimeout(r, 50)) // the third node's vote may come after the decision
+      onFirst = (await servers[0].command('GET', again.resources[0])) === again.value
+      await again.release()
+    }
+    t.true(onFirst, 'the node holds locks again')
+    t.is(await clients[0].get('x'), null)
+  })
+}
+
+test('a majority blackholed: a clear failure within the time-outs, no hang', async (t) => {
+  const { proxies, redlock } = await proxied(t)
+  proxies[0].mode = 'blackhole'
+  proxies[1].mode = 'blackhole'
+  const err = await within(t, 3_000, t.throwsAsync(redlock.acquire([resource(t)], 5_000), { instanceOf: ExecutionError }))
+  const stats = await err.attempts[0]
+  t.is(stats.votesAgainst.size, 2)
+  for (const e of stats.votesAgainst.values()) t.regex(e.message, /no reply within/)
+  t.is(await within(t, 3_000, redlock.acquireLock(resource(t), 5_000)), null)
+})
+
+test('minority killed mid-hold: extend and release succeed; majority killed: clear failure', async (t) => {
+  const { startServers, stopServers } = await import('../scripts/redis-servers.mjs')
+  const own = await startServers(5)
+  t.teardown(() => stopServers(own))
+  const redlock = new Redlock(own.map((s) => new Redis({ port: s.port, connectTimeout: TIMEOUT, commandTimeout: TIMEOUT })), { retryCount: 1, retryDelay: 50 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 5_000)
+  await Promise.all([own[0].kill(), own[1].kill()])
+  const extended = await within(t, 3_000, lock.extend(5_000))
+  await within(t, 3_000, extended.release())
+  t.deepEqual(await valuesOn(own.slice(2), key), [null, null, null])
+  const second = await redlock.acquire([key], 5_000)
+  await own[2].kill()
+  await within(t, 3_000, t.throwsAsync(second.extend(5_000), { instanceOf: ExecutionError }))
+  await within(t, 3_000, t.throwsAsync(second.release(), { instanceOf: ExecutionError }))
+})
+
+test('garbage from the server rejects a command cleanly', async (t) => {
+  const proxy = await new TcpProxy(servers[0].port).start()
+  t.teardown(() => proxy.stop())
+  const client = new Redis({ port: proxy.port, connectTimeout: TIMEOUT, commandTimeout: TIMEOUT })
+  t.teardown(() => client.quit())
+  await client.call('PING')
+  proxy.mode = 'garbage'
+  await t.throwsAsync(within(t, 3_000, client.get('x')))
+  await t.throwsAsync(within(t, 3_000, client.set('x', 'y')))
+})
