@@ -1,0 +1,83 @@
+// Authentication (password and ACL users) and TLS with a self-signed CA, on real servers;
+// wrong credentials fail clearly without showing the secret.
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+import test from 'ava'
+
+import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
+import { lib, resource } from './helpers.mjs'
+
+const { Redis, RedisJsClient, Redlock } = lib
+
+test('ACL users: username and password by options and URL; locks work; wrong ones fail without the secret', async (t) => {
+  const server = await new RedisServer({ password: 'admin-secret' }).start()
+  t.teardown(() => server.stop())
+  await server.command('ACL', 'SETUSER', 'locker', 'on', '>locker-secret', '~*', '&*', '+@all')
+  const clients = [
+    new Redis({ port: server.port, username: 'locker', password: 'locker-secret' }),
+    new Redis(`redis://locker:locker-secret@127.0.0.1:${server.port}`),
+    new RedisJsClient({ url: `redis://127.0.0.1:${server.port}`, username: 'locker', password: 'locker-secret' }),
+  ]
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 1_000)
+  t.is(await rawCommand(server.port, ['GET', key], { password: 'admin-secret' }), lock.value)
+  await lock.release()
+  for (const wrong of [
+    new Redis({ port: server.port, username: 'locker', password: 'not-the-secret' }),
+    new Redis(`redis://nobody:not-the-secret@127.0.0.1:${server.port}`),
+  ]) {
+    const err = await t.throwsAsync(wrong.get('x'))
+    t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${server.port}`))
+    t.regex(err.message, /auth|password|WRONGPASS/i)
+    t.false(err.message.includes('not-the-secret'))
+    await wrong.quit()
+  }
+})
+
+function makeCertificates(dir) {
+  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=redlock-rs test CA', '-keyout', 'ca.key', '-out', 'ca.crt')
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr')
+  writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'server.crt', '-extfile', 'san.ext')
+}
+
+test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  makeCertificates(dir)
+  const tlsPort = await freePort()
+  const server = new RedisServer({
+    args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
+      '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', 'no'],
+  })
+  await server.start()
+  t.teardown(() => server.stop())
+  const ca = readFileSync(path.join(dir, 'ca.crt'), 'utf8')
+  const clients = [
+    new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca } }),
+    new Redis(`rediss://127.0.0.1:${tlsPort}`, { tls: { ca } }),
+    new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { tls: { ca } } }),
+  ]
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  t.is(await clients[0].call('PING'), 'PONG')
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 1_000)
+  t.is(await server.command('GET', key), lock.value, 'written through TLS, read over plain TCP')
+  await lock.release()
+  // Without the CA the certificate is not trusted.
+  const untrusted = new Redis({ host: '127.0.0.1', port: tlsPort, tls: true, connectTimeout: 2_000 })
+  const err = await t.throwsAsync(untrusted.get('x'))
+  t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${tlsPort}`))
+  await untrusted.quit()
+  // rejectUnauthorized: false accepts it (testing only).
+  const insecure = new Redis({ host: '127.0.0.1', port: tlsPort, tls: { rejectUnauthorized: false } })
+  t.is(await insecure.call('PING'), 'PONG')
+  await insecure.quit()
+})
