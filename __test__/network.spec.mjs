@@ -94,3 +94,31 @@ test('garbage from the server rejects a command cleanly', async (t) => {
   await t.throwsAsync(within(t, 3_000, client.get('x')))
   await t.throwsAsync(within(t, 3_000, client.set('x', 'y')))
 })
+
+test('a node known down is not waited for again at every call, and is used again when it answers', async (t) => {
+  const proxy = await new TcpProxy(servers[0].port).start()
+  t.teardown(() => proxy.stop())
+  proxy.mode = 'blackhole' // TCP connects, the Redis handshake never completes
+  const client = new Redis({ port: proxy.port, connectTimeout: 1_000, commandTimeout: 300, lazyConnect: true })
+  t.teardown(() => client.quit())
+  let started = Date.now()
+  const first = await t.throwsAsync(client.get('x'))
+  t.regex(first.message, /no connection within 1000 ms/)
+  t.true(Date.now() - started >= 900, 'the first call waited for the connect time-out')
+  started = Date.now()
+  for (let i = 0; i < 5; i++) await t.throwsAsync(client.get('x'), { message: /no connection within/ })
+  t.true(Date.now() - started < 500, `the next calls failed at once (${Date.now() - started} ms for 5)`)
+  proxy.mode = 'pass'
+  proxy.reset()
+  let value
+  const deadline = Date.now() + 8_000
+  while (Date.now() < deadline) {
+    try {
+      value = await client.get('x')
+      break
+    } catch {
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+  t.is(value, null, 'answered again after the back-off')
+})

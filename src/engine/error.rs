@@ -8,6 +8,8 @@ use std::fmt;
 pub enum NodeError {
     /// The connection could not be established.
     Connect { addr: String, reason: String },
+    /// No connection within the connect time-out (a host that does not answer).
+    ConnectTimeout { addr: String, ms: u64 },
     /// No answer within the time allowed.
     Timeout { addr: String, ms: u64 },
     /// `quit()` was called on this client.
@@ -35,6 +37,9 @@ impl fmt::Display for NodeError {
         match self {
             NodeError::Connect { addr, reason } => {
                 write!(f, "Redis {addr}: could not connect: {reason}")
+            }
+            NodeError::ConnectTimeout { addr, ms } => {
+                write!(f, "Redis {addr}: could not connect: no connection within {ms} ms (connectTimeout)")
             }
             NodeError::Timeout { addr, ms } => {
                 write!(f, "Redis {addr}: no reply within {ms} ms")

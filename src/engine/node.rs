@@ -3,7 +3,7 @@
 //! on every wait.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::MultiplexedConnection;
@@ -30,7 +30,21 @@ struct State {
     /// Bumped whenever the slot changes, so a stale failure never drops a newer connection.
     generation: u64,
     slot: Slot,
+    /// A host that did not answer within the connect time-out is not tried again until
+    /// `until` (doubling, up to [`MAX_BACKOFF`]): calls meanwhile fail at once with the
+    /// last error instead of each waiting the whole time-out. The first call after it
+    /// probes. A refused connection is cheap and is retried at once.
+    down: Option<Down>,
 }
+
+struct Down {
+    until: Instant,
+    backoff: Duration,
+    error: NodeError,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A Redis node shared by clients and locks.
 pub struct Node {
@@ -119,6 +133,7 @@ impl Node {
             state: Mutex::new(State {
                 generation: 0,
                 slot: Slot::Idle,
+                down: None,
             }),
             subscriber: tokio::sync::Mutex::new(None),
             set_nx_get: std::sync::atomic::AtomicBool::new(true),
@@ -159,6 +174,9 @@ impl Node {
                 }
                 Slot::Connecting(f) => (f.clone(), st.generation),
                 Slot::Idle => {
+                    if let Some(down) = st.down.as_ref().filter(|d| Instant::now() < d.until) {
+                        return Err(down.error.clone());
+                    }
                     st.generation += 1;
                     let f = establish(self.client.clone(), self.config.clone())
                         .boxed()
@@ -174,6 +192,20 @@ impl Node {
             st.slot = match &result {
                 Ok(c) => Slot::Ready(c.clone()),
                 Err(_) => Slot::Idle,
+            };
+            st.down = match &result {
+                Err(error @ NodeError::ConnectTimeout { .. }) => {
+                    let backoff = st
+                        .down
+                        .as_ref()
+                        .map_or(FIRST_BACKOFF, |d| (d.backoff * 2).min(MAX_BACKOFF));
+                    Some(Down {
+                        until: Instant::now() + backoff,
+                        backoff,
+                        error: error.clone(),
+                    })
+                }
+                _ => None,
             };
         }
         if matches!(st.slot, Slot::Closed) {
@@ -356,16 +388,13 @@ async fn establish(client: Client, config: NodeConfig) -> Result<MultiplexedConn
     };
     match tokio::time::timeout(config.connect_timeout, work).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(NodeError::Connect {
+        Ok(Err(e)) if !e.is_timeout() => Err(NodeError::Connect {
             addr,
             reason: e.to_string(),
         }),
-        Err(_) => Err(NodeError::Connect {
+        _ => Err(NodeError::ConnectTimeout {
             addr,
-            reason: format!(
-                "no connection within {} ms (connectTimeout)",
-                config.connect_timeout.as_millis()
-            ),
+            ms: config.connect_timeout.as_millis() as u64,
         }),
     }
 }
