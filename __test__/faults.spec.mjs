@@ -135,3 +135,22 @@ test('a server restarted between commands is reconnected transparently', async (
   // The old connection is dead; the command is resent on a new one.
   t.is(await client.get('k'), null)
 })
+
+test('a node restarted empty while a lock is held: the remaining majority still excludes others', async (t) => {
+  const all = await servers(t, 3)
+  const owner = new Redlock(clientsFor(t, all, { connectTimeout: 500 }), { fencing: true })
+  const rival = new Redlock(clientsFor(t, all, { connectTimeout: 500 }), { retryCount: 2, retryDelay: 20, fencing: true })
+  const key = resource(t)
+  const lock = await owner.acquire([key], 10_000)
+  await all[0].kill()
+  await all[0].start() // empty: it forgot the lock
+  t.deepEqual(await valuesOn(all, key), [null, lock.value, lock.value])
+  await t.throwsAsync(rival.acquire([key], 10_000), { instanceOf: lib.ExecutionError })
+  t.is(await rival.acquireLock(key, 10_000), false)
+  t.deepEqual(await valuesOn(all, key), [null, lock.value, lock.value], 'the failed attempts left nothing')
+  const extended = await lock.extend(10_000)
+  await extended.release()
+  const next = await rival.acquire([key], 10_000)
+  t.true(next.fence > lock.fence, 'fencing stays monotonic')
+  await next.release()
+})
