@@ -100,9 +100,6 @@ function nativeClientFor(client, i) {
     if (client.isCluster === true || Array.isArray(client.startupNodes)) {
       throw new TypeError(`clients[${i}]: ioredis Cluster clients are not supported yet.`)
     }
-    if (Array.isArray(options.sentinels) && options.sentinels.length > 0) {
-      throw new TypeError(`clients[${i}]: Redis Sentinel clients are not supported yet.`)
-    }
     if (typeof client.evalsha === 'function' && 'port' in options) {
       // ioredis Redis
       return new Redis({
@@ -115,6 +112,14 @@ function nativeClientFor(client, i) {
         connectTimeout: options.connectTimeout || undefined,
         commandTimeout: options.commandTimeout || undefined,
         lazyConnect: options.lazyConnect === true,
+        ...(Array.isArray(options.sentinels) && options.sentinels.length > 0
+          ? {
+              sentinels: options.sentinels.map(({ host, port }) => ({ host, port })),
+              name: options.name,
+              sentinelUsername: options.sentinelUsername || undefined,
+              sentinelPassword: options.sentinelPassword || undefined,
+            }
+          : {}),
       })
     }
     if (typeof client.sendCommand === 'function' && ('url' in options || 'socket' in options)) {

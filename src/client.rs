@@ -8,7 +8,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::engine::args;
-use crate::engine::config::{NodeConfig, TlsConfig};
+use crate::engine::config::{NodeConfig, SentinelConfig, TlsConfig};
 use crate::engine::node::Node;
 use crate::js::{self, check, classify, field, opt_bool, opt_number, opt_string, type_error, Val};
 use crate::reply::Reply;
@@ -43,15 +43,53 @@ fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
     }
 }
 
-fn refuse_sentinels(env: &Env, o: &Object, ctx: &str) -> Result<()> {
-    if !matches!(field(o, "sentinels")?, Val::Missing) {
+/// Redis Sentinel: `sentinels: [{ host, port }]`, `name`, `sentinelUsername`,
+/// `sentinelPassword`.
+fn sentinel_options(env: &Env, cfg: &mut NodeConfig, o: &Object, ctx: &str) -> Result<()> {
+    let list = match field(o, "sentinels")? {
+        Val::Missing => return Ok(()),
+        Val::Array(items) if !items.is_empty() => items,
+        other => {
+            return Err(type_error(
+                env,
+                &format!("{ctx}.sentinels"),
+                "a non-empty array of { host, port }",
+                &other,
+            ))
+        }
+    };
+    let mut sentinels = Vec::with_capacity(list.len());
+    for (i, item) in list.into_iter().enumerate() {
+        let name = format!("{ctx}.sentinels[{i}]");
+        let Val::Object(s) = classify(Some(item))? else {
+            return Err(type_error(
+                env,
+                &name,
+                "an object { host, port }",
+                &Val::Other("other"),
+            ));
+        };
+        let host = opt_string(env, &s, &name, "host")?.unwrap_or_else(|| "127.0.0.1".into());
+        let port = match opt_number(env, &s, &name, "port")? {
+            Some(p) => check(env, args::port(&format!("{name}.port"), p))?,
+            None => 26379,
+        };
+        sentinels.push((host, port));
+    }
+    let Some(group) = opt_string(env, o, ctx, "name")?.filter(|n| !n.is_empty()) else {
         return Err(js::throw(
             env,
             crate::engine::error::ArgError::type_error(format!(
-                "{ctx}.sentinels: Redis Sentinel is not supported yet."
+                "{ctx}.name must name the master group when {ctx}.sentinels is given."
             )),
         ));
-    }
+    };
+    cfg.sentinel = Some(SentinelConfig {
+        sentinels,
+        name: group,
+        username: opt_string(env, o, ctx, "sentinelUsername")?,
+        password: opt_string(env, o, ctx, "sentinelPassword")?,
+    });
     Ok(())
 }
 
@@ -59,7 +97,7 @@ fn refuse_sentinels(env: &Env, o: &Object, ctx: &str) -> Result<()> {
 /// commandTimeout, lazyConnect. Returns lazyConnect.
 fn ioredis_options(env: &Env, cfg: &mut NodeConfig, o: &Object) -> Result<bool> {
     let ctx = "options";
-    refuse_sentinels(env, o, ctx)?;
+    sentinel_options(env, cfg, o, ctx)?;
     if let Some(h) = opt_string(env, o, ctx, "host")? {
         cfg.host = h;
     }
@@ -154,7 +192,7 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
         other => return Err(type_error(env, "options", "an object like { url }", &other)),
     };
     let ctx = "options";
-    refuse_sentinels(env, &o, ctx)?;
+    sentinel_options(env, &mut cfg, &o, ctx)?;
     if let Some(url) = opt_string(env, &o, ctx, "url")? {
         check(env, cfg.apply_url("options.url", &url))?;
     }

@@ -37,6 +37,15 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
+/// Redis Sentinel: the master of group `name` is discovered through `sentinels`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub sentinels: Vec<(String, u16)>,
+    pub name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
 /// Everything needed to connect to one node.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -48,6 +57,8 @@ pub struct NodeConfig {
     pub tls: Option<TlsConfig>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// When set, `host`/`port` are the master's, found through the sentinels.
+    pub sentinel: Option<SentinelConfig>,
 }
 
 impl Default for NodeConfig {
@@ -61,13 +72,23 @@ impl Default for NodeConfig {
             tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            sentinel: None,
         }
     }
 }
 
 impl NodeConfig {
-    /// `host:port` (IPv6 hosts in brackets): how errors name this node.
+    /// How errors name this node: `host:port` (IPv6 hosts in brackets), or for Sentinel
+    /// the master group before its master is known.
     pub fn addr(&self) -> String {
+        if let Some(s) = &self.sentinel {
+            return format!("sentinel master '{}'", s.name);
+        }
+        self.host_port()
+    }
+
+    /// `host:port` (IPv6 hosts in brackets).
+    pub fn host_port(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -93,7 +114,15 @@ impl NodeConfig {
         } else {
             String::new()
         };
-        format!("{scheme}://{auth}{}{db}", self.addr())
+        if let Some(s) = &self.sentinel {
+            let hosts: Vec<String> = s
+                .sentinels
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect();
+            return format!("redis+sentinel://{auth}{}/{}{db}", hosts.join(","), s.name);
+        }
+        format!("{scheme}://{auth}{}{db}", self.host_port())
     }
 
     /// Applies a `redis://[user:pass@]host[:port][/db]` or `rediss://...` URL on top of

@@ -12,12 +12,14 @@ use redis::{
     RedisConnectionInfo, RedisError,
 };
 
-use crate::engine::config::NodeConfig;
+use crate::engine::config::{NodeConfig, SentinelConfig};
 use crate::engine::error::NodeError;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{self, LockScript};
 
-type ConnectFuture = Shared<BoxFuture<'static, Result<MultiplexedConnection, NodeError>>>;
+/// A new connection, and for Sentinel the master's client and address when they changed.
+type Connected = (MultiplexedConnection, Option<(Client, String)>);
+type ConnectFuture = Shared<BoxFuture<'static, Result<Connected, NodeError>>>;
 
 enum Slot {
     Idle,
@@ -49,8 +51,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A Redis node shared by clients and locks.
 pub struct Node {
     config: NodeConfig,
-    addr: String,
-    client: Client,
+    /// How errors name the node (for Sentinel: the current master, once found).
+    addr: std::sync::RwLock<String>,
+    /// The client of the node (for Sentinel: of the current master).
+    client: std::sync::RwLock<Client>,
     state: Mutex<State>,
     /// Whether the server takes `SET key value NX PX ms GET` (Redis >= 7.0); learnt from
     /// its first refusal.
@@ -127,9 +131,9 @@ impl Node {
     pub fn new(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let client = build_client(&config)?;
         Ok(Arc::new(Node {
-            addr: config.addr(),
+            addr: std::sync::RwLock::new(config.addr()),
             config,
-            client,
+            client: std::sync::RwLock::new(client),
             state: Mutex::new(State {
                 generation: 0,
                 slot: Slot::Idle,
@@ -145,8 +149,15 @@ impl Node {
     }
 
     /// `host:port`, how errors name this node.
-    pub fn addr(&self) -> &str {
-        &self.addr
+    pub fn addr(&self) -> String {
+        self.addr.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -167,18 +178,14 @@ impl Node {
             let mut st = self.lock_state();
             match &st.slot {
                 Slot::Ready(c) => return Ok((c.clone(), st.generation)),
-                Slot::Closed => {
-                    return Err(NodeError::Closed {
-                        addr: self.addr.clone(),
-                    })
-                }
+                Slot::Closed => return Err(NodeError::Closed { addr: self.addr() }),
                 Slot::Connecting(f) => (f.clone(), st.generation),
                 Slot::Idle => {
                     if let Some(down) = st.down.as_ref().filter(|d| Instant::now() < d.until) {
                         return Err(down.error.clone());
                     }
                     st.generation += 1;
-                    let f = establish(self.client.clone(), self.config.clone())
+                    let f = establish(self.client(), self.config.clone())
                         .boxed()
                         .shared();
                     st.slot = Slot::Connecting(f.clone());
@@ -186,7 +193,13 @@ impl Node {
                 }
             }
         };
-        let result = fut.await;
+        let result = fut.await.map(|(conn, found)| {
+            if let Some((client, addr)) = found {
+                *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+                *self.addr.write().unwrap_or_else(|p| p.into_inner()) = addr;
+            }
+            conn
+        });
         let mut st = self.lock_state();
         if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
             st.slot = match &result {
@@ -209,9 +222,7 @@ impl Node {
             };
         }
         if matches!(st.slot, Slot::Closed) {
-            return Err(NodeError::Closed {
-                addr: self.addr.clone(),
-            });
+            return Err(NodeError::Closed { addr: self.addr() });
         }
         result.map(|c| (c, generation))
     }
@@ -227,15 +238,20 @@ impl Node {
     fn map_error(&self, e: RedisError, generation: u64) -> NodeError {
         if e.is_timeout() {
             return NodeError::Timeout {
-                addr: self.addr.clone(),
+                addr: self.addr(),
                 ms: self.config.command_timeout.as_millis() as u64,
             };
         }
-        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+        // READONLY: the server is a replica now (a failover); reconnecting finds the master.
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || e.code() == Some("READONLY")
+        {
             self.invalidate(generation);
         }
         NodeError::Command {
-            addr: self.addr.clone(),
+            addr: self.addr(),
             reason: e.to_string(),
         }
     }
@@ -274,7 +290,7 @@ impl Node {
             Some(w) => tokio::time::timeout(w, fut)
                 .await
                 .map_err(|_| NodeError::Timeout {
-                    addr: self.addr.clone(),
+                    addr: self.addr(),
                     ms: w.as_millis() as u64,
                 }),
         }
@@ -337,11 +353,9 @@ impl Node {
             return Ok(s.clone());
         }
         if self.is_closed() {
-            return Err(NodeError::Closed {
-                addr: self.addr.clone(),
-            });
+            return Err(NodeError::Closed { addr: self.addr() });
         }
-        let s = Subscriber::connect(&self.client, &self.config).await?;
+        let s = Subscriber::connect(&self.client(), &self.config).await?;
         *slot = Some(s.clone());
         Ok(s)
     }
@@ -368,9 +382,119 @@ impl Node {
     }
 }
 
-/// Connects, then loads the lock scripts so that the first `EVALSHA` finds them.
-async fn establish(client: Client, config: NodeConfig) -> Result<MultiplexedConnection, NodeError> {
-    let addr = config.addr();
+/// Connects (for Sentinel: to the master the sentinels name), then loads the lock
+/// scripts so that the first `EVALSHA` finds them.
+async fn establish(client: Client, config: NodeConfig) -> Result<Connected, NodeError> {
+    let Some(sentinel) = &config.sentinel else {
+        return connect_to(client, &config).await.map(|c| (c, None));
+    };
+    let work = async {
+        let (host, port) = discover_master(sentinel, &config).await?;
+        let master = NodeConfig {
+            host,
+            port,
+            sentinel: None,
+            ..config.clone()
+        };
+        let client = build_client(&master)?;
+        let mut conn = connect_to(client.clone(), &master).await?;
+        // A sentinel may still name a master that was just demoted.
+        let role: Vec<redis::Value> =
+            redis::cmd("ROLE")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| NodeError::Connect {
+                    addr: master.host_port(),
+                    reason: e.to_string(),
+                })?;
+        match role.first() {
+            Some(redis::Value::BulkString(r)) if r == b"master" => {}
+            _ => {
+                return Err(NodeError::Connect {
+                    addr: master.host_port(),
+                    reason: "not a master (a failover is under way)".into(),
+                })
+            }
+        }
+        Ok((conn, Some((client, master.host_port()))))
+    };
+    match tokio::time::timeout(config.connect_timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(NodeError::ConnectTimeout {
+            addr: config.addr(),
+            ms: config.connect_timeout.as_millis() as u64,
+        }),
+    }
+}
+
+/// Asks the sentinels, in order, for the address of the master; the first answer wins.
+async fn discover_master(
+    sentinel: &SentinelConfig,
+    config: &NodeConfig,
+) -> Result<(String, u16), NodeError> {
+    let mut reasons = Vec::new();
+    for (host, port) in &sentinel.sentinels {
+        let at = NodeConfig {
+            host: host.clone(),
+            port: *port,
+            username: sentinel.username.clone(),
+            password: sentinel.password.clone(),
+            db: 0,
+            sentinel: None,
+            ..config.clone()
+        };
+        let ask = async {
+            let mut conn = connect_plain(build_client(&at)?, &at).await?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&sentinel.name)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+                .map_err(|e| NodeError::Command {
+                    addr: at.host_port(),
+                    reason: e.to_string(),
+                })
+        };
+        match tokio::time::timeout(config.command_timeout.max(config.connect_timeout), ask).await {
+            Ok(Ok(Some(master))) => return Ok(master),
+            Ok(Ok(None)) => reasons.push(format!(
+                "{} knows no master '{}'",
+                at.host_port(),
+                sentinel.name
+            )),
+            Ok(Err(e)) => reasons.push(e.to_string()),
+            Err(_) => reasons.push(format!("{}: no answer", at.host_port())),
+        }
+    }
+    Err(NodeError::Connect {
+        addr: config.addr(),
+        reason: format!("no sentinel named the master: {}", reasons.join("; ")),
+    })
+}
+
+/// A connection without the lock scripts (to a sentinel).
+async fn connect_plain(
+    client: Client,
+    config: &NodeConfig,
+) -> Result<MultiplexedConnection, NodeError> {
+    let conn_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&conn_config)
+        .await
+        .map_err(|e| NodeError::Connect {
+            addr: config.host_port(),
+            reason: e.to_string(),
+        })
+}
+
+/// Connects to one server and loads the lock scripts.
+async fn connect_to(
+    client: Client,
+    config: &NodeConfig,
+) -> Result<MultiplexedConnection, NodeError> {
+    let addr = config.host_port();
     let conn_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         // Waits are bounded by our own timers (per command, or per lock attempt).

@@ -1,0 +1,114 @@
+// Redis Sentinel: a master, a replica and 3 sentinels (redis-server --sentinel). Clients
+// find the master through the sentinels and follow it through a forced failover.
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+import test from 'ava'
+
+import { RedisServer, freePort, rawCommand, redisServerBin } from '../scripts/redis-servers.mjs'
+import { createRequire } from 'node:module'
+import { lib, resource, sleep } from './helpers.mjs'
+
+const require = createRequire(import.meta.url)
+const IORedis = require('ioredis')
+const { Redis, RedisJsClient, Redlock } = lib
+
+async function until(check, ms, what) {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      if (await check()) return
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(100)
+  }
+}
+
+async function startSentinels(masterPort, count) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-sentinel-'))
+  const sentinels = []
+  for (let i = 0; i < count; i++) {
+    const port = await freePort()
+    const conf = path.join(dir, `sentinel-${i}.conf`)
+    writeFileSync(
+      conf,
+      [
+        `port ${port}`, 'bind 127.0.0.1', 'protected-mode no', `dir ${dir}`,
+        `sentinel monitor mymaster 127.0.0.1 ${masterPort} 2`,
+        'sentinel down-after-milliseconds mymaster 1000',
+        'sentinel failover-timeout mymaster 3000',
+        'sentinel parallel-syncs mymaster 1',
+      ].join('\n') + '\n',
+    )
+    const child = spawn(redisServerBin(), [conf, '--sentinel'], { stdio: 'ignore' })
+    sentinels.push({ port, child })
+  }
+  const stop = () => {
+    for (const s of sentinels) s.child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
+  return { sentinels, stop }
+}
+
+const masterOf = async (port) => (await rawCommand(port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster']))?.[1]
+
+test('clients find the master through the sentinels and follow it through a failover', async (t) => {
+  const master = await new RedisServer().start()
+  const replica = await new RedisServer().start()
+  await replica.command('REPLICAOF', '127.0.0.1', String(master.port))
+  await until(async () => (await replica.command('INFO', 'replication')).includes('master_link_status:up'), 10_000, 'the replica to sync')
+  const { sentinels, stop } = await startSentinels(master.port, 3)
+  t.teardown(async () => {
+    stop()
+    await master.stop()
+    await replica.stop()
+  })
+  // The sentinels know the master and its replica.
+  await until(async () => Number(await masterOf(sentinels[0].port)) === master.port, 10_000, 'the sentinels')
+  // Every sentinel must know a healthy replica before a failover can promote it.
+  const healthyReplica = async (port) => {
+    const replicas = await rawCommand(port, ['SENTINEL', 'REPLICAS', 'mymaster'])
+    return replicas.some((fields) => {
+      const info = Object.fromEntries(fields.flatMap((v, i) => (i % 2 ? [] : [[v, fields[i + 1]]])))
+      return info.flags === 'slave' && info['master-link-status'] === 'ok'
+    })
+  }
+  await until(async () => (await Promise.all(sentinels.map((s) => healthyReplica(s.port)))).every(Boolean), 30_000, 'the replica to be known')
+  const group = { sentinels: sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), name: 'mymaster' }
+  const opts = { ...group, connectTimeout: 1_000, commandTimeout: 500 }
+  const clients = [new Redis(opts), new RedisJsClient(opts)]
+  const io = new IORedis({ ...group, lazyConnect: true })
+  const redlock = new Redlock([...clients, io], { retryCount: 0 })
+  t.teardown(() => Promise.all([...clients.map((c) => c.quit()), redlock.quit()]))
+
+  await clients[0].set('before', 'failover')
+  t.is(await master.command('GET', 'before'), 'failover', 'written to the master')
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  t.is(await master.command('GET', lock.resources[0]), lock.value)
+  await lock.release()
+
+  await until(async () => (await rawCommand(sentinels[0].port, ['SENTINEL', 'FAILOVER', 'mymaster'])) === 'OK', 20_000, 'the failover to start')
+  await until(async () => Number(await masterOf(sentinels[0].port)) === replica.port, 15_000, 'the failover')
+  await until(async () => (await master.command('ROLE'))[0] === 'slave', 15_000, 'the old master to be demoted')
+
+  // Writes and new locks go to the promoted master within a few seconds.
+  const started = Date.now()
+  await until(async () => (await clients[0].set('after', 'failover'), true), 10_000, 'a write after the failover')
+  await until(async () => (await clients[1].set('after2', 'failover'), true), 10_000, 'a node-redis-shaped write')
+  t.log(`writing again ${Date.now() - started} ms after the failover`)
+  t.is(await replica.command('GET', 'after'), 'failover')
+  let after
+  await until(async () => (after = await redlock.acquire([resource(t)], 5_000)), 10_000, 'a lock after the failover')
+  t.is(await replica.command('GET', after.resources[0]), after.value, 'the lock is on the promoted master')
+  await after.release()
+  t.deepEqual((await master.command('ROLE'))[0], 'slave', 'the old master stays a replica')
+})
+
+test('bad sentinel options are refused', (t) => {
+  t.throws(() => new Redis({ sentinels: [] , name: 'x' }), { instanceOf: TypeError, message: /sentinels/ })
+  t.throws(() => new Redis({ sentinels: [{ host: 'h', port: 1 }] }), { instanceOf: TypeError, message: /name/ })
+  t.throws(() => new Redis({ sentinels: [{ host: 'h', port: 0 }], name: 'x' }), { instanceOf: RangeError })
+  t.throws(() => new RedisJsClient({ sentinels: 'x', name: 'x' }), { instanceOf: TypeError })
+})
