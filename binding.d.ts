@@ -76,4 +76,5 @@ export interface RedlockSettings {
   retryJitter: number
   automaticExtensionThreshold: number
   fencing: boolean
+  waitReplicas: number
 }

@@ -93,6 +93,11 @@ export interface Settings extends RedlockSettings {
   automaticExtensionThreshold: number
   /** Give every acquired lock a fencing token (`lock.fence`, `redlock.fenceOf`). Default false. */
   fencing: boolean
+  /**
+   * After acquiring, wait (`WAIT`) until this many replicas of each master acknowledged the
+   * lock; fail the acquire when fewer than a quorum of masters got them. Default 0 (off).
+   */
+  waitReplicas: number
 }
 
 /** What an ioredis `Redis` instance looks like to `new Redlock` (its `options` are read). */

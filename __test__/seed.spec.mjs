@@ -181,6 +181,7 @@ test('settings and clients are readable, with node-redlock defaults', async (t) 
     retryJitter: 100,
     automaticExtensionThreshold: 500,
     fencing: false,
+    waitReplicas: 0,
   })
   t.deepEqual([...redlock.clients], clients)
   t.is(redlock.clients[1], clients[1])

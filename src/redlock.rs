@@ -27,6 +27,7 @@ pub struct RedlockSettings {
     pub retry_jitter: i64,
     pub automatic_extension_threshold: i64,
     pub fencing: bool,
+    pub wait_replicas: i64,
 }
 
 impl From<&Settings> for RedlockSettings {
@@ -38,6 +39,7 @@ impl From<&Settings> for RedlockSettings {
             retry_jitter: s.retry_jitter_ms as i64,
             automatic_extension_threshold: s.automatic_extension_threshold_ms as i64,
             fencing: s.fencing,
+            wait_replicas: s.wait_replicas as i64,
         }
     }
 }
@@ -103,6 +105,7 @@ pub fn read_settings(
         retry_jitter: opt_number(env, &o, name, "retryJitter")?,
         automatic_extension_threshold: opt_number(env, &o, name, "automaticExtensionThreshold")?,
         fencing: opt_bool(env, &o, name, "fencing")?,
+        wait_replicas: opt_number(env, &o, name, "waitReplicas")?,
     };
     check(env, base.apply(&patch))
 }

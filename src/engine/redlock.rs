@@ -392,6 +392,20 @@ impl Quorum {
                 decision = Decision::Lost;
             }
         }
+        // Replication: a quorum of masters must have had the lock acknowledged by
+        // `waitReplicas` replicas each, so that one failover cannot lose it.
+        if decision == Decision::Won
+            && settings.wait_replicas > 0
+            && matches!(op, Op::Acquire { .. })
+        {
+            let left = window.saturating_sub(started.elapsed());
+            if !self
+                .wait_replicas(&votes, settings.wait_replicas, left)
+                .await
+            {
+                decision = Decision::Lost;
+            }
+        }
         let mut outcome = match decision {
             Decision::Won => Ok(match op.ttl_ms() {
                 Some(ttl) => validity_ms(ttl, started.elapsed(), settings.drift_factor),
@@ -455,6 +469,30 @@ impl Quorum {
             ),
         )
         .await;
+    }
+
+    /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
+    /// it); `true` when a quorum of them had it acknowledged by enough replicas in time.
+    async fn wait_replicas(&self, votes: &[Option<Vote>], replicas: u64, within: Duration) -> bool {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(within.as_millis().max(1) as u64);
+        let acked = futures::future::join_all(
+            self.nodes
+                .iter()
+                .zip(votes)
+                .filter(|(_, v)| matches!(v, Some(Vote::For)))
+                .map(|(node, _)| node.send::<u64>(&cmd)),
+        );
+        match tokio::time::timeout(within + Duration::from_millis(50), acked).await {
+            Ok(results) => {
+                let enough = results
+                    .into_iter()
+                    .filter(|r| matches!(r, Ok(n) if *n >= replicas))
+                    .count();
+                enough >= crate::engine::quorum::quorum_of(self.nodes.len())
+            }
+            Err(_) => false,
+        }
     }
 
     /// Raises the fencing counters of `resources` to `fence` on every node; `true` once a

@@ -15,6 +15,9 @@ pub struct Settings {
     pub automatic_extension_threshold_ms: u64,
     /// Give every acquired lock a fencing token.
     pub fencing: bool,
+    /// After acquiring, `WAIT` until this many replicas of each master acknowledged the
+    /// lock (0: do not wait); an acquire without a quorum of such masters fails.
+    pub wait_replicas: u64,
 }
 
 impl Default for Settings {
@@ -26,6 +29,7 @@ impl Default for Settings {
             retry_jitter_ms: 100,
             automatic_extension_threshold_ms: 500,
             fencing: false,
+            wait_replicas: 0,
         }
     }
 }
@@ -39,6 +43,7 @@ pub struct SettingsPatch {
     pub retry_jitter: Option<f64>,
     pub automatic_extension_threshold: Option<f64>,
     pub fencing: Option<bool>,
+    pub wait_replicas: Option<f64>,
 }
 
 impl Settings {
@@ -75,6 +80,15 @@ impl Settings {
         }
         if let Some(f) = patch.fencing {
             s.fencing = f;
+        }
+        if let Some(v) = patch.wait_replicas {
+            if !v.is_finite() || v.fract() != 0.0 || !(0.0..=1000.0).contains(&v) {
+                return Err(ArgError::range_error(format!(
+                    "settings.waitReplicas must be an integer from 0 to 1000. Got {}.",
+                    show(v)
+                )));
+            }
+            s.wait_replicas = v as u64;
         }
         Ok(s)
     }
@@ -133,6 +147,7 @@ mod tests {
                 drift_factor: Some(0.0),
                 automatic_extension_threshold: Some(0.0),
                 fencing: Some(true),
+                wait_replicas: Some(0.0),
             })
             .unwrap();
         assert_eq!(s.retry_count, 0);
@@ -196,6 +211,13 @@ mod tests {
                     ..Default::default()
                 },
                 "retryJitter",
+            ),
+            (
+                SettingsPatch {
+                    wait_replicas: Some(1.5),
+                    ..Default::default()
+                },
+                "waitReplicas",
             ),
             (
                 SettingsPatch {
