@@ -39,6 +39,11 @@ export interface RedisOptions {
   commandTimeout?: number
   /** Do not connect until the first command (or `connect()`). Default `false`. */
   lazyConnect?: boolean
+  /** Redis Sentinel: find the master of group `name` through these sentinels. */
+  sentinels?: Array<{ host: string; port: number }>
+  name?: string
+  sentinelUsername?: string
+  sentinelPassword?: string
 }
 
 /** Options of `RedisJsClient`, as node-redis' `createClient` names them. */
@@ -57,6 +62,11 @@ export interface RedisJsClientOptions {
   }
   /** ms to wait for each reply. Default 5000. */
   commandTimeout?: number
+  /** Redis Sentinel, as for `Redis`. */
+  sentinels?: Array<{ host: string; port: number }>
+  name?: string
+  sentinelUsername?: string
+  sentinelPassword?: string
 }
 
 declare class ClientBase extends NativeClient implements IRedisClient {
@@ -72,6 +82,17 @@ export declare class Redis extends ClientBase {
   constructor(url: string, options?: RedisOptions)
   constructor(port: number, host?: string, options?: RedisOptions)
   constructor(port: number, options?: RedisOptions)
+  /** The Redis Cluster client, as ioredis' `Redis.Cluster`. */
+  static Cluster: typeof Cluster
+}
+
+/**
+ * A Redis Cluster client shaped like ioredis' `Cluster`: keys routed by slot, MOVED/ASK
+ * followed, topology refreshed. In a Redlock it is one vote; a multi-resource lock's keys
+ * must share a hash slot (use a hash tag: `{order:42}:items`, `{order:42}:payment`).
+ */
+export declare class Cluster extends ClientBase {
+  constructor(startupNodes: Array<{ host: string; port: number } | string>, options?: RedisOptions)
 }
 
 /** A Redis client shaped like node-redis' `createClient({ url })`. */
@@ -113,7 +134,7 @@ export interface NodeRedisLike {
 }
 
 /** Anything `new Redlock` accepts as a client: one vote each. */
-export type Client = Redis | RedisJsClient | IoredisLike | NodeRedisLike
+export type Client = Redis | RedisJsClient | Cluster | IoredisLike | NodeRedisLike
 
 /** The votes of one attempt, keyed by the client objects passed to `new Redlock`. */
 export interface ExecutionStats {

@@ -44,6 +44,14 @@ class Redis extends ClientBase {
   }
 }
 
+/** A Redis Cluster client shaped like ioredis' `Cluster` (keys routed by slot). */
+class Cluster extends ClientBase {
+  constructor(startupNodes, options) {
+    super('cluster', startupNodes, options)
+  }
+}
+Redis.Cluster = Cluster
+
 /** A client shaped like node-redis' `createClient({ url })`. */
 class RedisJsClient extends ClientBase {
   constructor(options) {
@@ -97,8 +105,20 @@ function nativeClientFor(client, i) {
   if (client instanceof NativeClient) return client
   const options = client?.options
   if (options && typeof options === 'object') {
-    if (client.isCluster === true || Array.isArray(client.startupNodes)) {
-      throw new TypeError(`clients[${i}]: ioredis Cluster clients are not supported yet.`)
+    if (client.isCluster === true && Array.isArray(client.startupNodes)) {
+      // ioredis Cluster: startup nodes, and the per-node options in redisOptions.
+      const ro = options.redisOptions || {}
+      return new Cluster(
+        client.startupNodes.map((n) => (typeof n === 'object' ? { host: n.host, port: n.port } : n)),
+        {
+          username: ro.username || undefined,
+          password: ro.password || undefined,
+          tls: tlsOf(ro.tls),
+          connectTimeout: ro.connectTimeout || undefined,
+          commandTimeout: ro.commandTimeout || undefined,
+          lazyConnect: options.lazyConnect === true,
+        },
+      )
     }
     if (typeof client.evalsha === 'function' && 'port' in options) {
       // ioredis Redis
@@ -468,6 +488,7 @@ module.exports.default = Redlock
 module.exports.Redlock = Redlock
 module.exports.Redis = Redis
 module.exports.RedisJsClient = RedisJsClient
+module.exports.Cluster = Cluster
 module.exports.Lock = Lock
 module.exports.ResourceLockedError = ResourceLockedError
 module.exports.ExecutionError = ExecutionError

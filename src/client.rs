@@ -182,6 +182,63 @@ fn ioredis_args(env: &Env, a: [Val; 3]) -> Result<(NodeConfig, bool)> {
     Ok((cfg, lazy))
 }
 
+/// ioredis' `new Cluster(startupNodes, options)`: nodes as `{ host, port }`, `"host:port"`
+/// or `redis://host:port`; options as for `Redis` (credentials, tls, time-outs).
+fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool)> {
+    let list = match nodes {
+        Val::Array(items) if !items.is_empty() => items,
+        other => {
+            return Err(type_error(
+                env,
+                "startupNodes",
+                "a non-empty array of { host, port } or \"host:port\"",
+                &other,
+            ))
+        }
+    };
+    let mut cfg = NodeConfig::default();
+    let mut lazy = false;
+    if let Val::Object(o) = &options {
+        lazy = ioredis_options(env, &mut cfg, o)?;
+    } else if !matches!(options, Val::Missing) {
+        return Err(type_error(env, "options", "an object", &options));
+    }
+    let mut startup = Vec::with_capacity(list.len());
+    for (i, item) in list.into_iter().enumerate() {
+        let name = format!("startupNodes[{i}]");
+        let (host, port) = match classify(Some(item))? {
+            Val::Object(o) => (
+                opt_string(env, &o, &name, "host")?.unwrap_or_else(|| "127.0.0.1".into()),
+                match opt_number(env, &o, &name, "port")? {
+                    Some(p) => check(env, args::port(&format!("{name}.port"), p))?,
+                    None => 6379,
+                },
+            ),
+            Val::Str(s) => {
+                let mut node = NodeConfig::default();
+                let url = if s.contains("://") {
+                    s
+                } else {
+                    format!("redis://{s}")
+                };
+                check(env, node.apply_url(&name, &url))?;
+                (node.host, node.port)
+            }
+            other => {
+                return Err(type_error(
+                    env,
+                    &name,
+                    "{ host, port } or \"host:port\"",
+                    &other,
+                ))
+            }
+        };
+        startup.push((host, port));
+    }
+    cfg.cluster = Some(startup);
+    Ok((cfg, lazy))
+}
+
 /// node-redis: `{ url, username, password, database, socket: { host, port, tls,
 /// connectTimeout }, commandTimeout }`.
 fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
@@ -263,6 +320,10 @@ impl NativeClient {
             "node-redis" => {
                 let (c, l) = node_redis_args(&env, classify(a0)?)?;
                 (c, l, "RedisJsClient")
+            }
+            "cluster" => {
+                let (c, l) = cluster_args(&env, classify(a0)?, classify(a1)?)?;
+                (c, l, "Cluster")
             }
             _ => return Err(Error::from_reason("unknown client kind")),
         };

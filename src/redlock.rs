@@ -15,6 +15,7 @@ use crate::engine::args;
 use crate::engine::error::ArgError;
 use crate::engine::quorum::FailureKind;
 use crate::engine::redlock::{now_ms, Execution, Quorum, Redlock, Vote};
+use crate::engine::scripts::hash_slot;
 use crate::engine::settings::{Settings, SettingsPatch};
 use crate::js::{self, check, classify, opt_bool, opt_number, type_error, Val};
 
@@ -164,6 +165,31 @@ fn value_arg(env: &Env, v: Option<Unknown>) -> Result<String> {
 pub struct NativeRedlock {
     inner: Arc<Redlock>,
     completer: Arc<Completer>,
+    /// Whether a client is a Redis Cluster: the resources of one lock must share a slot.
+    cluster: bool,
+}
+
+/// With a Redis Cluster among the clients, one lock's keys must be in one hash slot.
+fn same_slot(env: &Env, cluster: bool, resources: &[String]) -> Result<()> {
+    if !cluster || resources.len() < 2 {
+        return Ok(());
+    }
+    let slots: Vec<u16> = resources.iter().map(|r| hash_slot(r)).collect();
+    if slots.iter().all(|s| *s == slots[0]) {
+        return Ok(());
+    }
+    let shown: Vec<String> = resources
+        .iter()
+        .zip(&slots)
+        .map(|(r, s)| format!("{r} -> {s}"))
+        .collect();
+    Err(js::throw(
+        env,
+        ArgError::type_error(format!(
+            "resources span several Redis Cluster hash slots ({}); give them a common hash tag so that one lock can cover them, e.g. {{order:42}}:items and {{order:42}}:payment.",
+            shown.join(", ")
+        )),
+    ))
 }
 
 #[napi]
@@ -198,7 +224,7 @@ impl NativeRedlock {
                 ArgError::type_error("clients must contain at least one Redis client."),
             ));
         }
-        let mut nodes = Vec::with_capacity(items.len());
+        let mut nodes: Vec<Arc<crate::engine::node::Node>> = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             // The class's type tag is checked here, so a look-alike object is refused.
             let client = match unsafe {
@@ -218,9 +244,11 @@ impl NativeRedlock {
             nodes.push(client.node.clone());
         }
         let settings = read_settings(&env, "settings", settings, &Settings::default())?;
+        let cluster = nodes.iter().any(|n| n.config().cluster.is_some());
         Ok(NativeRedlock {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
             completer: Completer::new(complete)?,
+            cluster,
         })
     }
 
@@ -313,6 +341,7 @@ impl NativeRedlock {
         settings: Option<Unknown>,
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
+        same_slot(&env, self.cluster, &resources)?;
         let ttl = duration_arg(&env, "Duration", duration)?;
         let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
         let inner = self.inner.clone();

@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub command_timeout: Duration,
     /// When set, `host`/`port` are the master's, found through the sentinels.
     pub sentinel: Option<SentinelConfig>,
+    /// Redis Cluster: the startup nodes (`host`/`port` are then unused).
+    pub cluster: Option<Vec<(String, u16)>>,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +75,7 @@ impl Default for NodeConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             sentinel: None,
+            cluster: None,
         }
     }
 }
@@ -83,6 +86,10 @@ impl NodeConfig {
     pub fn addr(&self) -> String {
         if let Some(s) = &self.sentinel {
             return format!("sentinel master '{}'", s.name);
+        }
+        if let Some(nodes) = &self.cluster {
+            let hosts: Vec<String> = nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            return format!("cluster {}", hosts.join(","));
         }
         self.host_port()
     }
@@ -114,6 +121,10 @@ impl NodeConfig {
         } else {
             String::new()
         };
+        if let Some(nodes) = &self.cluster {
+            let hosts: Vec<String> = nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            return format!("{scheme}://{auth}{}", hosts.join(","));
+        }
         if let Some(s) = &self.sentinel {
             let hosts: Vec<String> = s
                 .sentinels

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
     RedisConnectionInfo, RedisError,
@@ -17,14 +18,52 @@ use crate::engine::error::NodeError;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{self, LockScript};
 
+/// The connection of a node: one server, or a Redis Cluster (routed by slot).
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A new connection, and for Sentinel the master's client and address when they changed.
-type Connected = (MultiplexedConnection, Option<(Client, String)>);
+type Connected = (Conn, Option<(Client, String)>);
 type ConnectFuture = Shared<BoxFuture<'static, Result<Connected, NodeError>>>;
 
 enum Slot {
     Idle,
     Connecting(ConnectFuture),
-    Ready(MultiplexedConnection),
+    Ready(Conn),
     Closed,
 }
 
@@ -173,7 +212,7 @@ impl Node {
 
     /// The shared connection, establishing it if needed. Concurrent callers share one
     /// connect attempt; a failed attempt is not cached, so the next call tries again.
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64), NodeError> {
+    async fn connection(&self) -> Result<(Conn, u64), NodeError> {
         let (fut, generation) = {
             let mut st = self.lock_state();
             match &st.slot {
@@ -261,7 +300,7 @@ impl Node {
     /// unfulfilled commands (every lock script is idempotent, so a resend is safe).
     pub async fn run<T, F, Fut>(&self, wait: Option<Duration>, op: F) -> Result<T, NodeError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let (conn, generation) = self.connection().await?;
@@ -355,6 +394,13 @@ impl Node {
         if self.is_closed() {
             return Err(NodeError::Closed { addr: self.addr() });
         }
+        if self.config.cluster.is_some() {
+            // No release notifications through a cluster (yet): waiters use the retry delay.
+            return Err(NodeError::Connect {
+                addr: self.addr(),
+                reason: "release notifications are not used with Redis Cluster".into(),
+            });
+        }
         let s = Subscriber::connect(&self.client(), &self.config).await?;
         *slot = Some(s.clone());
         Ok(s)
@@ -368,7 +414,7 @@ impl Node {
             std::mem::replace(&mut st.slot, Slot::Closed)
         };
         self.subscriber.lock().await.take();
-        if let Slot::Ready(mut c) = previous {
+        if let Slot::Ready(Conn::Single(mut c)) = previous {
             let _ = tokio::time::timeout(
                 self.config.command_timeout,
                 redis::cmd("QUIT").query_async::<()>(&mut c),
@@ -385,8 +431,15 @@ impl Node {
 /// Connects (for Sentinel: to the master the sentinels name), then loads the lock
 /// scripts so that the first `EVALSHA` finds them.
 async fn establish(client: Client, config: NodeConfig) -> Result<Connected, NodeError> {
+    if let Some(nodes) = &config.cluster {
+        return connect_cluster(nodes, &config)
+            .await
+            .map(|c| (Conn::Cluster(c), None));
+    }
     let Some(sentinel) = &config.sentinel else {
-        return connect_to(client, &config).await.map(|c| (c, None));
+        return connect_to(client, &config)
+            .await
+            .map(|c| (Conn::Single(c), None));
     };
     let work = async {
         let (host, port) = discover_master(sentinel, &config).await?;
@@ -416,12 +469,68 @@ async fn establish(client: Client, config: NodeConfig) -> Result<Connected, Node
                 })
             }
         }
-        Ok((conn, Some((client, master.host_port()))))
+        Ok((Conn::Single(conn), Some((client, master.host_port()))))
     };
     match tokio::time::timeout(config.connect_timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(NodeError::ConnectTimeout {
             addr: config.addr(),
+            ms: config.connect_timeout.as_millis() as u64,
+        }),
+    }
+}
+
+/// Connects to a Redis Cluster through its startup nodes (slots, MOVED/ASK and topology
+/// refreshes are redis-rs' cluster-async). Scripts are loaded on first use (NOSCRIPT).
+async fn connect_cluster(
+    nodes: &[(String, u16)],
+    config: &NodeConfig,
+) -> Result<ClusterConnection, NodeError> {
+    let addr = config.addr();
+    let infos: Vec<redis::ConnectionInfo> = nodes
+        .iter()
+        .map(|(host, port)| {
+            let addr = match &config.tls {
+                None => ConnectionAddr::Tcp(host.clone(), *port),
+                Some(tls) => {
+                    install_crypto_provider();
+                    ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: !tls.reject_unauthorized,
+                        tls_params: None,
+                    }
+                }
+            };
+            addr.into_connection_info()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| NodeError::Connect {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.command_timeout)
+        .retries(2);
+    if let Some(u) = &config.username {
+        builder = builder.username(u);
+    }
+    if let Some(p) = &config.password {
+        builder = builder.password(p);
+    }
+    let client = builder.build().map_err(|e| NodeError::Connect {
+        addr: addr.clone(),
+        reason: e.to_string(),
+    })?;
+    match tokio::time::timeout(config.connect_timeout, client.get_async_connection()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(NodeError::Connect {
+            addr,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(NodeError::ConnectTimeout {
+            addr,
             ms: config.connect_timeout.as_millis() as u64,
         }),
     }

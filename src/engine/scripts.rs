@@ -97,6 +97,31 @@ pub fn fence_key(resource: &str) -> String {
     }
 }
 
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text
+/// between the first `{` and the next `}`, when not empty) or of the whole key, mod 16384.
+pub fn hash_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for b in hashed {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// The prefix of the channel on which the release of a key is announced.
 pub const RELEASED_PREFIX: &str = "redlock-rs:released:";
 
@@ -171,35 +196,28 @@ mod tests {
         );
     }
 
-    /// CRC16 (XMODEM) slot of a key, as Redis Cluster computes it.
-    fn slot(key: &str) -> u16 {
-        let bytes = key.as_bytes();
-        let hashed = match key.find('{') {
-            Some(open) => match key[open + 1..].find('}') {
-                Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
-                _ => bytes,
-            },
-            None => bytes,
-        };
-        let mut crc: u16 = 0;
-        for b in hashed {
-            crc ^= u16::from(*b) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
+    #[test]
+    fn hash_slots_match_redis() {
+        // Values from CLUSTER KEYSLOT on a real server.
+        assert_eq!(hash_slot("foo"), 12182);
+        assert_eq!(hash_slot("bar"), 5061);
+        assert_eq!(hash_slot("{}foo"), 9500);
+        assert_eq!(
+            hash_slot("{user1000}.following"),
+            hash_slot("{user1000}.followers")
+        );
     }
 
     #[test]
     fn fence_keys_share_the_resource_slot() {
         // Every name without a '}' outside a hash tag (a '}' can never be inside one).
         for r in ["orders:42", "{user:1}:cart", "a{b", "{a}b}", "plain"] {
-            assert_eq!(slot(&fence_key(r)), slot(r), "{r} -> {}", fence_key(r));
+            assert_eq!(
+                hash_slot(&fence_key(r)),
+                hash_slot(r),
+                "{r} -> {}",
+                fence_key(r)
+            );
             assert_ne!(fence_key(r), r);
         }
         assert_eq!(fence_key("orders:42"), "{orders:42}:redlock-rs:fence");

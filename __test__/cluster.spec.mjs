@@ -1,0 +1,103 @@
+// Redis Cluster: real 3-master clusters (redis-cli --cluster create). Keys are routed by
+// slot; a multi-resource lock across slots is refused with the hash-tag fix; with hash
+// tags it works; a Redlock over three independent clusters gives each one vote.
+import { execFile } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { promisify } from 'node:util'
+
+import test from 'ava'
+
+import { rawCommand, startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { lib, resource, sleep } from './helpers.mjs'
+
+const require = createRequire(import.meta.url)
+const IORedis = require('ioredis')
+const { Cluster, Redis, Redlock } = lib
+
+async function startCluster() {
+  const servers = await startServers(3, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] })
+  const addrs = servers.map((s) => `127.0.0.1:${s.port}`)
+  await promisify(execFile)('redis-cli', ['--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes'])
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const infos = await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO'])))
+    if (infos.every((i) => i.includes('cluster_state:ok'))) break
+    if (Date.now() > deadline) throw new Error('the cluster did not come up')
+    await sleep(100)
+  }
+  return servers
+}
+
+/** The server of `servers` that owns `key`'s slot. */
+async function ownerOf(servers, key) {
+  const slot = await rawCommand(servers[0].port, ['CLUSTER', 'KEYSLOT', key])
+  const ranges = await rawCommand(servers[0].port, ['CLUSTER', 'SLOTS'])
+  const [, , [, port]] = ranges.find(([from, to]) => slot >= from && slot <= to)
+  return servers.find((s) => s.port === port)
+}
+
+const clusters = []
+test.before(async () => {
+  clusters.push(...(await Promise.all([startCluster(), startCluster(), startCluster()])))
+})
+test.after.always(async () => {
+  await Promise.all(clusters.map((c) => stopServers(c)))
+})
+
+test('commands are routed by slot', async (t) => {
+  const [servers] = clusters
+  const cluster = new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))
+  t.teardown(() => cluster.quit())
+  t.is(Redis.Cluster, Cluster)
+  for (const key of ['a', 'b', 'c', 'orders:1', 'orders:2', 'users:9']) {
+    await cluster.set(key, `v-${key}`)
+    t.is(await cluster.get(key), `v-${key}`)
+    t.is(await (await ownerOf(servers, key)).command('GET', key), `v-${key}`, `${key} lives on its slot's master`)
+  }
+  t.is(await cluster.del('a'), 1)
+  const fromString = new Cluster([`127.0.0.1:${servers[1].port}`])
+  t.is(await fromString.get('b'), 'v-b')
+  await fromString.quit()
+})
+
+test('a lock on one cluster; multi-resource locks need one slot', async (t) => {
+  const [servers] = clusters
+  const redlock = new Redlock([new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 2_000)
+  t.is(await (await ownerOf(servers, key)).command('GET', key), lock.value)
+  await lock.release()
+  const err = await t.throwsAsync(redlock.acquire(['order:1:items', 'order:1:payment'], 2_000), { instanceOf: TypeError })
+  t.regex(err.message, /hash slots/)
+  t.regex(err.message, /\{order:42\}:items/)
+  const tagged = await redlock.acquire(['{order:1}:items', '{order:1}:payment'], 2_000, { fencing: true })
+  const owner = await ownerOf(servers, '{order:1}:items')
+  t.is(await owner.command('GET', '{order:1}:items'), tagged.value)
+  t.is(await owner.command('GET', '{order:1}:payment'), tagged.value)
+  t.is(typeof tagged.fence, 'bigint')
+  await tagged.release()
+  t.is(await owner.command('GET', '{order:1}:items'), null)
+})
+
+test('a Redlock over three independent clusters: each cluster is one vote', async (t) => {
+  const clients = clusters.map((servers) => new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port }))))
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  const rival = new Redlock(clusters.map((servers) => new IORedis.Cluster([{ host: '127.0.0.1', port: servers[0].port }], { lazyConnect: true })), { retryCount: 0 })
+  t.teardown(() => Promise.all([redlock.quit(), rival.quit()]))
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 5_000)
+  const stats = await lock.attempts[0]
+  t.is(stats.membershipSize, 3)
+  t.is(stats.quorumSize, 2)
+  for (const servers of clusters) t.is(await (await ownerOf(servers, key)).command('GET', key), lock.value)
+  await t.throwsAsync(rival.acquire([key], 5_000), { instanceOf: lib.ExecutionError })
+  await lock.release()
+  const theirs = await rival.acquire([key], 5_000)
+  await theirs.release()
+  // One cluster gone entirely: still a quorum of two.
+  await stopServers(clusters[2])
+  const survivor = await redlock.acquire([resource(t)], 5_000)
+  await survivor.release()
+  t.pass()
+})
