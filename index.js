@@ -462,7 +462,7 @@ class Redlock extends EventEmitter {
 
     schedule()
     try {
-      return await routine(signal)
+      return await routine(signal, lock) // the lock, as acquired: redlock-rs passes it too
     } finally {
       done = true
       if (timer) clearTimeout(timer)
