@@ -5,7 +5,17 @@
 
 const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
-const native = require('./binding.js')
+let native
+try {
+  native = require('./binding.js')
+} catch (cause) {
+  throw new Error(
+    `redlock-rs: no native addon for ${process.platform}-${process.arch} could be loaded. ` +
+      'This package ships a prebuilt addon for linux-x64 (glibc); elsewhere build it from a clone ' +
+      'with a Rust toolchain (npm install && npm run build).',
+    { cause },
+  )
+}
 
 const { NativeClient, NativeRedlock } = native
 

@@ -1,0 +1,5 @@
+// ESM entry: the same module as index.js (CommonJS), with named exports.
+import redlock from './index.js'
+
+export default redlock
+export const { Redlock, Redis, RedisJsClient, Cluster, Lock, ResourceLockedError, ExecutionError, LockLostError } = redlock
