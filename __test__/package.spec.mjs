@@ -98,3 +98,13 @@ test('a lock from jest', async () => {
   t.is(cli.code, 0, cli.stderr)
   t.regex(cli.stdout, /free/)
 })
+
+test('without a native addon for the platform, loading fails with a clear message', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-noaddon-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  for (const f of ['index.js', 'binding.js', 'package.json']) await exec('cp', [path.join(root, f), dir])
+  const r = await sh(process.execPath, ['-e', "require('./index.js')"], dir)
+  t.not(r.code, 0)
+  t.regex(r.stderr, /redlock-rs: no native addon for linux-x64 could be loaded/)
+  t.regex(r.stderr, /npm run build/)
+})
