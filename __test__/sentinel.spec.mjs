@@ -7,7 +7,7 @@ import path from 'node:path'
 
 import test from 'ava'
 
-import { RedisServer, freePort, rawCommand, redisServerBin } from '../scripts/redis-servers.mjs'
+import { RedisServer, freePort, rawCommand, redisServerBin, startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { createRequire } from 'node:module'
 import { lib, resource, sleep } from './helpers.mjs'
 
@@ -104,6 +104,18 @@ test('clients find the master through the sentinels and follow it through a fail
   t.is(await replica.command('GET', after.resources[0]), after.value, 'the lock is on the promoted master')
   await after.release()
   t.deepEqual((await master.command('ROLE'))[0], 'slave', 'the old master stays a replica')
+
+  // Mixed topologies: the Sentinel group and two standalone masters, one vote each.
+  const standalone = await startServers(2)
+  t.teardown(() => stopServers(standalone))
+  const mixed = new Redlock([new Redis(opts), ...standalone.map((s) => new Redis(s.port))], { retryCount: 0 })
+  t.teardown(() => mixed.quit())
+  const both = await mixed.acquire([resource(t)], 5_000)
+  t.is((await both.attempts[0]).membershipSize, 3)
+  await sleep(50) // a vote that came after the decision lands too
+  t.is(await replica.command('GET', both.resources[0]), both.value, 'on the promoted master')
+  t.is(await standalone[0].command('GET', both.resources[0]), both.value)
+  await both.release()
 })
 
 test('bad sentinel options are refused', (t) => {
