@@ -100,26 +100,8 @@ export declare class RedisJsClient extends ClientBase {
   constructor(options?: RedisJsClientOptions)
 }
 
-/** Redlock settings, with node-redlock v5's defaults. */
-export interface Settings extends RedlockSettings {
-  /** Clock drift allowance as a fraction of the ttl. Default 0.01. */
-  driftFactor: number
-  /** Retries after the first attempt; -1 retries until acquired. Default 10. */
-  retryCount: number
-  /** ms between attempts. Default 200. */
-  retryDelay: number
-  /** Up to this many ms added to or taken from each delay at random. Default 100. */
-  retryJitter: number
-  /** ms before expiry at which `using()` extends the lock. Default 500. */
-  automaticExtensionThreshold: number
-  /** Give every acquired lock a fencing token (`lock.fence`, `redlock.fenceOf`). Default false. */
-  fencing: boolean
-  /**
-   * After acquiring, wait (`WAIT`) until this many replicas of each master acknowledged the
-   * lock; fail the acquire when fewer than a quorum of masters got them. Default 0 (off).
-   */
-  waitReplicas: number
-}
+/** Redlock settings, with node-redlock v5's defaults (documented in binding.d.ts). */
+export type Settings = RedlockSettings
 
 /** What an ioredis `Redis` instance looks like to `new Redlock` (its `options` are read). */
 export interface IoredisLike {

@@ -10,6 +10,15 @@ const servers = useServers(test, 3)
 // waiter that gets the lock quickly.
 const slowPolling = { retryCount: 3, retryDelay: 4_000, retryJitter: 0 }
 
+/** A lock held by one Redlock, and another Redlock's acquire of it, under way. */
+async function heldAndAwaited(t) {
+  const holder = new Redlock(clientsFor(t, servers))
+  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const lock = await holder.acquire([key], 5_000)
+  return { key, lock, waiter, waiting: waiter.acquire([key], 5_000) }
+}
+
 test('waiters of one process get the lock in arrival order, as soon as it is released', async (t) => {
   const redlock = new Redlock(clientsFor(t, servers), slowPolling)
   const key = resource(t)
@@ -31,11 +40,7 @@ test('waiters of one process get the lock in arrival order, as soon as it is rel
 })
 
 test('a waiter in another Redlock instance is woken by the release', async (t) => {
-  const holder = new Redlock(clientsFor(t, servers))
-  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
-  const key = resource(t)
-  const lock = await holder.acquire([key], 5_000)
-  const waiting = waiter.acquire([key], 5_000)
+  const { lock, waiting } = await heldAndAwaited(t)
   await sleep(300) // the waiter failed once and is now waiting
   const released = Date.now()
   await lock.release()
@@ -46,11 +51,7 @@ test('a waiter in another Redlock instance is woken by the release', async (t) =
 })
 
 test('subscriptions end once nobody waits', async (t) => {
-  const holder = new Redlock(clientsFor(t, servers))
-  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
-  const key = resource(t)
-  const lock = await holder.acquire([key], 5_000)
-  const waiting = waiter.acquire([key], 5_000)
+  const { key, lock, waiting, waiter } = await heldAndAwaited(t)
   await sleep(300)
   const channel = `redlock-rs:released:${key}`
   const subscribers = async () => (await Promise.all(servers.map((s) => s.command('PUBSUB', 'NUMSUB', channel)))).map((r) => r[1])
@@ -66,11 +67,7 @@ test('subscriptions end once nobody waits', async (t) => {
 
 // Serial (before the others): it kills every pub/sub connection on the servers.
 test.serial('a waiter whose pub/sub connection was killed subscribes again and is still woken', async (t) => {
-  const holder = new Redlock(clientsFor(t, servers))
-  const waiter = new Redlock(clientsFor(t, servers), slowPolling)
-  const key = resource(t)
-  const lock = await holder.acquire([key], 5_000)
-  const waiting = waiter.acquire([key], 5_000)
+  const { key, lock, waiting } = await heldAndAwaited(t)
   await sleep(300)
   for (const s of servers) await s.command('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await sleep(300) // woken by the loss, it retried and subscribed again

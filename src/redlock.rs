@@ -19,15 +19,24 @@ use crate::engine::scripts::hash_slot;
 use crate::engine::settings::{Settings, SettingsPatch};
 use crate::js::{self, check, classify, opt_bool, opt_number, type_error, Val};
 
-/// Settings as JavaScript sees them.
+/// Redlock settings, with node-redlock v5's defaults.
 #[napi(object)]
 pub struct RedlockSettings {
+    /// Clock drift allowance as a fraction of the ttl. Default 0.01.
     pub drift_factor: f64,
+    /// Retries after the first attempt; -1 retries until acquired. Default 10.
     pub retry_count: i64,
+    /// ms between attempts. Default 200.
     pub retry_delay: i64,
+    /// Up to this many ms added to or taken from each delay at random. Default 100.
     pub retry_jitter: i64,
+    /// ms before expiry at which `using()` extends the lock. Default 500.
     pub automatic_extension_threshold: i64,
+    /// Give every acquired lock a fencing token (`lock.fence`, `redlock.fenceOf`).
+    /// Default false.
     pub fencing: bool,
+    /// After acquiring, wait (`WAIT`) until this many replicas of each master acknowledged
+    /// the lock; fail the acquire when fewer than a quorum of masters got them. Default 0.
     pub wait_replicas: i64,
 }
 
