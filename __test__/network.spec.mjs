@@ -122,3 +122,24 @@ test('a node known down is not waited for again at every call, and is used again
   }
   t.is(value, null, 'answered again after the back-off')
 })
+
+test('a lock released before a slow node got its request leaves nothing on that node', async (t) => {
+  const proxy = await new TcpProxy(servers[2].port).start()
+  t.teardown(() => proxy.stop())
+  proxy.mode = 'delay'
+  proxy.delayMs = 100 // the third node connects (and answers) late
+  for (let i = 0; i < 5; i++) {
+    const clients = [
+      new Redis({ port: servers[0].port }),
+      new Redis({ port: servers[1].port }),
+      new Redis({ port: proxy.port, commandTimeout: 2_000, connectTimeout: 2_000 }),
+    ]
+    const redlock = new Redlock(clients, { retryCount: 0 })
+    const key = resource(t)
+    const lock = await redlock.acquire([key], 10_000) // decided by the two fast nodes
+    await lock.release()
+    await new Promise((r) => setTimeout(r, 1_500)) // the slow node's requests have landed
+    t.is(await servers[2].command('GET', key), null, `round ${i}`)
+    await redlock.quit()
+  }
+})

@@ -108,6 +108,39 @@ pub struct Quorum {
     nodes: Vec<Arc<Node>>,
     /// Local lines of waiters, so that one waiter per process contends remotely.
     queues: Arc<Queues>,
+    stragglers: Arc<Stragglers>,
+}
+
+/// The requests of won acquires still under way on slow nodes. A lock may be released
+/// before such a request lands (a node that was still connecting, say); the values
+/// released meanwhile are noted, and a straggler that lands with one removes it again.
+#[derive(Default)]
+struct Stragglers {
+    running: std::sync::atomic::AtomicUsize,
+    released: Mutex<VecDeque<(String, Instant)>>,
+}
+
+impl Stragglers {
+    fn released(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Instant)>> {
+        self.released.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a release of `value` while stragglers run (they live at most `limit`).
+    fn note_release(&self, value: &str, limit: Duration) {
+        if self.running.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut released = self.released();
+        while released.front().is_some_and(|(_, at)| now - *at > limit) {
+            released.pop_front();
+        }
+        released.push_back((value.to_string(), now));
+    }
+
+    fn was_released(&self, value: &str) -> bool {
+        self.released().iter().any(|(v, _)| v == value)
+    }
 }
 
 impl Quorum {
@@ -115,6 +148,7 @@ impl Quorum {
         Quorum {
             nodes,
             queues: Arc::default(),
+            stragglers: Arc::default(),
         }
     }
 
@@ -143,6 +177,9 @@ impl Quorum {
         let mut counted = 0u64;
         let mut woken = false;
         let mut turn = None;
+        if op == Op::Release {
+            self.stragglers.note_release(value, self.command_timeout());
+        }
         if matches!(op, Op::Acquire { .. }) {
             let deadline = window.map(|w| started + w);
             match self.queues.enter(resources.join("\u{0}"), deadline).await {
@@ -370,9 +407,28 @@ impl Quorum {
             // Let the stragglers set the key too (a lock on more nodes survives more
             // crashes), without waiting for them.
             if !pending.is_empty() {
-                tokio::spawn(tokio::time::timeout(limit, async move {
-                    while pending.next().await.is_some() {}
-                }));
+                let stragglers = self.stragglers.clone();
+                let nodes = self.nodes.clone();
+                let (resources, value) = (resources.to_vec(), value.to_string());
+                let acquire = matches!(op, Op::Acquire { .. });
+                stragglers
+                    .running
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(limit, async {
+                        while let Some((i, (vote, _))) = pending.next().await {
+                            // Landed after the lock was released: take it back.
+                            if acquire && vote == Vote::For && stragglers.was_released(&value) {
+                                let release = RELEASE_SCRIPT.evalsha(&resources, &[&value]);
+                                let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                            }
+                        }
+                    })
+                    .await;
+                    stragglers
+                        .running
+                        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                });
             }
         } else {
             // Stop waiting. Requests already sent stay ordered before anything sent later
