@@ -182,6 +182,8 @@ test('settings and clients are readable, with node-redlock defaults', async (t) 
     automaticExtensionThreshold: 500,
     fencing: false,
     waitReplicas: 0,
+    maxDuration: 300_000,
+    restartQuarantine: true,
   })
   t.deepEqual([...redlock.clients], clients)
   t.is(redlock.clients[1], clients[1])

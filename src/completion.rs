@@ -14,12 +14,11 @@ use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
-/// One finished operation, as JavaScript receives it:
-/// `[id, status, value, expiration, start, attempts, errors, attemptCount, fence]`.
+/// One finished operation (or one attempt of it, with status [`status::PROGRESS`]), as
+/// JavaScript receives it: `[id, status, value, expiration, start, attempts, errors, fence]`.
 ///
-/// * `status`: 0 done; 1 failed, another owner holds a resource; 2 failed, too many
-///   nodes failed; 3 failed, the lock had expired; 4 internal error (message in `value`).
-///   For `acquireLock`: 0 is `true`, 1 `false`, 2 `null`.
+/// * `status`: see [`status`]. For `acquireLock`: `DONE` is `true`, `LOCKED` `false`,
+///   the others `null`.
 /// * `attempts`: one string per attempt (the last 100), one character per client:
 ///   `F` for, `L` locked by another owner, `E` error, `-` no answer needed.
 /// * `errors`: the messages of the `E` votes, in order.
@@ -32,12 +31,25 @@ pub type Completion = (
     f64,
     Vec<String>,
     Vec<String>,
-    f64,
     Option<String>,
 );
 
-/// Status of an internal error (a panic): the message is in `value`.
-pub const INTERNAL_ERROR: u32 = 4;
+/// The statuses of a [`Completion`]; `index.js` reads them by these numbers.
+pub mod status {
+    pub const DONE: u32 = 0;
+    /// Another owner holds a resource.
+    pub const LOCKED: u32 = 1;
+    /// Too many nodes failed or timed out to decide.
+    pub const UNDECIDED: u32 = 2;
+    /// The lock had expired.
+    pub const EXPIRED: u32 = 3;
+    /// An internal error (a panic): the message is in `value`.
+    pub const INTERNAL: u32 = 4;
+    /// The operation's signal was aborted.
+    pub const ABORTED: u32 = 5;
+    /// Not a completion: one failed attempt of an operation still running, for events.
+    pub const PROGRESS: u32 = 6;
+}
 
 type Queue = Arc<Mutex<Vec<Completion>>>;
 type Tsfn = ThreadsafeFunction<(), (), Vec<Completion>, Status, false, true, 0>;
@@ -78,7 +90,7 @@ impl Completer {
         }))
     }
 
-    fn push(&self, c: Completion) {
+    pub fn push(&self, c: Completion) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(c);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
@@ -103,13 +115,12 @@ impl Completer {
                         .unwrap_or_else(|| "unknown panic".to_string());
                     (
                         id,
-                        INTERNAL_ERROR,
+                        status::INTERNAL,
                         Some(format!("redlock-rs internal error: {message}")),
                         0.0,
                         0.0,
                         Vec::new(),
                         Vec::new(),
-                        0.0,
                         None,
                     )
                 }

@@ -3,21 +3,23 @@
 //! `ExecutionStats` and errors. One native call per JavaScript operation; results come
 //! back in batches (see [`crate::completion`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi::JsValue;
 use napi_derive::napi;
 
 use crate::client::NativeClient;
-use crate::completion::{Completer, Completion};
+use crate::completion::{status, Completer, Completion};
 use crate::engine::args;
 use crate::engine::error::ArgError;
 use crate::engine::quorum::FailureKind;
-use crate::engine::redlock::{now_ms, Execution, Quorum, Redlock, Vote};
+use crate::engine::redlock::{AttemptStats, Call, Cancel, Execution, Quorum, Redlock, Vote};
 use crate::engine::scripts::hash_slot;
-use crate::engine::settings::{Settings, SettingsPatch};
-use crate::js::{self, check, classify, opt_bool, opt_number, type_error, Val};
+use crate::engine::settings::{self, Settings, SettingsPatch};
+use crate::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
 
 /// Redlock settings, with node-redlock v5's defaults.
 #[napi(object)]
@@ -38,6 +40,14 @@ pub struct RedlockSettings {
     /// After acquiring, wait (`WAIT`) until this many replicas of each master acknowledged
     /// the lock; fail the acquire when fewer than a quorum of masters got them. Default 0.
     pub wait_replicas: i64,
+    /// The longest duration (ms) an acquire or extend may ask for (a `RangeError` above
+    /// it: `using()` extends automatically, so long jobs need no long duration). Also how
+    /// long a node known to have restarted sits out of acquires. Default 300000.
+    pub max_duration: i64,
+    /// Whether a node known to have restarted (its run_id changed) sits out of acquires
+    /// and fence reads until it has been up for `maxDuration`. Turn off only for nodes
+    /// that persist every write (`appendfsync always`). Default true.
+    pub restart_quarantine: bool,
 }
 
 impl From<&Settings> for RedlockSettings {
@@ -50,16 +60,20 @@ impl From<&Settings> for RedlockSettings {
             automatic_extension_threshold: s.automatic_extension_threshold_ms as i64,
             fencing: s.fencing,
             wait_replicas: s.wait_replicas as i64,
+            max_duration: s.max_duration_ms as i64,
+            restart_quarantine: s.restart_quarantine,
         }
     }
 }
 
-/// The compact completion of an operation (see [`Completion`]).
-fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
+/// The votes of `attempts` as one string per attempt (one character per client: `F` for,
+/// `L` locked by another owner, `E` error, `-` no answer needed), and the messages of the
+/// `E` votes in order.
+fn encode_votes<'a>(
+    attempts: impl Iterator<Item = &'a AttemptStats>,
+) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
-    let attempts = exec
-        .attempts
-        .iter()
+    let attempts = attempts
         .map(|a| {
             a.votes
                 .iter()
@@ -75,10 +89,18 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
                 .collect::<String>()
         })
         .collect();
+    (attempts, errors)
+}
+
+/// The compact completion of an operation (see [`Completion`]).
+fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
+    let (attempts, errors) = encode_votes(exec.attempts.iter());
     let status = match exec.outcome {
-        Ok(_) => 0,
-        Err(FailureKind::Locked) => 1,
-        Err(FailureKind::Undecided) => 2,
+        Ok(_) => status::DONE,
+        Err(FailureKind::Locked) => status::LOCKED,
+        Err(FailureKind::Undecided) => status::UNDECIDED,
+        Err(FailureKind::Expired) => status::EXPIRED,
+        Err(FailureKind::Aborted) => status::ABORTED,
     };
     (
         id,
@@ -88,13 +110,22 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
         exec.start_ms,
         attempts,
         errors,
-        exec.attempt_count as f64,
         exec.fence.map(|f| f.to_string()),
     )
 }
 
-/// Status of an extend refused because the lock had expired.
-const EXPIRED: u32 = 3;
+/// An attempt that is not the operation's last, for the events of its votes against.
+fn progress(id: u32, stats: &AttemptStats) -> Completion {
+    let (attempts, errors) = encode_votes(std::iter::once(stats));
+    (id, status::PROGRESS, None, 0.0, 0.0, attempts, errors, None)
+}
+
+/// What a call's settings object holds: the settings, and whether it has a `signal`
+/// (which the JavaScript layer wires to [`NativeRedlock::abort`]).
+pub struct CallSettings {
+    pub settings: Settings,
+    pub signal: bool,
+}
 
 /// Reads a settings object (`undefined` means no changes) and applies it to `base`.
 pub fn read_settings(
@@ -102,12 +133,20 @@ pub fn read_settings(
     name: &str,
     v: Option<Unknown>,
     base: &Settings,
-) -> Result<Settings> {
+) -> Result<CallSettings> {
     let o = match classify(v)? {
-        Val::Missing => return Ok(*base),
+        Val::Missing => {
+            return Ok(CallSettings {
+                settings: *base,
+                signal: false,
+            })
+        }
         Val::Object(o) => o,
         other => return Err(type_error(env, name, "an object", &other)),
     };
+    for key in Object::keys(&o)? {
+        check(env, settings::check_key(name, &key))?;
+    }
     let patch = SettingsPatch {
         drift_factor: opt_number(env, &o, name, "driftFactor")?,
         retry_count: opt_number(env, &o, name, "retryCount")?,
@@ -116,8 +155,13 @@ pub fn read_settings(
         automatic_extension_threshold: opt_number(env, &o, name, "automaticExtensionThreshold")?,
         fencing: opt_bool(env, &o, name, "fencing")?,
         wait_replicas: opt_number(env, &o, name, "waitReplicas")?,
+        max_duration: opt_number(env, &o, name, "maxDuration")?,
+        restart_quarantine: opt_bool(env, &o, name, "restartQuarantine")?,
     };
-    check(env, base.apply(&patch))
+    Ok(CallSettings {
+        settings: check(env, base.apply(&patch))?,
+        signal: !matches!(field(&o, "signal")?, Val::Missing),
+    })
 }
 
 fn resource_arg(env: &Env, name: &str, v: Option<Unknown>) -> Result<String> {
@@ -149,18 +193,32 @@ fn resources_arg(env: &Env, v: Option<Unknown>) -> Result<Vec<String>> {
         .collect()
 }
 
-/// A duration in ms; `name` is "Duration" or "ttl".
-fn duration_arg(env: &Env, name: &str, v: Option<Unknown>) -> Result<u64> {
-    match classify(v)? {
-        Val::Num(n) => check(env, args::duration_ms(name, n)),
-        other => Err(js::throw(
-            env,
-            ArgError::type_error(format!(
-                "{name} must be an integer value in milliseconds. Got {}.",
-                other.type_name()
-            )),
-        )),
-    }
+/// A duration in ms within `settings.maxDuration`: the seed's `ttl`, or node-redlock's
+/// `Duration` (whose message is node-redlock's, exactly).
+fn duration_arg(env: &Env, name: &str, v: Option<Unknown>, settings: &Settings) -> Result<u64> {
+    let ms = match (classify(v)?, name) {
+        (Val::Num(n), "Duration") => check(env, args::v5_duration_ms(n))?,
+        (Val::Num(n), _) => check(env, args::duration_ms(name, n))?,
+        (_, "Duration") => {
+            return Err(js::throw(
+                env,
+                ArgError::type_error("Duration must be an integer value in milliseconds."),
+            ))
+        }
+        (other, _) => {
+            return Err(js::throw(
+                env,
+                ArgError::type_error(format!(
+                    "{name} must be an integer value in milliseconds. Got {}.",
+                    other.type_name()
+                )),
+            ))
+        }
+    };
+    check(
+        env,
+        args::within_max_duration(name, ms, settings.max_duration_ms),
+    )
 }
 
 fn value_arg(env: &Env, v: Option<Unknown>) -> Result<String> {
@@ -174,6 +232,11 @@ fn value_arg(env: &Env, v: Option<Unknown>) -> Result<String> {
 pub struct NativeRedlock {
     inner: Arc<Redlock>,
     completer: Arc<Completer>,
+    /// Whether anyone listens for `error` / `clientError` events: then every attempt
+    /// that is not an operation's last reports its votes as it ends.
+    listening: Arc<AtomicBool>,
+    /// The abort switches of operations started with a `signal`, by id.
+    cancels: Cancels,
     /// Whether a client is a Redis Cluster: the resources of one lock must share a slot.
     cluster: bool,
 }
@@ -201,6 +264,48 @@ fn same_slot(env: &Env, cluster: bool, resources: &[String]) -> Result<()> {
     ))
 }
 
+/// The abort switches of the operations in flight that have a `signal`, by id.
+type Cancels = Arc<Mutex<HashMap<u32, Arc<Cancel>>>>;
+
+/// Everything an operation's future needs, cloned out of the `NativeRedlock`.
+struct Op {
+    id: u32,
+    inner: Arc<Redlock>,
+    settings: Settings,
+    listening: Arc<AtomicBool>,
+    completer: Arc<Completer>,
+    cancel: Option<(Arc<Cancel>, Cancels)>,
+}
+
+impl Op {
+    /// Runs `f` with the operation's [`Call`]: its settings, its progress reports (only
+    /// while someone listens) and its abort switch.
+    async fn run<T, F>(self, f: F) -> T
+    where
+        F: AsyncFnOnce(&Redlock, &Call<'_>) -> T,
+    {
+        let (id, listening, completer) = (self.id, self.listening, self.completer);
+        let report = move |stats: &AttemptStats| {
+            if listening.load(Ordering::Relaxed) {
+                completer.push(progress(id, stats));
+            }
+        };
+        let call = Call {
+            progress: Some(&report),
+            cancel: self.cancel.as_ref().map(|(c, _)| &**c),
+            ..Call::new(&self.settings)
+        };
+        let out = f(&self.inner, &call).await;
+        if let Some((_, cancels)) = &self.cancel {
+            cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        out
+    }
+}
+
 #[napi]
 impl NativeRedlock {
     /// `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
@@ -208,7 +313,7 @@ impl NativeRedlock {
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number, string | null]>) => void"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null]>) => void"
     )]
     pub fn new(
         env: Env,
@@ -252,11 +357,13 @@ impl NativeRedlock {
             };
             nodes.push(client.node.clone());
         }
-        let settings = read_settings(&env, "settings", settings, &Settings::default())?;
+        let settings = read_settings(&env, "settings", settings, &Settings::default())?.settings;
         let cluster = nodes.iter().any(|n| n.config().cluster.is_some());
         Ok(NativeRedlock {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
             completer: Completer::new(complete)?,
+            listening: Arc::default(),
+            cancels: Arc::default(),
             cluster,
         })
     }
@@ -273,7 +380,48 @@ impl NativeRedlock {
         env: Env,
         overrides: Option<Unknown>,
     ) -> Result<RedlockSettings> {
-        Ok((&read_settings(&env, "settings", overrides, self.inner.settings())?).into())
+        Ok((&read_settings(&env, "settings", overrides, self.inner.settings())?.settings).into())
+    }
+
+    /// Whether anyone listens for `error` / `clientError` events (then failed attempts
+    /// report their votes as they end, not only when the operation settles).
+    #[napi]
+    pub fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Relaxed);
+    }
+
+    /// Aborts operation `id` (its `signal` fired): it completes at once with status
+    /// `ABORTED`, after removing any keys its attempt set.
+    #[napi]
+    pub fn abort(&self, id: u32) {
+        let cancel = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(c) = cancel {
+            c.cancel();
+        }
+    }
+
+    /// An operation `id` with `settings`, abortable when they have a `signal`.
+    fn op(&self, id: u32, call: CallSettings) -> Op {
+        let cancel = call.signal.then(|| {
+            let c = Arc::new(Cancel::default());
+            self.cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, c.clone());
+            (c, self.cancels.clone())
+        });
+        Op {
+            id,
+            inner: self.inner.clone(),
+            settings: call.settings,
+            listening: self.listening.clone(),
+            completer: self.completer.clone(),
+            cancel,
+        }
     }
 
     /// The seed's acquireLock; completes with status 0 (`true`), 1 (`false`) or 2 (`null`).
@@ -289,10 +437,21 @@ impl NativeRedlock {
         ttl: Option<Unknown>,
     ) -> Result<()> {
         let resource = resource_arg(&env, "resource", resource)?;
-        let ttl = duration_arg(&env, "ttl", ttl)?;
-        let inner = self.inner.clone();
+        let ttl = duration_arg(&env, "ttl", ttl, self.inner.settings())?;
+        let op = self.op(
+            id,
+            CallSettings {
+                settings: *self.inner.settings(),
+                signal: false,
+            },
+        );
         self.completer.spawn(id, async move {
-            completion(id, &inner.acquire_lock(resource, ttl).await.1, None)
+            let exec = op
+                .run(async |r: &Redlock, call: &Call<'_>| {
+                    r.acquire_lock(resource, ttl, call).await.1
+                })
+                .await;
+            completion(id, &exec, None)
         });
         Ok(())
     }
@@ -351,18 +510,20 @@ impl NativeRedlock {
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
         same_slot(&env, self.cluster, &resources)?;
-        let ttl = duration_arg(&env, "Duration", duration)?;
-        let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
-        let inner = self.inner.clone();
+        let call = read_settings(&env, "settings", settings, self.inner.settings())?;
+        let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
+        let op = self.op(id, call);
         self.completer.spawn(id, async move {
-            let (value, exec) = inner.acquire(&resources, ttl, &settings).await;
+            let (value, exec) = op
+                .run(async |r: &Redlock, call: &Call<'_>| r.acquire(&resources, ttl, call).await)
+                .await;
             completion(id, &exec, Some(value))
         });
         Ok(())
     }
 
     /// Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
-    /// passed is not extended: it completes with status 3.
+    /// passed is not extended (status `EXPIRED`); retries stop when it expires.
     #[napi(
         catch_unwind,
         ts_args_type = "id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>"
@@ -380,20 +541,16 @@ impl NativeRedlock {
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
         let value = value_arg(&env, value)?;
-        let ttl = duration_arg(&env, "Duration", duration)?;
-        let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
-        let inner = self.inner.clone();
+        let call = read_settings(&env, "settings", settings, self.inner.settings())?;
+        let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
+        let op = self.op(id, call);
         self.completer.spawn(id, async move {
-            if expiration.is_nan() || expiration < now_ms() {
-                let mut c = completion(id, &Execution::nothing_to_do(), None);
-                c.1 = EXPIRED;
-                return c;
-            }
-            completion(
-                id,
-                &inner.extend(&resources, &value, ttl, &settings).await,
-                None,
-            )
+            let exec = op
+                .run(async |r: &Redlock, call: &Call<'_>| {
+                    r.extend(&resources, &value, ttl, expiration, call).await
+                })
+                .await;
+            completion(id, &exec, None)
         });
         Ok(())
     }
@@ -413,14 +570,17 @@ impl NativeRedlock {
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
         let value = value_arg(&env, value)?;
-        let settings = read_settings(&env, "settings", settings, self.inner.settings())?;
-        let inner = self.inner.clone();
+        // A release is not aborted by a signal: it is what cleans up.
+        let call = CallSettings {
+            signal: false,
+            ..read_settings(&env, "settings", settings, self.inner.settings())?
+        };
+        let op = self.op(id, call);
         self.completer.spawn(id, async move {
-            completion(
-                id,
-                &inner.release(&resources, &value, &settings).await,
-                None,
-            )
+            let exec = op
+                .run(async |r: &Redlock, call: &Call<'_>| r.release(&resources, &value, call).await)
+                .await;
+            completion(id, &exec, None)
         });
         Ok(())
     }

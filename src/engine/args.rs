@@ -27,6 +27,29 @@ pub fn duration_ms(name: &str, value: f64) -> Result<u64, ArgError> {
     Ok(value as u64)
 }
 
+/// node-redlock's duration check: any bad duration gets exactly node-redlock's message,
+/// `"Duration must be an integer value in milliseconds."`, with nothing appended (code
+/// written for node-redlock compares it).
+pub fn v5_duration_ms(value: f64) -> Result<u64, ArgError> {
+    duration_ms("Duration", value).map_err(|e| ArgError {
+        message: "Duration must be an integer value in milliseconds.".into(),
+        ..e
+    })
+}
+
+/// A duration within `settings.maxDuration` (which bounds how long a restarted node must
+/// sit out: see [`crate::engine::identity`]).
+pub fn within_max_duration(name: &str, ttl_ms: u64, max_ms: u64) -> Result<u64, ArgError> {
+    if ttl_ms > max_ms {
+        return Err(ArgError::range_error(format!(
+            "{name} of {ttl_ms} ms is above settings.maxDuration ({max_ms} ms). For long jobs use \
+             using(), which extends the lock automatically, so the duration can stay short; or \
+             raise maxDuration (restarted nodes then sit out that long)."
+        )));
+    }
+    Ok(ttl_ms)
+}
+
 /// A whole number of ms that may be 0 (delays, thresholds, time-outs).
 pub fn non_negative_ms(name: &str, value: f64) -> Result<u64, ArgError> {
     if !value.is_finite() || value.fract() != 0.0 || !(0.0..=MAX_DURATION_MS).contains(&value) {
@@ -115,6 +138,20 @@ mod tests {
                 e.message
             );
         }
+        for bad in [1.5, -1.0, 0.0, f64::NAN] {
+            assert_eq!(
+                v5_duration_ms(bad).unwrap_err().message,
+                "Duration must be an integer value in milliseconds."
+            );
+        }
+        assert_eq!(
+            within_max_duration("Duration", 300_000, 300_000),
+            Ok(300_000)
+        );
+        let e = within_max_duration("Duration", 300_001, 300_000).unwrap_err();
+        assert_eq!(e.kind, ArgErrorKind::Range);
+        assert!(e.message.contains("settings.maxDuration"), "{}", e.message);
+        assert!(e.message.contains("using()"), "{}", e.message);
         assert!(duration_ms("ttl", 1.5)
             .unwrap_err()
             .message

@@ -18,6 +18,65 @@ pub enum NodeError {
     Command { addr: String, reason: String },
     /// The server answered something a lock script never returns.
     Protocol { addr: String, reason: String },
+    /// The call was aborted before this node answered.
+    Aborted { addr: String },
+    /// The node restarted (its identity changed) less than `maxDuration` ago, so it may
+    /// have forgotten locks it granted: it sits out acquires for `left_ms` more.
+    Quarantined {
+        addr: String,
+        restarted_s_ago: u64,
+        left_ms: u64,
+    },
+}
+
+/// A driver's error text in plain words that say what happened: refused, timed out,
+/// authentication required or failed, TLS; the Redis error code is kept in brackets.
+/// Never a raw pipeline dump, never a secret (the driver's texts carry none).
+pub fn plain_reason(raw: &str) -> String {
+    let lower = raw.to_ascii_lowercase();
+    let has = |s: &str| lower.contains(s);
+    if has("noauth") {
+        return "authentication required (NOAUTH): the server needs a password and none was given"
+            .into();
+    }
+    if has("wrongpass") || has("invalid username-password") || has("invalid password") {
+        return "authentication failed (WRONGPASS): wrong username or password".into();
+    }
+    if has("noperm") {
+        return "permission denied (NOPERM): this user's ACL does not allow the lock commands"
+            .into();
+    }
+    if has("connection refused") {
+        return "connection refused (is redis-server listening there?)".into();
+    }
+    if has("certificate") || has("tls") || has("handshake") || has("unknownissuer") {
+        let detail = raw.rsplit(": ").next().unwrap_or(raw).trim();
+        return format!("TLS failed: {detail}");
+    }
+    if has("connection reset") {
+        return "connection reset by the server".into();
+    }
+    if has("broken pipe") || has("connection closed") || has("connection dropped") {
+        return "connection lost".into();
+    }
+    if has("timed out") || has("timeout") {
+        return "timed out".into();
+    }
+    if has("failed to lookup address") || has("name or service not known") {
+        return "host not found (DNS)".into();
+    }
+    if has("readonly") {
+        return "the server is a read-only replica (READONLY)".into();
+    }
+    // Unwrap redis-rs' pipeline dumps down to the server's own message.
+    if let Some(start) = raw.find("error: \"") {
+        let inner = &raw[start + 8..];
+        let code = inner.split('"').next().unwrap_or("");
+        let text = inner.split("\": ").nth(1).unwrap_or("");
+        let text = text.split(')').next().unwrap_or(text).trim_matches('"');
+        return format!("{code} {text}").trim().to_string();
+    }
+    raw.to_string()
 }
 
 impl NodeError {
@@ -28,7 +87,10 @@ impl NodeError {
 
     /// Whether the request may have reached the server (so a cleanup must go there too).
     pub fn may_have_executed(&self) -> bool {
-        matches!(self, NodeError::Timeout { .. } | NodeError::Command { .. })
+        matches!(
+            self,
+            NodeError::Timeout { .. } | NodeError::Command { .. } | NodeError::Aborted { .. }
+        )
     }
 }
 
@@ -49,6 +111,17 @@ impl fmt::Display for NodeError {
             NodeError::Protocol { addr, reason } => {
                 write!(f, "Redis {addr}: unexpected reply: {reason}")
             }
+            NodeError::Aborted { addr } => {
+                write!(f, "Redis {addr}: no answer before the operation was aborted")
+            }
+            NodeError::Quarantined {
+                addr,
+                restarted_s_ago,
+                left_ms,
+            } => write!(
+                f,
+                "Redis {addr}: restarted {restarted_s_ago} s ago (its run_id changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
+            ),
         }
     }
 }
@@ -95,6 +168,36 @@ impl std::error::Error for ArgError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn driver_errors_in_plain_words() {
+        let cases = [
+            (
+                "Pipeline failures: [(Index 0, error: \"NOAUTH\": Authentication required.)]",
+                "authentication required",
+            ),
+            (
+                "WRONGPASS: invalid username-password pair or user is disabled.",
+                "authentication failed",
+            ),
+            ("Connection refused (os error 111)", "connection refused"),
+            ("invalid peer certificate: UnknownIssuer", "TLS failed"),
+            (
+                "Connection reset by peer (os error 104)",
+                "connection reset",
+            ),
+        ];
+        for (raw, plain) in cases {
+            let got = plain_reason(raw);
+            assert!(got.starts_with(plain), "{raw} -> {got}");
+            assert!(!got.contains("Pipeline"), "{got}");
+        }
+        assert_eq!(
+            plain_reason("Pipeline failures: [(Index 0, error: \"ERR\": unknown command)]"),
+            "ERR unknown command"
+        );
+        assert_eq!(plain_reason("something else"), "something else");
+    }
 
     #[test]
     fn syntax_errors_are_recognised() {

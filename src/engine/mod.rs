@@ -13,6 +13,7 @@
 pub mod args;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod node;
 pub mod notify;
 pub mod queue;

@@ -14,7 +14,8 @@ use redis::{
 };
 
 use crate::engine::config::{NodeConfig, SentinelConfig};
-use crate::engine::error::NodeError;
+use crate::engine::error::{plain_reason, NodeError};
+use crate::engine::identity::Identity;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{self, LockScript};
 
@@ -56,8 +57,9 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
-/// A new connection, and for Sentinel the master's client and address when they changed.
-type Connected = (Conn, Option<(Client, String)>);
+/// A new connection, for Sentinel the master's client and address when they changed, and
+/// the server's identity (when it could be read).
+type Connected = (Conn, Option<(Client, String)>, Option<Identity>);
 type ConnectFuture = Shared<BoxFuture<'static, Result<Connected, NodeError>>>;
 
 enum Slot {
@@ -100,6 +102,10 @@ pub struct Node {
     set_nx_get: std::sync::atomic::AtomicBool,
     /// The pub/sub connection for release notifications, made on first need.
     subscriber: tokio::sync::Mutex<Option<Arc<Subscriber>>>,
+    /// The identity of the server behind the current connection, and a counter bumped
+    /// whenever it is read again (each new connection).
+    identity: Mutex<Option<Identity>>,
+    identity_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -113,7 +119,7 @@ impl std::fmt::Debug for Node {
 fn build_client(config: &NodeConfig) -> Result<Client, NodeError> {
     let fail = |e: RedisError| NodeError::Connect {
         addr: config.addr(),
-        reason: e.to_string(),
+        reason: plain(&e),
     };
     let addr = match &config.tls {
         None => ConnectionAddr::Tcp(config.host.clone(), config.port),
@@ -180,6 +186,8 @@ impl Node {
             }),
             subscriber: tokio::sync::Mutex::new(None),
             set_nx_get: std::sync::atomic::AtomicBool::new(true),
+            identity: Mutex::new(None),
+            identity_epoch: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -210,6 +218,25 @@ impl Node {
         self.connection().await.map(|_| ())
     }
 
+    /// Connects when not connected (the identity of the server comes with it).
+    pub async fn ensure_connected(&self) -> Result<(), NodeError> {
+        self.connection().await.map(|_| ())
+    }
+
+    /// The identity of the server behind the current connection, if it could be read.
+    pub fn identity(&self) -> Option<Identity> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes whenever a new connection read the server's identity again.
+    pub fn identity_epoch(&self) -> u64 {
+        self.identity_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The shared connection, establishing it if needed. Concurrent callers share one
     /// connect attempt; a failed attempt is not cached, so the next call tries again.
     async fn connection(&self) -> Result<(Conn, u64), NodeError> {
@@ -232,14 +259,20 @@ impl Node {
                 }
             }
         };
-        let result = fut.await.map(|(conn, found)| {
-            if let Some((client, addr)) = found {
-                *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
-                *self.addr.write().unwrap_or_else(|p| p.into_inner()) = addr;
+        let result = fut.await;
+        let mut st = self.lock_state();
+        let result = result.map(|(conn, found, identity)| {
+            if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
+                if let Some((client, addr)) = found {
+                    *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+                    *self.addr.write().unwrap_or_else(|p| p.into_inner()) = addr;
+                }
+                *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+                self.identity_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
             conn
         });
-        let mut st = self.lock_state();
         if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
             st.slot = match &result {
                 Ok(c) => Slot::Ready(c.clone()),
@@ -291,7 +324,7 @@ impl Node {
         }
         NodeError::Command {
             addr: self.addr(),
-            reason: e.to_string(),
+            reason: plain(&e),
         }
     }
 
@@ -434,12 +467,12 @@ async fn establish(client: Client, config: NodeConfig) -> Result<Connected, Node
     if let Some(nodes) = &config.cluster {
         return connect_cluster(nodes, &config)
             .await
-            .map(|c| (Conn::Cluster(c), None));
+            .map(|c| (Conn::Cluster(c), None, None));
     }
     let Some(sentinel) = &config.sentinel else {
         return connect_to(client, &config)
             .await
-            .map(|c| (Conn::Single(c), None));
+            .map(|(c, id)| (Conn::Single(c), None, id));
     };
     let work = async {
         let (host, port) = discover_master(sentinel, &config).await?;
@@ -450,7 +483,7 @@ async fn establish(client: Client, config: NodeConfig) -> Result<Connected, Node
             ..config.clone()
         };
         let client = build_client(&master)?;
-        let mut conn = connect_to(client.clone(), &master).await?;
+        let (mut conn, identity) = connect_to(client.clone(), &master).await?;
         // A sentinel may still name a master that was just demoted.
         let role: Vec<redis::Value> =
             redis::cmd("ROLE")
@@ -458,7 +491,7 @@ async fn establish(client: Client, config: NodeConfig) -> Result<Connected, Node
                 .await
                 .map_err(|e| NodeError::Connect {
                     addr: master.host_port(),
-                    reason: e.to_string(),
+                    reason: plain(&e),
                 })?;
         match role.first() {
             Some(redis::Value::BulkString(r)) if r == b"master" => {}
@@ -469,7 +502,11 @@ async fn establish(client: Client, config: NodeConfig) -> Result<Connected, Node
                 })
             }
         }
-        Ok((Conn::Single(conn), Some((client, master.host_port()))))
+        Ok((
+            Conn::Single(conn),
+            Some((client, master.host_port())),
+            identity,
+        ))
     };
     match tokio::time::timeout(config.connect_timeout, work).await {
         Ok(result) => result,
@@ -507,7 +544,7 @@ async fn connect_cluster(
         .collect::<Result<_, _>>()
         .map_err(|e| NodeError::Connect {
             addr: addr.clone(),
-            reason: e.to_string(),
+            reason: plain(&e),
         })?;
     let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
         .connection_timeout(config.connect_timeout)
@@ -521,13 +558,13 @@ async fn connect_cluster(
     }
     let client = builder.build().map_err(|e| NodeError::Connect {
         addr: addr.clone(),
-        reason: e.to_string(),
+        reason: plain(&e),
     })?;
     match tokio::time::timeout(config.connect_timeout, client.get_async_connection()).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(NodeError::Connect {
             addr,
-            reason: e.to_string(),
+            reason: plain(&e),
         }),
         Err(_) => Err(NodeError::ConnectTimeout {
             addr,
@@ -561,7 +598,7 @@ async fn discover_master(
                 .await
                 .map_err(|e| NodeError::Command {
                     addr: at.host_port(),
-                    reason: e.to_string(),
+                    reason: plain(&e),
                 })
         };
         match tokio::time::timeout(config.command_timeout.max(config.connect_timeout), ask).await {
@@ -594,15 +631,16 @@ async fn connect_plain(
         .await
         .map_err(|e| NodeError::Connect {
             addr: config.host_port(),
-            reason: e.to_string(),
+            reason: plain(&e),
         })
 }
 
-/// Connects to one server and loads the lock scripts.
+/// Connects to one server, loads the lock scripts and reads the server's identity (a
+/// user whose ACL forbids `INFO` gets none).
 async fn connect_to(
     client: Client,
     config: &NodeConfig,
-) -> Result<MultiplexedConnection, NodeError> {
+) -> Result<(MultiplexedConnection, Option<Identity>), NodeError> {
     let addr = config.host_port();
     let conn_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
@@ -617,17 +655,29 @@ async fn connect_to(
             pipe.add_command(script.load()).ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
-        Ok::<_, RedisError>(conn)
+        let info = redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut conn)
+            .await;
+        let identity = info
+            .ok()
+            .and_then(|i| Identity::parse(&i, std::time::Instant::now()));
+        Ok::<_, RedisError>((conn, identity))
     };
     match tokio::time::timeout(config.connect_timeout, work).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) if !e.is_timeout() => Err(NodeError::Connect {
             addr,
-            reason: e.to_string(),
+            reason: plain(&e),
         }),
         _ => Err(NodeError::ConnectTimeout {
             addr,
             ms: config.connect_timeout.as_millis() as u64,
         }),
     }
+}
+
+/// A driver error in plain words (see [`plain_reason`]).
+pub(crate) fn plain(e: &RedisError) -> String {
+    plain_reason(&e.to_string())
 }

@@ -94,6 +94,22 @@ pub enum FailureKind {
     Locked,
     /// Too many nodes failed (or time ran out) to decide either way.
     Undecided,
+    /// The lock had expired (an extend of an expired lock).
+    Expired,
+    /// The call was aborted (`settings.signal`).
+    Aborted,
+}
+
+impl FailureKind {
+    /// The `reason` users see on errors.
+    pub fn reason(self) -> &'static str {
+        match self {
+            FailureKind::Locked => "locked",
+            FailureKind::Undecided => "quorum-unavailable",
+            FailureKind::Expired => "expired",
+            FailureKind::Aborted => "aborted",
+        }
+    }
 }
 
 #[cfg(test)]

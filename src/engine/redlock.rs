@@ -6,12 +6,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
+use crate::engine::identity::Trust;
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
-use crate::engine::queue::Queues;
+use crate::engine::queue::{Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
 use crate::engine::scripts::{
     fence_key, released_channel, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT,
@@ -82,14 +84,12 @@ pub struct Execution {
 impl Execution {
     /// An operation that had nothing to do (releasing a lock that is not held).
     pub fn nothing_to_do() -> Self {
-        Execution {
-            attempts: VecDeque::new(),
-            attempt_count: 0,
-            start_ms: now_ms(),
-            outcome: Ok(0),
-            expiration_ms: 0.0,
-            fence: None,
-        }
+        Retries::start().finish(Ok(0))
+    }
+
+    /// An operation refused before any attempt.
+    pub fn failed(kind: FailureKind) -> Self {
+        Retries::start().finish(Err(kind))
     }
 }
 
@@ -105,7 +105,9 @@ pub fn now_ms() -> f64 {
 /// A set of independent nodes voting on locks.
 #[derive(Clone)]
 pub struct Quorum {
-    nodes: Vec<Arc<Node>>,
+    nodes: Arc<Vec<Arc<Node>>>,
+    /// Which nodes may vote for acquires (restart safety).
+    trust: Arc<Trust>,
     /// Local lines of waiters, so that one waiter per process contends remotely.
     queues: Arc<Queues>,
     stragglers: Arc<Stragglers>,
@@ -143,121 +145,371 @@ impl Stragglers {
     }
 }
 
+/// What one operation is given besides its arguments.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub settings: &'a Settings,
+    /// No attempt runs past this moment (an extend: the lock's expiration), and no retry
+    /// starts after it.
+    pub deadline: Option<Instant>,
+    /// Hears every attempt that is not the operation's last, as it ends (events).
+    pub progress: Option<&'a (dyn Fn(&AttemptStats) + Send + Sync)>,
+    /// Aborts the operation (`settings.signal`).
+    pub cancel: Option<&'a Cancel>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(settings: &'a Settings) -> Self {
+        Call {
+            settings,
+            deadline: None,
+            progress: None,
+            cancel: None,
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.is_cancelled())
+    }
+
+    /// Resolves when the operation is aborted (never without a `cancel`).
+    async fn aborted(&self) {
+        match self.cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// An abort switch for one operation.
+#[derive(Default)]
+pub struct Cancel {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The shortest time worth an attempt: a retry that would have less before the deadline
+/// is not started.
+const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+
+/// The running state of one operation's retries.
+struct Retries {
+    start_ms: f64,
+    started: Instant,
+    attempts: VecDeque<AttemptStats>,
+    attempt_count: u64,
+    /// Attempts that count against retryCount: the first, and each one after a retry
+    /// delay ran out. Attempts woken by a release announcement are extra, within the
+    /// retry window.
+    counted: u64,
+    woken: bool,
+}
+
+impl Retries {
+    fn start() -> Self {
+        Retries {
+            start_ms: now_ms(),
+            started: Instant::now(),
+            attempts: VecDeque::new(),
+            attempt_count: 0,
+            counted: 0,
+            woken: false,
+        }
+    }
+
+    fn begin_attempt(&mut self) {
+        self.attempt_count += 1;
+        if !self.woken {
+            self.counted += 1;
+        }
+    }
+
+    fn keep(&mut self, stats: AttemptStats) {
+        if self.attempts.len() == ATTEMPTS_KEPT {
+            self.attempts.pop_front();
+        }
+        self.attempts.push_back(stats);
+    }
+
+    /// Whether no further attempt may follow the one just made.
+    fn exhausted(&self, call: &Call) -> bool {
+        let settings = call.settings;
+        let window = settings.retry_window();
+        settings.max_attempts().is_some_and(|m| self.counted >= m)
+            || window.is_some_and(|w| self.woken && self.started.elapsed() >= w)
+            || call
+                .deadline
+                .is_some_and(|d| d.saturating_duration_since(Instant::now()) < MIN_ATTEMPT)
+    }
+
+    fn finish(self, outcome: Result<i64, FailureKind>) -> Execution {
+        let expiration_ms = match outcome {
+            Ok(validity) if validity > 0 => now_ms() + validity as f64,
+            _ => 0.0,
+        };
+        let fence = self.attempts.back().and_then(|a| a.fence);
+        Execution {
+            attempts: self.attempts,
+            attempt_count: self.attempt_count,
+            start_ms: self.start_ms,
+            outcome,
+            expiration_ms,
+            fence: fence.filter(|_| outcome.is_ok()),
+        }
+    }
+}
+
+/// The commands of one attempt, built once for every node.
+struct Commands {
+    script: &'static LockScript,
+    cmd: redis::Cmd,
+    /// A single-resource acquire as a plain `SET NX PX GET` where the server has it.
+    fast: Option<redis::Cmd>,
+    value: String,
+}
+
+impl Commands {
+    fn build(op: Op, resources: &[String], value: &str, settings: &Settings) -> Self {
+        let (script, cmd) = match op {
+            Op::Acquire { ttl_ms } if settings.fencing => {
+                let mut keys = resources.to_vec();
+                keys.extend(resources.iter().map(|r| fence_key(r)));
+                let (ttl, n) = (ttl_ms.to_string(), resources.len().to_string());
+                (
+                    &*FENCED_ACQUIRE_SCRIPT,
+                    FENCED_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, &n]),
+                )
+            }
+            Op::Acquire { ttl_ms } => (
+                &*ACQUIRE_SCRIPT,
+                ACQUIRE_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
+            ),
+            Op::Extend { ttl_ms } => (
+                &*EXTEND_SCRIPT,
+                EXTEND_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
+            ),
+            Op::Release => (
+                &*RELEASE_SCRIPT,
+                RELEASE_SCRIPT.evalsha(resources, &[value]),
+            ),
+        };
+        // `SET NX PX GET` (Redis 7) makes the same decision as the script at a fraction
+        // of Redis' CPU.
+        let fast = match (op, resources) {
+            (Op::Acquire { ttl_ms }, [resource]) if !settings.fencing => {
+                let mut set = redis::cmd("SET");
+                set.arg(resource)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .arg("GET");
+                Some(set)
+            }
+            _ => None,
+        };
+        Commands {
+            script,
+            cmd,
+            fast,
+            value: value.to_string(),
+        }
+    }
+}
+
+/// The votes of one attempt as they come in.
+struct Ballot {
+    tally: Tally,
+    votes: Vec<Option<Vote>>,
+    /// The fencing counters read by the nodes that voted for a fenced acquire.
+    counters: Vec<Option<i64>>,
+    decision: Decision,
+}
+
+impl Ballot {
+    fn new(n: usize) -> Self {
+        Ballot {
+            tally: Tally::new(n),
+            votes: vec![None; n],
+            counters: vec![None; n],
+            decision: Decision::Pending,
+        }
+    }
+
+    fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>) {
+        let now = count(&mut self.tally, &vote);
+        if self.decision == Decision::Pending {
+            self.decision = now;
+        }
+        self.votes[i] = Some(vote);
+        self.counters[i] = counter;
+    }
+
+    /// Every vote still missing fails with `error(i)`; the attempt is then decided.
+    fn fail_missing(&mut self, error: impl Fn(usize) -> NodeError) {
+        for (i, v) in self.votes.iter_mut().enumerate() {
+            if v.is_none() {
+                *v = Some(Vote::Failed(error(i)));
+                self.tally.vote_failed();
+            }
+        }
+        if self.decision == Decision::Pending {
+            self.decision = self.tally.decision();
+        }
+    }
+}
+
 impl Quorum {
     pub fn new(nodes: Vec<Arc<Node>>) -> Self {
         Quorum {
-            nodes,
+            trust: Arc::new(Trust::new(nodes.len())),
+            nodes: Arc::new(nodes),
             queues: Arc::default(),
             stragglers: Arc::default(),
         }
     }
 
-    /// Runs `op` with retries per `settings`.
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// Runs `op` with retries per `call.settings`.
     ///
     /// Acquires wait their turn in the process's line for the resources (first come,
     /// first served), for at most the retry window. Contended, the head of the line
     /// subscribes to the release announcements of the resources and retries as soon as
     /// one arrives, or after the retry delay when none does (so a release is never waited
-    /// for longer than the retry delay, and never polled for).
+    /// for longer than the retry delay, and never polled for). Retries stop at
+    /// `call.deadline`, and at once when the call is aborted.
     pub async fn execute(
         &self,
         op: Op,
         resources: &[String],
         value: &str,
-        settings: &Settings,
+        call: &Call<'_>,
     ) -> Execution {
-        let start_ms = now_ms();
-        let started = Instant::now();
-        let window = settings.retry_window();
-        let mut attempts = VecDeque::new();
-        let mut attempt_count = 0u64;
-        // Attempts that count against retryCount: the first, and each one after a retry
-        // delay ran out. Attempts woken by a release announcement are extra, within the
-        // retry window.
-        let mut counted = 0u64;
-        let mut woken = false;
-        let mut turn = None;
+        let mut run = Retries::start();
+        if call.cancelled() {
+            return run.finish(Err(FailureKind::Aborted));
+        }
         if op == Op::Release {
             self.stragglers.note_release(value, self.command_timeout());
         }
+        let mut turn = None;
         if matches!(op, Op::Acquire { .. }) {
-            let deadline = window.map(|w| started + w);
-            match self.queues.enter(resources.join("\u{0}"), deadline).await {
-                Some(t) => turn = Some(t),
-                None => {
-                    return Execution {
-                        attempts,
-                        attempt_count,
-                        start_ms,
-                        outcome: Err(FailureKind::Locked),
-                        expiration_ms: 0.0,
-                        fence: None,
-                    }
-                }
-            }
-        }
-        // Releases of our own value (cleanups of our failed attempts) wake nobody here.
-        if let Some(t) = &turn {
-            t.released().0.set_own(Some(value.to_string()));
-        }
-        // The previous head took the lock: its release is what to wait for.
-        if let Some(t) = turn.as_ref().filter(|t| t.handoff()) {
-            let (released, subscribed) = t.released();
-            if subscribed {
-                wait_for(&released, settings).await;
+            match self.take_turn(resources, value, call, run.started).await {
+                Ok(t) => turn = Some(t),
+                Err(kind) => return run.finish(Err(kind)),
             }
         }
         loop {
-            attempt_count += 1;
-            if !woken {
-                counted += 1;
-            }
-            let (stats, outcome) = self.attempt(op, resources, value, settings).await;
-            if attempts.len() == ATTEMPTS_KEPT {
-                attempts.pop_front();
-            }
-            attempts.push_back(stats);
-            let last = settings.max_attempts().is_some_and(|m| counted >= m)
-                || window.is_some_and(|w| woken && started.elapsed() >= w);
+            run.begin_attempt();
+            let (stats, outcome) = self.attempt(op, resources, value, call).await;
+            let against = stats.tally.against() > 0;
+            run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
             let hopeless = matches!(op, Op::Extend { .. }) && outcome == Err(FailureKind::Locked);
-            if outcome.is_ok() || last || hopeless {
-                let expiration_ms = match (outcome, op) {
-                    (Ok(validity), Op::Acquire { .. } | Op::Extend { .. }) => {
-                        now_ms() + validity as f64
-                    }
-                    _ => 0.0,
-                };
+            let aborted = outcome == Err(FailureKind::Aborted);
+            if outcome.is_ok() || aborted || hopeless || run.exhausted(call) {
                 if let (Some(t), Ok(_)) = (turn.as_mut(), outcome) {
                     t.acquired();
                 }
-                let fence = attempts.back().and_then(|a| a.fence);
-                return Execution {
-                    attempts,
-                    attempt_count,
-                    start_ms,
-                    outcome,
-                    expiration_ms,
-                    fence,
-                };
+                return run.finish(outcome);
             }
-            match (&turn, outcome) {
-                (Some(t), Err(FailureKind::Locked)) => {
-                    let (released, subscribed) = t.released();
-                    if !subscribed {
-                        // First sign of contention: from now on the line hears releases.
-                        t.keep_watches(self.watch(resources, released.clone(), settings).await);
-                    }
-                    woken = wait_for(&released, settings).await;
+            if let (Some(progress), true) = (call.progress, against) {
+                if let Some(last) = run.attempts.back() {
+                    progress(last);
                 }
-                _ => {
-                    woken = false;
-                    tokio::time::sleep(settings.retry_pause(random_unit())).await
-                }
+            }
+            let pause = self.pause_before_retry(&turn, outcome, resources, call);
+            tokio::select! {
+                woken = pause => run.woken = woken,
+                _ = call.aborted() => return run.finish(Err(FailureKind::Aborted)),
             }
         }
     }
 
+    /// Waits for this acquire's turn in the process's line; once it is the head, sets up
+    /// what the waiting needs. `Err` when the retry window passed or the call was aborted
+    /// first.
+    async fn take_turn(
+        &self,
+        resources: &[String],
+        value: &str,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Result<Turn, FailureKind> {
+        let deadline = call.settings.retry_window().map(|w| started + w);
+        let turn = tokio::select! {
+            t = self.queues.enter(resources.join("\u{0}"), deadline) => t.ok_or(FailureKind::Locked)?,
+            _ = call.aborted() => return Err(FailureKind::Aborted),
+        };
+        // Releases of our own value (cleanups of our failed attempts) wake nobody here.
+        turn.released().0.set_own(Some(value.to_string()));
+        // The previous head took the lock: its release is what to wait for.
+        if turn.handoff() {
+            let (released, subscribed) = turn.released();
+            if subscribed {
+                tokio::select! {
+                    _ = wait_for(&released, call.settings.retry_pause(random_unit())) => {}
+                    _ = call.aborted() => return Err(FailureKind::Aborted),
+                }
+            }
+        }
+        Ok(turn)
+    }
+
+    /// The wait before the next attempt: for a contended acquire, until a release is
+    /// announced (`true`) or the retry delay passed; otherwise the retry delay. Never
+    /// past the call's deadline.
+    async fn pause_before_retry(
+        &self,
+        turn: &Option<Turn>,
+        outcome: Result<i64, FailureKind>,
+        resources: &[String],
+        call: &Call<'_>,
+    ) -> bool {
+        let mut pause = call.settings.retry_pause(random_unit());
+        if let Some(d) = call.deadline {
+            let room = d.saturating_duration_since(Instant::now());
+            pause = pause.min(room.saturating_sub(MIN_ATTEMPT));
+        }
+        match (turn, outcome) {
+            (Some(t), Err(FailureKind::Locked)) => {
+                let (released, subscribed) = t.released();
+                if !subscribed {
+                    // First sign of contention: from now on the line hears releases.
+                    t.keep_watches(self.watch(resources, released.clone(), call.settings).await);
+                }
+                wait_for(&released, pause).await
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                false
+            }
+        }
+    }
     /// Subscribes `signal` to the release announcements of `resources` on every node
     /// that answers within the retry delay (a slow or dead node is not waited for: the
     /// others announce the release too).
@@ -288,208 +540,216 @@ impl Quorum {
         op: Op,
         resources: &[String],
         value: &str,
-        settings: &Settings,
+        call: &Call<'_>,
     ) -> (AttemptStats, Result<i64, FailureKind>) {
-        let n = self.nodes.len();
+        let settings = call.settings;
         let started = Instant::now();
-        // One deadline for the whole attempt: no node waits past its command time-out,
-        // and past the validity window no lock can be valid.
-        let limit = self.command_timeout();
-        let window = match op.ttl_ms() {
-            Some(ttl) => attempt_window(ttl, settings.drift_factor).min(limit),
-            None => limit,
-        };
-        let mut tally = Tally::new(n);
-        let mut votes: Vec<Option<Vote>> = vec![None; n];
-        // The fencing counters read by the nodes that voted for a fenced acquire.
-        let mut counters: Vec<Option<i64>> = vec![None; n];
-
-        // One command, built once, for every node; the per-node requests own what they
-        // use, so that stragglers of a won attempt can finish in the background.
-        let (script, cmd) = match op {
-            Op::Acquire { ttl_ms } if settings.fencing => {
-                let mut keys = resources.to_vec();
-                keys.extend(resources.iter().map(|r| fence_key(r)));
-                let (ttl, n) = (ttl_ms.to_string(), resources.len().to_string());
-                (
-                    &*FENCED_ACQUIRE_SCRIPT,
-                    FENCED_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, &n]),
-                )
-            }
-            Op::Acquire { ttl_ms } => (
-                &*ACQUIRE_SCRIPT,
-                ACQUIRE_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
-            ),
-            Op::Extend { ttl_ms } => (
-                &*EXTEND_SCRIPT,
-                EXTEND_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
-            ),
-            Op::Release => (
-                &*RELEASE_SCRIPT,
-                RELEASE_SCRIPT.evalsha(resources, &[value]),
-            ),
-        };
-        // A single-resource acquire is a plain `SET NX PX GET` where the server has it
-        // (Redis 7): the same decision as the script, at a fraction of Redis' CPU.
-        let fast = match (op, resources) {
-            (Op::Acquire { ttl_ms }, [resource]) if !settings.fencing => {
-                let mut set = redis::cmd("SET");
-                set.arg(resource)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .arg("GET");
-                Some(set)
-            }
-            _ => None,
-        };
-        let shared = Arc::new((cmd, fast, value.to_string()));
-        let mut pending: FuturesUnordered<_> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, shared) = (node.clone(), shared.clone());
-                async move {
-                    let (cmd, fast, value) = &*shared;
-                    (
-                        i,
-                        node_vote(&node, op, script, cmd, fast.as_ref(), value).await,
-                    )
-                }
-            })
-            .collect();
-        let deadline = tokio::time::sleep(window);
-        tokio::pin!(deadline);
-
-        // Collect votes until the outcome is known. A lost acquire also waits (within the
-        // deadline) for the nodes still answering, so that whatever they set is removed
-        // before the attempt reports.
-        let is_acquire = matches!(op, Op::Acquire { .. });
-        let mut decision = Decision::Pending;
-        loop {
-            let draining = decision == Decision::Lost && is_acquire;
-            if decision != Decision::Pending && !draining {
-                break;
-            }
-            tokio::select! {
-                next = pending.next() => match next {
-                    Some((i, (vote, counter))) => {
-                        let now = count(&mut tally, &vote);
-                        if decision == Decision::Pending {
-                            decision = now;
-                        }
-                        votes[i] = Some(vote);
-                        counters[i] = counter;
-                    }
-                    None => break,
-                },
-                _ = &mut deadline => {
-                    for (i, v) in votes.iter_mut().enumerate() {
-                        if v.is_none() {
-                            *v = Some(Vote::Failed(NodeError::Timeout {
-                                addr: self.nodes[i].addr().to_string(),
-                                ms: window.as_millis() as u64,
-                            }));
-                            tally.vote_failed();
-                        }
-                    }
-                    if decision == Decision::Pending {
-                        // Every vote is in now, so this is Won or Lost.
-                        decision = tally.decision();
-                    }
-                    break;
-                }
-            }
-        }
-        if decision == Decision::Won {
-            // Let the stragglers set the key too (a lock on more nodes survives more
-            // crashes), without waiting for them.
-            if !pending.is_empty() {
-                let stragglers = self.stragglers.clone();
-                let nodes = self.nodes.clone();
-                let (resources, value) = (resources.to_vec(), value.to_string());
-                let acquire = matches!(op, Op::Acquire { .. });
-                stragglers
-                    .running
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(limit, async {
-                        while let Some((i, (vote, _))) = pending.next().await {
-                            // Landed after the lock was released: take it back.
-                            if acquire && vote == Vote::For && stragglers.was_released(&value) {
-                                let release = RELEASE_SCRIPT.evalsha(&resources, &[&value]);
-                                let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
-                            }
-                        }
-                    })
-                    .await;
-                    stragglers
-                        .running
-                        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                });
-            }
+        let window = self.attempt_window(op, call, started);
+        let commands = Arc::new(Commands::build(op, resources, value, settings));
+        let mut pending = self.send_votes(op, &commands, settings);
+        let mut ballot = Ballot::new(self.nodes.len());
+        let aborted = self
+            .collect_votes(op, &mut pending, &mut ballot, window, started, call)
+            .await;
+        if ballot.decision == Decision::Won {
+            self.settle_stragglers(op, pending, resources, value);
         } else {
             // Stop waiting. Requests already sent stay ordered before anything sent later
             // on the same connection, so the cleanup lands after them.
             drop(pending);
         }
-
-        // Fencing: the successor of the highest counter a quorum holds, written back to a
-        // quorum before the lock counts as acquired (and before its validity is measured).
-        let mut fence = None;
-        if decision == Decision::Won && settings.fencing && matches!(op, Op::Acquire { .. }) {
-            let next = counters.iter().flatten().max().copied().unwrap_or(0) + 1;
-            let left = window.saturating_sub(started.elapsed());
-            if self.write_fence(resources, next, left).await {
-                fence = Some(next);
-            } else {
-                decision = Decision::Lost;
-            }
-        }
-        // Replication: a quorum of masters must have had the lock acknowledged by
-        // `waitReplicas` replicas each, so that one failover cannot lose it.
-        if decision == Decision::Won
-            && settings.wait_replicas > 0
-            && matches!(op, Op::Acquire { .. })
-        {
-            let left = window.saturating_sub(started.elapsed());
-            if !self
-                .wait_replicas(&votes, settings.wait_replicas, left)
-                .await
-            {
-                decision = Decision::Lost;
-            }
-        }
-        let mut outcome = match decision {
-            Decision::Won => Ok(match op.ttl_ms() {
-                Some(ttl) => validity_ms(ttl, started.elapsed(), settings.drift_factor),
-                None => 0,
-            }),
-            // A lost fence write leaves the outcome to failures, not to another owner.
-            _ if decision == Decision::Lost && tally.decision() == Decision::Won => {
-                Err(FailureKind::Undecided)
-            }
-            _ => Err(tally.failure_kind()),
+        let confirmed = ballot.decision == Decision::Won
+            && self
+                .confirm(op, resources, &ballot, settings, window, started)
+                .await;
+        let fence = if confirmed && settings.fencing && matches!(op, Op::Acquire { .. }) {
+            Some(next_fence(&ballot.counters))
+        } else {
+            None
         };
-        if let Ok(v) = outcome {
-            if op.ttl_ms().is_some() && v <= 0 {
-                outcome = Err(FailureKind::Undecided);
-            }
-        }
+        let outcome = if aborted {
+            Err(FailureKind::Aborted)
+        } else {
+            decide(op, &ballot, confirmed, started, settings)
+        };
         if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
-            self.cleanup(&votes, resources, value).await;
+            self.cleanup(&ballot.votes, resources, value).await;
         }
-        let fence = fence.filter(|_| outcome.is_ok());
+        let Ballot { votes, tally, .. } = ballot;
         (
             AttemptStats {
                 votes,
                 tally,
-                fence,
+                fence: fence.filter(|_| outcome.is_ok()),
             },
             outcome,
         )
+    }
+
+    /// One deadline for the whole attempt: no node waits past its command time-out, past
+    /// the validity window no lock can be valid, and nothing runs past the call's deadline.
+    fn attempt_window(&self, op: Op, call: &Call<'_>, started: Instant) -> Duration {
+        let limit = self.command_timeout();
+        let mut window = match op.ttl_ms() {
+            Some(ttl) => attempt_window(ttl, call.settings.drift_factor).min(limit),
+            None => limit,
+        };
+        if let Some(d) = call.deadline {
+            window = window.min(d.saturating_duration_since(started));
+        }
+        window
+    }
+
+    /// Sends the attempt's command to every node. Acquires go only to nodes trusted not
+    /// to have forgotten locks (see [`Trust`]). The requests own what they use, so that
+    /// the stragglers of a won attempt can finish in the background.
+    fn send_votes(&self, op: Op, commands: &Arc<Commands>, settings: &Settings) -> PendingVotes {
+        let checked = matches!(op, Op::Acquire { .. }) && settings.restart_quarantine;
+        let max_duration = Duration::from_millis(settings.max_duration_ms);
+        (0..self.nodes.len())
+            .map(|i| {
+                let (nodes, trust, commands) =
+                    (self.nodes.clone(), self.trust.clone(), commands.clone());
+                let fut: BoxFuture<'static, (usize, (Vote, Option<i64>))> = Box::pin(async move {
+                    let node = &nodes[i];
+                    if checked {
+                        if let Err(e) = trust.admit(&nodes, i, max_duration).await {
+                            return (i, (Vote::Failed(e), None));
+                        }
+                    }
+                    let epoch = node.identity_epoch();
+                    let c = &*commands;
+                    let vote =
+                        node_vote(node, op, c.script, &c.cmd, c.fast.as_ref(), &c.value).await;
+                    // Reconnected meanwhile (the request was sent again): check the server
+                    // that answered.
+                    if checked && node.identity_epoch() != epoch {
+                        if let Err(e) = trust.admit(&nodes, i, max_duration).await {
+                            return (i, (Vote::Failed(e), None));
+                        }
+                    }
+                    (i, vote)
+                });
+                fut
+            })
+            .collect()
+    }
+
+    /// Collects votes until the outcome is known, `window` ends, or the call is aborted
+    /// (`true`). A lost acquire also waits (within the window) for the nodes still
+    /// answering, so that whatever they set is removed before the attempt reports; a won
+    /// fenced acquire waits a little for the other counters (see [`FENCE_GRACE`]).
+    async fn collect_votes(
+        &self,
+        op: Op,
+        pending: &mut PendingVotes,
+        ballot: &mut Ballot,
+        window: Duration,
+        started: Instant,
+        call: &Call<'_>,
+    ) -> bool {
+        let deadline = tokio::time::sleep(window);
+        tokio::pin!(deadline);
+        let is_acquire = matches!(op, Op::Acquire { .. });
+        let fenced = is_acquire && call.settings.fencing;
+        let mut grace: Option<Instant> = None;
+        loop {
+            let draining = ballot.decision == Decision::Lost && is_acquire;
+            if ballot.decision == Decision::Won && fenced && grace.is_none() {
+                grace = Some(Instant::now() + FENCE_GRACE.max(started.elapsed() * 2));
+            }
+            let waiting_counters = grace.is_some_and(|g| Instant::now() < g);
+            if ballot.decision != Decision::Pending && !draining && !waiting_counters {
+                return false;
+            }
+            let until = grace.map_or(started + window, |g| g.min(started + window));
+            tokio::select! {
+                next = pending.next() => match next {
+                    Some((i, (vote, counter))) => ballot.count(i, vote, counter),
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until(until.into()), if grace.is_some() => return false,
+                _ = &mut deadline => {
+                    let ms = window.as_millis() as u64;
+                    ballot.fail_missing(|i| NodeError::Timeout { addr: self.nodes[i].addr(), ms });
+                    return false;
+                }
+                _ = call.aborted() => {
+                    ballot.fail_missing(|i| NodeError::Aborted { addr: self.nodes[i].addr() });
+                    ballot.decision = Decision::Lost;
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Lets the requests of a won attempt still under way finish in the background (a
+    /// lock on more nodes survives more crashes). One that lands after its lock was
+    /// released takes its key back.
+    fn settle_stragglers(
+        &self,
+        op: Op,
+        mut pending: PendingVotes,
+        resources: &[String],
+        value: &str,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let stragglers = self.stragglers.clone();
+        let nodes = self.nodes.clone();
+        let (resources, value) = (resources.to_vec(), value.to_string());
+        let acquire = matches!(op, Op::Acquire { .. });
+        let limit = self.command_timeout();
+        stragglers
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(limit, async {
+                while let Some((i, (vote, _))) = pending.next().await {
+                    if acquire && vote == Vote::For && stragglers.was_released(&value) {
+                        let release = RELEASE_SCRIPT.evalsha(&resources, &[&value]);
+                        let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                    }
+                }
+            })
+            .await;
+            stragglers
+                .running
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        });
+    }
+
+    /// What a won acquire still needs before it counts: its fencing token written to a
+    /// quorum, and with `waitReplicas` a quorum of masters whose replicas acknowledged it.
+    async fn confirm(
+        &self,
+        op: Op,
+        resources: &[String],
+        ballot: &Ballot,
+        settings: &Settings,
+        window: Duration,
+        started: Instant,
+    ) -> bool {
+        if !matches!(op, Op::Acquire { .. }) {
+            return true;
+        }
+        if settings.fencing {
+            let left = window.saturating_sub(started.elapsed());
+            if !self
+                .write_fence(resources, next_fence(&ballot.counters), left)
+                .await
+            {
+                return false;
+            }
+        }
+        if settings.wait_replicas > 0 {
+            let left = window.saturating_sub(started.elapsed());
+            return self
+                .wait_replicas(&ballot.votes, settings.wait_replicas, left)
+                .await;
+        }
+        true
     }
 
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
@@ -593,12 +853,55 @@ impl Quorum {
     }
 }
 
-/// Waits for a release announcement (`true`), or the retry delay when none comes.
-async fn wait_for(released: &Signal, settings: &Settings) -> bool {
-    let pause = settings.retry_pause(random_unit());
+/// Waits for a release announcement (`true`), or `pause` when none comes.
+async fn wait_for(released: &Signal, pause: Duration) -> bool {
     tokio::time::timeout(pause, released.notified())
         .await
         .is_ok()
+}
+
+/// The requests of one attempt still under way, by node index.
+type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, (Vote, Option<i64>))>>;
+
+/// How long a won fenced acquire waits at least for the counters of the nodes that have
+/// not answered yet (or twice the time the quorum took). The token is the successor of the
+/// highest counter read; reading more than a quorum keeps it above earlier tokens even
+/// when a node of the quorum that wrote them lost its data (a restart without
+/// persistence), as long as one of the others answers in time.
+const FENCE_GRACE: Duration = Duration::from_millis(5);
+
+/// The fencing token of a won fenced acquire: the successor of the highest counter read.
+fn next_fence(counters: &[Option<i64>]) -> i64 {
+    counters.iter().flatten().max().copied().unwrap_or(0) + 1
+}
+
+/// The outcome of an attempt from its votes: won (with the validity left), or why not.
+fn decide(
+    op: Op,
+    ballot: &Ballot,
+    confirmed: bool,
+    started: Instant,
+    settings: &Settings,
+) -> Result<i64, FailureKind> {
+    if ballot.decision != Decision::Won {
+        return Err(ballot.tally.failure_kind());
+    }
+    // A lost fence write or replica wait leaves the outcome to failures, not to another
+    // owner.
+    if !confirmed {
+        return Err(FailureKind::Undecided);
+    }
+    match op.ttl_ms() {
+        Some(ttl) => {
+            let v = validity_ms(ttl, started.elapsed(), settings.drift_factor);
+            if v > 0 {
+                Ok(v)
+            } else {
+                Err(FailureKind::Undecided)
+            }
+        }
+        None => Ok(0),
+    }
 }
 
 /// Counts one vote.
@@ -696,46 +999,58 @@ impl Redlock {
         &self,
         resources: &[String],
         ttl_ms: u64,
-        settings: &Settings,
+        call: &Call<'_>,
     ) -> (String, Execution) {
         let value = random_value();
         let exec = self
             .quorum
-            .execute(Op::Acquire { ttl_ms }, resources, &value, settings)
+            .execute(Op::Acquire { ttl_ms }, resources, &value, call)
             .await;
         (value, exec)
     }
 
-    /// Resets the ttl of a lock we hold.
+    /// Resets the ttl of a lock we hold that is valid until `expiration_ms` (ms since the
+    /// epoch). An expired lock is not extended (`FailureKind::Expired`, no network call);
+    /// retries stop when the lock expires, since it cannot be extended after that.
     pub async fn extend(
         &self,
         resources: &[String],
         value: &str,
         ttl_ms: u64,
-        settings: &Settings,
+        expiration_ms: f64,
+        call: &Call<'_>,
     ) -> Execution {
+        let left = expiration_ms - now_ms();
+        if left.is_nan() || left <= 0.0 {
+            return Execution::failed(FailureKind::Expired);
+        }
+        let lock_ends = Instant::now() + Duration::from_millis(left as u64);
+        let call = Call {
+            deadline: Some(call.deadline.map_or(lock_ends, |d| d.min(lock_ends))),
+            ..*call
+        };
         self.quorum
-            .execute(Op::Extend { ttl_ms }, resources, value, settings)
+            .execute(Op::Extend { ttl_ms }, resources, value, &call)
             .await
     }
 
     /// Removes our keys; idempotent, succeeds once a quorum answered.
-    pub async fn release(
-        &self,
-        resources: &[String],
-        value: &str,
-        settings: &Settings,
-    ) -> Execution {
+    pub async fn release(&self, resources: &[String], value: &str, call: &Call<'_>) -> Execution {
         self.quorum
-            .execute(Op::Release, resources, value, settings)
+            .execute(Op::Release, resources, value, call)
             .await
     }
 
     /// The seed's `acquireLock`: `Some(true)`: acquired; `Some(false)`: another owner
     /// holds it; `None`: too many nodes failed to decide.
-    pub async fn acquire_lock(&self, resource: String, ttl_ms: u64) -> (Option<bool>, Execution) {
+    pub async fn acquire_lock(
+        &self,
+        resource: String,
+        ttl_ms: u64,
+        call: &Call<'_>,
+    ) -> (Option<bool>, Execution) {
         let resources = [resource];
-        let (value, exec) = self.acquire(&resources, ttl_ms, &self.settings).await;
+        let (value, exec) = self.acquire(&resources, ttl_ms, call).await;
         let [resource] = resources;
         let result = match exec.outcome {
             Ok(_) => {
@@ -743,7 +1058,7 @@ impl Redlock {
                 Some(true)
             }
             Err(FailureKind::Locked) => Some(false),
-            Err(FailureKind::Undecided) => None,
+            Err(_) => None,
         };
         (result, exec)
     }
@@ -762,7 +1077,9 @@ impl Redlock {
             return Execution::nothing_to_do();
         };
         let resources = [resource];
-        let exec = self.release(&resources, &value, &self.settings).await;
+        let exec = self
+            .release(&resources, &value, &Call::new(&self.settings))
+            .await;
         if exec.outcome.is_ok() {
             let [resource] = resources;
             let mut held = self.held();

@@ -18,6 +18,62 @@ pub struct Settings {
     /// After acquiring, `WAIT` until this many replicas of each master acknowledged the
     /// lock (0: do not wait); an acquire without a quorum of such masters fails.
     pub wait_replicas: u64,
+    /// The longest duration an acquire or extend may ask for; also how long a node known
+    /// to have restarted sits out of acquires (see [`crate::engine::identity`]).
+    pub max_duration_ms: u64,
+    /// Whether restarted nodes sit out of acquires for `max_duration_ms`.
+    pub restart_quarantine: bool,
+}
+
+/// The settings keys users may pass (JavaScript names), for the "did you mean" of an
+/// unknown key. `signal` is read by the JavaScript layer.
+pub const KEYS: &[&str] = &[
+    "driftFactor",
+    "retryCount",
+    "retryDelay",
+    "retryJitter",
+    "automaticExtensionThreshold",
+    "fencing",
+    "waitReplicas",
+    "maxDuration",
+    "restartQuarantine",
+    "signal",
+];
+
+/// Refuses a settings key that is not one of [`KEYS`], naming the closest valid one.
+pub fn check_key(ctx: &str, key: &str) -> Result<(), ArgError> {
+    if KEYS.contains(&key) {
+        return Ok(());
+    }
+    let closest = KEYS
+        .iter()
+        .min_by_key(|k| edit_distance(&k.to_ascii_lowercase(), &key.to_ascii_lowercase()))
+        .copied()
+        .unwrap_or("retryCount");
+    Err(ArgError::type_error(format!(
+        "{ctx}.{key} is not a setting: did you mean {closest}? Settings are {}.",
+        KEYS.join(", ")
+    )))
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 impl Default for Settings {
@@ -30,6 +86,8 @@ impl Default for Settings {
             automatic_extension_threshold_ms: 500,
             fencing: false,
             wait_replicas: 0,
+            max_duration_ms: 300_000,
+            restart_quarantine: true,
         }
     }
 }
@@ -44,6 +102,8 @@ pub struct SettingsPatch {
     pub automatic_extension_threshold: Option<f64>,
     pub fencing: Option<bool>,
     pub wait_replicas: Option<f64>,
+    pub max_duration: Option<f64>,
+    pub restart_quarantine: Option<bool>,
 }
 
 impl Settings {
@@ -89,6 +149,12 @@ impl Settings {
                 )));
             }
             s.wait_replicas = v as u64;
+        }
+        if let Some(v) = patch.max_duration {
+            s.max_duration_ms = crate::engine::args::duration_ms("settings.maxDuration", v)?;
+        }
+        if let Some(q) = patch.restart_quarantine {
+            s.restart_quarantine = q;
         }
         Ok(s)
     }
@@ -148,6 +214,7 @@ mod tests {
                 automatic_extension_threshold: Some(0.0),
                 fencing: Some(true),
                 wait_replicas: Some(0.0),
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(s.retry_count, 0);
@@ -231,6 +298,45 @@ mod tests {
             let e = Settings::default().apply(&patch).unwrap_err();
             assert!(e.message.contains(name), "{} lacks {name}", e.message);
         }
+    }
+
+    #[test]
+    fn unknown_keys_name_the_closest_setting() {
+        let e = check_key("settings", "retryCnt").unwrap_err();
+        assert!(e.message.contains("settings.retryCnt"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean retryCount?"),
+            "{}",
+            e.message
+        );
+        let e = check_key("settings", "driftfactor").unwrap_err();
+        assert!(
+            e.message.contains("did you mean driftFactor?"),
+            "{}",
+            e.message
+        );
+        let e = check_key("settings", "maxDurtion").unwrap_err();
+        assert!(
+            e.message.contains("did you mean maxDuration?"),
+            "{}",
+            e.message
+        );
+        for key in KEYS {
+            assert!(check_key("settings", key).is_ok());
+        }
+    }
+
+    #[test]
+    fn max_duration_defaults_to_five_minutes_and_is_validated() {
+        assert_eq!(Settings::default().max_duration_ms, 300_000);
+        assert!(Settings::default().restart_quarantine);
+        let e = Settings::default()
+            .apply(&SettingsPatch {
+                max_duration: Some(0.0),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(e.message.contains("settings.maxDuration"), "{}", e.message);
     }
 
     #[test]
