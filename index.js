@@ -21,8 +21,10 @@ const { NativeClient, NativeRedlock } = native
 
 const QUORUM_FAILED = 'The operation was unable to achieve a quorum during its retry window.'
 const EXPIRED = 'Cannot extend an already-expired lock.'
-/** Why an ExecutionError happened: "locked", "undecided" or "expired" (used by using()). */
-const failureOf = Symbol('redlock-rs.failure')
+const ABORTED = 'The operation was aborted.'
+
+/** `Symbol.asyncDispose` (Node.js 20 has it; older runtimes use the well-known fallback). */
+const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
 // ---------------------------------------------------------------------------- clients
 
@@ -79,20 +81,26 @@ class ResourceLockedError extends Error {
   }
 }
 
-/** An operation did not achieve a quorum within its retry window. */
+/**
+ * An operation did not achieve a quorum within its retry window. `reason` says why:
+ * 'locked' | 'quorum-unavailable' | 'expired' | 'aborted' | 'internal'; `cause` holds the
+ * node errors of the last attempt (an AggregateError) when nodes failed.
+ */
 class ExecutionError extends Error {
-  constructor(message, attempts) {
-    super(message)
+  constructor(message, attempts, options) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'ExecutionError'
     this.attempts = attempts
+    this.reason = options?.reason ?? 'internal'
   }
 }
 
 /** An automatic extension in `using()` failed: the lock may have been lost. */
 class LockLostError extends Error {
   constructor(message, options) {
-    super(message, options)
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'LockLostError'
+    this.reason = options?.reason ?? 'expired'
   }
 }
 
@@ -174,12 +182,13 @@ function nativeClientFor(client, i) {
 
 // ------------------------------------------------------------------------------- Lock
 
-// Completion statuses (src/completion.rs).
+// Completion statuses (src/completion.rs, `status`), and the `reason` of each failure.
 const DONE = 0
 const LOCKED = 1
-const UNDECIDED = 2
-const EXPIRED_LOCK = 3
 const INTERNAL = 4
+const ABORTED_OP = 5
+const PROGRESS = 6
+const REASONS = ['', 'locked', 'quorum-unavailable', 'expired', 'internal', 'aborted']
 
 /**
  * The attempts of an operation as the engine reports them (one string per attempt, one
@@ -194,16 +203,34 @@ class AttemptLog {
     this.requested = requested
   }
 
-  /** Calls `fn(vote, client, index, message)` for every vote against. */
-  eachAgainst(fn) {
+  /**
+   * Calls `fn(vote, client, message)` for every vote against in the attempts from index
+   * `from` on.
+   */
+  eachAgainst(fn, from = 0) {
     let e = 0
-    for (const attempt of this.attempts) {
+    this.attempts.forEach((attempt, a) => {
       for (let i = 0; i < attempt.length; i++) {
         const vote = attempt[i]
-        if (vote === 'L') fn(vote, this.clients[i], lockedMessage(this.requested))
-        else if (vote === 'E') fn(vote, this.clients[i], this.errors[e++])
+        if (vote === 'L' && a >= from) fn(vote, this.clients[i], lockedMessage(this.requested))
+        else if (vote === 'E') {
+          const message = this.errors[e++]
+          if (a >= from) fn(vote, this.clients[i], message)
+        }
       }
-    }
+    })
+  }
+
+  /** The node errors of the last attempt, as an AggregateError (undefined when none failed). */
+  lastErrors() {
+    const last = this.attempts.length - 1
+    const errors = []
+    this.eachAgainst((vote, client, message) => {
+      if (vote === 'E') errors.push(Object.assign(new Error(message), { client }))
+    }, last)
+    if (errors.length === 0) return undefined
+    const n = this.clients.length
+    return new AggregateError(errors, `${errors.length} of ${n} Redis node${n === 1 ? '' : 's'} failed: ${errors.map((e) => e.message).join('; ')}`)
   }
 
   toStats() {
@@ -268,6 +295,15 @@ class Lock {
     return this.redlock.release(this)
   }
 
+  /** `await using lock = await redlock.acquire(...)`: releases the lock; an expired one is no error. */
+  async [asyncDispose]() {
+    try {
+      await this.redlock.release(this)
+    } catch (error) {
+      if (error?.reason !== 'expired') throw error
+    }
+  }
+
   /** Extends this lock by `duration` ms; resolves a new Lock (see `Redlock#extend`). */
   async extend(duration) {
     return this.redlock.extend(this, duration)
@@ -282,6 +318,22 @@ function lockArg(lock) {
 }
 
 const noop = () => {}
+
+
+/** The `signal` of a settings object, checked. */
+function signalOf(settings) {
+  const signal = settings?.signal
+  if (signal == null) return undefined
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw new TypeError('settings.signal must be an AbortSignal.')
+  }
+  return signal
+}
+
+/** The error of a call whose signal is aborted. */
+function abortedError(signal, attempts) {
+  return new ExecutionError(ABORTED, attempts, { reason: 'aborted', cause: signal?.reason })
+}
 
 /**
  * Redlocks with operations in flight. The completion callback holds its Redlock only
@@ -313,14 +365,37 @@ class Redlock extends EventEmitter {
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
+    // Failed attempts report their votes as they end while someone listens.
+    // ('newListener' comes before the listener is added: an 'error' listener then makes
+    // two with the no-op, a 'clientError' listener one.)
+    this.on('newListener', (event) => {
+      if (event === 'error' || event === 'clientError') this.#native.setListening(true)
+    })
+    this.on('removeListener', (event) => {
+      if (event === 'error' || event === 'clientError') this.#native.setListening(this.#listening())
+    })
   }
 
-  /** Starts `method` natively under a fresh id; resolves with its completion tuple. */
-  #call(method, ...args) {
+  #listening() {
+    return this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0
+  }
+
+  /**
+   * Starts `method` natively under a fresh id; resolves with its completion tuple. With an
+   * AbortSignal, an abort stops the operation at once (it settles as ABORTED).
+   */
+  #call(method, signal, requested, ...args) {
     return new Promise((resolve, reject) => {
       const id = (this.#nextId = (this.#nextId + 1) >>> 0)
       this.#native[method](id, ...args) // bad arguments throw here: the promise rejects
-      this.#pending.set(id, { resolve, reject })
+      let settle = { resolve, reject, requested }
+      if (signal) {
+        const onAbort = () => this.#native.abort(id)
+        signal.addEventListener('abort', onAbort, { once: true })
+        const done = () => signal.removeEventListener('abort', onAbort)
+        settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
+      }
+      this.#pending.set(id, settle)
       if (this.#pending.size === 1) {
         busy.add(this)
         if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
@@ -333,8 +408,12 @@ class Redlock extends EventEmitter {
     for (const c of batch) {
       const waiter = this.#pending.get(c[0])
       if (waiter === undefined) continue
+      if (c[1] === PROGRESS) {
+        this.#emitVotes(new AttemptLog(this.#clients, c[5], c[6], waiter.requested), 0)
+        continue
+      }
       this.#pending.delete(c[0])
-      if (c[1] === INTERNAL) waiter.reject(new Error(c[2]))
+      if (c[1] === INTERNAL) waiter.reject(new ExecutionError(c[2], [], { reason: 'internal' }))
       else waiter.resolve(c)
     }
     if (this.#pending.size === 0) {
@@ -343,37 +422,45 @@ class Redlock extends EventEmitter {
     }
   }
 
-  /** The attempts of completion `c`, emitting its votes against as events. */
+  /** Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s attempts from `from` on. */
+  #emitVotes(log, from) {
+    if (!this.#listening()) return
+    log.eachAgainst((vote, client, message) => {
+      const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
+      this.emit('error', error)
+      if (vote === 'E') this.emit('clientError', error, client)
+    }, from)
+  }
+
+  /**
+   * The attempts of completion `c`, emitting the votes against of its last attempt as
+   * events (the earlier attempts were emitted as they ended).
+   */
   #log(c, requested) {
     const log = new AttemptLog(this.#clients, c[5], c[6], requested)
-    if (this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0) {
-      log.eachAgainst((vote, client, message) => {
-        const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
-        this.emit('error', error)
-        if (vote === 'E') this.emit('clientError', error, client)
-      })
-    }
+    this.#emitVotes(log, c[5].length - 1)
     return log
   }
 
-  #fail(c, log) {
-    const error = new ExecutionError(c[1] === EXPIRED_LOCK ? EXPIRED : QUORUM_FAILED, log.toStats())
-    Object.defineProperty(error, failureOf, { value: c[1] === EXPIRED_LOCK ? 'expired' : c[1] === LOCKED ? 'locked' : 'undecided' })
-    return error
+  #fail(c, log, signal) {
+    const reason = REASONS[c[1]] || 'internal'
+    if (reason === 'aborted') return abortedError(signal, log.toStats())
+    const message = reason === 'expired' ? EXPIRED : QUORUM_FAILED
+    return new ExecutionError(message, log.toStats(), { reason, cause: log.lastErrors() })
   }
 
   // ---- the seed API
 
   /** `true`: acquired; `false`: another owner holds it; `null`: too many instances failed. */
   async acquireLock(resource, ttl) {
-    const c = await this.#call('acquireLock', resource, ttl)
+    const c = await this.#call('acquireLock', undefined, 1, resource, ttl)
     this.#log(c, 1)
     return c[1] === DONE ? true : c[1] === LOCKED ? false : null
   }
 
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
-    const c = await this.#call('releaseLock', resource, lockValue)
+    const c = await this.#call('releaseLock', undefined, 1, resource, lockValue)
     const log = this.#log(c, 1)
     if (c[1] !== DONE) throw this.#fail(c, log)
   }
@@ -388,36 +475,53 @@ class Redlock extends EventEmitter {
 
   /** Locks every resource (all or nothing) for `duration` ms. */
   async acquire(resources, duration, settings) {
-    const c = await this.#call('acquire', resources, duration, settings)
+    const signal = signalOf(settings)
+    if (signal?.aborted) {
+      this.#native.resolveSettings(settings) // bad settings still throw first
+      throw abortedError(signal, [])
+    }
+    const c = await this.#call('acquire', signal, resources?.length, resources, duration, settings)
     const log = this.#log(c, resources.length)
-    if (c[1] !== DONE) throw this.#fail(c, log)
-    return new Lock(this, [...resources], c[2], log, c[3], c[8] == null ? undefined : BigInt(c[8]))
+    if (c[1] !== DONE) throw this.#fail(c, log, signal)
+    return new Lock(this, [...resources], c[2], log, c[3], c[7] == null ? undefined : BigInt(c[7]))
   }
 
   /** Releases `lock` (owner-checked, idempotent). */
   async release(lock, settings) {
     lockArg(lock)
-    const c = await this.#call('release', lock.resources, lock.value, settings)
+    const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings)
     lock.expiration = 0
     const log = this.#log(c, lock.resources.length)
     if (c[1] !== DONE) throw this.#fail(c, log)
     return new ExecutionResult(log, c[4])
   }
 
+  /** Extends `lock` natively; resolves `{ expiration, log }` or throws the ExecutionError. */
+  async #extend(lock, duration, settings) {
+    lockArg(lock)
+    const signal = signalOf(settings)
+    if (signal?.aborted) throw abortedError(signal, [])
+    const c = await this.#call('extend', signal, lock.resources?.length, lock.resources, lock.value, Number(lock.expiration), duration, settings)
+    const log = this.#log(c, lock.resources.length)
+    if (c[1] !== DONE) throw this.#fail(c, log, signal)
+    return { expiration: c[3], log }
+  }
+
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   async extend(lock, duration, settings) {
-    lockArg(lock)
-    const c = await this.#call('extend', lock.resources, lock.value, Number(lock.expiration), duration, settings)
-    const log = this.#log(c, lock.resources.length)
-    if (c[1] !== DONE) throw this.#fail(c, log)
+    const { expiration, log } = await this.#extend(lock, duration, settings)
     lock.expiration = 0
-    return new Lock(this, lock.resources, lock.value, log, c[3], lock.fence)
+    return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence)
   }
+
   /**
-   * Runs `routine(signal)` while holding the lock, extending it automatically
+   * Runs `routine(signal, lock)` while holding the lock, extending it automatically
    * `automaticExtensionThreshold` ms before it expires (with the settings given here).
-   * If an extension fails, `signal` is aborted with `signal.error` a LockLostError. The
-   * lock is always released; a failed release never replaces the routine's result or error.
+   * `lock` stays current: its `expiration` follows the extensions. When the lock is not
+   * extended by its expiration (the extension's retries are bounded by the time the lock
+   * has left), `signal` is aborted, no later than `lock.expiration`, with `signal.error`
+   * a LockLostError, and the keys still ours are removed. The lock is always released; a
+   * failed release never replaces the routine's result or error.
    */
   async using(resources, duration, settingsOrRoutine, optionalRoutine) {
     const settings = typeof settingsOrRoutine === 'function' ? undefined : settingsOrRoutine
@@ -429,54 +533,14 @@ class Redlock extends EventEmitter {
         'A lock `duration` must be at least 100ms greater than the `automaticExtensionThreshold` setting.',
       )
     }
-
-    const controller = new AbortController()
-    const signal = controller.signal
-    let lock = await this.acquire(resources, duration, settings)
-    let timer
-    let extension
-    let done = false
-
-    const schedule = () => {
-      const wait = Math.max(0, lock.expiration - Date.now() - effective.automaticExtensionThreshold)
-      timer = setTimeout(() => {
-        timer = undefined
-        extension = extend()
-      }, wait)
-    }
-    const extend = async () => {
-      for (;;) {
-        try {
-          lock = await this.extend(lock, duration, settings)
-          if (!done) schedule()
-          return
-        } catch (error) {
-          // Try again while the lock is still valid, unless it is certainly gone.
-          const gone = error?.[failureOf] === 'locked' || error?.[failureOf] === 'expired'
-          if (done) return
-          if (!gone && lock.expiration > Date.now() + effective.retryDelay) {
-            await new Promise((r) => setTimeout(r, Math.max(10, effective.retryDelay)))
-            continue
-          }
-          const lost = new LockLostError(
-            `The lock on ${lock.resources.join(', ')} could not be extended and may have been lost.`,
-            { cause: error },
-          )
-          signal.error = lost
-          this.emit('error', lost)
-          controller.abort(lost)
-          return
-        }
-      }
-    }
-
-    schedule()
+    const lock = await this.acquire(resources, duration, settings)
+    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s) =>
+      this.#extend(l, d, s),
+    )
     try {
-      return await routine(signal, lock) // the lock, as acquired: redlock-rs passes it too
+      return await routine(holding.signal, lock)
     } finally {
-      done = true
-      if (timer) clearTimeout(timer)
-      if (extension) await extension
+      await holding.stop()
       try {
         await this.release(lock, settings)
       } catch (error) {
@@ -490,6 +554,89 @@ class Redlock extends EventEmitter {
     await this.#native.quit()
     if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
     this.#keepAlive = null
+  }
+}
+
+/**
+ * The automatic extension of a lock held by `using()`: extends `threshold` ms before the
+ * lock expires, and aborts `signal` when the lock has not been extended by its expiration.
+ */
+class Holding {
+  #controller = new AbortController()
+  #timer
+  #lossTimer
+  #extension
+  #done = false
+
+  constructor(redlock, lock, duration, settings, threshold, extend) {
+    this.redlock = redlock
+    this.lock = lock
+    this.duration = duration
+    this.settings = settings
+    this.threshold = threshold
+    this.extendFn = extend
+    this.#armLoss()
+    this.#schedule()
+  }
+
+  get signal() {
+    return this.#controller.signal
+  }
+
+  /** Aborts the signal at the lock's expiration unless an extension moved it. */
+  #armLoss() {
+    clearTimeout(this.#lossTimer)
+    const left = Math.max(0, this.lock.expiration - Date.now())
+    this.#lossTimer = setTimeout(() => this.#lose('expired'), left)
+  }
+
+  #schedule() {
+    const wait = Math.max(0, this.lock.expiration - Date.now() - this.threshold)
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      this.#extension = this.#extend()
+    }, wait)
+  }
+
+  async #extend() {
+    try {
+      // The engine stops retrying when the lock expires.
+      const { expiration, log } = await this.extendFn(this.lock, this.duration, this.settings)
+      if (this.#done || this.signal.aborted) return
+      this.lock.expiration = expiration
+      this.lock.attempts = log
+      this.#armLoss()
+      this.#schedule()
+    } catch (error) {
+      this.#lose(error?.reason ?? 'internal', error)
+    }
+  }
+
+  #lose(reason, error) {
+    if (this.#done || this.signal.aborted) return
+    clearTimeout(this.#timer)
+    clearTimeout(this.#lossTimer)
+    const { lock, redlock } = this
+    const cause = error?.cause instanceof AggregateError ? error.cause : error
+    const lost = new LockLostError(
+      `The lock on ${lock.resources.join(', ')} could not be extended and may have been lost.`,
+      { cause, reason },
+    )
+    lost.expiration = lock.expiration
+    const signal = this.signal
+    signal.error = lost
+    redlock.emit('error', lost)
+    this.#controller.abort(lost)
+    // Our keys that are left go now (owner-checked: a new holder's keys stay).
+    redlock.release({ resources: lock.resources, value: lock.value }, this.settings).catch(noop)
+  }
+
+  /** Stops extending (waits for an extension in flight). */
+  async stop() {
+    this.#done = true
+    clearTimeout(this.#timer)
+    clearTimeout(this.#lossTimer)
+    if (this.#extension) await this.#extension
   }
 }
 
