@@ -1,6 +1,8 @@
 // The npm package as users get it: `npm pack`, a fresh app in a temp folder that installs
-// the tarball, and there the seed example as CommonJS, as ESM and as strictly checked
-// TypeScript (plus a file that must not type-check), a jest test, and the CLI.
+// the tarball, and there the seed example as CommonJS and as ESM, strictly checked
+// TypeScript (CommonJS, ESM under nodenext and under bundler resolution, a list typed
+// IRedisClient[]; plus a file that must not type-check) with TypeScript 5 and with the
+// newest TypeScript on npm, a jest test, and the CLI.
 import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
@@ -44,15 +46,21 @@ test('npm pack ships the addon, the JS layer, the types, README and LICENSE only
   const [packed] = JSON.parse(stdout)
   const files = packed.files.map((f) => f.path).sort()
   t.deepEqual(files, [
-    'LICENSE', 'README.md', 'bin/redlock-rs.js', 'binding.d.ts', 'binding.js', 'index.d.ts', 'index.js', 'index.mjs',
+    'LICENSE', 'README.md', 'bin/redlock-rs.js', 'binding.d.ts', 'binding.js', 'index.d.mts', 'index.d.ts', 'index.js', 'index.mjs',
     'package.json', 'redlock-rs.linux-x64-gnu.node', 'scripts/demo.mjs', 'scripts/redis-servers.mjs',
   ])
   const tarball = path.join(dir, packed.filename)
   const app = path.join(dir, 'app')
   await exec('mkdir', ['-p', app])
   writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, scripts: { test: 'jest' } }))
-  const install = await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball, 'typescript@5', 'jest@29', '@types/node@20'], app)
+  // TypeScript 5 and the newest TypeScript (whatever major npm's `latest` is) side by side.
+  const install = await sh(
+    'npm',
+    ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball, 'typescript@5', 'typescript-latest@npm:typescript@latest', 'jest@29', '@types/node@20'],
+    app,
+  )
   t.is(install.code, 0, install.stderr)
+  t.notRegex(install.stderr, /@types\/node/, 'the optional @types/node peer is satisfied without a warning')
 
   writeFileSync(path.join(app, 'seed.cjs'), `const { Redis, RedisJsClient, Redlock } = require('redlock-rs')\n${SEED('cjs')}\nmain()`)
   writeFileSync(path.join(app, 'seed.mjs'), `import Redlock, { Redis, RedisJsClient } from 'redlock-rs'\n${SEED('esm')}\nawait main()`)
@@ -65,6 +73,25 @@ export async function v5(): Promise<bigint | undefined> {
 }
 export const isExecutionError = (e: unknown): boolean => e instanceof ExecutionError
 void main`,
+  )
+  // ESM (an .mts file: ESM whatever the app's package.json says) with the default import,
+  // and CommonJS (.cts) with TypeScript's require form; both pass a list typed IRedisClient[].
+  writeFileSync(
+    path.join(app, 'esm.mts'),
+    `import Redlock, { Redis, RedisJsClient, Redlock as Named, type IRedisClient, type Lock } from 'redlock-rs'
+const clients: IRedisClient[] = [new Redis(6379), new RedisJsClient({ url: 'redis://127.0.0.1:6380' })]
+const redlock: Named = new Redlock(clients)
+export const held = (): Promise<number> =>
+  redlock.using(['a'], 5000, async (signal, lock: Lock) => (signal.aborted ? 0 : lock.expiration))
+`,
+  )
+  writeFileSync(
+    path.join(app, 'cjs.cts'),
+    `import lib = require('redlock-rs')
+import type { IRedisClient } from 'redlock-rs'
+const clients: IRedisClient[] = [new lib.Redis(6379), new lib.RedisJsClient({ url: 'redis://127.0.0.1:6380' })]
+export const redlock = new lib.Redlock(clients, { retryCount: 3 })
+`,
   )
   writeFileSync(path.join(app, 'bad.ts'), `import { Redis, Redlock } from 'redlock-rs'\nvoid new Redlock([new Redis()]).acquireLock(1, 'x')\n`)
   writeFileSync(
@@ -85,12 +112,22 @@ test('a lock from jest', async () => {
   t.is(cjs.stdout.trim(), 'cjs: locked', cjs.stderr)
   const esm = await sh(process.execPath, ['seed.mjs'], app, env)
   t.is(esm.stdout.trim(), 'esm: locked', esm.stderr)
-  const tscArgs = ['--noEmit', '--strict', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node']
-  const good = await sh('npx', ['tsc', ...tscArgs, 'seed.ts'], app)
-  t.is(good.code, 0, good.stdout)
-  const bad = await sh('npx', ['tsc', ...tscArgs, 'bad.ts'], app)
-  t.not(bad.code, 0)
-  t.regex(bad.stdout, /bad\.ts\(2,\d+\): error TS2345/)
+  // No `types` setting: the package's types bring @types/node in themselves (TypeScript 7
+  // no longer includes every @types package by default).
+  const strict = ['--noEmit', '--strict', '--target', 'es2022']
+  const nodenext = [...strict, '--module', 'nodenext', '--moduleResolution', 'nodenext']
+  const bundler = [...strict, '--module', 'esnext', '--moduleResolution', 'bundler']
+  for (const ts of ['typescript', 'typescript-latest']) {
+    const tsc = (...args) => sh(process.execPath, [path.join(app, 'node_modules', ts, 'bin', 'tsc'), ...args], app)
+    const version = (await tsc('--version')).stdout.trim()
+    const good = await tsc(...nodenext, 'seed.ts', 'esm.mts', 'cjs.cts')
+    t.is(good.code, 0, `${version}, nodenext: ${good.stdout}`)
+    const esmBundler = await tsc(...bundler, 'esm.mts')
+    t.is(esmBundler.code, 0, `${version}, bundler: ${esmBundler.stdout}`)
+    const bad = await tsc(...nodenext, 'bad.ts')
+    t.not(bad.code, 0, version)
+    t.regex(bad.stdout, /bad\.ts\(2,\d+\): error TS2345/, version)
+  }
   const jest = await sh('npx', ['jest', '--ci'], app, env)
   t.is(jest.code, 0, jest.stderr)
   t.regex(jest.stderr, /1 passed/)
