@@ -1,6 +1,7 @@
 // The command line, run as a subprocess against real redis-servers.
 import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -12,6 +13,15 @@ import { resource, sleep, useServers, valuesOn } from './helpers.mjs'
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'redlock-rs.js')
 const servers = useServers(test, 3)
 const redisUrls = () => servers.map((s) => s.url).join(',')
+
+/** A local port with nothing listening on it (an unreachable Redis node). */
+async function deadPort() {
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
 
 function run(args, { env = {} } = {}) {
   return new Promise((resolve) => {
@@ -85,7 +95,7 @@ test('a lock lost mid-run is reported and the command terminated (or only report
     for (let i = 0; i < 50 && (await valuesOn(servers, key)).every((v) => v === null); i++) await sleep(50)
     for (const s of servers) await s.command('SET', key, 'thief', 'PX', 10_000)
     const r = await running
-    t.regex(r.stderr, /the lock on .* was lost/, onLost)
+    t.regex(r.stderr, /the lock on .* was lost: another owner holds it now\.$/m, onLost)
     t.is(r.code, expected, onLost)
     t.deepEqual(await valuesOn(servers, key), ['thief', 'thief', 'thief'], "the thief's key is untouched")
   }
@@ -113,4 +123,101 @@ test('bad arguments are usage errors', async (t) => {
   const r = await run(['run', '--redis', redisUrls(), '--resource', 'x', '--ttl', 'soon', '--', 'true'])
   t.not(r.code, 0)
   t.regex(r.stderr, /duration/)
+})
+
+test('a bare number for --ttl or --wait is refused with a hint to add a unit (exit 64); nothing is locked or run', async (t) => {
+  const key = resource(t)
+  const ttl = await run(['run', '--redis', redisUrls(), '--resource', key, '--ttl', '5', '--', 'echo', 'ran'])
+  t.is(ttl.code, 64, ttl.stderr)
+  t.regex(ttl.stderr, /--ttl .*add a unit, e\.g\. 5s or 5000ms/)
+  t.notRegex(ttl.stderr, /automaticExtensionThreshold/)
+  t.is(ttl.stdout, '')
+  const wait = await run(['run', '--redis', redisUrls(), '--resource', key, '--ttl', '5s', '--wait', '5', '--', 'echo', 'ran'])
+  t.is(wait.code, 64, wait.stderr)
+  t.regex(wait.stderr, /--wait .*add a unit, e\.g\. 5s or 5000ms/)
+  t.is(wait.stdout, '')
+  t.deepEqual(await valuesOn(servers, key), [null, null, null])
+})
+
+test('a --ttl outside what the automatic extension needs is a usage error that names no internal setting', async (t) => {
+  for (const ttl of ['100ms', '10m']) {
+    const r = await run(['run', '--redis', redisUrls(), '--resource', resource(t), '--ttl', ttl, '--', 'echo', 'ran'])
+    t.is(r.code, 64, `${ttl}: ${r.stderr}`)
+    t.regex(r.stderr, /ttl must be between 200ms and 5m/, ttl)
+    t.notRegex(r.stderr, /automaticExtensionThreshold|maxDuration/, ttl)
+    t.is(r.stdout, '', ttl)
+  }
+})
+
+test('--redis accepts a bare host:port (and a bare hostname) as redis://host:port', async (t) => {
+  const key = resource(t)
+  const bare = `127.0.0.1:${servers[0].port},localhost:${servers[1].port},127.0.0.1:${servers[2].port}`
+  const r = await run(['run', '--redis', bare, '--resource', key, '--ttl', '5s', '--', 'echo', 'ran'])
+  t.is(r.code, 0, r.stderr)
+  t.is(r.stdout, 'ran\n')
+  const s = await run(['status', '--redis', bare, key])
+  t.is(s.code, 0, s.stderr)
+  t.regex(s.stdout, new RegExp(`^redis://localhost:${servers[1].port}: free$`, 'm'))
+  // A bare hostname means port 6379 (whether or not a server listens there).
+  const host = await run(['status', '--redis', 'localhost', key])
+  t.true(host.code === 0 || host.code === 69, host.stderr)
+  t.regex(host.stdout, /^redis:\/\/localhost:6379: /m)
+})
+
+test('a malformed --redis is a usage error with a hint to use redis://host:port, and never shows a password', async (t) => {
+  for (const entry of ['127.0.0.1:notaport', 'http://127.0.0.1:6379', 'redis://user:s3cret@127.0.0.1:bad']) {
+    const r = await run(['run', '--redis', entry, '--resource', resource(t), '--ttl', '5s', '--', 'echo', 'ran'])
+    t.is(r.code, 64, `${entry}: ${r.stderr}`)
+    t.regex(r.stderr, /--redis: .*use redis:\/\/host:port/, entry)
+    t.notRegex(r.stderr, /s3cret/, entry)
+    t.is(r.stdout, '', entry)
+  }
+  const viaEnv = await run(['status', 'x'], { env: { REDLOCK_REDIS: 'redis://user:s3cret@127.0.0.1:bad' } })
+  t.is(viaEnv.code, 64)
+  t.notRegex(viaEnv.stderr, /s3cret/)
+})
+
+test('run exits 69 with one line naming the unreachable nodes when Redis is down; a held lock still exits 75', async (t) => {
+  const key = resource(t)
+  const dead = [await deadPort(), await deadPort()]
+  const down = `${servers[0].url},redis://127.0.0.1:${dead[0]},redis://127.0.0.1:${dead[1]}`
+  const r = await run(['run', '--redis', down, '--resource', key, '--ttl', '5s', '--', 'echo', 'ran'])
+  t.is(r.code, 69, r.stderr)
+  t.is(r.stdout, '')
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr)
+  t.regex(r.stderr, new RegExp(`could not lock .*127\\.0\\.0\\.1:${dead[0]}.*127\\.0\\.0\\.1:${dead[1]}`))
+  t.regex(r.stderr, /refused/)
+  t.notRegex(r.stderr, /another owner/)
+  t.deepEqual(await valuesOn(servers, key), [null, null, null], 'what the failed attempt set is removed')
+
+  // One node down, the other two held by another owner: the lock is taken, not unavailable.
+  for (const s of servers.slice(1)) await s.command('SET', key, 'someone-else', 'PX', 10_000)
+  const held = `redis://127.0.0.1:${dead[0]},${servers[1].url},${servers[2].url}`
+  const h = await run(['run', '--redis', held, '--resource', key, '--ttl', '5s', '--', 'echo', 'ran'])
+  t.is(h.code, 75, h.stderr)
+  t.regex(h.stderr, /held by another owner/)
+})
+
+test('status exits 69 when too few nodes answer for a quorum, 0 with a minority down', async (t) => {
+  const key = resource(t)
+  const dead = [await deadPort(), await deadPort()]
+  const r = await run(['status', '--redis', `${servers[0].url},redis://127.0.0.1:${dead[0]},redis://127.0.0.1:${dead[1]}`, key])
+  t.is(r.code, 69, r.stderr)
+  const lines = r.stdout.trim().split('\n')
+  t.is(lines.length, 3)
+  t.regex(lines[0], /: free$/)
+  t.regex(lines[1], new RegExp(`127\\.0\\.0\\.1:${dead[0]}.*refused`))
+  t.regex(r.stderr, /only 1 of 3 Redis nodes answered; a quorum needs 2/)
+  const minority = await run(['status', '--redis', `${servers[0].url},${servers[1].url},redis://127.0.0.1:${dead[0]}`, key])
+  t.is(minority.code, 0, minority.stderr)
+})
+
+test('--help documents the exit codes, 75 (held by another owner) and 69 (Redis unavailable) among them', async (t) => {
+  for (const args of [['--help'], ['run', '--help'], ['status', '--help']]) {
+    const r = await run(args)
+    t.is(r.code, 0, args.join(' '))
+    t.regex(r.stdout, /^ {2}64 +bad arguments/m, args.join(' '))
+    t.regex(r.stdout, /^ {2}69 +Redis unavailable/m, args.join(' '))
+    t.regex(r.stdout, /^ {2}75 +the lock is held by another owner/m, args.join(' '))
+  }
 })

@@ -5,48 +5,173 @@
 //                  [--on-lost terminate|ignore] -- CMD ARGS...
 //   redlock-rs status --redis URL[,URL...] NAME
 //   redlock-rs demo
+//
+// Exit status (sysexits.h): the command's own, or
+//   64 EX_USAGE        bad arguments
+//   69 EX_UNAVAILABLE  too few Redis nodes reachable for a quorum
+//   70 EX_SOFTWARE     an internal error
+//   75 EX_TEMPFAIL     the lock is held by another owner
 
 const { spawn } = require('node:child_process')
 const path = require('node:path')
 const { Command, InvalidArgumentError, Option } = require('commander')
 
-const { Redis, Redlock, ExecutionError } = require('..')
+const { Redis, Redlock, ExecutionError, LockLostError } = require('..')
 
-/** Exit status when the lock cannot be had (EX_TEMPFAIL). */
+const EX_USAGE = 64
+const EX_UNAVAILABLE = 69
+const EX_SOFTWARE = 70
 const EX_TEMPFAIL = 75
 const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGTERM: 15 }
 
-/** "30s", "500ms", "2m", "1h" or a number of ms. */
+const EXIT_CODES = `
+Exit status:
+  the command's own   when it ran under the lock (127: it could not be started)
+  64                  bad arguments
+  69                  Redis unavailable: too few of the nodes answered for a quorum
+                      (run: the lock could not be had; status: no quorum answered)
+  70                  an internal error
+  75                  the lock is held by another owner (run, also after --wait)`
+
+/** `--ttl` bounds: the lock is extended while the command runs, so it need not be long. */
+const MIN_TTL = 200
+const MAX_TTL = 300_000
+const UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** "500ms", "30s", "2m", "1h": a unit is required. */
 function duration(text) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(text).trim())
-  if (!m) throw new InvalidArgumentError('expected a duration like 500ms, 30s, 2m or 1h.')
-  const ms = Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] || 'ms'])
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new InvalidArgumentError('expected a duration above 0.')
+  const value = String(text).trim()
+  if (/^\d+(?:\.\d+)?$/.test(value)) {
+    const n = Number(value)
+    const hint = n < 100 ? `${value}s or ${Math.round(n * 1000)}ms` : `${value}ms or ${n / 1000}s`
+    throw new InvalidArgumentError(`A duration needs a unit: add a unit, e.g. ${hint}.`)
+  }
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value)
+  if (!m) throw new InvalidArgumentError('Expected a duration like 500ms, 30s, 2m or 1h.')
+  const ms = Math.round(Number(m[1]) * UNITS[m[2]])
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new InvalidArgumentError('Expected a duration above 0.')
   return ms
 }
 
+function ttl(text) {
+  const ms = duration(text)
+  if (ms < MIN_TTL || ms > MAX_TTL) {
+    throw new InvalidArgumentError(
+      `The ttl must be between ${MIN_TTL}ms and ${MAX_TTL / 60_000}m (the lock is extended while the command runs, so a long ttl is never needed).`,
+    )
+  }
+  return ms
+}
+
+/** Splits the list; each entry is checked (without echoing passwords) by `addresses`. */
 function urls(text) {
   const list = String(text || '').split(',').map((u) => u.trim()).filter(Boolean)
-  if (list.length === 0) throw new InvalidArgumentError('expected redis://host:port[,redis://...].')
+  if (list.length === 0) throw new InvalidArgumentError('Expected redis://host:port[,redis://...].')
   return list
 }
 
+/** `entry` with any credentials hidden, for messages. */
+const redact = (entry) => entry.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@/]*@/i, (_, scheme = '') => `${scheme}***@`)
+
+class UsageError extends Error {}
+
+/**
+ * A redis:// or rediss:// URL for each `--redis` entry; a bare `host`, `host:port` or
+ * `[v6]:port` is read as redis://host:port (port 6379 by default).
+ */
+function addresses(list) {
+  return list.map((entry) => {
+    const bad = (why) =>
+      new UsageError(`--redis: "${redact(entry)}" ${why}; use redis://host:port (or host:port), e.g. redis://127.0.0.1:6379.`)
+    let url = entry
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(entry)) {
+      const m = /^(\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?)(?::(\d+))?$/i.exec(entry)
+      if (!m) throw bad('is not a Redis address')
+      url = `redis://${m[1]}:${m[2] ?? 6379}`
+    }
+    let parsed
+    try {
+      parsed = new URL(url)
+    } catch {
+      throw bad('is not a valid URL')
+    }
+    if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw bad(`has the scheme ${parsed.protocol}//, not redis:// or rediss://`)
+    if (!parsed.hostname) throw bad('has no host')
+    return url
+  })
+}
+
 function clientsOf(list) {
-  return list.map((url) => new Redis(url, { connectTimeout: 2_000, commandTimeout: 2_000 }))
+  return list.map((url) => {
+    try {
+      return new Redis(url, { connectTimeout: 2_000, commandTimeout: 2_000 })
+    } catch (e) {
+      throw new UsageError(`--redis: "${redact(url)}": ${e.message}`)
+    }
+  })
 }
 
-const fail = (message) => {
+const oneLine = (text) => String(text).replace(/\s+/g, ' ').trim().replace(/\.$/, '')
+
+/** The node errors behind `error` (the AggregateError in its cause chain), in one line. */
+function failedNodes(error) {
+  for (let e = error, depth = 0; e && depth < 4; e = e.cause, depth++) {
+    if (Array.isArray(e.errors)) return e.errors.map((n) => oneLine(n?.message ?? n)).join('; ')
+  }
+  return ''
+}
+
+function unavailable(error, count) {
+  const nodes = failedNodes(error)
+  return `too few of the ${count} Redis nodes answered${nodes ? `: ${nodes}` : ''}`
+}
+
+/** The one-line reason of an ExecutionError or LockLostError, from its `reason`. */
+function why(error, count, { wait, lost } = {}) {
+  switch (error.reason) {
+    case 'locked':
+      return lost ? 'another owner holds it now' : wait ? `not free within ${wait} ms` : 'held by another owner'
+    case 'quorum-unavailable':
+      return unavailable(error, count)
+    case 'expired':
+      return 'it expired before it could be extended'
+    default:
+      return oneLine(error.message)
+  }
+}
+
+function exitCodeOf(error) {
+  if (error.reason === 'quorum-unavailable') return EX_UNAVAILABLE
+  if (error.reason === 'internal') return EX_SOFTWARE
+  return EX_TEMPFAIL
+}
+
+const fail = (message, code) => {
   process.stderr.write(`redlock-rs: ${message}\n`)
-  process.exitCode = EX_TEMPFAIL
+  process.exitCode = code
 }
 
-async function run(command, args, opts) {
-  const redlock = new Redlock(clientsOf(opts.redis), {
+/** Usage errors go through commander, as its own do (message, help, exit 64). */
+function usage(cmd, error) {
+  if (error instanceof UsageError) cmd.error(`error: ${error.message}`, { exitCode: EX_USAGE, code: 'redlock-rs.usage' })
+  throw error
+}
+
+async function run(command, args, opts, cmd) {
+  let clients
+  try {
+    clients = clientsOf(addresses(opts.redis))
+  } catch (e) {
+    usage(cmd, e)
+  }
+  const count = clients.length
+  const redlock = new Redlock(clients, {
     fencing: Boolean(opts.fenceEnv),
     retryDelay: 100,
     retryJitter: 0,
     // Waiting is woken by the release; the retry budget spans --wait.
     retryCount: opts.wait ? Math.max(1, Math.ceil(opts.wait / 100)) : 0,
+    // Well inside every ttl --ttl accepts (at least 100 ms before the end).
     automaticExtensionThreshold: Math.min(500, Math.floor(opts.ttl / 3)),
   })
   let child
@@ -63,7 +188,9 @@ async function run(command, args, opts) {
       if (opts.fenceEnv) env[opts.fenceEnv] = String(lock.fence)
       child = spawn(command, args, { stdio: 'inherit', env })
       signal.addEventListener('abort', () => {
-        process.stderr.write(`redlock-rs: the lock on ${opts.resource} was lost: ${signal.error?.message}\n`)
+        const lost = signal.error
+        const reason = lost instanceof LockLostError || lost instanceof ExecutionError ? why(lost, count, { lost: true }) : oneLine(lost?.message)
+        process.stderr.write(`redlock-rs: the lock on ${opts.resource} was lost: ${reason}.\n`)
         if (opts.onLost === 'terminate') child.kill('SIGTERM')
       })
       return new Promise((resolve) => {
@@ -77,10 +204,9 @@ async function run(command, args, opts) {
     process.exitCode = status
   } catch (e) {
     if (e instanceof ExecutionError) {
-      const why = e.message.includes('expired') ? e.message : opts.wait ? `not free within ${opts.wait} ms` : 'held by another owner'
-      fail(`could not lock ${opts.resource}: ${why}.`)
+      fail(`could not lock ${opts.resource}: ${why(e, count, opts)}.`, exitCodeOf(e))
     } else {
-      fail(e.message)
+      fail(`could not lock ${opts.resource}: ${oneLine(e?.message ?? e)}.`, EX_SOFTWARE)
     }
   } finally {
     for (const signal of Object.keys(SIGNALS)) process.off(signal, forward)
@@ -88,20 +214,31 @@ async function run(command, args, opts) {
   }
 }
 
-async function status(name, opts) {
-  const clients = clientsOf(opts.redis)
+async function status(name, opts, cmd) {
+  let clients
   try {
+    clients = clientsOf(addresses(opts.redis))
+  } catch (e) {
+    usage(cmd, e)
+  }
+  try {
+    let answered = 0
     const rows = await Promise.all(
-      clients.map(async (c, i) => {
+      clients.map(async (c) => {
         try {
           const [value, ttl] = await Promise.all([c.get(name), c.pttl(name)])
-          return `${opts.redis[i]}: ${value === null ? 'free' : `${value} (${ttl} ms left)`}`
+          answered += 1
+          return `${c.url}: ${value === null ? 'free' : `${value} (${ttl} ms left)`}`
         } catch (e) {
-          return `${opts.redis[i]}: ${e.message}`
+          return `${c.url}: ${oneLine(e.message)}`
         }
       }),
     )
     process.stdout.write(`${rows.join('\n')}\n`)
+    const quorum = Math.floor(clients.length / 2) + 1
+    if (answered < quorum) {
+      fail(`only ${answered} of ${clients.length} Redis nodes answered; a quorum needs ${quorum}.`, EX_UNAVAILABLE)
+    }
   } finally {
     await Promise.all(clients.map((c) => c.quit()))
   }
@@ -110,28 +247,36 @@ async function status(name, opts) {
 const program = new Command('redlock-rs')
   .description('Distributed locks on Redis (the Redlock algorithm), from the command line.')
   .showHelpAfterError()
+  // Usage errors exit 64 (EX_USAGE); help exits 0. Set before the subcommands inherit it.
+  .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : EX_USAGE))
+  .addHelpText('after', EXIT_CODES)
 const redisOption = () =>
-  new Option('--redis <urls>', 'comma-separated redis:// URLs, one per Redlock node').env('REDLOCK_REDIS').argParser(urls).makeOptionMandatory()
+  new Option('--redis <urls>', 'comma-separated redis://host:port URLs (or host:port), one per Redlock node')
+    .env('REDLOCK_REDIS')
+    .argParser(urls)
+    .makeOptionMandatory()
 
 program
   .command('run')
-  .description('run a command while holding a lock; exits with its status, or 75 when the lock cannot be had')
+  .description('run a command while holding a lock; exits with its status, 75 when the lock is held by another owner, 69 when Redis is unavailable')
   .addOption(redisOption())
   .requiredOption('--resource <name>', 'the resource to lock')
-  .requiredOption('--ttl <duration>', 'lock time-to-live (extended while the command runs)', duration)
-  .option('--wait <duration>', 'how long to wait for the lock (default: do not wait)', duration)
+  .requiredOption('--ttl <duration>', `lock time-to-live with a unit, ${MIN_TTL}ms to ${MAX_TTL / 60_000}m, e.g. 30s (extended while the command runs)`, ttl)
+  .option('--wait <duration>', 'how long to wait for the lock, with a unit, e.g. 60s (default: do not wait)', duration)
   .option('--fence-env <var>', 'put the fencing token in this environment variable of the command')
   .addOption(new Option('--on-lost <what>', 'when the lock is lost mid-run').choices(['terminate', 'ignore']).default('terminate'))
   .argument('<command>', 'the command to run (after --)')
   .argument('[args...]', 'its arguments')
-  .action((command, args, opts) => run(command, args, opts))
+  .addHelpText('after', EXIT_CODES)
+  .action((command, args, opts, cmd) => run(command, args, opts, cmd))
 
 program
   .command('status')
-  .description('who holds a resource: its value and remaining ttl on each node')
+  .description('who holds a resource: its value and remaining ttl on each node; exits 69 when too few nodes answer for a quorum')
   .addOption(redisOption())
   .argument('<name>', 'the resource')
-  .action((name, opts) => status(name, opts))
+  .addHelpText('after', EXIT_CODES)
+  .action((name, opts, cmd) => status(name, opts, cmd))
 
 program
   .command('demo')
@@ -140,5 +285,5 @@ program
 
 program.parseAsync(process.argv).catch((e) => {
   process.stderr.write(`redlock-rs: ${e.message}\n`)
-  process.exitCode = 1
+  process.exitCode = EX_SOFTWARE
 })
