@@ -39,10 +39,20 @@ export declare class NativeRedlock {
    * `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
    * `complete(batch)` receives the completions of the operations started with an id.
    */
-  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], number, string | null]>) => void)
+  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null]>) => void)
   get settings(): RedlockSettings
   /** This instance's settings with `overrides` applied and validated. */
   resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings
+  /**
+   * Whether anyone listens for `error` / `clientError` events (then failed attempts
+   * report their votes as they end, not only when the operation settles).
+   */
+  setListening(listening: boolean): void
+  /**
+   * Aborts operation `id` (its `signal` fired): it completes at once with status
+   * `ABORTED`, after removing any keys its attempt set.
+   */
+  abort(id: number): void
   /** The seed's acquireLock; completes with status 0 (`true`), 1 (`false`) or 2 (`null`). */
   acquireLock(id: number, resource: string, ttl: number): void
   /**
@@ -59,7 +69,7 @@ export declare class NativeRedlock {
   acquire(id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>): void
   /**
    * Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
-   * passed is not extended: it completes with status 3.
+   * passed is not extended (status `EXPIRED`); retries stop when it expires.
    */
   extend(id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>): void
   /** Removes a lock's keys (owner-checked, idempotent). */
@@ -90,4 +100,16 @@ export interface RedlockSettings {
    * the lock; fail the acquire when fewer than a quorum of masters got them. Default 0.
    */
   waitReplicas: number
+  /**
+   * The longest duration (ms) an acquire or extend may ask for (a `RangeError` above
+   * it: `using()` extends automatically, so long jobs need no long duration). Also how
+   * long a node known to have restarted sits out of acquires. Default 300000.
+   */
+  maxDuration: number
+  /**
+   * Whether a node known to have restarted (its run_id changed) sits out of acquires
+   * and fence reads until it has been up for `maxDuration`. Turn off only for nodes
+   * that persist every write (`appendfsync always`). Default true.
+   */
+  restartQuarantine: boolean
 }

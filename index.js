@@ -342,6 +342,25 @@ function abortedError(signal, attempts) {
  */
 const busy = new Set()
 
+/**
+ * Tells the native side whether anyone listens for 'error' / 'clientError' events (failed
+ * attempts then report their votes as they end). In a function of its own: a closure
+ * made in the constructor would share its scope with the completion callback, which the
+ * native side holds, and keep every Redlock alive.
+ */
+function followListeners(redlock, native) {
+  // 'newListener' comes before the listener is added: an 'error' listener then makes two
+  // with the no-op, a 'clientError' listener one.
+  redlock.on('newListener', (event) => {
+    if (event === 'error' || event === 'clientError') native.setListening(true)
+  })
+  redlock.on('removeListener', (event) => {
+    if (event === 'error' || event === 'clientError') {
+      native.setListening(redlock.listenerCount('error') > 1 || redlock.listenerCount('clientError') > 0)
+    }
+  })
+}
+
 class Redlock extends EventEmitter {
   #native
   #clients
@@ -365,15 +384,7 @@ class Redlock extends EventEmitter {
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
-    // Failed attempts report their votes as they end while someone listens.
-    // ('newListener' comes before the listener is added: an 'error' listener then makes
-    // two with the no-op, a 'clientError' listener one.)
-    this.on('newListener', (event) => {
-      if (event === 'error' || event === 'clientError') this.#native.setListening(true)
-    })
-    this.on('removeListener', (event) => {
-      if (event === 'error' || event === 'clientError') this.#native.setListening(this.#listening())
-    })
+    followListeners(this, this.#native)
   }
 
   #listening() {

@@ -4,7 +4,7 @@
 import test from 'ava'
 
 import { startServers, stopServers } from '../scripts/redis-servers.mjs'
-import { clientsFor, lib, resource, useServers } from './helpers.mjs'
+import { clientsFor, lib, resource, sleep, useServers } from './helpers.mjs'
 
 const { Redlock } = lib
 const servers = useServers(test, 3)
@@ -61,23 +61,29 @@ test('the seed API keeps the fence readable with fenceOf', async (t) => {
   t.throws(() => redlock.fenceOf(''), { instanceOf: TypeError })
 })
 
-test('fences stay monotonic when a minority of nodes restarts empty, one after the other', async (t) => {
-  const own = await startServers(3)
-  t.teardown(() => stopServers(own))
-  const redlock = new Redlock(clientsFor(t, own, { connectTimeout: 500 }), { fencing: true, retryCount: 3, retryDelay: 50 })
-  const key = resource(t)
-  const fences = []
-  const take = async () => {
-    const lock = await redlock.acquire([key], 1_000)
-    fences.push(lock.fence)
-    await lock.release()
-  }
-  for (let i = 0; i < 3; i++) await take()
-  for (const node of own) {
-    await node.kill() // its counters are lost with it
-    await node.start()
-    await take()
-    await take()
-  }
-  for (let i = 1; i < fences.length; i++) t.true(fences[i] > fences[i - 1], `${fences}`)
-})
+for (const [name, settings, pause] of [
+  ['with the restart quarantine (each sits out maxDuration)', { maxDuration: 1_000 }, 1_100],
+  ['without the restart quarantine', { restartQuarantine: false }, 0],
+]) {
+  test(`fences stay monotonic when a minority of nodes restarts empty, one after the other, ${name}`, async (t) => {
+    const own = await startServers(3)
+    t.teardown(() => stopServers(own))
+    const redlock = new Redlock(clientsFor(t, own, { connectTimeout: 500 }), { fencing: true, retryCount: 3, retryDelay: 50, ...settings })
+    const key = resource(t)
+    const fences = []
+    const take = async () => {
+      const lock = await redlock.acquire([key], 1_000)
+      fences.push(lock.fence)
+      await lock.release()
+    }
+    for (let i = 0; i < 3; i++) await take()
+    for (const node of own) {
+      await node.kill() // its counters are lost with it
+      await node.start()
+      await take()
+      await take()
+      await sleep(pause) // the next restart only once this one is trusted again
+    }
+    for (let i = 1; i < fences.length; i++) t.true(fences[i] > fences[i - 1], `${fences}`)
+  })
+}

@@ -12,6 +12,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
 use crate::engine::error::NodeError;
 use crate::engine::node::Node;
 
@@ -191,32 +193,50 @@ impl Trust {
     }
 }
 
-/// The identities the peers of node `i` recorded for it (those that answer in time).
+/// The identities the peers of node `i` recorded for it. Waits for every peer, but not
+/// for a dead or frozen one: once half of them answered, the others get [`PEER_GRACE`]
+/// (or twice the time taken so far) more; nothing waits past [`PEER_WAIT`] or the command
+/// time-out.
 async fn read_records(nodes: &[Arc<Node>], i: usize) -> Vec<String> {
     let name = nodes[i].config().addr();
     let mut hget = redis::cmd("HGET");
     hget.arg(RECORDS_KEY).arg(&name);
-    let reads = nodes
+    let hget = Arc::new(hget);
+    let mut reads: FuturesUnordered<_> = nodes
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != i)
         .map(|(_, peer)| {
-            let hget = &hget;
-            async move {
-                let limit = peer.config().command_timeout;
-                tokio::time::timeout(limit, peer.send::<Option<String>>(hget))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten()
+            let (peer, hget) = (peer.clone(), hget.clone());
+            async move { peer.send::<Option<String>>(&hget).await.ok().flatten() }
+        })
+        .collect();
+    let peers = reads.len();
+    let started = Instant::now();
+    let limit = nodes[i].config().command_timeout.min(PEER_WAIT);
+    let mut until = started + limit;
+    let (mut answered, mut known) = (0, Vec::new());
+    while answered < peers {
+        match tokio::time::timeout_at(until.into(), reads.next()).await {
+            Ok(Some(record)) => {
+                answered += 1;
+                known.extend(record);
+                if answered * 2 >= peers {
+                    let grace = PEER_GRACE.max(started.elapsed() * 2);
+                    until = until.min(Instant::now() + grace);
+                }
             }
-        });
-    futures::future::join_all(reads)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+            _ => break,
+        }
+    }
+    known
 }
+
+/// How long the slower peers are waited for at least once half of them answered.
+const PEER_GRACE: Duration = Duration::from_millis(20);
+/// The longest wait for the peers' records. A peer that cannot answer this in time would
+/// not answer this client's vote in time either, so it is not in its quorum.
+const PEER_WAIT: Duration = Duration::from_millis(100);
 
 /// Writes `run_id` (when given) as the trusted identity of node `i` on every peer, in the
 /// background.

@@ -761,7 +761,8 @@ impl Quorum {
         let mut answered = Vec::new();
         for (node, vote) in self.nodes.iter().zip(votes) {
             let unanswered = match vote {
-                Some(Vote::For) => {
+                // A quarantined node checked after it answered may hold our key too.
+                Some(Vote::For) | Some(Vote::Failed(NodeError::Quarantined { .. })) => {
                     answered.push(node);
                     false
                 }

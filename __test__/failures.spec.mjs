@@ -1,0 +1,245 @@
+// Failure semantics on real servers: using() reports a lost lock no later than its
+// expiration; failures carry a reason and their nodes' errors in plain words; events come
+// as attempts end; settings are checked by name; signals abort; locks are disposable.
+import test from 'ava'
+
+import { RedisServer, startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { clientsFor, lib, resource, sleep, valuesOn } from './helpers.mjs'
+
+const { Redis, Redlock, ExecutionError, LockLostError } = lib
+
+/** How late a timer may fire on a busy 2-core machine (the abort itself is a timer). */
+const TIMER_SLACK = 60
+
+async function servers(t, n, options) {
+  const list = await startServers(n, options)
+  t.teardown(() => stopServers(list))
+  return list
+}
+
+/** Runs `using()` and records when (and with what) its signal aborted. */
+async function lose(t, { kill, ttl = 1500, settings = {} }) {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), settings)
+  const key = resource(t)
+  const seen = {}
+  await redlock.using([key], ttl, async (signal, lock) => {
+    seen.lock = lock
+    seen.acquiredExpiration = lock.expiration
+    const aborted = new Promise((resolve) =>
+      signal.addEventListener('abort', () => {
+        seen.abortedAt = Date.now()
+        seen.expirationAtAbort = lock.expiration
+        resolve()
+      }),
+    )
+    await kill(all, lock)
+    await Promise.race([aborted, sleep(ttl * 4)])
+    seen.error = signal.error
+  })
+  return { ...seen, all, key }
+}
+
+test.serial('using(): a majority killed before the first extension aborts no later than the expiration', async (t) => {
+  const seen = await lose(t, {
+    kill: async (all) => {
+      await sleep(200)
+      await Promise.all([all[0].kill(), all[1].kill()])
+    },
+  })
+  t.truthy(seen.abortedAt, 'the signal aborted')
+  t.true(seen.abortedAt <= seen.expirationAtAbort + TIMER_SLACK, `aborted ${seen.abortedAt - seen.expirationAtAbort} ms after the expiration`)
+  t.true(seen.error instanceof LockLostError)
+  t.true(['quorum-unavailable', 'expired'].includes(seen.error.reason), seen.error.reason)
+  // The survivor's key, kept alive by the failing extensions, is removed once the loss is known.
+  await sleep(100)
+  t.deepEqual(await valuesOn([seen.all[2]], seen.key), [null])
+})
+
+test.serial("using(): a majority killed after an extension aborts no later than the extended expiration; the routine's lock follows the extensions", async (t) => {
+  const seen = await lose(t, {
+    kill: async (all, lock) => {
+      const first = lock.expiration
+      while (lock.expiration === first) await sleep(10) // the first extension
+      await sleep(100)
+      await Promise.all([all[0].kill(), all[2].kill()])
+    },
+  })
+  t.true(seen.expirationAtAbort > seen.acquiredExpiration, 'lock.expiration moved with the extension')
+  t.truthy(seen.abortedAt)
+  t.true(seen.abortedAt <= seen.expirationAtAbort + TIMER_SLACK, `aborted ${seen.abortedAt - seen.expirationAtAbort} ms after the expiration`)
+  t.true(seen.error instanceof LockLostError)
+})
+
+test.serial('using(): an extension that fails because nodes are down says why: quorum-unavailable with their errors', async (t) => {
+  const seen = await lose(t, {
+    ttl: 1200,
+    settings: { retryDelay: 50, retryJitter: 0 },
+    kill: async (all) => {
+      await Promise.all([all[1].kill(), all[2].kill()])
+    },
+  })
+  t.true(seen.error instanceof LockLostError)
+  t.is(seen.error.reason, 'quorum-unavailable')
+  t.true(seen.error.cause instanceof AggregateError)
+  for (const e of seen.error.cause.errors) t.regex(e.message, /^Redis 127\.0\.0\.1:\d+: could not connect: connection refused/)
+})
+
+test('reasons: locked (no cause), quorum-unavailable (AggregateError naming host:port), expired; messages are node-redlock\'s', async (t) => {
+  const all = await servers(t, 3)
+  const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 })
+  const redlock = new Redlock(clients, { retryCount: 1, retryDelay: 20, retryJitter: 0 })
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 5_000)
+
+  const locked = await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
+  t.is(locked.message, 'The operation was unable to achieve a quorum during its retry window.')
+  t.is(locked.reason, 'locked')
+  t.is(locked.cause, undefined)
+
+  const short = await redlock.acquire([resource(t)], 150)
+  await sleep(200)
+  const expired = await t.throwsAsync(short.extend(1_000), { instanceOf: ExecutionError })
+  t.is(expired.message, 'Cannot extend an already-expired lock.')
+  t.is(expired.reason, 'expired')
+
+  await lock.release()
+  await Promise.all([all[0].kill(), all[2].kill()])
+  const down = await t.throwsAsync(redlock.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
+  t.is(down.message, 'The operation was unable to achieve a quorum during its retry window.')
+  t.is(down.reason, 'quorum-unavailable')
+  t.true(down.cause instanceof AggregateError)
+  t.deepEqual(
+    down.cause.errors.map((e) => e.message).sort(),
+    [all[0], all[2]].map((s) => `Redis 127.0.0.1:${s.port}: could not connect: connection refused (is redis-server listening there?)`).sort(),
+  )
+  t.is(down.cause.errors.find((e) => e.message.includes(String(all[0].port))).client, clients[0])
+  // The seed API says the same with null.
+  t.is(await redlock.acquireLock(resource(t), 1_000), null)
+})
+
+test('authentication failures are named in plain words, never as a driver dump, never with the secret', async (t) => {
+  const server = await new RedisServer({ password: 'hunter2-secret' }).start()
+  t.teardown(() => server.stop())
+  const quick = { retryCount: 0 }
+  const none = new Redlock([new Redis({ port: server.port, connectTimeout: 500 })], quick)
+  const wrong = new Redlock([new Redis({ port: server.port, password: 'not-it-secret', connectTimeout: 500 })], quick)
+  t.teardown(() => Promise.all([none.quit(), wrong.quit()]))
+  const noauth = await t.throwsAsync(none.acquire([resource(t)], 1_000))
+  t.is(noauth.reason, 'quorum-unavailable')
+  t.regex(noauth.cause.errors[0].message, new RegExp(`^Redis 127\\.0\\.0\\.1:${server.port}: .*authentication required`))
+  t.notRegex(noauth.cause.message, /Pipeline|Index 0/)
+  const wrongpass = await t.throwsAsync(wrong.acquire([resource(t)], 1_000))
+  t.regex(wrongpass.cause.errors[0].message, /authentication failed/)
+  t.notRegex(wrongpass.cause.message, /not-it-secret|hunter2/)
+})
+
+test.serial("events: 'error' / 'clientError' arrive as each attempt ends, not in a burst at the end", async (t) => {
+  const all = await servers(t, 3)
+  const holder = new Redlock(clientsFor(t, all))
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: 3, retryDelay: 150, retryJitter: 0 })
+  const key = resource(t)
+  const lock = await holder.acquire([key], 5_000)
+  const times = []
+  redlock.on('error', () => times.push(Date.now()))
+  const start = Date.now()
+  await t.throwsAsync(redlock.acquire([key], 1_000))
+  const end = Date.now()
+  t.is(times.length, 12, '4 attempts x 3 votes against')
+  t.true(times[0] - start < 100, `first event ${times[0] - start} ms in`)
+  t.true(end - times[0] >= 300, 'the first came well before the operation settled')
+  await lock.release()
+})
+
+test('unknown settings keys are refused, naming the key and the closest setting', (t) => {
+  const clients = [new Redis({ port: 1, lazyConnect: true })]
+  const e = t.throws(() => new Redlock(clients, { retryCnt: 3 }), { instanceOf: TypeError })
+  t.regex(e.message, /settings\.retryCnt/)
+  t.regex(e.message, /did you mean retryCount\?/)
+  const redlock = new Redlock(clients)
+  return t.throwsAsync(redlock.acquire(['a'], 1_000, { retryDelays: 5 }), {
+    instanceOf: TypeError,
+    message: /settings\.retryDelays.*did you mean retryDelay\?/,
+  })
+})
+
+test('settings.maxDuration bounds acquire and extend durations (RangeError naming it and using())', async (t) => {
+  const all = await servers(t, 1)
+  const redlock = new Redlock(clientsFor(t, all))
+  t.is(redlock.settings.maxDuration, 300_000)
+  const e = await t.throwsAsync(redlock.acquire([resource(t)], 300_001), { instanceOf: RangeError })
+  t.regex(e.message, /settings\.maxDuration/)
+  t.regex(e.message, /using\(\)/)
+  await t.throwsAsync(redlock.acquireLock(resource(t), 400_000), { instanceOf: RangeError, message: /maxDuration/ })
+  const lock = await redlock.acquire([resource(t)], 300_000)
+  await t.throwsAsync(lock.extend(300_001), { instanceOf: RangeError, message: /maxDuration/ })
+  const longer = await redlock.acquire([resource(t)], 600_000, { maxDuration: 600_000 })
+  t.true(longer.expiration > Date.now() + 500_000)
+  await Promise.all([lock.release(), longer.release()])
+  // node-redlock's message, exactly.
+  await t.throwsAsync(redlock.acquire([resource(t)], 1.5), { message: 'Duration must be an integer value in milliseconds.' })
+})
+
+test('settings.signal: aborting a waiting acquire rejects at once with reason aborted and the signal reason as cause', async (t) => {
+  const all = await servers(t, 3)
+  const holder = new Redlock(clientsFor(t, all))
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: -1, retryDelay: 100 })
+  const key = resource(t)
+  const lock = await holder.acquire([key], 10_000)
+  const controller = new AbortController()
+  const pending = redlock.acquire([key], 5_000, { signal: controller.signal })
+  await sleep(250)
+  const why = new Error('user gave up')
+  const abortedAt = Date.now()
+  controller.abort(why)
+  const e = await t.throwsAsync(pending, { instanceOf: ExecutionError })
+  t.true(Date.now() - abortedAt < 100, `settled ${Date.now() - abortedAt} ms after the abort`)
+  t.is(e.reason, 'aborted')
+  t.is(e.cause, why)
+  await lock.release()
+})
+
+test('settings.signal: an abort mid-attempt removes the keys the attempt set', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { commandTimeout: 5_000 }), { retryCount: 0 })
+  const key = resource(t)
+  await Promise.all(all.map((s) => s.command('PING')))
+  // Two nodes frozen: the attempt sets the key on the third and waits for the others.
+  all[1].pause()
+  all[2].pause()
+  t.teardown(() => (all[1].resume(), all[2].resume()))
+  const controller = new AbortController()
+  const pending = redlock.acquire([key], 10_000, { signal: controller.signal })
+  await sleep(200)
+  t.deepEqual((await valuesOn([all[0]], key)).map((v) => /^[0-9a-f]{32}$/.test(v)), [true])
+  controller.abort()
+  const e = await t.throwsAsync(pending)
+  t.is(e.reason, 'aborted')
+  t.deepEqual(await valuesOn([all[0]], key), [null])
+})
+
+test('settings.signal: an already-aborted signal rejects without a network call', async (t) => {
+  const all = await servers(t, 1)
+  const redlock = new Redlock(clientsFor(t, all))
+  await redlock.acquire([resource(t)], 1_000) // connected
+  const before = Number(/total_commands_processed:(\d+)/.exec(await all[0].command('INFO', 'stats'))[1])
+  const e = await t.throwsAsync(redlock.acquire([resource(t)], 1_000, { signal: AbortSignal.abort('stop') }))
+  t.is(e.reason, 'aborted')
+  t.is(e.cause, 'stop')
+  const after = Number(/total_commands_processed:(\d+)/.exec(await all[0].command('INFO', 'stats'))[1])
+  t.is(after - before, 1, 'only the INFO of this test reached the server')
+  await t.throwsAsync(redlock.acquire(['x'], 1_000, { signal: 'nope' }), { instanceOf: TypeError, message: /settings\.signal/ })
+})
+
+test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error', async (t) => {
+  const all = await servers(t, 1)
+  const redlock = new Redlock(clientsFor(t, all))
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 5_000)
+  t.is(typeof lock[Symbol.asyncDispose], 'function')
+  await lock[Symbol.asyncDispose]()
+  t.deepEqual(await valuesOn(all, key), [null])
+  const short = await redlock.acquire([resource(t)], 50)
+  await sleep(80)
+  await t.notThrowsAsync(short[Symbol.asyncDispose]())
+})
