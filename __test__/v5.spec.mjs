@@ -255,7 +255,7 @@ test('using() whose key is stolen: the signal aborts with LockLostError and the 
   const key = resource(t)
   const errors = []
   redlock.on('error', (e) => errors.push(e))
-  const outcome = await redlock.using([key], 600, { automaticExtensionThreshold: 300 }, async (signal) => {
+  const outcome = await redlock.using([key], 1_200, { automaticExtensionThreshold: 600 }, async (signal) => {
     for (const s of list) await s.command('SET', key, 'thief', 'PX', 10_000)
     const aborted = new Promise((resolve) => signal.addEventListener('abort', resolve))
     await Promise.race([aborted, sleep(3_000)])

@@ -120,7 +120,7 @@ impl fmt::Display for NodeError {
                 left_ms,
             } => write!(
                 f,
-                "Redis {addr}: restarted {restarted_s_ago} s ago (its run_id changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
+                "Redis {addr}: restarted or replaced {restarted_s_ago} s ago (its run_id changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
             ),
         }
     }

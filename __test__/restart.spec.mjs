@@ -1,0 +1,127 @@
+// Restart safety on real servers: a node that restarted without its data sits out of
+// acquires (and fence reads) until it has been up for settings.maxDuration, so that a
+// second client cannot win a quorum that includes a node which forgot the first one's lock.
+import test from 'ava'
+
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { TcpProxy } from '../scripts/tcp-proxy.mjs'
+import { lib, resource, sleep, valuesOn } from './helpers.mjs'
+
+const { Redis, Redlock, ExecutionError } = lib
+
+const RECORDS = 'redlock-rs:nodes'
+const opts = { connectTimeout: 300, commandTimeout: 300 }
+
+async function servers(t, n) {
+  const list = await startServers(n)
+  t.teardown(() => stopServers(list))
+  return list
+}
+
+function redlockOf(t, ports, settings) {
+  const redlock = new Redlock(ports.map((port) => new Redis({ port, ...opts })), settings)
+  t.teardown(() => redlock.quit())
+  return redlock
+}
+
+const runIdOf = async (server) => /run_id:(\w+)/.exec(await server.command('INFO', 'server'))[1]
+
+async function eventually(check, ms, what) {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms`)
+    await sleep(20)
+  }
+}
+
+test.serial('A holds {1,2,3} (4 and 5 unreachable for it); 3 restarts empty; B is refused until the quarantine is over, then wins with a greater fence', async (t) => {
+  const all = await servers(t, 5)
+  const ports = all.map((s) => s.port)
+  const settings = { fencing: true, maxDuration: 3_000, retryCount: 0 }
+  // A reaches 4 and 5 only through proxies that answer nothing (a partition).
+  const proxies = await Promise.all([all[3], all[4]].map((s) => new TcpProxy(s.port).start()))
+  t.teardown(() => Promise.all(proxies.map((p) => p.stop())))
+  for (const p of proxies) p.mode = 'blackhole'
+  const a = redlockOf(t, [ports[0], ports[1], ports[2], proxies[0].port, proxies[1].port], settings)
+  const key = resource(t)
+  const held = await a.acquire([key], 2_500)
+  t.deepEqual((await valuesOn(all, key)).map(Boolean), [true, true, true, false, false])
+  // A recorded node 3's identity on the peers it reaches.
+  const before = await runIdOf(all[2])
+  await eventually(async () => (await all[0].command('HGET', RECORDS, `127.0.0.1:${ports[2]}`)) === before, 2_000, 'the record of node 3 on node 1')
+
+  await all[2].kill()
+  await all[2].start() // empty: it forgot A's lock
+  const restartedAt = Date.now()
+  t.not(await runIdOf(all[2]), before)
+
+  // B reaches all five and never met node 3 before: its peers tell it that node 3 restarted.
+  const b = redlockOf(t, ports, settings)
+  const refused = await t.throwsAsync(b.acquire([key], 2_500), { instanceOf: ExecutionError })
+  t.is(refused.reason, 'quorum-unavailable')
+  const quarantined = refused.cause.errors.find((e) => e.message.includes(`:${ports[2]}:`))
+  t.regex(quarantined.message, /restarted or replaced .* sits out lock acquisitions for another \d+ ms \(settings\.maxDuration\)/)
+  t.deepEqual((await valuesOn(all, key)).map((v) => v === held.value), [true, true, false, false, false], 'B left nothing behind')
+
+  // Without the quarantine, B would be a second holder while A holds: the hazard itself.
+  const unsafe = redlockOf(t, ports, { ...settings, restartQuarantine: false })
+  const second = await unsafe.acquire([key], 1_000)
+  t.is(second.fence, held.fence, 'two holders at once, with the same fence')
+  await second.release()
+
+  // Once A's lock has expired and node 3 has been up for maxDuration, B acquires, with a fence above A's.
+  await sleep(Math.max(0, held.expiration - Date.now(), restartedAt + 3_000 - Date.now()) + 100)
+  const next = await b.acquire([key], 2_500)
+  t.true(next.fence > held.fence, `fence ${next.fence} after ${held.fence}`)
+  // The restarted node is trusted again: its new identity is recorded on its peers.
+  const after = await runIdOf(all[2])
+  await eventually(async () => (await all[0].command('HGET', RECORDS, `127.0.0.1:${ports[2]}`)) === after, 2_000, 'the new record of node 3')
+  await next.release()
+})
+
+test('a client that met the node before the restart notices it too (its own memory), without the peers', async (t) => {
+  const [server] = await servers(t, 1)
+  const redlock = redlockOf(t, [server.port], { maxDuration: 60_000, retryCount: 0 })
+  await (await redlock.acquire([resource(t)], 1_000)).release()
+  await server.kill()
+  await server.start()
+  const e = await t.throwsAsync(redlock.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
+  t.is(e.reason, 'quorum-unavailable')
+  t.regex(e.cause.errors[0].message, /run_id changed/)
+  t.is(await redlock.acquireLock(resource(t), 1_000), null, 'the seed API says null')
+  // Extends and releases may still use it.
+  await t.notThrowsAsync(redlock.acquire([resource(t)], 1_000, { restartQuarantine: false }).then((l) => l.release()))
+})
+
+test('fresh servers are usable at once, and record each other', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = redlockOf(t, all.map((s) => s.port), { retryCount: 0 })
+  const lock = await redlock.acquire([resource(t)], 1_000)
+  await lock.release()
+  const ids = await Promise.all(all.map(runIdOf))
+  await eventually(async () => {
+    const recorded = await all[1].command('HGET', RECORDS, `127.0.0.1:${all[0].port}`)
+    return recorded === ids[0]
+  }, 2_000, 'node 1 recorded on node 2')
+  t.is(await all[0].command('HGET', RECORDS, `127.0.0.1:${all[0].port}`), null, 'a node holds no record of itself')
+})
+
+test('a majority restarted: refused with the quarantine, usable at once with restartQuarantine: false', async (t) => {
+  const all = await servers(t, 3)
+  const ports = all.map((s) => s.port)
+  const guarded = redlockOf(t, ports, { retryCount: 0 })
+  const trusting = redlockOf(t, ports, { retryCount: 0, restartQuarantine: false })
+  await (await guarded.acquire([resource(t)], 1_000)).release()
+  await (await trusting.acquire([resource(t)], 1_000)).release()
+  await eventually(async () => (await all[2].command('HGET', RECORDS, `127.0.0.1:${ports[0]}`)) !== null, 2_000, 'records')
+  await Promise.all([all[0].kill(), all[1].kill()])
+  await Promise.all([all[0].start(), all[1].start()])
+  const e = await t.throwsAsync(guarded.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
+  t.is(e.reason, 'quorum-unavailable')
+  // A new client learns it from the surviving node's records.
+  const newcomer = redlockOf(t, ports, { retryCount: 0 })
+  await t.throwsAsync(newcomer.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
+  const lock = await trusting.acquire([resource(t)], 1_000)
+  await lock.release()
+  t.pass()
+})
