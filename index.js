@@ -3,6 +3,7 @@
 // rest parameters, util.inspect, AbortSignal in using(), reading ioredis / node-redis
 // client options). Every lock decision is made in Rust (binding.js).
 
+const diagnostics = require('node:diagnostics_channel')
 const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 let native
@@ -22,6 +23,39 @@ const { NativeClient, NativeRedlock } = native
 const QUORUM_FAILED = 'The operation was unable to achieve a quorum during its retry window.'
 const EXPIRED = 'Cannot extend an already-expired lock.'
 const ABORTED = 'The operation was aborted.'
+
+/**
+ * Tracing channels (`node:diagnostics_channel`) for APM tools and metrics: the context is
+ * `{ resources, duration, kind, settings }` and, at the end, `{ attempts, fence, reason }`.
+ * Nothing is built when no one subscribes.
+ */
+const traces = {
+  acquire: diagnostics.tracingChannel('redlock-rs:acquire'),
+  release: diagnostics.tracingChannel('redlock-rs:release'),
+  extend: diagnostics.tracingChannel('redlock-rs:extend'),
+}
+/** Published when `using()` loses its lock: `{ resources, value, expiration, error }`. */
+const lostChannel = diagnostics.channel('redlock-rs:lost')
+
+/**
+ * Runs `operation()` traced on `channel` (when someone subscribes), with `context` filled
+ * in at the end from its result or error.
+ */
+function traced(channel, context, operation) {
+  if (!channel.hasSubscribers) return operation()
+  return channel.tracePromise(async () => {
+    try {
+      const result = await operation()
+      context.attempts = result?.attempts ?? result?.log?.toStats()
+      context.fence = result?.fence
+      return result
+    } catch (error) {
+      context.attempts = error?.attempts
+      context.reason = error?.reason
+      throw error
+    }
+  }, context)
+}
 
 /** `Symbol.asyncDispose` (Node.js 20 has it; older runtimes use the well-known fallback). */
 const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
@@ -485,7 +519,12 @@ class Redlock extends EventEmitter {
   // ---- node-redlock v5
 
   /** Locks every resource (all or nothing) for `duration` ms. */
-  async acquire(resources, duration, settings) {
+  acquire(resources, duration, settings) {
+    const context = { resources, duration, kind: 'mutex', settings }
+    return traced(traces.acquire, context, () => this.#acquire(resources, duration, settings))
+  }
+
+  async #acquire(resources, duration, settings) {
     const signal = signalOf(settings)
     if (signal?.aborted) {
       this.#native.resolveSettings(settings) // bad settings still throw first
@@ -498,7 +537,12 @@ class Redlock extends EventEmitter {
   }
 
   /** Releases `lock` (owner-checked, idempotent). */
-  async release(lock, settings) {
+  release(lock, settings) {
+    const context = { resources: lock?.resources, duration: undefined, kind: 'mutex', settings }
+    return traced(traces.release, context, () => this.#release(lock, settings))
+  }
+
+  async #release(lock, settings) {
     lockArg(lock)
     const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings)
     lock.expiration = 0
@@ -519,10 +563,13 @@ class Redlock extends EventEmitter {
   }
 
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
-  async extend(lock, duration, settings) {
-    const { expiration, log } = await this.#extend(lock, duration, settings)
-    lock.expiration = 0
-    return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence)
+  extend(lock, duration, settings) {
+    const context = { resources: lock?.resources, duration, kind: 'mutex', settings }
+    return traced(traces.extend, context, async () => {
+      const { expiration, log } = await this.#extend(lock, duration, settings)
+      lock.expiration = 0
+      return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence)
+    })
   }
 
   /**
@@ -545,9 +592,10 @@ class Redlock extends EventEmitter {
       )
     }
     const lock = await this.acquire(resources, duration, settings)
-    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s) =>
-      this.#extend(l, d, s),
-    )
+    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s) => {
+      const context = { resources: l.resources, duration: d, kind: 'mutex', settings: s }
+      return traced(traces.extend, context, () => this.#extend(l, d, s))
+    })
     try {
       return await routine(holding.signal, lock)
     } finally {
@@ -637,6 +685,9 @@ class Holding {
     const signal = this.signal
     signal.error = lost
     redlock.emit('error', lost)
+    if (lostChannel.hasSubscribers) {
+      lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
+    }
     this.#controller.abort(lost)
     // Our keys that are left go now (owner-checked: a new holder's keys stay).
     redlock.release({ resources: lock.resources, value: lock.value }, this.settings).catch(noop)
