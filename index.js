@@ -222,6 +222,7 @@ const LOCKED = 1
 const INTERNAL = 4
 const ABORTED_OP = 5
 const PROGRESS = 6
+const LATE = 7
 const REASONS = ['', 'locked', 'quorum-unavailable', 'expired', 'internal', 'aborted']
 
 /**
@@ -230,11 +231,25 @@ const REASONS = ['', 'locked', 'quorum-unavailable', 'expired', 'internal', 'abo
  * when somebody reads them.
  */
 class AttemptLog {
+  #lateDone
+
   constructor(clients, attempts, errors, requested) {
     this.clients = clients
     this.attempts = attempts
     this.errors = errors
     this.requested = requested
+    // Votes marked '?' come later (the attempt was decided before every node answered):
+    // the last attempt's stats resolve once they are in, as node-redlock's do.
+    if (attempts.length > 0 && attempts[attempts.length - 1].includes('?')) {
+      this.late = new Promise((resolve) => (this.#lateDone = resolve))
+    }
+  }
+
+  /** The complete votes of the last attempt (and their errors) arrived. */
+  complete(attempt, errors) {
+    this.attempts[this.attempts.length - 1] = attempt
+    this.errors.push(...errors)
+    this.#lateDone?.()
   }
 
   /**
@@ -270,18 +285,28 @@ class AttemptLog {
   toStats() {
     const n = this.clients.length
     const quorumSize = Math.floor(n / 2) + 1
-    let e = 0
-    return this.attempts.map((attempt) => {
-      const stats = { membershipSize: n, quorumSize, votesFor: new Set(), votesAgainst: new Map() }
-      for (let i = 0; i < attempt.length; i++) {
-        const vote = attempt[i]
-        const client = this.clients[i]
-        if (vote === 'F') stats.votesFor.add(client)
-        else if (vote === 'L') stats.votesAgainst.set(client, new ResourceLockedError(lockedMessage(this.requested)))
-        else if (vote === 'E') stats.votesAgainst.set(client, new Error(this.errors[e++]))
-      }
-      return Promise.resolve(stats)
+    const last = this.attempts.length - 1
+    let offset = 0
+    return this.attempts.map((attempt, a) => {
+      const first = offset
+      for (const vote of attempt) if (vote === 'E') offset++
+      if (a === last && this.late) return this.late.then(() => this.#stats(this.attempts[last], first, n, quorumSize))
+      return Promise.resolve(this.#stats(attempt, first, n, quorumSize))
     })
+  }
+
+  /** The ExecutionStats of one attempt whose errors start at `errors[first]`. */
+  #stats(attempt, first, n, quorumSize) {
+    const stats = { membershipSize: n, quorumSize, votesFor: new Set(), votesAgainst: new Map() }
+    let e = first
+    for (let i = 0; i < attempt.length; i++) {
+      const vote = attempt[i]
+      const client = this.clients[i]
+      if (vote === 'F') stats.votesFor.add(client)
+      else if (vote === 'L') stats.votesAgainst.set(client, new ResourceLockedError(lockedMessage(this.requested)))
+      else if (vote === 'E') stats.votesAgainst.set(client, new Error(this.errors[e++]))
+    }
+    return stats
   }
 }
 
@@ -399,6 +424,8 @@ class Redlock extends EventEmitter {
   #native
   #clients
   #pending = new Map()
+  /** The attempt logs of settled operations whose last votes come later, by id. */
+  #late = new Map()
   #nextId = 0
   /** Keeps the process alive while operations are in flight (ref'd only then). */
   #keepAlive = null
@@ -451,6 +478,11 @@ class Redlock extends EventEmitter {
 
   #settle(batch) {
     for (const c of batch) {
+      if (c[1] === LATE) {
+        this.#late.get(c[0])?.complete(c[5][0], c[6])
+        this.#late.delete(c[0])
+        continue
+      }
       const waiter = this.#pending.get(c[0])
       if (waiter === undefined) continue
       if (c[1] === PROGRESS) {
@@ -483,6 +515,7 @@ class Redlock extends EventEmitter {
    */
   #log(c, requested) {
     const log = new AttemptLog(this.#clients, c[5], c[6], requested)
+    if (log.late) this.#late.set(c[0], log)
     this.#emitVotes(log, c[5].length - 1)
     return log
   }

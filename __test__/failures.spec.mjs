@@ -243,3 +243,27 @@ test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error',
   await sleep(80)
   await t.notThrowsAsync(short[Symbol.asyncDispose]())
 })
+
+test('lock.attempts resolve once every node answered, with all the votes (the lock itself comes at the quorum)', async (t) => {
+  const { TcpProxy } = await import('../scripts/tcp-proxy.mjs')
+  const all = await servers(t, 3)
+  const proxy = await new TcpProxy(all[2].port).start()
+  t.teardown(() => proxy.stop())
+  const ports = [all[0].port, all[1].port, proxy.port]
+  const clients = ports.map((port) => new Redis({ port, commandTimeout: 2_000 }))
+  const redlock = new Redlock(clients)
+  t.teardown(() => redlock.quit())
+  await Promise.all(clients.map((c) => c.call('PING')))
+  proxy.mode = 'delay'
+  proxy.delayMs = 300
+  const started = Date.now()
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  const acquiredIn = Date.now() - started
+  t.true(acquiredIn < 250, `acquired at the quorum (${acquiredIn} ms), not after the slow node`)
+  const stats = await lock.attempts[0]
+  t.true(Date.now() - started >= 250, 'the stats waited for the slow node')
+  t.is(stats.votesFor.size, 3)
+  t.true(stats.votesFor.has(clients[2]))
+  proxy.mode = 'pass'
+  await lock.release()
+})

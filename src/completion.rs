@@ -49,6 +49,9 @@ pub mod status {
     pub const ABORTED: u32 = 5;
     /// Not a completion: one failed attempt of an operation still running, for events.
     pub const PROGRESS: u32 = 6;
+    /// Not a completion: the complete votes of the last attempt of an operation already
+    /// completed, whose attempt string marked the votes still coming with `?`.
+    pub const LATE: u32 = 7;
 }
 
 type Queue = Arc<Mutex<Vec<Completion>>>;

@@ -16,7 +16,9 @@ use crate::completion::{status, Completer, Completion};
 use crate::engine::args;
 use crate::engine::error::ArgError;
 use crate::engine::quorum::FailureKind;
-use crate::engine::redlock::{AttemptStats, Call, Cancel, Execution, Quorum, Redlock, Vote};
+use crate::engine::redlock::{
+    AttemptStats, Call, Cancel, Execution, LateVotes, Quorum, Redlock, Vote,
+};
 use crate::engine::scripts::hash_slot;
 use crate::engine::settings::{self, Settings, SettingsPatch};
 use crate::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
@@ -67,8 +69,8 @@ impl From<&Settings> for RedlockSettings {
 }
 
 /// The votes of `attempts` as one string per attempt (one character per client: `F` for,
-/// `L` locked by another owner, `E` error, `-` no answer needed), and the messages of the
-/// `E` votes in order.
+/// `L` locked by another owner, `E` error, `-` no answer needed, `?` an answer that comes
+/// later: see [`late`]), and the messages of the `E` votes in order.
 fn encode_votes<'a>(
     attempts: impl Iterator<Item = &'a AttemptStats>,
 ) -> (Vec<String>, Vec<String>) {
@@ -78,6 +80,7 @@ fn encode_votes<'a>(
             a.votes
                 .iter()
                 .map(|v| match v {
+                    None if a.late => '?',
                     None => '-',
                     Some(Vote::For) => 'F',
                     Some(Vote::Locked) => 'L',
@@ -118,6 +121,18 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
 fn progress(id: u32, stats: &AttemptStats) -> Completion {
     let (attempts, errors) = encode_votes(std::iter::once(stats));
     (id, status::PROGRESS, None, 0.0, 0.0, attempts, errors, None)
+}
+
+/// The complete votes of an operation's last attempt, decided before every node answered.
+fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
+    let stats = AttemptStats {
+        tally: crate::engine::quorum::Tally::new(votes.len()),
+        votes,
+        fence: None,
+        late: false,
+    };
+    let (attempts, errors) = encode_votes(std::iter::once(&stats));
+    (id, status::LATE, None, 0.0, 0.0, attempts, errors, None)
 }
 
 /// What a call's settings object holds: the settings, and whether it has a `signal`
@@ -285,6 +300,11 @@ impl Op {
         F: AsyncFnOnce(&Redlock, &Call<'_>) -> T,
     {
         let (id, listening, completer) = (self.id, self.listening, self.completer);
+        let sink_to = completer.clone();
+        let late_votes = move || -> LateVotes {
+            let completer = sink_to.clone();
+            Box::new(move |votes| completer.push(late(id, votes)))
+        };
         let report = move |stats: &AttemptStats| {
             if listening.load(Ordering::Relaxed) {
                 completer.push(progress(id, stats));
@@ -292,6 +312,7 @@ impl Op {
         };
         let call = Call {
             progress: Some(&report),
+            late: Some(&late_votes),
             cancel: self.cancel.as_ref().map(|(c, _)| &**c),
             ..Call::new(&self.settings)
         };

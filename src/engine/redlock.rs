@@ -61,7 +61,13 @@ pub struct AttemptStats {
     pub tally: Tally,
     /// The fencing token of a won acquire with `fencing` (see [`Quorum::attempt`]).
     pub fence: Option<i64>,
+    /// Whether the votes still missing (`None`) come later, through [`Call::late`].
+    pub late: bool,
 }
+
+/// Where the complete votes of an attempt decided before every node answered go, once
+/// every node answered or timed out.
+pub type LateVotes = Box<dyn FnOnce(Vec<Option<Vote>>) + Send>;
 
 /// The result of an operation with its retries.
 #[derive(Debug, Clone)]
@@ -156,6 +162,8 @@ pub struct Call<'a> {
     pub progress: Option<&'a (dyn Fn(&AttemptStats) + Send + Sync)>,
     /// Aborts the operation (`settings.signal`).
     pub cancel: Option<&'a Cancel>,
+    /// Makes the sink for the complete votes of an attempt won before every node answered.
+    pub late: Option<&'a (dyn Fn() -> LateVotes + Send + Sync)>,
 }
 
 impl<'a> Call<'a> {
@@ -165,6 +173,7 @@ impl<'a> Call<'a> {
             deadline: None,
             progress: None,
             cancel: None,
+            late: None,
         }
     }
 
@@ -551,8 +560,10 @@ impl Quorum {
         let aborted = self
             .collect_votes(op, &mut pending, &mut ballot, window, started, call)
             .await;
+        let late = ballot.decision == Decision::Won && !pending.is_empty();
         if ballot.decision == Decision::Won {
-            self.settle_stragglers(op, pending, resources, value);
+            let sink = call.late.filter(|_| late).map(|make| make());
+            self.settle_stragglers(op, pending, resources, value, &ballot.votes, sink);
         } else {
             // Stop waiting. Requests already sent stay ordered before anything sent later
             // on the same connection, so the cleanup lands after them.
@@ -581,6 +592,7 @@ impl Quorum {
                 votes,
                 tally,
                 fence: fence.filter(|_| outcome.is_ok()),
+                late: late && call.late.is_some(),
             },
             outcome,
         )
@@ -692,6 +704,8 @@ impl Quorum {
         mut pending: PendingVotes,
         resources: &[String],
         value: &str,
+        votes: &[Option<Vote>],
+        sink: Option<LateVotes>,
     ) {
         if pending.is_empty() {
             return;
@@ -699,6 +713,7 @@ impl Quorum {
         let stragglers = self.stragglers.clone();
         let nodes = self.nodes.clone();
         let (resources, value) = (resources.to_vec(), value.to_string());
+        let mut votes = votes.to_vec();
         let acquire = matches!(op, Op::Acquire { .. });
         let limit = self.command_timeout();
         stragglers
@@ -711,12 +726,25 @@ impl Quorum {
                         let release = RELEASE_SCRIPT.evalsha(&resources, &[&value]);
                         let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
                     }
+                    votes[i] = Some(vote);
                 }
             })
             .await;
             stragglers
                 .running
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            if let Some(sink) = sink {
+                let ms = limit.as_millis() as u64;
+                for (i, v) in votes.iter_mut().enumerate() {
+                    if v.is_none() {
+                        *v = Some(Vote::Failed(NodeError::Timeout {
+                            addr: nodes[i].addr(),
+                            ms,
+                        }));
+                    }
+                }
+                sink(votes);
+            }
         });
     }
 
