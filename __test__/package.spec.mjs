@@ -1,15 +1,22 @@
-// The npm package as users get it: `npm pack`, a fresh app in a temp folder that installs
-// the tarball, and there the seed example as CommonJS and as ESM, strictly checked
-// TypeScript (CommonJS, ESM under nodenext and under bundler resolution, a list typed
-// IRedisClient[]; plus a file that must not type-check) with TypeScript 5 and with the
-// newest TypeScript on npm, a jest test, and the CLI.
+// The npm packages as users get them. The root package (`npm pack`) holds JavaScript and
+// types only; the addon comes in a platform package, redlock-rs-<platform>, selected
+// through optionalDependencies. The test runs README's release steps on a copy (the packed
+// root, npm/ with the addon built here for this platform and stand-ins for the others,
+// `napi pre-publish`), packs the root and each platform package, and installs the root
+// tarball into a fresh app in a temp folder, with npm `overrides` pointing the platform
+// packages at their tarballs (standing in for the registry). There: which addon file is
+// loaded, the seed example as CommonJS and as ESM, strictly checked TypeScript (CommonJS,
+// ESM under nodenext and under bundler resolution, a list typed IRedisClient[]; plus a file
+// that must not type-check) with TypeScript 5 and with the newest TypeScript on npm, a jest
+// test, and the CLI. Then the loader's message on platforms without an addon.
 import { execFile } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
+import { parseTriple } from '@napi-rs/cli'
 import test from 'ava'
 
 import { useServers } from './helpers.mjs'
@@ -17,6 +24,13 @@ import { useServers } from './helpers.mjs'
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const exec = promisify(execFile)
 const servers = useServers(test, 3)
+const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'))
+// napi.targets as platform names (linux-x64-gnu, darwin-arm64, ...), as napi-rs names them.
+const platforms = pkg.napi.targets.map((triple) => parseTriple(triple).platformArchABI)
+// The addon built here (npm run build): redlock-rs.<platform>.node in the clone.
+const builtAddon = readdirSync(root).find((f) => /^redlock-rs\.[^.]+\.node$/.test(f))
+const host = builtAddon?.split('.')[1]
+const napi = path.join(root, 'node_modules', '.bin', 'napi')
 
 const sh = (cmd, args, cwd, env = {}) =>
   new Promise((resolve) => {
@@ -24,6 +38,20 @@ const sh = (cmd, args, cwd, env = {}) =>
       resolve({ code: e ? (e.code ?? 1) : 0, stdout, stderr }),
     )
   })
+
+/** `npm pack` of `folders` (relative to `cwd`) into `dest`: npm's JSON report, by package name. */
+async function pack(cwd, dest, folders = ['.']) {
+  const { stdout } = await exec('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest, ...folders], { cwd, maxBuffer: 1 << 24 })
+  return Object.fromEntries(JSON.parse(stdout).map((p) => [p.name, { ...p, files: p.files.map((f) => f.path).sort() }]))
+}
+
+// What the root package holds, in a clone and in a release alike: no .node file.
+const ROOT_FILES = [
+  'LICENSE', 'README.md', 'bin/redlock-rs.js', 'binding.d.ts', 'binding.js', 'index.d.mts', 'index.d.ts', 'index.js', 'index.mjs',
+  'package.json', 'scripts/demo.mjs', 'scripts/redis-servers.mjs',
+]
+// Prints which redlock-rs addon files the process has loaded (dlopen), as absolute paths.
+const LOADED = `console.log(JSON.stringify(process.report.getReport().sharedObjects.filter((f) => /redlock-rs[^\\\\/]*\\.node$/.test(f))))`
 
 const SEED = (mod) => `
 const ports = (process.env.REDIS_PORTS ?? '').split(',').map(Number)
@@ -39,28 +67,79 @@ const main = async () => {
 }
 `
 
-test('npm pack ships the addon, the JS layer, the types, README and LICENSE only; a fresh app uses it', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-pkg-'))
+test('the root package holds JavaScript and types only; released with its platform packages, a fresh app loads the addon from redlock-rs-<platform>', async (t) => {
+  t.truthy(host, 'the addon is built (npm run build)')
+  t.true(platforms.includes(host), `napi.targets includes ${host}`)
+  const dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-pkg-')))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const { stdout } = await exec('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: root, maxBuffer: 1 << 24 })
-  const [packed] = JSON.parse(stdout)
-  const files = packed.files.map((f) => f.path).sort()
-  t.deepEqual(files, [
-    'LICENSE', 'README.md', 'bin/redlock-rs.js', 'binding.d.ts', 'binding.js', 'index.d.mts', 'index.d.ts', 'index.js', 'index.mjs',
-    'package.json', 'redlock-rs.linux-x64-gnu.node', 'scripts/demo.mjs', 'scripts/redis-servers.mjs',
-  ])
-  const tarball = path.join(dir, packed.filename)
+
+  // A clone packs JavaScript and types, and no addon, even right after a build.
+  const cloned = (await pack(root, dir))['redlock-rs']
+  t.deepEqual(cloned.files, ROOT_FILES)
+  t.is(pkg.optionalDependencies, undefined, 'the repository lists no unpublished packages, so npm ci needs none')
+  const guard = await sh('npm', ['run', 'prepublishOnly'], root)
+  t.not(guard.code, 0, 'npm publish refuses a root package without its platform packages')
+  t.regex(guard.stderr, /napi pre-publish -t npm/)
+
+  // The release steps (README, "Releasing") on a copy: the packed root with npm/, each platform
+  // package given its addon (the one built here; stand-ins for those only CI builds), then
+  // napi pre-publish, which writes the root's optionalDependencies (publishing is skipped).
+  const release = path.join(dir, 'release')
+  mkdirSync(release)
+  await exec('tar', ['xzf', path.join(dir, cloned.filename), '-C', release, '--strip-components=1'])
+  cpSync(path.join(root, 'npm'), path.join(release, 'npm'), { recursive: true })
+  t.deepEqual(readdirSync(path.join(release, 'npm')).sort(), [...platforms].sort(), 'npm/ has a package for every target')
+  for (const p of platforms) {
+    const addon = path.join(release, 'npm', p, `redlock-rs.${p}.node`)
+    if (p === host) copyFileSync(path.join(root, builtAddon), addon)
+    else writeFileSync(addon, 'stand-in: the release workflow builds this one')
+  }
+  const prePublish = await sh(napi, ['pre-publish', '-t', 'npm', '--skip-optional-publish', '--no-gh-release'], release)
+  t.is(prePublish.code, 0, prePublish.stderr)
+  const manifest = JSON.parse(readFileSync(path.join(release, 'package.json'), 'utf8'))
+  t.deepEqual(manifest.optionalDependencies, Object.fromEntries(platforms.map((p) => [`redlock-rs-${p}`, pkg.version])))
+  const released = await sh('npm', ['run', 'prepublishOnly'], release)
+  t.is(released.code, 0, released.stderr)
+
+  const tarballs = path.join(dir, 'tarballs')
+  mkdirSync(tarballs)
+  const packs = await pack(release, tarballs, ['.', ...platforms.map((p) => `./npm/${p}`)])
+  t.deepEqual(packs['redlock-rs'].files, ROOT_FILES, 'the released root holds no .node file either')
+  const platformPack = packs[`redlock-rs-${host}`]
+  t.deepEqual(platformPack.files, ['README.md', 'package.json', `redlock-rs.${host}.node`])
+  t.is(platformPack.version, pkg.version)
+
   const app = path.join(dir, 'app')
-  await exec('mkdir', ['-p', app])
-  writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, scripts: { test: 'jest' } }))
+  mkdirSync(app)
+  // The platform packages are not on the registry: overrides point npm at their tarballs.
+  const overrides = Object.fromEntries(platforms.map((p) => [`redlock-rs-${p}`, `file:${path.join(tarballs, packs[`redlock-rs-${p}`].filename)}`]))
+  writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, scripts: { test: 'jest' }, overrides }))
   // TypeScript 5 and the newest TypeScript (whatever major npm's `latest` is) side by side.
   const install = await sh(
     'npm',
-    ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball, 'typescript@5', 'typescript-latest@npm:typescript@latest', 'jest@29', '@types/node@20'],
+    [
+      'install', '--no-audit', '--no-fund', '--prefer-offline', path.join(tarballs, packs['redlock-rs'].filename),
+      'typescript@5', 'typescript-latest@npm:typescript@latest', 'jest@29', '@types/node@20',
+    ],
     app,
   )
   t.is(install.code, 0, install.stderr)
   t.notRegex(install.stderr, /@types\/node/, 'the optional @types/node peer is satisfied without a warning')
+  t.notRegex(install.stderr, /redlock-rs-/, 'the platform packages of other platforms are skipped without a warning')
+  const modules = path.join(app, 'node_modules')
+  t.deepEqual(readdirSync(modules).filter((n) => n.startsWith('redlock-rs-')), [`redlock-rs-${host}`], 'only this platform\'s package is installed')
+  t.deepEqual(readdirSync(path.join(modules, 'redlock-rs')).filter((f) => f.endsWith('.node')), [])
+  const expected = [path.join(modules, `redlock-rs-${host}`, `redlock-rs.${host}.node`)]
+  const cjsLoad = await sh(process.execPath, ['-e', `const { Redlock } = require('redlock-rs'); if (typeof Redlock !== 'function') process.exit(3); ${LOADED}`], app)
+  t.is(cjsLoad.code, 0, cjsLoad.stderr)
+  t.deepEqual(JSON.parse(cjsLoad.stdout), expected, 'require() loads the addon of the platform package')
+  const esmLoad = await sh(
+    process.execPath,
+    ['--input-type=module', '-e', `import Redlock, { Redis } from 'redlock-rs'; if (typeof Redlock !== 'function' || typeof Redis !== 'function') process.exit(3); ${LOADED}`],
+    app,
+  )
+  t.is(esmLoad.code, 0, esmLoad.stderr)
+  t.deepEqual(JSON.parse(esmLoad.stdout), expected, 'import loads the addon of the platform package')
 
   writeFileSync(path.join(app, 'seed.cjs'), `const { Redis, RedisJsClient, Redlock } = require('redlock-rs')\n${SEED('cjs')}\nmain()`)
   writeFileSync(path.join(app, 'seed.mjs'), `import Redlock, { Redis, RedisJsClient } from 'redlock-rs'\n${SEED('esm')}\nawait main()`)
@@ -136,12 +215,46 @@ test('a lock from jest', async () => {
   t.regex(cli.stdout, /free/)
 })
 
-test('without a native addon for the platform, loading fails with a clear message', async (t) => {
+/** Copies the loader (index.js, binding.js, package.json) into a temp folder without any addon. */
+function loaderOnly(t) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-noaddon-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  for (const f of ['index.js', 'binding.js', 'package.json']) await exec('cp', [path.join(root, f), dir])
-  const r = await sh(process.execPath, ['-e', "require('./index.js')"], dir)
-  t.not(r.code, 0)
-  t.regex(r.stderr, /redlock-rs: no native addon for linux-x64 could be loaded/)
-  t.regex(r.stderr, /npm run build/)
+  for (const f of ['index.js', 'binding.js', 'package.json']) copyFileSync(path.join(root, f), path.join(dir, f))
+  // Makes the process report another platform: what the loader reads to pick an addon.
+  writeFileSync(
+    path.join(dir, 'platform.cjs'),
+    `for (const key of ['platform', 'arch']) {
+  const value = process.env['SIMULATED_' + key.toUpperCase()]
+  if (value) Object.defineProperty(process, key, { value, enumerable: true })
+}`,
+  )
+  return dir
+}
+const load = (dir, platform = '', arch = '') =>
+  sh(process.execPath, ['--require', './platform.cjs', '-e', "require('./index.js')"], dir, { SIMULATED_PLATFORM: platform, SIMULATED_ARCH: arch })
+
+test('without its platform package, loading fails with a message naming the platform, its package and how to build from source', async (t) => {
+  const dir = loaderOnly(t)
+  const here = await load(dir)
+  t.not(here.code, 0)
+  t.regex(here.stderr, new RegExp(`redlock-rs: no native addon for ${host} could be loaded\\. It comes in the package redlock-rs-${host}, an optional dependency`))
+  t.regex(here.stderr, /rustup\.rs.*`npm install && npm run build`/)
+  for (const [platform, arch, name] of [['darwin', 'arm64', 'darwin-arm64'], ['win32', 'x64', 'win32-x64-msvc']]) {
+    const r = await load(dir, platform, arch)
+    t.not(r.code, 0)
+    t.regex(r.stderr, new RegExp(`no native addon for ${name} could be loaded\\. It comes in the package redlock-rs-${name},`))
+  }
+})
+
+test('on a platform without a prebuilt addon, the message names it, the prebuilt platforms and how to build from source', async (t) => {
+  const dir = loaderOnly(t)
+  // linux-s390x: napi-rs' loader knows it, no package is published; aix: the loader knows nothing.
+  for (const [platform, arch, name] of [['linux', 's390x', 'linux-s390x-gnu'], ['freebsd', 'x64', 'freebsd-x64'], ['aix', 'ppc64', 'aix-ppc64']]) {
+    const r = await load(dir, platform, arch)
+    t.not(r.code, 0)
+    t.regex(r.stderr, new RegExp(`redlock-rs: no native addon for ${name} could be loaded\\. No prebuilt addon is published for ${name}`))
+    const listed = r.stderr.match(/\(prebuilt: ([^)]*)\)/)?.[1].split(', ')
+    t.deepEqual(listed?.sort(), [...platforms].sort(), 'the prebuilt platforms are napi.targets')
+    t.regex(r.stderr, /clone the redlock-rs repository, install a Rust toolchain \(https:\/\/rustup\.rs\), run `npm install && npm run build`/)
+  }
 })
