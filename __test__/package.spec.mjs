@@ -81,19 +81,24 @@ test('the root package holds JavaScript and types only; released with its platfo
   t.not(guard.code, 0, 'npm publish refuses a root package without its platform packages')
   t.regex(guard.stderr, /napi pre-publish -t npm/)
 
-  // The release steps (README, "Releasing") on a copy: the packed root with npm/, each platform
-  // package given its addon (the one built here; stand-ins for those only CI builds), then
-  // napi pre-publish, which writes the root's optionalDependencies (publishing is skipped).
+  // The release steps (README, "Releasing") on a copy: the packed root with npm/, the built
+  // addons in artifacts/ as the workflow downloads them (the one built here; stand-ins for
+  // those only CI builds), `napi artifacts` (into npm/<platform>), then `napi pre-publish`,
+  // which writes the root's optionalDependencies (publishing skipped).
   const release = path.join(dir, 'release')
   mkdirSync(release)
   await exec('tar', ['xzf', path.join(dir, cloned.filename), '-C', release, '--strip-components=1'])
   cpSync(path.join(root, 'npm'), path.join(release, 'npm'), { recursive: true })
   t.deepEqual(readdirSync(path.join(release, 'npm')).sort(), [...platforms].sort(), 'npm/ has a package for every target')
-  for (const p of platforms) {
-    const addon = path.join(release, 'npm', p, `redlock-rs.${p}.node`)
+  for (const [i, p] of platforms.entries()) {
+    const downloaded = path.join(release, 'artifacts', `bindings-${pkg.napi.targets[i]}`)
+    mkdirSync(downloaded, { recursive: true })
+    const addon = path.join(downloaded, `redlock-rs.${p}.node`)
     if (p === host) copyFileSync(path.join(root, builtAddon), addon)
     else writeFileSync(addon, 'stand-in: the release workflow builds this one')
   }
+  const artifacts = await sh(napi, ['artifacts'], release)
+  t.is(artifacts.code, 0, artifacts.stderr)
   const prePublish = await sh(napi, ['pre-publish', '-t', 'npm', '--skip-optional-publish', '--no-gh-release'], release)
   t.is(prePublish.code, 0, prePublish.stderr)
   const manifest = JSON.parse(readFileSync(path.join(release, 'package.json'), 'utf8'))
