@@ -39,7 +39,7 @@ export declare class NativeRedlock {
    * `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
    * `complete(batch)` receives the completions of the operations started with an id.
    */
-  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null]>) => void)
+  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null, number | null]>) => void)
   get settings(): RedlockSettings
   /** This instance's settings with `overrides` applied and validated. */
   resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings
@@ -66,16 +66,31 @@ export declare class NativeRedlock {
    */
   releaseLock(id: number, resource: string, lockValue: boolean | null): void
   /** Locks every resource, all or nothing; the completion carries the lock value. */
-  acquire(id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>): void
+  acquire(id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind): void
   /**
    * Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
    * passed is not extended (status `EXPIRED`); retries stop when it expires.
    */
-  extend(id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>): void
+  extend(id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind): void
   /** Removes a lock's keys (owner-checked, idempotent). */
-  release(id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>): void
+  release(id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>, kind?: HoldKind): void
+  /**
+   * How many holders semaphore `resource` of `permits` has as a quorum sees them;
+   * rejects when fewer than a quorum of nodes answer.
+   */
+  holders(resource: string, permits: number): Promise<number>
   /** Closes the connections of every client of this instance. */
   quit(): Promise<void>
+}
+
+/** What a semaphore or read-write lock operation holds (`undefined`: a mutex). */
+export interface HoldKind {
+  /** `"mutex"`, `"permit"`, `"read"` or `"write"`. */
+  kind: string
+  /** A semaphore's permits. */
+  permits?: number
+  /** The slot a held permit occupies (extend and release). */
+  slot?: number
 }
 
 /** Redlock settings, with node-redlock v5's defaults. */

@@ -351,16 +351,29 @@ class ExecutionResult {
 
 const lockedMessage = (requested) => `The operation was applied to: 0 of the ${requested} requested resources.`
 
+/** The native description of what a semaphore or read-write lock's Lock holds. */
+const holdOf = new WeakMap()
+/** Redlock's internal operations, for Semaphore and ReadWriteLock. */
+const acquireHold = Symbol('redlock-rs.acquireHold')
+const usingHold = Symbol('redlock-rs.usingHold')
+const holdersOf = Symbol('redlock-rs.holders')
+
 class Lock {
   #attempts
 
-  constructor(redlock, resources, value, attempts, expiration, fence) {
+  /**
+   * `kind`: 'mutex' | 'permit' | 'read' | 'write'; `hold`: the native description of a
+   * semaphore permit or read-write hold.
+   */
+  constructor(redlock, resources, value, attempts, expiration, fence, kind = 'mutex', hold = undefined) {
     this.redlock = redlock
     this.resources = resources
     this.value = value
     this.#attempts = attempts
     this.expiration = expiration
     if (fence !== undefined) this.fence = fence
+    this.kind = kind
+    if (hold !== undefined) holdOf.set(this, hold)
   }
 
   /** `Promise<ExecutionStats>` for each attempt that made this lock. */
@@ -577,31 +590,57 @@ class Redlock extends EventEmitter {
 
   /** Locks every resource (all or nothing) for `duration` ms. */
   acquire(resources, duration, settings) {
-    const context = { resources, duration, kind: 'mutex', settings }
-    return traced(traces.acquire, context, () => this.#acquire(resources, duration, settings))
+    return this[acquireHold](resources, duration, settings, undefined)
   }
 
-  async #acquire(resources, duration, settings) {
+  /** A semaphore of `permits` on `resource`: at most `permits` holders at once. */
+  semaphore(resource, permits) {
+    return new Semaphore(this, resource, permits)
+  }
+
+  /** A read-write lock on `resource`: shared `read` holds, an exclusive `write` hold. */
+  readWriteLock(resource) {
+    return new ReadWriteLock(this, resource)
+  }
+
+  /** Acquires a hold of `hold.kind` (a mutex when `hold` is undefined). */
+  [acquireHold](resources, duration, settings, hold) {
+    const context = { resources, duration, kind: hold?.kind ?? 'mutex', settings }
+    return traced(traces.acquire, context, () => this.#acquire(resources, duration, settings, hold))
+  }
+
+  async #acquire(resources, duration, settings, hold) {
     const signal = signalOf(settings)
     if (signal?.aborted) {
       this.#native.resolveSettings(settings) // bad settings still throw first
       throw abortedError(signal, [])
     }
-    const c = await this.#call('acquire', signal, resources?.length, resources, duration, settings)
+    const c = await this.#call('acquire', signal, resources?.length, resources, duration, settings, hold)
     const log = this.#log(c, resources.length)
     if (c[1] !== DONE) throw this.#fail(c, log, signal)
-    return new Lock(this, [...resources], c[2], log, c[3], c[7] == null ? undefined : BigInt(c[7]))
+    const fence = c[7] == null ? undefined : BigInt(c[7])
+    const held = hold && { ...hold, slot: c[8] ?? undefined }
+    return new Lock(this, [...resources], c[2], log, c[3], fence, hold?.kind ?? 'mutex', held)
+  }
+
+  /** Live holders of semaphore `resource` of `permits`, as a quorum sees them. */
+  async [holdersOf](resource, permits) {
+    try {
+      return await this.#native.holders(resource, permits)
+    } catch (error) {
+      throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause: error })
+    }
   }
 
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
-    const context = { resources: lock?.resources, duration: undefined, kind: 'mutex', settings }
+    const context = { resources: lock?.resources, duration: undefined, kind: lock?.kind ?? 'mutex', settings }
     return traced(traces.release, context, () => this.#release(lock, settings))
   }
 
   async #release(lock, settings) {
     lockArg(lock)
-    const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings)
+    const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings, holdOf.get(lock))
     lock.expiration = 0
     const log = this.#log(c, lock.resources.length)
     if (c[1] !== DONE) throw this.#fail(c, log)
@@ -613,7 +652,9 @@ class Redlock extends EventEmitter {
     lockArg(lock)
     const signal = signalOf(settings)
     if (signal?.aborted) throw abortedError(signal, [])
-    const c = await this.#call('extend', signal, lock.resources?.length, lock.resources, lock.value, Number(lock.expiration), duration, settings)
+    const c = await this.#call(
+      'extend', signal, lock.resources?.length, lock.resources, lock.value, Number(lock.expiration), duration, settings, holdOf.get(lock),
+    )
     const log = this.#log(c, lock.resources.length)
     if (c[1] !== DONE) throw this.#fail(c, log, signal)
     return { expiration: c[3], log }
@@ -621,11 +662,11 @@ class Redlock extends EventEmitter {
 
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   extend(lock, duration, settings) {
-    const context = { resources: lock?.resources, duration, kind: 'mutex', settings }
+    const context = { resources: lock?.resources, duration, kind: lock?.kind ?? 'mutex', settings }
     return traced(traces.extend, context, async () => {
       const { expiration, log } = await this.#extend(lock, duration, settings)
       lock.expiration = 0
-      return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence)
+      return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
     })
   }
 
@@ -641,6 +682,11 @@ class Redlock extends EventEmitter {
   async using(resources, duration, settingsOrRoutine, optionalRoutine) {
     const settings = typeof settingsOrRoutine === 'function' ? undefined : settingsOrRoutine
     const routine = typeof settingsOrRoutine === 'function' ? settingsOrRoutine : optionalRoutine
+    return this[usingHold](resources, duration, settings, routine, undefined)
+  }
+
+  /** `using()` for a hold of `hold.kind` (a mutex when undefined). */
+  async [usingHold](resources, duration, settings, routine, hold) {
     if (typeof routine !== 'function') throw new TypeError('routine must be a function.')
     const effective = this.#native.resolveSettings(settings)
     if (typeof duration === 'number' && effective.automaticExtensionThreshold > duration - 100) {
@@ -648,9 +694,9 @@ class Redlock extends EventEmitter {
         'A lock `duration` must be at least 100ms greater than the `automaticExtensionThreshold` setting.',
       )
     }
-    const lock = await this.acquire(resources, duration, settings)
+    const lock = await this[acquireHold](resources, duration, settings, hold)
     const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s) => {
-      const context = { resources: l.resources, duration: d, kind: 'mutex', settings: s }
+      const context = { resources: l.resources, duration: d, kind: l.kind, settings: s }
       return traced(traces.extend, context, () => this.#extend(l, d, s))
     })
     try {
@@ -672,6 +718,66 @@ class Redlock extends EventEmitter {
     this.#keepAlive = null
   }
 }
+
+/** Takes holds of one kind on one resource: a semaphore's permits, or a read-write lock's side. */
+class Acquirer {
+  #redlock
+  #hold
+
+  constructor(redlock, resource, hold) {
+    if (typeof resource !== 'string' || resource.length === 0) {
+      throw new TypeError(`resource must be a non-empty string; got ${resource === '' ? 'an empty string' : typeof resource}.`)
+    }
+    this.#redlock = redlock
+    this.#hold = hold
+    Object.defineProperty(this, 'resource', { value: resource, enumerable: true })
+  }
+
+  /** Acquires a hold for `duration` ms; resolves a Lock whose `kind` says which. */
+  acquire(duration, settings) {
+    return this.#redlock[acquireHold]([this.resource], duration, settings, this.#hold)
+  }
+
+  /**
+   * Runs `routine(signal, lock)` holding it, extending it automatically, as
+   * `Redlock#using`. `using(duration, routine)`, `using(duration, settings, routine)` or
+   * `using(duration, routine, settings)`.
+   */
+  using(duration, a, b) {
+    const [settings, routine] = typeof a === 'function' ? [b, a] : [a, b]
+    return this.#redlock[usingHold]([this.resource], duration, settings, routine, this.#hold)
+  }
+}
+
+/** At most `permits` holders at once (see README: "Semaphores and read-write locks"). */
+class Semaphore extends Acquirer {
+  constructor(redlock, resource, permits) {
+    if (!Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
+      throw new RangeError(`permits must be an integer from 1 to ${MAX_PERMITS}; got ${String(permits)}.`)
+    }
+    super(redlock, resource, { kind: 'permit', permits })
+    this.redlock = redlock
+    Object.defineProperty(this, 'permits', { value: permits, enumerable: true })
+  }
+
+  /** How many live holders the semaphore has, as a quorum of the nodes sees them. */
+  holders() {
+    return this.redlock[holdersOf](this.resource, this.permits)
+  }
+}
+
+/** Many readers or one writer (see README: "Semaphores and read-write locks"). */
+class ReadWriteLock {
+  constructor(redlock, resource) {
+    const read = new Acquirer(redlock, resource, { kind: 'read' })
+    Object.defineProperty(this, 'resource', { value: resource, enumerable: true })
+    Object.defineProperty(this, 'read', { value: read, enumerable: true })
+    Object.defineProperty(this, 'write', { value: new Acquirer(redlock, resource, { kind: 'write' }), enumerable: true })
+  }
+}
+
+/** The most permits a semaphore may have (each is a key on every node). */
+const MAX_PERMITS = 10_000
 
 /**
  * The automatic extension of a lock held by `using()`: extends `threshold` ms before the
@@ -747,7 +853,7 @@ class Holding {
     }
     this.#controller.abort(lost)
     // Our keys that are left go now (owner-checked: a new holder's keys stay).
-    redlock.release({ resources: lock.resources, value: lock.value }, this.settings).catch(noop)
+    redlock.release(lock, this.settings).catch(noop)
   }
 
   /** Stops extending (waits for an extension in flight). */
@@ -766,6 +872,8 @@ module.exports.Redis = Redis
 module.exports.RedisJsClient = RedisJsClient
 module.exports.Cluster = Cluster
 module.exports.Lock = Lock
+module.exports.Semaphore = Semaphore
+module.exports.ReadWriteLock = ReadWriteLock
 module.exports.ResourceLockedError = ResourceLockedError
 module.exports.ExecutionError = ExecutionError
 module.exports.LockLostError = LockLostError

@@ -15,7 +15,8 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
 /// One finished operation (or one attempt of it, with status [`status::PROGRESS`]), as
-/// JavaScript receives it: `[id, status, value, expiration, start, attempts, errors, fence]`.
+/// JavaScript receives it: `[id, status, value, expiration, start, attempts, errors, fence,
+/// slot]` (`slot`: the semaphore slot of an acquired permit).
 ///
 /// * `status`: see [`status`]. For `acquireLock`: `DONE` is `true`, `LOCKED` `false`,
 ///   the others `null`.
@@ -32,6 +33,7 @@ pub type Completion = (
     Vec<String>,
     Vec<String>,
     Option<String>,
+    Option<u32>,
 );
 
 /// The statuses of a [`Completion`]; `index.js` reads them by these numbers.
@@ -124,6 +126,7 @@ impl Completer {
                         0.0,
                         Vec::new(),
                         Vec::new(),
+                        None,
                         None,
                     )
                 }

@@ -15,6 +15,7 @@ use crate::client::NativeClient;
 use crate::completion::{status, Completer, Completion};
 use crate::engine::args;
 use crate::engine::error::ArgError;
+use crate::engine::kinds::Kind;
 use crate::engine::quorum::FailureKind;
 use crate::engine::redlock::{
     AttemptStats, Call, Cancel, Execution, LateVotes, Quorum, Redlock, Vote,
@@ -114,13 +115,24 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
         attempts,
         errors,
         exec.fence.map(|f| f.to_string()),
+        exec.slot,
     )
 }
 
 /// An attempt that is not the operation's last, for the events of its votes against.
 fn progress(id: u32, stats: &AttemptStats) -> Completion {
     let (attempts, errors) = encode_votes(std::iter::once(stats));
-    (id, status::PROGRESS, None, 0.0, 0.0, attempts, errors, None)
+    (
+        id,
+        status::PROGRESS,
+        None,
+        0.0,
+        0.0,
+        attempts,
+        errors,
+        None,
+        None,
+    )
 }
 
 /// The complete votes of an operation's last attempt, decided before every node answered.
@@ -130,10 +142,78 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         votes,
         fence: None,
         late: false,
+        slot: None,
     };
     let (attempts, errors) = encode_votes(std::iter::once(&stats));
-    (id, status::LATE, None, 0.0, 0.0, attempts, errors, None)
+    (
+        id,
+        status::LATE,
+        None,
+        0.0,
+        0.0,
+        attempts,
+        errors,
+        None,
+        None,
+    )
 }
+
+/// What a semaphore or read-write lock operation holds (`undefined`: a mutex).
+#[napi(object)]
+pub struct HoldKind {
+    /// `"mutex"`, `"permit"`, `"read"` or `"write"`.
+    pub kind: String,
+    /// A semaphore's permits.
+    pub permits: Option<u32>,
+    /// The slot a held permit occupies (extend and release).
+    pub slot: Option<u32>,
+}
+
+/// The message of a semaphore read without a quorum of answers.
+const QUORUM_UNAVAILABLE: &str =
+    "The operation was unable to achieve a quorum during its retry window.";
+
+/// The hold an operation is about; semaphores and read-write locks name one resource.
+fn kind_arg(env: &Env, kind: Option<HoldKind>, resources: &[String]) -> Result<Kind> {
+    let Some(k) = kind else {
+        return Ok(Kind::Mutex);
+    };
+    let kind = match (k.kind.as_str(), k.permits) {
+        ("mutex", _) => return Ok(Kind::Mutex),
+        ("permit", Some(permits)) if (1..=MAX_PERMITS).contains(&permits) => Kind::Permit {
+            permits,
+            slot: k.slot.unwrap_or(0).min(permits - 1),
+        },
+        ("permit", _) => {
+            return Err(js::throw(
+                env,
+                ArgError::range_error(format!(
+                    "permits must be an integer from 1 to {MAX_PERMITS}."
+                )),
+            ))
+        }
+        ("read", _) => Kind::Read,
+        ("write", _) => Kind::Write,
+        (other, _) => {
+            return Err(js::throw(
+                env,
+                ArgError::type_error(format!(
+                    "kind must be mutex, permit, read or write; got {other}."
+                )),
+            ))
+        }
+    };
+    if resources.len() != 1 {
+        return Err(js::throw(
+            env,
+            ArgError::type_error("a semaphore or read-write lock has exactly one resource."),
+        ));
+    }
+    Ok(kind)
+}
+
+/// The most permits a semaphore may have (each is a key on every node).
+pub const MAX_PERMITS: u32 = 10_000;
 
 /// What a call's settings object holds: the settings, and whether it has a `signal`
 /// (which the JavaScript layer wires to [`NativeRedlock::abort`]).
@@ -290,6 +370,7 @@ struct Op {
     listening: Arc<AtomicBool>,
     completer: Arc<Completer>,
     cancel: Option<(Arc<Cancel>, Cancels)>,
+    kind: Kind,
 }
 
 impl Op {
@@ -314,6 +395,7 @@ impl Op {
             progress: Some(&report),
             late: Some(&late_votes),
             cancel: self.cancel.as_ref().map(|(c, _)| &**c),
+            kind: self.kind,
             ..Call::new(&self.settings)
         };
         let out = f(&self.inner, &call).await;
@@ -334,7 +416,7 @@ impl NativeRedlock {
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null]>) => void"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null, number | null]>) => void"
     )]
     pub fn new(
         env: Env,
@@ -426,7 +508,7 @@ impl NativeRedlock {
     }
 
     /// An operation `id` with `settings`, abortable when they have a `signal`.
-    fn op(&self, id: u32, call: CallSettings) -> Op {
+    fn op(&self, id: u32, call: CallSettings, kind: Kind) -> Op {
         let cancel = call.signal.then(|| {
             let c = Arc::new(Cancel::default());
             self.cancels
@@ -442,6 +524,7 @@ impl NativeRedlock {
             listening: self.listening.clone(),
             completer: self.completer.clone(),
             cancel,
+            kind,
         }
     }
 
@@ -465,6 +548,7 @@ impl NativeRedlock {
                 settings: *self.inner.settings(),
                 signal: false,
             },
+            Kind::Mutex,
         );
         self.completer.spawn(id, async move {
             let exec = op
@@ -519,8 +603,9 @@ impl NativeRedlock {
     /// Locks every resource, all or nothing; the completion carries the lock value.
     #[napi(
         catch_unwind,
-        ts_args_type = "id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>"
+        ts_args_type = "id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind"
     )]
+    #[allow(clippy::too_many_arguments)]
     pub fn acquire(
         &self,
         env: Env,
@@ -528,12 +613,14 @@ impl NativeRedlock {
         resources: Option<Unknown>,
         duration: Option<Unknown>,
         settings: Option<Unknown>,
+        kind: Option<HoldKind>,
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
         same_slot(&env, self.cluster, &resources)?;
+        let kind = kind_arg(&env, kind, &resources)?;
         let call = read_settings(&env, "settings", settings, self.inner.settings())?;
         let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
-        let op = self.op(id, call);
+        let op = self.op(id, call, kind);
         self.completer.spawn(id, async move {
             let (value, exec) = op
                 .run(async |r: &Redlock, call: &Call<'_>| r.acquire(&resources, ttl, call).await)
@@ -547,7 +634,7 @@ impl NativeRedlock {
     /// passed is not extended (status `EXPIRED`); retries stop when it expires.
     #[napi(
         catch_unwind,
-        ts_args_type = "id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>"
+        ts_args_type = "id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind"
     )]
     #[allow(clippy::too_many_arguments)]
     pub fn extend(
@@ -559,12 +646,14 @@ impl NativeRedlock {
         expiration: f64,
         duration: Option<Unknown>,
         settings: Option<Unknown>,
+        kind: Option<HoldKind>,
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
         let value = value_arg(&env, value)?;
+        let kind = kind_arg(&env, kind, &resources)?;
         let call = read_settings(&env, "settings", settings, self.inner.settings())?;
         let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
-        let op = self.op(id, call);
+        let op = self.op(id, call, kind);
         self.completer.spawn(id, async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| {
@@ -579,7 +668,7 @@ impl NativeRedlock {
     /// Removes a lock's keys (owner-checked, idempotent).
     #[napi(
         catch_unwind,
-        ts_args_type = "id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>"
+        ts_args_type = "id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>, kind?: HoldKind"
     )]
     pub fn release(
         &self,
@@ -588,15 +677,17 @@ impl NativeRedlock {
         resources: Option<Unknown>,
         value: Option<Unknown>,
         settings: Option<Unknown>,
+        kind: Option<HoldKind>,
     ) -> Result<()> {
         let resources = resources_arg(&env, resources)?;
         let value = value_arg(&env, value)?;
+        let kind = kind_arg(&env, kind, &resources)?;
         // A release is not aborted by a signal: it is what cleans up.
         let call = CallSettings {
             signal: false,
             ..read_settings(&env, "settings", settings, self.inner.settings())?
         };
-        let op = self.op(id, call);
+        let op = self.op(id, call, kind);
         self.completer.spawn(id, async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| r.release(&resources, &value, call).await)
@@ -604,6 +695,25 @@ impl NativeRedlock {
             completion(id, &exec, None)
         });
         Ok(())
+    }
+
+    /// How many holders semaphore `resource` of `permits` has as a quorum sees them;
+    /// rejects when fewer than a quorum of nodes answer.
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn holders<'env>(
+        &self,
+        env: &'env Env,
+        resource: String,
+        permits: u32,
+    ) -> Result<PromiseRaw<'env, u32>> {
+        let inner = self.inner.clone();
+        env.spawn_future(async move {
+            inner
+                .quorum()
+                .holders(&resource, permits)
+                .await
+                .ok_or_else(|| Error::from_reason(QUORUM_UNAVAILABLE))
+        })
     }
 
     /// Closes the connections of every client of this instance.

@@ -14,6 +14,7 @@ pub mod args;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod kinds;
 pub mod node;
 pub mod notify;
 pub mod queue;

@@ -11,14 +11,12 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
 use crate::engine::identity::Trust;
+use crate::engine::kinds::{read_reply, Commands, Kind};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::{
-    fence_key, released_channel, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT,
-    FENCE_SCRIPT, RELEASE_SCRIPT,
-};
+use crate::engine::scripts::FENCE_SCRIPT;
 use crate::engine::settings::Settings;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
@@ -36,7 +34,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn ttl_ms(self) -> Option<u64> {
+    pub fn ttl_ms(self) -> Option<u64> {
         match self {
             Op::Acquire { ttl_ms } | Op::Extend { ttl_ms } => Some(ttl_ms),
             Op::Release => None,
@@ -63,6 +61,8 @@ pub struct AttemptStats {
     pub fence: Option<i64>,
     /// Whether the votes still missing (`None`) come later, through [`Call::late`].
     pub late: bool,
+    /// The semaphore slot a won permit acquire holds.
+    pub slot: Option<u32>,
 }
 
 /// Where the complete votes of an attempt decided before every node answered go, once
@@ -85,6 +85,8 @@ pub struct Execution {
     pub expiration_ms: f64,
     /// The fencing token of an acquire with `fencing`.
     pub fence: Option<i64>,
+    /// The slot of an acquired semaphore permit.
+    pub slot: Option<u32>,
 }
 
 impl Execution {
@@ -164,6 +166,8 @@ pub struct Call<'a> {
     pub cancel: Option<&'a Cancel>,
     /// Makes the sink for the complete votes of an attempt won before every node answered.
     pub late: Option<&'a (dyn Fn() -> LateVotes + Send + Sync)>,
+    /// What is held (a mutex unless said otherwise).
+    pub kind: Kind,
 }
 
 impl<'a> Call<'a> {
@@ -174,6 +178,7 @@ impl<'a> Call<'a> {
             progress: None,
             cancel: None,
             late: None,
+            kind: Kind::Mutex,
         }
     }
 
@@ -278,7 +283,9 @@ impl Retries {
             _ => 0.0,
         };
         let fence = self.attempts.back().and_then(|a| a.fence);
+        let slot = self.attempts.back().and_then(|a| a.slot);
         Execution {
+            slot: slot.filter(|_| outcome.is_ok()),
             attempts: self.attempts,
             attempt_count: self.attempt_count,
             start_ms: self.start_ms,
@@ -289,90 +296,89 @@ impl Retries {
     }
 }
 
-/// The commands of one attempt, built once for every node.
-struct Commands {
-    script: &'static LockScript,
-    cmd: redis::Cmd,
-    /// A single-resource acquire as a plain `SET NX PX GET` where the server has it.
-    fast: Option<redis::Cmd>,
-    value: String,
-}
-
-impl Commands {
-    fn build(op: Op, resources: &[String], value: &str, settings: &Settings) -> Self {
-        let (script, cmd) = match op {
-            Op::Acquire { ttl_ms } if settings.fencing => {
-                let mut keys = resources.to_vec();
-                keys.extend(resources.iter().map(|r| fence_key(r)));
-                let (ttl, n) = (ttl_ms.to_string(), resources.len().to_string());
-                (
-                    &*FENCED_ACQUIRE_SCRIPT,
-                    FENCED_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, &n]),
-                )
-            }
-            Op::Acquire { ttl_ms } => (
-                &*ACQUIRE_SCRIPT,
-                ACQUIRE_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
-            ),
-            Op::Extend { ttl_ms } => (
-                &*EXTEND_SCRIPT,
-                EXTEND_SCRIPT.evalsha(resources, &[value, &ttl_ms.to_string()]),
-            ),
-            Op::Release => (
-                &*RELEASE_SCRIPT,
-                RELEASE_SCRIPT.evalsha(resources, &[value]),
-            ),
-        };
-        // `SET NX PX GET` (Redis 7) makes the same decision as the script at a fraction
-        // of Redis' CPU.
-        let fast = match (op, resources) {
-            (Op::Acquire { ttl_ms }, [resource]) if !settings.fencing => {
-                let mut set = redis::cmd("SET");
-                set.arg(resource)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .arg("GET");
-                Some(set)
-            }
-            _ => None,
-        };
-        Commands {
-            script,
-            cmd,
-            fast,
-            value: value.to_string(),
-        }
-    }
-}
-
 /// The votes of one attempt as they come in.
 struct Ballot {
     tally: Tally,
     votes: Vec<Option<Vote>>,
     /// The fencing counters read by the nodes that voted for a fenced acquire.
     counters: Vec<Option<i64>>,
+    /// The semaphore slots the nodes that voted for a permit acquire took.
+    slots: Vec<Option<u32>>,
+    /// Whether this is a permit acquire: won only with one slot on a quorum.
+    by_slot: bool,
     decision: Decision,
 }
 
 impl Ballot {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, by_slot: bool) -> Self {
         Ballot {
             tally: Tally::new(n),
             votes: vec![None; n],
             counters: vec![None; n],
+            slots: vec![None; n],
+            by_slot,
             decision: Decision::Pending,
         }
     }
 
-    fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>) {
+    fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>, slot: Option<u32>) {
         let now = count(&mut self.tally, &vote);
-        if self.decision == Decision::Pending {
-            self.decision = now;
-        }
         self.votes[i] = Some(vote);
         self.counters[i] = counter;
+        self.slots[i] = slot;
+        if self.decision == Decision::Pending {
+            self.decision = if self.by_slot {
+                self.slot_decision()
+            } else {
+                now
+            };
+        }
+    }
+
+    /// The slot most nodes took for a permit acquire, and on how many.
+    fn best_slot(&self) -> Option<(u32, usize)> {
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for s in self.slots.iter().flatten() {
+            *counts.entry(*s).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(slot, n)| (*n, std::cmp::Reverse(*slot)))
+    }
+
+    /// A permit acquire is won when one slot is ours on a quorum, lost when no slot can be.
+    fn slot_decision(&self) -> Decision {
+        let best = self.best_slot().map_or(0, |(_, n)| n);
+        if best >= self.tally.quorum {
+            Decision::Won
+        } else if best + self.tally.outstanding() < self.tally.quorum {
+            Decision::Lost
+        } else {
+            Decision::Pending
+        }
+    }
+
+    /// For a permit acquire: the votes for another slot than the one won (or than the most
+    /// taken, when lost) count against (another holder had that slot there). Returns the
+    /// nodes that hold such a slot of ours.
+    fn settle_slots(&mut self) -> Vec<usize> {
+        if !self.by_slot {
+            return Vec::new();
+        }
+        let best = self.best_slot().map(|(s, _)| s);
+        let mut strays = Vec::new();
+        let mut tally = Tally::new(self.votes.len());
+        for (i, vote) in self.votes.iter_mut().enumerate() {
+            if matches!(vote, Some(Vote::For)) && self.slots[i] != best {
+                *vote = Some(Vote::Locked);
+                strays.push(i);
+            }
+            if let Some(v) = vote {
+                count(&mut tally, v);
+            }
+        }
+        self.tally = tally;
+        strays
     }
 
     /// Every vote still missing fails with `error(i)`; the attempt is then decided.
@@ -384,7 +390,11 @@ impl Ballot {
             }
         }
         if self.decision == Decision::Pending {
-            self.decision = self.tally.decision();
+            self.decision = if self.by_slot {
+                self.slot_decision()
+            } else {
+                self.tally.decision()
+            };
         }
     }
 }
@@ -471,13 +481,14 @@ impl Quorum {
     ) -> Result<Turn, FailureKind> {
         let deadline = call.settings.retry_window().map(|w| started + w);
         let turn = tokio::select! {
-            t = self.queues.enter(resources.join("\u{0}"), deadline) => t.ok_or(FailureKind::Locked)?,
+            t = self.queues.enter(call.kind.line(resources), deadline) => t.ok_or(FailureKind::Locked)?,
             _ = call.aborted() => return Err(FailureKind::Aborted),
         };
         // Releases of our own value (cleanups of our failed attempts) wake nobody here.
         turn.released().0.set_own(Some(value.to_string()));
-        // The previous head took the lock: its release is what to wait for.
-        if turn.handoff() {
+        // The previous head took the lock: its release is what to wait for (unless holders
+        // share the resource).
+        if turn.handoff() && !call.kind.shared() {
             let (released, subscribed) = turn.released();
             if subscribed {
                 tokio::select! {
@@ -509,7 +520,15 @@ impl Quorum {
                 let (released, subscribed) = t.released();
                 if !subscribed {
                     // First sign of contention: from now on the line hears releases.
-                    t.keep_watches(self.watch(resources, released.clone(), call.settings).await);
+                    let channels = Commands::build(
+                        Op::Acquire { ttl_ms: 1 },
+                        call.kind,
+                        resources,
+                        "",
+                        call.settings,
+                    )
+                    .channels;
+                    t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
                 wait_for(&released, pause).await
             }
@@ -524,14 +543,13 @@ impl Quorum {
     /// others announce the release too).
     async fn watch(
         &self,
-        resources: &[String],
+        channels: &[String],
         signal: Arc<Signal>,
         settings: &Settings,
     ) -> Vec<Watch> {
-        let channels: Vec<String> = resources.iter().map(|r| released_channel(r)).collect();
         let limit = Duration::from_millis(settings.retry_delay_ms.max(50));
         let watches = self.nodes.iter().map(|node| {
-            let (channels, signal) = (&channels, signal.clone());
+            let signal = signal.clone();
             tokio::time::timeout(limit.min(node.config().command_timeout), async move {
                 node.subscriber().await?.watch(channels, signal).await
             })
@@ -554,37 +572,41 @@ impl Quorum {
         let settings = call.settings;
         let started = Instant::now();
         let window = self.attempt_window(op, call, started);
-        let commands = Arc::new(Commands::build(op, resources, value, settings));
+        let commands = Arc::new(Commands::build(op, call.kind, resources, value, settings));
         let mut pending = self.send_votes(op, &commands, settings);
-        let mut ballot = Ballot::new(self.nodes.len());
+        let by_slot = matches!((op, call.kind), (Op::Acquire { .. }, Kind::Permit { .. }));
+        let mut ballot = Ballot::new(self.nodes.len(), by_slot);
         let aborted = self
             .collect_votes(op, &mut pending, &mut ballot, window, started, call)
             .await;
         let late = ballot.decision == Decision::Won && !pending.is_empty();
+        let won_slot = ballot.best_slot().map(|(s, _)| s).filter(|_| by_slot);
+        let strays = ballot.settle_slots();
         if ballot.decision == Decision::Won {
             let sink = call.late.filter(|_| late).map(|make| make());
-            self.settle_stragglers(op, pending, resources, value, &ballot.votes, sink);
+            self.settle_stragglers(&commands, pending, &ballot, won_slot, sink);
+            self.release_strays(&commands, &strays, won_slot);
         } else {
             // Stop waiting. Requests already sent stay ordered before anything sent later
             // on the same connection, so the cleanup lands after them.
             drop(pending);
         }
-        let confirmed = ballot.decision == Decision::Won
-            && self
-                .confirm(op, resources, &ballot, settings, window, started)
-                .await;
-        let fence = if confirmed && settings.fencing && matches!(op, Op::Acquire { .. }) {
-            Some(next_fence(&ballot.counters))
-        } else {
-            None
+        let confirmation = match ballot.decision {
+            Decision::Won => {
+                self.confirm(op, &commands, &ballot, settings, window, started)
+                    .await
+            }
+            _ => None,
         };
+        let confirmed = confirmation.is_some();
+        let fence = confirmation.flatten();
         let outcome = if aborted {
             Err(FailureKind::Aborted)
         } else {
             decide(op, &ballot, confirmed, started, settings)
         };
         if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
-            self.cleanup(&ballot.votes, resources, value).await;
+            self.cleanup(&ballot.votes, &strays, &commands).await;
         }
         let Ballot { votes, tally, .. } = ballot;
         (
@@ -593,6 +615,7 @@ impl Quorum {
                 tally,
                 fence: fence.filter(|_| outcome.is_ok()),
                 late: late && call.late.is_some(),
+                slot: won_slot.filter(|_| outcome.is_ok()),
             },
             outcome,
         )
@@ -622,22 +645,20 @@ impl Quorum {
             .map(|i| {
                 let (nodes, trust, commands) =
                     (self.nodes.clone(), self.trust.clone(), commands.clone());
-                let fut: BoxFuture<'static, (usize, (Vote, Option<i64>))> = Box::pin(async move {
+                let fut: BoxFuture<'static, (usize, Answer)> = Box::pin(async move {
                     let node = &nodes[i];
                     if checked {
                         if let Err(e) = trust.admit(&nodes, i, max_duration).await {
-                            return (i, (Vote::Failed(e), None));
+                            return (i, (Vote::Failed(e), None, None));
                         }
                     }
                     let epoch = node.identity_epoch();
-                    let c = &*commands;
-                    let vote =
-                        node_vote(node, op, c.script, &c.cmd, c.fast.as_ref(), &c.value).await;
+                    let vote = node_vote(node, op, &commands).await;
                     // Reconnected meanwhile (the request was sent again): check the server
                     // that answered.
                     if checked && node.identity_epoch() != epoch {
                         if let Err(e) = trust.admit(&nodes, i, max_duration).await {
-                            return (i, (Vote::Failed(e), None));
+                            return (i, (Vote::Failed(e), None, None));
                         }
                     }
                     (i, vote)
@@ -677,7 +698,7 @@ impl Quorum {
             let until = grace.map_or(started + window, |g| g.min(started + window));
             tokio::select! {
                 next = pending.next() => match next {
-                    Some((i, (vote, counter))) => ballot.count(i, vote, counter),
+                    Some((i, (vote, counter, slot))) => ballot.count(i, vote, counter, slot),
                     None => return false,
                 },
                 _ = tokio::time::sleep_until(until.into()), if grace.is_some() => return false,
@@ -700,11 +721,10 @@ impl Quorum {
     /// released takes its key back.
     fn settle_stragglers(
         &self,
-        op: Op,
+        commands: &Arc<Commands>,
         mut pending: PendingVotes,
-        resources: &[String],
-        value: &str,
-        votes: &[Option<Vote>],
+        ballot: &Ballot,
+        won_slot: Option<u32>,
         sink: Option<LateVotes>,
     ) {
         if pending.is_empty() {
@@ -712,21 +732,29 @@ impl Quorum {
         }
         let stragglers = self.stragglers.clone();
         let nodes = self.nodes.clone();
-        let (resources, value) = (resources.to_vec(), value.to_string());
-        let mut votes = votes.to_vec();
-        let acquire = matches!(op, Op::Acquire { .. });
+        let commands = commands.clone();
+        let mut votes = ballot.votes.clone();
         let limit = self.command_timeout();
         stragglers
             .running
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(limit, async {
-                while let Some((i, (vote, _))) = pending.next().await {
-                    if acquire && vote == Vote::For && stragglers.was_released(&value) {
-                        let release = RELEASE_SCRIPT.evalsha(&resources, &[&value]);
-                        let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                while let Some((i, (vote, _, slot))) = pending.next().await {
+                    let c = &*commands;
+                    if c.is_acquire && vote == Vote::For {
+                        if stragglers.was_released(&c.value) {
+                            let _ = nodes[i].eval::<i64>(c.release_script, &c.release).await;
+                        } else if slot != won_slot {
+                            let stray = c.release_slots_except(won_slot);
+                            let _ = nodes[i].eval::<i64>(c.release_script, &stray).await;
+                        }
                     }
-                    votes[i] = Some(vote);
+                    votes[i] = Some(if slot != won_slot && vote == Vote::For {
+                        Vote::Locked
+                    } else {
+                        vote
+                    });
                 }
             })
             .await;
@@ -748,49 +776,74 @@ impl Quorum {
         });
     }
 
+    /// A won permit acquire: the nodes that gave us another slot than the one won give it
+    /// back (in the background).
+    fn release_strays(&self, commands: &Arc<Commands>, strays: &[usize], won_slot: Option<u32>) {
+        if strays.is_empty() {
+            return;
+        }
+        let limit = self.command_timeout();
+        let stray = Arc::new(commands.release_slots_except(won_slot));
+        for &i in strays {
+            let (node, stray, script) = (
+                self.nodes[i].clone(),
+                stray.clone(),
+                commands.release_script,
+            );
+            tokio::spawn(tokio::time::timeout(limit, async move {
+                let _ = node.eval::<i64>(script, &stray).await;
+            }));
+        }
+    }
+
     /// What a won acquire still needs before it counts: its fencing token written to a
     /// quorum, and with `waitReplicas` a quorum of masters whose replicas acknowledged it.
     async fn confirm(
         &self,
         op: Op,
-        resources: &[String],
+        commands: &Commands,
         ballot: &Ballot,
         settings: &Settings,
         window: Duration,
         started: Instant,
-    ) -> bool {
+    ) -> Option<Option<i64>> {
         if !matches!(op, Op::Acquire { .. }) {
-            return true;
+            return Some(None);
         }
+        let mut fence = None;
         if settings.fencing {
             let left = window.saturating_sub(started.elapsed());
-            if !self
-                .write_fence(resources, next_fence(&ballot.counters), left)
-                .await
-            {
-                return false;
-            }
+            let first = next_fence(&ballot.counters);
+            fence = Some(self.claim_fence(&commands.fence_keys, first, left).await?);
         }
         if settings.wait_replicas > 0 {
             let left = window.saturating_sub(started.elapsed());
-            return self
+            if !self
                 .wait_replicas(&ballot.votes, settings.wait_replicas, left)
-                .await;
+                .await
+            {
+                return None;
+            }
         }
-        true
+        Some(fence)
     }
 
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
     /// (they answer), and sends the release in the background to nodes that never
     /// answered (it is queued behind the acquire on the same connection).
-    async fn cleanup(&self, votes: &[Option<Vote>], resources: &[String], value: &str) {
+    async fn cleanup(&self, votes: &[Option<Vote>], strays: &[usize], commands: &Commands) {
         let limit = self.command_timeout();
-        let release = Arc::new(RELEASE_SCRIPT.evalsha(resources, &[value]));
+        let (script, release) = (commands.release_script, Arc::new(commands.release.clone()));
         let mut answered = Vec::new();
-        for (node, vote) in self.nodes.iter().zip(votes) {
+        for (i, (node, vote)) in self.nodes.iter().zip(votes).enumerate() {
             let unanswered = match vote {
-                // A quarantined node checked after it answered may hold our key too.
+                // A quarantined node checked after it answered may hold our key too, and
+                // a node that gave a permit acquire another slot holds that one.
                 Some(Vote::For) | Some(Vote::Failed(NodeError::Quarantined { .. })) => {
+                    answered.push(node);
+                    false
+                }
+                Some(Vote::Locked) if strays.contains(&i) => {
                     answered.push(node);
                     false
                 }
@@ -801,7 +854,7 @@ impl Quorum {
             if unanswered {
                 let (node, release) = (node.clone(), release.clone());
                 tokio::spawn(tokio::time::timeout(limit, async move {
-                    let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                    let _ = node.eval::<i64>(script, &release).await;
                 }));
             }
         }
@@ -810,7 +863,7 @@ impl Quorum {
             futures::future::join_all(
                 answered
                     .into_iter()
-                    .map(|node| node.eval::<i64>(&RELEASE_SCRIPT, &release)),
+                    .map(|node| node.eval::<i64>(script, &release)),
             ),
         )
         .await;
@@ -840,31 +893,45 @@ impl Quorum {
         }
     }
 
-    /// Raises the fencing counters of `resources` to `fence` on every node; `true` once a
-    /// quorum confirmed within `within`.
-    async fn write_fence(&self, resources: &[String], fence: i64, within: Duration) -> bool {
-        let keys: Vec<String> = resources.iter().map(|r| fence_key(r)).collect();
-        let cmd = FENCE_SCRIPT.evalsha(&keys, &[&fence.to_string()]);
-        let mut tally = Tally::new(self.nodes.len());
-        let mut writes: FuturesUnordered<_> = self
-            .nodes
-            .iter()
-            .map(|node| node.eval::<i64>(&FENCE_SCRIPT, &cmd))
-            .collect();
-        let decided = tokio::time::timeout(within, async {
-            while let Some(result) = writes.next().await {
-                let now = match result {
-                    Ok(_) => tally.vote_for(),
-                    Err(_) => tally.vote_failed(),
-                };
-                if now != Decision::Pending {
-                    return now;
+    /// Claims fencing token `fence` (or the next one free) on a quorum within `within`:
+    /// each node raises its counters to it only when they are all below it, so two
+    /// concurrent holders (semaphore permits, readers) never get the same token; a claim
+    /// refused by a quorum is tried again above the highest counter seen. `None` when no
+    /// quorum confirmed in time.
+    async fn claim_fence(&self, keys: &[String], mut fence: i64, within: Duration) -> Option<i64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let cmd = FENCE_SCRIPT.evalsha(keys, &[&fence.to_string()]);
+            let mut tally = Tally::new(self.nodes.len());
+            let mut higher = fence;
+            let mut claims: FuturesUnordered<_> = self
+                .nodes
+                .iter()
+                .map(|node| node.eval::<i64>(&FENCE_SCRIPT, &cmd))
+                .collect();
+            let decided = tokio::time::timeout_at(deadline.into(), async {
+                while let Some(result) = claims.next().await {
+                    let now = match result {
+                        Ok(0) => tally.vote_for(),
+                        Ok(high) => {
+                            higher = higher.max(high);
+                            tally.vote_locked()
+                        }
+                        Err(_) => tally.vote_failed(),
+                    };
+                    if now != Decision::Pending {
+                        return now;
+                    }
                 }
+                Decision::Lost
+            })
+            .await;
+            match decided {
+                Ok(Decision::Won) => return Some(fence),
+                Ok(_) if tally.failure_kind() == FailureKind::Locked => fence = higher + 1,
+                _ => return None,
             }
-            Decision::Lost
-        })
-        .await;
-        decided == Ok(Decision::Won)
+        }
     }
 
     /// The longest command time-out among the nodes: no attempt waits longer.
@@ -874,6 +941,34 @@ impl Quorum {
             .map(|n| n.config().command_timeout)
             .max()
             .unwrap_or(Duration::ZERO)
+    }
+
+    /// How many holders semaphore `resource` of `permits` has as a quorum sees them: the
+    /// slots whose value is the same on a quorum of the nodes. `None` when fewer than a
+    /// quorum of nodes answered.
+    pub async fn holders(&self, resource: &str, permits: u32) -> Option<u32> {
+        let mut mget = redis::cmd("MGET");
+        mget.arg(crate::engine::kinds::slot_keys(resource, permits));
+        let limit = self.command_timeout();
+        let reads = self.nodes.iter().map(|node| {
+            let mget = &mget;
+            async move {
+                tokio::time::timeout(limit, node.send::<Vec<Option<String>>>(mget))
+                    .await
+                    .ok()?
+                    .ok()
+            }
+        });
+        let answers: Vec<Vec<Option<String>>> = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let quorum = crate::engine::quorum::quorum_of(self.nodes.len());
+        if answers.len() < quorum {
+            return None;
+        }
+        Some(count_held(&answers, permits as usize, quorum))
     }
 
     /// Closes every node's connection.
@@ -890,7 +985,7 @@ async fn wait_for(released: &Signal, pause: Duration) -> bool {
 }
 
 /// The requests of one attempt still under way, by node index.
-type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, (Vote, Option<i64>))>>;
+type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, Answer)>>;
 
 /// How long a won fenced acquire waits at least for the counters of the nodes that have
 /// not answered yet (or twice the time the quorum took). The token is the successor of the
@@ -933,6 +1028,22 @@ fn decide(
     }
 }
 
+/// The slots held on a quorum: per slot, the most common value across the nodes' answers
+/// (`answers[node][slot]`) is there on at least `quorum` nodes.
+fn count_held(answers: &[Vec<Option<String>>], slots: usize, quorum: usize) -> u32 {
+    (0..slots)
+        .filter(|&s| {
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for a in answers {
+                if let Some(Some(v)) = a.get(s) {
+                    *counts.entry(v.as_str()).or_default() += 1;
+                }
+            }
+            counts.values().any(|&n| n >= quorum)
+        })
+        .count() as u32
+}
+
 /// Counts one vote.
 fn count(tally: &mut Tally, vote: &Vote) -> Decision {
     match vote {
@@ -942,48 +1053,34 @@ fn count(tally: &mut Tally, vote: &Vote) -> Decision {
     }
 }
 
-/// One node's vote on `op`: the prebuilt `cmd` of `script`, or the `SET NX GET` of a
-/// single-resource acquire (`fast`) where the node supports it. A fenced acquire also
-/// returns the highest fencing counter the node holds.
-async fn node_vote(
-    node: &Node,
-    op: Op,
-    script: &LockScript,
-    cmd: &redis::Cmd,
-    fast: Option<&redis::Cmd>,
-    value: &str,
-) -> (Vote, Option<i64>) {
-    if let Some(set) = fast.filter(|_| node.has_set_nx_get()) {
+/// One node's vote on `op`: the attempt's command, or the `SET NX GET` of a single-resource
+/// acquire (`fast`) where the node supports it; with the fencing counter the node read
+/// and the semaphore slot it took.
+async fn node_vote(node: &Node, op: Op, c: &Commands) -> Answer {
+    if let Some(set) = c.fast.as_ref().filter(|_| node.has_set_nx_get()) {
         match node.send::<Option<Vec<u8>>>(set).await {
             // Set, or already ours (a resend after a dropped connection).
-            Ok(None) => return (Vote::For, None),
-            Ok(Some(v)) if v == value.as_bytes() => return (Vote::For, None),
-            Ok(Some(_)) => return (Vote::Locked, None),
+            Ok(None) => return (Vote::For, None, None),
+            Ok(Some(v)) if v == c.value.as_bytes() => return (Vote::For, None, None),
+            Ok(Some(_)) => return (Vote::Locked, None, None),
             Err(e) if e.is_syntax_error() => node.lacks_set_nx_get(),
-            Err(e) => return (Vote::Failed(e), None),
+            Err(e) => return (Vote::Failed(e), None, None),
         }
     }
-    if std::ptr::eq(script, &*FENCED_ACQUIRE_SCRIPT) {
-        return match node.eval::<redis::Value>(script, cmd).await {
-            Ok(redis::Value::Array(reply)) => match reply.as_slice() {
-                [redis::Value::Int(1), redis::Value::Int(high)] => (Vote::For, Some(*high)),
-                _ => (
-                    Vote::Failed(unexpected(node, "a fenced acquire reply")),
-                    None,
-                ),
-            },
-            Ok(_) => (Vote::Locked, None),
-            Err(e) => (Vote::Failed(e), None),
-        };
+    match node.eval::<redis::Value>(c.script, &c.cmd).await {
+        Ok(reply) => read_reply(op, c.reply, &reply).unwrap_or_else(|| {
+            (
+                Vote::Failed(unexpected(node, "a lock script reply")),
+                None,
+                None,
+            )
+        }),
+        Err(e) => (Vote::Failed(e), None, None),
     }
-    let vote = match (op, node.eval::<i64>(script, cmd).await) {
-        // Any answer to a release is a success: nothing of ours is left on that node.
-        (Op::Release, Ok(_)) | (_, Ok(1)) => Vote::For,
-        (_, Ok(_)) => Vote::Locked,
-        (_, Err(e)) => Vote::Failed(e),
-    };
-    (vote, None)
 }
+
+/// A node's answer: its vote, the fencing counter it read, the semaphore slot it took.
+type Answer = (Vote, Option<i64>, Option<u32>);
 
 fn unexpected(node: &Node, what: &str) -> NodeError {
     NodeError::Protocol {
@@ -1117,5 +1214,82 @@ impl Redlock {
             }
         }
         exec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn permit_ballot(votes: &[(Vote, Option<u32>)], n: usize) -> Ballot {
+        let mut b = Ballot::new(n, true);
+        for (i, (v, slot)) in votes.iter().enumerate() {
+            b.count(i, v.clone(), None, *slot);
+        }
+        b
+    }
+
+    #[test]
+    fn a_permit_is_won_with_one_slot_on_a_quorum() {
+        let b = permit_ballot(&[(Vote::For, Some(0)), (Vote::For, Some(0))], 3);
+        assert_eq!(b.decision, Decision::Won);
+        let mut b = permit_ballot(
+            &[
+                (Vote::For, Some(0)),
+                (Vote::For, Some(1)),
+                (Vote::For, Some(1)),
+            ],
+            3,
+        );
+        assert_eq!(b.decision, Decision::Won);
+        assert_eq!(b.best_slot(), Some((1, 2)));
+        // The node that gave us slot 0 holds a stray: it counts against and is cleaned up.
+        assert_eq!(b.settle_slots(), vec![0]);
+        assert_eq!(b.votes[0], Some(Vote::Locked));
+        assert_eq!(b.tally.votes_for, 2);
+    }
+
+    #[test]
+    fn split_slots_lose_as_soon_as_no_slot_can_reach_a_quorum() {
+        let b = permit_ballot(&[(Vote::For, Some(0)), (Vote::For, Some(1))], 3);
+        assert_eq!(
+            b.decision,
+            Decision::Pending,
+            "the third vote can still decide"
+        );
+        let b = permit_ballot(
+            &[
+                (Vote::For, Some(0)),
+                (Vote::For, Some(1)),
+                (Vote::Locked, None),
+            ],
+            3,
+        );
+        assert_eq!(b.decision, Decision::Lost);
+        // Even when the for votes alone would make a quorum of a mutex.
+        let b = permit_ballot(
+            &[
+                (Vote::For, Some(0)),
+                (Vote::For, Some(1)),
+                (Vote::For, Some(2)),
+                (Vote::For, Some(0)),
+            ],
+            4,
+        );
+        assert_eq!(b.decision, Decision::Lost);
+    }
+
+    #[test]
+    fn holders_are_the_slots_with_one_value_on_a_quorum() {
+        let v = |s: &str| Some(s.to_string());
+        let answers = vec![
+            vec![v("a"), v("b"), None],
+            vec![v("a"), v("c"), None],
+            vec![v("a"), v("b"), v("d")],
+        ];
+        // slot 0: a on 3; slot 1: b on 2; slot 2: d on 1.
+        assert_eq!(count_held(&answers, 3, 2), 2);
+        assert_eq!(count_held(&answers, 3, 3), 1);
+        assert_eq!(count_held(&[], 3, 2), 0);
     }
 }

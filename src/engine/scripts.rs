@@ -72,30 +72,136 @@ end
 return {1, high}
 "#;
 
-/// Raises every fencing counter in `KEYS` to `ARGV[1]` (never lowers one). Returns 1.
+/// Claims fencing token `ARGV[1]`: when every counter in `KEYS` is below it, raises them
+/// all to it and returns 0; otherwise changes nothing and returns the highest counter (the
+/// token was taken, or a later one was).
 pub const FENCE: &str = r#"
 local f = tonumber(ARGV[1])
+local high = 0
 for _, key in ipairs(KEYS) do
   local c = tonumber(redis.call('get', key) or '0') or 0
-  if c < f then redis.call('set', key, ARGV[1]) end
+  if c > high then high = c end
 end
-return 1
+if high >= f then return high end
+for _, key in ipairs(KEYS) do redis.call('set', key, ARGV[1]) end
+return 0
 "#;
 
 /// The key of the fencing counter of `resource`: in the same Redis Cluster slot as the
 /// resource (its hash tag, or the whole name as the tag; a name with a `}` and no hash
 /// tag cannot be put in a tag, and may land elsewhere), and never expiring.
 pub fn fence_key(resource: &str) -> String {
+    scoped_key(resource, "fence")
+}
+
+/// A key of the library's own for `resource`, `<resource>:redlock-rs:<suffix>` with the
+/// resource as its hash tag (so every key of one resource is in one Cluster slot), never
+/// equal to a mutex key (a resource name).
+pub fn scoped_key(resource: &str, suffix: &str) -> String {
     let tagged = resource
         .find('{')
         .and_then(|open| resource[open + 1..].find('}').map(|len| len > 0))
         .unwrap_or(false);
     if tagged || resource.contains('}') {
-        format!("{resource}:redlock-rs:fence")
+        format!("{resource}:redlock-rs:{suffix}")
     } else {
-        format!("{{{resource}}}:redlock-rs:fence")
+        format!("{{{resource}}}:redlock-rs:{suffix}")
     }
 }
+
+/// Takes a free slot of a semaphore: the slot already ours (a resend), else the first free
+/// one. `KEYS`: the slot keys, then the semaphore's fencing counter; `ARGV`: value, ttl,
+/// fenced (`1` reads the counter). Returns `{slot (0-based), counter}`, `{-1, 0}` when every
+/// slot is held. Each slot is a mutex: a holder owns one slot on a quorum.
+pub const PERMIT_ACQUIRE: &str = r#"
+local n = #KEYS - 1
+local pick = -1
+for i = 1, n do
+  if redis.call('get', KEYS[i]) == ARGV[1] then pick = i break end
+end
+if pick < 0 then
+  for i = 1, n do
+    if redis.call('exists', KEYS[i]) == 0 then pick = i break end
+  end
+end
+if pick < 0 then return {-1, 0} end
+redis.call('set', KEYS[pick], ARGV[1], 'PX', ARGV[2])
+local high = 0
+if ARGV[3] == '1' then high = tonumber(redis.call('get', KEYS[#KEYS]) or '0') or 0 end
+return {pick - 1, high}
+"#;
+
+/// The server's time in ms (scripts replicate their effects, so this is safe).
+const NOW: &str = "local t = redis.call('time'); local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+
+/// Takes a read hold: refused while another writer holds the write key, or (for a new
+/// reader) while a writer waits. `KEYS`: readers (a sorted set of values by expiry), write
+/// key, writer-waiting key, fencing counter; `ARGV`: value, ttl, fenced. Returns `{1,
+/// counter}` or `{0, 0}`.
+pub static READ_ACQUIRE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+{NOW}
+local w = redis.call('get', KEYS[2])
+if w and w ~= ARGV[1] then return {{0, 0}} end
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+local mine = redis.call('zscore', KEYS[1], ARGV[1])
+if not mine and redis.call('exists', KEYS[3]) == 1 then return {{0, 0}} end
+redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
+local high = 0
+if ARGV[3] == '1' then high = tonumber(redis.call('get', KEYS[4]) or '0') or 0 end
+return {{1, high}}
+"#
+    )
+});
+
+/// Extends a read hold that is still ours. `KEYS`: readers; `ARGV`: value, ttl. 1 or 0.
+pub static READ_EXTEND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+{NOW}
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
+redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 1
+"#
+    )
+});
+
+/// Releases a read hold (announced on the readers key's channel). `KEYS`: readers;
+/// `ARGV`: value. Returns how many were removed.
+pub const READ_RELEASE: &str = r#"
+local n = redis.call('zrem', KEYS[1], ARGV[1])
+if n > 0 then redis.call('publish', 'redlock-rs:released:' .. KEYS[1], ARGV[1]) end
+return n
+"#;
+
+/// Takes the write hold: refused while another writer holds it or readers hold read holds;
+/// with readers, marks a writer as waiting (for `ARGV[4]` ms) so that new readers stay out
+/// until it is in (a writer that got in clears the mark: its own hold keeps readers out, and
+/// writers still waiting mark it again at their next attempt). `KEYS`: write key, readers, writer-waiting key, fencing counter; `ARGV`:
+/// value, ttl, fenced, waiting ttl. Returns `{1, counter}` or `{0, 0}`.
+pub static WRITE_ACQUIRE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+local w = redis.call('get', KEYS[1])
+if w and w ~= ARGV[1] then return {{0, 0}} end
+{NOW}
+redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+if w ~= ARGV[1] and redis.call('zcard', KEYS[2]) > 0 then
+  redis.call('set', KEYS[3], ARGV[1], 'PX', ARGV[4])
+  return {{0, 0}}
+end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('del', KEYS[3])
+local high = 0
+if ARGV[3] == '1' then high = tonumber(redis.call('get', KEYS[4]) or '0') or 0 end
+return {{1, high}}
+"#
+    )
+});
 
 /// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text
 /// between the first `{` and the next `}`, when not empty) or of the whole key, mod 16384.
@@ -165,15 +271,35 @@ pub static RELEASE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::n
 pub static FENCED_ACQUIRE_SCRIPT: LazyLock<LockScript> =
     LazyLock::new(|| LockScript::new(FENCED_ACQUIRE));
 pub static FENCE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(FENCE));
+pub static PERMIT_ACQUIRE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(PERMIT_ACQUIRE));
+pub static READ_ACQUIRE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(built(&READ_ACQUIRE)));
+pub static READ_EXTEND_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(built(&READ_EXTEND)));
+pub static READ_RELEASE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(READ_RELEASE));
+pub static WRITE_ACQUIRE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(built(&WRITE_ACQUIRE)));
+
+/// A script source built once at start-up, for the program's lifetime.
+fn built(source: &'static LazyLock<String>) -> &'static str {
+    source.as_str()
+}
 
 /// Every script, for `SCRIPT LOAD` on connect.
-pub fn all() -> [&'static LockScript; 5] {
+pub fn all() -> [&'static LockScript; 10] {
     [
         &ACQUIRE_SCRIPT,
         &EXTEND_SCRIPT,
         &RELEASE_SCRIPT,
         &FENCED_ACQUIRE_SCRIPT,
         &FENCE_SCRIPT,
+        &PERMIT_ACQUIRE_SCRIPT,
+        &READ_ACQUIRE_SCRIPT,
+        &READ_EXTEND_SCRIPT,
+        &READ_RELEASE_SCRIPT,
+        &WRITE_ACQUIRE_SCRIPT,
     ]
 }
 
