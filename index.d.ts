@@ -201,6 +201,39 @@ export declare class LockLostError extends Error {
   readonly cause?: unknown
 }
 
+/** What a Lock holds. */
+export type LockKind = 'mutex' | 'permit' | 'read' | 'write'
+
+/** Takes holds of one kind on one resource (a semaphore, or one side of a read-write lock). */
+export interface Acquirer {
+  readonly resource: string
+  /** Acquires a hold for `duration` ms; rejects with ExecutionError as `Redlock#acquire`. */
+  acquire(duration: number, settings?: CallSettings): Promise<Lock>
+  /** Runs `routine` holding it, extending it automatically, as `Redlock#using`. */
+  using<T>(duration: number, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>, settings?: CallSettings): Promise<T>
+  using<T>(duration: number, settings: CallSettings, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>): Promise<T>
+}
+
+/** At most `permits` holders at any instant, safe as the mutex is (see README). */
+export declare class Semaphore implements Acquirer {
+  readonly resource: string
+  readonly permits: number
+  acquire(duration: number, settings?: CallSettings): Promise<Lock>
+  using<T>(duration: number, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>, settings?: CallSettings): Promise<T>
+  using<T>(duration: number, settings: CallSettings, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>): Promise<T>
+  /** Live holders as a quorum of the nodes sees them. */
+  holders(): Promise<number>
+}
+
+/** Many readers or one writer; a waiting writer keeps new readers out (see README). */
+export declare class ReadWriteLock {
+  readonly resource: string
+  /** Shared with other readers. */
+  readonly read: Acquirer
+  /** Exclusive against readers and writers. */
+  readonly write: Acquirer
+}
+
 /** A held lock. */
 export declare class Lock {
   constructor(
@@ -210,8 +243,11 @@ export declare class Lock {
     attempts: ReadonlyArray<Promise<ExecutionStats>>,
     expiration: number,
     fence?: bigint,
+    kind?: LockKind,
   )
   readonly redlock: Redlock
+  /** What it holds: a mutex, a semaphore permit, or a read or write hold. */
+  readonly kind: LockKind
   readonly resources: string[]
   /** 128 random bits from the OS CSPRNG, as 32 hex characters. */
   readonly value: string
@@ -275,6 +311,10 @@ export declare class Redlock extends EventEmitter {
     routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>,
   ): Promise<T>
   using<T>(resources: string[], duration: number, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>): Promise<T>
+  /** A semaphore of `permits` (a positive integer; RangeError otherwise) on `resource`. */
+  semaphore(resource: string, permits: number): Semaphore
+  /** A read-write lock on `resource`. */
+  readWriteLock(resource: string): ReadWriteLock
   /** Closes the native connections of this instance (JS clients passed in stay open). */
   quit(): Promise<void>
 
