@@ -9,7 +9,8 @@
 //      Jain's fairness index over the workers, worst wait, overlaps
 //   4. the same from 4 processes x 4 workers
 //   5. RSS after many acquire/release cycles
-import { execFile } from 'node:child_process'
+// and, only with --only=scale, benchmark/scale.mjs (100k held locks, 10k waiters).
+import { execFile, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -24,6 +25,12 @@ const quick = process.argv.includes('--quick')
 // --only=sequential,throughput,contention,memory runs a subset (for quick comparisons).
 const only = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7).split(',').filter(Boolean)
 const wanted = (name) => only.length === 0 || only.includes(name)
+// --only=scale: 100k held locks and 10k waiters (benchmark/scale.mjs, on servers of its
+// own; writes benchmark/scale.md). Only when asked for: it is not part of the full run.
+if (only.includes('scale')) {
+  const { status } = spawnSync(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'scale.mjs')], { stdio: 'inherit' })
+  if (status !== 0 || only.length === 1) process.exit(status ?? 1)
+}
 const ROUNDS = quick ? 1 : 3
 const names = Object.keys(implementations)
 const median = (xs) => {
