@@ -20,6 +20,10 @@ export declare class NativeClient {
   /** The server's URL, with any password replaced by `***`. */
   get url(): string
   toString(): string
+  /** A `MemoryStore`'s fault injection: `down`, `up`, `pause` (for `ms`), `clear`. */
+  memoryControl(action: string, ms?: number | undefined | null): void
+  /** A `MemoryStore`'s live keys, sorted. */
+  memoryKeys(): Array<string>
   /** Connects now (useful with `lazyConnect`); resolves once connected. */
   connect(): Promise<void>
   get(key: string | Buffer): Promise<string | null>

@@ -201,6 +201,31 @@ export declare class LockLostError extends Error {
   readonly cause?: unknown
 }
 
+/**
+ * An in-process lock node, usable wherever a client is: `new Redlock([new MemoryStore()])`,
+ * or several for a quorum. Every lock kind, TTLs on a monotonic clock, fencing, waiting
+ * woken by releases. For tests of code that takes locks, and for the demo; not shared
+ * between processes.
+ */
+export declare class MemoryStore implements IRedisClient {
+  /** `name` shows in errors (default `memory-<n>`); `commandTimeout` (ms, default 1000) ends calls to a paused store. */
+  constructor(options?: { name?: string; commandTimeout?: number })
+  get(key: string): Promise<string | null>
+  set(key: string, value: boolean | string | number): Promise<void>
+  del(...keys: string[]): Promise<number>
+  pttl(key: string): Promise<number>
+  quit(): Promise<void>
+  /** Calls fail at once, like a dead node, until `up()`. */
+  down(): void
+  up(): void
+  /** Calls hang for `ms` (until the caller's command time-out), like a server under SIGSTOP. */
+  pause(ms: number): void
+  /** Loses every key, like a restart without persistence (its identity changes too). */
+  clear(): void
+  /** The lock keys held now, sorted (for assertions). */
+  keys(): string[]
+}
+
 /** What a Lock holds. */
 export type LockKind = 'mutex' | 'permit' | 'read' | 'write'
 

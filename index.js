@@ -122,6 +122,41 @@ class Cluster extends ClientBase {
 }
 Redis.Cluster = Cluster
 
+/**
+ * An in-process lock node, usable wherever a client is: `new Redlock([new MemoryStore()])`,
+ * or several for a quorum. For tests of code that takes locks, and for the demo. Not shared
+ * between processes. Fault injection: `down()` / `up()` (calls fail at once), `pause(ms)`
+ * (calls wait, like a frozen server, until the callers' time-outs), `clear()` (every key is
+ * lost, like a restart without persistence: its identity changes too), `keys()`.
+ */
+class MemoryStore extends ClientBase {
+  constructor(options) {
+    super('memory', options)
+  }
+
+  down() {
+    this.memoryControl('down')
+  }
+
+  up() {
+    this.memoryControl('up')
+  }
+
+  pause(ms) {
+    if (typeof ms !== 'number') throw new TypeError(`ms must be a number of milliseconds; got ${typeof ms}.`)
+    this.memoryControl('pause', ms)
+  }
+
+  clear() {
+    this.memoryControl('clear')
+  }
+
+  /** The keys held now, sorted (lock keys, fencing counters, the library's records). */
+  keys() {
+    return this.memoryKeys()
+  }
+}
+
 /** A client shaped like node-redis' `createClient({ url })`. */
 class RedisJsClient extends ClientBase {
   constructor(options) {
@@ -871,6 +906,7 @@ module.exports.Redlock = Redlock
 module.exports.Redis = Redis
 module.exports.RedisJsClient = RedisJsClient
 module.exports.Cluster = Cluster
+module.exports.MemoryStore = MemoryStore
 module.exports.Lock = Lock
 module.exports.Semaphore = Semaphore
 module.exports.ReadWriteLock = ReadWriteLock

@@ -2,4 +2,4 @@
 import redlock from './index.js'
 
 export default redlock
-export const { Redlock, Redis, RedisJsClient, Cluster, Lock, Semaphore, ReadWriteLock, ResourceLockedError, ExecutionError, LockLostError } = redlock
+export const { Redlock, Redis, RedisJsClient, Cluster, MemoryStore, Lock, Semaphore, ReadWriteLock, ResourceLockedError, ExecutionError, LockLostError } = redlock

@@ -1,6 +1,6 @@
 // The command line, run as a subprocess against real redis-servers.
 import { execFile, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -115,8 +115,26 @@ test('status shows who holds a resource on each node', async (t) => {
 test('the demo races two contenders on throwaway servers and leaves nothing behind', async (t) => {
   const r = await run(['demo'])
   t.is(r.code, 0, r.stderr)
+  t.regex(r.stdout.split('\n')[0], /^Using 3 throwaway redis-servers/)
   t.regex(r.stdout, /got the lock/)
   t.regex(r.stdout, /Keys left on the servers: 0/)
+})
+
+test('without redis-server on PATH the demo runs on in-process MemoryStores and says so first', async (t) => {
+  // A PATH with node and nothing else.
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-path-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  symlinkSync(process.execPath, path.join(dir, 'node'))
+  const env = { ...process.env, PATH: dir }
+  delete env.REDIS_SERVER_BIN
+  const r = await new Promise((resolve) =>
+    execFile(process.execPath, [cli, 'demo'], { env, timeout: 30_000 }, (e, stdout, stderr) => resolve({ code: e ? e.code : 0, stdout, stderr })),
+  )
+  t.is(r.code, 0, r.stderr)
+  t.regex(r.stdout.split('\n')[0], /^Using 3 in-process MemoryStores/)
+  t.regex(r.stdout, /bob +got the lock/)
+  t.regex(r.stdout, /alice +got the lock/)
+  t.regex(r.stdout, /Keys left on the stores: 0/)
 })
 
 test('bad arguments are usage errors', async (t) => {

@@ -9,9 +9,40 @@ use napi_derive::napi;
 
 use crate::engine::args;
 use crate::engine::config::{NodeConfig, SentinelConfig, TlsConfig};
+use crate::engine::memory::MemoryStore;
 use crate::engine::node::Node;
 use crate::js::{self, check, classify, field, opt_bool, opt_number, opt_string, type_error, Val};
 use crate::reply::Reply;
+
+/// `new MemoryStore({ name? })`: an in-process lock node.
+fn memory_store(env: &Env, options: Val) -> Result<NativeClient> {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let (name, timeout) = match options {
+        Val::Missing => (None, None),
+        Val::Object(o) => (
+            opt_string(env, &o, "options", "name")?,
+            ms(
+                env,
+                "options.commandTimeout",
+                opt_number(env, &o, "options", "commandTimeout")?,
+            )?,
+        ),
+        other => return Err(type_error(env, "options", "an object", &other)),
+    };
+    let name = name.unwrap_or_else(|| {
+        format!(
+            "memory-{}",
+            COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    });
+    // A paused store's calls end at this time-out, as a frozen server's do.
+    let timeout = timeout.unwrap_or(Duration::from_millis(1_000));
+    let store = MemoryStore::new(name, timeout);
+    Ok(NativeClient {
+        node: Node::memory(store, timeout),
+        kind: "MemoryStore",
+    })
+}
 
 #[napi]
 pub struct NativeClient {
@@ -325,6 +356,7 @@ impl NativeClient {
                 let (c, l) = cluster_args(&env, classify(a0)?, classify(a1)?)?;
                 (c, l, "Cluster")
             }
+            "memory" => return memory_store(&env, classify(a0)?),
             _ => return Err(Error::from_reason("unknown client kind")),
         };
         let node = Node::new(cfg).map_err(|e| Error::from_reason(e.to_string()))?;
@@ -357,7 +389,42 @@ impl NativeClient {
 
     #[napi(js_name = "toString")]
     pub fn to_js_string(&self) -> String {
+        if self.node.memory_store().is_some() {
+            return format!("{} <{}>", self.kind, self.node.addr());
+        }
         format!("{} <{}>", self.kind, self.node.config().redacted_url())
+    }
+
+    /// A `MemoryStore`'s fault injection: `down`, `up`, `pause` (for `ms`), `clear`.
+    #[napi(catch_unwind)]
+    pub fn memory_control(&self, env: Env, action: String, ms: Option<f64>) -> Result<()> {
+        let store = self.store(&env)?;
+        match action.as_str() {
+            "down" => store.down(),
+            "up" => store.up(),
+            "clear" => store.clear(),
+            "pause" => {
+                let ms = check(&env, args::non_negative_ms("ms", ms.unwrap_or(f64::NAN)))?;
+                store.pause(ms)
+            }
+            other => return Err(Error::from_reason(format!("unknown action {other}"))),
+        }
+        Ok(())
+    }
+
+    /// A `MemoryStore`'s live keys, sorted.
+    #[napi(catch_unwind)]
+    pub fn memory_keys(&self, env: Env) -> Result<Vec<String>> {
+        Ok(self.store(&env)?.keys())
+    }
+
+    fn store(&self, env: &Env) -> Result<&std::sync::Arc<MemoryStore>> {
+        self.node.memory_store().ok_or_else(|| {
+            js::throw(
+                env,
+                crate::engine::error::ArgError::type_error("this client is not a MemoryStore."),
+            )
+        })
     }
 
     /// Connects now (useful with `lazyConnect`); resolves once connected.

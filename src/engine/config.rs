@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub sentinel: Option<SentinelConfig>,
     /// Redis Cluster: the startup nodes (`host`/`port` are then unused).
     pub cluster: Option<Vec<(String, u16)>>,
+    /// An in-process `MemoryStore` (`host` is then its name, as errors show it).
+    pub memory: bool,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +78,7 @@ impl Default for NodeConfig {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             sentinel: None,
             cluster: None,
+            memory: false,
         }
     }
 }
@@ -84,6 +87,9 @@ impl NodeConfig {
     /// How errors name this node: `host:port` (IPv6 hosts in brackets), or for Sentinel
     /// the master group before its master is known.
     pub fn addr(&self) -> String {
+        if self.memory {
+            return self.host.clone();
+        }
         if let Some(s) = &self.sentinel {
             return format!("sentinel master '{}'", s.name);
         }

@@ -94,33 +94,48 @@ impl NodeError {
     }
 }
 
+impl NodeError {
+    fn addr(&self) -> &str {
+        match self {
+            NodeError::Connect { addr, .. }
+            | NodeError::ConnectTimeout { addr, .. }
+            | NodeError::Timeout { addr, .. }
+            | NodeError::Closed { addr }
+            | NodeError::Command { addr, .. }
+            | NodeError::Protocol { addr, .. }
+            | NodeError::Aborted { addr }
+            | NodeError::Quarantined { addr, .. } => addr,
+        }
+    }
+}
+
 impl fmt::Display for NodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // "Redis host:port: ...", or "MemoryStore 'name': ..." for an in-process node.
+        let addr = self.addr();
+        if addr.starts_with("MemoryStore") {
+            write!(f, "{addr}: ")?;
+        } else {
+            write!(f, "Redis {addr}: ")?;
+        }
         match self {
-            NodeError::Connect { addr, reason } => {
-                write!(f, "Redis {addr}: could not connect: {reason}")
-            }
-            NodeError::ConnectTimeout { addr, ms } => {
-                write!(f, "Redis {addr}: could not connect: no connection within {ms} ms (connectTimeout)")
-            }
-            NodeError::Timeout { addr, ms } => {
-                write!(f, "Redis {addr}: no reply within {ms} ms")
-            }
-            NodeError::Closed { addr } => write!(f, "Redis {addr}: Connection is closed."),
-            NodeError::Command { addr, reason } => write!(f, "Redis {addr}: {reason}"),
-            NodeError::Protocol { addr, reason } => {
-                write!(f, "Redis {addr}: unexpected reply: {reason}")
-            }
-            NodeError::Aborted { addr } => {
-                write!(f, "Redis {addr}: no answer before the operation was aborted")
-            }
+            NodeError::Connect { reason, .. } => write!(f, "could not connect: {reason}"),
+            NodeError::ConnectTimeout { ms, .. } => write!(
+                f,
+                "could not connect: no connection within {ms} ms (connectTimeout)"
+            ),
+            NodeError::Timeout { ms, .. } => write!(f, "no reply within {ms} ms"),
+            NodeError::Closed { .. } => write!(f, "Connection is closed."),
+            NodeError::Command { reason, .. } => write!(f, "{reason}"),
+            NodeError::Protocol { reason, .. } => write!(f, "unexpected reply: {reason}"),
+            NodeError::Aborted { .. } => write!(f, "no answer before the operation was aborted"),
             NodeError::Quarantined {
-                addr,
                 restarted_s_ago,
                 left_ms,
+                ..
             } => write!(
                 f,
-                "Redis {addr}: restarted or replaced {restarted_s_ago} s ago (its run_id changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
+                "restarted or replaced {restarted_s_ago} s ago (its run_id changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
             ),
         }
     }

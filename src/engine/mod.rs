@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod kinds;
+pub mod memory;
 pub mod node;
 pub mod notify;
 pub mod queue;

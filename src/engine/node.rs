@@ -16,6 +16,7 @@ use redis::{
 use crate::engine::config::{NodeConfig, SentinelConfig};
 use crate::engine::error::{plain_reason, NodeError};
 use crate::engine::identity::Identity;
+use crate::engine::memory::MemoryStore;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{self, LockScript};
 
@@ -106,6 +107,8 @@ pub struct Node {
     /// whenever it is read again (each new connection).
     identity: Mutex<Option<Identity>>,
     identity_epoch: std::sync::atomic::AtomicU64,
+    /// An in-process node instead of a server (see [`MemoryStore`]).
+    memory: Option<Arc<MemoryStore>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -188,7 +191,40 @@ impl Node {
             set_nx_get: std::sync::atomic::AtomicBool::new(true),
             identity: Mutex::new(None),
             identity_epoch: std::sync::atomic::AtomicU64::new(0),
+            memory: None,
         }))
+    }
+
+    /// A node that is the in-process `store`.
+    pub fn memory(store: Arc<MemoryStore>, command_timeout: Duration) -> Arc<Node> {
+        let config = NodeConfig {
+            host: format!("MemoryStore '{}'", store.name()),
+            command_timeout,
+            memory: true,
+            ..NodeConfig::default()
+        };
+        Arc::new(Node {
+            addr: std::sync::RwLock::new(config.addr()),
+            client: std::sync::RwLock::new(
+                Client::open("redis://127.0.0.1:1").expect("a constant URL parses"),
+            ),
+            config,
+            state: Mutex::new(State {
+                generation: 0,
+                slot: Slot::Idle,
+                down: None,
+            }),
+            subscriber: tokio::sync::Mutex::new(None),
+            set_nx_get: std::sync::atomic::AtomicBool::new(true),
+            identity: Mutex::new(None),
+            identity_epoch: std::sync::atomic::AtomicU64::new(0),
+            memory: Some(store),
+        })
+    }
+
+    /// The in-process store behind this node, if it is one.
+    pub fn memory_store(&self) -> Option<&Arc<MemoryStore>> {
+        self.memory.as_ref()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -215,16 +251,27 @@ impl Node {
 
     /// Starts connecting in the background if not connected (used on construction).
     pub async fn connect(self: Arc<Self>) -> Result<(), NodeError> {
-        self.connection().await.map(|_| ())
+        self.ensure_connected().await
     }
 
     /// Connects when not connected (the identity of the server comes with it).
     pub async fn ensure_connected(&self) -> Result<(), NodeError> {
+        if let Some(m) = &self.memory {
+            return m.check();
+        }
         self.connection().await.map(|_| ())
     }
 
     /// The identity of the server behind the current connection, if it could be read.
     pub fn identity(&self) -> Option<Identity> {
+        if let Some(m) = &self.memory {
+            let (run_id, uptime) = m.identity();
+            return Some(Identity {
+                run_id,
+                uptime: Duration::from_secs(uptime.as_secs()),
+                seen_at: Instant::now(),
+            });
+        }
         self.identity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -233,6 +280,9 @@ impl Node {
 
     /// Changes whenever a new connection read the server's identity again.
     pub fn identity_epoch(&self) -> u64 {
+        if let Some(m) = &self.memory {
+            return m.identity_epoch();
+        }
         self.identity_epoch
             .load(std::sync::atomic::Ordering::Acquire)
     }
@@ -370,6 +420,10 @@ impl Node {
 
     /// Runs one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
+        if self.memory.is_some() {
+            let wait = self.config.command_timeout;
+            return self.bounded(Some(wait), self.in_memory(&cmd)).await?;
+        }
         let cmd = &cmd;
         self.run(Some(self.config.command_timeout), move |mut c| async move {
             cmd.query_async::<T>(&mut c).await
@@ -391,6 +445,9 @@ impl Node {
     /// Runs a prebuilt command. No time-out of its own: lock operations bound the whole
     /// attempt with one deadline.
     pub async fn send<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, NodeError> {
+        if self.memory.is_some() {
+            return self.in_memory(cmd).await;
+        }
         self.run(None, move |mut c| async move {
             cmd.query_async::<T>(&mut c).await
         })
@@ -404,6 +461,9 @@ impl Node {
         script: &LockScript,
         evalsha: &redis::Cmd,
     ) -> Result<T, NodeError> {
+        if self.memory.is_some() {
+            return self.in_memory(evalsha).await;
+        }
         self.run(None, |mut c| async move {
             match evalsha.query_async::<T>(&mut c).await {
                 Err(e)
@@ -418,8 +478,24 @@ impl Node {
         .await
     }
 
+    /// `cmd` answered by the in-process store.
+    async fn in_memory<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, NodeError> {
+        let Some(m) = &self.memory else {
+            return Err(NodeError::Closed { addr: self.addr() });
+        };
+        let value = m.execute(cmd).await?;
+        T::from_redis_value(value).map_err(|e| NodeError::Protocol {
+            addr: self.addr(),
+            reason: e.to_string(),
+        })
+    }
+
     /// The shared pub/sub connection of this node (re-made when it died).
     pub async fn subscriber(&self) -> Result<Arc<Subscriber>, NodeError> {
+        if let Some(m) = &self.memory {
+            m.check()?;
+            return Ok(m.subscriber());
+        }
         let mut slot = self.subscriber.lock().await;
         if let Some(s) = slot.as_ref().filter(|s| s.is_alive()) {
             return Ok(s.clone());
@@ -442,6 +518,10 @@ impl Node {
     /// Closes the connection gracefully (`QUIT`, bounded by the command time-out). Later
     /// commands fail with "Connection is closed.".
     pub async fn quit(&self) {
+        if let Some(m) = &self.memory {
+            m.close();
+            return;
+        }
         let previous = {
             let mut st = self.lock_state();
             std::mem::replace(&mut st.slot, Slot::Closed)
@@ -457,6 +537,11 @@ impl Node {
     }
 
     pub fn is_closed(&self) -> bool {
+        if let Some(m) = &self.memory {
+            return m
+                .check()
+                .is_err_and(|e| matches!(e, NodeError::Closed { .. }));
+        }
         matches!(self.lock_state().slot, Slot::Closed)
     }
 }

@@ -50,7 +50,9 @@ impl Signal {
 
 /// The pub/sub side of one node.
 pub struct Subscriber {
-    sink: PubSubSink,
+    /// The server's pub/sub connection; `None` for an in-process node (a `MemoryStore`),
+    /// which announces releases by calling [`Subscriber::dispatch`] itself.
+    sink: Option<PubSubSink>,
     listeners: Mutex<Listeners>,
     /// The channels subscribed on the server. Subscribing and unsubscribing happen under
     /// this lock, so they are never reordered against each other.
@@ -76,7 +78,7 @@ impl Subscriber {
             .map_err(|e| fail(e.to_string()))?;
         let (sink, mut stream) = pubsub.split();
         let subscriber = Arc::new(Subscriber {
-            sink,
+            sink: Some(sink),
             listeners: Mutex::new(HashMap::new()),
             subscribed: tokio::sync::Mutex::new(HashSet::new()),
             alive: AtomicBool::new(true),
@@ -100,6 +102,18 @@ impl Subscriber {
         Ok(subscriber)
     }
 
+    /// The pub/sub side of an in-process node: always alive, nothing to subscribe to.
+    pub fn local(command_timeout: std::time::Duration) -> Arc<Self> {
+        Arc::new(Subscriber {
+            sink: None,
+            listeners: Mutex::new(HashMap::new()),
+            subscribed: tokio::sync::Mutex::new(HashSet::new()),
+            alive: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+            command_timeout,
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
         self.listeners.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -108,7 +122,8 @@ impl Subscriber {
         self.alive.load(Ordering::Acquire)
     }
 
-    fn dispatch(&self, channel: &str, value: &[u8]) {
+    /// Announces a release of `value` on `channel` to the waiters registered for it.
+    pub fn dispatch(&self, channel: &str, value: &[u8]) {
         if let Some(list) = self.lock().get(channel) {
             list.iter().for_each(|(_, s)| s.announce(value));
         }
@@ -137,13 +152,16 @@ impl Subscriber {
             id,
             channels: channels.to_vec(),
         };
+        let Some(sink) = &self.sink else {
+            return Ok(watch);
+        };
         let mut subscribed = self.subscribed.lock().await;
         let fresh: Vec<&String> = channels
             .iter()
             .filter(|c| !subscribed.contains(*c))
             .collect();
         if !fresh.is_empty() {
-            let mut sink = self.sink.clone();
+            let mut sink = sink.clone();
             let timeout = || NodeError::Timeout {
                 addr: String::new(),
                 ms: self.command_timeout.as_millis() as u64,
@@ -171,10 +189,11 @@ impl Subscriber {
                 .cloned()
                 .collect()
         };
+        let Some(sink) = &self.sink else { return };
         if unused.is_empty() || !self.is_alive() {
             return;
         }
-        let mut sink = self.sink.clone();
+        let mut sink = sink.clone();
         if let Ok(Ok(())) =
             tokio::time::timeout(self.command_timeout, sink.unsubscribe(&unused)).await
         {

@@ -1,0 +1,129 @@
+// MemoryStore: an in-process lock node for users' tests and the demo. No redis-server in
+// this file: every lock kind, TTLs, fencing, waiting, and the fault injection users need to
+// test their own lock-lost paths.
+import test from 'ava'
+
+import { lib, sleep } from './helpers.mjs'
+
+const { MemoryStore, Redlock, ExecutionError, LockLostError } = lib
+
+function quorum(t, n = 3, settings = {}) {
+  const stores = Array.from({ length: n }, (_, i) => new MemoryStore({ name: `s${i}` }))
+  const redlock = new Redlock(stores, settings)
+  t.teardown(() => redlock.quit())
+  return { stores, redlock }
+}
+
+test('mutex: acquire, extend, release on a quorum of stores; keys() shows what is held', async (t) => {
+  const { stores, redlock } = quorum(t)
+  const lock = await redlock.acquire(['a', 'b'], 1_000)
+  t.deepEqual(stores.map((s) => s.keys()), [['a', 'b'], ['a', 'b'], ['a', 'b']])
+  t.is(await stores[0].get('a'), lock.value)
+  const longer = await lock.extend(2_000)
+  t.true(longer.expiration > Date.now() + 1_500)
+  await t.throwsAsync(redlock.acquire(['b'], 1_000, { retryCount: 0 }), { instanceOf: ExecutionError, message: /quorum/ })
+  await longer.release()
+  t.deepEqual(stores.map((s) => s.keys()), [[], [], []])
+  t.is(String(stores[1]), "MemoryStore <MemoryStore 's1'>")
+})
+
+test('TTLs expire on the store clock; the seed API works on stores', async (t) => {
+  const { stores, redlock } = quorum(t, 1, { retryCount: 0 })
+  t.true(await redlock.acquireLock('job', 50))
+  t.false(await redlock.acquireLock('job', 50))
+  await sleep(70)
+  t.deepEqual(stores[0].keys(), [])
+  t.true(await redlock.acquireLock('job', 1_000))
+  await redlock.releaseLock('job', true)
+})
+
+test('fencing tokens, waiting woken by a release, semaphores and read-write locks', async (t) => {
+  const { redlock } = quorum(t, 3, { fencing: true })
+  const a = await redlock.acquire(['f'], 1_000)
+  const waiter = new Redlock(redlock.clients, { fencing: true, retryDelay: 5_000, retryCount: 2 })
+  const pending = waiter.acquire(['f'], 1_000)
+  await sleep(50)
+  const released = Date.now()
+  await a.release()
+  const b = await pending
+  t.true(Date.now() - released < 500, 'woken by the release')
+  t.true(b.fence > a.fence)
+  await b.release()
+  const sem = redlock.semaphore('pool', 2)
+  const [p1, p2] = [await sem.acquire(1_000), await sem.acquire(1_000)]
+  t.is(await sem.holders(), 2)
+  await t.throwsAsync(sem.acquire(1_000, { retryCount: 0 }), { instanceOf: ExecutionError })
+  await Promise.all([p1.release(), p2.release()])
+  const rw = redlock.readWriteLock('cfg')
+  const r1 = await rw.read.acquire(1_000)
+  const r2 = await rw.read.acquire(1_000)
+  await t.throwsAsync(rw.write.acquire(1_000, { retryCount: 0 }))
+  await Promise.all([r1.release(), r2.release()])
+  const w = await rw.write.acquire(1_000)
+  t.is(w.kind, 'write')
+  await w.release()
+})
+
+test('down(): calls fail at once; a minority down is tolerated, a majority is quorum-unavailable', async (t) => {
+  const { stores, redlock } = quorum(t, 3, { retryCount: 0 })
+  stores[0].down()
+  const lock = await redlock.acquire(['x'], 1_000)
+  await lock.release()
+  stores[1].down()
+  const started = Date.now()
+  const e = await t.throwsAsync(redlock.acquire(['x'], 1_000), { instanceOf: ExecutionError })
+  t.true(Date.now() - started < 200)
+  t.is(e.reason, 'quorum-unavailable')
+  t.regex(e.cause.errors[0].message, /^MemoryStore 's0': could not connect: the store is down/)
+  stores[0].up()
+  stores[1].up()
+  await (await redlock.acquire(['x'], 1_000)).release()
+})
+
+test('pause(ms): calls hang until the command time-out, like a frozen server', async (t) => {
+  const store = new MemoryStore({ commandTimeout: 200 })
+  const redlock = new Redlock([store], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  store.pause(1_000)
+  const started = Date.now()
+  t.is(await redlock.acquireLock('p', 5_000), null)
+  const took = Date.now() - started
+  t.true(took >= 150 && took < 900, `${took} ms`)
+  await t.throwsAsync(store.get('p'), { message: /no reply within 200 ms/ })
+})
+
+test('clear(): every key is lost, like a restart without persistence, and the store sits out as a restarted node', async (t) => {
+  const { stores, redlock } = quorum(t, 3, { retryCount: 0, maxDuration: 60_000 })
+  const lock = await redlock.acquire(['c'], 5_000)
+  stores[0].clear()
+  t.deepEqual(stores[0].keys(), [])
+  // The other two still hold it: a rival is refused, and the cleared store does not vote.
+  const rival = new Redlock(stores, { retryCount: 0, maxDuration: 60_000 })
+  const e = await t.throwsAsync(rival.acquire(['c'], 1_000))
+  t.regex(e.cause?.errors?.[0]?.message ?? '', /restarted or replaced/)
+  await lock.release()
+})
+
+// The README's "Testing your code" example: a lock lost mid-job.
+test('testing your code: using() loses its lock when the stores go down, and the routine sees signal.aborted', async (t) => {
+  const stores = [new MemoryStore(), new MemoryStore(), new MemoryStore()]
+  const redlock = new Redlock(stores)
+  t.teardown(() => redlock.quit())
+  const seen = await redlock.using(['report'], 1_000, async (signal) => {
+    stores[0].down()
+    stores[1].down() // a majority gone: the next extension fails
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    return { aborted: signal.aborted, error: signal.error }
+  })
+  t.true(seen.aborted)
+  t.true(seen.error instanceof LockLostError)
+  t.is(seen.error.reason, 'quorum-unavailable')
+})
+
+test('bad options are refused; store methods check their arguments', (t) => {
+  t.throws(() => new MemoryStore('x'), { instanceOf: TypeError, message: /options/ })
+  t.throws(() => new MemoryStore({ name: 3 }), { instanceOf: TypeError, message: /options\.name/ })
+  const store = new MemoryStore()
+  t.throws(() => store.pause('long'), { instanceOf: TypeError })
+  t.throws(() => store.pause(-1), { instanceOf: RangeError })
+})

@@ -1,0 +1,729 @@
+//! `MemoryStore`: an in-process lock node behind the same interface as a Redis connection.
+//! It answers the commands the engine sends (its lock scripts by SHA, `SET NX PX GET`,
+//! the identity and record commands) and a client's basic commands, with TTLs on the
+//! monotonic clock, release announcements to the process's waiters, and fault injection
+//! for users' tests: down, paused, cleared (a restart that lost its data).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use crate::engine::error::NodeError;
+use crate::engine::identity::RECORDS_KEY;
+use crate::engine::notify::Subscriber;
+use crate::engine::scripts::{
+    ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT, PERMIT_ACQUIRE_SCRIPT,
+    READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT, RELEASED_PREFIX, RELEASE_SCRIPT,
+    WRITE_ACQUIRE_SCRIPT,
+};
+use crate::engine::value::random_value;
+
+/// A stored value.
+#[derive(Debug, Clone)]
+enum Data {
+    Str(String),
+    /// A sorted set of members by score (the readers of a read-write lock, by expiry in ms
+    /// on the store's clock).
+    ZSet(HashMap<String, i64>),
+    Hash(HashMap<String, String>),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    data: Data,
+    expires: Option<Instant>,
+}
+
+/// The state behind the lock.
+struct State {
+    keys: HashMap<String, Entry>,
+    down: bool,
+    paused_until: Option<Instant>,
+    closed: bool,
+    run_id: String,
+    started: Instant,
+}
+
+/// One in-process lock node.
+pub struct MemoryStore {
+    name: String,
+    state: Mutex<State>,
+    /// Bumped by `clear()` (a restart): the node's identity changed.
+    epoch: AtomicU64,
+    /// Release announcements go to the waiters of this process.
+    subscriber: Arc<Subscriber>,
+}
+
+type Outcome = Result<Value, NodeError>;
+
+fn ok() -> Value {
+    Value::Okay
+}
+
+fn int(n: i64) -> Value {
+    Value::Int(n)
+}
+
+fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+fn pair(a: i64, b: i64) -> Value {
+    Value::Array(vec![int(a), int(b)])
+}
+
+impl MemoryStore {
+    pub fn new(name: String, command_timeout: Duration) -> Arc<Self> {
+        Arc::new(MemoryStore {
+            name,
+            state: Mutex::new(State {
+                keys: HashMap::new(),
+                down: false,
+                paused_until: None,
+                closed: false,
+                run_id: random_value(),
+                started: Instant::now(),
+            }),
+            epoch: AtomicU64::new(1),
+            subscriber: Subscriber::local(command_timeout),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn addr(&self) -> String {
+        format!("MemoryStore '{}'", self.name)
+    }
+
+    /// The pub/sub side: waiters register here; releases announce here.
+    pub fn subscriber(&self) -> Arc<Subscriber> {
+        self.subscriber.clone()
+    }
+
+    /// Calls fail at once, like a dead node, until [`MemoryStore::up`].
+    pub fn down(&self) {
+        self.lock().down = true;
+    }
+
+    pub fn up(&self) {
+        self.lock().down = false;
+    }
+
+    /// Calls wait `ms` before they are answered, like a node under SIGSTOP: the callers'
+    /// time-outs end them first when they are shorter.
+    pub fn pause(&self, ms: u64) {
+        self.lock().paused_until = Some(Instant::now() + Duration::from_millis(ms));
+    }
+
+    /// Loses every key, like a restart without persistence (a new identity too).
+    pub fn clear(&self) {
+        let mut st = self.lock();
+        st.keys.clear();
+        st.run_id = random_value();
+        st.started = Instant::now();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The lock keys held now, sorted (for assertions): mutex keys, semaphore slots and
+    /// read-write holds, without the library's bookkeeping (fencing counters, node records).
+    pub fn keys(&self) -> Vec<String> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        st.keys.retain(|_, e| e.expires.is_none_or(|x| x > now));
+        let bookkeeping =
+            |k: &str| k == RECORDS_KEY || k.ends_with("fence") && k.contains(":redlock-rs:");
+        let mut keys: Vec<String> = st
+            .keys
+            .keys()
+            .filter(|k| !bookkeeping(k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Whether calls can be made now (`Err`: down or closed).
+    pub fn check(&self) -> Result<(), NodeError> {
+        let st = self.lock();
+        if st.closed {
+            return Err(NodeError::Closed { addr: self.addr() });
+        }
+        if st.down {
+            return Err(NodeError::Connect {
+                addr: self.addr(),
+                reason: "the store is down (store.down())".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The identity a restart changes, and the uptime.
+    pub fn identity(&self) -> (String, Duration) {
+        let st = self.lock();
+        (st.run_id.clone(), st.started.elapsed())
+    }
+
+    pub fn identity_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Answers `cmd` as Redis would (after a pause, if any).
+    pub async fn execute(&self, cmd: &redis::Cmd) -> Outcome {
+        self.check()?;
+        let paused = self.lock().paused_until;
+        if let Some(until) = paused.filter(|u| *u > Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
+            self.check()?;
+        }
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let (published, reply) = {
+            let mut st = self.lock();
+            let mut published = Vec::new();
+            let reply = run(&mut st, &args, &mut published);
+            (published, reply)
+        };
+        for (channel, value) in published {
+            self.subscriber.dispatch(&channel, value.as_bytes());
+        }
+        reply.map_err(|reason| NodeError::Command {
+            addr: self.addr(),
+            reason,
+        })
+    }
+}
+
+impl State {
+    fn now_ms(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    fn live(&mut self, key: &str) -> Option<&mut Entry> {
+        let now = Instant::now();
+        if self
+            .keys
+            .get(key)
+            .is_some_and(|e| e.expires.is_some_and(|x| x <= now))
+        {
+            self.keys.remove(key);
+        }
+        self.keys.get_mut(key)
+    }
+
+    fn get(&mut self, key: &str) -> Option<String> {
+        match self.live(key).map(|e| &e.data) {
+            Some(Data::Str(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn exists(&mut self, key: &str) -> bool {
+        self.live(key).is_some()
+    }
+
+    fn set(&mut self, key: &str, value: &str, px: Option<u64>) {
+        let expires = px.map(|ms| Instant::now() + Duration::from_millis(ms));
+        self.keys.insert(
+            key.to_string(),
+            Entry {
+                data: Data::Str(value.to_string()),
+                expires,
+            },
+        );
+    }
+
+    fn counter(&mut self, key: &str) -> i64 {
+        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    fn pttl(&mut self, key: &str) -> i64 {
+        match self.live(key) {
+            None => -2,
+            Some(Entry { expires: None, .. }) => -1,
+            Some(Entry {
+                expires: Some(x), ..
+            }) => x.saturating_duration_since(Instant::now()).as_millis() as i64,
+        }
+    }
+
+    /// The readers of a read-write lock, expired ones dropped.
+    fn readers(&mut self, key: &str) -> &mut HashMap<String, i64> {
+        let now = self.now_ms();
+        let entry = self.keys.entry(key.to_string()).or_insert(Entry {
+            data: Data::ZSet(HashMap::new()),
+            expires: None,
+        });
+        if !matches!(entry.data, Data::ZSet(_))
+            || entry.expires.is_some_and(|x| x <= Instant::now())
+        {
+            *entry = Entry {
+                data: Data::ZSet(HashMap::new()),
+                expires: None,
+            };
+        }
+        let Data::ZSet(z) = &mut entry.data else {
+            unreachable!("just made a sorted set")
+        };
+        z.retain(|_, expiry| *expiry > now);
+        z
+    }
+
+    /// Drops an emptied readers set (Redis deletes empty sets).
+    fn tidy(&mut self, key: &str) {
+        if matches!(self.keys.get(key), Some(Entry { data: Data::ZSet(z), .. }) if z.is_empty()) {
+            self.keys.remove(key);
+        }
+    }
+
+    /// `ZADD key now+ttl value` with the key's TTL raised to `ttl`.
+    fn add_reader(&mut self, key: &str, value: &str, ttl: u64) {
+        let expiry = self.now_ms() + ttl as i64;
+        self.readers(key).insert(value.to_string(), expiry);
+        let until = Instant::now() + Duration::from_millis(ttl);
+        if let Some(e) = self.keys.get_mut(key) {
+            e.expires = Some(e.expires.map_or(until, |x| x.max(until)));
+        }
+    }
+}
+
+/// Runs one command; `published` collects release announcements.
+fn run(
+    st: &mut State,
+    args: &[String],
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let name = args
+        .first()
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    match name.as_str() {
+        "EVALSHA" => {
+            let n: usize = arg(2).parse().map_err(|_| "ERR bad number of keys".to_string())?;
+            let keys = args.get(3..3 + n).ok_or("ERR bad number of keys")?;
+            let argv = &args[(3 + n).min(args.len())..];
+            script(st, arg(1), keys, argv, published)
+        }
+        "SET" => Ok(set_command(st, args)),
+        "GET" => Ok(st.get(arg(1)).map_or(Value::Nil, |v| bulk(&v))),
+        "MGET" => Ok(Value::Array(
+            args[1..]
+                .iter()
+                .map(|k| st.get(k).map_or(Value::Nil, |v| bulk(&v)))
+                .collect(),
+        )),
+        "DEL" => {
+            let live: Vec<&String> = args[1..].iter().filter(|k| st.exists(k)).collect();
+            live.iter().for_each(|k| {
+                st.keys.remove(*k);
+            });
+            Ok(int(live.len() as i64))
+        }
+        "EXISTS" => Ok(int(args[1..].iter().filter(|k| st.exists(k)).count() as i64)),
+        "PTTL" => Ok(int(st.pttl(arg(1)))),
+        "HGET" => Ok(match st.live(arg(1)).map(|e| &e.data) {
+            Some(Data::Hash(h)) => h.get(arg(2)).map_or(Value::Nil, |v| bulk(v)),
+            _ => Value::Nil,
+        }),
+        "HSET" => {
+            let entry = st.keys.entry(arg(1).to_string()).or_insert(Entry {
+                data: Data::Hash(HashMap::new()),
+                expires: None,
+            });
+            if !matches!(entry.data, Data::Hash(_)) {
+                return Err("WRONGTYPE Operation against a key holding the wrong kind of value".into());
+            }
+            let Data::Hash(h) = &mut entry.data else { unreachable!() };
+            let added = h.insert(arg(2).to_string(), arg(3).to_string()).is_none();
+            Ok(int(added as i64))
+        }
+        "INFO" => Ok(bulk(&format!(
+            "# Server\r\nredis_version:memory\r\nrun_id:{}\r\nuptime_in_seconds:{}\r\n",
+            st.run_id,
+            st.started.elapsed().as_secs()
+        ))),
+        "PING" => Ok(Value::SimpleString("PONG".into())),
+        "QUIT" => Ok(ok()),
+        // No replicas: none acknowledged.
+        "WAIT" => Ok(int(0)),
+        "SCRIPT" => Ok(bulk("")),
+        _ => Err(format!("ERR unknown command '{name}' (MemoryStore answers the lock commands and GET, SET, DEL, MGET, EXISTS, PTTL, HGET, HSET, INFO, PING)")),
+    }
+}
+
+/// `SET key value [NX] [PX ms] [GET]`.
+fn set_command(st: &mut State, args: &[String]) -> Value {
+    let (key, value) = (
+        args.get(1).cloned().unwrap_or_default(),
+        args.get(2).cloned().unwrap_or_default(),
+    );
+    let mut nx = false;
+    let mut get = false;
+    let mut px = None;
+    let mut i = 3;
+    while i < args.len() {
+        match args[i].to_ascii_uppercase().as_str() {
+            "NX" => nx = true,
+            "GET" => get = true,
+            "PX" => {
+                px = args.get(i + 1).and_then(|v| v.parse().ok());
+                i += 1;
+            }
+            "EX" => {
+                px = args
+                    .get(i + 1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(|s| s * 1000);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let old = st.get(&key);
+    let stored = !(nx && st.exists(&key));
+    if stored {
+        st.set(&key, &value, px);
+    }
+    match (get, old, stored) {
+        (true, Some(v), _) => bulk(&v),
+        (true, None, _) => Value::Nil,
+        (false, _, true) => ok(),
+        (false, _, false) => Value::Nil,
+    }
+}
+
+/// The lock scripts, natively, with the Lua scripts' exact decisions.
+fn script(
+    st: &mut State,
+    sha: &str,
+    keys: &[String],
+    argv: &[String],
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let a = |i: usize| argv.get(i).map(String::as_str).unwrap_or("");
+    let ms = |i: usize| a(i).parse::<u64>().unwrap_or(0);
+    let value = a(0);
+    let is = |s: &crate::engine::scripts::LockScript| s.hash == sha;
+    if is(&ACQUIRE_SCRIPT) || is(&FENCED_ACQUIRE_SCRIPT) {
+        let fenced = is(&FENCED_ACQUIRE_SCRIPT);
+        let n = if fenced {
+            a(2).parse().unwrap_or(keys.len())
+        } else {
+            keys.len()
+        };
+        let (locks, counters) = keys.split_at(n.min(keys.len()));
+        if locks.iter().any(|k| st.get(k).is_some_and(|v| v != value)) {
+            return Ok(int(0));
+        }
+        locks.iter().for_each(|k| st.set(k, value, Some(ms(1))));
+        if !fenced {
+            return Ok(int(1));
+        }
+        let high = counters.iter().map(|k| st.counter(k)).max().unwrap_or(0);
+        return Ok(pair(1, high));
+    }
+    if is(&EXTEND_SCRIPT) {
+        if keys.iter().any(|k| st.get(k).as_deref() != Some(value)) {
+            return Ok(int(0));
+        }
+        keys.iter().for_each(|k| st.set(k, value, Some(ms(1))));
+        return Ok(int(1));
+    }
+    if is(&RELEASE_SCRIPT) {
+        let mut n = 0;
+        for k in keys {
+            if st.get(k).as_deref() == Some(value) {
+                st.keys.remove(k);
+                published.push((format!("{RELEASED_PREFIX}{k}"), value.to_string()));
+                n += 1;
+            }
+        }
+        return Ok(int(n));
+    }
+    if is(&FENCE_SCRIPT) {
+        let f: i64 = a(0).parse().unwrap_or(0);
+        let high = keys.iter().map(|k| st.counter(k)).max().unwrap_or(0);
+        if high >= f {
+            return Ok(int(high));
+        }
+        keys.iter().for_each(|k| st.set(k, &f.to_string(), None));
+        return Ok(int(0));
+    }
+    if is(&PERMIT_ACQUIRE_SCRIPT) {
+        let (slots, fence) = keys.split_at(keys.len().saturating_sub(1));
+        let pick = slots
+            .iter()
+            .position(|k| st.get(k).as_deref() == Some(value))
+            .or_else(|| slots.iter().position(|k| !st.exists(k)));
+        let Some(pick) = pick else {
+            return Ok(pair(-1, 0));
+        };
+        st.set(&slots[pick], value, Some(ms(1)));
+        let high = if a(2) == "1" {
+            fence.first().map_or(0, |k| st.counter(k))
+        } else {
+            0
+        };
+        return Ok(pair(pick as i64, high));
+    }
+    if is(&READ_ACQUIRE_SCRIPT) {
+        let [readers, w, wait, fence] = keys else {
+            return Err("ERR keys".into());
+        };
+        if st.get(w).is_some_and(|v| v != value) {
+            return Ok(pair(0, 0));
+        }
+        let mine = st.readers(readers).contains_key(value);
+        if !mine && st.exists(wait) {
+            st.tidy(readers);
+            return Ok(pair(0, 0));
+        }
+        st.add_reader(readers, value, ms(1));
+        let high = if a(2) == "1" { st.counter(fence) } else { 0 };
+        return Ok(pair(1, high));
+    }
+    if is(&READ_EXTEND_SCRIPT) {
+        let readers = keys.first().map(String::as_str).unwrap_or("");
+        if !st.readers(readers).contains_key(value) {
+            st.tidy(readers);
+            return Ok(int(0));
+        }
+        st.add_reader(readers, value, ms(1));
+        return Ok(int(1));
+    }
+    if is(&READ_RELEASE_SCRIPT) {
+        let readers = keys.first().map(String::as_str).unwrap_or("");
+        let removed = st.readers(readers).remove(value).is_some();
+        st.tidy(readers);
+        if removed {
+            published.push((format!("{RELEASED_PREFIX}{readers}"), value.to_string()));
+        }
+        return Ok(int(removed as i64));
+    }
+    if is(&WRITE_ACQUIRE_SCRIPT) {
+        let [w, readers, wait, fence] = keys else {
+            return Err("ERR keys".into());
+        };
+        let held = st.get(w);
+        if held.as_deref().is_some_and(|v| v != value) {
+            return Ok(pair(0, 0));
+        }
+        let others = !st.readers(readers).is_empty();
+        st.tidy(readers);
+        if held.as_deref() != Some(value) && others {
+            st.set(wait, value, Some(ms(3)));
+            return Ok(pair(0, 0));
+        }
+        st.set(w, value, Some(ms(1)));
+        st.keys.remove(wait);
+        let high = if a(2) == "1" { st.counter(fence) } else { 0 };
+        return Ok(pair(1, high));
+    }
+    Err("NOSCRIPT No matching script (MemoryStore runs the lock scripts only)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::scripts::LockScript;
+
+    fn store() -> Arc<MemoryStore> {
+        MemoryStore::new("t".into(), Duration::from_millis(100))
+    }
+
+    fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        s.evalsha(&keys, argv)
+    }
+
+    #[tokio::test]
+    async fn acquire_extend_release_as_the_scripts_do() {
+        let m = store();
+        assert_eq!(
+            m.execute(&eval(&ACQUIRE_SCRIPT, &["a", "b"], &["v", "1000"]))
+                .await,
+            Ok(int(1))
+        );
+        assert_eq!(
+            m.execute(&eval(&ACQUIRE_SCRIPT, &["b"], &["w", "1000"]))
+                .await,
+            Ok(int(0))
+        );
+        assert_eq!(
+            m.execute(&eval(&ACQUIRE_SCRIPT, &["a"], &["v", "1000"]))
+                .await,
+            Ok(int(1)),
+            "idempotent"
+        );
+        assert_eq!(
+            m.execute(&eval(&EXTEND_SCRIPT, &["a", "b"], &["v", "2000"]))
+                .await,
+            Ok(int(1))
+        );
+        assert_eq!(
+            m.execute(&eval(&EXTEND_SCRIPT, &["a"], &["w", "2000"]))
+                .await,
+            Ok(int(0))
+        );
+        assert_eq!(m.keys(), vec!["a", "b"]);
+        assert_eq!(
+            m.execute(&eval(&RELEASE_SCRIPT, &["a", "b"], &["w"])).await,
+            Ok(int(0))
+        );
+        assert_eq!(
+            m.execute(&eval(&RELEASE_SCRIPT, &["a", "b"], &["v"])).await,
+            Ok(int(2))
+        );
+        assert!(m.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_expire_on_the_monotonic_clock() {
+        let m = store();
+        m.execute(&eval(&ACQUIRE_SCRIPT, &["a"], &["v", "30"]))
+            .await
+            .unwrap();
+        assert_eq!(m.keys(), vec!["a"]);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(m.keys().is_empty());
+        assert_eq!(
+            m.execute(&eval(&ACQUIRE_SCRIPT, &["a"], &["w", "30"]))
+                .await,
+            Ok(int(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn set_nx_px_get_and_fences() {
+        let m = store();
+        let mut set = redis::cmd("SET");
+        set.arg("k")
+            .arg("v")
+            .arg("NX")
+            .arg("PX")
+            .arg(1000)
+            .arg("GET");
+        assert_eq!(m.execute(&set).await, Ok(Value::Nil));
+        assert_eq!(m.execute(&set).await, Ok(bulk("v")));
+        assert_eq!(
+            m.execute(&eval(&FENCE_SCRIPT, &["f"], &["3"])).await,
+            Ok(int(0))
+        );
+        assert_eq!(
+            m.execute(&eval(&FENCE_SCRIPT, &["f"], &["3"])).await,
+            Ok(int(3)),
+            "taken"
+        );
+        assert_eq!(
+            m.execute(&eval(
+                &FENCED_ACQUIRE_SCRIPT,
+                &["x", "f"],
+                &["v", "100", "1"]
+            ))
+            .await,
+            Ok(pair(1, 3))
+        );
+    }
+
+    #[tokio::test]
+    async fn faults_down_clear_and_closed() {
+        let m = store();
+        m.execute(&eval(&ACQUIRE_SCRIPT, &["a"], &["v", "1000"]))
+            .await
+            .unwrap();
+        m.down();
+        assert!(matches!(
+            m.execute(&redis::cmd("PING")).await,
+            Err(NodeError::Connect { .. })
+        ));
+        m.up();
+        let (before, _) = m.identity();
+        m.clear();
+        assert!(m.keys().is_empty());
+        assert_ne!(m.identity().0, before);
+        assert_eq!(m.identity_epoch(), 2);
+        m.close();
+        assert!(matches!(
+            m.execute(&redis::cmd("PING")).await,
+            Err(NodeError::Closed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn read_write_holds_exclude_each_other() {
+        let m = store();
+        let rkeys = ["r", "w", "wait", "f"];
+        let read = |v: &'static str| eval(&READ_ACQUIRE_SCRIPT, &rkeys, &[v, "1000", "0"]);
+        let write = |v: &'static str| {
+            eval(
+                &WRITE_ACQUIRE_SCRIPT,
+                &["w", "r", "wait", "f"],
+                &[v, "1000", "0", "500"],
+            )
+        };
+        assert_eq!(m.execute(&read("r1")).await, Ok(pair(1, 0)));
+        assert_eq!(m.execute(&read("r2")).await, Ok(pair(1, 0)));
+        assert_eq!(m.execute(&write("w1")).await, Ok(pair(0, 0)), "readers in");
+        assert_eq!(
+            m.execute(&read("r3")).await,
+            Ok(pair(0, 0)),
+            "a writer waits"
+        );
+        assert_eq!(
+            m.execute(&read("r1")).await,
+            Ok(pair(1, 0)),
+            "a reader in stays in"
+        );
+        m.execute(&eval(&READ_RELEASE_SCRIPT, &["r"], &["r1"]))
+            .await
+            .unwrap();
+        m.execute(&eval(&READ_RELEASE_SCRIPT, &["r"], &["r2"]))
+            .await
+            .unwrap();
+        assert_eq!(m.execute(&write("w1")).await, Ok(pair(1, 0)));
+        assert_eq!(
+            m.execute(&read("r4")).await,
+            Ok(pair(0, 0)),
+            "the writer holds"
+        );
+        assert_eq!(m.keys(), vec!["w"]);
+    }
+
+    #[tokio::test]
+    async fn permits_take_the_first_free_slot() {
+        let m = store();
+        let slots = ["s0", "s1", "f"];
+        let take = |v: &'static str| eval(&PERMIT_ACQUIRE_SCRIPT, &slots, &[v, "1000", "0"]);
+        assert_eq!(m.execute(&take("a")).await, Ok(pair(0, 0)));
+        assert_eq!(m.execute(&take("b")).await, Ok(pair(1, 0)));
+        assert_eq!(m.execute(&take("c")).await, Ok(pair(-1, 0)));
+        assert_eq!(
+            m.execute(&take("a")).await,
+            Ok(pair(0, 0)),
+            "a resend finds its own slot"
+        );
+    }
+}
