@@ -498,6 +498,8 @@ class Redlock extends EventEmitter {
   #pending = new Map()
   /** The attempt logs of settled operations whose last votes come later, by id. */
   #late = new Map()
+  /** Late votes that arrived before their operation's completion, by id. */
+  #early = new Map()
   #nextId = 0
   /** Keeps the process alive while operations are in flight (ref'd only then). */
   #keepAlive = null
@@ -551,7 +553,10 @@ class Redlock extends EventEmitter {
   #settle(batch) {
     for (const c of batch) {
       if (c[1] === LATE) {
-        this.#late.get(c[0])?.complete(c[5][0], c[6])
+        const log = this.#late.get(c[0])
+        // The late votes can overtake their operation's completion: keep them for it.
+        if (log === undefined) this.#early.set(c[0], c)
+        else log.complete(c[5][0], c[6])
         this.#late.delete(c[0])
         continue
       }
@@ -587,7 +592,12 @@ class Redlock extends EventEmitter {
    */
   #log(c, requested) {
     const log = new AttemptLog(this.#clients, c[5], c[6], requested)
-    if (log.late) this.#late.set(c[0], log)
+    if (log.late) {
+      const early = this.#early.get(c[0])
+      this.#early.delete(c[0])
+      if (early) log.complete(early[5][0], early[6])
+      else this.#late.set(c[0], log)
+    }
     this.#emitVotes(log, c[5].length - 1)
     return log
   }

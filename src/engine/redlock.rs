@@ -582,8 +582,11 @@ impl Quorum {
         let late = ballot.decision == Decision::Won && !pending.is_empty();
         let won_slot = ballot.best_slot().map(|(s, _)| s).filter(|_| by_slot);
         let strays = ballot.settle_slots();
+        // The complete votes go out only if this attempt is the operation's win (they then
+        // complete its last attempt's stats).
+        let (final_tx, final_rx) = tokio::sync::oneshot::channel::<bool>();
         if ballot.decision == Decision::Won {
-            let sink = call.late.filter(|_| late).map(|make| make());
+            let sink = call.late.filter(|_| late).map(|make| (make(), final_rx));
             self.settle_stragglers(&commands, pending, &ballot, won_slot, sink);
             self.release_strays(&commands, &strays, won_slot);
         } else {
@@ -605,6 +608,7 @@ impl Quorum {
         } else {
             decide(op, &ballot, confirmed, started, settings)
         };
+        let _ = final_tx.send(outcome.is_ok());
         if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
             self.cleanup(&ballot.votes, &strays, &commands).await;
         }
@@ -614,7 +618,7 @@ impl Quorum {
                 votes,
                 tally,
                 fence: fence.filter(|_| outcome.is_ok()),
-                late: late && call.late.is_some(),
+                late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),
             },
             outcome,
@@ -687,12 +691,21 @@ impl Quorum {
         let fenced = is_acquire && call.settings.fencing;
         let mut grace: Option<Instant> = None;
         loop {
+            // A lost acquire waits a little for the nodes still answering (so that their
+            // keys are removed before it reports), a won fenced one for more counters; a
+            // stopped node is not waited for (its cleanup is queued behind the request).
             let draining = ballot.decision == Decision::Lost && is_acquire;
-            if ballot.decision == Decision::Won && fenced && grace.is_none() {
-                grace = Some(Instant::now() + FENCE_GRACE.max(started.elapsed() * 2));
+            let counting = ballot.decision == Decision::Won && fenced;
+            if (draining || counting) && grace.is_none() {
+                let wait = if counting {
+                    FENCE_GRACE.max(started.elapsed() * 2)
+                } else {
+                    DRAIN_GRACE.max(started.elapsed())
+                };
+                grace = Some(Instant::now() + wait);
             }
-            let waiting_counters = grace.is_some_and(|g| Instant::now() < g);
-            if ballot.decision != Decision::Pending && !draining && !waiting_counters {
+            let in_grace = grace.is_some_and(|g| Instant::now() < g);
+            if ballot.decision != Decision::Pending && !in_grace {
                 return false;
             }
             let until = grace.map_or(started + window, |g| g.min(started + window));
@@ -725,7 +738,7 @@ impl Quorum {
         mut pending: PendingVotes,
         ballot: &Ballot,
         won_slot: Option<u32>,
-        sink: Option<LateVotes>,
+        sink: Option<(LateVotes, tokio::sync::oneshot::Receiver<bool>)>,
     ) {
         if pending.is_empty() {
             return;
@@ -761,7 +774,8 @@ impl Quorum {
             stragglers
                 .running
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            if let Some(sink) = sink {
+            let Some((sink, won)) = sink else { return };
+            if won.await == Ok(true) {
                 let ms = limit.as_millis() as u64;
                 for (i, v) in votes.iter_mut().enumerate() {
                     if v.is_none() {
@@ -993,6 +1007,10 @@ type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, Answer)>>;
 /// when a node of the quorum that wrote them lost its data (a restart without
 /// persistence), as long as one of the others answers in time.
 const FENCE_GRACE: Duration = Duration::from_millis(5);
+
+/// How long a lost acquire waits at least for the nodes that have not answered yet (or as
+/// long as the decision took), before it cleans up and reports.
+const DRAIN_GRACE: Duration = Duration::from_millis(5);
 
 /// The fencing token of a won fenced acquire: the successor of the highest counter read.
 fn next_fence(counters: &[Option<i64>]) -> i64 {
