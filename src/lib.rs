@@ -16,16 +16,17 @@ mod js;
 mod redlock;
 mod reply;
 
-/// The tokio runtime behind every operation: two worker threads (lock traffic needs no
-/// more, and on a small machine more threads only compete with Node.js and Redis), or
-/// `REDLOCK_RS_THREADS`.
+/// The tokio runtime behind every operation: one I/O thread (every hand-off between
+/// threads costs more than the lock work itself: measured with `benchmark/breakdown.mjs`,
+/// one worker instead of two gave +34% operations/s at the same CPU per operation), or
+/// `REDLOCK_RS_THREADS` workers.
 #[napi_derive::module_init]
 fn init() {
     let threads = std::env::var("REDLOCK_RS_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(2);
+        .unwrap_or(1);
     if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
