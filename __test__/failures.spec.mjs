@@ -267,3 +267,32 @@ test('lock.attempts resolve once every node answered, with all the votes (the lo
   proxy.mode = 'pass'
   await lock.release()
 })
+
+// Found by the chaos run: the cleanup of a failed attempt can land late (a slow or
+// reconnecting node) after a later attempt of the same acquire set its key there; with one
+// value for every attempt it removed that key, leaving the lock on fewer nodes than counted
+// (two holders at once). Every attempt now has its own value; seen here with MONITOR.
+test('every acquire attempt uses a fresh value, so a late cleanup never removes a later attempt\'s key', async (t) => {
+  const net = await import('node:net')
+  const all = await servers(t, 3)
+  const holder = new Redlock(clientsFor(t, all))
+  const contender = new Redlock(clientsFor(t, all), { retryCount: 20, retryDelay: 30, retryJitter: 0 })
+  const key = resource(t)
+  const held = await holder.acquire([key], 5_000)
+  const monitor = net.connect(all[0].port, '127.0.0.1')
+  t.teardown(() => monitor.destroy())
+  let log = ''
+  monitor.on('data', (d) => (log += d))
+  monitor.write('MONITOR\r\n')
+  await new Promise((r) => monitor.once('data', r))
+  const pending = contender.acquire([key], 5_000)
+  await sleep(150) // a few failed attempts
+  await held.release()
+  const lock = await pending
+  await sleep(50)
+  const values = [...log.matchAll(new RegExp(`"SET" "${key}" "([0-9a-f]{32})"`, 'g'))].map((m) => m[1]).filter((v) => v !== held.value)
+  t.true(values.length >= 3, `${values.length} attempts seen`)
+  t.is(new Set(values).size, values.length, 'one value per attempt')
+  t.is(values.at(-1), lock.value, 'the lock has the winning attempt\'s value')
+  await lock.release()
+})

@@ -39,7 +39,7 @@ test('a Redlock with an operation in flight is kept until it settles', async (t)
   let collected = 0
   const registry = new FinalizationRegistry(() => (collected += 1))
   const pending = (() => {
-    const waiter = new Redlock([new Redis(servers[0].port)], { retryCount: 5, retryDelay: 50 })
+    const waiter = new Redlock([new Redis(servers[0].port)], { retryCount: 40, retryDelay: 50 })
     registry.register(waiter, 'waiter')
     return waiter.acquire([key], 1_000).then((l) => l.release())
   })()

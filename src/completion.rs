@@ -5,6 +5,7 @@
 //! function: finished operations are queued, and the JavaScript thread is woken once for
 //! all the results that are ready, which it settles by id. Results are compact tuples.
 
+use crate::engine::sync::Unpoisoned;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,7 +61,7 @@ type Queue = Arc<Mutex<Vec<Completion>>>;
 type Tsfn = ThreadsafeFunction<(), (), Vec<Completion>, Status, false, true, 0>;
 
 fn take(queue: &Queue) -> Vec<Completion> {
-    std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()))
+    std::mem::take(&mut *queue.locked())
 }
 
 /// The completion channel of one `NativeRedlock`.
@@ -96,7 +97,7 @@ impl Completer {
     }
 
     pub fn push(&self, c: Completion) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.queue.locked().push(c);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }

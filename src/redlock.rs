@@ -3,6 +3,7 @@
 //! `ExecutionStats` and errors. One native call per JavaScript operation; results come
 //! back in batches (see [`crate::completion`]).
 
+use crate::engine::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -400,10 +401,7 @@ impl Op {
         };
         let out = f(&self.inner, &call).await;
         if let Some((_, cancels)) = &self.cancel {
-            cancels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            cancels.locked().remove(&id);
         }
         out
     }
@@ -497,11 +495,7 @@ impl NativeRedlock {
     /// `ABORTED`, after removing any keys its attempt set.
     #[napi]
     pub fn abort(&self, id: u32) {
-        let cancel = self
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let cancel = self.cancels.locked().remove(&id);
         if let Some(c) = cancel {
             c.cancel();
         }
@@ -511,10 +505,7 @@ impl NativeRedlock {
     fn op(&self, id: u32, call: CallSettings, kind: Kind) -> Op {
         let cancel = call.signal.then(|| {
             let c = Arc::new(Cancel::default());
-            self.cancels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, c.clone());
+            self.cancels.locked().insert(id, c.clone());
             (c, self.cancels.clone())
         });
         Op {

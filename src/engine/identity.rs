@@ -9,6 +9,7 @@
 //! field per node), so that a client meeting a node for the first time still learns from
 //! its peers that the node restarted. Nodes that no one recorded are trusted at once.
 
+use crate::engine::sync::Unpoisoned;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,7 +110,7 @@ impl Trust {
     }
 
     fn checked(&self) -> std::sync::MutexGuard<'_, Vec<Option<Checked>>> {
-        self.checked.lock().unwrap_or_else(|p| p.into_inner())
+        self.checked.locked()
     }
 
     /// Whether node `i` may vote for an acquire now: `Ok` when it is trusted, the error

@@ -4,6 +4,7 @@
 //! monotonic clock, release announcements to the process's waiters, and fault injection
 //! for users' tests: down, paused, cleared (a restart that lost its data).
 
+use crate::engine::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,7 +98,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     fn addr(&self) -> String {

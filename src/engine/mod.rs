@@ -23,5 +23,6 @@ pub mod quorum;
 pub mod redlock;
 pub mod scripts;
 pub mod settings;
+pub mod sync;
 pub mod validity;
 pub mod value;

@@ -2,6 +2,7 @@
 //! connected in the background, re-established by itself after a drop, and a time-out
 //! on every wait.
 
+use crate::engine::sync::{Unpoisoned, UnpoisonedRw};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -233,20 +234,17 @@ impl Node {
 
     /// `host:port`, how errors name this node.
     pub fn addr(&self) -> String {
-        self.addr.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.addr.read_now().clone()
     }
 
     fn client(&self) -> Client {
-        self.client
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.client.read_now().clone()
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state inconsistent (every
         // update is a single assignment), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Starts connecting in the background if not connected (used on construction).
@@ -272,10 +270,7 @@ impl Node {
                 seen_at: Instant::now(),
             });
         }
-        self.identity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.identity.locked().clone()
     }
 
     /// Changes whenever a new connection read the server's identity again.
@@ -314,10 +309,10 @@ impl Node {
         let result = result.map(|(conn, found, identity)| {
             if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
                 if let Some((client, addr)) = found {
-                    *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
-                    *self.addr.write().unwrap_or_else(|p| p.into_inner()) = addr;
+                    *self.client.write_now() = client;
+                    *self.addr.write_now() = addr;
                 }
-                *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+                *self.identity.locked() = identity;
                 self.identity_epoch
                     .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
@@ -740,13 +735,18 @@ async fn connect_to(
             pipe.add_command(script.load()).ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
-        let info = redis::cmd("INFO")
+        // The server's identity (restart safety). A user whose ACL forbids INFO gets none;
+        // any other failure fails the connect, so that a restarted node is never taken
+        // for one whose identity could not be read.
+        let identity = match redis::cmd("INFO")
             .arg("server")
             .query_async::<String>(&mut conn)
-            .await;
-        let identity = info
-            .ok()
-            .and_then(|i| Identity::parse(&i, std::time::Instant::now()));
+            .await
+        {
+            Ok(info) => Identity::parse(&info, std::time::Instant::now()),
+            Err(e) if e.code() == Some("NOPERM") => None,
+            Err(e) => return Err(e),
+        };
         Ok::<_, RedisError>((conn, identity))
     };
     match tokio::time::timeout(config.connect_timeout, work).await {

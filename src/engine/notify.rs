@@ -4,6 +4,7 @@
 //! a release that lands while the waiter is busy with an attempt is not missed. A waiter
 //! is not woken by the cleanup of its own failed attempts.
 
+use crate::engine::sync::Unpoisoned;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -27,11 +28,11 @@ pub struct Signal {
 impl Signal {
     /// Ignore announcements of releases of `value` (the waiter's own cleanups).
     pub fn set_own(&self, value: Option<String>) {
-        *self.own.lock().unwrap_or_else(|p| p.into_inner()) = value;
+        *self.own.locked() = value;
     }
 
     fn announce(&self, value: &[u8]) {
-        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        let own = self.own.locked();
         if own.as_deref().map(str::as_bytes) != Some(value) {
             self.notify.notify_one();
         }
@@ -115,7 +116,7 @@ impl Subscriber {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+        self.listeners.locked()
     }
 
     pub fn is_alive(&self) -> bool {

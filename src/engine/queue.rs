@@ -3,6 +3,7 @@
 //! process's own waiters from racing each other (fairness), and keeps the Redis traffic
 //! of a contended lock to one waiter per process.
 
+use crate::engine::sync::Unpoisoned;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ struct Lines {
 
 impl Queues {
     fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+        self.lines.locked()
     }
 
     /// Joins the line for `key` and waits for the turn, until `deadline`. `None` when

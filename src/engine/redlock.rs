@@ -2,6 +2,7 @@
 //! early decisions, validity on a monotonic clock, retries with jitter, and cleanup of
 //! failed attempts.
 
+use crate::engine::sync::Unpoisoned;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -87,6 +88,8 @@ pub struct Execution {
     pub fence: Option<i64>,
     /// The slot of an acquired semaphore permit.
     pub slot: Option<u32>,
+    /// The value of the last attempt (an acquired lock's value).
+    pub value: String,
 }
 
 impl Execution {
@@ -132,7 +135,7 @@ struct Stragglers {
 
 impl Stragglers {
     fn released(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Instant)>> {
-        self.released.lock().unwrap_or_else(|p| p.into_inner())
+        self.released.locked()
     }
 
     /// Notes a release of `value` while stragglers run (they live at most `limit`).
@@ -238,6 +241,8 @@ struct Retries {
     /// retry window.
     counted: u64,
     woken: bool,
+    /// The value of the last attempt.
+    value: String,
 }
 
 impl Retries {
@@ -249,6 +254,7 @@ impl Retries {
             attempt_count: 0,
             counted: 0,
             woken: false,
+            value: String::new(),
         }
     }
 
@@ -286,6 +292,7 @@ impl Retries {
         let slot = self.attempts.back().and_then(|a| a.slot);
         Execution {
             slot: slot.filter(|_| outcome.is_ok()),
+            value: self.value,
             attempts: self.attempts,
             attempt_count: self.attempt_count,
             start_ms: self.start_ms,
@@ -442,9 +449,20 @@ impl Quorum {
                 Err(kind) => return run.finish(Err(kind)),
             }
         }
+        // Every acquire attempt gets a fresh value: the cleanup of a failed attempt, which
+        // can land late on a slow or reconnecting node, must never remove the key a later
+        // attempt set there (found by the chaos run: a lock held on a bare quorum lost a
+        // node to its own earlier attempt's cleanup).
+        let mut value = value.to_string();
         loop {
             run.begin_attempt();
-            let (stats, outcome) = self.attempt(op, resources, value, call).await;
+            if run.attempt_count > 1 && matches!(op, Op::Acquire { .. }) {
+                value = random_value();
+                if let Some(t) = &turn {
+                    t.released().0.set_own(Some(value.clone()));
+                }
+            }
+            let (stats, outcome) = self.attempt(op, resources, &value, call).await;
             let against = stats.tally.against() > 0;
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
@@ -454,6 +472,7 @@ impl Quorum {
                 if let (Some(t), Ok(_)) = (turn.as_mut(), outcome) {
                     t.acquired();
                 }
+                run.value = value;
                 return run.finish(outcome);
             }
             if let (Some(progress), true) = (call.progress, against) {
@@ -1135,7 +1154,7 @@ impl Redlock {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<i64>)>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        self.held.locked()
     }
 
     /// Locks every resource (all or nothing) with a fresh random value.
@@ -1145,12 +1164,11 @@ impl Redlock {
         ttl_ms: u64,
         call: &Call<'_>,
     ) -> (String, Execution) {
-        let value = random_value();
         let exec = self
             .quorum
-            .execute(Op::Acquire { ttl_ms }, resources, &value, call)
+            .execute(Op::Acquire { ttl_ms }, resources, &random_value(), call)
             .await;
-        (value, exec)
+        (exec.value.clone(), exec)
     }
 
     /// Resets the ttl of a lock we hold that is valid until `expiration_ms` (ms since the
