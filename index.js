@@ -212,7 +212,7 @@ function tlsOf(tls) {
  * ioredis and node-redis clients are read for their connection options and get a native
  * connection of their own (the JS client is never used for locks and never closed).
  */
-function nativeClientFor(client, i) {
+function nativeClientFor(client) {
   if (client instanceof NativeClient) return client
   const options = client?.options
   if (options && typeof options === 'object') {
@@ -279,7 +279,6 @@ function nativeClientFor(client, i) {
 const DONE = 0
 const LOCKED = 1
 const INTERNAL = 4
-const ABORTED_OP = 5
 const PROGRESS = 6
 const LATE = 7
 const REASONS = ['', 'locked', 'quorum-unavailable', 'expired', 'internal', 'aborted']

@@ -18,7 +18,7 @@ export async function contend({ impl, ports, witnessPort, key, workers, seconds,
   await witness.ping()
   // Processes start together: the loops begin at `startAt` (set by the parent).
   await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now())))
-  const counts = new Array(workers).fill(0)
+  const counts = Array.from({ length: workers }, () => 0)
   let worstWait = 0
   let failures = 0
   let overlaps = 0

@@ -72,7 +72,7 @@ async function held(servers) {
   const redis0 = await usedMemory(servers)
   const keys0 = await dbsize(servers)
 
-  const locks = new Array(LOCKS)
+  const locks = Array.from({ length: LOCKS })
   let t = performance.now()
   await limited(LOCKS, IN_FLIGHT, async (i) => {
     locks[i] = await redlock.acquire([`scale:held:${i}`], DURATION)

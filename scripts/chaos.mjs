@@ -26,13 +26,15 @@
 // Options: --seconds N (60) --seed S (random) --out DIR (benchmark) --json FILE
 //          --workers N (6) --loops N (2 per worker) --ttl MS (1500) --max-duration MS (3000)
 //          --sabotage (worker 0 locks another resource: the checker must fail the run)
+//          --fault-rate R (faults R times as often as by default; 0.25 for a soak)
+//          --history FILE (operations, witness log and faults as JSON)
 import { fork } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { ChaosProxy } from './chaos-proxy.mjs'
 import { RedisServer, rawCommand } from './redis-servers.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -63,9 +65,17 @@ const TTL = int('ttl', 1500)
 const MAX_DURATION = int('max-duration', 3000)
 const OUT = path.resolve(option('out', path.join(root, 'benchmark')))
 const JSON_OUT = option('json', undefined)
+// --history FILE: the whole history (operations, witness log, faults) as JSON, for digging into a violation.
+const HISTORY_OUT = option('history', undefined)
 // --sabotage: worker 0 locks another resource while it writes the same counter (a
 // misconfigured client): the checker must report overlaps. For testing the checker.
 const SABOTAGE = process.argv.includes('--sabotage')
+// --fault-rate R: faults R times as often as by default (0.25 for a soak).
+const FAULT_RATE = Number(option('fault-rate', 1))
+if (!(FAULT_RATE > 0)) {
+  console.error('--fault-rate must be a positive number')
+  process.exit(64)
+}
 const NODES = 5
 const AOF_NODES = [0, 1] // these two persist every write (appendfsync always)
 const MAX_NODE_FAULTS = 2 // a minority of 5
@@ -116,7 +126,7 @@ export function plan(seed, chaosMs) {
   const random = prng(seed)
   const between = (lo, hi) => Math.round(lo + random() * (hi - lo))
   const pick = (xs) => xs[Math.floor(random() * xs.length)]
-  const nodeBusy = new Array(NODES).fill(0)
+  const nodeBusy = Array.from({ length: NODES }, () => 0)
   let clientBusy = 0
   const faults = []
   let t = 1000
@@ -155,101 +165,12 @@ export function plan(seed, chaosMs) {
         }
       }
     }
-    t += between(200, 1500)
+    t += Math.round(between(200, 1500) / FAULT_RATE)
   }
   // The textbook case at least once a run: a worker paused inside its critical section.
   if (!forcedInCs && chaosMs > 4000) faults.push({ at: 2000, kind: 'client-pause-cs', worker: 0, pause: TTL + 800, busy: TTL + 2800 })
   faults.sort((a, b) => a.at - b.at)
   return faults
-}
-
-// ------------------------------------------------------------------------------ proxy
-
-/**
- * A TCP proxy in front of a lock node whose faults behave like a network's: bytes are
- * never dropped or reordered within a connection (TCP retransmits), only held back.
- * 'pass'; 'delay' (every chunk held for delayMs); 'blackhole' (nothing delivered until
- * the mode changes, then everything in order, as after a healed partition; new
- * connections get no answer); 'reset' (connections reset, new ones refused).
- */
-class ChaosProxy {
-  constructor(targetPort) {
-    this.targetPort = targetPort
-    this.mode = 'pass'
-    this.delayMs = 0
-    this.pipes = new Set()
-    this.sockets = new Set()
-    this.server = net.createServer((client) => this.#accept(client))
-  }
-
-  async start() {
-    await new Promise((resolve) => this.server.listen(0, '127.0.0.1', resolve))
-    this.port = this.server.address().port
-    return this
-  }
-
-  #track(socket) {
-    this.sockets.add(socket)
-    socket.on('close', () => this.sockets.delete(socket))
-    socket.on('error', () => {})
-  }
-
-  #accept(client) {
-    this.#track(client)
-    if (this.mode === 'reset') return client.resetAndDestroy()
-    const upstream = net.connect(this.targetPort, '127.0.0.1')
-    this.#track(upstream)
-    const kill = () => {
-      if (!client.destroyed) client.resetAndDestroy()
-      upstream.destroy()
-    }
-    this.#pipe(client, upstream, kill)
-    this.#pipe(upstream, client, kill)
-  }
-
-  #pipe(from, to, kill) {
-    const pipe = { queue: [], timer: null }
-    const pump = () => {
-      clearTimeout(pipe.timer)
-      pipe.timer = null
-      while (pipe.queue.length > 0) {
-        if (this.mode === 'blackhole') return
-        const head = pipe.queue[0]
-        const wait = head.due - Date.now()
-        if (wait > 0) {
-          pipe.timer = setTimeout(pump, wait)
-          return
-        }
-        pipe.queue.shift()
-        if (to.writable) to.write(head.chunk)
-      }
-    }
-    pipe.pump = pump
-    pipe.kill = kill
-    this.pipes.add(pipe)
-    from.on('data', (chunk) => {
-      if (this.mode === 'reset') return kill()
-      pipe.queue.push({ chunk, due: this.mode === 'delay' ? Date.now() + this.delayMs : 0 })
-      if (pipe.timer === null) pump()
-    })
-    from.on('close', () => {
-      this.pipes.delete(pipe)
-      clearTimeout(pipe.timer)
-      to.destroy()
-    })
-  }
-
-  setMode(mode, delayMs = 0) {
-    this.mode = mode
-    this.delayMs = delayMs
-    if (mode === 'reset') for (const p of this.pipes) p.kill()
-    else for (const p of this.pipes) p.pump()
-  }
-
-  async stop() {
-    for (const s of this.sockets) s.destroy()
-    await new Promise((resolve) => this.server.close(resolve))
-  }
 }
 
 // --------------------------------------------------------------------------- processes
@@ -502,17 +423,30 @@ function check({ entries, counter, naive, leftKeys, pauses, startedAt }) {
   // 5. Acquires: held, or failed with a reason; none hung.
   const reasons = {}
   let longest = 0
+  let longestRelease = 0
   for (const o of ops) {
     const took = o.t1 - o.t0
     const paused = pauses.some((p) => p.worker === o.w && p.start < o.t1 && p.end > o.t0)
     if (!paused) longest = Math.max(longest, took)
     if (!paused && took > ACQUIRE_BOUND) violation('acquire hung', o.t1, `op ${o.op} took ${took} ms (bound ${ACQUIRE_BOUND} ms), ${o.ok ? 'held' : `failed: ${o.reason}`}`)
+    if (o.tr !== undefined && o.t2 !== undefined) {
+      const releasing = o.t2 - o.tr
+      const pausedReleasing = pauses.some((p) => p.worker === o.w && p.start < o.t2 && p.end > o.tr)
+      if (!pausedReleasing) longestRelease = Math.max(longestRelease, releasing)
+      if (!pausedReleasing && releasing > ACQUIRE_BOUND) violation('release hung', o.t2, `op ${o.op}: the release took ${releasing} ms (bound ${ACQUIRE_BOUND} ms)`)
+    }
     if (o.ok) continue
     const key = o.error === 'ExecutionError' && ['locked', 'quorum-unavailable'].includes(o.reason) ? o.reason : `${o.error}/${o.reason}`
     reasons[key] = (reasons[key] ?? 0) + 1
     if (key !== o.reason) violation('acquire failed without a reason', o.t1, `op ${o.op}: ${o.error} reason=${o.reason}: ${o.message}`)
   }
   for (const o of ops) if (o.csError) violation('critical section error', o.t1, `op ${o.op}: ${o.csError}`)
+  const extendFailures = {}
+  for (const o of ops) {
+    if (o.extendFailed === undefined) continue
+    extendFailures[o.extendFailed] = (extendFailures[o.extendFailed] ?? 0) + 1
+    if (!['locked', 'quorum-unavailable', 'expired'].includes(o.extendFailed)) violation('extend failed without a reason', o.t1, `op ${o.op}: ${o.extendFailed}`)
+  }
   const releaseFailures = {}
   for (const o of ops) {
     if (o.release && o.release !== 'ok') {
@@ -540,13 +474,69 @@ function check({ entries, counter, naive, leftKeys, pauses, startedAt }) {
       held: ops.filter((o) => o.ok).length,
       reasons,
       releaseFailures,
+      extends: ops.reduce((a, o) => a + (o.extended ?? 0), 0),
+      extendFailures,
       longestAcquire: longest,
+      longestRelease,
       lost: ops.filter((o) => o.lost).length,
       abandoned: ops.filter((o) => o.cs === 'abandoned').length,
       expiredBeforeEnter: ops.filter((o) => o.cs === 'expired-before-enter').length,
       enters: sections.length,
     },
   }
+}
+
+// ---------------------------------------------------------------------------- resources
+
+const nodeSamples = [] // { t, clients: [connected_clients per node, or null] }
+
+/** Connections on each lock node (read directly): the workers' connections must not pile up. */
+async function sampleNodes() {
+  const clients = await Promise.all(
+    nodes.map(async (n) => {
+      try {
+        return Number(/connected_clients:(\d+)/.exec(await rawCommand(n.server.port, ['INFO', 'clients'], { timeout: 1000 }))[1])
+      } catch {
+        return null
+      }
+    }),
+  )
+  nodeSamples.push({ t: Date.now(), clients })
+}
+
+/**
+ * Resources at the start (the first sample after a warm-up: a tenth of the run, at most
+ * a minute) against the end (the last sample while the workers still ran).
+ */
+function resourceReport(startedAt, runMs) {
+  const warm = startedAt + Math.min(60_000, runMs / 10)
+  const first = (xs) => xs.find((x) => x.t >= warm) ?? xs[0]
+  const sockets = (s) => (s.active?.TCPSocketWrap ?? 0) + (s.active?.TCPWRAP ?? 0)
+  const rows = workers.map((w) => {
+    const a = first(w.samples)
+    const b = w.samples.at(-1)
+    return a && b ? { id: w.id, a, b, max: Math.max(...w.samples.map((s) => s.rss)) } : null
+  })
+  const mb = (v) => (v / 2 ** 20).toFixed(1)
+  const lines = []
+  lines.push(`**Resources** (from ${((Math.max(warm, startedAt) - startedAt) / 1000).toFixed(0)} s to the end: start → end)`)
+  lines.push('')
+  lines.push('| worker | RSS MB | peak RSS MB | JS heap MB | file descriptors | JS sockets | JS timers | JS active resources |')
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|')
+  for (const r of rows) {
+    if (!r) continue
+    const total = (s) => Object.values(s.active ?? {}).reduce((x, y) => x + y, 0)
+    lines.push(
+      `| ${r.id} | ${mb(r.a.rss)} → ${mb(r.b.rss)} | ${mb(r.max)} | ${mb(r.a.heapUsed)} → ${mb(r.b.heapUsed)} | ${r.a.fds} → ${r.b.fds} | ${sockets(r.a)} → ${sockets(r.b)} | ${r.a.active?.Timeout ?? 0} → ${r.b.active?.Timeout ?? 0} | ${total(r.a)} → ${total(r.b)} |`,
+    )
+  }
+  const na = nodeSamples.find((x) => x.t >= warm) ?? nodeSamples[0]
+  const nb = nodeSamples.at(-1)
+  if (na && nb) {
+    lines.push('')
+    lines.push(`Connections on the lock nodes (connected_clients, node 1..5): ${na.clients.map((c) => c ?? '–').join(' / ')} → ${nb.clients.map((c) => c ?? '–').join(' / ')}.`)
+  }
+  return lines.join('\n')
 }
 
 // ------------------------------------------------------------------------------ report
@@ -628,7 +618,7 @@ function markdown({ rows, result, meta }) {
   const reasons = Object.entries(stats.reasons).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'
   lines.push(`- acquires: ${stats.acquires}, held ${stats.held}, failed with a reason: ${reasons}; longest ${stats.longestAcquire} ms (bound ${ACQUIRE_BOUND} ms, outside the worker's own pauses): ${ok(!kinds.has('acquire hung') && !kinds.has('acquire failed without a reason'))}`)
   const rel = Object.entries(stats.releaseFailures).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'
-  lines.push(`- releases that failed (the key then expires by itself): ${rel}`)
+  lines.push(`- releases that failed (the key then expires by itself): ${rel}; longest release ${stats.longestRelease} ms: ${ok(!kinds.has('release hung') && !kinds.has('release failed without a reason'))}`)
   lines.push(`- lock keys left on the nodes after the workers released: ${violations.filter((v) => v.kind === 'lock key left').length}: ${ok(!kinds.has('lock key left'))}`)
   lines.push(`- worker processes finished by themselves: ${ok(!kinds.has('worker did not finish'))}`)
   lines.push('')
@@ -643,11 +633,15 @@ function markdown({ rows, result, meta }) {
   lines.push(`- without the fence check the counter would have lost ${stats.naiveLost} update${stats.naiveLost === 1 ? '' : 's'} (an unfenced copy took every write: ${stats.naive} of ${stats.writeAttempts})`)
   lines.push(`- critical sections that physically overlapped a stale holder's: ${stats.physicalOverlaps}; writes or entries after the lock's expiration that nobody contested (accepted, harmless): ${stats.lateUnopposed}`)
   lines.push(`- critical sections left because the lock expired before the write: ${stats.abandoned}; using() routines whose lock was lost: ${stats.lost}`)
+  const ext = Object.entries(stats.extendFailures).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'
+  lines.push(`- extensions by hand inside critical sections: ${stats.extends} succeeded; failed (with a reason): ${ext}`)
   lines.push('')
   lines.push(`**Violations: ${violations.length}**`)
   lines.push('')
   for (const v of violations.slice(0, 30)) lines.push(`- ${v.kind} at +${((v.at - meta.startedAt) / 1000).toFixed(2)} s: ${v.detail}`)
   if (violations.length > 30) lines.push(`- ... and ${violations.length - 30} more`)
+  lines.push('')
+  lines.push(meta.resources)
   lines.push('')
   lines.push('Timeline: [chaos.svg](chaos.svg).')
   return lines.join('\n')
@@ -667,7 +661,7 @@ const COLORS = {
 
 function svg({ entries, startedAt, endedAt, violations }) {
   const seconds = Math.ceil((endedAt - startedAt) / 1000)
-  const perSecond = new Array(seconds).fill(0)
+  const perSecond = Array.from({ length: seconds }, () => 0)
   for (const e of entries) {
     if (e.type !== 'W' || e.verdict !== 'ok') continue
     const i = Math.floor((e.t - startedAt) / 1000)
@@ -772,7 +766,7 @@ async function main() {
       keys,
     }
     const child = fork(path.join(here, 'chaos-worker.mjs'), [JSON.stringify(cfg)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] })
-    const w = { id, child, pid: child.pid, done: false, stderr: '', exited: undefined }
+    const w = { id, child, pid: child.pid, done: false, stderr: '', exited: undefined, samples: [] }
     workers.push(w)
     child.stderr.on('data', (d) => {
       w.stderr = (w.stderr + d).slice(-4000)
@@ -788,6 +782,7 @@ async function main() {
         child.on('message', (m) => {
           if (m.type === 'ready') resolve()
           else if (m.type === 'ops') ops.push(...m.ops)
+          else if (m.type === 'sample') w.samples.push(m.sample)
           else if (m.type === 'done') {
             w.done = true
             w.summary = m.summary
@@ -803,10 +798,13 @@ async function main() {
   for (const w of workers) w.child.send({ type: 'go' })
   const watcher = watchStopped()
   const progress = setInterval(() => log(`${ops.filter((o) => o.cs === 'completed').length} critical sections, ${faults.filter((f) => f.end === undefined).length} faults active`), 10_000)
+  const sampler = setInterval(() => sampleNodes().catch(() => {}), 10_000)
   await nemesis(schedule, startedAt)
   log('faults over; healthy until the end')
   await sleep(startedAt + SECONDS * 1000 - Date.now())
   clearInterval(progress)
+  await sampleNodes()
+  clearInterval(sampler)
 
   // Stop the workers: each finishes its operation, releases and quits.
   for (const w of workers) {
@@ -850,6 +848,7 @@ async function main() {
     startedAt,
     machine: `${os.cpus().length} x ${os.cpus()[0]?.model}, Node ${process.version}, redis-server ${(await witness.command('INFO', 'server')).match(/redis_version:(\S+)/)[1]}`,
     date: new Date().toISOString().slice(0, 10),
+    resources: resourceReport(startedAt, SECONDS * 1000),
   }
   const md = markdown({ rows, result, meta })
   console.log(md)
@@ -862,6 +861,7 @@ async function main() {
       JSON.stringify({ seed: SEED, seconds: SECONDS, rows, violations: result.violations, stats: result.stats, faults, workers: workers.map((w) => w.summary ?? null) }, null, 2),
     )
   }
+  if (HISTORY_OUT) writeFileSync(HISTORY_OUT, JSON.stringify({ startedAt, endedAt, seed: SEED, faults, ops, entries, nodeSamples, ports: nodes.map((n) => ({ server: n.server.port, proxy: n.proxy.port })) }))
   await cleanup()
   return result.violations.length === 0 ? 0 : 1
 }
