@@ -43,6 +43,8 @@ struct State {
     keys: HashMap<String, Entry>,
     down: bool,
     paused_until: Option<Instant>,
+    /// Delays only the next call (tests of requests that arrive late).
+    delay_next: Option<Duration>,
     closed: bool,
     run_id: String,
     started: Instant,
@@ -84,6 +86,7 @@ impl MemoryStore {
                 keys: HashMap::new(),
                 down: false,
                 paused_until: None,
+                delay_next: None,
                 closed: false,
                 run_id: random_value(),
                 started: Instant::now(),
@@ -123,6 +126,12 @@ impl MemoryStore {
     /// time-outs end them first when they are shorter.
     pub fn pause(&self, ms: u64) {
         self.lock().paused_until = Some(Instant::now() + Duration::from_millis(ms));
+    }
+
+    /// Delays the next call only by `ms` (a request that arrives late, overtaken by later
+    /// ones on other connections).
+    pub fn delay_next(&self, ms: u64) {
+        self.lock().delay_next = Some(Duration::from_millis(ms));
     }
 
     /// Loses every key, like a restart without persistence (a new identity too).
@@ -184,6 +193,10 @@ impl MemoryStore {
     /// Answers `cmd` as Redis would (after a pause, if any).
     pub async fn execute(&self, cmd: &redis::Cmd) -> Outcome {
         self.check()?;
+        let delay = self.lock().delay_next.take();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         let paused = self.lock().paused_until;
         if let Some(until) = paused.filter(|u| *u > Instant::now()) {
             tokio::time::sleep_until(until.into()).await;

@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod memory;
 pub mod node;
 pub mod notify;
+mod paths;
 pub mod queue;
 pub mod quorum;
 pub mod redlock;

@@ -1,0 +1,205 @@
+//! Deterministic tests of the engine's hard paths, on in-process nodes (`MemoryStore`),
+//! without servers: ties, split votes and their cleanup, stragglers taken back, deadlines,
+//! validity running out, fence claims, and the order in which waiters are served.
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::engine::memory::MemoryStore;
+    use crate::engine::node::Node;
+    use crate::engine::quorum::FailureKind;
+    use crate::engine::redlock::{Call, Op, Quorum, Redlock};
+    use crate::engine::settings::Settings;
+
+    const TIMEOUT: Duration = Duration::from_millis(150);
+
+    fn stores(n: usize) -> (Vec<Arc<MemoryStore>>, Redlock) {
+        let stores: Vec<Arc<MemoryStore>> = (0..n)
+            .map(|i| MemoryStore::new(format!("m{i}"), TIMEOUT))
+            .collect();
+        let nodes = stores
+            .iter()
+            .map(|s| Node::memory(s.clone(), TIMEOUT))
+            .collect();
+        let settings = Settings {
+            retry_count: 0,
+            ..Settings::default()
+        };
+        (stores, Redlock::new(Quorum::new(nodes), settings))
+    }
+
+    /// Sets `key` to another owner's value on `store`.
+    async fn hold(store: &MemoryStore, key: &str) {
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg("other").arg("PX").arg(10_000);
+        store.execute(&set).await.unwrap();
+    }
+
+    fn keys(stores: &[Arc<MemoryStore>]) -> Vec<Vec<String>> {
+        stores.iter().map(|s| s.keys()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_even_tie_is_lost_at_once_and_cleaned_up() {
+        let (stores, redlock) = stores(4);
+        hold(&stores[0], "k").await;
+        hold(&stores[1], "k").await;
+        let started = Instant::now();
+        let settings = *redlock.settings();
+        let (_, exec) = redlock
+            .acquire(&["k".into()], 1_000, &Call::new(&settings))
+            .await;
+        assert_eq!(exec.outcome, Err(FailureKind::Locked));
+        assert!(started.elapsed() < TIMEOUT, "no wait for a decided tie");
+        assert_eq!(
+            keys(&stores[2..]),
+            vec![Vec::<String>::new(); 2],
+            "our keys removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_split_vote_with_a_failure_is_undecided_and_cleaned_up() {
+        let (stores, redlock) = stores(3);
+        hold(&stores[0], "k").await;
+        stores[1].down();
+        let settings = *redlock.settings();
+        let (_, exec) = redlock
+            .acquire(&["k".into()], 1_000, &Call::new(&settings))
+            .await;
+        assert_eq!(exec.outcome, Err(FailureKind::Undecided));
+        assert!(stores[2].keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_straggler_that_lands_after_the_release_is_taken_back() {
+        let (stores, redlock) = stores(3);
+        // The third node gets the acquire late, after the release.
+        stores[2].delay_next(60);
+        let settings = *redlock.settings();
+        let call = Call::new(&settings);
+        let (value, exec) = redlock.acquire(&["k".into()], 5_000, &call).await;
+        assert!(exec.outcome.is_ok());
+        // Released while the third node's request still waits.
+        let released = redlock.release(&["k".into()], &value, &call).await;
+        assert!(released.outcome.is_ok());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(keys(&stores), vec![Vec::<String>::new(); 3]);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_never_waits_past_the_command_time_out() {
+        let (stores, redlock) = stores(3);
+        stores[0].pause(2_000);
+        stores[1].pause(2_000);
+        let started = Instant::now();
+        let settings = *redlock.settings();
+        let (_, exec) = redlock
+            .acquire(&["k".into()], 10_000, &Call::new(&settings))
+            .await;
+        assert_eq!(exec.outcome, Err(FailureKind::Undecided));
+        let took = started.elapsed();
+        assert!(took >= TIMEOUT && took < TIMEOUT * 3, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn no_lock_without_validity_left() {
+        let (stores, redlock) = stores(3);
+        // Every answer comes 30 ms late; a 20 ms lock has no validity left by then.
+        stores.iter().for_each(|s| s.pause(30));
+        let settings = *redlock.settings();
+        let (_, exec) = redlock
+            .acquire(&["k".into()], 20, &Call::new(&settings))
+            .await;
+        assert!(exec.outcome.is_err());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(keys(&stores), vec![Vec::<String>::new(); 3]);
+    }
+
+    #[tokio::test]
+    async fn an_extend_stops_retrying_when_the_lock_expires() {
+        let (stores, redlock) = stores(3);
+        let settings = Settings {
+            retry_count: 100,
+            retry_delay_ms: 10,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let call = Call::new(&settings);
+        let (value, exec) = redlock.acquire(&["k".into()], 300, &call).await;
+        assert!(exec.outcome.is_ok());
+        stores[0].down();
+        stores[1].down();
+        let started = Instant::now();
+        let extended = redlock
+            .extend(&["k".into()], &value, 300, exec.expiration_ms, &call)
+            .await;
+        assert!(extended.outcome.is_err());
+        // 100 retries of 10 ms would take a second; the lock had under 300 ms left.
+        assert!(
+            started.elapsed() < Duration::from_millis(320),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn fences_are_claimed_above_any_counter_a_quorum_holds() {
+        let (stores, redlock) = stores(3);
+        let mut set = redis::cmd("SET");
+        set.arg("{k}:redlock-rs:fence").arg(41);
+        stores[1].execute(&set).await.unwrap();
+        let settings = Settings {
+            fencing: true,
+            ..*redlock.settings()
+        };
+        let call = Call::new(&settings);
+        let (value, first) = redlock.acquire(&["k".into()], 1_000, &call).await;
+        let f1 = first.fence.unwrap();
+        redlock.release(&["k".into()], &value, &call).await;
+        let (_, second) = redlock.acquire(&["k".into()], 1_000, &call).await;
+        let f2 = second.fence.unwrap();
+        assert!(f2 > f1, "{f1} then {f2}");
+        assert!(f1 >= 1);
+    }
+
+    #[tokio::test]
+    async fn waiters_of_one_process_are_served_in_arrival_order() {
+        let (stores, redlock) = stores(3);
+        let redlock = Arc::new(redlock);
+        let settings = Settings {
+            retry_count: 200,
+            retry_delay_ms: 20,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let (held, _) = redlock
+            .acquire(&["k".into()], 5_000, &Call::new(&settings))
+            .await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (redlock, order) = (redlock.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let call = Call::new(&settings);
+                let (value, exec) = redlock.acquire(&["k".into()], 5_000, &call).await;
+                assert!(exec.outcome.is_ok());
+                order.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                redlock.release(&["k".into()], &value, &call).await;
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        redlock
+            .release(&["k".into()], &held, &Call::new(&settings))
+            .await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+        assert_eq!(keys(&stores), vec![Vec::<String>::new(); 3]);
+        let _ = Op::Release;
+    }
+}
