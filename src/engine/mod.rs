@@ -1,14 +1,20 @@
 //! The quorum engine: pure Rust, no napi types.
 //!
-//! * [`config`]: connection settings of one Redis node and URL parsing.
-//! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs.
+//! * [`args`]: validation of the values users pass; [`settings`]: retry, drift and
+//!   safety settings; [`error`]: node and argument errors in plain words.
+//! * [`config`]: connection settings of one node and URL parsing.
+//! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs, or
+//!   an in-process [`memory`] store behind the same interface.
+//! * [`identity`]: restart safety (node identities, records on the peers, quarantine).
 //! * [`notify`]: release notifications over one pub/sub connection per node.
 //! * [`queue`]: local first-come-first-served lines of waiters.
-//! * [`quorum`]: vote counting with early decisions.
-//! * [`validity`]: drift and validity arithmetic on a monotonic clock.
+//! * [`kinds`]: mutex, semaphore permit, read and write holds: keys, commands, replies.
 //! * [`scripts`]: the Lua scripts that do every owner check.
-//! * [`settings`]: retry/drift settings and their validation.
-//! * [`redlock`]: acquire / extend / release over N nodes, with retries and cleanup.
+//! * [`quorum`]: vote counting with early decisions; [`validity`]: drift and validity on a
+//!   monotonic clock.
+//! * [`redlock`]: acquire / extend / release over N nodes, with retries, cleanup, fencing.
+//! * [`sync`]: locks that survive a panic; [`value`]: random lock values.
+//! * `paths`: tests of the hard paths on in-process nodes.
 
 pub mod args;
 pub mod config;
