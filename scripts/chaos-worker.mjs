@@ -9,6 +9,7 @@
 // validity check and the write: the parent resumes the process later), { type: 'disarm' }.
 // Messages to the parent: { type: 'ready' }, { type: 'ops', ops } (batches of operation
 // records), { type: 'done', summary }.
+import { readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
@@ -89,29 +90,53 @@ function flush() {
 }
 const flusher = setInterval(flush, 250)
 
+/** What this process holds: memory, file descriptors, and active resources by type (sockets, timers...). */
+function resources() {
+  const active = {}
+  for (const type of process.getActiveResourcesInfo()) active[type] = (active[type] ?? 0) + 1
+  const mem = process.memoryUsage()
+  let fds
+  try {
+    fds = readdirSync('/proc/self/fd').length
+  } catch {}
+  return { t: Date.now(), rss: mem.rss, heapUsed: mem.heapUsed, fds, active }
+}
+const sampler = setInterval(() => process.connected && process.send({ type: 'sample', sample: resources() }), cfg.sampleMs ?? 5000)
+
 /**
  * The critical section. `valid()` says whether the lock is still safe to use (a careful
  * client checks before every write); a SIGSTOP between that check and the write is the
  * textbook case that only the fence catches.
  */
-async function critical(lock, valid, rec) {
-  const fence = lock.fence.toString()
+async function critical(holder, valid, rec) {
+  const fence = holder.lock.fence.toString()
   const op = rec.op
   if (!valid()) {
     rec.cs = 'expired-before-enter'
     return
   }
-  const [verdict, counter, naive] = await witness.chaosEnter(...wkeys, fence, id, op, lock.expiration)
+  const [verdict, counter, naive] = await witness.chaosEnter(...wkeys, fence, id, op, holder.lock.expiration)
   if (verdict !== 'ok') {
     rec.cs = 'enter-refused'
     summary.stale += 1
     return
   }
-  // The work: usually short; the `using` workers sometimes hold across an automatic extension.
+  // The work: usually short; the `using` workers sometimes hold across an automatic
+  // extension, the others sometimes extend by hand.
   const long = mode === 'using' && random() < 0.02
   await sleep(long ? ttl * (0.7 + random() * 0.5) : random() * 10)
+  if (mode === 'acquire' && random() < 0.05 && valid()) {
+    try {
+      holder.lock = await holder.lock.extend(ttl)
+      rec.exp = holder.lock.expiration
+      rec.extended = (rec.extended ?? 0) + 1
+    } catch (e) {
+      // The lock stays valid until its old expiration (the check below uses it).
+      rec.extendFailed = e?.reason ?? e?.name
+    }
+  }
   if (!valid()) {
-    await witness.chaosAbandon(...wkeys, fence, id, op, lock.expiration)
+    await witness.chaosAbandon(...wkeys, fence, id, op, holder.lock.expiration)
     rec.cs = 'abandoned'
     summary.abandoned += 1
     return
@@ -122,7 +147,7 @@ async function critical(lock, valid, rec) {
     rec.selfStopped = true
     process.kill(process.pid, 'SIGSTOP')
   }
-  const written = await witness.chaosWrite(...wkeys, fence, id, op, lock.expiration, Number(counter) + 1, Number(naive) + 1)
+  const written = await witness.chaosWrite(...wkeys, fence, id, op, holder.lock.expiration, Number(counter) + 1, Number(naive) + 1)
   if (written === 'ok') {
     rec.cs = 'completed'
     summary.completed += 1
@@ -153,8 +178,9 @@ async function loop(l) {
           rec.fence = lock.fence.toString()
           rec.exp0 = lock.expiration
           summary.acquired += 1
-          await critical(lock, () => !signal.aborted && Date.now() < lock.expiration, rec)
+          await critical({ lock }, () => !signal.aborted && Date.now() < lock.expiration, rec)
           rec.exp = lock.expiration // the last expiration the automatic extensions reached
+          rec.tr = Date.now() // using() releases next
           if (signal.aborted) {
             rec.lost = signal.error?.reason ?? 'aborted'
             summary.lost += 1
@@ -162,17 +188,19 @@ async function loop(l) {
         })
         rec.t2 = Date.now()
       } else {
-        const lock = await redlock.acquire([resource], ttl)
+        const holder = { lock: await redlock.acquire([resource], ttl) }
         rec.t1 = Date.now()
         rec.ok = true
-        rec.fence = lock.fence.toString()
-        rec.exp0 = rec.exp = lock.expiration
+        rec.fence = holder.lock.fence.toString()
+        rec.exp0 = rec.exp = holder.lock.expiration
         summary.acquired += 1
         try {
-          await critical(lock, () => Date.now() < lock.expiration, rec)
+          // An extension replaces holder.lock; a failed one leaves the old lock, valid until its expiration.
+          await critical(holder, () => Date.now() < holder.lock.expiration, rec)
         } finally {
+          rec.tr = Date.now()
           try {
-            await lock.release()
+            await holder.lock.release()
             rec.release = 'ok'
           } catch (e) {
             rec.release = e?.reason ?? e?.name ?? 'error'
@@ -202,6 +230,7 @@ process.send({ type: 'ready' })
 await started
 await Promise.all(Array.from({ length: loops }, (_, l) => loop(l)))
 clearInterval(flusher)
+clearInterval(sampler)
 flush()
 await redlock.quit()
 await Promise.all(clients.map((c) => c.quit().catch(() => {})))
