@@ -2,7 +2,7 @@
 // holder's release (not by polling), and no subscription left behind.
 import test from 'ava'
 
-import { clientsFor, lib, resource, sleep, useServers } from './helpers.mjs'
+import { clientsFor, lib, resource, sleep, useServers, valuesOn } from './helpers.mjs'
 
 const { Redlock } = lib
 const servers = useServers(test, 3)
@@ -79,4 +79,56 @@ test.serial('a waiter whose pub/sub connection was killed subscribes again and i
   const got = await waiting
   t.true(Date.now() - released < 2_000, `got it ${Date.now() - released} ms after the release`)
   await got.release()
+})
+
+/** Every command `server` receives, as MONITOR lines, until the test ends. */
+async function monitor(t, server) {
+  const net = await import('node:net')
+  const socket = net.connect(server.port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  const seen = { log: '' }
+  socket.on('data', (d) => (seen.log += d))
+  socket.write('MONITOR\r\n')
+  await new Promise((r) => socket.once('data', r))
+  return seen
+}
+
+test.serial('a release hands the lock over to the next waiter of the process in one step, at most 3 times in a row', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const first = await redlock.acquire([key], 5_000)
+  const seen = await monitor(t, servers[0])
+  const locks = [first]
+  const waiters = [0, 1, 2, 3, 4].map(async (i) => {
+    await sleep(i * 20)
+    return redlock.acquire([key], 5_000)
+  })
+  await sleep(150)
+  // Each holder releases in turn; the next waiter gets the lock.
+  for (let i = 0; i < 5; i++) {
+    await sleep(20) // the next waiter is at the head of the line, offering to take over
+    await locks[i].release()
+    locks.push(await waiters[i])
+  }
+  await locks[5].release()
+  // A hand-over is one EVALSHA carrying the old and the new value; the fourth release
+  // in a row goes to the nodes (a RELEASE that other processes hear), then hand-overs again.
+  const handovers = locks.slice(0, 5).map((l, i) => seen.log.includes(`"${l.value}" "${locks[i + 1].value}"`))
+  t.deepEqual(handovers, [true, true, true, false, true])
+  const expiring = locks[1].expiration - Date.now()
+  t.true(expiring < 5_000, `the handed lock's validity counts from the hand-over (${expiring} ms)`)
+  t.deepEqual(await valuesOn(servers, key), [null, null, null])
+})
+
+test.serial('a hand-over that cannot move the lock (its key was stolen) leaves nothing of the waiter behind', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), { retryCount: 3, retryDelay: 100, retryJitter: 0 })
+  const key = resource(t)
+  const held = await redlock.acquire([key], 5_000)
+  const waiting = redlock.acquire([key], 5_000)
+  await sleep(50)
+  for (const s of servers) await s.command('SET', key, 'thief', 'PX', 5_000)
+  await held.release()
+  await t.throwsAsync(waiting, { instanceOf: lib.ExecutionError })
+  t.deepEqual(await valuesOn(servers, key), ['thief', 'thief', 'thief'])
+  for (const s of servers) await s.command('DEL', key)
 })

@@ -16,9 +16,9 @@ use crate::engine::error::NodeError;
 use crate::engine::identity::RECORDS_KEY;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{
-    ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT, PERMIT_ACQUIRE_SCRIPT,
-    READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT, RELEASED_PREFIX, RELEASE_SCRIPT,
-    WRITE_ACQUIRE_SCRIPT,
+    ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT, HANDOVER_SCRIPT,
+    PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT,
+    RELEASED_PREFIX, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::value::random_value;
 
@@ -458,6 +458,17 @@ fn script(
         }
         let high = counters.iter().map(|k| st.counter(k)).max().unwrap_or(0);
         return Ok(pair(1, high));
+    }
+    if is(&HANDOVER_SCRIPT) {
+        let new = a(1);
+        if keys
+            .iter()
+            .any(|k| st.get(k).is_none_or(|v| v != value && v != new))
+        {
+            return Ok(int(0));
+        }
+        keys.iter().for_each(|k| st.set(k, new, Some(ms(2))));
+        return Ok(int(1));
     }
     if is(&EXTEND_SCRIPT) {
         if keys.iter().any(|k| st.get(k).as_deref() != Some(value)) {

@@ -23,7 +23,25 @@ struct Line {
     watches: Vec<Watch>,
     /// Whether the previous head left holding the lock (the next waits for its release).
     handoff: bool,
+    /// The head's offer to take the lock over directly from a holder of this process.
+    offer: Option<(u64, Offer)>,
+    /// Hand-overs in a row: after [`MAX_HANDOVERS_IN_ROW`], a release goes to the nodes,
+    /// so that waiters of other processes get their chance.
+    handovers_in_row: u32,
 }
+
+/// A waiting head's offer: when a holder of this process releases the lock, it may move
+/// the lock to `value` on the nodes instead (see `Quorum::hand_over`) and tell the waiter
+/// through `tx`.
+pub struct Offer {
+    pub value: String,
+    pub ttl_ms: u64,
+    pub drift_factor: f64,
+    pub tx: tokio::sync::oneshot::Sender<crate::engine::redlock::Handed>,
+}
+
+/// At most this many hand-overs within the process in a row.
+pub const MAX_HANDOVERS_IN_ROW: u32 = 3;
 
 /// How long the subscriptions of a line that emptied are kept for a line that forms
 /// again (a contended lock empties its line for a moment at every hand-over).
@@ -52,6 +70,21 @@ struct Lines {
 }
 
 impl Queues {
+    /// Takes the offer of the head waiting on line `key`, unless the line has had its
+    /// share of hand-overs in a row (then the count starts again and `None` lets the
+    /// release go to the nodes).
+    pub fn take_offer(&self, key: &str) -> Option<Offer> {
+        let mut lines = self.lock();
+        let line = lines.active.get_mut(key)?;
+        if line.offer.is_none() || line.handovers_in_row >= MAX_HANDOVERS_IN_ROW {
+            // This release goes to the nodes (and is announced to every process).
+            line.handovers_in_row = 0;
+            return None;
+        }
+        line.handovers_in_row += 1;
+        line.offer.take().map(|(_, o)| o)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
         self.lines.locked()
     }
@@ -85,6 +118,8 @@ impl Queues {
                     released,
                     watches,
                     handoff: false,
+                    offer: None,
+                    handovers_in_row: 0,
                 }
             });
             line.waiters.push_back(id);
@@ -174,6 +209,29 @@ impl Turn {
         }
     }
 
+    /// Offers to take the lock over from a holder of this process (see [`Offer`]).
+    pub fn offer(&self, offer: Offer) {
+        if let Some(line) = self.queues.lock().active.get_mut(&self.key) {
+            line.offer = Some((self.id, offer));
+        }
+    }
+
+    /// Withdraws this head's offer; `false` when a releaser took it already (its answer is
+    /// then on the way).
+    pub fn withdraw(&self) -> bool {
+        let mut lines = self.queues.lock();
+        let Some(line) = lines.active.get_mut(&self.key) else {
+            return true;
+        };
+        match &line.offer {
+            Some((id, _)) if *id == self.id => {
+                line.offer = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks that this head leaves holding the lock.
     pub fn acquired(&mut self) {
         self.acquired = true;
@@ -188,6 +246,9 @@ impl Drop for Turn {
             return;
         };
         let was_head = line.waiters.front() == Some(&self.id);
+        if line.offer.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            line.offer = None;
+        }
         line.waiters.retain(|w| *w != self.id);
         line.turns.remove(&self.id);
         if line.waiters.is_empty() {

@@ -15,9 +15,9 @@ use crate::engine::identity::Trust;
 use crate::engine::kinds::{read_reply, Commands, Kind};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
-use crate::engine::queue::{Queues, Turn};
+use crate::engine::queue::{Offer, Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::FENCE_SCRIPT;
+use crate::engine::scripts::{FENCE_SCRIPT, HANDOVER_SCRIPT, RELEASE_SCRIPT};
 use crate::engine::settings::Settings;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
@@ -64,6 +64,24 @@ pub struct AttemptStats {
     pub late: bool,
     /// The semaphore slot a won permit acquire holds.
     pub slot: Option<u32>,
+}
+
+/// A lock moved to a waiter of this process by its releasing holder (a hand-over).
+pub struct Handed {
+    /// The lock's value now (the waiter's).
+    pub value: String,
+    /// The validity left, counted from the start of the hand-over.
+    pub validity: i64,
+    pub stats: AttemptStats,
+}
+
+/// What a waiter's wait ended with.
+enum Waited {
+    /// A release was announced (`true`) or the pause ran out (`false`).
+    Woken(bool),
+    /// The lock was handed over to it.
+    Handed(Handed),
+    Aborted,
 }
 
 /// Where the complete votes of an attempt decided before every node answered go, once
@@ -441,12 +459,31 @@ impl Quorum {
         }
         if op == Op::Release {
             self.stragglers.note_release(value, self.command_timeout());
+            if let Some(stats) = self.hand_over(resources, value, call).await {
+                run.begin_attempt();
+                run.keep(stats);
+                run.value = value.to_string();
+                return run.finish(Ok(0));
+            }
         }
         let mut turn = None;
+        let mut wait_first = false;
         if matches!(op, Op::Acquire { .. }) {
             match self.take_turn(resources, value, call, run.started).await {
-                Ok(t) => turn = Some(t),
+                Ok((t, wait)) => (turn, wait_first) = (Some(t), wait),
                 Err(kind) => return run.finish(Err(kind)),
+            }
+        }
+        // The previous head of the line took the lock: its release (or its hand-over to
+        // us) is what to wait for before the first attempt.
+        if wait_first {
+            if let Some(t) = &turn {
+                let pause = call.settings.retry_pause(random_unit());
+                match self.wait_release(t, op, call, pause).await {
+                    Waited::Handed(h) => return self.handed(run, turn, h),
+                    Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
+                    Waited::Woken(_) => {}
+                }
             }
         }
         // Every acquire attempt gets a fresh value: the cleanup of a failed attempt, which
@@ -480,12 +517,56 @@ impl Quorum {
                     progress(last);
                 }
             }
-            let pause = self.pause_before_retry(&turn, outcome, resources, call);
-            tokio::select! {
-                woken = pause => run.woken = woken,
-                _ = call.aborted() => return run.finish(Err(FailureKind::Aborted)),
+            match self
+                .pause_before_retry(&turn, op, outcome, resources, call)
+                .await
+            {
+                Waited::Woken(woken) => run.woken = woken,
+                Waited::Handed(h) => return self.handed(run, turn, h),
+                Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
             }
         }
+    }
+
+    /// An acquire that got the lock by a hand-over.
+    fn handed(&self, mut run: Retries, mut turn: Option<Turn>, h: Handed) -> Execution {
+        run.begin_attempt();
+        run.keep(h.stats);
+        if let Some(t) = turn.as_mut() {
+            t.acquired();
+        }
+        run.value = h.value;
+        run.finish(Ok(h.validity))
+    }
+
+    /// Waits for a release of the resources (announced, or the pause ran out), or for a
+    /// holder of this process to hand the lock over: the head offers to take it over when
+    /// the call allows one (a mutex, no fencing, no replica wait).
+    async fn wait_release(&self, turn: &Turn, op: Op, call: &Call<'_>, pause: Duration) -> Waited {
+        let (released, subscribed) = turn.released();
+        let settings = call.settings;
+        let offers = call.kind == Kind::Mutex && !settings.fencing && settings.wait_replicas == 0;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        if let (true, Some(ttl_ms)) = (offers, op.ttl_ms()) {
+            turn.offer(Offer {
+                value: random_value(),
+                ttl_ms,
+                drift_factor: settings.drift_factor,
+                tx,
+            });
+        }
+        let woken = tokio::select! {
+            w = async { if subscribed { wait_for(&released, pause).await } else { tokio::time::sleep(pause).await; false } } => Waited::Woken(w),
+            Ok(h) = &mut rx => return Waited::Handed(h),
+            _ = call.aborted() => Waited::Aborted,
+        };
+        if offers && !turn.withdraw() {
+            // A releaser took the offer: its answer comes within a command time-out.
+            if let Ok(Ok(h)) = tokio::time::timeout(self.command_timeout() * 2, rx).await {
+                return Waited::Handed(h);
+            }
+        }
+        woken
     }
 
     /// Waits for this acquire's turn in the process's line; once it is the head, sets up
@@ -497,7 +578,7 @@ impl Quorum {
         value: &str,
         call: &Call<'_>,
         started: Instant,
-    ) -> Result<Turn, FailureKind> {
+    ) -> Result<(Turn, bool), FailureKind> {
         let deadline = call.settings.retry_window().map(|w| started + w);
         let turn = tokio::select! {
             t = self.queues.enter(call.kind.line(resources), deadline) => t.ok_or(FailureKind::Locked)?,
@@ -505,18 +586,10 @@ impl Quorum {
         };
         // Releases of our own value (cleanups of our failed attempts) wake nobody here.
         turn.released().0.set_own(Some(value.to_string()));
-        // The previous head took the lock: its release is what to wait for (unless holders
-        // share the resource).
-        if turn.handoff() && !call.kind.shared() {
-            let (released, subscribed) = turn.released();
-            if subscribed {
-                tokio::select! {
-                    _ = wait_for(&released, call.settings.retry_pause(random_unit())) => {}
-                    _ = call.aborted() => return Err(FailureKind::Aborted),
-                }
-            }
-        }
-        Ok(turn)
+        // The previous head took the lock: wait for its release first (unless holders share
+        // the resource, or the line hears no releases).
+        let wait = turn.handoff() && !call.kind.shared() && turn.released().1;
+        Ok((turn, wait))
     }
 
     /// The wait before the next attempt: for a contended acquire, until a release is
@@ -525,10 +598,11 @@ impl Quorum {
     async fn pause_before_retry(
         &self,
         turn: &Option<Turn>,
+        op: Op,
         outcome: Result<i64, FailureKind>,
         resources: &[String],
         call: &Call<'_>,
-    ) -> bool {
+    ) -> Waited {
         let mut pause = call.settings.retry_pause(random_unit());
         if let Some(d) = call.deadline {
             let room = d.saturating_duration_since(Instant::now());
@@ -549,13 +623,117 @@ impl Quorum {
                     .channels;
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
-                wait_for(&released, pause).await
+                self.wait_release(t, op, call, pause).await
             }
-            _ => {
-                tokio::time::sleep(pause).await;
-                false
+            _ => tokio::select! {
+                _ = tokio::time::sleep(pause) => Waited::Woken(false),
+                _ = call.aborted() => Waited::Aborted,
+            },
+        }
+    }
+
+    /// A release that hands the lock over to the head of this process's line when it
+    /// offered to take it: one compare-and-set on the nodes (our value to the waiter's,
+    /// with the waiter's TTL) replaces the release, its announcement and the waiter's
+    /// acquire. Won on a quorum with validity left (counted from the start of the
+    /// hand-over), the waiter holds the lock and the release is done (`Some`: its votes);
+    /// otherwise what it moved is taken back and the release goes on as usual (`None`).
+    async fn hand_over(
+        &self,
+        resources: &[String],
+        value: &str,
+        call: &Call<'_>,
+    ) -> Option<AttemptStats> {
+        if call.kind != Kind::Mutex {
+            return None;
+        }
+        let offer = self.queues.take_offer(&Kind::Mutex.line(resources))?;
+        let started = Instant::now();
+        let ttl = offer.ttl_ms.to_string();
+        let cmd = HANDOVER_SCRIPT.evalsha(resources, &[value, &offer.value, &ttl]);
+        let limit = self.command_timeout();
+        let mut ballot = Ballot::new(self.nodes.len(), false);
+        let mut moves: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let cmd = &cmd;
+                async move {
+                    let vote = match node.eval::<i64>(&HANDOVER_SCRIPT, cmd).await {
+                        Ok(1) => Vote::For,
+                        Ok(_) => Vote::Locked,
+                        Err(e) => Vote::Failed(e),
+                    };
+                    (i, vote)
+                }
+            })
+            .collect();
+        let _ = tokio::time::timeout(limit, async {
+            while let Some((i, vote)) = moves.next().await {
+                ballot.count(i, vote, None, None);
+                if ballot.decision != Decision::Pending {
+                    break;
+                }
+            }
+        })
+        .await;
+        drop(moves);
+        let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
+        let won = ballot.decision == Decision::Won && validity > 0;
+        let (old, new) = (value.to_string(), offer.value.clone());
+        // Nodes the lock did not move on (or all of them, when it did not move): remove
+        // what is left of ours, in the background; the waiter's keys where it moved but the
+        // hand-over failed, before the release goes on.
+        let mut moved_back = Vec::new();
+        for (i, vote) in ballot.votes.iter().enumerate() {
+            let node = self.nodes[i].clone();
+            if won && vote == &Some(Vote::For) {
+                continue;
+            }
+            let release = RELEASE_SCRIPT.evalsha(resources, &[&old]);
+            tokio::spawn(tokio::time::timeout(limit, async move {
+                let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
+            }));
+            if !won && vote != &Some(Vote::Locked) {
+                let release = RELEASE_SCRIPT.evalsha(resources, &[&new]);
+                let node = self.nodes[i].clone();
+                moved_back.push(async move {
+                    let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                });
             }
         }
+        if !won {
+            let _ = tokio::time::timeout(limit, futures::future::join_all(moved_back)).await;
+            return None;
+        }
+        let Ballot { votes, tally, .. } = ballot;
+        let stats = AttemptStats {
+            votes,
+            tally,
+            fence: None,
+            late: false,
+            slot: None,
+        };
+        let handed = Handed {
+            value: new,
+            validity,
+            stats: stats.clone(),
+        };
+        // A waiter that is gone (aborted) leaves a lock it does not know of: release it.
+        if let Err(h) = offer.tx.send(handed) {
+            let release = RELEASE_SCRIPT.evalsha(resources, &[&h.value]);
+            let nodes = self.nodes.clone();
+            tokio::spawn(tokio::time::timeout(limit, async move {
+                futures::future::join_all(
+                    nodes
+                        .iter()
+                        .map(|n| n.eval::<i64>(&RELEASE_SCRIPT, &release)),
+                )
+                .await;
+            }));
+        }
+        Some(stats)
     }
     /// Subscribes `signal` to the release announcements of `resources` on every node
     /// that answers within the retry delay (a slow or dead node is not waited for: the

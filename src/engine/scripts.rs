@@ -52,6 +52,20 @@ end
 return n
 "#;
 
+/// Moves a lock from one owner of this process to the next (a hand-over): every key must
+/// hold the old value (`ARGV[1]`, or already the new one: a resend); each is set to the new
+/// value `ARGV[2]` with `PX ARGV[3]`. Returns 1 when moved, 0 when any key is not ours.
+pub const HANDOVER: &str = r#"
+for _, key in ipairs(KEYS) do
+  local v = redis.call('get', key)
+  if v ~= ARGV[1] and v ~= ARGV[2] then return 0 end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('set', key, ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"#;
+
 /// [`ACQUIRE`] that also reads the fencing counters. `KEYS`: the resources, then their
 /// counters ([`fence_key`]); `ARGV[3]`: how many resources. Returns 0 when any resource
 /// is held by another owner, else `{1, highest counter}` (0 when none was set).
@@ -271,6 +285,7 @@ pub static RELEASE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::n
 pub static FENCED_ACQUIRE_SCRIPT: LazyLock<LockScript> =
     LazyLock::new(|| LockScript::new(FENCED_ACQUIRE));
 pub static FENCE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(FENCE));
+pub static HANDOVER_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(HANDOVER));
 pub static PERMIT_ACQUIRE_SCRIPT: LazyLock<LockScript> =
     LazyLock::new(|| LockScript::new(PERMIT_ACQUIRE));
 pub static READ_ACQUIRE_SCRIPT: LazyLock<LockScript> =
@@ -288,8 +303,9 @@ fn built(source: &'static LazyLock<String>) -> &'static str {
 }
 
 /// Every script, for `SCRIPT LOAD` on connect.
-pub fn all() -> [&'static LockScript; 10] {
+pub fn all() -> [&'static LockScript; 11] {
     [
+        &HANDOVER_SCRIPT,
         &ACQUIRE_SCRIPT,
         &EXTEND_SCRIPT,
         &RELEASE_SCRIPT,
