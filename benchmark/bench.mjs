@@ -9,6 +9,11 @@
 //      Jain's fairness index over the workers, worst wait, overlaps
 //   4. the same from 4 processes x 4 workers
 //   5. RSS after many acquire/release cycles
+//   6. 16 workers in 4 processes on a 4-permit semaphore (redlock-rs against
+//      redis-semaphore's RedlockSemaphore): operations/s and the most holders seen at once
+// Every scenario reports the CPU its processes spent per operation (process.cpuUsage(),
+// every thread); the throughput scenarios also the Redis servers' CPU per operation (from
+// /proc/PID/stat). The results also go to results.svg, a bar chart of the ratios.
 // and, only with --only=scale, benchmark/scale.mjs (100k held locks, 10k waiters).
 import { execFile, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -16,9 +21,21 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { readFileSync } from 'node:fs'
+
 import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { contend } from './contention.mjs'
-import { implementations } from './impls.mjs'
+import { implementations, semaphores } from './impls.mjs'
+
+/** CPU µs a process has used (user + system), from /proc/PID/stat (100 Hz ticks). */
+function cpuOf(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) * 10_000
+  } catch {
+    return NaN
+  }
+}
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const quick = process.argv.includes('--quick')
@@ -67,6 +84,8 @@ async function sequential(impl, ports, ops) {
 async function throughput(impl, ports, seconds, loops = 64) {
   const lib = await implementations[impl](ports)
   for (let i = 0; i < 200; i++) await lib.release(await lib.acquire(key('warm'), 10_000))
+  const pids = servers.filter((s) => ports.includes(s.port)).map((s) => s.pid)
+  const redis0 = pids.map(cpuOf)
   let ops = 0
   const end = Date.now() + seconds * 1000
   const elu0 = performance.eventLoopUtilization()
@@ -83,8 +102,14 @@ async function throughput(impl, ports, seconds, loops = 64) {
   const elapsed = (performance.now() - t0) / 1000
   const elu = performance.eventLoopUtilization(elu0)
   const cpu = process.cpuUsage(cpu0)
+  const redisUs = pids.reduce((sum, pid, i) => sum + cpuOf(pid) - redis0[i], 0)
   await lib.close()
-  return { opsPerSec: ops / elapsed, jsUsPerOp: (elu.active * 1000) / ops, cpuUsPerOp: (cpu.user + cpu.system) / ops }
+  return {
+    opsPerSec: ops / elapsed,
+    jsUsPerOp: (elu.active * 1000) / ops,
+    cpuUsPerOp: (cpu.user + cpu.system) / ops,
+    redisUsPerOp: redisUs / ops,
+  }
 }
 
 function child(options) {
@@ -102,6 +127,7 @@ function summarize(results, seconds) {
     csPerSec: total / seconds,
     jain: jain(counts),
     worstWaitMs: Math.max(...results.map((r) => r.worstWait)),
+    cpuUsPerCs: results.reduce((a, r) => a + (r.cpuUs ?? 0), 0) / Math.max(1, total),
     failures: results.reduce((a, r) => a + r.failures, 0),
     overlaps: results.reduce((a, r) => a + r.overlaps, 0),
   }
@@ -173,6 +199,7 @@ try {
           opsPerSec: median(tp[n].map((r) => r.opsPerSec)),
           jsUsPerOp: median(tp[n].map((r) => r.jsUsPerOp)),
           cpuUsPerOp: median(tp[n].map((r) => r.cpuUsPerOp)),
+          redisUsPerOp: median(tp[n].map((r) => r.redisUsPerOp)),
         },
       ]),
     )
@@ -199,8 +226,36 @@ try {
           csPerSec: median(runs[n].map((r) => r.csPerSec)),
           jain: median(runs[n].map((r) => r.jain)),
           worstWaitMs: Math.max(...runs[n].map((r) => r.worstWaitMs)),
+          cpuUsPerCs: median(runs[n].map((r) => r.cpuUsPerCs)),
           failures: runs[n].reduce((a, r) => a + r.failures, 0),
           overlaps: runs[n].reduce((a, r) => a + r.overlaps + Math.max(0, r.lostUpdates), 0),
+        },
+      ]),
+    )
+  }
+
+  if (wanted('semaphore')) {
+    const runs = {}
+    const semNames = Object.keys(semaphores)
+    for (let r = 0; r < (quick ? 1 : 2); r++) {
+      for (const impl of r % 2 ? [...semNames].reverse() : semNames) {
+        log(`semaphore, 4 processes x 4 workers, 4 permits: ${impl}`)
+        const k = key('sem')
+        const options = { impl, ports: ports5, witnessPort, key: k, workers: 4, permits: 4, seconds, startAt: Date.now() + 1500 }
+        const parts = await Promise.all(Array.from({ length: 4 }, () => child(options)))
+        const ops = parts.reduce((a, p) => a + p.ops, 0)
+        const cpuUs = parts.reduce((a, p) => a + p.cpuUs, 0)
+        const maxHolders = Number(await servers[5].command('GET', `${k}:max`))
+        ;(runs[impl] ??= []).push({ opsPerSec: ops / seconds, maxHolders, cpuUsPerOp: cpuUs / Math.max(1, ops) })
+      }
+    }
+    results.scenarios['semaphore (4 processes x 4 workers, 4 permits)'] = Object.fromEntries(
+      semNames.map((n) => [
+        n,
+        {
+          opsPerSec: median(runs[n].map((r) => r.opsPerSec)),
+          maxHolders: Math.max(...runs[n].map((r) => r.maxHolders)),
+          cpuUsPerOp: median(runs[n].map((r) => r.cpuUsPerOp)),
         },
       ]),
     )
@@ -226,20 +281,78 @@ const table = (title, cols) => {
   lines.push(`\n**${title}**\n`)
   lines.push(`| implementation | ${cols.map((c) => c[0]).join(' | ')} |`)
   lines.push(`|---|${cols.map(() => '---:').join('|')}|`)
-  for (const n of names) lines.push(`| ${n} | ${cols.map(([, k, d]) => fmt(data[n][k], d)).join(' | ')} |`)
+  for (const n of Object.keys(data)) lines.push(`| ${n} | ${cols.map(([, k, d]) => fmt(data[n][k], d)).join(' | ')} |`)
 }
 lines.push(
   `Machine: ${results.machine.cpus}, ${results.machine.memoryGB} GiB, Node ${results.machine.node}, redis-server ${results.machine.redis}; ${results.machine.date.slice(0, 10)}.`,
 )
 for (const label of ['5 instances', '1 instance']) {
   table(`sequential (${label})`, [['p50 ms', 'p50Ms', 3], ['p99 ms', 'p99Ms', 3]])
-  table(`64 concurrent loops (${label})`, [['ops/s', 'opsPerSec'], ['JS-thread µs/op', 'jsUsPerOp', 1], ['process CPU µs/op', 'cpuUsPerOp', 1]])
+  table(`64 concurrent loops (${label})`, [
+    ['ops/s', 'opsPerSec'],
+    ['JS-thread µs/op', 'jsUsPerOp', 1],
+    ['process CPU µs/op', 'cpuUsPerOp', 1],
+    ['Redis CPU µs/op', 'redisUsPerOp', 1],
+  ])
 }
 for (const label of ['16 workers, 1 process', '4 processes x 4 workers']) {
-  table(`contention (${label})`, [['critical sections/s', 'csPerSec'], ['Jain fairness', 'jain', 3], ['worst wait ms', 'worstWaitMs'], ['failed acquires', 'failures'], ['overlaps', 'overlaps']])
+  table(`contention (${label})`, [
+    ['critical sections/s', 'csPerSec'],
+    ['Jain fairness', 'jain', 3],
+    ['worst wait ms', 'worstWaitMs'],
+    ['failed acquires', 'failures'],
+    ['overlaps', 'overlaps'],
+    ['process CPU µs/CS', 'cpuUsPerCs', 1],
+  ])
 }
+table('semaphore (4 processes x 4 workers, 4 permits)', [['ops/s', 'opsPerSec'], ['most holders at once', 'maxHolders'], ['process CPU µs/op', 'cpuUsPerOp', 1]])
 table('memory', [['cycles', 'cycles'], ['RSS before MB', 'rssBeforeMB', 1], ['RSS after MB', 'rssAfterMB', 1]])
 const markdown = lines.join('\n')
 console.log(markdown)
 writeFileSync(path.join(here, quick ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+writeFileSync(path.join(here, quick ? 'results-quick.svg' : 'results.svg'), chart(results))
 writeFileSync(path.join(here, quick ? 'results-quick.md' : 'results.md'), markdown + '\n')
+
+/**
+ * A bar chart of the main metric of every scenario, each implementation against the best
+ * of the others (longer is better; latencies and CPU are inverted so that longer is better
+ * there too).
+ */
+function chart(results) {
+  const metrics = [
+    [/^sequential/, 'p50Ms', 'p50 latency', true],
+    [/^64 concurrent/, 'opsPerSec', 'ops/s', false],
+    [/^64 concurrent/, 'cpuUsPerOp', 'process CPU/op', true],
+    [/^contention/, 'csPerSec', 'critical sections/s', false],
+    [/^semaphore/, 'opsPerSec', 'ops/s', false],
+  ]
+  const colors = { 'redlock-rs': '#d9480f', 'node-redlock': '#1c7ed6', 'redlock-universal': '#37b24d', 'redis-semaphore': '#7048e8' }
+  const rows = []
+  for (const [title, data] of Object.entries(results.scenarios)) {
+    for (const [re, k, label, lower] of metrics) {
+      if (!re.test(title)) continue
+      const vals = Object.entries(data).filter(([, v]) => typeof v[k] === 'number' && v[k] > 0)
+      if (vals.length === 0) continue
+      const score = (v) => (lower ? 1 / v : v)
+      const best = Math.max(...vals.map(([, v]) => score(v[k])))
+      rows.push({ heading: `${title}: ${label}${lower ? ' (lower is better)' : ''}`, bars: vals.map(([n, v]) => [n, score(v[k]) / best, v[k]]) })
+    }
+  }
+  const W = 760
+  let y = 30
+  const out = [`<text x="10" y="20" font-size="14" font-weight="bold">redlock-rs against its peers (${results.machine.date.slice(0, 10)}, ${results.machine.cpus})</text>`]
+  for (const r of rows) {
+    out.push(`<text x="10" y="${y + 12}" font-size="12" font-weight="bold">${r.heading}</text>`)
+    y += 18
+    for (const [n, frac, raw] of r.bars) {
+      const w = Math.max(1, Math.round(frac * 420))
+      out.push(`<text x="10" y="${y + 11}" font-size="11">${n}</text>`)
+      out.push(`<rect x="150" y="${y + 2}" width="${w}" height="11" fill="${colors[n] ?? '#868e96'}"/>`)
+      out.push(`<text x="${156 + w}" y="${y + 11}" font-size="11">${raw < 10 ? raw.toFixed(3) : Math.round(raw)}</text>`)
+      y += 15
+    }
+    y += 8
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y + 10}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${out.join('\n')}\n</svg>\n`
+}
+

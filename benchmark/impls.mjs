@@ -67,3 +67,31 @@ export const implementations = {
     }
   },
 }
+
+// Semaphores compared (scenario "semaphore"): `open(ports)` -> { acquire(key, permits, ttl), release(handle), close() }.
+export const semaphores = {
+  'redlock-rs': async (ports) => {
+    const { Redlock, Redis } = require('../index.js')
+    const redlock = new Redlock(ports.map((port) => new Redis({ port, host: '127.0.0.1' })), { retryCount: -1, retryDelay: 50 })
+    return {
+      acquire: (key, permits, ttl) => redlock.semaphore(key, permits).acquire(ttl),
+      release: (lock) => lock.release(),
+      close: () => redlock.quit(),
+    }
+  },
+  'redis-semaphore': async (ports) => {
+    const { RedlockSemaphore } = require('redis-semaphore')
+    const IORedis = require('ioredis')
+    const clients = ports.map((port) => new IORedis({ port, host: '127.0.0.1' }))
+    return {
+      acquire: async (key, permits, ttl) => {
+        const sem = new RedlockSemaphore(clients, key, permits, { lockTimeout: ttl, refreshInterval: 0, acquireTimeout: 60_000, retryInterval: 50 })
+        await sem.acquire()
+        return sem
+      },
+      release: (sem) => sem.release(),
+      close: () => Promise.all(clients.map((c) => c.quit())),
+    }
+  },
+}
+
