@@ -133,6 +133,11 @@ test('bad sentinel options are refused', (t) => {
   t.throws(() => new Redis({ sentinels: [{ host: 'h', port: 1 }] }), { instanceOf: TypeError, message: /name/ })
   t.throws(() => new Redis({ sentinels: [{ host: 'h', port: 0 }], name: 'x' }), { instanceOf: RangeError })
   t.throws(() => new RedisJsClient({ sentinels: 'x', name: 'x' }), { instanceOf: TypeError })
+  // A Cluster finds its masters itself: Sentinel options are refused, not ignored.
+  t.throws(() => new lib.Cluster(['127.0.0.1:7000'], { sentinels: [{ host: 'h', port: 26379 }], name: 'x', lazyConnect: true }), {
+    instanceOf: TypeError,
+    message: /options\.sentinels cannot be given to a Cluster/,
+  })
 })
 
 test('waitReplicas: acquired once the replica acknowledged; refused (and cleaned up) when it cannot', async (t) => {

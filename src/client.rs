@@ -234,6 +234,15 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
     } else if !matches!(options, Val::Missing) {
         return Err(type_error(env, "options", "an object", &options));
     }
+    if cfg.sentinel.is_some() {
+        // A cluster finds its masters itself: Sentinel options would be silently ignored.
+        return Err(js::throw(
+            env,
+            crate::engine::error::ArgError::type_error(
+                "options.sentinels cannot be given to a Cluster (a Redis Cluster finds its masters itself; use Redis with sentinels for a Sentinel group).",
+            ),
+        ));
+    }
     let mut startup = Vec::with_capacity(list.len());
     for (i, item) in list.into_iter().enumerate() {
         let name = format!("startupNodes[{i}]");
