@@ -80,6 +80,30 @@ test('a lock on one cluster; multi-resource locks need one slot', async (t) => {
   t.is(await owner.command('GET', '{order:1}:items'), null)
 })
 
+test('semaphores and read-write locks on a cluster: their keys share the resource\'s slot', async (t) => {
+  const [servers] = clusters
+  const redlock = new Redlock([new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))], { retryCount: 0, fencing: true })
+  t.teardown(() => redlock.quit())
+  const name = resource(t)
+  const sem = redlock.semaphore(name, 2)
+  const [a, b] = [await sem.acquire(2_000), await sem.acquire(2_000)]
+  await t.throwsAsync(sem.acquire(2_000), { instanceOf: lib.ExecutionError })
+  t.is(await sem.holders(), 2)
+  t.true(b.fence > a.fence)
+  await Promise.all([a.release(), b.release()])
+  const rw = redlock.readWriteLock(name)
+  const r = await rw.read.acquire(2_000)
+  await t.throwsAsync(rw.write.acquire(2_000), { instanceOf: lib.ExecutionError })
+  await r.release()
+  const w = await rw.write.acquire(2_000)
+  await w.release()
+  // The keys live on the master of the resource's slot (its hash tag).
+  const owner = await ownerOf(servers, `{${name}}`)
+  const permit = await sem.acquire(2_000)
+  t.is(await owner.command('GET', `{${name}}:redlock-rs:sem:0`), permit.value)
+  await permit.release()
+})
+
 test('a Redlock over three independent clusters: each cluster is one vote', async (t) => {
   const clients = clusters.map((servers) => new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port }))))
   const redlock = new Redlock(clients, { retryCount: 0 })
