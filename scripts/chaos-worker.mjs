@@ -178,6 +178,9 @@ async function loop(l) {
           rec.fence = lock.fence.toString()
           rec.exp0 = lock.expiration
           summary.acquired += 1
+          // When an automatic extension fails, using() aborts the signal and removes the
+          // keys: the lock ends there, before its expiration.
+          signal.addEventListener('abort', () => (rec.lostAt ??= Date.now()), { once: true })
           await critical({ lock }, () => !signal.aborted && Date.now() < lock.expiration, rec)
           rec.exp = lock.expiration // the last expiration the automatic extensions reached
           rec.tr = Date.now() // using() releases next

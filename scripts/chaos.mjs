@@ -365,15 +365,17 @@ function check({ entries, counter, naive, leftKeys, pauses, startedAt }) {
   let lateUnopposed = 0
   for (const e of entries) {
     const rec = byOp.get(e.op)
-    // The latest expiration the holder knew of (with using(), extensions move it).
-    const exp = Math.max(e.exp, rec?.exp ?? 0)
+    // Until when the holder's lock was valid: the latest expiration it knew of (with
+    // using(), extensions move it), or earlier, when using() told it that the lock was
+    // lost (its signal aborted: using() then removes the keys itself).
+    const exp = Math.min(Math.max(e.exp, rec?.exp ?? 0), rec?.lostAt ?? Infinity)
     if (e.type === 'E') {
       if (e.verdict === 'ok') {
         if (!(e.fence > lastAcceptedFence)) violation('fence not increasing', e.t, `op ${e.op} fence ${e.fence} after ${lastAcceptedFence}`)
         lastAcceptedFence = e.fence
-        cs.set(e.op, { op: e.op, w: e.w, enter: e.t, end: Infinity, fence: e.fence, exp })
+        cs.set(e.op, { op: e.op, w: e.w, enter: e.t, end: Infinity, fence: e.fence, exp, lostAt: rec?.lostAt })
         if (e.t >= e.exp) lateUnopposed += 1
-      } else if (e.t < e.exp) {
+      } else if (e.t < Math.min(e.exp, rec?.lostAt ?? Infinity)) {
         violation('valid holder refused by fence', e.t, `op ${e.op} (worker ${e.w}) entered with fence ${e.fence} at ${rel(e.t)}, its lock valid until ${rel(e.exp)}, but fence ${lastAcceptedFence} had entered before`)
       } else {
         caught.push({ op: e.op, w: e.w, fence: e.fence, at: e.t, late: e.t - e.exp, what: 'enter', selfStopped: rec?.selfStopped })
@@ -382,7 +384,7 @@ function check({ entries, counter, naive, leftKeys, pauses, startedAt }) {
       const c = cs.get(e.op)
       if (c) {
         c.end = Math.min(c.end, e.t)
-        c.exp = Math.max(c.exp, exp)
+        c.exp = Math.min(Math.max(c.exp, exp), c.lostAt ?? Infinity)
       }
       if (e.type === 'W') {
         writeAttempts += 1
@@ -613,7 +615,7 @@ function markdown({ rows, result, meta }) {
   const ok = (b) => (b ? 'ok' : '**FAILED**')
   const kinds = new Set(violations.map((v) => v.kind))
   lines.push(`- counter = completed critical sections: counter ${stats.counter}, accepted writes ${stats.acceptedWrites}, completed as the workers saw them ${stats.completed}: ${ok(!kinds.has('counter'))}`)
-  lines.push(`- overlapping critical sections of valid lock holders: ${violations.filter((v) => v.kind === 'overlap').length} (${stats.enters} critical sections entered): ${ok(!kinds.has('overlap'))}`)
+  lines.push(`- overlapping critical sections of valid lock holders: ${violations.filter((v) => v.kind === 'overlap').length} (${stats.enters} critical sections entered): ${ok(!kinds.has('overlap'))}. A holder counts as valid from its entry until it left, or its lock expired, or (using()) its signal was aborted because an extension failed, whichever came first; times are the witness clock and the holder's lock.expiration, on the same machine`)
   lines.push(`- fences strictly increasing in log order, no valid holder refused by the fence: ${ok(!kinds.has('fence not increasing') && !kinds.has('valid holder refused by fence'))}`)
   const reasons = Object.entries(stats.reasons).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'
   lines.push(`- acquires: ${stats.acquires}, held ${stats.held}, failed with a reason: ${reasons}; longest ${stats.longestAcquire} ms (bound ${ACQUIRE_BOUND} ms, outside the worker's own pauses): ${ok(!kinds.has('acquire hung') && !kinds.has('acquire failed without a reason'))}`)
