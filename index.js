@@ -889,6 +889,8 @@ class Holding {
       { cause, reason },
     )
     lost.expiration = lock.expiration
+    // The lock is no longer to be relied on: its keys go now.
+    lock.expiration = Math.min(lock.expiration, Date.now())
     const signal = this.signal
     signal.error = lost
     redlock.emit('error', lost)
