@@ -122,18 +122,7 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
 
 /// An attempt that is not the operation's last, for the events of its votes against.
 fn progress(id: u32, stats: &AttemptStats) -> Completion {
-    let (attempts, errors) = encode_votes(std::iter::once(stats));
-    (
-        id,
-        status::PROGRESS,
-        None,
-        0.0,
-        0.0,
-        attempts,
-        errors,
-        None,
-        None,
-    )
+    votes_only(id, status::PROGRESS, stats)
 }
 
 /// The complete votes of an operation's last attempt, decided before every node answered.
@@ -145,18 +134,13 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         late: false,
         slot: None,
     };
-    let (attempts, errors) = encode_votes(std::iter::once(&stats));
-    (
-        id,
-        status::LATE,
-        None,
-        0.0,
-        0.0,
-        attempts,
-        errors,
-        None,
-        None,
-    )
+    votes_only(id, status::LATE, &stats)
+}
+
+/// A message of `status` that carries one attempt's votes and nothing else.
+fn votes_only(id: u32, status: u32, stats: &AttemptStats) -> Completion {
+    let (attempts, errors) = encode_votes(std::iter::once(stats));
+    (id, status, None, 0.0, 0.0, attempts, errors, None, None)
 }
 
 /// What a semaphore or read-write lock operation holds (`undefined`: a mutex).

@@ -179,7 +179,24 @@ impl Node {
     /// A node for `config`. Nothing is connected until [`Node::connect`] or a command.
     pub fn new(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let client = build_client(&config)?;
-        Ok(Arc::new(Node {
+        Ok(Node::with(config, client, None))
+    }
+
+    /// A node that is the in-process `store`.
+    pub fn memory(store: Arc<MemoryStore>, command_timeout: Duration) -> Arc<Node> {
+        let config = NodeConfig {
+            host: format!("MemoryStore '{}'", store.name()),
+            command_timeout,
+            memory: true,
+            ..NodeConfig::default()
+        };
+        // Never used to connect: the store answers every command.
+        let client = Client::open("redis://127.0.0.1:1").expect("a constant URL parses");
+        Node::with(config, client, Some(store))
+    }
+
+    fn with(config: NodeConfig, client: Client, memory: Option<Arc<MemoryStore>>) -> Arc<Node> {
+        Arc::new(Node {
             addr: std::sync::RwLock::new(config.addr()),
             config,
             client: std::sync::RwLock::new(client),
@@ -192,34 +209,7 @@ impl Node {
             set_nx_get: std::sync::atomic::AtomicBool::new(true),
             identity: Mutex::new(None),
             identity_epoch: std::sync::atomic::AtomicU64::new(0),
-            memory: None,
-        }))
-    }
-
-    /// A node that is the in-process `store`.
-    pub fn memory(store: Arc<MemoryStore>, command_timeout: Duration) -> Arc<Node> {
-        let config = NodeConfig {
-            host: format!("MemoryStore '{}'", store.name()),
-            command_timeout,
-            memory: true,
-            ..NodeConfig::default()
-        };
-        Arc::new(Node {
-            addr: std::sync::RwLock::new(config.addr()),
-            client: std::sync::RwLock::new(
-                Client::open("redis://127.0.0.1:1").expect("a constant URL parses"),
-            ),
-            config,
-            state: Mutex::new(State {
-                generation: 0,
-                slot: Slot::Idle,
-                down: None,
-            }),
-            subscriber: tokio::sync::Mutex::new(None),
-            set_nx_get: std::sync::atomic::AtomicBool::new(true),
-            identity: Mutex::new(None),
-            identity_epoch: std::sync::atomic::AtomicU64::new(0),
-            memory: Some(store),
+            memory,
         })
     }
 
