@@ -62,6 +62,14 @@ try {
   const store = mem.clients[0]
   row('synchronous native call (MemoryStore#keys)', await timed(() => store.keys()))
   row('acquire+release, 1 MemoryStore (hand-offs + engine, no socket)', await timed(async () => (await mem.acquire([`m${k++}`], 10_000)).release()))
+  // The diagnostics channels cost nothing without a subscriber; with one, this much.
+  const { tracingChannel } = await import('node:diagnostics_channel')
+  const handlers = { start() {}, end() {}, asyncStart() {}, asyncEnd() {}, error() {} }
+  const channels = ['acquire', 'release'].map((op) => tracingChannel(`redlock-rs:${op}`))
+  channels.forEach((c) => c.subscribe(handlers))
+  row('acquire+release, 1 MemoryStore, with a tracing subscriber', await timed(async () => (await mem.acquire([`d${k++}`], 10_000)).release()))
+  channels.forEach((c) => c.unsubscribe(handlers))
+  row('acquire+release, 1 MemoryStore, subscriber gone again', await timed(async () => (await mem.acquire([`e${k++}`], 10_000)).release()))
   const raw = rawPinger(ports[0])
   await raw.ready
   row('PING, raw socket on the JS thread (loopback + Redis)', await timed(() => raw.ping()))
