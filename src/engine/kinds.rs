@@ -102,6 +102,8 @@ pub struct Commands {
 }
 
 impl Commands {
+    /// The attempt's commands. Long on purpose: one arm per kind and operation, each with
+    /// its keys, script, reply shape and cleanup side by side.
     pub fn build(
         op: Op,
         kind: Kind,

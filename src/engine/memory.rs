@@ -429,7 +429,9 @@ fn set_command(st: &mut State, args: &[String]) -> Value {
     }
 }
 
-/// The lock scripts, natively, with the Lua scripts' exact decisions.
+/// The lock scripts, natively, with the Lua scripts' exact decisions. Long on purpose: one
+/// short branch per script of `scripts.rs`, side by side, so that each can be read against
+/// its Lua original.
 fn script(
     st: &mut State,
     sha: &str,
