@@ -58,5 +58,7 @@ test('30 s of random faults (seed 1): no violations, and the stale holder is cau
 test('the checker catches two holders at once (a client that locks another resource)', async (t) => {
   const { code, result } = await chaos(t, ['--seconds', '8', '--seed', '2', '--sabotage'])
   t.is(code, 1)
-  t.true(result.violations.some((v) => v.kind === 'overlap'))
+  // Seen as critical sections of valid holders that overlap, or, once the other
+  // resource's fences fall behind, as a valid holder whose entry the fence check refused.
+  t.true(result.violations.some((v) => v.kind === 'overlap' || v.kind === 'valid holder refused by fence'), JSON.stringify(result.violations.slice(0, 3)))
 })

@@ -169,8 +169,57 @@ export function plan(seed, chaosMs) {
   }
   // The textbook case at least once a run: a worker paused inside its critical section.
   if (!forcedInCs && chaosMs > 4000) faults.push({ at: 2000, kind: 'client-pause-cs', worker: 0, pause: TTL + 800, busy: TTL + 2800 })
+  // Every kind at least once, also in a short run: a kind the draw left out goes where it
+  // fits first (a long run has them all, so its plan is what the draw made).
+  for (const kind of Object.keys(FAULT_KINDS)) {
+    if (faults.some((f) => f.kind === kind)) continue
+    const f = { kind }
+    if (kind.startsWith('client-pause')) {
+      f.worker = Math.floor(random() * WORKERS)
+      f.pause = TTL + between(300, 1500)
+      f.busy = f.pause + (kind === 'client-pause-cs' ? 2000 : 0)
+    } else if (kind === 'kill-empty' || kind === 'kill-aof') {
+      f.down = between(200, 2000)
+      f.busy = f.down + 500 + QUARANTINE
+    } else if (kind === 'slow') {
+      f.sleeps = between(1, 5)
+      f.busy = f.sleeps * 500 + 200
+    } else {
+      f.duration = between(500, 3000)
+      if (kind === 'delay') f.delayMs = between(20, 400)
+      f.busy = f.duration
+    }
+    const placed = place(faults, f, chaosMs)
+    if (placed) faults.push(placed)
+  }
   faults.sort((a, b) => a.at - b.at)
   return faults
+}
+
+/**
+ * `f` at the earliest time (and on the first node) where it keeps the plan's rules: one
+ * fault per node and at most MAX_NODE_FAULTS node faults at a time (client pauses one at
+ * a time), ending before `chaosMs`. Undefined when it fits nowhere.
+ */
+function place(faults, f, chaosMs) {
+  const client = f.kind.startsWith('client-pause')
+  const span = (g) => [g.at, g.at + g.busy + (g.node === undefined ? 200 : 100)]
+  const overlaps = ([a, b], [c, d]) => a < d && c < b
+  for (let at = 1000; at + f.busy < chaosMs; at += 250) {
+    const mine = [at, at + f.busy + (client ? 200 : 100)]
+    if (client) {
+      if (!faults.some((g) => g.node === undefined && overlaps(mine, span(g)))) return { ...f, at }
+      continue
+    }
+    const others = faults.filter((g) => g.node !== undefined && overlaps(mine, span(g)))
+    // Node faults active at each moment of `mine` (it is enough to look where one starts).
+    const busiest = Math.max(0, ...[at, ...others.map((g) => g.at)].filter((t) => t >= at && t < mine[1]).map((t) => others.filter((g) => span(g)[0] <= t && t < span(g)[1]).length))
+    if (busiest >= MAX_NODE_FAULTS) continue
+    const candidates = f.kind === 'kill-aof' ? AOF_NODES : [...Array(NODES).keys()]
+    const node = candidates.find((n) => !others.some((g) => g.node === n))
+    if (node !== undefined) return { ...f, at, node }
+  }
+  return undefined
 }
 
 // --------------------------------------------------------------------------- processes
