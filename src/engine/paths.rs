@@ -166,6 +166,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hand_over_moves_the_lock_to_the_waiter_on_every_node_it_reaches() {
+        let (stores, redlock) = stores(3);
+        let redlock = Arc::new(redlock);
+        let settings = Settings {
+            retry_count: 10,
+            retry_delay_ms: 2_000,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let (held, _) = redlock
+            .acquire(&["k".into()], 5_000, &Call::new(&settings))
+            .await;
+        let waiter = {
+            let redlock = redlock.clone();
+            tokio::spawn(async move {
+                let call = Call::new(&settings);
+                redlock.acquire(&["k".into()], 5_000, &call).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The third node gets its move late: the hand-over is won on the other two.
+        stores[2].delay_next(50);
+        let started = Instant::now();
+        let released = redlock
+            .release(&["k".into()], &held, &Call::new(&settings))
+            .await;
+        assert!(released.outcome.is_ok());
+        let (value, exec) = waiter.await.unwrap();
+        assert!(exec.outcome.is_ok());
+        assert!(started.elapsed() < Duration::from_millis(500), "handed over, not retried");
+        assert_ne!(value, held);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // The late move landed too: the lock is on all three nodes, with the new value.
+        for s in &stores {
+            let mut get = redis::cmd("GET");
+            get.arg("k");
+            assert_eq!(
+                s.execute(&get).await.unwrap(),
+                redis::Value::BulkString(value.clone().into_bytes())
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn waiters_of_one_process_are_served_in_arrival_order() {
         let (stores, redlock) = stores(3);
         let redlock = Arc::new(redlock);

@@ -632,6 +632,36 @@ impl Quorum {
         }
     }
 
+    /// The moves of a won hand-over still under way: one that did not move the lock there
+    /// removes what is left of the old value; one that landed after the new holder already
+    /// released takes the new value back.
+    fn settle_moves(&self, mut moves: PendingMoves, resources: &[String], old: &str, new: &str) {
+        let stragglers = self.stragglers.clone();
+        let nodes = self.nodes.clone();
+        let (old, new, resources) = (old.to_string(), new.to_string(), resources.to_vec());
+        let limit = self.command_timeout();
+        stragglers
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(limit, async {
+                while let Some((i, vote)) = moves.next().await {
+                    let stale = match vote {
+                        Vote::For if stragglers.was_released(&new) => &new,
+                        Vote::For => continue,
+                        _ => &old,
+                    };
+                    let release = RELEASE_SCRIPT.evalsha(&resources, &[stale]);
+                    let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                }
+            })
+            .await;
+            stragglers
+                .running
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        });
+    }
+
     /// A release that hands the lock over to the head of this process's line when it
     /// offered to take it: one compare-and-set on the nodes (our value to the waiter's,
     /// with the waiter's TTL) replaces the release, its announcement and the waiter's
@@ -653,20 +683,22 @@ impl Quorum {
         let cmd = HANDOVER_SCRIPT.evalsha(resources, &[value, &offer.value, &ttl]);
         let limit = self.command_timeout();
         let mut ballot = Ballot::new(self.nodes.len(), false);
-        let mut moves: FuturesUnordered<_> = self
+        let cmd = Arc::new(cmd);
+        let mut moves: PendingMoves = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let cmd = &cmd;
-                async move {
-                    let vote = match node.eval::<i64>(&HANDOVER_SCRIPT, cmd).await {
+                let (node, cmd) = (node.clone(), cmd.clone());
+                let fut: BoxFuture<'static, (usize, Vote)> = Box::pin(async move {
+                    let vote = match node.eval::<i64>(&HANDOVER_SCRIPT, &cmd).await {
                         Ok(1) => Vote::For,
                         Ok(_) => Vote::Locked,
                         Err(e) => Vote::Failed(e),
                     };
                     (i, vote)
-                }
+                });
+                fut
             })
             .collect();
         let _ = tokio::time::timeout(limit, async {
@@ -678,17 +710,17 @@ impl Quorum {
             }
         })
         .await;
-        drop(moves);
         let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
         let won = ballot.decision == Decision::Won && validity > 0;
         let (old, new) = (value.to_string(), offer.value.clone());
         // Nodes the lock did not move on (or all of them, when it did not move): remove
         // what is left of ours, in the background; the waiter's keys where it moved but the
-        // hand-over failed, before the release goes on.
+        // hand-over failed, before the release goes on. Won, the moves still under way
+        // finish in the background (the lock on more nodes), as an acquire's stragglers do.
         let mut moved_back = Vec::new();
         for (i, vote) in ballot.votes.iter().enumerate() {
             let node = self.nodes[i].clone();
-            if won && vote == &Some(Vote::For) {
+            if won && matches!(vote, Some(Vote::For) | None) {
                 continue;
             }
             let release = RELEASE_SCRIPT.evalsha(resources, &[&old]);
@@ -702,6 +734,11 @@ impl Quorum {
                     let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
                 });
             }
+        }
+        if won && !moves.is_empty() {
+            self.settle_moves(moves, resources, &old, &new);
+        } else {
+            drop(moves);
         }
         if !won {
             let _ = tokio::time::timeout(limit, futures::future::join_all(moved_back)).await;
@@ -1194,6 +1231,9 @@ async fn wait_for(released: &Signal, pause: Duration) -> bool {
         .await
         .is_ok()
 }
+
+/// The compare-and-sets of a hand-over still under way, by node index.
+type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 
 /// The requests of one attempt still under way, by node index.
 type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, Answer)>>;
