@@ -195,7 +195,10 @@ mod tests {
         assert!(released.outcome.is_ok());
         let (value, exec) = waiter.await.unwrap();
         assert!(exec.outcome.is_ok());
-        assert!(started.elapsed() < Duration::from_millis(500), "handed over, not retried");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "handed over, not retried"
+        );
         assert_ne!(value, held);
         tokio::time::sleep(Duration::from_millis(80)).await;
         // The late move landed too: the lock is on all three nodes, with the new value.
