@@ -446,6 +446,10 @@ impl Quorum {
     /// one arrives, or after the retry delay when none does (so a release is never waited
     /// for longer than the retry delay, and never polled for). Retries stop at
     /// `call.deadline`, and at once when the call is aborted.
+    ///
+    /// Longer than a screen on purpose: it is the retry loop itself (turn, hand-over wait,
+    /// attempt, stop conditions, progress, pause), each step one call; splitting the loop
+    /// would spread its exits over several functions.
     pub async fn execute(
         &self,
         op: Op,
@@ -668,6 +672,10 @@ impl Quorum {
     /// acquire. Won on a quorum with validity left (counted from the start of the
     /// hand-over), the waiter holds the lock and the release is done (`Some`: its votes);
     /// otherwise what it moved is taken back and the release goes on as usual (`None`).
+    /// Long because it is one decision with its three cleanups (old value where it did
+    /// not move, the waiter's value where a failed hand-over moved it, late moves), kept
+    /// together so that every node's outcome is handled in one place; a candidate to split
+    /// into send / settle steps next.
     async fn hand_over(
         &self,
         resources: &[String],
