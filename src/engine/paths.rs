@@ -213,6 +213,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hand_over_that_cannot_move_the_lock_leaves_the_waiter_retrying() {
+        let (stores, redlock) = stores(3);
+        let redlock = Arc::new(redlock);
+        let settings = Settings {
+            retry_count: 2,
+            retry_delay_ms: 40,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let (held, _) = redlock
+            .acquire(&["k".into()], 5_000, &Call::new(&settings))
+            .await;
+        let waiter = {
+            let redlock = redlock.clone();
+            tokio::spawn(async move {
+                let call = Call::new(&settings);
+                redlock.acquire(&["k".into()], 5_000, &call).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A thief takes the key everywhere: the hand-over moves nothing, and drops the
+        // waiter's offer without an answer while the waiter still waits.
+        for s in &stores {
+            let mut set = redis::cmd("SET");
+            set.arg("k").arg("thief").arg("PX").arg(10_000);
+            s.execute(&set).await.unwrap();
+        }
+        redlock
+            .release(&["k".into()], &held, &Call::new(&settings))
+            .await;
+        let (_, exec) = waiter.await.expect("the waiter did not panic");
+        assert_eq!(exec.outcome, Err(FailureKind::Locked));
+        assert_eq!(exec.attempts.len(), 3, "it went on retrying");
+    }
+
+    #[tokio::test]
     async fn waiters_of_one_process_are_served_in_arrival_order() {
         let (stores, redlock) = stores(3);
         let redlock = Arc::new(redlock);

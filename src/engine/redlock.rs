@@ -559,12 +559,30 @@ impl Quorum {
                 tx,
             });
         }
-        let woken = tokio::select! {
-            w = async { if subscribed { wait_for(&released, pause).await } else { tokio::time::sleep(pause).await; false } } => Waited::Woken(w),
-            Ok(h) = &mut rx => return Waited::Handed(h),
-            _ = call.aborted() => Waited::Aborted,
+        let wake = async {
+            if subscribed {
+                wait_for(&released, pause).await
+            } else {
+                tokio::time::sleep(pause).await;
+                false
+            }
         };
-        if offers && !turn.withdraw() {
+        tokio::pin!(wake);
+        // A oneshot receiver must not be polled again once it has completed: a releaser
+        // that took the offer and dropped it without an answer closes `rx` for good.
+        let mut rx_open = true;
+        let woken = loop {
+            tokio::select! {
+                w = &mut wake => break Waited::Woken(w),
+                r = &mut rx, if rx_open => match r {
+                    Ok(h) => return Waited::Handed(h),
+                    Err(_) => rx_open = false,
+                },
+                _ = call.aborted() => break Waited::Aborted,
+            }
+        };
+        let taken = offers && !turn.withdraw();
+        if taken && rx_open {
             // A releaser took the offer: its answer comes within a command time-out.
             if let Ok(Ok(h)) = tokio::time::timeout(self.command_timeout() * 2, rx).await {
                 return Waited::Handed(h);
