@@ -28,6 +28,16 @@ async function startCluster() {
   return servers
 }
 
+async function clusterOk(servers) {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const infos = await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO']).catch(() => '')))
+    if (infos.every((i) => i.includes('cluster_state:ok'))) return
+    if (Date.now() > deadline) throw new Error('the cluster did not come back')
+    await sleep(100)
+  }
+}
+
 /** The server of `servers` that owns `key`'s slot. */
 async function ownerOf(servers, key) {
   const slot = await rawCommand(servers[0].port, ['CLUSTER', 'KEYSLOT', key])
@@ -124,4 +134,48 @@ test('a Redlock over three independent clusters: each cluster is one vote', asyn
   const survivor = await redlock.acquire([resource(t)], 5_000)
   await survivor.release()
   t.pass()
+})
+
+test('a shard whose master restarted empty sits out of acquires on its slots until up for maxDuration; other shards do not', async (t) => {
+  const servers = await startCluster()
+  t.teardown(() => stopServers(servers))
+  const nodes = () => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const maxDuration = 4_000
+  const first = new Redlock(nodes(), { retryCount: 0, maxDuration })
+  t.teardown(() => first.quit())
+  const key = resource(t)
+  const owner = await ownerOf(servers, key)
+  let elsewhere = null
+  for (let n = 0; elsewhere === null; n++) {
+    if ((await ownerOf(servers, `${key}:${n}`)) !== owner) elsewhere = `${key}:${n}`
+  }
+  await first.acquire([key], 3_000)
+  await sleep(100) // the shard's identity is recorded (on another shard) in the background
+
+  // The shard's master restarts without its data (the cluster config survives: same slots).
+  await owner.kill()
+  await owner.start()
+  await clusterOk(servers)
+  t.is(await owner.command('GET', key), null, 'the restart lost the lock')
+
+  // A new client, whose first contact is after the restart, learns it from the records.
+  const second = new Redlock(nodes(), { retryCount: 0, maxDuration })
+  t.teardown(() => second.quit())
+  const refused = await t.throwsAsync(second.acquire([key], 1_000), { instanceOf: lib.ExecutionError })
+  t.is(refused.reason, 'quorum-unavailable')
+  t.regex(refused.cause.errors[0].message, new RegExp(`127\\.0\\.0\\.1:${owner.port}: restarted or replaced .* sits out`))
+  // The client that held the lock noticed the dropped connection and checks again.
+  await t.throwsAsync(first.acquire([key], 1_000), { instanceOf: lib.ExecutionError })
+  // Slots of other shards are not held up.
+  const other = await second.acquire([elsewhere], 1_000)
+  await other.release()
+  // Without the quarantine the restarted shard is used at once (the hazard it closes).
+  const unchecked = new Redlock(nodes(), { retryCount: 0, maxDuration, restartQuarantine: false })
+  t.teardown(() => unchecked.quit())
+  const early = await unchecked.acquire([key], 1_000)
+  await early.release()
+  // Once the shard's master has been up for maxDuration, it is trusted again.
+  await sleep(maxDuration)
+  const later = await second.acquire([key], 1_000)
+  await later.release()
 })

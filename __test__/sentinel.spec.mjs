@@ -88,6 +88,10 @@ test('clients find the master through the sentinels and follow it through a fail
   const lock = await redlock.acquire([resource(t)], 5_000)
   t.is(await master.command('GET', lock.resources[0]), lock.value)
   await lock.release()
+  // A client whose maxDuration is shorter than the replica's uptime at the failover.
+  const short = new Redlock([new Redis(opts)], { retryCount: 0, maxDuration: 1_000 })
+  t.teardown(() => short.quit())
+  await (await short.acquire([resource(t)], 1_000)).release()
 
   await until(async () => (await rawCommand(sentinels[0].port, ['SENTINEL', 'FAILOVER', 'mymaster'])) === 'OK', 20_000, 'the failover to start')
   await until(async () => Number(await masterOf(sentinels[0].port)) === replica.port, 15_000, 'the failover')
@@ -104,6 +108,14 @@ test('clients find the master through the sentinels and follow it through a fail
   const refused = await t.throwsAsync(redlock.acquire([resource(t)], 5_000), { instanceOf: lib.ExecutionError })
   t.is(refused.reason, 'quorum-unavailable')
   t.regex(refused.cause.errors[0].message, /restarted or replaced .*run_id changed.*sits out/)
+  // Its uptime says nothing about when it took over: it sits out for maxDuration from
+  // the moment the failover was noticed, even though it has been up longer than that.
+  const uptime = Number(/uptime_in_seconds:(\d+)/.exec(await replica.command('INFO', 'server'))[1])
+  t.true(uptime >= 2, `the replica has been up ${uptime} s`)
+  const noticed = Date.now()
+  await t.throwsAsync(short.acquire([resource(t)], 1_000), { instanceOf: lib.ExecutionError })
+  await sleep(Math.max(0, noticed + 1_100 - Date.now()))
+  await (await short.acquire([resource(t)], 1_000)).release()
   // ...unless the deployment says it persists every write.
   let after
   await until(

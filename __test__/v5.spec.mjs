@@ -230,9 +230,10 @@ test('using() keeps the lock through 3x its duration, extending with the setting
   let gaps = 0
   let checks = 0
   let rivalWins = 0
-  // The instance's threshold (500) would refuse duration 800; the using() settings allow it.
-  const result = await redlock.using([key], 800, { automaticExtensionThreshold: 650 }, async (signal) => {
-    const end = Date.now() + 2_400
+  // The threshold is the using() call's own (the instance's is 500); the margin of 1.2 s
+  // leaves room for a loaded machine.
+  const result = await redlock.using([key], 1_500, { automaticExtensionThreshold: 1_200 }, async (signal) => {
+    const end = Date.now() + 4_500
     while (Date.now() < end) {
       const values = await valuesOn(list, key)
       checks += 1
@@ -314,18 +315,18 @@ test('regression 2: a lock won after retries is not already expired', async (t) 
   const lock = await redlock.acquire([key], 1_000)
   t.true(lock.attempts.length > 5, `won after ${lock.attempts.length} attempts`)
   const left = lock.expiration - Date.now()
-  t.true(left > 900, `validity left ${left} ms (node-redlock measures from the first attempt: ~0)`)
+  t.true(left > 600, `validity left ${left} ms (node-redlock measures from the first attempt: ~0)`)
   await lock.release()
 })
 
 test('regression 3: keys from a failed attempt do not block the next contender', async (t) => {
   const list = servers.slice(0, 2)
   const key = resource(t)
-  await list[0].command('SET', key, 'holder', 'PX', 1_000)
+  await list[0].command('SET', key, 'holder', 'PX', 10_000)
   const { redlock: first } = redlockOf(t, 'native', list, { retryCount: 0 })
   await t.throwsAsync(first.acquire([key], 10_000))
   t.deepEqual(await valuesOn(list, key), ['holder', null], 'the failed attempt left nothing on the free node')
-  await sleep(1_050)
+  await list[0].command('DEL', key) // the holder goes
   const { redlock: second } = redlockOf(t, 'native', list, { retryCount: 0 })
   const lock = await second.acquire([key], 1_000)
   await lock.release()

@@ -3,8 +3,10 @@
 //! could have granted before has expired: until it has been up for `maxDuration`, the
 //! longest duration any acquire or extend may ask for.
 //!
-//! A restart is recognised by the node's identity (its `run_id`, from `INFO server`,
-//! read on every (re)connect: a restart always breaks the connection). The identity
+//! A restart is recognised by the node's identity (its `run_id`, from `INFO`, read on
+//! every (re)connect: a restart always breaks the connection); a failover, by a changed
+//! `run_id` on a master that was promoted. A Redis Cluster is judged per shard
+//! ([`crate::engine::shards`]), its records kept on another shard of the same cluster. The identity
 //! each client trusted is recorded on the *other* nodes (the hash [`RECORDS_KEY`], one
 //! field per node), so that a client meeting a node for the first time still learns from
 //! its peers that the node restarted. Nodes that no one recorded are trusted at once.
@@ -29,10 +31,14 @@ pub struct Identity {
     pub uptime: Duration,
     /// When it was read.
     pub seen_at: Instant,
+    /// Whether it was promoted from replica to master since it started (a failover): its
+    /// uptime then says nothing about when it took over.
+    pub promoted: bool,
 }
 
 impl Identity {
-    /// Reads `run_id` and `uptime_in_seconds` out of an `INFO server` reply.
+    /// Reads `run_id` and `uptime_in_seconds` out of an `INFO server` reply, and whether
+    /// it was promoted (`second_repl_offset` other than -1) out of `INFO replication`.
     pub fn parse(info: &str, seen_at: Instant) -> Option<Identity> {
         let field = |name: &str| {
             info.lines()
@@ -43,6 +49,7 @@ impl Identity {
             run_id: field("run_id").filter(|r| !r.is_empty())?,
             uptime: Duration::from_secs(field("uptime_in_seconds")?.parse().ok()?),
             seen_at,
+            promoted: field("second_repl_offset").is_some_and(|v| v != "-1"),
         })
     }
 
@@ -63,40 +70,86 @@ pub enum Verdict {
 }
 
 /// Judges `current` against the identities recorded for the same node (`known`: by the
-/// peers, or remembered by this client).
+/// peers, or remembered by this client). A different server sits out until it has been up
+/// for `max_duration`; one promoted by a failover, for `max_duration` from now (it may
+/// have taken over just now, whatever its uptime).
 pub fn judge(
     current: &Identity,
     known: &[String],
     max_duration: Duration,
     now: Instant,
 ) -> Verdict {
-    let restarted = known.iter().any(|r| *r != current.run_id);
-    let uptime = current.uptime_at(now);
-    if !restarted || uptime >= max_duration {
+    let replaced = known.iter().any(|r| *r != current.run_id);
+    if !replaced {
+        return Verdict::Trusted;
+    }
+    let in_role = if current.promoted {
+        Duration::ZERO
+    } else {
+        current.uptime_at(now)
+    };
+    if in_role >= max_duration {
         return Verdict::Trusted;
     }
     Verdict::Quarantined {
-        until: now + (max_duration - uptime),
+        until: now + (max_duration - in_role),
     }
 }
 
-/// What a quorum concluded about one node, for the connection it checked.
+/// What a quorum concluded about one node, or about one shard of a cluster node.
 #[derive(Debug, Clone)]
 struct Checked {
-    /// [`Node::identity_epoch`] of the connection checked.
-    epoch: u64,
+    /// How records name it: the node's address, or the shard's slots.
+    name: String,
+    /// Where it answers (for messages): the node, or the shard's master.
+    addr: String,
+    /// For a shard, its slots and where it is recorded; `None` for a node.
+    shard: Option<ShardPlace>,
     run_id: String,
     /// The end of its quarantine, if it is in one.
     until: Option<Instant>,
-    /// Whether its identity was written to the peers.
+    /// Whether its identity was recorded.
     recorded: bool,
     /// When it was found restarted (for messages).
     restarted_at: Option<Instant>,
 }
 
+/// A shard's slots, and the key (on another shard) that records it.
+#[derive(Debug, Clone)]
+struct ShardPlace {
+    ranges: Vec<(u16, u16)>,
+    record_key: Option<String>,
+}
+
+impl Checked {
+    fn serves(&self, slot: u16) -> bool {
+        match &self.shard {
+            None => true,
+            Some(s) => s.ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)),
+        }
+    }
+}
+
+/// An identity read, before it is judged.
+struct Seen {
+    identity: Identity,
+    name: String,
+    addr: String,
+    shard: Option<ShardPlace>,
+}
+
+/// The checks of one node's connection: one entry, one per shard of a cluster, or none
+/// (the ACL forbids `INFO`: nothing to check against).
+#[derive(Debug, Clone)]
+struct NodeChecked {
+    /// [`Node::identity_epoch`] of the connection checked.
+    epoch: u64,
+    units: Vec<Checked>,
+}
+
 /// The identity checks of one quorum: one entry per node.
 pub struct Trust {
-    checked: Mutex<Vec<Option<Checked>>>,
+    checked: Mutex<Vec<Option<NodeChecked>>>,
     /// Serialises the slow path per node, so that a reconnect is checked once.
     checking: Vec<tokio::sync::Mutex<()>>,
 }
@@ -109,113 +162,199 @@ impl Trust {
         }
     }
 
-    fn checked(&self) -> std::sync::MutexGuard<'_, Vec<Option<Checked>>> {
+    fn checked(&self) -> std::sync::MutexGuard<'_, Vec<Option<NodeChecked>>> {
         self.checked.locked()
     }
 
-    /// Whether node `i` may vote for an acquire now: `Ok` when it is trusted, the error
-    /// that says why not otherwise. Connects the node when needed (its identity comes with
-    /// the connection); costs one look-up unless the node reconnected since last time.
+    /// Whether node `i` may vote for an acquire of keys in hash slot `slot` now (the slot
+    /// picks the shard of a cluster; other nodes ignore it): `Ok` when it is trusted, the
+    /// error that says why not otherwise. Connects the node when needed (its identity
+    /// comes with the connection); costs one look-up unless the node reconnected since.
     pub async fn admit(
         &self,
         nodes: &[Arc<Node>],
         i: usize,
+        slot: u16,
         max_duration: Duration,
     ) -> Result<(), NodeError> {
         let node = &nodes[i];
-        if node.config().cluster.is_some() {
-            return Ok(()); // see README: Cluster shards are not checked
-        }
         node.ensure_connected().await?;
-        if let Some(done) = self.fast_path(node, i) {
+        if let Some(done) = self.fast_path(node, i, slot) {
             return done.map(|new| record(nodes, i, new));
         }
         let _one = self.checking[i].lock().await;
-        if let Some(done) = self.fast_path(node, i) {
+        if let Some(done) = self.fast_path(node, i, slot) {
             return done.map(|new| record(nodes, i, new));
         }
         let epoch = node.identity_epoch();
-        let Some(current) = node.identity() else {
-            return Ok(()); // INFO not allowed for this user: nothing to check against
-        };
-        let remembered = self.checked()[i].as_ref().map(|c| c.run_id.clone());
-        let mut known = read_records(nodes, i).await;
-        known.extend(remembered);
-        let now = Instant::now();
-        let verdict = judge(&current, &known, max_duration, now);
-        let restarted_at = match verdict {
-            Verdict::Quarantined { .. } => {
-                Some(now.checked_sub(current.uptime_at(now)).unwrap_or(now))
-            }
-            Verdict::Trusted => None,
-        };
-        self.checked()[i] = Some(Checked {
-            epoch,
-            run_id: current.run_id,
-            until: match verdict {
-                Verdict::Quarantined { until } => Some(until),
-                Verdict::Trusted => None,
-            },
-            recorded: false,
-            restarted_at,
-        });
-        self.fast_path(node, i)
-            .unwrap_or(Ok(None))
+        let remembered = self.checked()[i].as_ref().map(|c| c.units.clone());
+        let units = check(nodes, i, max_duration, remembered.unwrap_or_default()).await?;
+        self.checked()[i] = Some(NodeChecked { epoch, units });
+        self.fast_path(node, i, slot)
+            .unwrap_or_else(|| {
+                Err(NodeError::Command {
+                    addr: node.addr(),
+                    reason: format!("no master serves hash slot {slot} (the cluster is changing)"),
+                })
+            })
             .map(|new| record(nodes, i, new))
     }
 
-    /// The verdict on node `i`'s current connection, if it was checked: `Ok(Some(run_id))`
-    /// the first time a trusted identity is to be recorded on the peers.
-    fn fast_path(&self, node: &Node, i: usize) -> Option<Result<Option<String>, NodeError>> {
+    /// The verdict on node `i`'s current connection for `slot`, if it was checked:
+    /// `Ok(Some(checked))` the first time a trusted identity is to be recorded.
+    fn fast_path(
+        &self,
+        node: &Node,
+        i: usize,
+        slot: u16,
+    ) -> Option<Result<Option<Checked>, NodeError>> {
         let now = Instant::now();
         let mut checked = self.checked();
         let c = checked[i].as_mut()?;
         if c.epoch != node.identity_epoch() {
             return None;
         }
-        if let Some(until) = c.until {
+        if c.units.is_empty() {
+            return Some(Ok(None));
+        }
+        let u = c.units.iter_mut().find(|u| u.serves(slot))?;
+        if let Some(until) = u.until {
             if now < until {
-                let ago = c
+                let ago = u
                     .restarted_at
                     .map_or(0, |at| now.duration_since(at).as_secs());
                 return Some(Err(NodeError::Quarantined {
-                    addr: node.addr(),
+                    addr: u.addr.clone(),
                     restarted_s_ago: ago,
                     left_ms: (until - now).as_millis() as u64,
                 }));
             }
-            c.until = None;
+            u.until = None;
         }
-        if !c.recorded {
-            c.recorded = true;
-            return Some(Ok(Some(c.run_id.clone())));
+        if !u.recorded {
+            u.recorded = true;
+            return Some(Ok(Some(u.clone())));
         }
         Some(Ok(None))
     }
 }
 
-/// The identities the peers of node `i` recorded for it. Waits for every peer, but not
-/// for a dead or frozen one: once half of them answered, the others get [`PEER_GRACE`]
-/// (or twice the time taken so far) more; nothing waits past [`PEER_WAIT`] or the command
-/// time-out.
-async fn read_records(nodes: &[Arc<Node>], i: usize) -> Vec<String> {
-    let name = nodes[i].config().addr();
-    let mut hget = redis::cmd("HGET");
-    hget.arg(RECORDS_KEY).arg(&name);
-    let hget = Arc::new(hget);
-    let mut reads: FuturesUnordered<_> = nodes
+/// Judges node `i` (each shard of a cluster) against the records and what this client
+/// remembers (`remembered`, from its previous connection).
+async fn check(
+    nodes: &[Arc<Node>],
+    i: usize,
+    max_duration: Duration,
+    remembered: Vec<Checked>,
+) -> Result<Vec<Checked>, NodeError> {
+    let node = &nodes[i];
+    let found: Vec<Seen> = if node.config().cluster.is_some() {
+        let Some(shards) = node.cluster_shards().await? else {
+            return Ok(Vec::new()); // INFO not allowed for this user
+        };
+        shards
+            .into_iter()
+            .map(|s| Seen {
+                name: s.name(),
+                shard: Some(ShardPlace {
+                    record_key: s.record_key(),
+                    ranges: s.ranges,
+                }),
+                identity: s.identity,
+                addr: s.addr,
+            })
+            .collect()
+    } else {
+        let Some(identity) = node.identity() else {
+            return Ok(Vec::new()); // INFO not allowed for this user
+        };
+        vec![Seen {
+            identity,
+            name: node.config().addr(),
+            addr: node.addr(),
+            shard: None,
+        }]
+    };
+    let judged = found.into_iter().map(|seen| {
+        let Seen {
+            identity: current,
+            name,
+            addr,
+            shard,
+        } = seen;
+        let sources = record_places(nodes, i, &shard);
+        let remembered = remembered
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.run_id.clone());
+        async move {
+            let mut known = read_records(&sources, &name, node.config().command_timeout).await;
+            known.extend(remembered);
+            let now = Instant::now();
+            let verdict = judge(&current, &known, max_duration, now);
+            let (until, restarted_at) = match verdict {
+                Verdict::Quarantined { until } => (
+                    Some(until),
+                    Some(now.checked_sub(current.uptime_at(now)).unwrap_or(now)),
+                ),
+                Verdict::Trusted => (None, None),
+            };
+            Checked {
+                name,
+                addr,
+                shard,
+                run_id: current.run_id,
+                until,
+                recorded: false,
+                restarted_at,
+            }
+        }
+    });
+    Ok(futures::future::join_all(judged).await)
+}
+
+/// Where the identity of node `i` (or of one of its shards) is recorded: on every other
+/// node for a node, in the same cluster on another shard for a shard.
+fn record_places(
+    nodes: &[Arc<Node>],
+    i: usize,
+    shard: &Option<ShardPlace>,
+) -> Vec<(Arc<Node>, String)> {
+    match shard {
+        Some(s) => s
+            .record_key
+            .iter()
+            .map(|k| (nodes[i].clone(), k.clone()))
+            .collect(),
+        None => nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, peer)| (peer.clone(), RECORDS_KEY.to_string()))
+            .collect(),
+    }
+}
+
+/// The identities recorded as `field` in the hashes at `sources`. Waits for every
+/// source, but not for a dead or frozen one: once half of them answered, the others get
+/// [`PEER_GRACE`] (or twice the time taken so far) more; nothing waits past
+/// [`PEER_WAIT`] or `command_timeout`.
+async fn read_records(
+    sources: &[(Arc<Node>, String)],
+    field: &str,
+    command_timeout: Duration,
+) -> Vec<String> {
+    let mut reads: FuturesUnordered<_> = sources
         .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != i)
-        .map(|(_, peer)| {
-            let (peer, hget) = (peer.clone(), hget.clone());
+        .map(|(peer, key)| {
+            let mut hget = redis::cmd("HGET");
+            hget.arg(key).arg(field);
             async move { peer.send::<Option<String>>(&hget).await.ok().flatten() }
         })
         .collect();
     let peers = reads.len();
     let started = Instant::now();
-    let limit = nodes[i].config().command_timeout.min(PEER_WAIT);
-    let mut until = started + limit;
+    let mut until = started + command_timeout.min(PEER_WAIT);
     let (mut answered, mut known) = (0, Vec::new());
     while answered < peers {
         match tokio::time::timeout_at(until.into(), reads.next()).await {
@@ -239,19 +378,16 @@ const PEER_GRACE: Duration = Duration::from_millis(20);
 /// not answer this client's vote in time either, so it is not in its quorum.
 const PEER_WAIT: Duration = Duration::from_millis(100);
 
-/// Writes `run_id` (when given) as the trusted identity of node `i` on every peer, in the
-/// background.
-fn record(nodes: &[Arc<Node>], i: usize, run_id: Option<String>) {
-    let Some(run_id) = run_id else { return };
-    let mut hset = redis::cmd("HSET");
-    hset.arg(RECORDS_KEY)
-        .arg(nodes[i].config().addr())
-        .arg(run_id);
-    for (_, peer) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
-        let (hset, peer) = (hset.clone(), peer.clone());
+/// Records `checked` (when given) as the trusted identity of node `i` or of its shard,
+/// in the background.
+fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
+    let Some(c) = checked else { return };
+    for (place, key) in record_places(nodes, i, &c.shard) {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key).arg(&c.name).arg(&c.run_id);
         tokio::spawn(async move {
-            let limit = peer.config().command_timeout;
-            let _ = tokio::time::timeout(limit, peer.send::<i64>(&hset)).await;
+            let limit = place.config().command_timeout;
+            let _ = tokio::time::timeout(limit, place.send::<i64>(&hset)).await;
         });
     }
 }
@@ -276,6 +412,7 @@ mod tests {
             run_id: run_id.into(),
             uptime: Duration::from_secs(uptime_s),
             seen_at,
+            promoted: false,
         }
     }
 
@@ -292,6 +429,28 @@ mod tests {
         let known = vec!["a".to_string(), "a".to_string()];
         let v = judge(&id("a", 1, now), &known, Duration::from_secs(300), now);
         assert_eq!(v, Verdict::Trusted);
+    }
+
+    #[test]
+    fn a_promoted_replica_sits_out_for_max_duration_whatever_its_uptime() {
+        let now = Instant::now();
+        let max = Duration::from_secs(300);
+        let promoted = Identity {
+            promoted: true,
+            ..id("replica", 10_000, now)
+        };
+        assert_eq!(
+            judge(&promoted, &["old-master".to_string()], max, now),
+            Verdict::Quarantined { until: now + max }
+        );
+        assert_eq!(
+            judge(&promoted, &["replica".to_string()], max, now),
+            Verdict::Trusted,
+            "the same master as recorded"
+        );
+        let info = "# Server\r\nrun_id:r\r\nuptime_in_seconds:9\r\n# Replication\r\nrole:master\r\nsecond_repl_offset:1234\r\n";
+        assert!(Identity::parse(info, now).unwrap().promoted);
+        assert!(!Identity::parse(INFO, now).unwrap().promoted);
     }
 
     #[test]

@@ -210,6 +210,13 @@ impl Commands {
 
 impl Commands {
     /// Releases what a permit acquire took on a node, except slot `kept` (the slot won).
+    /// The Redis Cluster hash slot of the keys (they share one: see `same_slot`).
+    pub fn hash_slot(&self) -> u16 {
+        self.release_keys
+            .first()
+            .map_or(0, |k| crate::engine::scripts::hash_slot(k))
+    }
+
     pub fn release_slots_except(&self, kept: Option<u32>) -> redis::Cmd {
         let keys: Vec<String> = self
             .release_keys

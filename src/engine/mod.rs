@@ -5,7 +5,8 @@
 //! * [`config`]: connection settings of one node and URL parsing.
 //! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs, or
 //!   an in-process [`memory`] store behind the same interface.
-//! * [`identity`]: restart safety (node identities, records on the peers, quarantine).
+//! * [`identity`]: restart safety (node identities, records on the peers, quarantine);
+//!   [`shards`]: the same per shard of a Redis Cluster.
 //! * [`notify`]: release notifications over one pub/sub connection per node.
 //! * [`queue`]: local first-come-first-served lines of waiters.
 //! * [`kinds`]: mutex, semaphore permit, read and write holds: keys, commands, replies.
@@ -30,6 +31,7 @@ pub mod quorum;
 pub mod redlock;
 pub mod scripts;
 pub mod settings;
+pub mod shards;
 pub mod sync;
 pub mod validity;
 pub mod value;

@@ -20,6 +20,7 @@ use crate::engine::identity::Identity;
 use crate::engine::memory::MemoryStore;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{self, LockScript};
+use crate::engine::shards::{parse_shards, Shard};
 
 /// The connection of a node: one server, or a Redis Cluster (routed by slot).
 #[derive(Clone)]
@@ -108,6 +109,10 @@ pub struct Node {
     /// whenever it is read again (each new connection).
     identity: Mutex<Option<Identity>>,
     identity_epoch: std::sync::atomic::AtomicU64,
+    /// For a cluster: bumped whenever one of its connections drops (a shard's master may
+    /// have restarted, and the cluster connection reconnects by itself). Part of
+    /// [`Node::identity_epoch`].
+    drops: Arc<std::sync::atomic::AtomicU64>,
     /// An in-process node instead of a server (see [`MemoryStore`]).
     memory: Option<Arc<MemoryStore>>,
 }
@@ -209,6 +214,7 @@ impl Node {
             set_nx_get: std::sync::atomic::AtomicBool::new(true),
             identity: Mutex::new(None),
             identity_epoch: std::sync::atomic::AtomicU64::new(0),
+            drops: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             memory,
         })
     }
@@ -258,18 +264,55 @@ impl Node {
                 run_id,
                 uptime: Duration::from_secs(uptime.as_secs()),
                 seen_at: Instant::now(),
+                promoted: false,
             });
         }
         self.identity.locked().clone()
     }
 
-    /// Changes whenever a new connection read the server's identity again.
+    /// Changes whenever a new connection read the server's identity again (for a
+    /// cluster: also whenever a connection to one of its servers dropped).
     pub fn identity_epoch(&self) -> u64 {
         if let Some(m) = &self.memory {
             return m.identity_epoch();
         }
-        self.identity_epoch
-            .load(std::sync::atomic::Ordering::Acquire)
+        let acquire = std::sync::atomic::Ordering::Acquire;
+        self.identity_epoch.load(acquire) + self.drops.load(acquire)
+    }
+
+    /// The shards of a cluster node, each with its master's identity, read now (`None`
+    /// when the ACL forbids `INFO`).
+    pub async fn cluster_shards(&self) -> Result<Option<Vec<Shard>>, NodeError> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+        let (Conn::Cluster(mut c), _) = self.connection().await? else {
+            return Ok(Some(Vec::new()));
+        };
+        let fail = |reason: String| NodeError::Command {
+            addr: self.addr(),
+            reason,
+        };
+        let work = async {
+            let mut slots = redis::cmd("CLUSTER");
+            slots.arg("SLOTS");
+            let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+            let slots = c.route_command(slots, random).await?;
+            // The default sections: `server` and `replication` (was it promoted?).
+            let info = redis::cmd("INFO");
+            let masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            let infos = c.route_command(info, masters).await?;
+            Ok::<_, RedisError>((slots, infos))
+        };
+        let (slots, infos) = match tokio::time::timeout(self.config.command_timeout, work).await {
+            Ok(Ok(replies)) => replies,
+            Ok(Err(e)) if e.code() == Some("NOPERM") => return Ok(None),
+            Ok(Err(e)) => return Err(fail(plain(&e))),
+            Err(_) => return Err(fail("timed out reading the cluster's shards".into())),
+        };
+        match parse_shards(&slots, &infos, Instant::now()) {
+            Err(e) if e.starts_with("NOPERM") => Ok(None),
+            Err(e) => Err(fail(e)),
+            Ok(shards) => Ok(Some(shards)),
+        }
     }
 
     /// The shared connection, establishing it if needed. Concurrent callers share one
@@ -286,7 +329,7 @@ impl Node {
                         return Err(down.error.clone());
                     }
                     st.generation += 1;
-                    let f = establish(self.client(), self.config.clone())
+                    let f = establish(self.client(), self.config.clone(), self.drops.clone())
                         .boxed()
                         .shared();
                     st.slot = Slot::Connecting(f.clone());
@@ -533,9 +576,13 @@ impl Node {
 
 /// Connects (for Sentinel: to the master the sentinels name), then loads the lock
 /// scripts so that the first `EVALSHA` finds them.
-async fn establish(client: Client, config: NodeConfig) -> Result<Connected, NodeError> {
+async fn establish(
+    client: Client,
+    config: NodeConfig,
+    drops: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Connected, NodeError> {
     if let Some(nodes) = &config.cluster {
-        return connect_cluster(nodes, &config)
+        return connect_cluster(nodes, &config, drops)
             .await
             .map(|c| (Conn::Cluster(c), None, None));
     }
@@ -589,9 +636,11 @@ async fn establish(client: Client, config: NodeConfig) -> Result<Connected, Node
 
 /// Connects to a Redis Cluster through its startup nodes (slots, MOVED/ASK and topology
 /// refreshes are redis-rs' cluster-async). Scripts are loaded on first use (NOSCRIPT).
+/// RESP3, so that every dropped connection to one of its servers is told (`drops`).
 async fn connect_cluster(
     nodes: &[(String, u16)],
     config: &NodeConfig,
+    drops: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<ClusterConnection, NodeError> {
     let addr = config.addr();
     let infos: Vec<redis::ConnectionInfo> = nodes
@@ -619,7 +668,14 @@ async fn connect_cluster(
     let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.command_timeout)
-        .retries(2);
+        .retries(2)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(move |info: redis::PushInfo| {
+            if info.kind == redis::PushKind::Disconnection {
+                drops.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
     if let Some(u) = &config.username {
         builder = builder.username(u);
     }
@@ -728,8 +784,7 @@ async fn connect_to(
         // The server's identity (restart safety). A user whose ACL forbids INFO gets none;
         // any other failure fails the connect, so that a restarted node is never taken
         // for one whose identity could not be read.
-        let identity = match redis::cmd("INFO")
-            .arg("server")
+        let identity = match redis::cmd("INFO") // server and replication, by default
             .query_async::<String>(&mut conn)
             .await
         {
