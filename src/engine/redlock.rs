@@ -148,29 +148,75 @@ pub struct Quorum {
 #[derive(Default)]
 struct Stragglers {
     running: std::sync::atomic::AtomicUsize,
-    released: Mutex<VecDeque<(String, Instant)>>,
+    released: Mutex<Released>,
+}
+
+/// The values released while stragglers run: looked up by value, dropped by age.
+#[derive(Default)]
+struct Released {
+    at: HashMap<String, Instant>,
+    order: VecDeque<(String, Instant)>,
+}
+
+impl Released {
+    /// Forgets the values released more than `limit` ago (no straggler lives longer).
+    fn trim(&mut self, now: Instant, limit: Duration) {
+        while let Some((value, at)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= limit {
+                break;
+            }
+            if self.at.get(value) == Some(at) {
+                self.at.remove(value);
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
+/// One straggler task, counted while it lives (so that releases are noted for it). Made
+/// before the task is spawned: a release that comes before it first runs is noted too.
+struct Straggler(Arc<Stragglers>);
+
+impl Straggler {
+    fn enter(stragglers: &Arc<Stragglers>) -> Straggler {
+        stragglers
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Straggler(stragglers.clone())
+    }
+
+    /// Whether `value` was released in the last `limit`.
+    fn was_released(&self, value: &str, limit: Duration) -> bool {
+        self.0.was_released(value, limit)
+    }
+}
+
+impl Drop for Straggler {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Stragglers {
-    fn released(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Instant)>> {
-        self.released.locked()
-    }
-
     /// Notes a release of `value` while stragglers run (they live at most `limit`).
     fn note_release(&self, value: &str, limit: Duration) {
         if self.running.load(std::sync::atomic::Ordering::Acquire) == 0 {
             return;
         }
         let now = Instant::now();
-        let mut released = self.released();
-        while released.front().is_some_and(|(_, at)| now - *at > limit) {
-            released.pop_front();
-        }
-        released.push_back((value.to_string(), now));
+        let mut released = self.released.locked();
+        released.trim(now, limit);
+        released.at.insert(value.to_string(), now);
+        released.order.push_back((value.to_string(), now));
     }
 
-    fn was_released(&self, value: &str) -> bool {
-        self.released().iter().any(|(v, _)| v == value)
+    /// Whether `value` was released in the last `limit` (one look-up).
+    fn was_released(&self, value: &str, limit: Duration) -> bool {
+        let mut released = self.released.locked();
+        released.trim(Instant::now(), limit);
+        released.at.contains_key(value)
     }
 }
 
@@ -658,18 +704,15 @@ impl Quorum {
     /// removes what is left of the old value; one that landed after the new holder already
     /// released takes the new value back.
     fn settle_moves(&self, mut moves: PendingMoves, resources: &[String], old: &str, new: &str) {
-        let stragglers = self.stragglers.clone();
+        let straggler = Straggler::enter(&self.stragglers);
         let nodes = self.nodes.clone();
         let (old, new, resources) = (old.to_string(), new.to_string(), resources.to_vec());
         let limit = self.command_timeout();
-        stragglers
-            .running
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(limit, async {
                 while let Some((i, vote)) = moves.next().await {
                     let stale = match vote {
-                        Vote::For if stragglers.was_released(&new) => &new,
+                        Vote::For if straggler.was_released(&new, limit) => &new,
                         Vote::For => continue,
                         _ => &old,
                     };
@@ -678,9 +721,6 @@ impl Quorum {
                 }
             })
             .await;
-            stragglers
-                .running
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         });
     }
 
@@ -1004,20 +1044,17 @@ impl Quorum {
         if pending.is_empty() {
             return;
         }
-        let stragglers = self.stragglers.clone();
+        let straggler = Straggler::enter(&self.stragglers);
         let nodes = self.nodes.clone();
         let commands = commands.clone();
         let mut votes = ballot.votes.clone();
         let limit = self.command_timeout();
-        stragglers
-            .running
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(limit, async {
                 while let Some((i, (vote, _, slot))) = pending.next().await {
                     let c = &*commands;
                     if c.is_acquire && vote == Vote::For {
-                        if stragglers.was_released(&c.value) {
+                        if straggler.was_released(&c.value, limit) {
                             let _ = nodes[i].eval::<i64>(c.release_script, &c.release).await;
                         } else if slot != won_slot {
                             let stray = c.release_slots_except(won_slot);
@@ -1032,9 +1069,7 @@ impl Quorum {
                 }
             })
             .await;
-            stragglers
-                .running
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            drop(straggler);
             let Some((sink, won)) = sink else { return };
             if won.await == Ok(true) {
                 let ms = limit.as_millis() as u64;
@@ -1501,6 +1536,36 @@ impl Redlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_are_noted_only_while_stragglers_run_and_only_for_their_lifetime() {
+        let stragglers = Arc::new(Stragglers::default());
+        let limit = Duration::from_millis(400);
+        stragglers.note_release("before", limit);
+        let straggler = Straggler::enter(&stragglers);
+        assert!(!straggler.was_released("before", limit), "nobody listened");
+        for i in 0..1_000 {
+            stragglers.note_release(&format!("v{i}"), limit);
+        }
+        assert!(straggler.was_released("v0", limit) && straggler.was_released("v999", limit));
+        assert!(!straggler.was_released("v1000", limit));
+        std::thread::sleep(limit + Duration::from_millis(50));
+        assert!(
+            !straggler.was_released("v999", limit),
+            "older than any straggler"
+        );
+        assert!(
+            stragglers.released.locked().order.is_empty(),
+            "trimmed on look-up"
+        );
+        drop(straggler);
+        assert_eq!(
+            stragglers
+                .running
+                .load(std::sync::atomic::Ordering::Acquire),
+            0
+        );
+    }
 
     fn permit_ballot(votes: &[(Vote, Option<u32>)], n: usize) -> Ballot {
         let mut b = Ballot::new(n, true);
