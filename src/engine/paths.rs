@@ -165,13 +165,23 @@ mod tests {
         assert!(f1 >= 1);
     }
 
-    #[tokio::test]
-    async fn a_hand_over_moves_the_lock_to_the_waiter_on_every_node_it_reaches() {
+    /// `k` held on 3 stores, and a waiter for it (spawned) with `retry_count` retries
+    /// `retry_delay_ms` apart: the stores, the quorum, the held value and the settings.
+    async fn held_with_waiter(
+        retry_count: i64,
+        retry_delay_ms: u64,
+    ) -> (
+        Vec<Arc<MemoryStore>>,
+        Arc<Redlock>,
+        String,
+        Settings,
+        tokio::task::JoinHandle<(String, crate::engine::redlock::Execution)>,
+    ) {
         let (stores, redlock) = stores(3);
         let redlock = Arc::new(redlock);
         let settings = Settings {
-            retry_count: 10,
-            retry_delay_ms: 2_000,
+            retry_count,
+            retry_delay_ms,
             retry_jitter_ms: 0,
             ..*redlock.settings()
         };
@@ -185,6 +195,12 @@ mod tests {
                 redlock.acquire(&["k".into()], 5_000, &call).await
             })
         };
+        (stores, redlock, held, settings, waiter)
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_moves_the_lock_to_the_waiter_on_every_node_it_reaches() {
+        let (stores, redlock, held, settings, waiter) = held_with_waiter(10, 2_000).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
         // The third node gets its move late: the hand-over is won on the other two.
         stores[2].delay_next(50);
@@ -214,24 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_over_that_cannot_move_the_lock_leaves_the_waiter_retrying() {
-        let (stores, redlock) = stores(3);
-        let redlock = Arc::new(redlock);
-        let settings = Settings {
-            retry_count: 2,
-            retry_delay_ms: 40,
-            retry_jitter_ms: 0,
-            ..*redlock.settings()
-        };
-        let (held, _) = redlock
-            .acquire(&["k".into()], 5_000, &Call::new(&settings))
-            .await;
-        let waiter = {
-            let redlock = redlock.clone();
-            tokio::spawn(async move {
-                let call = Call::new(&settings);
-                redlock.acquire(&["k".into()], 5_000, &call).await
-            })
-        };
+        let (stores, redlock, held, settings, waiter) = held_with_waiter(2, 40).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
         // A thief takes the key everywhere: the hand-over moves nothing, and drops the
         // waiter's offer without an answer while the waiter still waits.
