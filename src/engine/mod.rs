@@ -4,7 +4,9 @@
 //!   safety settings; [`error`]: node and argument errors in plain words.
 //! * [`config`]: connection settings of one node and URL parsing.
 //! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs, or
-//!   an in-process [`memory`] store behind the same interface.
+//!   an in-process [`memory`] store behind the same interface. Inside it: `connection`
+//!   (connect, back-off, reconnect, resend), `tls`, `sentinel` (master discovery, `ROLE`
+//!   check) and `cluster` (Redis Cluster connection and shards).
 //! * [`identity`]: restart safety (node identities, records on the peers, quarantine);
 //!   [`shards`]: the same per shard of a Redis Cluster.
 //! * [`notify`]: release notifications over one pub/sub connection per node.
