@@ -45,10 +45,12 @@ async function pack(cwd, dest, folders = ['.']) {
   return Object.fromEntries(JSON.parse(stdout).map((p) => [p.name, { ...p, files: p.files.map((f) => f.path).sort() }]))
 }
 
+// The JavaScript layer's modules, which index.js re-exports.
+const LIB_FILES = ['attempts', 'clients', 'diagnostics', 'errors', 'kinds', 'lock', 'native', 'redlock', 'using'].map((m) => `lib/${m}.js`)
 // What the root package holds, in a clone and in a release alike: no .node file.
 const ROOT_FILES = [
   'LICENSE', 'README.md', 'bin/redlock-rs.js', 'binding.d.ts', 'binding.js', 'index.d.mts', 'index.d.ts', 'index.js', 'index.mjs',
-  'package.json', 'scripts/demo.mjs', 'scripts/redis-servers.mjs',
+  ...LIB_FILES, 'package.json', 'scripts/demo.mjs', 'scripts/redis-servers.mjs',
 ]
 // Prints which redlock-rs addon files the process has loaded (dlopen), as absolute paths.
 const LOADED = `console.log(JSON.stringify(process.report.getReport().sharedObjects.filter((f) => /redlock-rs[^\\\\/]*\\.node$/.test(f))))`
@@ -220,11 +222,12 @@ test('a lock from jest', async () => {
   t.regex(cli.stdout, /free/)
 })
 
-/** Copies the loader (index.js, binding.js, package.json) into a temp folder without any addon. */
+/** Copies the loader (index.js, lib/*.js, binding.js, package.json) into a temp folder without any addon. */
 function loaderOnly(t) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-noaddon-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  for (const f of ['index.js', 'binding.js', 'package.json']) copyFileSync(path.join(root, f), path.join(dir, f))
+  mkdirSync(path.join(dir, 'lib'))
+  for (const f of ['index.js', ...LIB_FILES, 'binding.js', 'package.json']) copyFileSync(path.join(root, f), path.join(dir, f))
   // Makes the process report another platform: what the loader reads to pick an addon.
   writeFileSync(
     path.join(dir, 'platform.cjs'),

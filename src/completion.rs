@@ -37,7 +37,7 @@ pub type Completion = (
     Option<u32>,
 );
 
-/// The statuses of a [`Completion`]; `index.js` reads them by these numbers.
+/// The statuses of a [`Completion`]; `lib/native.js` reads them by these numbers.
 pub mod status {
     pub const DONE: u32 = 0;
     /// Another owner holds a resource.

@@ -1,0 +1,107 @@
+'use strict'
+// The attempts of an operation: AttemptLog (the engine's vote strings, turned into
+// node-redlock's ExecutionStats when read) and ExecutionResult (what `release` resolves).
+
+const { ResourceLockedError, lockedMessage } = require('./errors.js')
+
+/**
+ * The attempts of an operation as the engine reports them (one string per attempt, one
+ * character per client), turned into node-redlock's `Promise<ExecutionStats>[]` only
+ * when somebody reads them.
+ */
+class AttemptLog {
+  #lateDone
+
+  constructor(clients, attempts, errors, requested) {
+    this.clients = clients
+    this.attempts = attempts
+    this.errors = errors
+    this.requested = requested
+    // Votes marked '?' come later (the attempt was decided before every node answered):
+    // the last attempt's stats resolve once they are in, as node-redlock's do.
+    if (attempts.length > 0 && attempts[attempts.length - 1].includes('?')) {
+      this.late = new Promise((resolve) => (this.#lateDone = resolve))
+    }
+  }
+
+  /** The complete votes of the last attempt (and their errors) arrived. */
+  complete(attempt, errors) {
+    this.attempts[this.attempts.length - 1] = attempt
+    this.errors.push(...errors)
+    this.#lateDone?.()
+  }
+
+  /**
+   * Calls `fn(vote, client, message)` for every vote against in the attempts from index
+   * `from` on.
+   */
+  eachAgainst(fn, from = 0) {
+    let e = 0
+    this.attempts.forEach((attempt, a) => {
+      for (let i = 0; i < attempt.length; i++) {
+        const vote = attempt[i]
+        if (vote === 'L' && a >= from) fn(vote, this.clients[i], lockedMessage(this.requested))
+        else if (vote === 'E') {
+          const message = this.errors[e++]
+          if (a >= from) fn(vote, this.clients[i], message)
+        }
+      }
+    })
+  }
+
+  /** The node errors of the last attempt, as an AggregateError (undefined when none failed). */
+  lastErrors() {
+    const last = this.attempts.length - 1
+    const errors = []
+    this.eachAgainst((vote, client, message) => {
+      if (vote === 'E') errors.push(Object.assign(new Error(message), { client }))
+    }, last)
+    if (errors.length === 0) return undefined
+    const n = this.clients.length
+    return new AggregateError(errors, `${errors.length} of ${n} Redis node${n === 1 ? '' : 's'} failed: ${errors.map((e) => e.message).join('; ')}`)
+  }
+
+  toStats() {
+    const n = this.clients.length
+    const quorumSize = Math.floor(n / 2) + 1
+    const last = this.attempts.length - 1
+    let offset = 0
+    return this.attempts.map((attempt, a) => {
+      const first = offset
+      for (const vote of attempt) if (vote === 'E') offset++
+      if (a === last && this.late) return this.late.then(() => this.#stats(this.attempts[last], first, n, quorumSize))
+      return Promise.resolve(this.#stats(attempt, first, n, quorumSize))
+    })
+  }
+
+  /** The ExecutionStats of one attempt whose errors start at `errors[first]`. */
+  #stats(attempt, first, n, quorumSize) {
+    const stats = { membershipSize: n, quorumSize, votesFor: new Set(), votesAgainst: new Map() }
+    let e = first
+    for (let i = 0; i < attempt.length; i++) {
+      const vote = attempt[i]
+      const client = this.clients[i]
+      if (vote === 'F') stats.votesFor.add(client)
+      else if (vote === 'L') stats.votesAgainst.set(client, new ResourceLockedError(lockedMessage(this.requested)))
+      else if (vote === 'E') stats.votesAgainst.set(client, new Error(this.errors[e++]))
+    }
+    return stats
+  }
+}
+
+/** What `release` resolves: `{ attempts, start }`, with the attempts built when read. */
+class ExecutionResult {
+  #attempts
+
+  constructor(attempts, start) {
+    this.#attempts = attempts
+    this.start = start
+  }
+
+  get attempts() {
+    if (this.#attempts instanceof AttemptLog) this.#attempts = this.#attempts.toStats()
+    return this.#attempts
+  }
+}
+
+module.exports = { AttemptLog, ExecutionResult }

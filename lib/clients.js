@@ -1,0 +1,169 @@
+'use strict'
+// The client classes (Redis, Cluster, MemoryStore, RedisJsClient) on the native client, and
+// the migration from JS clients: reading ioredis / node-redis client options.
+
+const { inspect } = require('node:util')
+
+const { NativeClient } = require('./native.js')
+
+/** What both client classes add to the native client. */
+class ClientBase extends NativeClient {
+  /** `DEL key [key ...]`; arrays are flattened one level, as ioredis does. */
+  del(...keys) {
+    return this.delKeys(keys.flat())
+  }
+
+  /** Any Redis command, like ioredis' `call`. */
+  call(command, ...args) {
+    return this.callCommand(command, args.flat())
+  }
+
+  [inspect.custom]() {
+    return this.toString()
+  }
+}
+
+/** A client shaped like ioredis' `Redis`. */
+class Redis extends ClientBase {
+  /**
+   * `new Redis()`, `new Redis(options)`, `new Redis(url, options?)`,
+   * `new Redis(port, host?, options?)`.
+   */
+  constructor(a0, a1, a2) {
+    super('ioredis', a0, a1, a2)
+  }
+}
+
+/** A Redis Cluster client shaped like ioredis' `Cluster` (keys routed by slot). */
+class Cluster extends ClientBase {
+  constructor(startupNodes, options) {
+    super('cluster', startupNodes, options)
+  }
+}
+Redis.Cluster = Cluster
+
+/**
+ * An in-process lock node, usable wherever a client is: `new Redlock([new MemoryStore()])`,
+ * or several for a quorum. For tests of code that takes locks, and for the demo. Not shared
+ * between processes. Fault injection: `down()` / `up()` (calls fail at once), `pause(ms)`
+ * (calls wait, like a frozen server, until the callers' time-outs), `clear()` (every key is
+ * lost, like a restart without persistence: its identity changes too), `keys()`.
+ */
+class MemoryStore extends ClientBase {
+  constructor(options) {
+    super('memory', options)
+  }
+
+  down() {
+    this.memoryControl('down')
+  }
+
+  up() {
+    this.memoryControl('up')
+  }
+
+  pause(ms) {
+    if (typeof ms !== 'number') throw new TypeError(`ms must be a number of milliseconds; got ${typeof ms}.`)
+    this.memoryControl('pause', ms)
+  }
+
+  clear() {
+    this.memoryControl('clear')
+  }
+
+  /** The keys held now, sorted (lock keys, fencing counters, the library's records). */
+  keys() {
+    return this.memoryKeys()
+  }
+}
+
+/** A client shaped like node-redis' `createClient({ url })`. */
+class RedisJsClient extends ClientBase {
+  constructor(options) {
+    super('node-redis', options)
+  }
+}
+
+// ---------------------------------------------------------------- migration from JS clients
+
+const pem = (v) => (v == null ? undefined : Buffer.isBuffer(v) ? v.toString('utf8') : Array.isArray(v) ? v.map(pem).join('\n') : v)
+
+function tlsOf(tls) {
+  if (!tls) return undefined
+  if (tls === true) return true
+  return { ca: pem(tls.ca), cert: pem(tls.cert), key: pem(tls.key), rejectUnauthorized: tls.rejectUnauthorized }
+}
+
+/** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */
+function fromIoredisCluster(client, options) {
+  const ro = options.redisOptions || {}
+  return new Cluster(
+    client.startupNodes.map((n) => (typeof n === 'object' ? { host: n.host, port: n.port } : n)),
+    {
+      username: ro.username || undefined,
+      password: ro.password || undefined,
+      tls: tlsOf(ro.tls),
+      connectTimeout: ro.connectTimeout || undefined,
+      commandTimeout: ro.commandTimeout || undefined,
+      lazyConnect: options.lazyConnect === true,
+    },
+  )
+}
+
+/** ioredis Redis (standalone, or a Sentinel group). */
+function fromIoredis(options) {
+  return new Redis({
+    host: options.host,
+    port: options.port,
+    username: options.username || undefined,
+    password: options.password || undefined,
+    db: options.db,
+    tls: tlsOf(options.tls),
+    connectTimeout: options.connectTimeout || undefined,
+    commandTimeout: options.commandTimeout || undefined,
+    lazyConnect: options.lazyConnect === true,
+    ...(Array.isArray(options.sentinels) && options.sentinels.length > 0
+      ? {
+          sentinels: options.sentinels.map(({ host, port }) => ({ host, port })),
+          name: options.name,
+          sentinelUsername: options.sentinelUsername || undefined,
+          sentinelPassword: options.sentinelPassword || undefined,
+        }
+      : {}),
+  })
+}
+
+/** node-redis v4 / v5 (ca/cert/key on the socket options). */
+function fromNodeRedis(options) {
+  const socket = options.socket || {}
+  return new RedisJsClient({
+    url: options.url || undefined,
+    username: options.username || undefined,
+    password: options.password || undefined,
+    database: options.database,
+    socket: {
+      host: socket.host,
+      port: socket.port,
+      tls: socket.tls ? tlsOf(socket) : undefined, // node-redis keeps ca/cert/key on socket
+      connectTimeout: socket.connectTimeout || undefined,
+    },
+  })
+}
+
+/**
+ * The native client for an entry of `new Redlock(clients)`: our own clients as they are;
+ * ioredis and node-redis clients are read for their connection options and get a native
+ * connection of their own (the JS client is never used for locks and never closed).
+ */
+function nativeClientFor(client) {
+  if (client instanceof NativeClient) return client
+  const options = client?.options
+  if (options && typeof options === 'object') {
+    if (client.isCluster === true && Array.isArray(client.startupNodes)) return fromIoredisCluster(client, options)
+    if (typeof client.evalsha === 'function' && 'port' in options) return fromIoredis(options)
+    if (typeof client.sendCommand === 'function' && ('url' in options || 'socket' in options)) return fromNodeRedis(options)
+  }
+  return client // not a client: the native constructor names it in a TypeError
+}
+
+module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor }

@@ -1,0 +1,40 @@
+'use strict'
+// Diagnostics (`node:diagnostics_channel`): the tracing channels of acquire, release and
+// extend, the channel of locks lost in `using()`, and `traced()`, which runs an operation traced.
+
+const diagnostics = require('node:diagnostics_channel')
+
+/**
+ * Tracing channels (`node:diagnostics_channel`) for APM tools and metrics: the context is
+ * `{ resources, duration, kind, settings }` and, at the end, `{ attempts, fence, reason }`.
+ * Nothing is built when no one subscribes.
+ */
+const traces = {
+  acquire: diagnostics.tracingChannel('redlock-rs:acquire'),
+  release: diagnostics.tracingChannel('redlock-rs:release'),
+  extend: diagnostics.tracingChannel('redlock-rs:extend'),
+}
+/** Published when `using()` loses its lock: `{ resources, value, expiration, error }`. */
+const lostChannel = diagnostics.channel('redlock-rs:lost')
+
+/**
+ * Runs `operation()` traced on `channel` (when someone subscribes), with `context` filled
+ * in at the end from its result or error.
+ */
+function traced(channel, context, operation) {
+  if (!channel.hasSubscribers) return operation()
+  return channel.tracePromise(async () => {
+    try {
+      const result = await operation()
+      context.attempts = result?.attempts ?? result?.log?.toStats()
+      context.fence = result?.fence
+      return result
+    } catch (error) {
+      context.attempts = error?.attempts
+      context.reason = error?.reason
+      throw error
+    }
+  }, context)
+}
+
+module.exports = { traces, lostChannel, traced }

@@ -1,0 +1,62 @@
+'use strict'
+// The error classes (ResourceLockedError, ExecutionError, LockLostError), node-redlock's
+// messages, and the helpers that build the errors of failed operations.
+
+const QUORUM_FAILED = 'The operation was unable to achieve a quorum during its retry window.'
+const EXPIRED = 'Cannot extend an already-expired lock.'
+const ABORTED = 'The operation was aborted.'
+
+/** A client voted against because another owner holds a resource. */
+class ResourceLockedError extends Error {
+  constructor(message) {
+    super(message)
+    this.name = 'ResourceLockedError'
+  }
+}
+
+/**
+ * An operation did not achieve a quorum within its retry window. `reason` says why:
+ * 'locked' | 'quorum-unavailable' | 'expired' | 'aborted' | 'internal'; `cause` holds the
+ * node errors of the last attempt (an AggregateError) when nodes failed.
+ */
+class ExecutionError extends Error {
+  constructor(message, attempts, options) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'ExecutionError'
+    this.attempts = attempts
+    this.reason = options?.reason ?? 'internal'
+  }
+}
+
+/** An automatic extension in `using()` failed: the lock may have been lost. */
+class LockLostError extends Error {
+  constructor(message, options) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'LockLostError'
+    this.reason = options?.reason ?? 'expired'
+  }
+}
+
+const lockedMessage = (requested) => `The operation was applied to: 0 of the ${requested} requested resources.`
+
+/** The error of a call whose signal is aborted. */
+function abortedError(signal, attempts) {
+  return new ExecutionError(ABORTED, attempts, { reason: 'aborted', cause: signal?.reason })
+}
+
+/** The error of an operation that failed for `reason`, with the attempts of `log` (an AttemptLog). */
+function failureError(reason, log, signal) {
+  if (reason === 'aborted') return abortedError(signal, log.toStats())
+  const message = reason === 'expired' ? EXPIRED : QUORUM_FAILED
+  return new ExecutionError(message, log.toStats(), { reason, cause: log.lastErrors() })
+}
+
+module.exports = {
+  QUORUM_FAILED,
+  ResourceLockedError,
+  ExecutionError,
+  LockLostError,
+  lockedMessage,
+  abortedError,
+  failureError,
+}

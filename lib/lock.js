@@ -1,0 +1,66 @@
+'use strict'
+// A held lock (Lock), the native description of what a semaphore or read-write lock's Lock
+// holds (holdOf), and the check of a lock argument.
+
+const { AttemptLog } = require('./attempts.js')
+
+/** `Symbol.asyncDispose` (Node.js 20 has it; older runtimes use the well-known fallback). */
+const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
+
+/** The native description of what a semaphore or read-write lock's Lock holds. */
+const holdOf = new WeakMap()
+
+class Lock {
+  #attempts
+
+  /**
+   * `kind`: 'mutex' | 'permit' | 'read' | 'write'; `hold`: the native description of a
+   * semaphore permit or read-write hold.
+   */
+  constructor(redlock, resources, value, attempts, expiration, fence, kind = 'mutex', hold = undefined) {
+    this.redlock = redlock
+    this.resources = resources
+    this.value = value
+    this.#attempts = attempts
+    this.expiration = expiration
+    if (fence !== undefined) this.fence = fence
+    this.kind = kind
+    if (hold !== undefined) holdOf.set(this, hold)
+  }
+
+  /** `Promise<ExecutionStats>` for each attempt that made this lock. */
+  get attempts() {
+    if (this.#attempts instanceof AttemptLog) this.#attempts = this.#attempts.toStats()
+    return this.#attempts
+  }
+
+  set attempts(value) {
+    this.#attempts = value
+  }
+
+  /** Releases this lock (see `Redlock#release`). */
+  async release() {
+    return this.redlock.release(this)
+  }
+
+  /** `await using lock = await redlock.acquire(...)`: releases the lock; an expired one is no error. */
+  async [asyncDispose]() {
+    try {
+      await this.redlock.release(this)
+    } catch (error) {
+      if (error?.reason !== 'expired') throw error
+    }
+  }
+
+  /** Extends this lock by `duration` ms; resolves a new Lock (see `Redlock#extend`). */
+  async extend(duration) {
+    return this.redlock.extend(this, duration)
+  }
+}
+
+function lockArg(lock) {
+  if (lock === null || typeof lock !== 'object') throw new TypeError('lock must be a Lock.')
+  return lock
+}
+
+module.exports = { Lock, holdOf, lockArg }

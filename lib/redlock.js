@@ -1,0 +1,343 @@
+'use strict'
+// Redlock (an EventEmitter): starts each operation natively under an id, settles its promise
+// from the completion, and turns that into a Lock or an ExecutionError, emitting the votes.
+
+const { EventEmitter } = require('node:events')
+
+const { nativeClientFor } = require('./clients.js')
+const { AttemptLog, ExecutionResult } = require('./attempts.js')
+const { traces, traced } = require('./diagnostics.js')
+const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
+const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
+const { Lock, holdOf, lockArg } = require('./lock.js')
+const {
+  NativeRedlock,
+  DONE,
+  LOCKED,
+  INTERNAL,
+  PROGRESS,
+  LATE,
+  idOf,
+  statusOf,
+  succeeded,
+  reasonOf,
+  lockValueOf,
+  messageOf,
+  expirationOf,
+  startOf,
+  attemptsOf,
+  errorsOf,
+  lateAttemptOf,
+  fenceTokenOf,
+  slotOf,
+} = require('./native.js')
+const { Holding } = require('./using.js')
+
+const noop = () => {}
+
+/** The `signal` of a settings object, checked. */
+function signalOf(settings) {
+  const signal = settings?.signal
+  if (signal == null) return undefined
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw new TypeError('settings.signal must be an AbortSignal.')
+  }
+  return signal
+}
+
+/**
+ * Redlocks with operations in flight. The completion callback holds its Redlock only
+ * weakly (so that an idle, forgotten Redlock can be garbage collected); this set keeps
+ * it alive while any of its promises is pending.
+ */
+const busy = new Set()
+
+/**
+ * Tells the native side whether anyone listens for 'error' / 'clientError' events (failed
+ * attempts then report their votes as they end). In a function of its own: a closure
+ * made in the constructor would share its scope with the completion callback, which the
+ * native side holds, and keep every Redlock alive.
+ */
+function followListeners(redlock, native) {
+  // 'newListener' comes before the listener is added: an 'error' listener then makes two
+  // with the no-op, a 'clientError' listener one.
+  redlock.on('newListener', (event) => {
+    if (event === 'error' || event === 'clientError') native.setListening(true)
+  })
+  redlock.on('removeListener', (event) => {
+    if (event === 'error' || event === 'clientError') {
+      native.setListening(redlock.listenerCount('error') > 1 || redlock.listenerCount('clientError') > 0)
+    }
+  })
+}
+
+class Redlock extends EventEmitter {
+  #native
+  #clients
+  #pending = new Map()
+  /** The attempt logs of settled operations whose last votes come later, by id. */
+  #late = new Map()
+  /** Late votes that arrived before their operation's completion, by id. */
+  #early = new Map()
+  #nextId = 0
+  /** Keeps the process alive while operations are in flight (ref'd only then). */
+  #keepAlive = null
+
+  constructor(clients, settings) {
+    super()
+    // As node-redlock: failed votes are emitted as 'error' events, which must not crash a
+    // process that does not listen for them.
+    this.on('error', noop)
+    if (clients == null || typeof clients === 'string' || typeof clients[Symbol.iterator] !== 'function') {
+      throw new TypeError('clients must be an iterable of Redis clients.')
+    }
+    const list = Array.from(clients)
+    const natives = list.map(nativeClientFor)
+    const self = new WeakRef(this)
+    this.#native = new NativeRedlock(natives, settings, (batch) => self.deref()?.#settle(batch))
+    this.#clients = list
+    Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
+    Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
+    followListeners(this, this.#native)
+  }
+
+  #listening() {
+    return this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0
+  }
+
+  /**
+   * Starts `method` natively under a fresh id; resolves with its completion tuple. With an
+   * AbortSignal, an abort stops the operation at once (it settles as ABORTED).
+   */
+  #call(method, signal, requested, ...args) {
+    return new Promise((resolve, reject) => {
+      const id = (this.#nextId = (this.#nextId + 1) >>> 0)
+      this.#native[method](id, ...args) // bad arguments throw here: the promise rejects
+      let settle = { resolve, reject, requested }
+      if (signal) {
+        const onAbort = () => this.#native.abort(id)
+        signal.addEventListener('abort', onAbort, { once: true })
+        const done = () => signal.removeEventListener('abort', onAbort)
+        settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
+      }
+      this.#pending.set(id, settle)
+      if (this.#pending.size === 1) {
+        busy.add(this)
+        if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
+        else this.#keepAlive.ref()
+      }
+    })
+  }
+
+  #settle(batch) {
+    for (const c of batch) {
+      const id = idOf(c)
+      const status = statusOf(c)
+      if (status === LATE) {
+        const log = this.#late.get(id)
+        // The late votes can overtake their operation's completion: keep them for it.
+        if (log === undefined) this.#early.set(id, c)
+        else log.complete(lateAttemptOf(c), errorsOf(c))
+        this.#late.delete(id)
+        continue
+      }
+      const waiter = this.#pending.get(id)
+      if (waiter === undefined) continue
+      if (status === PROGRESS) {
+        this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0)
+        continue
+      }
+      this.#pending.delete(id)
+      if (status === INTERNAL) waiter.reject(new ExecutionError(messageOf(c), [], { reason: 'internal' }))
+      else waiter.resolve(c)
+    }
+    if (this.#pending.size === 0) {
+      busy.delete(this)
+      if (this.#keepAlive !== null) this.#keepAlive.unref()
+    }
+  }
+
+  /** Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s attempts from `from` on. */
+  #emitVotes(log, from) {
+    if (!this.#listening()) return
+    log.eachAgainst((vote, client, message) => {
+      const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
+      this.emit('error', error)
+      if (vote === 'E') this.emit('clientError', error, client)
+    }, from)
+  }
+
+  /**
+   * The attempts of completion `c`, emitting the votes against of its last attempt as
+   * events (the earlier attempts were emitted as they ended).
+   */
+  #log(c, requested) {
+    const attempts = attemptsOf(c)
+    const log = new AttemptLog(this.#clients, attempts, errorsOf(c), requested)
+    if (log.late) {
+      const id = idOf(c)
+      const early = this.#early.get(id)
+      this.#early.delete(id)
+      if (early) log.complete(lateAttemptOf(early), errorsOf(early))
+      else this.#late.set(id, log)
+    }
+    this.#emitVotes(log, attempts.length - 1)
+    return log
+  }
+
+  // ---- the seed API
+
+  /** `true`: acquired; `false`: another owner holds it; `null`: too many instances failed. */
+  async acquireLock(resource, ttl) {
+    const c = await this.#call('acquireLock', undefined, 1, resource, ttl)
+    this.#log(c, 1)
+    const status = statusOf(c)
+    return status === DONE ? true : status === LOCKED ? false : null
+  }
+
+  /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
+  async releaseLock(resource, lockValue) {
+    const c = await this.#call('releaseLock', undefined, 1, resource, lockValue)
+    const log = this.#log(c, 1)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log)
+  }
+
+  /** The fencing token of the lock this instance holds on `resource` (seed API, with `fencing`). */
+  fenceOf(resource) {
+    const fence = this.#native.fenceOf(resource)
+    return fence == null ? undefined : BigInt(fence)
+  }
+
+  // ---- node-redlock v5
+
+  /** Locks every resource (all or nothing) for `duration` ms. */
+  acquire(resources, duration, settings) {
+    return this[acquireHold](resources, duration, settings, undefined)
+  }
+
+  /** A semaphore of `permits` on `resource`: at most `permits` holders at once. */
+  semaphore(resource, permits) {
+    return new Semaphore(this, resource, permits)
+  }
+
+  /** A read-write lock on `resource`: shared `read` holds, an exclusive `write` hold. */
+  readWriteLock(resource) {
+    return new ReadWriteLock(this, resource)
+  }
+
+  /** Acquires a hold of `hold.kind` (a mutex when `hold` is undefined). */
+  [acquireHold](resources, duration, settings, hold) {
+    const context = { resources, duration, kind: hold?.kind ?? 'mutex', settings }
+    return traced(traces.acquire, context, () => this.#acquire(resources, duration, settings, hold))
+  }
+
+  async #acquire(resources, duration, settings, hold) {
+    const signal = signalOf(settings)
+    if (signal?.aborted) {
+      this.#native.resolveSettings(settings) // bad settings still throw first
+      throw abortedError(signal, [])
+    }
+    const c = await this.#call('acquire', signal, resources?.length, resources, duration, settings, hold)
+    const log = this.#log(c, resources.length)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log, signal)
+    const held = hold && { ...hold, slot: slotOf(c) }
+    return new Lock(this, [...resources], lockValueOf(c), log, expirationOf(c), fenceTokenOf(c), hold?.kind ?? 'mutex', held)
+  }
+
+  /** Live holders of semaphore `resource` of `permits`, as a quorum sees them. */
+  async [holdersOf](resource, permits) {
+    try {
+      return await this.#native.holders(resource, permits)
+    } catch (error) {
+      throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause: error })
+    }
+  }
+
+  /** Releases `lock` (owner-checked, idempotent). */
+  release(lock, settings) {
+    const context = { resources: lock?.resources, duration: undefined, kind: lock?.kind ?? 'mutex', settings }
+    return traced(traces.release, context, () => this.#release(lock, settings))
+  }
+
+  async #release(lock, settings) {
+    lockArg(lock)
+    const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings, holdOf.get(lock))
+    lock.expiration = 0
+    const log = this.#log(c, lock.resources.length)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log)
+    return new ExecutionResult(log, startOf(c))
+  }
+
+  /** Extends `lock` natively; resolves `{ expiration, log }` or throws the ExecutionError. */
+  async #extend(lock, duration, settings) {
+    lockArg(lock)
+    const signal = signalOf(settings)
+    if (signal?.aborted) throw abortedError(signal, [])
+    const c = await this.#call(
+      'extend', signal, lock.resources?.length, lock.resources, lock.value, Number(lock.expiration), duration, settings, holdOf.get(lock),
+    )
+    const log = this.#log(c, lock.resources.length)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log, signal)
+    return { expiration: expirationOf(c), log }
+  }
+
+  /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
+  extend(lock, duration, settings) {
+    const context = { resources: lock?.resources, duration, kind: lock?.kind ?? 'mutex', settings }
+    return traced(traces.extend, context, async () => {
+      const { expiration, log } = await this.#extend(lock, duration, settings)
+      lock.expiration = 0
+      return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
+    })
+  }
+
+  /**
+   * Runs `routine(signal, lock)` while holding the lock, extending it automatically
+   * `automaticExtensionThreshold` ms before it expires (with the settings given here).
+   * `lock` stays current: its `expiration` follows the extensions. When the lock is not
+   * extended by its expiration (the extension's retries are bounded by the time the lock
+   * has left), `signal` is aborted, no later than `lock.expiration`, with `signal.error`
+   * a LockLostError, and the keys still ours are removed. The lock is always released; a
+   * failed release never replaces the routine's result or error.
+   */
+  async using(resources, duration, settingsOrRoutine, optionalRoutine) {
+    const settings = typeof settingsOrRoutine === 'function' ? undefined : settingsOrRoutine
+    const routine = typeof settingsOrRoutine === 'function' ? settingsOrRoutine : optionalRoutine
+    return this[usingHold](resources, duration, settings, routine, undefined)
+  }
+
+  /** `using()` for a hold of `hold.kind` (a mutex when undefined). */
+  async [usingHold](resources, duration, settings, routine, hold) {
+    if (typeof routine !== 'function') throw new TypeError('routine must be a function.')
+    const effective = this.#native.resolveSettings(settings)
+    if (typeof duration === 'number' && effective.automaticExtensionThreshold > duration - 100) {
+      throw new RangeError(
+        'A lock `duration` must be at least 100ms greater than the `automaticExtensionThreshold` setting.',
+      )
+    }
+    const lock = await this[acquireHold](resources, duration, settings, hold)
+    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s) => {
+      const context = { resources: l.resources, duration: d, kind: l.kind, settings: s }
+      return traced(traces.extend, context, () => this.#extend(l, d, s))
+    })
+    try {
+      return await routine(holding.signal, lock)
+    } finally {
+      await holding.stop()
+      try {
+        await this.release(lock, settings)
+      } catch (error) {
+        this.emit('error', error) // the lock expires by itself; the routine's outcome stands
+      }
+    }
+  }
+
+  /** Closes the native connections of this instance (JS clients passed in are left open). */
+  async quit() {
+    await this.#native.quit()
+    if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
+    this.#keepAlive = null
+  }
+}
+
+module.exports = { Redlock }

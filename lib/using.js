@@ -1,0 +1,98 @@
+'use strict'
+// The automatic extension of a lock held by `using()` (Holding): extends the lock before it
+// expires, and aborts the routine's signal with a LockLostError when it could not.
+
+const { lostChannel } = require('./diagnostics.js')
+const { LockLostError } = require('./errors.js')
+
+const noop = () => {}
+
+/**
+ * The automatic extension of a lock held by `using()`: extends `threshold` ms before the
+ * lock expires, and aborts `signal` when the lock has not been extended by its expiration.
+ */
+class Holding {
+  #controller = new AbortController()
+  #timer
+  #lossTimer
+  #extension
+  #done = false
+
+  constructor(redlock, lock, duration, settings, threshold, extend) {
+    this.redlock = redlock
+    this.lock = lock
+    this.duration = duration
+    this.settings = settings
+    this.threshold = threshold
+    this.extendFn = extend
+    this.#armLoss()
+    this.#schedule()
+  }
+
+  get signal() {
+    return this.#controller.signal
+  }
+
+  /** Aborts the signal at the lock's expiration unless an extension moved it. */
+  #armLoss() {
+    clearTimeout(this.#lossTimer)
+    const left = Math.max(0, this.lock.expiration - Date.now())
+    this.#lossTimer = setTimeout(() => this.#lose('expired'), left)
+  }
+
+  #schedule() {
+    const wait = Math.max(0, this.lock.expiration - Date.now() - this.threshold)
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      this.#extension = this.#extend()
+    }, wait)
+  }
+
+  async #extend() {
+    try {
+      // The engine stops retrying when the lock expires.
+      const { expiration, log } = await this.extendFn(this.lock, this.duration, this.settings)
+      if (this.#done || this.signal.aborted) return
+      this.lock.expiration = expiration
+      this.lock.attempts = log
+      this.#armLoss()
+      this.#schedule()
+    } catch (error) {
+      this.#lose(error?.reason ?? 'internal', error)
+    }
+  }
+
+  #lose(reason, error) {
+    if (this.#done || this.signal.aborted) return
+    clearTimeout(this.#timer)
+    clearTimeout(this.#lossTimer)
+    const { lock, redlock } = this
+    const cause = error?.cause instanceof AggregateError ? error.cause : error
+    const lost = new LockLostError(
+      `The lock on ${lock.resources.join(', ')} could not be extended and may have been lost.`,
+      { cause, reason },
+    )
+    lost.expiration = lock.expiration
+    // The lock is no longer to be relied on: its keys go now.
+    lock.expiration = Math.min(lock.expiration, Date.now())
+    const signal = this.signal
+    signal.error = lost
+    redlock.emit('error', lost)
+    if (lostChannel.hasSubscribers) {
+      lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
+    }
+    this.#controller.abort(lost)
+    // Our keys that are left go now (owner-checked: a new holder's keys stay).
+    redlock.release(lock, this.settings).catch(noop)
+  }
+
+  /** Stops extending (waits for an extension in flight). */
+  async stop() {
+    this.#done = true
+    clearTimeout(this.#timer)
+    clearTimeout(this.#lossTimer)
+    if (this.#extension) await this.#extension
+  }
+}
+
+module.exports = { Holding }
