@@ -1,20 +1,15 @@
 #![deny(clippy::all)]
 //! redlock-rs: distributed locks for Node.js on Redis.
 //!
-//! [`engine`] is the pure-Rust quorum engine; the other modules are the thin napi layer.
+//! [`engine`] is the pure-Rust quorum engine; [`addon`] is the thin napi layer over it.
 
+mod addon;
 pub mod engine;
 
 /// Rust-side allocations (connections, replies, per-attempt state) use mimalloc: the
 /// system allocator was a tenth of the addon's CPU time under load.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-mod client;
-mod completion;
-mod js;
-mod redlock;
-mod reply;
 
 /// The tokio runtime behind every operation: one I/O thread (every hand-off between
 /// threads costs more than the lock work itself: measured with `benchmark/breakdown.mjs`,

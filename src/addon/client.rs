@@ -7,12 +7,14 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::addon::js::{
+    self, check, classify, field, opt_bool, opt_number, opt_string, type_error, Val,
+};
+use crate::addon::reply::Reply;
 use crate::engine::args;
 use crate::engine::config::{NodeConfig, SentinelConfig, TlsConfig};
 use crate::engine::memory::MemoryStore;
 use crate::engine::node::Node;
-use crate::js::{self, check, classify, field, opt_bool, opt_number, opt_string, type_error, Val};
-use crate::reply::Reply;
 
 /// `new MemoryStore({ name? })`: an in-process lock node.
 fn memory_store(env: &Env, options: Val) -> Result<NativeClient> {

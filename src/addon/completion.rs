@@ -3,7 +3,7 @@
 //! A promise per call through napi costs a thread-safe function per call and one wake of
 //! the JavaScript thread per result. Instead each `NativeRedlock` owns one thread-safe
 //! function: finished operations are queued, and the JavaScript thread is woken once for
-//! all the results that are ready, which it settles by id. Results are compact tuples.
+//! all the results that are ready, which it settles by id.
 
 use crate::engine::sync::Unpoisoned;
 use std::future::Future;
@@ -14,47 +14,73 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
 
-/// One finished operation (or one attempt of it, with status [`status::PROGRESS`]), as
-/// JavaScript receives it: `[id, status, value, expiration, start, attempts, errors, fence,
-/// slot]` (`slot`: the semaphore slot of an acquired permit).
-///
-/// * `status`: see [`status`]. For `acquireLock`: `DONE` is `true`, `LOCKED` `false`,
-///   the others `null`.
-/// * `attempts`: one string per attempt (the last 100), one character per client:
-///   `F` for, `L` locked by another owner, `E` error, `-` no answer needed.
-/// * `errors`: the messages of the `E` votes, in order.
-/// * `fence`: the fencing token (decimal) of an acquire with `fencing`.
-pub type Completion = (
-    u32,
-    u32,
-    Option<String>,
-    f64,
-    f64,
-    Vec<String>,
-    Vec<String>,
-    Option<String>,
-    Option<u32>,
-);
+/// One finished operation (or one attempt of it, with the status `Progress`), as
+/// JavaScript receives it.
+#[napi(object, object_from_js = false)]
+pub struct Completion {
+    /// The operation's id, given by the JavaScript layer.
+    pub id: u32,
+    pub status: CompletionStatus,
+    /// Why it failed, as the engine decided ('locked', 'quorum-unavailable', 'expired',
+    /// 'aborted', 'internal'); `None` when it succeeded (or for the progress statuses).
+    pub reason: Option<&'static str>,
+    /// The lock value of an acquire, or the message of an internal error.
+    pub value: Option<String>,
+    /// Wall-clock ms until which an acquired or extended lock is valid; 0 otherwise.
+    pub expiration: f64,
+    /// Wall-clock ms at which the operation started.
+    pub start: f64,
+    /// One string per attempt (the last 100), one character per client: `F` for, `L`
+    /// locked by another owner, `E` error, `-` no answer needed, `?` an answer to come.
+    pub attempts: Vec<String>,
+    /// The messages of the `E` votes, in order.
+    pub errors: Vec<String>,
+    /// The fencing token (decimal) of an acquire with `fencing`.
+    pub fence: Option<String>,
+    /// The semaphore slot of an acquired permit.
+    pub slot: Option<u32>,
+}
 
-/// The statuses of a [`Completion`]; `lib/native.js` reads them by these numbers.
-pub mod status {
-    pub const DONE: u32 = 0;
+/// The statuses of a [`Completion`] (exported to JavaScript as an object of numbers).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum CompletionStatus {
+    Done = 0,
     /// Another owner holds a resource.
-    pub const LOCKED: u32 = 1;
+    Locked = 1,
     /// Too many nodes failed or timed out to decide.
-    pub const UNDECIDED: u32 = 2;
+    Undecided = 2,
     /// The lock had expired.
-    pub const EXPIRED: u32 = 3;
+    Expired = 3,
     /// An internal error (a panic): the message is in `value`.
-    pub const INTERNAL: u32 = 4;
+    Internal = 4,
     /// The operation's signal was aborted.
-    pub const ABORTED: u32 = 5;
+    Aborted = 5,
     /// Not a completion: one failed attempt of an operation still running, for events.
-    pub const PROGRESS: u32 = 6;
+    Progress = 6,
     /// Not a completion: the complete votes of the last attempt of an operation already
     /// completed, whose attempt string marked the votes still coming with `?`.
-    pub const LATE: u32 = 7;
+    Late = 7,
+}
+
+impl Completion {
+    /// A completion with nothing but `id` and `status`.
+    pub fn bare(id: u32, status: CompletionStatus) -> Completion {
+        Completion {
+            id,
+            status,
+            reason: None,
+            value: None,
+            expiration: 0.0,
+            start: 0.0,
+            attempts: Vec::new(),
+            errors: Vec::new(),
+            fence: None,
+            slot: None,
+        }
+    }
 }
 
 type Queue = Arc<Mutex<Vec<Completion>>>;
@@ -119,17 +145,11 @@ impl Completer {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".to_string());
-                    (
-                        id,
-                        status::INTERNAL,
-                        Some(format!("redlock-rs internal error: {message}")),
-                        0.0,
-                        0.0,
-                        Vec::new(),
-                        Vec::new(),
-                        None,
-                        None,
-                    )
+                    Completion {
+                        reason: Some("internal"),
+                        value: Some(format!("redlock-rs internal error: {message}")),
+                        ..Completion::bare(id, CompletionStatus::Internal)
+                    }
                 }
             };
             this.push(completion);

@@ -1,7 +1,7 @@
 //! `NativeRedlock`: the native side of the `Redlock` class. Parses arguments, calls the
 //! engine, and queues compact completions that the JavaScript layer turns into `Lock`s,
 //! `ExecutionStats` and errors. One native call per JavaScript operation; results come
-//! back in batches (see [`crate::completion`]).
+//! back in batches (see [`crate::addon::completion`]).
 
 use crate::engine::sync::Unpoisoned;
 use std::collections::HashMap;
@@ -12,8 +12,9 @@ use napi::bindgen_prelude::*;
 use napi::JsValue;
 use napi_derive::napi;
 
-use crate::client::NativeClient;
-use crate::completion::{status, Completer, Completion};
+use crate::addon::client::NativeClient;
+use crate::addon::completion::{Completer, Completion, CompletionStatus};
+use crate::addon::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
 use crate::engine::args;
 use crate::engine::error::ArgError;
 use crate::engine::kinds::Kind;
@@ -23,7 +24,6 @@ use crate::engine::redlock::{
 };
 use crate::engine::scripts::hash_slot;
 use crate::engine::settings::{self, Settings, SettingsPatch};
-use crate::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
 
 /// Redlock settings, with node-redlock v5's defaults.
 #[napi(object)]
@@ -97,32 +97,34 @@ fn encode_votes<'a>(
     (attempts, errors)
 }
 
-/// The compact completion of an operation (see [`Completion`]).
+/// The completion of an operation (see [`Completion`]): its outcome and reason are the
+/// engine's.
 fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
     let (attempts, errors) = encode_votes(exec.attempts.iter());
     let status = match exec.outcome {
-        Ok(_) => status::DONE,
-        Err(FailureKind::Locked) => status::LOCKED,
-        Err(FailureKind::Undecided) => status::UNDECIDED,
-        Err(FailureKind::Expired) => status::EXPIRED,
-        Err(FailureKind::Aborted) => status::ABORTED,
+        Ok(_) => CompletionStatus::Done,
+        Err(FailureKind::Locked) => CompletionStatus::Locked,
+        Err(FailureKind::Undecided) => CompletionStatus::Undecided,
+        Err(FailureKind::Expired) => CompletionStatus::Expired,
+        Err(FailureKind::Aborted) => CompletionStatus::Aborted,
     };
-    (
+    Completion {
         id,
         status,
+        reason: exec.outcome.err().map(FailureKind::reason),
         value,
-        exec.expiration_ms,
-        exec.start_ms,
+        expiration: exec.expiration_ms,
+        start: exec.start_ms,
         attempts,
         errors,
-        exec.fence.map(|f| f.to_string()),
-        exec.slot,
-    )
+        fence: exec.fence.map(|f| f.to_string()),
+        slot: exec.slot,
+    }
 }
 
 /// An attempt that is not the operation's last, for the events of its votes against.
 fn progress(id: u32, stats: &AttemptStats) -> Completion {
-    votes_only(id, status::PROGRESS, stats)
+    votes_only(id, CompletionStatus::Progress, stats)
 }
 
 /// The complete votes of an operation's last attempt, decided before every node answered.
@@ -134,13 +136,17 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         late: false,
         slot: None,
     };
-    votes_only(id, status::LATE, &stats)
+    votes_only(id, CompletionStatus::Late, &stats)
 }
 
 /// A message of `status` that carries one attempt's votes and nothing else.
-fn votes_only(id: u32, status: u32, stats: &AttemptStats) -> Completion {
+fn votes_only(id: u32, status: CompletionStatus, stats: &AttemptStats) -> Completion {
     let (attempts, errors) = encode_votes(std::iter::once(stats));
-    (id, status, None, 0.0, 0.0, attempts, errors, None, None)
+    Completion {
+        attempts,
+        errors,
+        ..Completion::bare(id, status)
+    }
 }
 
 /// What a semaphore or read-write lock operation holds (`undefined`: a mutex).
@@ -398,7 +404,7 @@ impl NativeRedlock {
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[number, number, string | null, number, number, string[], string[], string | null, number | null]>) => void"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<Completion>) => void"
     )]
     pub fn new(
         env: Env,

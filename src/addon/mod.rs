@@ -1,0 +1,14 @@
+//! The thin napi layer: JavaScript classes that parse options, convert errors and call
+//! the engine, one async call per JavaScript operation.
+//!
+//! * [`client`]: `NativeClient` (standalone, Sentinel, Cluster, MemoryStore) and its
+//!   direct commands; [`reply`]: Redis replies as JavaScript values.
+//! * [`redlock`]: `NativeRedlock`, the lock operations over the engine's quorum.
+//! * [`completion`]: results delivered to JavaScript in batches, as typed objects.
+//! * [`js`]: reading and checking JavaScript arguments (`TypeError`/`RangeError`).
+
+pub mod client;
+pub mod completion;
+pub mod js;
+pub mod redlock;
+pub mod reply;
