@@ -8,7 +8,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::IntoConnectionInfo;
 
 use super::plain;
-use super::tls::connection_addr;
+use super::tls::{certificates, connection_addr};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::shards::{parse_shards, Shard};
@@ -41,6 +41,9 @@ pub(super) async fn connect_cluster(
             }
             Ok::<(), std::convert::Infallible>(())
         });
+    if let Some(certs) = certificates(config) {
+        builder = builder.certs(certs);
+    }
     if let Some(u) = &config.username {
         builder = builder.username(u);
     }

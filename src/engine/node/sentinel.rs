@@ -1,5 +1,6 @@
 //! Redis Sentinel: the master the sentinels name, checked to be a master still.
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 
 use super::connection::{connect_plain, connect_to, Conn, Connected};
@@ -63,47 +64,64 @@ async fn check_master(
     }
 }
 
-/// Asks the sentinels, in order, for the address of the master; the first answer wins.
+/// Asks every sentinel at once for the address of the master; the first that names one
+/// wins (a dead or frozen sentinel holds nobody up).
 async fn discover_master(
     sentinel: &SentinelConfig,
     config: &NodeConfig,
 ) -> Result<(String, u16), NodeError> {
+    let limit = config.command_timeout.max(config.connect_timeout);
+    let mut asks: FuturesUnordered<_> = sentinel
+        .sentinels
+        .iter()
+        .map(|(host, port)| {
+            let at = NodeConfig {
+                host: host.clone(),
+                port: *port,
+                username: sentinel.username.clone(),
+                password: sentinel.password.clone(),
+                db: 0,
+                sentinel: None,
+                ..config.clone()
+            };
+            async move {
+                let answer = tokio::time::timeout(limit, ask_sentinel(&at, &sentinel.name)).await;
+                match answer {
+                    Ok(Ok(Some(master))) => Ok(master),
+                    Ok(Ok(None)) => Err(format!(
+                        "{} knows no master '{}'",
+                        at.host_port(),
+                        sentinel.name
+                    )),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("{}: no answer", at.host_port())),
+                }
+            }
+        })
+        .collect();
     let mut reasons = Vec::new();
-    for (host, port) in &sentinel.sentinels {
-        let at = NodeConfig {
-            host: host.clone(),
-            port: *port,
-            username: sentinel.username.clone(),
-            password: sentinel.password.clone(),
-            db: 0,
-            sentinel: None,
-            ..config.clone()
-        };
-        let ask = async {
-            let mut conn = connect_plain(build_client(&at)?, &at).await?;
-            redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&sentinel.name)
-                .query_async::<Option<(String, u16)>>(&mut conn)
-                .await
-                .map_err(|e| NodeError::Command {
-                    addr: at.host_port(),
-                    reason: plain(&e),
-                })
-        };
-        match tokio::time::timeout(config.command_timeout.max(config.connect_timeout), ask).await {
-            Ok(Ok(Some(master))) => return Ok(master),
-            Ok(Ok(None)) => reasons.push(format!(
-                "{} knows no master '{}'",
-                at.host_port(),
-                sentinel.name
-            )),
-            Ok(Err(e)) => reasons.push(e.to_string()),
-            Err(_) => reasons.push(format!("{}: no answer", at.host_port())),
+    while let Some(answer) = asks.next().await {
+        match answer {
+            Ok(master) => return Ok(master),
+            Err(reason) => reasons.push(reason),
         }
     }
     Err(NodeError::Connect {
         addr: config.addr(),
         reason: format!("no sentinel named the master: {}", reasons.join("; ")),
     })
+}
+
+/// The master that the sentinel at `at` names for `name`, if it knows one.
+async fn ask_sentinel(at: &NodeConfig, name: &str) -> Result<Option<(String, u16)>, NodeError> {
+    let mut conn = connect_plain(build_client(at)?, at).await?;
+    redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(name)
+        .query_async::<Option<(String, u16)>>(&mut conn)
+        .await
+        .map_err(|e| NodeError::Command {
+            addr: at.host_port(),
+            reason: plain(&e),
+        })
 }

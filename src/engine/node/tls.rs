@@ -26,23 +26,29 @@ pub(super) fn build_client(config: &NodeConfig) -> Result<Client, NodeError> {
         .into_connection_info()
         .map_err(fail)?
         .set_redis_settings(redis_info);
-    match &config.tls {
-        Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {
-            let client_tls = match (&tls.cert, &tls.key) {
-                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                    client_cert: cert.as_bytes().to_vec(),
-                    client_key: key.as_bytes().to_vec(),
-                }),
-                _ => None,
-            };
-            let certs = redis::TlsCertificates {
-                client_tls,
-                root_cert: tls.ca.as_ref().map(|c| c.as_bytes().to_vec()),
-            };
-            Client::build_with_tls(info, certs).map_err(fail)
-        }
-        _ => Client::open(info).map_err(fail),
+    match certificates(config) {
+        Some(certs) => Client::build_with_tls(info, certs).map_err(fail),
+        None => Client::open(info).map_err(fail),
     }
+}
+
+/// The CA and client certificate of `config`'s TLS settings, if it has either.
+pub(super) fn certificates(config: &NodeConfig) -> Option<redis::TlsCertificates> {
+    let tls = config.tls.as_ref()?;
+    if tls.ca.is_none() && tls.cert.is_none() {
+        return None;
+    }
+    let client_tls = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: cert.as_bytes().to_vec(),
+            client_key: key.as_bytes().to_vec(),
+        }),
+        _ => None,
+    };
+    Some(redis::TlsCertificates {
+        client_tls,
+        root_cert: tls.ca.as_ref().map(|c| c.as_bytes().to_vec()),
+    })
 }
 
 /// `host:port` over TCP, or over TLS when `config` has TLS settings (only whether the
