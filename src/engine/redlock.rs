@@ -730,10 +730,7 @@ impl Quorum {
     /// acquire. Won on a quorum with validity left (counted from the start of the
     /// hand-over), the waiter holds the lock and the release is done (`Some`: its votes);
     /// otherwise what it moved is taken back and the release goes on as usual (`None`).
-    /// Long because it is one decision with its three cleanups (old value where it did
-    /// not move, the waiter's value where a failed hand-over moved it, late moves), kept
-    /// together so that every node's outcome is handled in one place; a candidate to split
-    /// into send / settle steps next.
+    /// Steps: send the moves and count them, clean up every node's outcome, deliver.
     async fn hand_over(
         &self,
         resources: &[String],
@@ -745,11 +742,38 @@ impl Quorum {
         }
         let offer = self.queues.take_offer(&Kind::Mutex.line(resources))?;
         let started = Instant::now();
+        let (ballot, moves) = self.send_moves(resources, value, &offer).await;
+        let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
+        let won = ballot.decision == Decision::Won && validity > 0;
+        self.clean_up_moves(resources, value, &offer.value, &ballot, moves, won)
+            .await;
+        if !won {
+            return None; // dropping the offer tells the waiter: it goes on waiting
+        }
+        let Ballot { votes, tally, .. } = ballot;
+        let stats = AttemptStats {
+            votes,
+            tally,
+            fence: None,
+            late: false,
+            slot: None,
+        };
+        self.deliver(resources, offer, validity, stats.clone());
+        Some(stats)
+    }
+
+    /// Sends the hand-over's compare-and-set to every node and counts the moves until the
+    /// outcome is known or the command time-out passes; the moves still under way are
+    /// returned with the ballot.
+    async fn send_moves(
+        &self,
+        resources: &[String],
+        value: &str,
+        offer: &Offer,
+    ) -> (Ballot, PendingMoves) {
         let ttl = offer.ttl_ms.to_string();
-        let cmd = HANDOVER_SCRIPT.evalsha(resources, &[value, &offer.value, &ttl]);
-        let limit = self.command_timeout();
+        let cmd = Arc::new(HANDOVER_SCRIPT.evalsha(resources, &[value, &offer.value, &ttl]));
         let mut ballot = Ballot::new(self.nodes.len(), false);
-        let cmd = Arc::new(cmd);
         let mut moves: PendingMoves = self
             .nodes
             .iter()
@@ -767,7 +791,7 @@ impl Quorum {
                 fut
             })
             .collect();
-        let _ = tokio::time::timeout(limit, async {
+        let _ = tokio::time::timeout(self.command_timeout(), async {
             while let Some((i, vote)) = moves.next().await {
                 ballot.count(i, vote, None, None);
                 if ballot.decision != Decision::Pending {
@@ -776,25 +800,35 @@ impl Quorum {
             }
         })
         .await;
-        let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
-        let won = ballot.decision == Decision::Won && validity > 0;
-        let (old, new) = (value.to_string(), offer.value.clone());
-        // Nodes the lock did not move on (or all of them, when it did not move): remove
-        // what is left of ours, in the background; the waiter's keys where it moved but the
-        // hand-over failed, before the release goes on. Won, the moves still under way
-        // finish in the background (the lock on more nodes), as an acquire's stragglers do.
+        (ballot, moves)
+    }
+
+    /// Every node's outcome of a hand-over: where the lock did not move (or nowhere, when
+    /// it was not won), what is left of `old` goes, in the background; where a lost
+    /// hand-over moved it, `new` is taken back before the release goes on; won, the moves
+    /// still under way finish in the background (see [`Quorum::settle_moves`]).
+    async fn clean_up_moves(
+        &self,
+        resources: &[String],
+        old: &str,
+        new: &str,
+        ballot: &Ballot,
+        moves: PendingMoves,
+        won: bool,
+    ) {
+        let limit = self.command_timeout();
         let mut moved_back = Vec::new();
         for (i, vote) in ballot.votes.iter().enumerate() {
             let node = self.nodes[i].clone();
             if won && matches!(vote, Some(Vote::For) | None) {
                 continue;
             }
-            let release = RELEASE_SCRIPT.evalsha(resources, &[&old]);
+            let release = RELEASE_SCRIPT.evalsha(resources, &[old]);
             tokio::spawn(tokio::time::timeout(limit, async move {
                 let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
             }));
             if !won && vote != &Some(Vote::Locked) {
-                let release = RELEASE_SCRIPT.evalsha(resources, &[&new]);
+                let release = RELEASE_SCRIPT.evalsha(resources, &[new]);
                 let node = self.nodes[i].clone();
                 moved_back.push(async move {
                     let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
@@ -802,31 +836,25 @@ impl Quorum {
             }
         }
         if won && !moves.is_empty() {
-            self.settle_moves(moves, resources, &old, &new);
-        } else {
-            drop(moves);
+            self.settle_moves(moves, resources, old, new);
         }
         if !won {
             let _ = tokio::time::timeout(limit, futures::future::join_all(moved_back)).await;
-            return None;
         }
-        let Ballot { votes, tally, .. } = ballot;
-        let stats = AttemptStats {
-            votes,
-            tally,
-            fence: None,
-            late: false,
-            slot: None,
-        };
+    }
+
+    /// Gives the waiter the lock it now holds; a waiter that is gone (aborted) leaves a
+    /// lock it does not know of, which is released.
+    fn deliver(&self, resources: &[String], offer: Offer, validity: i64, stats: AttemptStats) {
         let handed = Handed {
-            value: new,
+            value: offer.value,
             validity,
-            stats: stats.clone(),
+            stats,
         };
-        // A waiter that is gone (aborted) leaves a lock it does not know of: release it.
         if let Err(h) = offer.tx.send(handed) {
             let release = RELEASE_SCRIPT.evalsha(resources, &[&h.value]);
             let nodes = self.nodes.clone();
+            let limit = self.command_timeout();
             tokio::spawn(tokio::time::timeout(limit, async move {
                 futures::future::join_all(
                     nodes
@@ -836,7 +864,6 @@ impl Quorum {
                 .await;
             }));
         }
-        Some(stats)
     }
     /// Subscribes `signal` to the release announcements of `resources` on every node
     /// that answers within the retry delay (a slow or dead node is not waited for: the
