@@ -247,70 +247,73 @@ async fn check(
     max_duration: Duration,
     remembered: Vec<Checked>,
 ) -> Result<Vec<Checked>, NodeError> {
-    let node = &nodes[i];
-    let found: Vec<Seen> = if node.config().cluster.is_some() {
-        let Some(shards) = node.cluster_shards().await? else {
-            return Ok(Vec::new()); // INFO not allowed for this user
-        };
-        shards
-            .into_iter()
-            .map(|s| Seen {
-                name: s.name(),
-                shard: Some(ShardPlace {
-                    record_key: s.record_key(),
-                    ranges: s.ranges,
-                }),
-                identity: s.identity,
-                addr: s.addr,
-            })
-            .collect()
-    } else {
-        let Some(identity) = node.identity() else {
-            return Ok(Vec::new()); // INFO not allowed for this user
-        };
-        vec![Seen {
-            identity,
-            name: node.config().addr(),
-            addr: node.addr(),
-            shard: None,
-        }]
-    };
-    let judged = found.into_iter().map(|seen| {
-        let Seen {
-            identity: current,
-            name,
-            addr,
-            shard,
-        } = seen;
-        let sources = record_places(nodes, i, &shard);
+    let limit = nodes[i].config().command_timeout;
+    let judged = seen(&nodes[i]).await?.into_iter().map(|seen| {
+        let sources = record_places(nodes, i, &seen.shard);
         let remembered = remembered
             .iter()
-            .find(|c| c.name == name)
+            .find(|c| c.name == seen.name)
             .map(|c| c.run_id.clone());
         async move {
-            let mut known = read_records(&sources, &name, node.config().command_timeout).await;
+            let mut known = read_records(&sources, &seen.name, limit).await;
             known.extend(remembered);
-            let now = Instant::now();
-            let verdict = judge(&current, &known, max_duration, now);
-            let (until, restarted_at) = match verdict {
-                Verdict::Quarantined { until } => (
-                    Some(until),
-                    Some(now.checked_sub(current.uptime_at(now)).unwrap_or(now)),
-                ),
-                Verdict::Trusted => (None, None),
-            };
-            Checked {
-                name,
-                addr,
-                shard,
-                run_id: current.run_id,
-                until,
-                recorded: false,
-                restarted_at,
-            }
+            judged(seen, &known, max_duration)
         }
     });
     Ok(futures::future::join_all(judged).await)
+}
+
+/// The identities node `i` has now: its server's, or each of its shards' masters' (none
+/// when the ACL forbids `INFO`: nothing to check against).
+async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
+    if node.config().cluster.is_none() {
+        return Ok(node
+            .identity()
+            .map(|identity| Seen {
+                identity,
+                name: node.config().addr(),
+                addr: node.addr(),
+                shard: None,
+            })
+            .into_iter()
+            .collect());
+    }
+    let shards = node.cluster_shards().await?.unwrap_or_default();
+    Ok(shards
+        .into_iter()
+        .map(|s| Seen {
+            name: s.name(),
+            shard: Some(ShardPlace {
+                record_key: s.record_key(),
+                ranges: s.ranges,
+            }),
+            identity: s.identity,
+            addr: s.addr,
+        })
+        .collect())
+}
+
+/// What is concluded about `seen`, given the identities `known` for it.
+fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
+    let now = Instant::now();
+    let (until, restarted_at) = match judge(&seen.identity, known, max_duration, now) {
+        // A promoted master took over at the latest now; a restarted one when it started.
+        Verdict::Quarantined { until } if seen.identity.promoted => (Some(until), Some(now)),
+        Verdict::Quarantined { until } => (
+            Some(until),
+            Some(now.checked_sub(seen.identity.uptime_at(now)).unwrap_or(now)),
+        ),
+        Verdict::Trusted => (None, None),
+    };
+    Checked {
+        name: seen.name,
+        addr: seen.addr,
+        shard: seen.shard,
+        run_id: seen.identity.run_id,
+        until,
+        recorded: false,
+        restarted_at,
+    }
 }
 
 /// Where the identity of node `i` (or of one of its shards) is recorded: on every other
