@@ -3,10 +3,13 @@
 //! * [`args`]: validation of the values users pass; [`settings`]: retry, drift and
 //!   safety settings; [`error`]: node and argument errors in plain words.
 //! * [`config`]: connection settings of one node and URL parsing.
-//! * [`node`]: one shared, self-healing, pipelining connection per node with time-outs, or
-//!   an in-process [`memory`] store behind the same interface. Inside it: `connection`
-//!   (connect, back-off, reconnect, resend), `tls`, `sentinel` (master discovery, `ROLE`
-//!   check) and `cluster` (Redis Cluster connection and shards).
+//! * [`node`]: the [`Node`](node::Node) every command goes to, over the
+//!   [`Backend`](node::Backend) trait (command or script to a reply within a deadline,
+//!   address, identity, capabilities) with two implementations: `Server`, one shared,
+//!   self-healing, pipelining connection with time-outs, and the in-process [`memory`]
+//!   store. Inside it: `backend`, `server`, `connection` (connect, back-off, reconnect,
+//!   resend), `tls`, `sentinel` (master discovery, `ROLE` check) and `cluster` (Redis
+//!   Cluster connection and shards).
 //! * [`identity`]: restart safety (node identities, records on the peers, quarantine);
 //!   [`shards`]: the same per shard of a Redis Cluster.
 //! * [`notify`]: release notifications over one pub/sub connection per node.

@@ -10,9 +10,11 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
 
+use super::backend::{within, Backend, Reply};
 use super::cluster::connect_cluster;
+use super::plain;
 use super::sentinel::connect_master;
-use super::{plain, Node};
+use super::server::Server;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
@@ -100,7 +102,7 @@ struct Down {
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-impl Node {
+impl Server {
     pub(super) fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state inconsistent (every
         // update is a single assignment), so a poisoned lock is still usable.
@@ -209,17 +211,24 @@ impl Node {
         }
     }
 
-    /// Runs `op` on the shared connection, within `wait` when given. A connection found
-    /// broken is dropped and `op` is sent once more on a fresh one, as ioredis resends
-    /// unfulfilled commands (every lock script is idempotent, so a resend is safe).
-    pub(super) async fn run<T, F, Fut>(&self, wait: Option<Duration>, op: F) -> Result<T, NodeError>
+    /// Runs `op` on the shared connection, within `wait` when given, and hands its reply
+    /// to `reply`. A connection found broken is dropped and `op` is sent once more on a
+    /// fresh one, as ioredis resends unfulfilled commands (every lock script is
+    /// idempotent, so a resend is safe). A reply that `reply` refuses fails as the
+    /// driver's parsing error would (`query_async` converts inside the driver).
+    pub(super) async fn run<F, Fut>(
+        &self,
+        wait: Option<Duration>,
+        reply: Reply<'_>,
+        op: F,
+    ) -> Result<(), NodeError>
     where
         F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RedisError>>,
+        Fut: std::future::Future<Output = Result<redis::Value, RedisError>>,
     {
         let (conn, generation) = self.connection().await?;
         let e = match self.bounded(wait, op(conn)).await? {
-            Ok(v) => return Ok(v),
+            Ok(v) => return reply(v).map_err(|e| self.map_error(e.into(), generation)),
             Err(e) => e,
         };
         if !(e.is_connection_dropped() || e.is_io_error()) || e.is_timeout() {
@@ -227,26 +236,20 @@ impl Node {
         }
         self.invalidate(generation);
         let (conn, generation) = self.connection().await?;
-        self.bounded(wait, op(conn))
+        let v = self
+            .bounded(wait, op(conn))
             .await?
-            .map_err(|e| self.map_error(e, generation))
+            .map_err(|e| self.map_error(e, generation))?;
+        reply(v).map_err(|e| self.map_error(e.into(), generation))
     }
 
     /// `fut` within `wait`, when given.
-    pub(super) async fn bounded<T>(
+    async fn bounded<T>(
         &self,
         wait: Option<Duration>,
         fut: impl std::future::Future<Output = T>,
     ) -> Result<T, NodeError> {
-        match wait {
-            None => Ok(fut.await),
-            Some(w) => tokio::time::timeout(w, fut)
-                .await
-                .map_err(|_| NodeError::Timeout {
-                    addr: self.addr(),
-                    ms: w.as_millis() as u64,
-                }),
-        }
+        within(wait, fut, || self.addr()).await
     }
 }
 

@@ -1,7 +1,15 @@
-//! One Redis node: a single multiplexed (pipelining) connection shared by every caller,
-//! connected in the background, re-established by itself after a drop, and a time-out
-//! on every wait.
+//! One node of the quorum: [`Node`], what the engine sends every command to, over a
+//! [`Backend`] that answers them.
 //!
+//! * `backend`: the [`Backend`] trait, what the quorum needs from a node: a command or a
+//!   lock script run (within a time-out when asked) to a reply or an error, its address,
+//!   its identity and identity epoch (restart safety), Cluster shards, the pub/sub side
+//!   for release notifications, closing, and whether it takes `SET NX PX GET`. Two
+//!   implementations: `Server` below, and the in-process [`MemoryStore`] (through
+//!   [`MemoryBackend`]), which answers every command itself.
+//! * `server`: `Server`, a Redis deployment over the network: a single multiplexed
+//!   (pipelining) connection shared by every caller, connected in the background,
+//!   re-established by itself after a drop, and a time-out on every wait.
 //! * `connection`: the connection state (connect once for all callers, back-off, reconnect
 //!   after a drop), the resend of a command on a broken connection, and connecting to one
 //!   server (lock scripts loaded, identity read).
@@ -9,53 +17,38 @@
 //! * `sentinel`: the master the sentinels name, checked with `ROLE`.
 //! * `cluster`: a Redis Cluster's connection and its shards.
 //!
-//! An in-process node (a [`MemoryStore`]) answers every command itself; each public method
-//! below checks for it first.
+//! [`Node`] itself is a thin wrapper: the node's settings and its backend, and each reply
+//! converted into the caller's type.
 
+mod backend;
 mod cluster;
 mod connection;
 mod sentinel;
+mod server;
 mod tls;
 
-use crate::engine::sync::{Unpoisoned, UnpoisonedRw};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+pub(crate) use backend::within;
+pub use backend::{Backend, Reply};
 
-use redis::{Client, FromRedisValue, RedisError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{FromRedisValue, ParsingError, RedisError, Value};
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::{plain_reason, NodeError};
 use crate::engine::identity::Identity;
-use crate::engine::memory::MemoryStore;
+use crate::engine::memory::{MemoryBackend, MemoryStore};
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::LockScript;
 use crate::engine::shards::Shard;
-use connection::{Conn, Slot, State};
-use tls::build_client;
+use server::Server;
 
-/// A Redis node shared by clients and locks.
+/// A Redis node shared by clients and locks: a server over the network or an in-process
+/// store.
 pub struct Node {
     config: NodeConfig,
-    /// How errors name the node (for Sentinel: the current master, once found).
-    addr: std::sync::RwLock<String>,
-    /// The client of the node (for Sentinel: of the current master).
-    client: std::sync::RwLock<Client>,
-    state: Mutex<State>,
-    /// Whether the server takes `SET key value NX PX ms GET` (Redis >= 7.0); learnt from
-    /// its first refusal.
-    set_nx_get: std::sync::atomic::AtomicBool,
-    /// The pub/sub connection for release notifications, made on first need.
-    subscriber: tokio::sync::Mutex<Option<Arc<Subscriber>>>,
-    /// The identity of the server behind the current connection, and a counter bumped
-    /// whenever it is read again (each new connection).
-    identity: Mutex<Option<Identity>>,
-    identity_epoch: std::sync::atomic::AtomicU64,
-    /// For a cluster: bumped whenever one of its connections drops (a shard's master may
-    /// have restarted, and the cluster connection reconnects by itself). Part of
-    /// [`Node::identity_epoch`].
-    drops: Arc<std::sync::atomic::AtomicU64>,
-    /// An in-process node instead of a server (see [`MemoryStore`]).
-    memory: Option<Arc<MemoryStore>>,
+    backend: Box<dyn Backend>,
 }
 
 impl std::fmt::Debug for Node {
@@ -69,8 +62,11 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node for `config`. Nothing is connected until [`Node::connect`] or a command.
     pub fn new(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
-        let client = build_client(&config)?;
-        Ok(Node::with(config, client, None))
+        let server = Server::new(config.clone())?;
+        Ok(Arc::new(Node {
+            config,
+            backend: Box::new(server),
+        }))
     }
 
     /// A node that is the in-process `store`.
@@ -81,29 +77,15 @@ impl Node {
             memory: true,
             ..NodeConfig::default()
         };
-        // Never used to connect: the store answers every command.
-        let client = Client::open("redis://127.0.0.1:1").expect("a constant URL parses");
-        Node::with(config, client, Some(store))
-    }
-
-    fn with(config: NodeConfig, client: Client, memory: Option<Arc<MemoryStore>>) -> Arc<Node> {
         Arc::new(Node {
-            addr: std::sync::RwLock::new(config.addr()),
             config,
-            client: std::sync::RwLock::new(client),
-            state: Mutex::new(State::new()),
-            subscriber: tokio::sync::Mutex::new(None),
-            set_nx_get: std::sync::atomic::AtomicBool::new(true),
-            identity: Mutex::new(None),
-            identity_epoch: std::sync::atomic::AtomicU64::new(0),
-            drops: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            memory,
+            backend: Box::new(MemoryBackend(store)),
         })
     }
 
     /// The in-process store behind this node, if it is one.
     pub fn memory_store(&self) -> Option<&Arc<MemoryStore>> {
-        self.memory.as_ref()
+        self.backend.memory_store()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -112,11 +94,7 @@ impl Node {
 
     /// `host:port`, how errors name this node.
     pub fn addr(&self) -> String {
-        self.addr.read_now().clone()
-    }
-
-    fn client(&self) -> Client {
-        self.client.read_now().clone()
+        self.backend.addr()
     }
 
     /// Starts connecting in the background if not connected (used on construction).
@@ -126,179 +104,178 @@ impl Node {
 
     /// Connects when not connected (the identity of the server comes with it).
     pub async fn ensure_connected(&self) -> Result<(), NodeError> {
-        if let Some(m) = &self.memory {
-            return m.check();
-        }
-        self.connection().await.map(|_| ())
+        self.backend.ensure_connected().await
     }
 
     /// The identity of the server behind the current connection, if it could be read.
     pub fn identity(&self) -> Option<Identity> {
-        if let Some(m) = &self.memory {
-            let (run_id, uptime) = m.identity();
-            return Some(Identity {
-                run_id,
-                uptime: Duration::from_secs(uptime.as_secs()),
-                seen_at: Instant::now(),
-                promoted: false,
-            });
-        }
-        self.identity.locked().clone()
+        self.backend.identity()
     }
 
     /// Changes whenever a new connection read the server's identity again (for a
     /// cluster: also whenever a connection to one of its servers dropped).
     pub fn identity_epoch(&self) -> u64 {
-        if let Some(m) = &self.memory {
-            return m.identity_epoch();
-        }
-        let acquire = std::sync::atomic::Ordering::Acquire;
-        self.identity_epoch.load(acquire) + self.drops.load(acquire)
+        self.backend.identity_epoch()
     }
 
     /// The shards of a cluster node, each with its master's identity, read now (`None`
     /// when the ACL forbids `INFO`).
     pub async fn cluster_shards(&self) -> Result<Option<Vec<Shard>>, NodeError> {
-        let (Conn::Cluster(mut c), _) = self.connection().await? else {
-            return Ok(Some(Vec::new()));
-        };
-        cluster::read_shards(&mut c, self.config.command_timeout)
-            .await
-            .map_err(|reason| NodeError::Command {
-                addr: self.addr(),
-                reason,
-            })
+        self.backend.cluster_shards().await
     }
 
-    /// Runs one command.
-    pub async fn query<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
-        if self.memory.is_some() {
-            let wait = self.config.command_timeout;
-            return self.bounded(Some(wait), self.in_memory(&cmd)).await?;
-        }
-        let cmd = &cmd;
-        self.run(Some(self.config.command_timeout), move |mut c| async move {
-            cmd.query_async::<T>(&mut c).await
-        })
-        .await
+    /// Runs one command, within the command time-out.
+    pub async fn query<T: FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
+        let mut out = None;
+        let wait = Some(self.config.command_timeout);
+        self.backend
+            .command(&cmd, wait, &mut keep(&mut out))
+            .await?;
+        self.answer(out)
     }
 
     /// Whether `SET NX PX GET` is worth trying on this node.
     pub fn has_set_nx_get(&self) -> bool {
-        self.set_nx_get.load(std::sync::atomic::Ordering::Relaxed)
+        self.backend.has_set_nx_get()
     }
 
     /// The server refused `SET NX PX GET`: lock scripts from now on.
     pub fn lacks_set_nx_get(&self) {
-        self.set_nx_get
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.backend.lacks_set_nx_get()
     }
 
     /// Runs a prebuilt command. No time-out of its own: lock operations bound the whole
     /// attempt with one deadline.
-    pub async fn send<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, NodeError> {
-        if self.memory.is_some() {
-            return self.in_memory(cmd).await;
-        }
-        self.run(None, move |mut c| async move {
-            cmd.query_async::<T>(&mut c).await
-        })
-        .await
+    pub async fn send<T: FromRedisValue + Send>(&self, cmd: &redis::Cmd) -> Result<T, NodeError> {
+        let mut out = None;
+        self.backend.command(cmd, None, &mut keep(&mut out)).await?;
+        self.answer(out)
     }
 
     /// Runs a prebuilt `EVALSHA` of `script`, loading the script again after `NOSCRIPT`.
     /// No time-out of its own: lock operations bound the whole attempt with one deadline.
-    pub async fn eval<T: FromRedisValue>(
+    pub async fn eval<T: FromRedisValue + Send>(
         &self,
         script: &LockScript,
         evalsha: &redis::Cmd,
     ) -> Result<T, NodeError> {
-        if self.memory.is_some() {
-            return self.in_memory(evalsha).await;
-        }
-        self.run(None, |mut c| async move {
-            match evalsha.query_async::<T>(&mut c).await {
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    script.load().query_async::<()>(&mut c).await?;
-                    evalsha.query_async::<T>(&mut c).await
-                }
-                other => other,
-            }
-        })
-        .await
+        let mut out = None;
+        self.backend
+            .script(script, evalsha, &mut keep(&mut out))
+            .await?;
+        self.answer(out)
     }
 
-    /// `cmd` answered by the in-process store.
-    async fn in_memory<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, NodeError> {
-        let Some(m) = &self.memory else {
-            return Err(NodeError::Closed { addr: self.addr() });
-        };
-        let value = m.execute(cmd).await?;
-        T::from_redis_value(value).map_err(|e| NodeError::Protocol {
+    /// The reply a backend that answered handed over (it hands one over whenever it
+    /// answers without an error).
+    fn answer<T>(&self, out: Option<T>) -> Result<T, NodeError> {
+        out.ok_or_else(|| NodeError::Protocol {
             addr: self.addr(),
-            reason: e.to_string(),
+            reason: "no reply".into(),
         })
     }
 
     /// The shared pub/sub connection of this node (re-made when it died).
     pub async fn subscriber(&self) -> Result<Arc<Subscriber>, NodeError> {
-        if let Some(m) = &self.memory {
-            m.check()?;
-            return Ok(m.subscriber());
-        }
-        let mut slot = self.subscriber.lock().await;
-        if let Some(s) = slot.as_ref().filter(|s| s.is_alive()) {
-            return Ok(s.clone());
-        }
-        if self.is_closed() {
-            return Err(NodeError::Closed { addr: self.addr() });
-        }
-        if self.config.cluster.is_some() {
-            // No release notifications through a cluster (yet): waiters use the retry delay.
-            return Err(NodeError::Connect {
-                addr: self.addr(),
-                reason: "release notifications are not used with Redis Cluster".into(),
-            });
-        }
-        let s = Subscriber::connect(&self.client(), &self.config).await?;
-        *slot = Some(s.clone());
-        Ok(s)
+        self.backend.subscriber().await
     }
 
     /// Closes the connection gracefully (`QUIT`, bounded by the command time-out). Later
     /// commands fail with "Connection is closed.".
     pub async fn quit(&self) {
-        if let Some(m) = &self.memory {
-            m.close();
-            return;
-        }
-        let previous = {
-            let mut st = self.lock_state();
-            std::mem::replace(&mut st.slot, Slot::Closed)
-        };
-        self.subscriber.lock().await.take();
-        if let Slot::Ready(Conn::Single(mut c)) = previous {
-            let _ = tokio::time::timeout(
-                self.config.command_timeout,
-                redis::cmd("QUIT").query_async::<()>(&mut c),
-            )
-            .await;
-        }
+        self.backend.quit().await
     }
 
     pub fn is_closed(&self) -> bool {
-        if let Some(m) = &self.memory {
-            return m
-                .check()
-                .is_err_and(|e| matches!(e, NodeError::Closed { .. }));
-        }
-        matches!(self.lock_state().slot, Slot::Closed)
+        self.backend.is_closed()
+    }
+}
+
+/// A [`Reply`] that converts the reply into `T` and keeps it in `out`.
+fn keep<T: FromRedisValue>(
+    out: &mut Option<T>,
+) -> impl FnMut(Value) -> Result<(), ParsingError> + '_ {
+    move |v| {
+        *out = Some(T::from_redis_value(v)?);
+        Ok(())
     }
 }
 
 /// A driver error in plain words (see [`plain_reason`]).
 fn plain(e: &RedisError) -> String {
     plain_reason(&e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> (Arc<MemoryStore>, Arc<Node>) {
+        let store = MemoryStore::new("n".into(), Duration::from_millis(50));
+        let node = Node::memory(store.clone(), Duration::from_millis(50));
+        (store, node)
+    }
+
+    #[tokio::test]
+    async fn query_is_bounded_by_the_command_time_out_send_is_not() {
+        let (store, node) = node();
+        store.pause(600);
+        let started = std::time::Instant::now();
+        let err = node.query::<String>(redis::cmd("PING")).await.unwrap_err();
+        assert_eq!(
+            err,
+            NodeError::Timeout {
+                addr: "MemoryStore 'n'".into(),
+                ms: 50
+            }
+        );
+        assert!(started.elapsed() < Duration::from_millis(250));
+        let ping = redis::cmd("PING");
+        let late = tokio::time::timeout(Duration::from_millis(150), node.send::<String>(&ping));
+        assert!(late.await.is_err(), "send waits for the caller's deadline");
+        assert_eq!(node.send::<String>(&ping).await.unwrap(), "PONG");
+    }
+
+    #[tokio::test]
+    async fn replies_are_converted_to_the_callers_type() {
+        let (_store, node) = node();
+        let mut set = redis::cmd("SET");
+        set.arg("k")
+            .arg("v")
+            .arg("NX")
+            .arg("PX")
+            .arg(1000)
+            .arg("GET");
+        assert_eq!(node.send::<Option<Vec<u8>>>(&set).await.unwrap(), None);
+        assert_eq!(
+            node.send::<Option<Vec<u8>>>(&set).await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        let err = node.send::<i64>(&set).await.unwrap_err();
+        assert!(
+            matches!(&err, NodeError::Protocol { addr, .. } if addr == "MemoryStore 'n'"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_memory_node_is_its_store() {
+        let (store, node) = node();
+        assert!(Arc::ptr_eq(node.memory_store().unwrap(), &store));
+        assert_eq!(node.addr(), node.config().addr());
+        assert_eq!(node.cluster_shards().await, Ok(Some(Vec::new())));
+        assert!(node.has_set_nx_get());
+        let epoch = node.identity_epoch();
+        store.clear();
+        assert_ne!(node.identity_epoch(), epoch);
+        assert!(!node.is_closed());
+        node.quit().await;
+        assert!(node.is_closed());
+        assert_eq!(
+            node.ensure_connected().await,
+            Err(NodeError::Closed {
+                addr: "MemoryStore 'n'".into()
+            })
+        );
+    }
 }
