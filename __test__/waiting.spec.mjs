@@ -68,12 +68,23 @@ test('subscriptions end once nobody waits', async (t) => {
 // Serial (before the others): it kills every pub/sub connection on the servers.
 test.serial('a waiter whose pub/sub connection was killed subscribes again and is still woken', async (t) => {
   const { key, lock, waiting } = await heldAndAwaited(t)
-  await sleep(300)
-  for (const s of servers) await s.command('CLIENT', 'KILL', 'TYPE', 'pubsub')
-  await sleep(300) // woken by the loss, it retried and subscribed again
   const channel = `redlock-rs:released:${key}`
-  const counts = await Promise.all(servers.map((s) => s.command('PUBSUB', 'NUMSUB', channel)))
-  t.deepEqual(counts.map((r) => r[1]), [1, 1, 1], 'subscribed again on every node')
+  // Polled rather than slept for, so that a loaded machine only makes it slower; both
+  // waits end well before the retry delay (4 s), which would also make it subscribe.
+  const subscribedWithin = async (ms) => {
+    const deadline = Date.now() + ms
+    for (;;) {
+      const counts = await Promise.all(servers.map((s) => s.command('PUBSUB', 'NUMSUB', channel)))
+      if (counts.every((r) => r[1] === 1) || Date.now() > deadline) return counts.map((r) => r[1])
+      await sleep(20)
+    }
+  }
+  t.deepEqual(await subscribedWithin(2_000), [1, 1, 1], 'subscribed on every node')
+  const killed = Date.now()
+  for (const s of servers) await s.command('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  // Woken by the loss, it retried and subscribed again.
+  t.deepEqual(await subscribedWithin(2_000), [1, 1, 1], 'subscribed again on every node')
+  t.true(Date.now() - killed < 3_000, 'before the retry delay')
   const released = Date.now()
   await lock.release()
   const got = await waiting
