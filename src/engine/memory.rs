@@ -416,7 +416,8 @@ impl State {
     }
 }
 
-/// Runs one command; `published` collects release announcements.
+/// Runs one command; `published` collects release announcements. Long on purpose: one
+/// short arm per Redis command the store answers, side by side.
 fn run(
     st: &mut State,
     args: &[String],

@@ -96,37 +96,7 @@ impl Queues {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let my_turn = Arc::new(Notify::new());
-        let (head, expired) = {
-            let mut lines = self.lock();
-            let Lines { active, kept } = &mut *lines;
-            // Subscriptions kept too long go (dropped outside the lock).
-            let now = Instant::now();
-            let stale: Vec<String> = kept
-                .iter()
-                .filter(|(_, k)| now - k.since > KEEP_SUBSCRIBED || kept.len() > KEEP_MAX)
-                .map(|(key, _)| key.clone())
-                .collect();
-            let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
-            let line = active.entry(key.clone()).or_insert_with(|| {
-                let (released, watches) = match kept.remove(&key) {
-                    Some(k) => (k.released, k.watches),
-                    None => (Arc::default(), Vec::new()),
-                };
-                Line {
-                    waiters: VecDeque::new(),
-                    turns: HashMap::new(),
-                    released,
-                    watches,
-                    handoff: false,
-                    offer: None,
-                    handovers_in_row: 0,
-                }
-            });
-            line.waiters.push_back(id);
-            line.turns.insert(id, my_turn.clone());
-            (line.waiters.len() == 1, expired)
-        };
-        drop(expired);
+        let head = self.join(&key, id, &my_turn);
         let turn = Turn {
             queues: self.clone(),
             key,
@@ -152,6 +122,43 @@ impl Queues {
                 return None; // dropping `turn` leaves the line
             }
         }
+    }
+
+    /// Puts waiter `id` at the end of the line for `key` (made, or brought back with the
+    /// subscriptions kept for it, when needed); `true` when it is the head at once.
+    /// Subscriptions kept too long go on the way (dropped outside the lock).
+    fn join(&self, key: &str, id: u64, my_turn: &Arc<Notify>) -> bool {
+        let (head, expired) = {
+            let mut lines = self.lock();
+            let Lines { active, kept } = &mut *lines;
+            let now = Instant::now();
+            let stale: Vec<String> = kept
+                .iter()
+                .filter(|(_, k)| now - k.since > KEEP_SUBSCRIBED || kept.len() > KEEP_MAX)
+                .map(|(key, _)| key.clone())
+                .collect();
+            let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
+            let line = active.entry(key.to_string()).or_insert_with(|| {
+                let (released, watches) = match kept.remove(key) {
+                    Some(k) => (k.released, k.watches),
+                    None => (Arc::default(), Vec::new()),
+                };
+                Line {
+                    waiters: VecDeque::new(),
+                    turns: HashMap::new(),
+                    released,
+                    watches,
+                    handoff: false,
+                    offer: None,
+                    handovers_in_row: 0,
+                }
+            });
+            line.waiters.push_back(id);
+            line.turns.insert(id, my_turn.clone());
+            (line.waiters.len() == 1, expired)
+        };
+        drop(expired);
+        head
     }
 }
 

@@ -889,6 +889,9 @@ impl Quorum {
     }
 
     /// One attempt: all nodes in parallel, decided as soon as the outcome is known.
+    /// A screen of named steps in the algorithm's order (build and send the commands,
+    /// collect the votes, settle stragglers and stray slots, confirm the win, decide,
+    /// clean up a loss); splitting it further would only pass the ballot around.
     pub async fn attempt(
         &self,
         op: Op,
