@@ -1,16 +1,17 @@
 // Authentication (password and ACL users) and TLS with a self-signed CA, on real servers;
 // wrong credentials fail clearly without showing the secret.
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { promisify } from 'node:util'
 
 import test from 'ava'
 
 import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
 import { lib, resource } from './helpers.mjs'
 
-const { Redis, RedisJsClient, Redlock } = lib
+const { Cluster, Redis, RedisJsClient, Redlock } = lib
 
 test('ACL users: username and password by options and URL; locks work; wrong ones fail without the secret', async (t) => {
   const server = await new RedisServer({ password: 'admin-secret' }).start()
@@ -80,4 +81,39 @@ test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused
   const insecure = new Redis({ host: '127.0.0.1', port: tlsPort, tls: { rejectUnauthorized: false } })
   t.is(await insecure.call('PING'), 'PONG')
   await insecure.quit()
+})
+
+test('a Redis Cluster over TLS with a private CA: the CA reaches every shard\'s connection', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-cluster-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  makeCertificates(dir)
+  const tls = ['--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
+    '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', 'no', '--tls-cluster', 'yes']
+  const servers = []
+  t.teardown(() => Promise.all(servers.map((s) => s.stop())))
+  for (let i = 0; i < 3; i++) {
+    const tlsPort = await freePort()
+    const server = new RedisServer({ args: ['--tls-port', String(tlsPort), ...tls, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] })
+    server.tlsPort = tlsPort
+    servers.push(await server.start())
+  }
+  await promisify(execFile)('redis-cli', ['--tls', '--cacert', path.join(dir, 'ca.crt'), '--cluster', 'create',
+    ...servers.map((s) => `127.0.0.1:${s.tlsPort}`), '--cluster-replicas', '0', '--cluster-yes'])
+  const deadline = Date.now() + 20_000
+  while (!(await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO'])))).every((i) => i.includes('cluster_state:ok'))) {
+    if (Date.now() > deadline) throw new Error('the cluster did not come up')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const ca = readFileSync(path.join(dir, 'ca.crt'), 'utf8')
+  const cluster = new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.tlsPort })), { tls: { ca }, connectTimeout: 3_000 })
+  const redlock = new Redlock([cluster], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  // Keys on every shard: each shard's connection is made with the CA.
+  for (const key of ['a', 'b', 'c', resource(t)]) {
+    const lock = await redlock.acquire([key], 5_000)
+    await lock.release()
+  }
+  const untrusted = new Cluster([{ host: '127.0.0.1', port: servers[0].tlsPort }], { tls: true, connectTimeout: 2_000 })
+  await t.throwsAsync(untrusted.get('a'))
+  await untrusted.quit()
 })
