@@ -1,5 +1,5 @@
 // The TCP proxy of the chaos run (scripts/chaos.mjs), in front of each lock node.
-import net from 'node:net'
+import { ProxyBase } from './tcp-proxy.mjs'
 
 /**
  * A TCP proxy in front of a lock node whose faults behave like a network's: bytes are
@@ -8,33 +8,13 @@ import net from 'node:net'
  * the mode changes, then everything in order, as after a healed partition; new
  * connections get no answer); 'reset' (connections reset, new ones refused).
  */
-export class ChaosProxy {
+export class ChaosProxy extends ProxyBase {
   constructor(targetPort) {
-    this.targetPort = targetPort
-    this.mode = 'pass'
-    this.delayMs = 0
+    super(targetPort)
     this.pipes = new Set()
-    this.sockets = new Set()
-    this.server = net.createServer((client) => this.#accept(client))
   }
 
-  async start() {
-    await new Promise((resolve) => this.server.listen(0, '127.0.0.1', resolve))
-    this.port = this.server.address().port
-    return this
-  }
-
-  #track(socket) {
-    this.sockets.add(socket)
-    socket.on('close', () => this.sockets.delete(socket))
-    socket.on('error', () => {})
-  }
-
-  #accept(client) {
-    this.#track(client)
-    if (this.mode === 'reset') return client.resetAndDestroy()
-    const upstream = net.connect(this.targetPort, '127.0.0.1')
-    this.#track(upstream)
+  relay(client, upstream) {
     const kill = () => {
       if (!client.destroyed) client.resetAndDestroy()
       upstream.destroy()
@@ -80,10 +60,5 @@ export class ChaosProxy {
     this.delayMs = delayMs
     if (mode === 'reset') for (const p of this.pipes) p.kill()
     else for (const p of this.pipes) p.pump()
-  }
-
-  async stop() {
-    for (const s of this.sockets) s.destroy()
-    await new Promise((resolve) => this.server.close(resolve))
   }
 }

@@ -1,13 +1,14 @@
-// A TCP proxy in front of a redis-server, for fault tests: it passes traffic through, or
-// delays it, blackholes it (accepts and forwards nothing), resets connections, or answers
-// garbage instead of the server's replies.
+// TCP proxies in front of a redis-server, for fault tests. `TcpProxy` passes traffic
+// through, or delays it, blackholes it (accepts and forwards nothing), resets
+// connections, or answers garbage instead of the server's replies. `ProxyBase` is what
+// every proxy shares (the chaos run's order-keeping proxy, scripts/chaos-proxy.mjs, too).
 import net from 'node:net'
 
-export class TcpProxy {
+/** Listens, connects each client to the target, and tracks every socket; `relay` moves the bytes. */
+export class ProxyBase {
   constructor(targetPort, targetHost = '127.0.0.1') {
     this.targetPort = targetPort
     this.targetHost = targetHost
-    /** 'pass' | 'delay' | 'blackhole' | 'reset' | 'garbage' */
     this.mode = 'pass'
     this.delayMs = 0
     this.sockets = new Set()
@@ -31,7 +32,29 @@ export class TcpProxy {
     if (this.mode === 'reset') return client.resetAndDestroy()
     const upstream = net.connect(this.targetPort, this.targetHost)
     this.#track(upstream)
-    const relay = (from, to, replies) => {
+    this.relay(client, upstream)
+  }
+
+  /** Moves the bytes between `client` and `upstream` (each proxy its own way). */
+  relay(_client, _upstream) {
+    throw new Error('a proxy relays its own way')
+  }
+
+  /** Drops every open connection (a network flap). */
+  reset() {
+    for (const s of this.sockets) s.destroy()
+  }
+
+  async stop() {
+    this.reset()
+    await new Promise((resolve) => this.server.close(resolve))
+  }
+}
+
+export class TcpProxy extends ProxyBase {
+  /** mode: 'pass' | 'delay' | 'blackhole' | 'reset' | 'garbage' */
+  relay(client, upstream) {
+    const pass = (from, to, replies) => {
       from.on('data', (chunk) => {
         if (this.mode === 'blackhole') return
         if (this.mode === 'reset') {
@@ -45,17 +68,7 @@ export class TcpProxy {
       })
       from.on('close', () => to.destroy())
     }
-    relay(client, upstream, false)
-    relay(upstream, client, true)
-  }
-
-  /** Drops every open connection (a network flap). */
-  reset() {
-    for (const s of this.sockets) s.destroy()
-  }
-
-  async stop() {
-    this.reset()
-    await new Promise((resolve) => this.server.close(resolve))
+    pass(client, upstream, false)
+    pass(upstream, client, true)
   }
 }
