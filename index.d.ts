@@ -207,14 +207,9 @@ export declare class LockLostError extends Error {
  * woken by releases. For tests of code that takes locks, and for the demo; not shared
  * between processes.
  */
-export declare class MemoryStore implements IRedisClient {
+export declare class MemoryStore extends ClientBase {
   /** `name` shows in errors (default `memory-<n>`); `commandTimeout` (ms, default 1000) ends calls to a paused store. */
   constructor(options?: { name?: string; commandTimeout?: number })
-  get(key: string): Promise<string | null>
-  set(key: string, value: boolean | string | number): Promise<void>
-  del(...keys: string[]): Promise<number>
-  pttl(key: string): Promise<number>
-  quit(): Promise<void>
   /** Calls fail at once, like a dead node, until `up()`. */
   down(): void
   up(): void

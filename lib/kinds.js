@@ -42,18 +42,20 @@ class Acquirer {
 
 /** At most `permits` holders at once (see README: "Semaphores and read-write locks"). */
 class Semaphore extends Acquirer {
+  #redlock
+
   constructor(redlock, resource, permits) {
     if (!Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
       throw new RangeError(`permits must be an integer from 1 to ${MAX_PERMITS}; got ${String(permits)}.`)
     }
     super(redlock, resource, { kind: 'permit', permits })
-    this.redlock = redlock
+    this.#redlock = redlock
     Object.defineProperty(this, 'permits', { value: permits, enumerable: true })
   }
 
   /** How many live holders the semaphore has, as a quorum of the nodes sees them. */
   holders() {
-    return this.redlock[holdersOf](this.resource, this.permits)
+    return this.#redlock[holdersOf](this.resource, this.permits)
   }
 }
 
