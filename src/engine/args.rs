@@ -38,7 +38,7 @@ pub fn v5_duration_ms(value: f64) -> Result<u64, ArgError> {
 }
 
 /// A duration within `settings.maxDuration` (which bounds how long a restarted node must
-/// sit out: see [`crate::engine::identity`]).
+/// sit out: see [`crate::engine::trust`]).
 pub fn within_max_duration(name: &str, ttl_ms: u64, max_ms: u64) -> Result<u64, ArgError> {
     if ttl_ms > max_ms {
         return Err(ArgError::range_error(format!(

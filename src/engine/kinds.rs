@@ -9,13 +9,30 @@
 //!   while the other is held there), so a reader's quorum and a writer's quorum, which
 //!   share a node, cannot both be held.
 
-use crate::engine::redlock::{Op, Vote};
+use crate::engine::quorum::Vote;
 use crate::engine::scripts::{
     fence_key, released_channel, scoped_key, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT,
     FENCED_ACQUIRE_SCRIPT, PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT,
     READ_RELEASE_SCRIPT, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::settings::Settings;
+
+/// One lock operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Acquire { ttl_ms: u64 },
+    Extend { ttl_ms: u64 },
+    Release,
+}
+
+impl Op {
+    pub fn ttl_ms(self) -> Option<u64> {
+        match self {
+            Op::Acquire { ttl_ms } | Op::Extend { ttl_ms } => Some(ttl_ms),
+            Op::Release => None,
+        }
+    }
+}
 
 /// What an operation holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,5 +1,5 @@
 //! `MemoryStore`: an in-process lock node behind the same interface as a Redis server (the
-//! node [`Backend`] trait, through [`MemoryBackend`]). It answers the commands the engine
+//! node `Backend` trait, through `node::in_memory::MemoryBackend`). It answers the commands the engine
 //! sends (its lock scripts by SHA, `SET NX PX GET`, the identity and record commands) and a
 //! client's basic commands, with TTLs on the monotonic clock, release announcements to the
 //! process's waiters, and fault injection for users' tests: down, paused, cleared (a
@@ -11,19 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use redis::Value;
 
 use crate::engine::error::NodeError;
-use crate::engine::identity::{Identity, RECORDS_KEY};
-use crate::engine::node::{within, Backend, Reply};
+use crate::engine::identity::RECORDS_KEY;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{
-    LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT,
-    HANDOVER_SCRIPT, PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT,
-    READ_RELEASE_SCRIPT, RELEASED_PREFIX, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
+    ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT, HANDOVER_SCRIPT,
+    PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT,
+    RELEASED_PREFIX, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
 };
-use crate::engine::shards::Shard;
 use crate::engine::value::random_value;
 
 /// A stored value.
@@ -108,7 +105,8 @@ impl MemoryStore {
         self.state.locked()
     }
 
-    fn addr(&self) -> String {
+    /// How errors name the store.
+    pub fn addr(&self) -> String {
         format!("MemoryStore '{}'", self.name)
     }
 
@@ -230,96 +228,6 @@ impl MemoryStore {
             addr: self.addr(),
             reason,
         })
-    }
-}
-
-/// The store as a node's [`Backend`] (see [`Node::memory`](crate::engine::node::Node::memory)):
-/// it answers every command itself, and a reply the caller cannot read is a `Protocol`
-/// error.
-pub struct MemoryBackend(pub Arc<MemoryStore>);
-
-impl Backend for MemoryBackend {
-    fn addr(&self) -> String {
-        self.0.addr()
-    }
-
-    fn ensure_connected(&self) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move { self.0.check() })
-    }
-
-    fn identity(&self) -> Option<Identity> {
-        let (run_id, uptime) = self.0.identity();
-        Some(Identity {
-            run_id,
-            uptime: Duration::from_secs(uptime.as_secs()),
-            seen_at: Instant::now(),
-            promoted: false,
-        })
-    }
-
-    fn identity_epoch(&self) -> u64 {
-        self.0.identity_epoch()
-    }
-
-    /// Not a cluster: no shards.
-    fn cluster_shards(&self) -> BoxFuture<'_, Result<Option<Vec<Shard>>, NodeError>> {
-        Box::pin(async move { self.0.check().map(|()| Some(Vec::new())) })
-    }
-
-    fn command<'a>(
-        &'a self,
-        cmd: &'a redis::Cmd,
-        wait: Option<Duration>,
-        reply: Reply<'a>,
-    ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            let answer = async {
-                let value = self.0.execute(cmd).await?;
-                reply(value).map_err(|e| NodeError::Protocol {
-                    addr: self.0.addr(),
-                    reason: e.to_string(),
-                })
-            };
-            within(wait, answer, || self.0.addr()).await?
-        })
-    }
-
-    /// The lock scripts are native here: never `NOSCRIPT` for them.
-    fn script<'a>(
-        &'a self,
-        _script: &'a LockScript,
-        evalsha: &'a redis::Cmd,
-        reply: Reply<'a>,
-    ) -> BoxFuture<'a, Result<(), NodeError>> {
-        self.command(evalsha, None, reply)
-    }
-
-    /// Always: the store answers `SET NX PX GET`.
-    fn has_set_nx_get(&self) -> bool {
-        true
-    }
-
-    fn lacks_set_nx_get(&self) {}
-
-    fn subscriber(&self) -> BoxFuture<'_, Result<Arc<Subscriber>, NodeError>> {
-        Box::pin(async move {
-            self.0.check()?;
-            Ok(self.0.subscriber())
-        })
-    }
-
-    fn quit(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.0.close() })
-    }
-
-    fn is_closed(&self) -> bool {
-        self.0
-            .check()
-            .is_err_and(|e| matches!(e, NodeError::Closed { .. }))
-    }
-
-    fn memory_store(&self) -> Option<&Arc<MemoryStore>> {
-        Some(&self.0)
     }
 }
 
@@ -670,6 +578,7 @@ fn script(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::scripts::LockScript;
 
     fn store() -> Arc<MemoryStore> {
         MemoryStore::new("t".into(), Duration::from_millis(100))

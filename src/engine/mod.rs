@@ -10,7 +10,8 @@
 //!   store. Inside it: `backend`, `server`, `connection` (connect, back-off, reconnect,
 //!   resend), `tls`, `sentinel` (master discovery, `ROLE` check) and `cluster` (Redis
 //!   Cluster connection and shards).
-//! * [`identity`]: restart safety (node identities, records on the peers, quarantine);
+//! * [`identity`]: who a server is (`run_id`, uptime, promoted), read from `INFO`;
+//!   [`trust`]: restart safety (records on the peers, quarantine);
 //!   [`shards`]: the same per shard of a Redis Cluster.
 //! * [`notify`]: release notifications over one pub/sub connection per node.
 //! * [`queue`]: local first-come-first-served lines of waiters.
@@ -38,5 +39,6 @@ pub mod scripts;
 pub mod settings;
 pub mod shards;
 pub mod sync;
+pub mod trust;
 pub mod validity;
 pub mod value;

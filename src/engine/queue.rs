@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::engine::notify::{Signal, Watch};
+use crate::engine::quorum::AttemptStats;
+
+/// A lock moved to a waiter of this process by its releasing holder (a hand-over).
+pub struct Handed {
+    /// The lock's value now (the waiter's).
+    pub value: String,
+    /// The validity left, counted from the start of the hand-over.
+    pub validity: i64,
+    pub stats: AttemptStats,
+}
 
 struct Line {
     /// Waiter ids in arrival order; the first is the head.
@@ -37,7 +47,7 @@ pub struct Offer {
     pub value: String,
     pub ttl_ms: u64,
     pub drift_factor: f64,
-    pub tx: tokio::sync::oneshot::Sender<crate::engine::redlock::Handed>,
+    pub tx: tokio::sync::oneshot::Sender<Handed>,
 }
 
 /// At most this many hand-overs within the process in a row.

@@ -4,6 +4,31 @@
 //! when `for >= quorum`, lost when the votes still outstanding can no longer make a
 //! quorum. With an even N a 50/50 split is therefore a loss, never a wait.
 
+use crate::engine::error::NodeError;
+
+/// One node's answer in an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    For,
+    /// Another owner holds a resource (acquire), or our value is gone (extend).
+    Locked,
+    Failed(NodeError),
+}
+
+/// What one attempt saw: a vote per node (`None` when the attempt was decided before
+/// that node answered).
+#[derive(Debug, Clone)]
+pub struct AttemptStats {
+    pub votes: Vec<Option<Vote>>,
+    pub tally: Tally,
+    /// The fencing token of a won acquire with `fencing` (see [`Quorum::attempt`](crate::engine::redlock::Quorum::attempt)).
+    pub fence: Option<i64>,
+    /// Whether the votes still missing (`None`) come later, through [`Call::late`].
+    pub late: bool,
+    /// The semaphore slot a won permit acquire holds.
+    pub slot: Option<u32>,
+}
+
 /// The quorum size for `n` nodes.
 pub fn quorum_of(n: usize) -> usize {
     n / 2 + 1

@@ -11,7 +11,6 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
-use crate::engine::identity::Trust;
 use crate::engine::kinds::{read_reply, Commands, Kind};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
@@ -19,6 +18,7 @@ use crate::engine::queue::{Offer, Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
 use crate::engine::scripts::{FENCE_SCRIPT, HANDOVER_SCRIPT, RELEASE_SCRIPT};
 use crate::engine::settings::Settings;
+use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
 
@@ -26,54 +26,9 @@ use crate::engine::value::{random_unit, random_value};
 /// without bound with `retryCount: -1`).
 pub const ATTEMPTS_KEPT: usize = 100;
 
-/// One lock operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Acquire { ttl_ms: u64 },
-    Extend { ttl_ms: u64 },
-    Release,
-}
-
-impl Op {
-    pub fn ttl_ms(self) -> Option<u64> {
-        match self {
-            Op::Acquire { ttl_ms } | Op::Extend { ttl_ms } => Some(ttl_ms),
-            Op::Release => None,
-        }
-    }
-}
-
-/// One node's answer in an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vote {
-    For,
-    /// Another owner holds a resource (acquire), or our value is gone (extend).
-    Locked,
-    Failed(NodeError),
-}
-
-/// What one attempt saw: a vote per node (`None` when the attempt was decided before
-/// that node answered).
-#[derive(Debug, Clone)]
-pub struct AttemptStats {
-    pub votes: Vec<Option<Vote>>,
-    pub tally: Tally,
-    /// The fencing token of a won acquire with `fencing` (see [`Quorum::attempt`]).
-    pub fence: Option<i64>,
-    /// Whether the votes still missing (`None`) come later, through [`Call::late`].
-    pub late: bool,
-    /// The semaphore slot a won permit acquire holds.
-    pub slot: Option<u32>,
-}
-
-/// A lock moved to a waiter of this process by its releasing holder (a hand-over).
-pub struct Handed {
-    /// The lock's value now (the waiter's).
-    pub value: String,
-    /// The validity left, counted from the start of the hand-over.
-    pub validity: i64,
-    pub stats: AttemptStats,
-}
+pub use crate::engine::kinds::Op;
+pub use crate::engine::queue::Handed;
+pub use crate::engine::quorum::{AttemptStats, Vote};
 
 /// What a waiter's wait ended with.
 enum Waited {

@@ -19,7 +19,7 @@ pub struct Settings {
     /// lock (0: do not wait); an acquire without a quorum of such masters fails.
     pub wait_replicas: u64,
     /// The longest duration an acquire or extend may ask for; also how long a node known
-    /// to have restarted sits out of acquires (see [`crate::engine::identity`]).
+    /// to have restarted sits out of acquires (see [`crate::engine::trust`]).
     pub max_duration_ms: u64,
     /// Whether restarted nodes sit out of acquires for `max_duration_ms`.
     pub restart_quarantine: bool,

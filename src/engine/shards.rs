@@ -1,7 +1,7 @@
 //! The shards of a Redis Cluster, for restart safety: which master serves which slots,
 //! and who that master is. A shard whose master restarted empty (or was replaced by a
 //! failover) has forgotten the locks on its slots, exactly like a standalone node, so it
-//! is judged the same way, per shard (see [`crate::engine::identity`]).
+//! is judged the same way, per shard (see [`crate::engine::trust`]).
 
 use std::time::Instant;
 

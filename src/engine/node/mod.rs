@@ -23,6 +23,7 @@
 mod backend;
 mod cluster;
 mod connection;
+mod in_memory;
 mod sentinel;
 mod server;
 mod tls;
@@ -38,10 +39,11 @@ use redis::{FromRedisValue, ParsingError, RedisError, Value};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::{plain_reason, NodeError};
 use crate::engine::identity::Identity;
-use crate::engine::memory::{MemoryBackend, MemoryStore};
+use crate::engine::memory::MemoryStore;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::LockScript;
 use crate::engine::shards::Shard;
+use in_memory::MemoryBackend;
 use server::Server;
 
 /// A Redis node shared by clients and locks: a server over the network or an in-process

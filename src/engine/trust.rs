@@ -1,0 +1,441 @@
+//! Restart safety: a node that restarted without its data has forgotten the locks it
+//! granted, so it must not vote for a new lock (or in a fence read) until every lock it
+//! could have granted before has expired: until it has been up for `maxDuration`, the
+//! longest duration any acquire or extend may ask for.
+//!
+//! A restart is recognised by the node's identity (its `run_id`, from `INFO`, read on
+//! every (re)connect: a restart always breaks the connection); a failover, by a changed
+//! `run_id` on a master that was promoted. A Redis Cluster is judged per shard
+//! ([`crate::engine::shards`]), its records kept on another shard of the same cluster. The identity
+//! each client trusted is recorded on the *other* nodes (the hash [`RECORDS_KEY`], one
+//! field per node), so that a client meeting a node for the first time still learns from
+//! its peers that the node restarted. Nodes that no one recorded are trusted at once.
+
+use crate::engine::sync::Unpoisoned;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::engine::error::NodeError;
+use crate::engine::identity::{Identity, RECORDS_KEY};
+use crate::engine::node::Node;
+
+/// What a client concludes about a node it (re)connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Never seen before, the same server as recorded, or up long enough.
+    Trusted,
+    /// A different server than recorded (it restarted, or a failover put another in its
+    /// place) that has not been up for `max_duration` yet: it sits out until `until`.
+    Quarantined { until: Instant },
+}
+
+/// Judges `current` against the identities recorded for the same node (`known`: by the
+/// peers, or remembered by this client). A different server sits out until it has been up
+/// for `max_duration`; one promoted by a failover, for `max_duration` from now (it may
+/// have taken over just now, whatever its uptime).
+pub fn judge(
+    current: &Identity,
+    known: &[String],
+    max_duration: Duration,
+    now: Instant,
+) -> Verdict {
+    let replaced = known.iter().any(|r| *r != current.run_id);
+    if !replaced {
+        return Verdict::Trusted;
+    }
+    let in_role = if current.promoted {
+        Duration::ZERO
+    } else {
+        current.uptime_at(now)
+    };
+    if in_role >= max_duration {
+        return Verdict::Trusted;
+    }
+    Verdict::Quarantined {
+        until: now + (max_duration - in_role),
+    }
+}
+
+/// What a quorum concluded about one node, or about one shard of a cluster node.
+#[derive(Debug, Clone)]
+struct Checked {
+    /// How records name it: the node's address, or the shard's slots.
+    name: String,
+    /// Where it answers (for messages): the node, or the shard's master.
+    addr: String,
+    /// For a shard, its slots and where it is recorded; `None` for a node.
+    shard: Option<ShardPlace>,
+    run_id: String,
+    /// The end of its quarantine, if it is in one.
+    until: Option<Instant>,
+    /// Whether its identity was recorded.
+    recorded: bool,
+    /// When it was found restarted (for messages).
+    restarted_at: Option<Instant>,
+}
+
+/// A shard's slots, and the key (on another shard) that records it.
+#[derive(Debug, Clone)]
+struct ShardPlace {
+    ranges: Vec<(u16, u16)>,
+    record_key: Option<String>,
+}
+
+impl Checked {
+    fn serves(&self, slot: u16) -> bool {
+        match &self.shard {
+            None => true,
+            Some(s) => s.ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)),
+        }
+    }
+}
+
+/// An identity read, before it is judged.
+struct Seen {
+    identity: Identity,
+    name: String,
+    addr: String,
+    shard: Option<ShardPlace>,
+}
+
+/// The checks of one node's connection: one entry, one per shard of a cluster, or none
+/// (the ACL forbids `INFO`: nothing to check against).
+#[derive(Debug, Clone)]
+struct NodeChecked {
+    /// [`Node::identity_epoch`] of the connection checked.
+    epoch: u64,
+    units: Vec<Checked>,
+}
+
+/// The identity checks of one quorum: one entry per node.
+pub struct Trust {
+    checked: Mutex<Vec<Option<NodeChecked>>>,
+    /// Serialises the slow path per node, so that a reconnect is checked once.
+    checking: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Trust {
+    pub fn new(n: usize) -> Self {
+        Trust {
+            checked: Mutex::new(vec![None; n]),
+            checking: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn checked(&self) -> std::sync::MutexGuard<'_, Vec<Option<NodeChecked>>> {
+        self.checked.locked()
+    }
+
+    /// Whether node `i` may vote for an acquire of keys in hash slot `slot` now (the slot
+    /// picks the shard of a cluster; other nodes ignore it): `Ok` when it is trusted, the
+    /// error that says why not otherwise. Connects the node when needed (its identity
+    /// comes with the connection); costs one look-up unless the node reconnected since.
+    pub async fn admit(
+        &self,
+        nodes: &[Arc<Node>],
+        i: usize,
+        slot: u16,
+        max_duration: Duration,
+    ) -> Result<(), NodeError> {
+        let node = &nodes[i];
+        node.ensure_connected().await?;
+        if let Some(done) = self.fast_path(node, i, slot) {
+            return done.map(|new| record(nodes, i, new));
+        }
+        let _one = self.checking[i].lock().await;
+        if let Some(done) = self.fast_path(node, i, slot) {
+            return done.map(|new| record(nodes, i, new));
+        }
+        let epoch = node.identity_epoch();
+        let remembered = self.checked()[i].as_ref().map(|c| c.units.clone());
+        let units = check(nodes, i, max_duration, remembered.unwrap_or_default()).await?;
+        self.checked()[i] = Some(NodeChecked { epoch, units });
+        self.fast_path(node, i, slot)
+            .unwrap_or_else(|| {
+                Err(NodeError::Command {
+                    addr: node.addr(),
+                    reason: format!("no master serves hash slot {slot} (the cluster is changing)"),
+                })
+            })
+            .map(|new| record(nodes, i, new))
+    }
+
+    /// The verdict on node `i`'s current connection for `slot`, if it was checked:
+    /// `Ok(Some(checked))` the first time a trusted identity is to be recorded.
+    fn fast_path(
+        &self,
+        node: &Node,
+        i: usize,
+        slot: u16,
+    ) -> Option<Result<Option<Checked>, NodeError>> {
+        let now = Instant::now();
+        let mut checked = self.checked();
+        let c = checked[i].as_mut()?;
+        if c.epoch != node.identity_epoch() {
+            return None;
+        }
+        if c.units.is_empty() {
+            return Some(Ok(None));
+        }
+        let u = c.units.iter_mut().find(|u| u.serves(slot))?;
+        if let Some(until) = u.until {
+            if now < until {
+                let ago = u
+                    .restarted_at
+                    .map_or(0, |at| now.duration_since(at).as_secs());
+                return Some(Err(NodeError::Quarantined {
+                    addr: u.addr.clone(),
+                    restarted_s_ago: ago,
+                    left_ms: (until - now).as_millis() as u64,
+                }));
+            }
+            u.until = None;
+        }
+        if !u.recorded {
+            u.recorded = true;
+            return Some(Ok(Some(u.clone())));
+        }
+        Some(Ok(None))
+    }
+}
+
+/// Judges node `i` (each shard of a cluster) against the records and what this client
+/// remembers (`remembered`, from its previous connection).
+async fn check(
+    nodes: &[Arc<Node>],
+    i: usize,
+    max_duration: Duration,
+    remembered: Vec<Checked>,
+) -> Result<Vec<Checked>, NodeError> {
+    let limit = nodes[i].config().command_timeout;
+    let judged = seen(&nodes[i]).await?.into_iter().map(|seen| {
+        let sources = record_places(nodes, i, &seen.shard);
+        let remembered = remembered
+            .iter()
+            .find(|c| c.name == seen.name)
+            .map(|c| c.run_id.clone());
+        async move {
+            let mut known = read_records(&sources, &seen.name, limit).await;
+            known.extend(remembered);
+            judged(seen, &known, max_duration)
+        }
+    });
+    Ok(futures::future::join_all(judged).await)
+}
+
+/// The identities node `i` has now: its server's, or each of its shards' masters' (none
+/// when the ACL forbids `INFO`: nothing to check against).
+async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
+    if node.config().cluster.is_none() {
+        return Ok(node
+            .identity()
+            .map(|identity| Seen {
+                identity,
+                name: node.config().addr(),
+                addr: node.addr(),
+                shard: None,
+            })
+            .into_iter()
+            .collect());
+    }
+    let shards = node.cluster_shards().await?.unwrap_or_default();
+    Ok(shards
+        .into_iter()
+        .map(|s| Seen {
+            name: s.name(),
+            shard: Some(ShardPlace {
+                record_key: s.record_key(),
+                ranges: s.ranges,
+            }),
+            identity: s.identity,
+            addr: s.addr,
+        })
+        .collect())
+}
+
+/// What is concluded about `seen`, given the identities `known` for it.
+fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
+    let now = Instant::now();
+    let (until, restarted_at) = match judge(&seen.identity, known, max_duration, now) {
+        // A promoted master took over at the latest now; a restarted one when it started.
+        Verdict::Quarantined { until } if seen.identity.promoted => (Some(until), Some(now)),
+        Verdict::Quarantined { until } => (
+            Some(until),
+            Some(now.checked_sub(seen.identity.uptime_at(now)).unwrap_or(now)),
+        ),
+        Verdict::Trusted => (None, None),
+    };
+    Checked {
+        name: seen.name,
+        addr: seen.addr,
+        shard: seen.shard,
+        run_id: seen.identity.run_id,
+        until,
+        recorded: false,
+        restarted_at,
+    }
+}
+
+/// Where the identity of node `i` (or of one of its shards) is recorded: on every other
+/// node for a node, in the same cluster on another shard for a shard.
+fn record_places(
+    nodes: &[Arc<Node>],
+    i: usize,
+    shard: &Option<ShardPlace>,
+) -> Vec<(Arc<Node>, String)> {
+    match shard {
+        Some(s) => s
+            .record_key
+            .iter()
+            .map(|k| (nodes[i].clone(), k.clone()))
+            .collect(),
+        None => nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, peer)| (peer.clone(), RECORDS_KEY.to_string()))
+            .collect(),
+    }
+}
+
+/// The identities recorded as `field` in the hashes at `sources`. Waits for every
+/// source, but not for a dead or frozen one: once half of them answered, the others get
+/// [`PEER_GRACE`] (or twice the time taken so far) more; nothing waits past
+/// [`PEER_WAIT`] or `command_timeout`.
+async fn read_records(
+    sources: &[(Arc<Node>, String)],
+    field: &str,
+    command_timeout: Duration,
+) -> Vec<String> {
+    let mut reads: FuturesUnordered<_> = sources
+        .iter()
+        .map(|(peer, key)| {
+            let mut hget = redis::cmd("HGET");
+            hget.arg(key).arg(field);
+            async move { peer.send::<Option<String>>(&hget).await.ok().flatten() }
+        })
+        .collect();
+    let peers = reads.len();
+    let started = Instant::now();
+    let mut until = started + command_timeout.min(PEER_WAIT);
+    let (mut answered, mut known) = (0, Vec::new());
+    while answered < peers {
+        match tokio::time::timeout_at(until.into(), reads.next()).await {
+            Ok(Some(record)) => {
+                answered += 1;
+                known.extend(record);
+                if answered * 2 >= peers {
+                    let grace = PEER_GRACE.max(started.elapsed() * 2);
+                    until = until.min(Instant::now() + grace);
+                }
+            }
+            _ => break,
+        }
+    }
+    known
+}
+
+/// How long the slower peers are waited for at least once half of them answered.
+const PEER_GRACE: Duration = Duration::from_millis(20);
+/// The longest wait for the peers' records. A peer that cannot answer this in time would
+/// not answer this client's vote in time either, so it is not in its quorum.
+const PEER_WAIT: Duration = Duration::from_millis(100);
+
+/// Records `checked` (when given) as the trusted identity of node `i` or of its shard,
+/// in the background.
+fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
+    let Some(c) = checked else { return };
+    for (place, key) in record_places(nodes, i, &c.shard) {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key).arg(&c.name).arg(&c.run_id);
+        tokio::spawn(async move {
+            let limit = place.config().command_timeout;
+            let _ = tokio::time::timeout(limit, place.send::<i64>(&hset)).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\nuptime_in_seconds:42\r\n";
+
+    fn id(run_id: &str, uptime_s: u64, seen_at: Instant) -> Identity {
+        Identity {
+            run_id: run_id.into(),
+            uptime: Duration::from_secs(uptime_s),
+            seen_at,
+            promoted: false,
+        }
+    }
+
+    #[test]
+    fn never_seen_nodes_are_trusted() {
+        let now = Instant::now();
+        let v = judge(&id("new", 0, now), &[], Duration::from_secs(300), now);
+        assert_eq!(v, Verdict::Trusted);
+    }
+
+    #[test]
+    fn the_same_server_is_trusted() {
+        let now = Instant::now();
+        let known = vec!["a".to_string(), "a".to_string()];
+        let v = judge(&id("a", 1, now), &known, Duration::from_secs(300), now);
+        assert_eq!(v, Verdict::Trusted);
+    }
+
+    #[test]
+    fn a_promoted_replica_sits_out_for_max_duration_whatever_its_uptime() {
+        let now = Instant::now();
+        let max = Duration::from_secs(300);
+        let promoted = Identity {
+            promoted: true,
+            ..id("replica", 10_000, now)
+        };
+        assert_eq!(
+            judge(&promoted, &["old-master".to_string()], max, now),
+            Verdict::Quarantined { until: now + max }
+        );
+        assert_eq!(
+            judge(&promoted, &["replica".to_string()], max, now),
+            Verdict::Trusted,
+            "the same master as recorded"
+        );
+        let info = "# Server\r\nrun_id:r\r\nuptime_in_seconds:9\r\n# Replication\r\nrole:master\r\nsecond_repl_offset:1234\r\n";
+        assert!(Identity::parse(info, now).unwrap().promoted);
+        assert!(!Identity::parse(INFO, now).unwrap().promoted);
+    }
+
+    #[test]
+    fn a_restarted_server_sits_out_until_up_for_max_duration() {
+        let now = Instant::now();
+        let max = Duration::from_secs(300);
+        let v = judge(&id("b", 100, now), &["a".to_string()], max, now);
+        assert_eq!(
+            v,
+            Verdict::Quarantined {
+                until: now + Duration::from_secs(200)
+            }
+        );
+        // One peer out of date is enough to notice.
+        let known = vec!["b".to_string(), "a".to_string()];
+        assert!(matches!(
+            judge(&id("b", 0, now), &known, max, now),
+            Verdict::Quarantined { .. }
+        ));
+        // Up for exactly max_duration: every lock it could have forgotten has expired.
+        assert_eq!(
+            judge(&id("b", 300, now), &["a".to_string()], max, now),
+            Verdict::Trusted
+        );
+        // Uptime keeps counting after it was read.
+        let earlier = now - Duration::from_secs(10);
+        assert_eq!(
+            judge(&id("b", 295, earlier), &["a".to_string()], max, now),
+            Verdict::Trusted
+        );
+    }
+}
