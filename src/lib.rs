@@ -1,7 +1,7 @@
 #![deny(clippy::all)]
 //! redlock-rs: distributed locks for Node.js on Redis.
 //!
-//! [`engine`] is the pure-Rust quorum engine; [`addon`] is the thin napi layer over it.
+//! [`engine`] is the pure-Rust quorum engine; `addon` is the thin napi layer over it.
 
 mod addon;
 pub mod engine;

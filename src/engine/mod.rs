@@ -7,9 +7,10 @@
 //!   [`Backend`](node::Backend) trait (command or script to a reply within a deadline,
 //!   address, identity, capabilities) with two implementations: `Server`, one shared,
 //!   self-healing, pipelining connection with time-outs, and the in-process [`memory`]
-//!   store. Inside it: `backend`, `server`, `connection` (connect, back-off, reconnect,
-//!   resend), `tls`, `sentinel` (master discovery, `ROLE` check) and `cluster` (Redis
-//!   Cluster connection and shards).
+//!   store. Inside it: `backend`, `server` (connect, back-off, reconnect, resend),
+//!   `connection` (connecting to one server), `tls`, `sentinel` (master discovery, `ROLE`
+//!   check), `cluster` (Redis Cluster connection and shards) and `in_memory` (the store's
+//!   adapter).
 //! * [`identity`]: who a server is (`run_id`, uptime, promoted), read from `INFO`;
 //!   [`trust`]: restart safety (records on the peers, quarantine);
 //!   [`shards`]: the same per shard of a Redis Cluster.

@@ -23,7 +23,7 @@ pub struct AttemptStats {
     pub tally: Tally,
     /// The fencing token of a won acquire with `fencing` (see [`Quorum::attempt`](crate::engine::redlock::Quorum::attempt)).
     pub fence: Option<i64>,
-    /// Whether the votes still missing (`None`) come later, through [`Call::late`].
+    /// Whether the votes still missing (`None`) come later, through [`Call::late`](crate::engine::redlock::Call::late).
     pub late: bool,
     /// The semaphore slot a won permit acquire holds.
     pub slot: Option<u32>,

@@ -2,7 +2,7 @@
 //!
 //! Two implementations: [`Server`](super::server::Server), a Redis deployment over the
 //! network (one server, the master the sentinels name, or a Cluster), and the in-process
-//! [`MemoryStore`] (through [`MemoryBackend`](crate::engine::memory::MemoryBackend)).
+//! [`MemoryStore`] (through `in_memory::MemoryBackend`).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -6,16 +6,17 @@
 //!   its identity and identity epoch (restart safety), Cluster shards, the pub/sub side
 //!   for release notifications, closing, and whether it takes `SET NX PX GET`. Two
 //!   implementations: `Server` below, and the in-process [`MemoryStore`] (through
-//!   [`MemoryBackend`]), which answers every command itself.
+//!   `MemoryBackend`), which answers every command itself.
 //! * `server`: `Server`, a Redis deployment over the network: a single multiplexed
-//!   (pipelining) connection shared by every caller, connected in the background,
-//!   re-established by itself after a drop, and a time-out on every wait.
-//! * `connection`: the connection state (connect once for all callers, back-off, reconnect
-//!   after a drop), the resend of a command on a broken connection, and connecting to one
-//!   server (lock scripts loaded, identity read).
+//!   (pipelining) connection shared by every caller, connected in the background (once
+//!   for all callers, with a back-off), re-established by itself after a drop (the command
+//!   resent), and a time-out on every wait.
+//! * `connection`: connecting to one server (lock scripts loaded, identity read), and the
+//!   connection type (one server, or a Cluster).
 //! * `tls`: the client of a server, over TLS when asked.
 //! * `sentinel`: the master the sentinels name, checked with `ROLE`.
 //! * `cluster`: a Redis Cluster's connection and its shards.
+//! * `in_memory`: the in-process [`MemoryStore`] as a [`Backend`].
 //!
 //! [`Node`] itself is a thin wrapper: the node's settings and its backend, and each reply
 //! converted into the caller's type.

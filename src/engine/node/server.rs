@@ -1,18 +1,22 @@
 //! A Redis deployment over the network as a [`Backend`]: one server, the master the
 //! sentinels name, or a Redis Cluster, through a single multiplexed (pipelining)
-//! connection shared by every caller (see `connection`).
+//! connection shared by every caller: made on first need by one attempt that concurrent
+//! callers share, given up after a drop and made again by the next command, with a
+//! back-off for a host that does not answer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::ConnectionLike;
-use redis::{Client, Cmd, Value};
+use redis::{Client, Cmd, RedisError, Value};
 
-use super::backend::{Backend, Reply};
-use super::cluster;
-use super::connection::{Conn, Slot, State};
+use super::backend::{within, Backend, Reply};
+use super::cluster::{self, connect_cluster};
+use super::connection::{connect_to, Conn, Connected};
+use super::plain;
+use super::sentinel::connect_master;
 use super::tls::build_client;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
@@ -187,5 +191,216 @@ impl Backend for Server {
 
     fn is_closed(&self) -> bool {
         matches!(self.lock_state().slot, Slot::Closed)
+    }
+}
+
+type ConnectFuture = Shared<BoxFuture<'static, Result<Connected, NodeError>>>;
+
+pub(super) enum Slot {
+    Idle,
+    Connecting(ConnectFuture),
+    Ready(Conn),
+    Closed,
+}
+
+pub(super) struct State {
+    /// Bumped whenever the slot changes, so a stale failure never drops a newer connection.
+    generation: u64,
+    pub(super) slot: Slot,
+    /// A host that did not answer within the connect time-out is not tried again until
+    /// `until` (doubling, up to [`MAX_BACKOFF`]): calls meanwhile fail at once with the
+    /// last error instead of each waiting the whole time-out. The first call after it
+    /// probes. A refused connection is cheap and is retried at once.
+    down: Option<Down>,
+}
+
+impl State {
+    /// Not connected, nothing tried yet.
+    pub(super) fn new() -> State {
+        State {
+            generation: 0,
+            slot: Slot::Idle,
+            down: None,
+        }
+    }
+}
+
+struct Down {
+    until: Instant,
+    backoff: Duration,
+    error: NodeError,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Server {
+    pub(super) fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent (every
+        // update is a single assignment), so a poisoned lock is still usable.
+        self.state.locked()
+    }
+
+    /// The shared connection, establishing it if needed. Concurrent callers share one
+    /// connect attempt; a failed attempt is not cached, so the next call tries again.
+    pub(super) async fn connection(&self) -> Result<(Conn, u64), NodeError> {
+        let (fut, generation) = {
+            let mut st = self.lock_state();
+            match &st.slot {
+                Slot::Ready(c) => return Ok((c.clone(), st.generation)),
+                Slot::Closed => return Err(NodeError::Closed { addr: self.addr() }),
+                Slot::Connecting(f) => (f.clone(), st.generation),
+                Slot::Idle => {
+                    if let Some(down) = st.down.as_ref().filter(|d| Instant::now() < d.until) {
+                        return Err(down.error.clone());
+                    }
+                    st.generation += 1;
+                    let f = establish(self.client(), self.config.clone(), self.drops.clone())
+                        .boxed()
+                        .shared();
+                    st.slot = Slot::Connecting(f.clone());
+                    (f, st.generation)
+                }
+            }
+        };
+        let result = fut.await;
+        self.settle(generation, result)
+    }
+
+    /// Records the outcome of the connect attempt of `generation`, unless the slot moved on
+    /// meanwhile: the connection (for Sentinel: the master's client and address) and the
+    /// server's identity, or the back-off after a time-out.
+    fn settle(
+        &self,
+        generation: u64,
+        result: Result<Connected, NodeError>,
+    ) -> Result<(Conn, u64), NodeError> {
+        let mut st = self.lock_state();
+        let result = result.map(|(conn, found, identity)| {
+            if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
+                if let Some((client, addr)) = found {
+                    *self.client.write_now() = client;
+                    *self.addr.write_now() = addr;
+                }
+                *self.identity.locked() = identity;
+                self.identity_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            conn
+        });
+        if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
+            st.slot = match &result {
+                Ok(c) => Slot::Ready(c.clone()),
+                Err(_) => Slot::Idle,
+            };
+            st.down = match &result {
+                Err(error @ NodeError::ConnectTimeout { .. }) => {
+                    let backoff = st
+                        .down
+                        .as_ref()
+                        .map_or(FIRST_BACKOFF, |d| (d.backoff * 2).min(MAX_BACKOFF));
+                    Some(Down {
+                        until: Instant::now() + backoff,
+                        backoff,
+                        error: error.clone(),
+                    })
+                }
+                _ => None,
+            };
+        }
+        if matches!(st.slot, Slot::Closed) {
+            return Err(NodeError::Closed { addr: self.addr() });
+        }
+        result.map(|c| (c, generation))
+    }
+
+    /// Forgets the connection of `generation` so the next command reconnects.
+    fn invalidate(&self, generation: u64) {
+        let mut st = self.lock_state();
+        if st.generation == generation && matches!(st.slot, Slot::Ready(_)) {
+            st.slot = Slot::Idle;
+        }
+    }
+
+    fn map_error(&self, e: RedisError, generation: u64) -> NodeError {
+        if e.is_timeout() {
+            return NodeError::Timeout {
+                addr: self.addr(),
+                ms: self.config.command_timeout.as_millis() as u64,
+            };
+        }
+        // READONLY: the server is a replica now (a failover); reconnecting finds the master.
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || e.code() == Some("READONLY")
+        {
+            self.invalidate(generation);
+        }
+        NodeError::Command {
+            addr: self.addr(),
+            reason: plain(&e),
+        }
+    }
+
+    /// Runs `op` on the shared connection, within `wait` when given, and hands its reply
+    /// to `reply`. A connection found broken is dropped and `op` is sent once more on a
+    /// fresh one, as ioredis resends unfulfilled commands (every lock script is
+    /// idempotent, so a resend is safe). A reply that `reply` refuses fails as the
+    /// driver's parsing error would (`query_async` converts inside the driver).
+    pub(super) async fn run<F, Fut>(
+        &self,
+        wait: Option<Duration>,
+        reply: Reply<'_>,
+        op: F,
+    ) -> Result<(), NodeError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<redis::Value, RedisError>>,
+    {
+        let (conn, generation) = self.connection().await?;
+        let e = match self.bounded(wait, op(conn)).await? {
+            Ok(v) => return reply(v).map_err(|e| self.map_error(e.into(), generation)),
+            Err(e) => e,
+        };
+        if !(e.is_connection_dropped() || e.is_io_error()) || e.is_timeout() {
+            return Err(self.map_error(e, generation));
+        }
+        self.invalidate(generation);
+        let (conn, generation) = self.connection().await?;
+        let v = self
+            .bounded(wait, op(conn))
+            .await?
+            .map_err(|e| self.map_error(e, generation))?;
+        reply(v).map_err(|e| self.map_error(e.into(), generation))
+    }
+
+    /// `fut` within `wait`, when given.
+    async fn bounded<T>(
+        &self,
+        wait: Option<Duration>,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, NodeError> {
+        within(wait, fut, || self.addr()).await
+    }
+}
+
+/// Connects (for Sentinel: to the master the sentinels name), then loads the lock
+/// scripts so that the first `EVALSHA` finds them.
+async fn establish(
+    client: Client,
+    config: NodeConfig,
+    drops: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Connected, NodeError> {
+    if let Some(nodes) = &config.cluster {
+        return connect_cluster(nodes, &config, drops)
+            .await
+            .map(|c| (Conn::Cluster(c), None, None));
+    }
+    match &config.sentinel {
+        Some(sentinel) => connect_master(sentinel, &config).await,
+        None => connect_to(client, &config)
+            .await
+            .map(|(c, id)| (Conn::Single(c), None, id)),
     }
 }
