@@ -153,6 +153,11 @@ impl Subscriber {
             id,
             channels: channels.to_vec(),
         };
+        if !self.is_alive() {
+            // It died between the caller's check and the registration, after waking the
+            // listeners it had: wake this one too, so that it subscribes again.
+            signal.wake();
+        }
         let Some(sink) = &self.sink else {
             return Ok(watch);
         };

@@ -200,8 +200,18 @@ impl Turn {
             .is_some_and(|l| l.handoff)
     }
 
+    /// The line's release signal, and whether the line holds subscriptions for it, as they
+    /// are: one whose connection died has woken the signal, and the retry that follows
+    /// subscribes again (see [`Turn::released`]). For a wait, which must not drop them.
+    pub fn listening(&self) -> (Arc<Signal>, bool) {
+        let lines = self.queues.lock();
+        let line = lines.active.get(&self.key).expect("a turn's line exists");
+        (line.released.clone(), !line.watches.is_empty())
+    }
+
     /// The line's release signal, and whether the line is subscribed to it (on a
-    /// pub/sub connection that still delivers; dead subscriptions are dropped).
+    /// pub/sub connection that still delivers; dead subscriptions are dropped, so that
+    /// the caller subscribes again).
     pub fn released(&self) -> (Arc<Signal>, bool) {
         let mut lines = self.queues.lock();
         let line = lines

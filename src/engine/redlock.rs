@@ -548,7 +548,10 @@ impl Quorum {
     /// holder of this process to hand the lock over: the head offers to take it over when
     /// the call allows one (a mutex, no fencing, no replica wait).
     async fn wait_release(&self, turn: &Turn, op: Op, call: &Call<'_>, pause: Duration) -> Waited {
-        let (released, subscribed) = turn.released();
+        // Not `released()`: dropping a subscription that died since the caller subscribed
+        // would leave this wait deaf for the whole pause (the death's wake-up is what
+        // brings the retry that subscribes again).
+        let (released, subscribed) = turn.listening();
         let settings = call.settings;
         let offers = call.kind == Kind::Mutex && !settings.fencing && settings.wait_replicas == 0;
         let (tx, mut rx) = tokio::sync::oneshot::channel();
