@@ -118,9 +118,40 @@ pub struct Commands {
     pub channels: Vec<String>,
 }
 
+/// What one kind of attempt sends, and what removes what it set.
+struct Built {
+    script: &'static LockScript,
+    cmd: redis::Cmd,
+    reply: Reply,
+    release_script: &'static LockScript,
+    release_keys: Vec<String>,
+    fence_keys: Vec<String>,
+    channels: Vec<String>,
+}
+
+impl Built {
+    fn new(
+        script: &'static LockScript,
+        cmd: redis::Cmd,
+        reply: Reply,
+        release_script: &'static LockScript,
+        release_keys: Vec<String>,
+    ) -> Built {
+        Built {
+            script,
+            cmd,
+            reply,
+            release_script,
+            release_keys,
+            fence_keys: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+}
+
 impl Commands {
-    /// The attempt's commands. Long on purpose: one arm per kind and operation, each with
-    /// its keys, script, reply shape and cleanup side by side.
+    /// The attempt's commands: one builder per kind of acquire, one for extends and
+    /// releases of every kind.
     pub fn build(
         op: Op,
         kind: Kind,
@@ -129,104 +160,140 @@ impl Commands {
         settings: &Settings,
     ) -> Self {
         let ttl = op.ttl_ms().map(|t| t.to_string()).unwrap_or_default();
-        let fenced = if settings.fencing { "1" } else { "0" };
         let r = resources.first().map(String::as_str).unwrap_or("");
-        let release_of = |script: &'static LockScript, keys: &[String]| (script, keys.to_vec());
-        let mut fence_keys = Vec::new();
-        let mut channels = Vec::new();
-        let (script, cmd, reply, (release_script, release_keys)) = match (kind, op) {
-            (Kind::Mutex, Op::Acquire { .. }) if settings.fencing => {
-                let mut keys = resources.to_vec();
-                fence_keys = resources.iter().map(|r| fence_key(r)).collect();
-                keys.extend(fence_keys.iter().cloned());
-                let n = resources.len().to_string();
-                (
-                    &*FENCED_ACQUIRE_SCRIPT,
-                    FENCED_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, &n]),
-                    Reply::Counted,
-                    release_of(&RELEASE_SCRIPT, resources),
-                )
+        let mut built = match (kind, op) {
+            (Kind::Mutex, Op::Acquire { .. }) => {
+                mutex_acquire(resources, value, &ttl, settings.fencing)
             }
-            (Kind::Mutex, Op::Acquire { .. }) => (
-                &*ACQUIRE_SCRIPT,
-                ACQUIRE_SCRIPT.evalsha(resources, &[value, &ttl]),
-                Reply::Flag,
-                release_of(&RELEASE_SCRIPT, resources),
-            ),
             (Kind::Permit { permits, .. }, Op::Acquire { .. }) => {
-                let mut keys = slot_keys(r, permits);
-                channels = keys.iter().map(|k| released_channel(k)).collect();
-                let release = release_of(&RELEASE_SCRIPT, &keys);
-                fence_keys = vec![scoped_key(r, "sem:fence")];
-                keys.extend(fence_keys.iter().cloned());
-                (
-                    &*PERMIT_ACQUIRE_SCRIPT,
-                    PERMIT_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, fenced]),
-                    Reply::Slot,
-                    release,
-                )
+                permit_acquire(r, permits, value, &ttl, settings.fencing)
             }
             (Kind::Read | Kind::Write, Op::Acquire { .. }) => {
-                let [w, readers, wait, fence] = rw_keys(r);
-                channels = vec![released_channel(&w), released_channel(&readers)];
-                fence_keys = vec![fence.clone()];
-                if kind == Kind::Read {
-                    let keys = [readers.clone(), w, wait, fence];
-                    (
-                        &*READ_ACQUIRE_SCRIPT,
-                        READ_ACQUIRE_SCRIPT.evalsha(&keys, &[value, &ttl, fenced]),
-                        Reply::Counted,
-                        release_of(&READ_RELEASE_SCRIPT, &[readers]),
-                    )
-                } else {
-                    // A waiting writer keeps new readers out for a little longer than it
-                    // takes to try again.
-                    let waiting =
-                        (2 * (settings.retry_delay_ms + settings.retry_jitter_ms)).max(100);
-                    let keys = [w.clone(), readers, wait, fence];
-                    (
-                        &*WRITE_ACQUIRE_SCRIPT,
-                        WRITE_ACQUIRE_SCRIPT
-                            .evalsha(&keys, &[value, &ttl, fenced, &waiting.to_string()]),
-                        Reply::Counted,
-                        release_of(&RELEASE_SCRIPT, &[w]),
-                    )
-                }
+                rw_acquire(kind, r, value, &ttl, settings)
             }
-            (kind, op) => {
-                let keys = held_keys(kind, resources);
-                let (extend, release) = match kind {
-                    Kind::Read => (&*READ_EXTEND_SCRIPT, &*READ_RELEASE_SCRIPT),
-                    _ => (&*EXTEND_SCRIPT, &*RELEASE_SCRIPT),
-                };
-                let (script, cmd) = match op {
-                    Op::Release => (release, release.evalsha(&keys, &[value])),
-                    _ => (extend, extend.evalsha(&keys, &[value, &ttl])),
-                };
-                (script, cmd, Reply::Flag, release_of(release, &keys))
-            }
+            (kind, op) => held_op(kind, op, resources, value, &ttl),
         };
         if kind == Kind::Mutex {
-            channels = resources.iter().map(|r| released_channel(r)).collect();
+            built.channels = resources.iter().map(|r| released_channel(r)).collect();
         }
         Commands {
-            script,
-            cmd,
+            script: built.script,
+            cmd: built.cmd,
             fast: fast_acquire(op, kind, resources, value, settings),
             value: value.to_string(),
-            reply,
+            reply: built.reply,
             is_acquire: matches!(op, Op::Acquire { .. }),
-            release_script,
-            release: release_script.evalsha(&release_keys, &[value]),
-            release_keys,
-            fence_keys,
-            channels,
+            release_script: built.release_script,
+            release: built.release_script.evalsha(&built.release_keys, &[value]),
+            release_keys: built.release_keys,
+            fence_keys: built.fence_keys,
+            channels: built.channels,
         }
     }
 }
 
+/// A mutex acquire: every resource at once, raising their fencing counters when fenced.
+fn mutex_acquire(resources: &[String], value: &str, ttl: &str, fencing: bool) -> Built {
+    if !fencing {
+        let cmd = ACQUIRE_SCRIPT.evalsha(resources, &[value, ttl]);
+        return Built::new(
+            &ACQUIRE_SCRIPT,
+            cmd,
+            Reply::Flag,
+            &RELEASE_SCRIPT,
+            resources.to_vec(),
+        );
+    }
+    let fence_keys: Vec<String> = resources.iter().map(|r| fence_key(r)).collect();
+    let mut keys = resources.to_vec();
+    keys.extend(fence_keys.iter().cloned());
+    let n = resources.len().to_string();
+    let cmd = FENCED_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, &n]);
+    Built {
+        fence_keys,
+        ..Built::new(
+            &FENCED_ACQUIRE_SCRIPT,
+            cmd,
+            Reply::Counted,
+            &RELEASE_SCRIPT,
+            resources.to_vec(),
+        )
+    }
+}
+
+/// A semaphore permit: the first free slot of `permits`.
+fn permit_acquire(r: &str, permits: u32, value: &str, ttl: &str, fencing: bool) -> Built {
+    let slots = slot_keys(r, permits);
+    let fence_keys = vec![scoped_key(r, "sem:fence")];
+    let mut keys = slots.clone();
+    keys.extend(fence_keys.iter().cloned());
+    let fenced = if fencing { "1" } else { "0" };
+    let cmd = PERMIT_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, fenced]);
+    Built {
+        channels: slots.iter().map(|k| released_channel(k)).collect(),
+        fence_keys,
+        ..Built::new(
+            &PERMIT_ACQUIRE_SCRIPT,
+            cmd,
+            Reply::Slot,
+            &RELEASE_SCRIPT,
+            slots,
+        )
+    }
+}
+
+/// A read or write hold of a read-write lock.
+fn rw_acquire(kind: Kind, r: &str, value: &str, ttl: &str, settings: &Settings) -> Built {
+    let [w, readers, wait, fence] = rw_keys(r);
+    let channels = vec![released_channel(&w), released_channel(&readers)];
+    let fenced = if settings.fencing { "1" } else { "0" };
+    let fence_keys = vec![fence.clone()];
+    let built = if kind == Kind::Read {
+        let keys = [readers.clone(), w, wait, fence];
+        let cmd = READ_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, fenced]);
+        Built::new(
+            &READ_ACQUIRE_SCRIPT,
+            cmd,
+            Reply::Counted,
+            &READ_RELEASE_SCRIPT,
+            vec![readers],
+        )
+    } else {
+        // A waiting writer keeps new readers out for a little longer than it takes to
+        // try again.
+        let waiting = (2 * (settings.retry_delay_ms + settings.retry_jitter_ms)).max(100);
+        let keys = [w.clone(), readers, wait, fence];
+        let cmd = WRITE_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, fenced, &waiting.to_string()]);
+        Built::new(
+            &WRITE_ACQUIRE_SCRIPT,
+            cmd,
+            Reply::Counted,
+            &RELEASE_SCRIPT,
+            vec![w],
+        )
+    };
+    Built {
+        channels,
+        fence_keys,
+        ..built
+    }
+}
+
+/// An extend or release of a held lock of any kind, on the keys it occupies.
+fn held_op(kind: Kind, op: Op, resources: &[String], value: &str, ttl: &str) -> Built {
+    let keys = held_keys(kind, resources);
+    let (extend, release) = match kind {
+        Kind::Read => (&*READ_EXTEND_SCRIPT, &*READ_RELEASE_SCRIPT),
+        _ => (&*EXTEND_SCRIPT, &*RELEASE_SCRIPT),
+    };
+    let (script, cmd) = match op {
+        Op::Release => (release, release.evalsha(&keys, &[value])),
+        _ => (extend, extend.evalsha(&keys, &[value, ttl])),
+    };
+    Built::new(script, cmd, Reply::Flag, release, keys)
+}
+
 impl Commands {
-    /// Releases what a permit acquire took on a node, except slot `kept` (the slot won).
     /// The Redis Cluster hash slot of the keys (they share one: see `same_slot`).
     pub fn hash_slot(&self) -> u16 {
         self.release_keys
@@ -234,6 +301,7 @@ impl Commands {
             .map_or(0, |k| crate::engine::scripts::hash_slot(k))
     }
 
+    /// Releases what a permit acquire took on a node, except slot `kept` (the slot won).
     pub fn release_slots_except(&self, kept: Option<u32>) -> redis::Cmd {
         let keys: Vec<String> = self
             .release_keys

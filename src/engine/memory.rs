@@ -17,9 +17,9 @@ use crate::engine::error::NodeError;
 use crate::engine::identity::RECORDS_KEY;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{
-    ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT, HANDOVER_SCRIPT,
-    PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT,
-    RELEASED_PREFIX, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
+    LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT,
+    HANDOVER_SCRIPT, PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT,
+    READ_RELEASE_SCRIPT, RELEASED_PREFIX, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::value::random_value;
 
@@ -432,9 +432,8 @@ fn set_command(st: &mut State, args: &[String]) -> Value {
     }
 }
 
-/// The lock scripts, natively, with the Lua scripts' exact decisions. Long on purpose: one
-/// short branch per script of `scripts.rs`, side by side, so that each can be read against
-/// its Lua original.
+/// The lock scripts, natively, with the Lua scripts' exact decisions: one function per
+/// script of `scripts.rs`, each readable against its Lua original.
 fn script(
     st: &mut State,
     sha: &str,
@@ -442,143 +441,213 @@ fn script(
     argv: &[String],
     published: &mut Vec<(String, String)>,
 ) -> Result<Value, String> {
-    let a = |i: usize| argv.get(i).map(String::as_str).unwrap_or("");
-    let ms = |i: usize| a(i).parse::<u64>().unwrap_or(0);
-    let value = a(0);
-    let is = |s: &crate::engine::scripts::LockScript| s.hash == sha;
-    if is(&ACQUIRE_SCRIPT) || is(&FENCED_ACQUIRE_SCRIPT) {
-        let fenced = is(&FENCED_ACQUIRE_SCRIPT);
-        let n = if fenced {
-            a(2).parse().unwrap_or(keys.len())
-        } else {
-            keys.len()
-        };
-        let (locks, counters) = keys.split_at(n.min(keys.len()));
-        if locks.iter().any(|k| st.get(k).is_some_and(|v| v != value)) {
-            return Ok(int(0));
-        }
-        locks.iter().for_each(|k| st.set(k, value, Some(ms(1))));
-        if !fenced {
-            return Ok(int(1));
-        }
-        let high = counters.iter().map(|k| st.counter(k)).max().unwrap_or(0);
-        return Ok(pair(1, high));
+    let native: [(&LockScript, Native); 11] = [
+        (&ACQUIRE_SCRIPT, acquire),
+        (&FENCED_ACQUIRE_SCRIPT, acquire),
+        (&HANDOVER_SCRIPT, handover),
+        (&EXTEND_SCRIPT, extend),
+        (&RELEASE_SCRIPT, release),
+        (&FENCE_SCRIPT, fence),
+        (&PERMIT_ACQUIRE_SCRIPT, permit_acquire),
+        (&READ_ACQUIRE_SCRIPT, read_acquire),
+        (&READ_EXTEND_SCRIPT, read_extend),
+        (&READ_RELEASE_SCRIPT, read_release),
+        (&WRITE_ACQUIRE_SCRIPT, write_acquire),
+    ];
+    let Some((lua, run)) = native.into_iter().find(|(s, _)| s.hash == sha) else {
+        return Err("NOSCRIPT No matching script (MemoryStore runs the lock scripts only)".into());
+    };
+    let call = Call {
+        fenced_acquire: lua.hash == FENCED_ACQUIRE_SCRIPT.hash,
+        keys,
+        argv,
+    };
+    run(st, &call, published)
+}
+
+/// One lock script's native version.
+type Native = fn(&mut State, &Call, &mut Vec<(String, String)>) -> Result<Value, String>;
+
+/// The arguments of one script call.
+struct Call<'a> {
+    /// `ACQUIRE` and `FENCED_ACQUIRE` share one function.
+    fenced_acquire: bool,
+    keys: &'a [String],
+    argv: &'a [String],
+}
+
+impl Call<'_> {
+    fn a(&self, i: usize) -> &str {
+        self.argv.get(i).map(String::as_str).unwrap_or("")
     }
-    if is(&HANDOVER_SCRIPT) {
-        let new = a(1);
-        if keys
-            .iter()
-            .any(|k| st.get(k).is_none_or(|v| v != value && v != new))
-        {
-            return Ok(int(0));
-        }
-        keys.iter().for_each(|k| st.set(k, new, Some(ms(2))));
-        return Ok(int(1));
+
+    fn ms(&self, i: usize) -> u64 {
+        self.a(i).parse().unwrap_or(0)
     }
-    if is(&EXTEND_SCRIPT) {
-        if keys.iter().any(|k| st.get(k).as_deref() != Some(value)) {
-            return Ok(int(0));
-        }
-        keys.iter().for_each(|k| st.set(k, value, Some(ms(1))));
-        return Ok(int(1));
+
+    /// The lock value (`ARGV[1]`).
+    fn value(&self) -> &str {
+        self.a(0)
     }
-    if is(&RELEASE_SCRIPT) {
-        let mut n = 0;
-        for k in keys {
-            if st.get(k).as_deref() == Some(value) {
-                st.keys.remove(k);
-                published.push((format!("{RELEASED_PREFIX}{k}"), value.to_string()));
-                n += 1;
-            }
+
+    /// The fencing counter in `key`, if `ARGV[3]` asks for it (0 otherwise).
+    fn fence_of(&self, st: &mut State, key: Option<&String>) -> i64 {
+        match key {
+            Some(k) if self.a(2) == "1" => st.counter(k),
+            _ => 0,
         }
-        return Ok(int(n));
     }
-    if is(&FENCE_SCRIPT) {
-        let f: i64 = a(0).parse().unwrap_or(0);
-        let high = keys.iter().map(|k| st.counter(k)).max().unwrap_or(0);
-        if high >= f {
-            return Ok(int(high));
-        }
-        keys.iter().for_each(|k| st.set(k, &f.to_string(), None));
+}
+
+fn acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let (keys, value) = (c.keys, c.value());
+    let n = if c.fenced_acquire {
+        c.a(2).parse().unwrap_or(keys.len())
+    } else {
+        keys.len()
+    };
+    let (locks, counters) = keys.split_at(n.min(keys.len()));
+    if locks.iter().any(|k| st.get(k).is_some_and(|v| v != value)) {
         return Ok(int(0));
     }
-    if is(&PERMIT_ACQUIRE_SCRIPT) {
-        let (slots, fence) = keys.split_at(keys.len().saturating_sub(1));
-        let pick = slots
-            .iter()
-            .position(|k| st.get(k).as_deref() == Some(value))
-            .or_else(|| slots.iter().position(|k| !st.exists(k)));
-        let Some(pick) = pick else {
-            return Ok(pair(-1, 0));
-        };
-        st.set(&slots[pick], value, Some(ms(1)));
-        let high = if a(2) == "1" {
-            fence.first().map_or(0, |k| st.counter(k))
-        } else {
-            0
-        };
-        return Ok(pair(pick as i64, high));
-    }
-    if is(&READ_ACQUIRE_SCRIPT) {
-        let [readers, w, wait, fence] = keys else {
-            return Err("ERR keys".into());
-        };
-        if st.get(w).is_some_and(|v| v != value) {
-            return Ok(pair(0, 0));
-        }
-        let mine = st.readers(readers).contains_key(value);
-        if !mine && st.exists(wait) {
-            st.tidy(readers);
-            return Ok(pair(0, 0));
-        }
-        st.add_reader(readers, value, ms(1));
-        let high = if a(2) == "1" { st.counter(fence) } else { 0 };
-        return Ok(pair(1, high));
-    }
-    if is(&READ_EXTEND_SCRIPT) {
-        let readers = keys.first().map(String::as_str).unwrap_or("");
-        if !st.readers(readers).contains_key(value) {
-            st.tidy(readers);
-            return Ok(int(0));
-        }
-        st.add_reader(readers, value, ms(1));
+    locks.iter().for_each(|k| st.set(k, value, Some(c.ms(1))));
+    if !c.fenced_acquire {
         return Ok(int(1));
     }
-    if is(&READ_RELEASE_SCRIPT) {
-        let readers = keys.first().map(String::as_str).unwrap_or("");
-        let removed = st.readers(readers).remove(value).is_some();
-        st.tidy(readers);
-        if removed {
-            published.push((format!("{RELEASED_PREFIX}{readers}"), value.to_string()));
-        }
-        return Ok(int(removed as i64));
+    let high = counters.iter().map(|k| st.counter(k)).max().unwrap_or(0);
+    Ok(pair(1, high))
+}
+
+fn handover(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let (value, new) = (c.value(), c.a(1));
+    if c.keys
+        .iter()
+        .any(|k| st.get(k).is_none_or(|v| v != value && v != new))
+    {
+        return Ok(int(0));
     }
-    if is(&WRITE_ACQUIRE_SCRIPT) {
-        let [w, readers, wait, fence] = keys else {
-            return Err("ERR keys".into());
-        };
-        let held = st.get(w);
-        if held.as_deref().is_some_and(|v| v != value) {
-            return Ok(pair(0, 0));
-        }
-        let others = !st.readers(readers).is_empty();
-        st.tidy(readers);
-        if held.as_deref() != Some(value) && others {
-            st.set(wait, value, Some(ms(3)));
-            return Ok(pair(0, 0));
-        }
-        st.set(w, value, Some(ms(1)));
-        st.keys.remove(wait);
-        let high = if a(2) == "1" { st.counter(fence) } else { 0 };
-        return Ok(pair(1, high));
+    c.keys.iter().for_each(|k| st.set(k, new, Some(c.ms(2))));
+    Ok(int(1))
+}
+
+fn extend(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let value = c.value();
+    if c.keys.iter().any(|k| st.get(k).as_deref() != Some(value)) {
+        return Ok(int(0));
     }
-    Err("NOSCRIPT No matching script (MemoryStore runs the lock scripts only)".into())
+    c.keys.iter().for_each(|k| st.set(k, value, Some(c.ms(1))));
+    Ok(int(1))
+}
+
+fn release(
+    st: &mut State,
+    c: &Call,
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let value = c.value();
+    let mut n = 0;
+    for k in c.keys {
+        if st.get(k).as_deref() == Some(value) {
+            st.keys.remove(k);
+            published.push((format!("{RELEASED_PREFIX}{k}"), value.to_string()));
+            n += 1;
+        }
+    }
+    Ok(int(n))
+}
+
+fn fence(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let f: i64 = c.a(0).parse().unwrap_or(0);
+    let high = c.keys.iter().map(|k| st.counter(k)).max().unwrap_or(0);
+    if high >= f {
+        return Ok(int(high));
+    }
+    c.keys.iter().for_each(|k| st.set(k, &f.to_string(), None));
+    Ok(int(0))
+}
+
+fn permit_acquire(
+    st: &mut State,
+    c: &Call,
+    _: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let value = c.value();
+    let (slots, fence) = c.keys.split_at(c.keys.len().saturating_sub(1));
+    let pick = slots
+        .iter()
+        .position(|k| st.get(k).as_deref() == Some(value))
+        .or_else(|| slots.iter().position(|k| !st.exists(k)));
+    let Some(pick) = pick else {
+        return Ok(pair(-1, 0));
+    };
+    st.set(&slots[pick], value, Some(c.ms(1)));
+    Ok(pair(pick as i64, c.fence_of(st, fence.first())))
+}
+
+fn read_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let [readers, w, wait, fence] = c.keys else {
+        return Err("ERR keys".into());
+    };
+    let value = c.value();
+    if st.get(w).is_some_and(|v| v != value) {
+        return Ok(pair(0, 0));
+    }
+    let mine = st.readers(readers).contains_key(value);
+    if !mine && st.exists(wait) {
+        st.tidy(readers);
+        return Ok(pair(0, 0));
+    }
+    st.add_reader(readers, value, c.ms(1));
+    Ok(pair(1, c.fence_of(st, Some(fence))))
+}
+
+fn read_extend(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let readers = c.keys.first().map(String::as_str).unwrap_or("");
+    if !st.readers(readers).contains_key(c.value()) {
+        st.tidy(readers);
+        return Ok(int(0));
+    }
+    st.add_reader(readers, c.value(), c.ms(1));
+    Ok(int(1))
+}
+
+fn read_release(
+    st: &mut State,
+    c: &Call,
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let readers = c.keys.first().map(String::as_str).unwrap_or("");
+    let removed = st.readers(readers).remove(c.value()).is_some();
+    st.tidy(readers);
+    if removed {
+        published.push((format!("{RELEASED_PREFIX}{readers}"), c.value().to_string()));
+    }
+    Ok(int(removed as i64))
+}
+
+fn write_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let [w, readers, wait, fence] = c.keys else {
+        return Err("ERR keys".into());
+    };
+    let value = c.value();
+    let held = st.get(w);
+    if held.as_deref().is_some_and(|v| v != value) {
+        return Ok(pair(0, 0));
+    }
+    let others = !st.readers(readers).is_empty();
+    st.tidy(readers);
+    if held.as_deref() != Some(value) && others {
+        st.set(wait, value, Some(c.ms(3)));
+        return Ok(pair(0, 0));
+    }
+    st.set(w, value, Some(c.ms(1)));
+    st.keys.remove(wait);
+    Ok(pair(1, c.fence_of(st, Some(fence))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::scripts::LockScript;
 
     fn store() -> Arc<MemoryStore> {
         MemoryStore::new("t".into(), Duration::from_millis(100))

@@ -291,6 +291,21 @@ impl Retries {
         self.attempts.push_back(stats);
     }
 
+    /// A release done in one attempt by handing the lock over (its votes: `stats`).
+    fn handed_over(mut self, stats: AttemptStats, value: &str) -> Execution {
+        self.begin_attempt();
+        self.keep(stats);
+        self.value = value.to_string();
+        self.finish(Ok(0))
+    }
+
+    /// Tells `call.progress` of the attempt just kept, when a node voted against it.
+    fn report(&self, call: &Call<'_>, against: bool) {
+        if let (Some(progress), true, Some(last)) = (call.progress, against, self.attempts.back()) {
+            progress(last);
+        }
+    }
+
     /// Whether no further attempt may follow the one just made.
     fn exhausted(&self, call: &Call) -> bool {
         let settings = call.settings;
@@ -448,9 +463,8 @@ impl Quorum {
     /// for longer than the retry delay, and never polled for). Retries stop at
     /// `call.deadline`, and at once when the call is aborted.
     ///
-    /// Longer than a screen on purpose: it is the retry loop itself (turn, hand-over wait,
-    /// attempt, stop conditions, progress, pause), each step one call; splitting the loop
-    /// would spread its exits over several functions.
+    /// A little over a screen: the retry loop itself (turn, hand-over wait, attempt, stop
+    /// conditions, progress, pause), each step one call, with its exits in one place.
     pub async fn execute(
         &self,
         op: Op,
@@ -465,10 +479,7 @@ impl Quorum {
         if op == Op::Release {
             self.stragglers.note_release(value, self.command_timeout());
             if let Some(stats) = self.hand_over(resources, value, call).await {
-                run.begin_attempt();
-                run.keep(stats);
-                run.value = value.to_string();
-                return run.finish(Ok(0));
+                return run.handed_over(stats, value);
             }
         }
         let mut turn = None;
@@ -517,11 +528,7 @@ impl Quorum {
                 run.value = value;
                 return run.finish(outcome);
             }
-            if let (Some(progress), true) = (call.progress, against) {
-                if let Some(last) = run.attempts.back() {
-                    progress(last);
-                }
-            }
+            run.report(call, against);
             match self
                 .pause_before_retry(&turn, op, outcome, resources, call)
                 .await
