@@ -1,14 +1,12 @@
 // Redis Cluster: real 3-master clusters (redis-cli --cluster create). Keys are routed by
 // slot; a multi-resource lock across slots is refused with the hash-tag fix; with hash
 // tags it works; a Redlock over three independent clusters gives each one vote.
-import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
-import { promisify } from 'node:util'
 
 import test from 'ava'
 
 import { rawCommand, startServers, stopServers } from '../scripts/redis-servers.mjs'
-import { lib, resource, sleep } from './helpers.mjs'
+import { clusterReady, createCluster, lib, resource, sleep } from './helpers.mjs'
 
 const require = createRequire(import.meta.url)
 const IORedis = require('ioredis')
@@ -16,26 +14,7 @@ const { Cluster, Redis, Redlock } = lib
 
 async function startCluster() {
   const servers = await startServers(3, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] })
-  const addrs = servers.map((s) => `127.0.0.1:${s.port}`)
-  await promisify(execFile)('redis-cli', ['--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes'])
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    const infos = await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO'])))
-    if (infos.every((i) => i.includes('cluster_state:ok'))) break
-    if (Date.now() > deadline) throw new Error('the cluster did not come up')
-    await sleep(100)
-  }
-  return servers
-}
-
-async function clusterOk(servers) {
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    const infos = await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO']).catch(() => '')))
-    if (infos.every((i) => i.includes('cluster_state:ok'))) return
-    if (Date.now() > deadline) throw new Error('the cluster did not come back')
-    await sleep(100)
-  }
+  return createCluster(servers)
 }
 
 /** The server of `servers` that owns `key`'s slot. */
@@ -155,7 +134,7 @@ test('a shard whose master restarted empty sits out of acquires on its slots unt
   // The shard's master restarts without its data (the cluster config survives: same slots).
   await owner.kill()
   await owner.start()
-  await clusterOk(servers)
+  await clusterReady(servers)
   t.is(await owner.command('GET', key), null, 'the restart lost the lock')
 
   // A new client, whose first contact is after the restart, learns it from the records.

@@ -2,7 +2,10 @@
 // after each test.
 import { createRequire } from 'node:module'
 
-import { startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+
+import { rawCommand, startServers, stopServers } from '../scripts/redis-servers.mjs'
 
 const require = createRequire(import.meta.url)
 export const lib = require('../index.js')
@@ -57,4 +60,27 @@ export async function eventually(check, ms = 3000) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`)
     await sleep(10)
   }
+}
+
+/** Waits until every server of a cluster says `cluster_state:ok` (20 s at most). */
+export async function clusterReady(servers) {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const infos = await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO']).catch(() => '')))
+    if (infos.every((i) => i.includes('cluster_state:ok'))) return
+    if (Date.now() > deadline) throw new Error('the cluster is not ready')
+    await sleep(100)
+  }
+}
+
+/**
+ * Makes `servers` (started with `--cluster-enabled yes`) one cluster of masters with
+ * `redis-cli --cluster create` at `ports` (default: their ports), `cliArgs` before it
+ * (e.g. TLS), and waits until it is ready.
+ */
+export async function createCluster(servers, { ports = servers.map((s) => s.port), cliArgs = [] } = {}) {
+  const addrs = ports.map((p) => `127.0.0.1:${p}`)
+  await promisify(execFile)('redis-cli', [...cliArgs, '--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes'])
+  await clusterReady(servers)
+  return servers
 }

@@ -1,15 +1,14 @@
 // Authentication (password and ACL users) and TLS with a self-signed CA, on real servers;
 // wrong credentials fail clearly without showing the secret.
-import { execFile, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { promisify } from 'node:util'
 
 import test from 'ava'
 
 import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
-import { lib, resource } from './helpers.mjs'
+import { createCluster, lib, resource } from './helpers.mjs'
 
 const { Cluster, Redis, RedisJsClient, Redlock } = lib
 
@@ -97,13 +96,7 @@ test('a Redis Cluster over TLS with a private CA: the CA reaches every shard\'s 
     server.tlsPort = tlsPort
     servers.push(await server.start())
   }
-  await promisify(execFile)('redis-cli', ['--tls', '--cacert', path.join(dir, 'ca.crt'), '--cluster', 'create',
-    ...servers.map((s) => `127.0.0.1:${s.tlsPort}`), '--cluster-replicas', '0', '--cluster-yes'])
-  const deadline = Date.now() + 20_000
-  while (!(await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO'])))).every((i) => i.includes('cluster_state:ok'))) {
-    if (Date.now() > deadline) throw new Error('the cluster did not come up')
-    await new Promise((r) => setTimeout(r, 100))
-  }
+  await createCluster(servers, { ports: servers.map((s) => s.tlsPort), cliArgs: ['--tls', '--cacert', path.join(dir, 'ca.crt')] })
   const ca = readFileSync(path.join(dir, 'ca.crt'), 'utf8')
   const cluster = new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.tlsPort })), { tls: { ca }, connectTimeout: 3_000 })
   const redlock = new Redlock([cluster], { retryCount: 0 })

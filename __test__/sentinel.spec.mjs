@@ -1,15 +1,14 @@
 // Redis Sentinel: a master, a replica and 3 sentinels (redis-server --sentinel). Clients
 // find the master through the sentinels and follow it through a forced failover.
 import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
 import test from 'ava'
 
 import { RedisServer, freePort, rawCommand, redisServerBin, startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { TcpProxy } from '../scripts/tcp-proxy.mjs'
 import { createRequire } from 'node:module'
 import { lib, resource, sleep } from './helpers.mjs'
 
@@ -88,14 +87,10 @@ test('clients find the master through the sentinels and follow it through a fail
   await clients[0].set('before', 'failover')
   t.is(await master.command('GET', 'before'), 'failover', 'written to the master')
   // A sentinel that takes connections and never answers, listed first, holds nobody up.
-  const sockets = new Set()
-  const silent = net.createServer((socket) => sockets.add(socket)).listen(0, '127.0.0.1')
-  await once(silent, 'listening')
-  t.teardown(() => {
-    for (const socket of sockets) socket.destroy()
-    silent.close()
-  })
-  const pastSilent = new Redis({ ...opts, sentinels: [{ host: '127.0.0.1', port: silent.address().port }, ...group.sentinels] })
+  const silent = await new TcpProxy(sentinels[0].port).start()
+  silent.mode = 'blackhole'
+  t.teardown(() => silent.stop())
+  const pastSilent = new Redis({ ...opts, sentinels: [{ host: '127.0.0.1', port: silent.port }, ...group.sentinels] })
   t.teardown(() => pastSilent.quit())
   t.is(await pastSilent.get('before'), 'failover', 'found the master through the other sentinels')
   const lock = await redlock.acquire([resource(t)], 5_000)

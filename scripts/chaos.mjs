@@ -126,6 +126,25 @@ export function plan(seed, chaosMs) {
   const random = prng(seed)
   const between = (lo, hi) => Math.round(lo + random() * (hi - lo))
   const pick = (xs) => xs[Math.floor(random() * xs.length)]
+  /** Draws the size of fault `f` (who and how long), the same way wherever it is placed. */
+  const size = (f) => {
+    if (f.kind.startsWith('client-pause')) {
+      f.worker = Math.floor(random() * WORKERS)
+      f.pause = TTL + between(300, 1500)
+      f.busy = f.pause + (f.kind === 'client-pause-cs' ? 2000 : 0) // time to reach a critical section
+    } else if (f.kind === 'kill-empty' || f.kind === 'kill-aof') {
+      f.down = between(200, 2000)
+      f.busy = f.down + 500 + QUARANTINE
+    } else if (f.kind === 'slow') {
+      f.sleeps = between(1, 5)
+      f.busy = f.sleeps * 500 + 200
+    } else {
+      f.duration = between(500, 3000)
+      if (f.kind === 'delay') f.delayMs = between(20, 400)
+      f.busy = f.duration
+    }
+    return f
+  }
   const nodeBusy = Array.from({ length: NODES }, () => 0)
   let clientBusy = 0
   const faults = []
@@ -135,9 +154,7 @@ export function plan(seed, chaosMs) {
     const kind = pick(Object.keys(FAULT_KINDS))
     const f = { at: t, kind }
     if (kind === 'client-pause' || kind === 'client-pause-cs') {
-      f.worker = Math.floor(random() * WORKERS)
-      f.pause = TTL + between(300, 1500)
-      f.busy = f.pause + (kind === 'client-pause-cs' ? 2000 : 0) // time to reach a critical section
+      size(f)
       if (clientBusy <= t && t + f.busy < chaosMs) {
         clientBusy = t + f.busy + 200
         faults.push(f)
@@ -148,17 +165,7 @@ export function plan(seed, chaosMs) {
       const active = nodeBusy.filter((b) => b > t).length
       if (free.length > 0 && active < MAX_NODE_FAULTS) {
         f.node = pick(free)
-        if (kind === 'kill-empty' || kind === 'kill-aof') {
-          f.down = between(200, 2000)
-          f.busy = f.down + 500 + QUARANTINE
-        } else if (kind === 'slow') {
-          f.sleeps = between(1, 5)
-          f.busy = f.sleeps * 500 + 200
-        } else {
-          f.duration = between(500, 3000)
-          if (kind === 'delay') f.delayMs = between(20, 400)
-          f.busy = f.duration
-        }
+        size(f)
         if (t + f.busy < chaosMs) {
           nodeBusy[f.node] = t + f.busy + 100
           faults.push(f)
@@ -173,23 +180,7 @@ export function plan(seed, chaosMs) {
   // fits first (a long run has them all, so its plan is what the draw made).
   for (const kind of Object.keys(FAULT_KINDS)) {
     if (faults.some((f) => f.kind === kind)) continue
-    const f = { kind }
-    if (kind.startsWith('client-pause')) {
-      f.worker = Math.floor(random() * WORKERS)
-      f.pause = TTL + between(300, 1500)
-      f.busy = f.pause + (kind === 'client-pause-cs' ? 2000 : 0)
-    } else if (kind === 'kill-empty' || kind === 'kill-aof') {
-      f.down = between(200, 2000)
-      f.busy = f.down + 500 + QUARANTINE
-    } else if (kind === 'slow') {
-      f.sleeps = between(1, 5)
-      f.busy = f.sleeps * 500 + 200
-    } else {
-      f.duration = between(500, 3000)
-      if (kind === 'delay') f.delayMs = between(20, 400)
-      f.busy = f.duration
-    }
-    const placed = place(faults, f, chaosMs)
+    const placed = place(faults, size({ kind }), chaosMs)
     if (placed) faults.push(placed)
   }
   faults.sort((a, b) => a.at - b.at)

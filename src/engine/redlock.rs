@@ -940,7 +940,6 @@ impl Quorum {
     fn send_votes(&self, op: Op, commands: &Arc<Commands>, settings: &Settings) -> PendingVotes {
         let checked = matches!(op, Op::Acquire { .. }) && settings.restart_quarantine;
         let max_duration = Duration::from_millis(settings.max_duration_ms);
-        let slot = commands.hash_slot();
         (0..self.nodes.len())
             .map(|i| {
                 let (nodes, trust, commands) =
@@ -948,7 +947,10 @@ impl Quorum {
                 let fut: BoxFuture<'static, (usize, Answer)> = Box::pin(async move {
                     let node = &nodes[i];
                     if checked {
-                        if let Err(e) = trust.admit(&nodes, i, slot, max_duration).await {
+                        if let Err(e) = trust
+                            .admit(&nodes, i, || commands.hash_slot(), max_duration)
+                            .await
+                        {
                             return (i, (Vote::Failed(e), None, None));
                         }
                     }
@@ -957,7 +959,10 @@ impl Quorum {
                     // Reconnected meanwhile (the request was sent again): check the server
                     // that answered.
                     if checked && node.identity_epoch() != epoch {
-                        if let Err(e) = trust.admit(&nodes, i, slot, max_duration).await {
+                        if let Err(e) = trust
+                            .admit(&nodes, i, || commands.hash_slot(), max_duration)
+                            .await
+                        {
                             return (i, (Vote::Failed(e), None, None));
                         }
                     }

@@ -128,18 +128,24 @@ impl Trust {
         self.checked.locked()
     }
 
-    /// Whether node `i` may vote for an acquire of keys in hash slot `slot` now (the slot
-    /// picks the shard of a cluster; other nodes ignore it): `Ok` when it is trusted, the
+    /// Whether node `i` may vote for an acquire of keys in hash slot `slot()` now (the slot
+    /// picks the shard of a cluster; other nodes do not compute it): `Ok` when it is trusted, the
     /// error that says why not otherwise. Connects the node when needed (its identity
     /// comes with the connection); costs one look-up unless the node reconnected since.
     pub async fn admit(
         &self,
         nodes: &[Arc<Node>],
         i: usize,
-        slot: u16,
+        slot: impl Fn() -> u16,
         max_duration: Duration,
     ) -> Result<(), NodeError> {
         let node = &nodes[i];
+        // Only a cluster has shards to pick (a CRC of the key spared to other nodes).
+        let slot = if node.config().cluster.is_some() {
+            slot()
+        } else {
+            0
+        };
         node.ensure_connected().await?;
         if let Some(done) = self.fast_path(node, i, slot) {
             return done.map(|new| record(nodes, i, new));
