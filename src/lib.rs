@@ -11,10 +11,10 @@ pub mod engine;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The tokio runtime behind every operation: one I/O thread (every hand-off between
-/// threads costs more than the lock work itself: measured with `benchmark/breakdown.mjs`,
-/// one worker instead of two gave +34% operations/s at the same CPU per operation), or
-/// `REDLOCK_RS_THREADS` workers.
+/// The tokio runtime of the I/O threads, used where futures do not run on the JavaScript
+/// thread (`addon::event_loop`): `REDLOCK_RS_THREADS` workers (default 1: every hand-off
+/// between threads costs more than the lock work itself, measured with
+/// `benchmark/breakdown.mjs`).
 #[napi_derive::module_init]
 fn init() {
     let threads = std::env::var("REDLOCK_RS_THREADS")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::addon::event_loop;
 use crate::addon::js::{
     self, check, classify, field, opt_bool, opt_number, opt_string, type_error, Val,
 };
@@ -338,7 +339,10 @@ impl NativeClient {
         T: redis::FromRedisValue + ToNapiValue + Send + 'static,
     {
         let node = self.node.clone();
-        env.spawn_future(async move { node.query::<T>(cmd).await.map_err(to_js_err) })
+        event_loop::promise(
+            env,
+            async move { node.query::<T>(cmd).await.map_err(to_js_err) },
+        )
     }
 }
 
@@ -354,6 +358,7 @@ impl NativeClient {
         a1: Option<Unknown>,
         a2: Option<Unknown>,
     ) -> Result<Self> {
+        event_loop::init(&env);
         let (cfg, lazy, kind) = match kind.as_str() {
             "ioredis" => {
                 let (c, l) = ioredis_args(&env, [classify(a0)?, classify(a1)?, classify(a2)?])?;
@@ -375,7 +380,7 @@ impl NativeClient {
             // Connect in the background; commands issued meanwhile wait for it. A failure
             // here is reported by the commands that need the connection.
             let n = node.clone();
-            napi::bindgen_prelude::spawn(async move {
+            event_loop::spawn(async move {
                 let _ = n.connect().await;
             });
         }
@@ -442,7 +447,7 @@ impl NativeClient {
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn connect<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let node = self.node.clone();
-        env.spawn_future(async move { node.connect().await.map_err(to_js_err) })
+        event_loop::promise(env, async move { node.connect().await.map_err(to_js_err) })
     }
 
     #[napi(
@@ -457,7 +462,7 @@ impl NativeClient {
     ) -> Result<PromiseRaw<'env, Option<String>>> {
         let key = js::bytes_arg(env, "key", classify(key)?)?;
         let node = self.node.clone();
-        env.spawn_future(async move {
+        event_loop::promise(env, async move {
             let v: Option<Vec<u8>> = node
                 .query(redis::cmd("GET").arg(key).clone())
                 .await
@@ -570,7 +575,7 @@ impl NativeClient {
             )?);
         }
         let node = self.node.clone();
-        env.spawn_future(async move {
+        event_loop::promise(env, async move {
             let v: redis::Value = node.query(cmd).await.map_err(to_js_err)?;
             Reply::from_value(v).map_err(Error::from_reason)
         })
@@ -580,7 +585,7 @@ impl NativeClient {
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let node = self.node.clone();
-        env.spawn_future(async move {
+        event_loop::promise(env, async move {
             node.quit().await;
             Ok(())
         })

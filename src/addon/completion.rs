@@ -136,15 +136,11 @@ impl Completer {
         F: Future<Output = Completion> + Send + 'static,
     {
         let this = self.clone();
-        napi::bindgen_prelude::spawn(async move {
+        super::event_loop::spawn(async move {
             let completion = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(c) => c,
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_string());
+                    let message = super::event_loop::panic_message(&*panic);
                     Completion {
                         reason: Some("internal"),
                         value: Some(format!("redlock-rs internal error: {message}")),

@@ -5,10 +5,12 @@
 //!   direct commands; [`reply`]: Redis replies as JavaScript values.
 //! * [`redlock`]: `NativeRedlock`, the lock operations over the engine's quorum.
 //! * [`completion`]: results delivered to JavaScript in batches, as typed objects.
+//! * [`event_loop`]: where futures run (on the JavaScript thread, driven by libuv).
 //! * [`js`]: reading and checking JavaScript arguments (`TypeError`/`RangeError`).
 
 pub mod client;
 pub mod completion;
+pub mod event_loop;
 pub mod js;
 pub mod redlock;
 pub mod reply;

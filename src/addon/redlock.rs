@@ -14,6 +14,7 @@ use napi_derive::napi;
 
 use crate::addon::client::NativeClient;
 use crate::addon::completion::{Completer, Completion, CompletionStatus};
+use crate::addon::event_loop;
 use crate::addon::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
 use crate::engine::args;
 use crate::engine::error::ArgError;
@@ -412,6 +413,7 @@ impl NativeRedlock {
         settings: Option<Unknown>,
         complete: Function<Vec<Completion>, ()>,
     ) -> Result<Self> {
+        event_loop::init(&env);
         let items = match classify(clients)? {
             Val::Array(items) => items,
             other => {
@@ -688,7 +690,7 @@ impl NativeRedlock {
         permits: u32,
     ) -> Result<PromiseRaw<'env, u32>> {
         let inner = self.inner.clone();
-        env.spawn_future(async move {
+        event_loop::promise(env, async move {
             inner
                 .quorum()
                 .holders(&resource, permits)
@@ -701,7 +703,7 @@ impl NativeRedlock {
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let inner = self.inner.clone();
-        env.spawn_future(async move {
+        event_loop::promise(env, async move {
             inner.quorum().quit().await;
             Ok(())
         })

@@ -1,0 +1,417 @@
+//! Where the engine's futures run: on the JavaScript thread, driven by Node's event loop.
+//!
+//! A native call that hands its work to an I/O thread pays two thread wake-ups per
+//! operation (the I/O thread's, then the JavaScript thread's for the result), and on a
+//! virtual machine a wake-up can cost more than the Redis round trip itself
+//! (`benchmark/README.md`). So, on Linux, each JavaScript thread that uses the addon gets
+//! its own tokio *current-thread* runtime, which Node's event loop (libuv) drives:
+//!
+//! * libuv watches the runtime's epoll descriptor, which is readable whenever one of the
+//!   runtime's sockets has data or a task was woken from another thread; each time it is,
+//!   the runtime runs on the JavaScript thread until it has nothing left to do without
+//!   waiting ([`turn`]), and returns to libuv;
+//! * a libuv timer turns it too, every millisecond while an operation is in flight (the
+//!   runtime's timers: retry delays, time-outs) and every 100 ms otherwise, for background
+//!   work; it does not keep the process alive.
+//!
+//! Commands are written, replies read and promises settled on the JavaScript thread, as a
+//! JavaScript client does, with no thread hand-off. Elsewhere, with `REDLOCK_RS_IO=thread`,
+//! or with `REDLOCK_RS_THREADS=n`, futures run on a tokio runtime with its own I/O
+//! thread(s), as before.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures::FutureExt;
+use napi::bindgen_prelude::*;
+
+/// Whether futures run on I/O threads: asked with `REDLOCK_RS_IO=thread`, or implied by
+/// `REDLOCK_RS_THREADS` (a number of I/O threads).
+pub fn on_io_threads() -> bool {
+    std::env::var("REDLOCK_RS_IO").is_ok_and(|v| v == "thread")
+        || std::env::var("REDLOCK_RS_THREADS").is_ok()
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Sets up this JavaScript thread's runtime (once per thread; falls back to the I/O
+/// threads when it cannot). Called by the constructors of the native classes.
+pub fn init(env: &Env) {
+    MODE.with(|m| {
+        if !matches!(*m.borrow(), Mode::Unset) {
+            return;
+        }
+        let mode = if on_io_threads() {
+            Mode::Threads
+        } else {
+            imp::JsLoop::new(env).map_or(Mode::Threads, |l| Mode::Js(Rc::new(l)))
+        };
+        *m.borrow_mut() = mode;
+    });
+}
+
+/// Runs `fut` to completion: on this thread's runtime, or on the I/O threads.
+///
+/// On this thread's runtime the future starts at the event loop's next iteration, with
+/// every other future started meanwhile, before any of them writes to a connection: so
+/// the commands of all the operations JavaScript started in one go leave in one write per
+/// connection.
+pub fn spawn<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match current() {
+        Some(l) => {
+            IN_FLIGHT.with(|n| n.set(n.get() + 1));
+            let guard = InFlight;
+            let first = STARTING.with(|s| {
+                let mut s = s.borrow_mut();
+                s.push(Box::pin(async move {
+                    let _in_flight = guard;
+                    fut.await
+                }));
+                s.len() == 1
+            });
+            if first && !l.turning.get() {
+                l.soon();
+            }
+        }
+        None => {
+            napi::bindgen_prelude::spawn(fut);
+        }
+    }
+}
+
+/// A promise settled with the outcome of `fut` (a panic rejects it).
+pub fn promise<'env, T, F>(env: &'env Env, fut: F) -> Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    type Resolve<T> = Box<dyn FnOnce(Env) -> Result<T> + Send>;
+    let (deferred, promise) = env.create_deferred::<T, Resolve<T>>()?;
+    spawn(async move {
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(Ok(v)) => deferred.resolve(Box::new(move |_| Ok(v))),
+            Ok(Err(e)) => deferred.reject(e),
+            Err(panic) => deferred.reject(Error::from_reason(format!(
+                "redlock-rs internal error: {}",
+                panic_message(&*panic)
+            ))),
+        }
+    });
+    Ok(PromiseRaw::new(env.raw(), promise.raw()))
+}
+
+enum Mode {
+    Unset,
+    Threads,
+    Js(Rc<imp::JsLoop>),
+}
+
+type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    /// Futures spawned since the last turn, which starts them.
+    static STARTING: RefCell<Vec<Starting>> = const { RefCell::new(Vec::new()) };
+    static MODE: RefCell<Mode> = const { RefCell::new(Mode::Unset) };
+    /// Operations and commands spawned on this thread's runtime and not finished.
+    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// Set by the park hook when the runtime has nothing left to do without waiting.
+    static IDLE: Cell<bool> = const { Cell::new(false) };
+    /// Set with `IDLE` when a turn was cut short (work remains).
+    static CUT: Cell<bool> = const { Cell::new(false) };
+    /// The waker of the turn in progress.
+    static TURN: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// How often the runtime wanted to park during the turn in progress.
+    static PARKS: Cell<u32> = const { Cell::new(0) };
+    /// The runtime's epoll descriptor (-1 until known).
+    static EPOLL: Cell<i32> = const { Cell::new(-1) };
+}
+
+fn current() -> Option<Rc<imp::JsLoop>> {
+    MODE.with(|m| match &*m.borrow() {
+        Mode::Js(l) => Some(l.clone()),
+        _ => None,
+    })
+}
+
+/// Counts a spawned future in flight until it is dropped (finished or cancelled).
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let _ = IN_FLIGHT.try_with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// A turn parks at most this often before it returns to the event loop (which then turns
+/// it again at once): JavaScript gets its results even while replies keep coming.
+const MAX_PARKS: u32 = 32;
+
+/// The future a turn blocks on: ready once the park hook found the runtime idle.
+struct Quiesce;
+
+impl Future for Quiesce {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let starting = STARTING.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let started = !starting.is_empty();
+        for fut in starting {
+            tokio::spawn(fut);
+        }
+        // Idle, unless futures just started (they run before the next park).
+        if IDLE.with(|i| i.replace(false)) && !started {
+            return Poll::Ready(());
+        }
+        TURN.with(|t| *t.borrow_mut() = Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Called by the runtime when it has no task to run and would wait for the next event:
+/// when no event is ready, the turn ends (the runtime still takes the events and timers
+/// due without waiting, then returns).
+fn on_park() {
+    let parks = PARKS.with(|p| {
+        p.set(p.get() + 1);
+        p.get()
+    });
+    let fd = EPOLL.with(Cell::get);
+    let cut = parks > MAX_PARKS;
+    if fd < 0 || cut || !imp::readable(fd) {
+        IDLE.with(|i| i.set(true));
+        CUT.with(|c| c.set(cut));
+        if let Some(w) = TURN.with(|t| t.borrow_mut().take()) {
+            w.wake();
+        }
+    }
+}
+
+/// Runs this thread's runtime until it has nothing left to do without waiting.
+fn turn() {
+    let Some(l) = current() else { return };
+    if l.turning.replace(true) {
+        return;
+    }
+    PARKS.with(|p| p.set(0));
+    IDLE.with(|i| i.set(false));
+    CUT.with(|c| c.set(false));
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| l.rt.block_on(Quiesce)));
+    l.turning.set(false);
+    if CUT.with(Cell::get) {
+        l.soon();
+    }
+    l.retime();
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::*;
+    use std::collections::HashSet;
+    use std::os::raw::{c_int, c_void};
+    use std::sync::Mutex;
+
+    type Handle = *mut c_void;
+    const UV_POLL: c_int = 8;
+    const UV_TIMER: c_int = 13;
+    const UV_READABLE: c_int = 1;
+
+    // libuv, as the node executable exports it.
+    extern "C" {
+        fn uv_handle_size(kind: c_int) -> usize;
+        fn uv_poll_init(lp: *mut c_void, handle: Handle, fd: c_int) -> c_int;
+        fn uv_poll_start(
+            handle: Handle,
+            events: c_int,
+            cb: extern "C" fn(Handle, c_int, c_int),
+        ) -> c_int;
+        fn uv_timer_init(lp: *mut c_void, handle: Handle) -> c_int;
+        fn uv_timer_start(
+            handle: Handle,
+            cb: extern "C" fn(Handle),
+            timeout: u64,
+            repeat: u64,
+        ) -> c_int;
+        fn uv_timer_stop(handle: Handle) -> c_int;
+        fn uv_unref(handle: Handle);
+        fn uv_close(handle: Handle, cb: Option<extern "C" fn(Handle)>);
+    }
+
+    extern "C" fn on_poll(_: Handle, _: c_int, _: c_int) {
+        turn();
+    }
+
+    extern "C" fn on_timer(_: Handle) {
+        turn();
+    }
+
+    extern "C" fn free_handle(handle: Handle) {
+        unsafe { libc::free(handle) }
+    }
+
+    /// Whether `fd` has an event ready (without taking it).
+    pub(super) fn readable(fd: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        unsafe { libc::poll(&mut p, 1, 0) > 0 }
+    }
+
+    /// The open epoll descriptors of this process.
+    fn epoll_fds() -> HashSet<i32> {
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return HashSet::new();
+        };
+        dir.flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[eventpoll]")
+            })
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Serializes runtime creation, so that the new epoll descriptor is the runtime's.
+    static BUILDING: Mutex<()> = Mutex::new(());
+
+    pub(super) struct JsLoop {
+        pub(super) rt: tokio::runtime::Runtime,
+        pub(super) turning: Cell<bool>,
+        poll: Handle,
+        timer: Handle,
+        /// The timer's period in ms (0: stopped).
+        period: Cell<u64>,
+    }
+
+    impl JsLoop {
+        pub(super) fn new(env: &Env) -> Option<JsLoop> {
+            let (rt, new) = {
+                let _g = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+                let before = epoll_fds();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .on_thread_park(on_park)
+                    .build()
+                    .ok()?;
+                let new: Vec<i32> = epoll_fds().difference(&before).copied().collect();
+                (rt, new)
+            };
+            // The runtime's descriptor is a new one that a task spawned from outside the
+            // runtime makes readable, and the turn that runs the task makes quiet again
+            // (the runtime keeps a duplicate of it: either will do).
+            rt.spawn(async {});
+            let woken: Vec<i32> = new.into_iter().filter(|fd| readable(*fd)).collect();
+            IDLE.with(|i| i.set(false));
+            rt.block_on(Quiesce);
+            let fd = *woken.first()?;
+            if woken.iter().any(|fd| readable(*fd)) {
+                return None;
+            }
+            EPOLL.with(|e| e.set(fd));
+            let mut lp = std::ptr::null_mut();
+            if unsafe { napi::sys::napi_get_uv_event_loop(env.raw(), &mut lp) } != 0 {
+                return None;
+            }
+            let lp = lp.cast::<c_void>();
+            unsafe {
+                let poll = libc::calloc(1, uv_handle_size(UV_POLL));
+                let timer = libc::calloc(1, uv_handle_size(UV_TIMER));
+                if poll.is_null() || timer.is_null() || uv_poll_init(lp, poll, fd) != 0 {
+                    return None;
+                }
+                uv_poll_start(poll, UV_READABLE, on_poll);
+                uv_unref(poll);
+                uv_timer_init(lp, timer);
+                uv_unref(timer);
+                // At the environment's teardown: the handles are closed and the runtime
+                // dropped (with its connections).
+                let _ = env.add_env_cleanup_hook((), |_| {
+                    let old = MODE.with(|m| std::mem::replace(&mut *m.borrow_mut(), Mode::Threads));
+                    drop(old);
+                });
+                Some(JsLoop {
+                    rt,
+                    turning: Cell::new(false),
+                    poll,
+                    timer,
+                    period: Cell::new(0),
+                })
+            }
+        }
+
+        /// Sets the timer: every ms while something is in flight, every 100 ms while the
+        /// runtime has tasks (connections, background work), stopped otherwise.
+        pub(super) fn retime(&self) {
+            let want = if IN_FLIGHT.with(Cell::get) > 0 {
+                1
+            } else if self.rt.metrics().num_alive_tasks() > 0 {
+                100
+            } else {
+                0
+            };
+            if want != self.period.get() {
+                self.period.set(want);
+                unsafe {
+                    if want == 0 {
+                        uv_timer_stop(self.timer);
+                    } else {
+                        uv_timer_start(self.timer, on_timer, want, want);
+                    }
+                }
+            }
+        }
+
+        /// Turns the runtime again at the event loop's next iteration.
+        pub(super) fn soon(&self) {
+            let period = self.period.get().max(1);
+            self.period.set(period);
+            unsafe { uv_timer_start(self.timer, on_timer, 0, period) };
+        }
+    }
+
+    impl Drop for JsLoop {
+        fn drop(&mut self) {
+            unsafe {
+                uv_close(self.poll, Some(free_handle));
+                uv_close(self.timer, Some(free_handle));
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::*;
+
+    pub(super) fn readable(_fd: i32) -> bool {
+        false
+    }
+
+    /// Not available: the I/O threads run everything.
+    pub(super) struct JsLoop {
+        pub(super) rt: tokio::runtime::Runtime,
+        pub(super) turning: Cell<bool>,
+    }
+
+    impl JsLoop {
+        pub(super) fn new(_env: &Env) -> Option<JsLoop> {
+            None
+        }
+        pub(super) fn retime(&self) {}
+        pub(super) fn soon(&self) {}
+    }
+}
