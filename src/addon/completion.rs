@@ -5,6 +5,7 @@
 //! function: finished operations are queued, and the JavaScript thread is woken once for
 //! all the results that are ready, which it settles by id.
 
+use super::event_loop;
 use crate::engine::sync::Unpoisoned;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -96,13 +97,99 @@ pub struct Completer {
     /// Whether a wake of the JavaScript thread is already on its way.
     scheduled: Arc<AtomicBool>,
     tsfn: Tsfn,
+    /// The callback itself, when the engine runs on the JavaScript thread: results are
+    /// then handed to it at the end of the runtime's turn, without the thread-safe
+    /// function's wake-up.
+    direct: Option<Direct>,
+}
+
+/// The callback of a [`Completer`], called from the JavaScript thread that made it.
+struct Direct {
+    env: sys::napi_env,
+    callback: sys::napi_ref,
+    context: sys::napi_async_context,
+    thread: std::thread::ThreadId,
+}
+
+// Only used on `thread`, the JavaScript thread of `env` (checked before each use).
+unsafe impl Send for Direct {}
+unsafe impl Sync for Direct {}
+
+impl Direct {
+    fn new(env: &Env, callback: &Function<Vec<Completion>, ()>) -> Option<Direct> {
+        if !event_loop::runs_here() {
+            return None;
+        }
+        let env = env.raw();
+        let mut name = std::ptr::null_mut();
+        let mut reference = std::ptr::null_mut();
+        let mut context = std::ptr::null_mut();
+        let label = "redlock-rs";
+        unsafe {
+            let ok = sys::napi_create_string_utf8(
+                env,
+                label.as_ptr().cast(),
+                label.len() as isize,
+                &mut name,
+            ) == 0
+                && sys::napi_create_reference(env, callback.raw(), 1, &mut reference) == 0
+                && sys::napi_async_init(env, std::ptr::null_mut(), name, &mut context) == 0;
+            ok.then_some(Direct {
+                env,
+                callback: reference,
+                context,
+                thread: std::thread::current().id(),
+            })
+        }
+    }
+
+    /// Calls the callback with `batch` (as Node calls callbacks: its microtasks run after
+    /// it; an exception it throws is an uncaught exception).
+    fn call(&self, batch: Vec<Completion>) {
+        let env = self.env;
+        unsafe {
+            let mut scope = std::ptr::null_mut();
+            if sys::napi_open_handle_scope(env, &mut scope) != 0 {
+                return;
+            }
+            let mut func = std::ptr::null_mut();
+            let mut recv = std::ptr::null_mut();
+            let mut out = std::ptr::null_mut();
+            if let Ok(arg) = Vec::<Completion>::to_napi_value(env, batch) {
+                if sys::napi_get_reference_value(env, self.callback, &mut func) == 0
+                    && sys::napi_get_global(env, &mut recv) == 0
+                {
+                    let status =
+                        sys::napi_make_callback(env, self.context, recv, func, 1, &arg, &mut out);
+                    if status == sys::Status::napi_pending_exception {
+                        let mut error = std::ptr::null_mut();
+                        sys::napi_get_and_clear_last_exception(env, &mut error);
+                        sys::napi_fatal_exception(env, error);
+                    }
+                }
+            }
+            sys::napi_close_handle_scope(env, scope);
+        }
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        if std::thread::current().id() == self.thread {
+            unsafe {
+                sys::napi_delete_reference(self.env, self.callback);
+                sys::napi_async_destroy(self.env, self.context);
+            }
+        }
+    }
 }
 
 impl Completer {
     /// `callback(batch)` runs on the JavaScript thread with every completion ready. The
     /// channel does not keep the process alive (the JavaScript layer does, while
     /// operations are in flight).
-    pub fn new(callback: Function<Vec<Completion>, ()>) -> Result<Arc<Completer>> {
+    pub fn new(env: &Env, callback: Function<Vec<Completion>, ()>) -> Result<Arc<Completer>> {
+        let direct = Direct::new(env, &callback);
         let queue: Queue = Arc::default();
         let scheduled = Arc::new(AtomicBool::new(false));
         let (q, s) = (queue.clone(), scheduled.clone());
@@ -119,13 +206,32 @@ impl Completer {
             queue,
             scheduled,
             tsfn,
+            direct,
         }))
     }
 
-    pub fn push(&self, c: Completion) {
+    pub fn push(self: &Arc<Self>, c: Completion) {
         self.queue.locked().push(c);
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(d) = &self.direct {
+            if std::thread::current().id() == d.thread {
+                let this = self.clone();
+                if event_loop::after_turn(Box::new(move || this.deliver())) {
+                    return;
+                }
+            }
+        }
+        self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
+    /// Hands the queued results to the callback directly (at the end of a turn).
+    fn deliver(&self) {
+        self.scheduled.store(false, Ordering::Release);
+        let batch = take(&self.queue);
+        if let (Some(d), false) = (&self.direct, batch.is_empty()) {
+            d.call(batch);
         }
     }
 

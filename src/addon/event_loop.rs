@@ -93,6 +93,21 @@ where
     }
 }
 
+/// Whether futures run on this (JavaScript) thread.
+pub fn runs_here() -> bool {
+    current().is_some()
+}
+
+/// Runs `f` on this thread once the runtime's turn in progress ends (outside the runtime,
+/// so that it may call JavaScript); `false` when no turn is in progress here.
+pub fn after_turn(f: Box<dyn FnOnce()>) -> bool {
+    if !current().is_some_and(|l| l.turning.get()) {
+        return false;
+    }
+    AFTER_TURN.with(|a| a.borrow_mut().push(f));
+    true
+}
+
 /// A promise settled with the outcome of `fut` (a panic rejects it).
 pub fn promise<'env, T, F>(env: &'env Env, fut: F) -> Result<PromiseRaw<'env, T>>
 where
@@ -123,6 +138,8 @@ enum Mode {
 type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 thread_local! {
+    /// What runs when the turn in progress ends (see [`after_turn`]).
+    static AFTER_TURN: RefCell<Vec<Box<dyn FnOnce()>>> = const { RefCell::new(Vec::new()) };
     /// Futures spawned since the last turn, which starts them.
     static STARTING: RefCell<Vec<Starting>> = const { RefCell::new(Vec::new()) };
     static MODE: RefCell<Mode> = const { RefCell::new(Mode::Unset) };
@@ -136,6 +153,10 @@ thread_local! {
     static TURN: RefCell<Option<Waker>> = const { RefCell::new(None) };
     /// How often the runtime wanted to park during the turn in progress.
     static PARKS: Cell<u32> = const { Cell::new(0) };
+    /// A timer that never fires (see `JsLoop::push_back_sentinel`).
+    static SENTINEL: RefCell<Option<Pin<Box<tokio::time::Sleep>>>> = const { RefCell::new(None) };
+    /// Whether the runtime's descriptor is known to be readable (the turn's first park).
+    static READY: Cell<bool> = const { Cell::new(false) };
     /// The runtime's epoll descriptor (-1 until known).
     static EPOLL: Cell<i32> = const { Cell::new(-1) };
 }
@@ -190,7 +211,8 @@ fn on_park() {
     });
     let fd = EPOLL.with(Cell::get);
     let cut = parks > MAX_PARKS;
-    if fd < 0 || cut || !imp::readable(fd) {
+    let ready = READY.with(|r| r.replace(false));
+    if fd < 0 || cut || !(ready || imp::readable(fd)) {
         IDLE.with(|i| i.set(true));
         CUT.with(|c| c.set(cut));
         if let Some(w) = TURN.with(|t| t.borrow_mut().take()) {
@@ -208,8 +230,13 @@ fn turn() {
     PARKS.with(|p| p.set(0));
     IDLE.with(|i| i.set(false));
     CUT.with(|c| c.set(false));
+    l.push_back_sentinel();
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| l.rt.block_on(Quiesce)));
     l.turning.set(false);
+    READY.with(|r| r.set(false));
+    for f in AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut())) {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
+    }
     if CUT.with(Cell::get) {
         l.soon();
     }
@@ -250,6 +277,8 @@ mod imp {
     }
 
     extern "C" fn on_poll(_: Handle, _: c_int, _: c_int) {
+        // The descriptor is readable: the first park takes its events without asking.
+        READY.with(|r| r.set(true));
         turn();
     }
 
@@ -375,6 +404,24 @@ mod imp {
             }
         }
 
+        /// The runtime's time driver writes to its wake-up descriptor whenever a timer is
+        /// set earlier than the earliest one it knows of (to wake a thread waiting for
+        /// it); here that would cost a write and a needless turn per operation (each
+        /// attempt sets a deadline). So a timer sits a little after the next turn, pushed
+        /// back at every turn, and is the earliest the driver knows of.
+        pub(super) fn push_back_sentinel(&self) {
+            let ahead = std::time::Duration::from_millis(4 * self.period.get().max(1));
+            let at = tokio::time::Instant::now() + ahead;
+            let _g = self.rt.enter();
+            SENTINEL.with(|s| {
+                let mut s = s.borrow_mut();
+                match s.as_mut() {
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => *s = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            });
+        }
+
         /// Turns the runtime again at the event loop's next iteration.
         pub(super) fn soon(&self) {
             let period = self.period.get().max(1);
@@ -413,5 +460,6 @@ mod imp {
         }
         pub(super) fn retime(&self) {}
         pub(super) fn soon(&self) {}
+        pub(super) fn push_back_sentinel(&self) {}
     }
 }

@@ -454,7 +454,7 @@ impl NativeRedlock {
         let cluster = nodes.iter().any(|n| n.config().cluster.is_some());
         Ok(NativeRedlock {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
-            completer: Completer::new(complete)?,
+            completer: Completer::new(&env, complete)?,
             listening: Arc::default(),
             cancels: Arc::default(),
             cluster,
