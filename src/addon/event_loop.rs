@@ -201,9 +201,11 @@ impl Future for Quiesce {
     }
 }
 
-/// Called by the runtime when it has no task to run and would wait for the next event:
-/// when no event is ready, the turn ends (the runtime still takes the events and timers
-/// due without waiting, then returns).
+/// Called by the runtime when it has no task to run and would wait for the next event.
+/// It never waits here: the turn's future is woken, so the runtime only takes the events
+/// and timers due, without waiting (a wait with nothing to wake it would block the
+/// JavaScript thread). When no event was ready before that, the turn ends (and the
+/// runtime returns).
 fn on_park() {
     let parks = PARKS.with(|p| {
         p.set(p.get() + 1);
@@ -211,13 +213,15 @@ fn on_park() {
     });
     let fd = EPOLL.with(Cell::get);
     let cut = parks > MAX_PARKS;
+    // A turn started by readiness has events at its first park (when another turn took
+    // them meanwhile, this only costs one more park).
     let ready = READY.with(|r| r.replace(false));
     if fd < 0 || cut || !(ready || imp::readable(fd)) {
         IDLE.with(|i| i.set(true));
         CUT.with(|c| c.set(cut));
-        if let Some(w) = TURN.with(|t| t.borrow_mut().take()) {
-            w.wake();
-        }
+    }
+    if let Some(w) = TURN.with(|t| t.borrow_mut().take()) {
+        w.wake();
     }
 }
 
