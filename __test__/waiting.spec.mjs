@@ -104,9 +104,8 @@ async function monitor(t, server) {
   return seen
 }
 
-test.serial('a release hands the lock over to the next waiter of the process in one step, at most 3 times in a row', async (t) => {
-  const redlock = new Redlock(clientsFor(t, servers), slowPolling)
-  const key = resource(t)
+/** Five waiters behind a holder; each holder releases in turn. Which releases were hand-overs (one EVALSHA carrying the old and the new value, seen by MONITOR)? */
+async function handOvers(t, redlock, key) {
   const first = await redlock.acquire([key], 5_000)
   const seen = await monitor(t, servers[0])
   const locks = [first]
@@ -115,20 +114,39 @@ test.serial('a release hands the lock over to the next waiter of the process in 
     return redlock.acquire([key], 5_000)
   })
   await sleep(150)
-  // Each holder releases in turn; the next waiter gets the lock.
   for (let i = 0; i < 5; i++) {
     await sleep(20) // the next waiter is at the head of the line, offering to take over
     await locks[i].release()
     locks.push(await waiters[i])
   }
   await locks[5].release()
-  // A hand-over is one EVALSHA carrying the old and the new value; the fourth release
-  // in a row goes to the nodes (a RELEASE that other processes hear), then hand-overs again.
-  const handovers = locks.slice(0, 5).map((l, i) => seen.log.includes(`"${l.value}" "${locks[i + 1].value}"`))
-  t.deepEqual(handovers, [true, true, true, false, true])
   const expiring = locks[1].expiration - Date.now()
   t.true(expiring < 5_000, `the handed lock's validity counts from the hand-over (${expiring} ms)`)
   t.deepEqual(await valuesOn(servers, key), [null, null, null])
+  return locks.slice(0, 5).map((l, i) => seen.log.includes(`"${l.value}" "${locks[i + 1].value}"`))
+}
+
+/** A connection listening for `key`'s release announcements on every server, as the waiters of another process do. */
+async function listenElsewhere(t, key) {
+  const net = await import('node:net')
+  for (const server of servers) {
+    const socket = net.connect(server.port, '127.0.0.1')
+    t.teardown(() => socket.destroy())
+    socket.write(`SUBSCRIBE redlock-rs:released:${key}\r\n`)
+    await new Promise((r) => socket.once('data', r))
+  }
+}
+
+test.serial('a release hands the lock over to the next waiter of the process in one step, at most 3 times in a row while another process listens', async (t) => {
+  const key = resource(t)
+  await listenElsewhere(t, key)
+  // The fourth release in a row goes to the nodes (a RELEASE that other processes hear), then hand-overs again.
+  t.deepEqual(await handOvers(t, new Redlock(clientsFor(t, servers), slowPolling), key), [true, true, true, false, true])
+})
+
+test.serial('with no other process listening, every release is a hand-over', async (t) => {
+  const key = resource(t)
+  t.deepEqual(await handOvers(t, new Redlock(clientsFor(t, servers), slowPolling), key), [true, true, true, true, true])
 })
 
 test.serial('a hand-over that cannot move the lock (its key was stolen) leaves nothing of the waiter behind', async (t) => {

@@ -95,6 +95,14 @@ impl Queues {
         line.offer.take().map(|(_, o)| o)
     }
 
+    /// A hand-over on line `key` found no listener of another process: it does not
+    /// count towards the bound of hand-overs in a row.
+    pub fn no_rivals(&self, key: &str) {
+        if let Some(line) = self.lock().active.get_mut(key) {
+            line.handovers_in_row = 0;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
         self.lines.locked()
     }

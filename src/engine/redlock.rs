@@ -4,6 +4,7 @@
 
 use crate::engine::sync::Unpoisoned;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -705,15 +706,21 @@ impl Quorum {
         if call.kind != Kind::Mutex {
             return None;
         }
-        let offer = self.queues.take_offer(&Kind::Mutex.line(resources))?;
+        let line = Kind::Mutex.line(resources);
+        let offer = self.queues.take_offer(&line)?;
         let started = Instant::now();
-        let (ballot, moves) = self.send_moves(resources, value, &offer).await;
+        let (ballot, moves, rivals) = self.send_moves(resources, value, &offer).await;
         let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
         let won = ballot.decision == Decision::Won && validity > 0;
         self.clean_up_moves(resources, value, &offer.value, &ballot, moves, won)
             .await;
         if !won {
             return None; // dropping the offer tells the waiter: it goes on waiting
+        }
+        if !rivals {
+            // Nobody else listens for this lock's releases: no waiter of another process
+            // waits for it, so hand-overs in a row need no bound.
+            self.queues.no_rivals(&line);
         }
         let Ballot { votes, tally, .. } = ballot;
         let stats = AttemptStats {
@@ -729,13 +736,16 @@ impl Quorum {
 
     /// Sends the hand-over's compare-and-set to every node and counts the moves until the
     /// outcome is known or the command time-out passes; the moves still under way are
-    /// returned with the ballot.
+    /// returned with the ballot, and whether a node that moved the lock has listeners of
+    /// its release announcements besides this process (a Cluster node is assumed to: its
+    /// subscribers may be on other nodes).
     async fn send_moves(
         &self,
         resources: &[String],
         value: &str,
         offer: &Offer,
-    ) -> (Ballot, PendingMoves) {
+    ) -> (Ballot, PendingMoves, bool) {
+        let rivals = Arc::new(AtomicBool::new(false));
         let ttl = offer.ttl_ms.to_string();
         let cmd = Arc::new(HANDOVER_SCRIPT.evalsha(resources, &[value, &offer.value, &ttl]));
         let mut ballot = Ballot::new(self.nodes.len(), false);
@@ -744,10 +754,16 @@ impl Quorum {
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let (node, cmd) = (node.clone(), cmd.clone());
+                let (node, cmd, rivals) = (node.clone(), cmd.clone(), rivals.clone());
                 let fut: BoxFuture<'static, (usize, Vote)> = Box::pin(async move {
                     let vote = match node.eval::<i64>(&HANDOVER_SCRIPT, &cmd).await {
-                        Ok(1) => Vote::For,
+                        Ok(n) if n >= 1 => {
+                            // 1 + listeners: this process's one subscription at most.
+                            if n > 2 || node.config().cluster.is_some() {
+                                rivals.store(true, Ordering::Relaxed);
+                            }
+                            Vote::For
+                        }
                         Ok(_) => Vote::Locked,
                         Err(e) => Vote::Failed(e),
                     };
@@ -765,7 +781,8 @@ impl Quorum {
             }
         })
         .await;
-        (ballot, moves)
+        let rivals = rivals.load(Ordering::Relaxed);
+        (ballot, moves, rivals)
     }
 
     /// Every node's outcome of a hand-over: where the lock did not move (or nowhere, when

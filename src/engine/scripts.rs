@@ -54,7 +54,9 @@ return n
 
 /// Moves a lock from one owner of this process to the next (a hand-over): every key must
 /// hold the old value (`ARGV[1]`, or already the new one: a resend); each is set to the new
-/// value `ARGV[2]` with `PX ARGV[3]`. Returns 1 when moved, 0 when any key is not ours.
+/// value `ARGV[2]` with `PX ARGV[3]`. Returns 0 when any key is not ours; when moved, 1 +
+/// the number of connections listening for the first key's release announcements (the
+/// waiters' subscriptions: this process's, and any other's).
 pub const HANDOVER: &str = r#"
 for _, key in ipairs(KEYS) do
   local v = redis.call('get', key)
@@ -63,7 +65,7 @@ end
 for _, key in ipairs(KEYS) do
   redis.call('set', key, ARGV[2], 'PX', ARGV[3])
 end
-return 1
+return 1 + redis.call('pubsub', 'numsub', 'redlock-rs:released:' .. KEYS[1])[2]
 "#;
 
 /// [`ACQUIRE`] that also reads the fencing counters. `KEYS`: the resources, then their
