@@ -225,7 +225,8 @@ fn on_park() {
     }
 }
 
-/// Runs this thread's runtime until it has nothing left to do without waiting.
+/// Runs this thread's runtime until it has nothing left to do without waiting, then
+/// hands the results to JavaScript.
 fn turn() {
     let Some(l) = current() else { return };
     if l.turning.replace(true) {
@@ -241,10 +242,10 @@ fn turn() {
     for f in AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut())) {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
     }
+    l.retime();
     if CUT.with(Cell::get) {
         l.soon();
     }
-    l.retime();
 }
 
 #[cfg(target_os = "linux")]

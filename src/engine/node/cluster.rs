@@ -8,7 +8,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::IntoConnectionInfo;
 
 use super::plain;
-use super::tls::{certificates, connection_addr};
+use super::tls::{certificates, connection_addr, tcp_settings};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::shards::{parse_shards, Shard};
@@ -24,7 +24,11 @@ pub(super) async fn connect_cluster(
     let addr = config.addr();
     let infos: Vec<redis::ConnectionInfo> = nodes
         .iter()
-        .map(|(host, port)| connection_addr(host, *port, config).into_connection_info())
+        .map(|(host, port)| {
+            connection_addr(host, *port, config)
+                .into_connection_info()
+                .map(|info| info.set_tcp_settings(tcp_settings()))
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| NodeError::Connect {
             addr: addr.clone(),

@@ -25,11 +25,18 @@ pub(super) fn build_client(config: &NodeConfig) -> Result<Client, NodeError> {
     let info = addr
         .into_connection_info()
         .map_err(fail)?
-        .set_redis_settings(redis_info);
+        .set_redis_settings(redis_info)
+        .set_tcp_settings(tcp_settings());
     match certificates(config) {
         Some(certs) => Client::build_with_tls(info, certs).map_err(fail),
         None => Client::open(info).map_err(fail),
     }
+}
+
+/// TCP settings of every connection: no Nagle delay (a request written while an earlier
+/// one is unanswered leaves at once, as ioredis and node-redis do).
+pub(super) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// The CA and client certificate of `config`'s TLS settings, if it has either.
