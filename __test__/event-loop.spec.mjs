@@ -1,0 +1,75 @@
+// Where the engine runs: on the JavaScript thread of each thread that uses the addon
+// (driven by Node's event loop), or on an I/O thread with REDLOCK_RS_IO=thread. Both give
+// the same locks, and neither keeps a process alive once its work is done.
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+
+import test from 'ava'
+
+import { lib, resource, useServers } from './helpers.mjs'
+
+const { Redlock, Redis } = lib
+const servers = useServers(test, 3)
+const fixture = fileURLToPath(new URL('./fixtures/io-mode.mjs', import.meta.url))
+
+/** Runs the fixture in a process of its own with `env`; resolves with its output, rejects if it does not exit within 60 s. */
+function runFixture(env) {
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [fixture, String(servers[0].port)], { env: { ...process.env, ...env }, timeout: 60_000 }, (e, out, err) =>
+      e ? reject(new Error(`${e.message}\n${err}`)) : resolve(JSON.parse(out)),
+    ),
+  )
+}
+
+for (const [mode, env] of [
+  ['the JavaScript thread (the default)', {}],
+  ['an I/O thread (REDLOCK_RS_IO=thread)', { REDLOCK_RS_IO: 'thread' }],
+]) {
+  test(`on ${mode}: 80 contended critical sections, no overlap, and the process exits on its own`, async (t) => {
+    t.deepEqual(await runFixture(env), { sections: 80, overlaps: 0 })
+  })
+}
+
+test('Redlocks in worker threads and in the main thread share one lock without overlap', async (t) => {
+  const key = resource(t)
+  const ports = servers.map((s) => s.port)
+  const source = `
+    const { parentPort, workerData } = require('node:worker_threads')
+    const { Redlock, Redis } = require(${JSON.stringify(fileURLToPath(new URL('../index.js', import.meta.url)))})
+    const redlock = new Redlock(workerData.ports.map((p) => new Redis(p)), { retryCount: -1, retryDelay: 20 })
+    ;(async () => {
+      const spans = []
+      for (let i = 0; i < 30; i++) {
+        const lock = await redlock.acquire([workerData.key], 2_000)
+        const start = Date.now()
+        await new Promise((r) => setTimeout(r, 1))
+        spans.push([start, Date.now()])
+        await lock.release()
+      }
+      await redlock.quit()
+      parentPort.postMessage(spans)
+    })()`
+  const workers = [0, 1].map(
+    () =>
+      new Promise((resolve, reject) => {
+        const w = new Worker(source, { eval: true, workerData: { ports, key } })
+        w.once('message', resolve)
+        w.once('error', reject)
+      }),
+  )
+  const redlock = new Redlock(ports.map((p) => new Redis(p)), { retryCount: -1, retryDelay: 20 })
+  const mine = []
+  for (let i = 0; i < 30; i++) {
+    const lock = await redlock.acquire([key], 2_000)
+    const start = Date.now()
+    await new Promise((r) => setTimeout(r, 1))
+    mine.push([start, Date.now()])
+    await lock.release()
+  }
+  await redlock.quit()
+  const spans = [mine, ...(await Promise.all(workers))].flat().sort((a, b) => a[0] - b[0])
+  t.is(spans.length, 90)
+  const overlapping = spans.filter((s, i) => i > 0 && s[0] < spans[i - 1][1])
+  t.deepEqual(overlapping, [], 'no critical section starts before the previous one ended')
+})
