@@ -11,7 +11,8 @@
 // and, for 64 concurrent loops on 5 servers, operations/s and the whole process' CPU per
 // operation (process.cpuUsage(): every thread) against node-redlock's, plus each
 // redis-server's CPU per operation (from /proc/PID/stat).
-// REDLOCK_RS_THREADS=N runs our side on N tokio workers (default 1).
+// By default our side runs on the JavaScript thread (src/addon/event_loop.rs);
+// REDLOCK_RS_IO=thread runs it on a tokio I/O thread (REDLOCK_RS_THREADS=N: N of them).
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import net from 'node:net'
@@ -61,7 +62,7 @@ try {
   const mem = new Redlock([new MemoryStore()])
   const store = mem.clients[0]
   row('synchronous native call (MemoryStore#keys)', await timed(() => store.keys()))
-  row('acquire+release, 1 MemoryStore (hand-offs + engine, no socket)', await timed(async () => (await mem.acquire([`m${k++}`], 10_000)).release()))
+  row('acquire+release, 1 MemoryStore (engine + JS layer, no socket)', await timed(async () => (await mem.acquire([`m${k++}`], 10_000)).release()))
   // The diagnostics channels cost nothing without a subscriber; with one, this much.
   const { tracingChannel } = await import('node:diagnostics_channel')
   const handlers = { start() {}, end() {}, asyncStart() {}, asyncEnd() {}, error() {} }
@@ -133,6 +134,6 @@ try {
 } finally {
   await stopServers(servers)
 }
-console.log(`threads=${process.env.REDLOCK_RS_THREADS ?? 'default'}`)
+console.log(`engine on: ${process.env.REDLOCK_RS_IO === 'thread' || process.env.REDLOCK_RS_THREADS ? `I/O threads (${process.env.REDLOCK_RS_THREADS ?? 1})` : 'the JavaScript thread'}`)
 for (const [what, v] of rows) console.log(`${what.padEnd(82)} ${v}`)
 process.exit(0)

@@ -38,6 +38,9 @@ struct Line {
     /// Hand-overs in a row: after [`MAX_HANDOVERS_IN_ROW`], a release goes to the nodes,
     /// so that waiters of other processes get their chance.
     handovers_in_row: u32,
+    /// Set when a release went to the nodes for that reason: the head then lets the
+    /// other processes' heads try first (see [`Turn::take_yield`]).
+    yielding: bool,
 }
 
 /// A waiting head's offer: when a holder of this process releases the lock, it may move
@@ -88,6 +91,7 @@ impl Queues {
         let line = lines.active.get_mut(key)?;
         if line.offer.is_none() || line.handovers_in_row >= MAX_HANDOVERS_IN_ROW {
             // This release goes to the nodes (and is announced to every process).
+            line.yielding = line.offer.is_some();
             line.handovers_in_row = 0;
             return None;
         }
@@ -169,6 +173,7 @@ impl Queues {
                     handoff: false,
                     offer: None,
                     handovers_in_row: 0,
+                    yielding: false,
                 }
             });
             line.waiters.push_back(id);
@@ -249,6 +254,17 @@ impl Turn {
         if let Some(line) = self.queues.lock().active.get_mut(&self.key) {
             line.offer = Some((self.id, offer));
         }
+    }
+
+    /// Whether the release this head was woken by went to the nodes after the line's
+    /// share of hand-overs in a row (then the head lets the other processes try first);
+    /// clears it.
+    pub fn take_yield(&self) -> bool {
+        self.queues
+            .lock()
+            .active
+            .get_mut(&self.key)
+            .is_some_and(|l| std::mem::take(&mut l.yielding))
     }
 
     /// Withdraws this head's offer; `false` when a releaser took it already (its answer is

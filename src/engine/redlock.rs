@@ -600,6 +600,11 @@ impl Quorum {
                 return Waited::Handed(h);
             }
         }
+        if matches!(woken, Waited::Woken(true)) && turn.take_yield() {
+            // This process just had its hand-overs in a row: the heads of the other
+            // processes, woken by the same release, try first.
+            tokio::time::sleep(YIELD_GRACE).await;
+        }
         woken
     }
 
@@ -1313,6 +1318,10 @@ async fn wait_for(released: &Signal, pause: Duration) -> bool {
 
 /// The compare-and-sets of a hand-over still under way, by node index.
 type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
+
+/// How long a head whose process just had its hand-overs in a row lets the other
+/// processes' heads try first, after the release that ended them.
+const YIELD_GRACE: Duration = Duration::from_millis(3);
 
 /// The requests of one attempt still under way, by node index.
 type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, Answer)>>;
