@@ -1,9 +1,11 @@
 //! Delivers the results of lock operations to JavaScript in batches.
 //!
 //! A promise per call through napi costs a thread-safe function per call and one wake of
-//! the JavaScript thread per result. Instead each `NativeRedlock` owns one thread-safe
-//! function: finished operations are queued, and the JavaScript thread is woken once for
-//! all the results that are ready, which it settles by id.
+//! the JavaScript thread per result. Instead finished operations are queued, and the
+//! JavaScript callback of their `NativeRedlock` gets all the results that are ready in one
+//! call, which settles them by id: at the end of the runtime's turn when the engine runs
+//! on the JavaScript thread (`event_loop`), else through one thread-safe function, which
+//! wakes the JavaScript thread once per batch.
 
 use super::event_loop;
 use crate::engine::sync::Unpoisoned;
