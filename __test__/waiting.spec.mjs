@@ -162,3 +162,33 @@ test.serial('a hand-over that cannot move the lock (its key was stolen) leaves n
   t.deepEqual(await valuesOn(servers, key), ['thief', 'thief', 'thief'])
   for (const s of servers) await s.command('DEL', key)
 })
+
+/** Messages announced on `key`'s release channel of `server`, until the test ends. */
+async function announcements(t, server, key) {
+  const net = await import('node:net')
+  const socket = net.connect(server.port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  const seen = { log: '' }
+  socket.write(`SUBSCRIBE redlock-rs:released:${key}\r\n`)
+  await new Promise((r) => socket.once('data', r))
+  socket.on('data', (d) => (seen.log += d))
+  return seen
+}
+
+for (const [label, holders, announced] of [
+  ['held by one owner on a quorum: the cleanup of a lost attempt is not announced', ['other', 'other'], false],
+  ['split between owners: the cleanup of a lost attempt is announced (the lock may be free)', ['x', 'y'], true],
+]) {
+  test.serial(`${label}`, async (t) => {
+    const key = resource(t)
+    for (const [i, v] of holders.entries()) await servers[i].command('SET', key, v, 'PX', 5_000)
+    const heard = await announcements(t, servers[2], key)
+    const redlock = new Redlock(clientsFor(t, servers), { retryCount: 0 })
+    const error = await t.throwsAsync(redlock.acquire([key], 5_000), { instanceOf: lib.ExecutionError })
+    t.is(error.reason, 'locked')
+    await sleep(200)
+    t.deepEqual(await valuesOn(servers, key), [...holders, null], 'what the attempt set on the third node is gone')
+    t.is(heard.log.includes('message'), announced)
+    for (const s of servers) await s.command('DEL', key)
+  })
+}

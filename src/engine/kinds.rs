@@ -150,6 +150,13 @@ impl Built {
 }
 
 impl Commands {
+    /// The release of what this attempt set, not announced to the waiters (a plain
+    /// mutex's only: see [`RELEASE`](crate::engine::scripts::RELEASE)).
+    pub fn quiet_release(&self) -> Option<redis::Cmd> {
+        std::ptr::eq(self.release_script, &*RELEASE_SCRIPT)
+            .then(|| RELEASE_SCRIPT.evalsha(&self.release_keys, &[&self.value, "quiet"]))
+    }
+
     /// The attempt's commands: one builder per kind of acquire, one for extends and
     /// releases of every kind.
     pub fn build(

@@ -552,7 +552,9 @@ fn release(
     for k in c.keys {
         if st.get(k).as_deref() == Some(value) {
             st.keys.remove(k);
-            published.push((format!("{RELEASED_PREFIX}{k}"), value.to_string()));
+            if c.a(1) != "quiet" {
+                published.push((format!("{RELEASED_PREFIX}{k}"), value.to_string()));
+            }
             n += 1;
         }
     }

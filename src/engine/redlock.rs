@@ -349,6 +349,8 @@ struct Ballot {
     /// Whether this is a permit acquire: won only with one slot on a quorum.
     by_slot: bool,
     decision: Decision,
+    /// Who holds the key where a `SET NX GET` found it held (a hash of the value).
+    holders: Vec<Option<u64>>,
 }
 
 impl Ballot {
@@ -360,7 +362,20 @@ impl Ballot {
             slots: vec![None; n],
             by_slot,
             decision: Decision::Pending,
+            holders: vec![None; n],
         }
+    }
+
+    /// Whether one other owner holds the lock on a quorum of the nodes (as their `SET NX
+    /// GET` replies showed): then the lock is not free, whatever this attempt removes.
+    fn held_elsewhere(&self) -> bool {
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        let quorum = self.votes.len() / 2 + 1;
+        self.holders.iter().flatten().any(|h| {
+            let n = seen.entry(*h).or_default();
+            *n += 1;
+            *n >= quorum
+        })
     }
 
     fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>, slot: Option<u32>) {
@@ -927,7 +942,11 @@ impl Quorum {
         };
         let _ = final_tx.send(outcome.is_ok());
         if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
-            self.cleanup(&ballot.votes, &strays, &commands).await;
+            // With the lock held by another owner on a quorum, the release of what this
+            // attempt set frees nothing: it is not announced (it would wake every waiter
+            // for an attempt bound to fail).
+            let quiet = ballot.held_elsewhere();
+            self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
         }
         let Ballot { votes, tally, .. } = ballot;
         (
@@ -973,7 +992,7 @@ impl Quorum {
                             .admit(&nodes, i, || commands.hash_slot(), max_duration)
                             .await
                         {
-                            return (i, (Vote::Failed(e), None, None));
+                            return (i, (Vote::Failed(e), None, None, None));
                         }
                     }
                     let epoch = node.identity_epoch();
@@ -985,7 +1004,7 @@ impl Quorum {
                             .admit(&nodes, i, || commands.hash_slot(), max_duration)
                             .await
                         {
-                            return (i, (Vote::Failed(e), None, None));
+                            return (i, (Vote::Failed(e), None, None, None));
                         }
                     }
                     (i, vote)
@@ -1034,7 +1053,10 @@ impl Quorum {
             let until = grace.map_or(started + window, |g| g.min(started + window));
             tokio::select! {
                 next = pending.next() => match next {
-                    Some((i, (vote, counter, slot))) => ballot.count(i, vote, counter, slot),
+                    Some((i, (vote, counter, slot, holder))) => {
+                        ballot.holders[i] = holder;
+                        ballot.count(i, vote, counter, slot)
+                    }
                     None => return false,
                 },
                 _ = tokio::time::sleep_until(until.into()), if grace.is_some() => return false,
@@ -1073,7 +1095,7 @@ impl Quorum {
         let limit = self.command_timeout();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(limit, async {
-                while let Some((i, (vote, _, slot))) = pending.next().await {
+                while let Some((i, (vote, _, slot, _))) = pending.next().await {
                     let c = &*commands;
                     if c.is_acquire && vote == Vote::For {
                         if straggler.was_released(&c.value, limit) {
@@ -1163,9 +1185,19 @@ impl Quorum {
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
     /// (they answer), and sends the release in the background to nodes that never
     /// answered (it is queued behind the acquire on the same connection).
-    async fn cleanup(&self, votes: &[Option<Vote>], strays: &[usize], commands: &Commands) {
+    async fn cleanup(
+        &self,
+        votes: &[Option<Vote>],
+        strays: &[usize],
+        commands: &Commands,
+        quiet: bool,
+    ) {
         let limit = self.command_timeout();
-        let (script, release) = (commands.release_script, Arc::new(commands.release.clone()));
+        let release = match commands.quiet_release().filter(|_| quiet) {
+            Some(r) => r,
+            None => commands.release.clone(),
+        };
+        let (script, release) = (commands.release_script, Arc::new(release));
         let mut answered = Vec::new();
         for (i, (node, vote)) in self.nodes.iter().zip(votes).enumerate() {
             let unanswered = match vote {
@@ -1396,6 +1428,14 @@ fn count(tally: &mut Tally, vote: &Vote) -> Decision {
     }
 }
 
+/// A hash of a lock value (to tell holders apart without keeping their values).
+fn holder_hash(value: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// One node's vote on `op`: the attempt's command, or the `SET NX GET` of a single-resource
 /// acquire (`fast`) where the node supports it; with the fencing counter the node read
 /// and the semaphore slot it took.
@@ -1403,27 +1443,30 @@ async fn node_vote(node: &Node, op: Op, c: &Commands) -> Answer {
     if let Some(set) = c.fast.as_ref().filter(|_| node.has_set_nx_get()) {
         match node.send::<Option<Vec<u8>>>(set).await {
             // Set, or already ours (a resend after a dropped connection).
-            Ok(None) => return (Vote::For, None, None),
-            Ok(Some(v)) if v == c.value.as_bytes() => return (Vote::For, None, None),
-            Ok(Some(_)) => return (Vote::Locked, None, None),
+            Ok(None) => return (Vote::For, None, None, None),
+            Ok(Some(v)) if v == c.value.as_bytes() => return (Vote::For, None, None, None),
+            Ok(Some(v)) => return (Vote::Locked, None, None, Some(holder_hash(&v))),
             Err(e) if e.is_syntax_error() => node.lacks_set_nx_get(),
-            Err(e) => return (Vote::Failed(e), None, None),
+            Err(e) => return (Vote::Failed(e), None, None, None),
         }
     }
     match node.eval::<redis::Value>(c.script, &c.cmd).await {
-        Ok(reply) => read_reply(op, c.reply, &reply).unwrap_or_else(|| {
-            (
+        Ok(reply) => match read_reply(op, c.reply, &reply) {
+            Some((vote, counter, slot)) => (vote, counter, slot, None),
+            None => (
                 Vote::Failed(unexpected(node, "a lock script reply")),
                 None,
                 None,
-            )
-        }),
-        Err(e) => (Vote::Failed(e), None, None),
+                None,
+            ),
+        },
+        Err(e) => (Vote::Failed(e), None, None, None),
     }
 }
 
-/// A node's answer: its vote, the fencing counter it read, the semaphore slot it took.
-type Answer = (Vote, Option<i64>, Option<u32>);
+/// A node's answer: its vote, the fencing counter it read, the semaphore slot it took, and
+/// for a `SET NX GET` that found the key held, a hash of the holder's value.
+type Answer = (Vote, Option<i64>, Option<u32>, Option<u64>);
 
 fn unexpected(node: &Node, what: &str) -> NodeError {
     NodeError::Protocol {

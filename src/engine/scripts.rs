@@ -39,13 +39,16 @@ return 1
 /// deletion is announced on `redlock-rs:released:<key>` (see [`RELEASED_PREFIX`]) with the
 /// released value, so that waiters retry at once instead of polling. Returns how many keys were deleted.
 /// Failed acquire attempts clean up with it too: when their split vote left the lock
-/// free, the other waiters must hear it.
+/// free, the other waiters must hear it. With `ARGV[2]` = `quiet` nothing is announced (the
+/// cleanup of an attempt that found the lock held by another owner on a quorum).
 pub const RELEASE: &str = r#"
 local n = 0
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
-    redis.call('publish', 'redlock-rs:released:' .. key, ARGV[1])
+    if ARGV[2] ~= 'quiet' then
+      redis.call('publish', 'redlock-rs:released:' .. key, ARGV[1])
+    end
     n = n + 1
   end
 end
