@@ -343,17 +343,22 @@ fn fast_acquire(
 ) -> Option<redis::Cmd> {
     match (op, kind, resources) {
         (Op::Acquire { ttl_ms }, Kind::Mutex, [resource]) if !settings.fencing => {
-            let mut set = redis::cmd("SET");
-            set.arg(resource)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .arg("GET");
-            Some(set)
+            Some(set_nx_px_get(resource, value, ttl_ms))
         }
         _ => None,
     }
+}
+
+/// `SET key value NX PX ttl_ms GET`.
+pub fn set_nx_px_get(key: &str, value: &str, ttl_ms: u64) -> redis::Cmd {
+    let mut set = redis::cmd("SET");
+    set.arg(key)
+        .arg(value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms)
+        .arg("GET");
+    set
 }
 
 /// A node's vote from its reply to an attempt's command: the vote, the fencing counter it

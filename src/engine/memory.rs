@@ -723,13 +723,7 @@ mod tests {
     #[tokio::test]
     async fn set_nx_px_get_and_fences() {
         let m = store();
-        let mut set = redis::cmd("SET");
-        set.arg("k")
-            .arg("v")
-            .arg("NX")
-            .arg("PX")
-            .arg(1000)
-            .arg("GET");
+        let set = crate::engine::kinds::set_nx_px_get("k", "v", 1000);
         assert_eq!(m.execute(&set).await, Ok(Value::Nil));
         assert_eq!(m.execute(&set).await, Ok(bulk("v")));
         assert_eq!(

@@ -242,13 +242,7 @@ mod tests {
     #[tokio::test]
     async fn replies_are_converted_to_the_callers_type() {
         let (_store, node) = node();
-        let mut set = redis::cmd("SET");
-        set.arg("k")
-            .arg("v")
-            .arg("NX")
-            .arg("PX")
-            .arg(1000)
-            .arg("GET");
+        let set = crate::engine::kinds::set_nx_px_get("k", "v", 1000);
         assert_eq!(node.send::<Option<Vec<u8>>>(&set).await.unwrap(), None);
         assert_eq!(
             node.send::<Option<Vec<u8>>>(&set).await.unwrap(),
