@@ -292,7 +292,10 @@ test('every acquire attempt uses a fresh value, so a late cleanup never removes 
   await held.release()
   const lock = await pending
   await sleep(50)
-  const values = [...log.matchAll(new RegExp(`"SET" "${key}" "([0-9a-f]{32})"`, 'g'))].map((m) => m[1]).filter((v) => v !== held.value)
+  // The first attempt is a SET NX; the retries of a waiting head run the line's acquire
+  // script (keys: the lock, its line and the tickets' expiry; then the value and the ttl).
+  const attempt = `"SET" "${key}" "([0-9a-f]{32})"|"EVALSHA" "[0-9a-f]{40}" "3" "${key}" "[^"]+" "[^"]+" "([0-9a-f]{32})" "5000"`
+  const values = [...log.matchAll(new RegExp(attempt, 'g'))].map((m) => m[1] ?? m[2]).filter((v) => v !== held.value)
   t.true(values.length >= 3, `${values.length} attempts seen`)
   t.is(new Set(values).size, values.length, 'one value per attempt')
   t.is(values.at(-1), lock.value, 'the lock has the winning attempt\'s value')

@@ -136,6 +136,7 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         fence: None,
         late: false,
         slot: None,
+        queued: false,
     };
     votes_only(id, CompletionStatus::Late, &stats)
 }

@@ -9,11 +9,13 @@
 //!   while the other is held there), so a reader's quorum and a writer's quorum, which
 //!   share a node, cannot both be held.
 
+use crate::engine::line::{line_keys, Seat};
 use crate::engine::quorum::Vote;
 use crate::engine::scripts::{
     fence_key, released_channel, scoped_key, LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT,
-    FENCED_ACQUIRE_SCRIPT, PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT,
-    READ_RELEASE_SCRIPT, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
+    FENCED_ACQUIRE_SCRIPT, LINE_ACQUIRE_SCRIPT, LINE_RELEASE_SCRIPT, PERMIT_ACQUIRE_SCRIPT,
+    READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT, RELEASE_SCRIPT,
+    WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::settings::Settings;
 
@@ -97,6 +99,9 @@ pub enum Reply {
     Counted,
     /// `{slot, counter}` for (slot >= 0), `{-1, _}` against.
     Slot,
+    /// `1` for; against, the holder's value, or `''` when the lock is free but another
+    /// waiter is first in the nodes' line (see [`LINE_ACQUIRE`](crate::engine::scripts::LINE_ACQUIRE)).
+    Line,
 }
 
 /// The commands of one attempt, built once for every node.
@@ -153,8 +158,14 @@ impl Commands {
     /// The release of what this attempt set, not announced to the waiters (a plain
     /// mutex's only: see [`RELEASE`](crate::engine::scripts::RELEASE)).
     pub fn quiet_release(&self) -> Option<redis::Cmd> {
-        std::ptr::eq(self.release_script, &*RELEASE_SCRIPT)
-            .then(|| RELEASE_SCRIPT.evalsha(&self.release_keys, &[&self.value, "quiet"]))
+        let plain = [&*RELEASE_SCRIPT, &*LINE_RELEASE_SCRIPT];
+        plain
+            .iter()
+            .any(|s| std::ptr::eq(self.release_script, *s))
+            .then(|| {
+                self.release_script
+                    .evalsha(&self.release_keys, &[&self.value, "quiet"])
+            })
     }
 
     /// The attempt's commands: one builder per kind of acquire, one for extends and
@@ -201,15 +212,10 @@ impl Commands {
 
 /// A mutex acquire: every resource at once, raising their fencing counters when fenced.
 fn mutex_acquire(resources: &[String], value: &str, ttl: &str, fencing: bool) -> Built {
+    let (release, release_keys) = mutex_release(resources);
     if !fencing {
         let cmd = ACQUIRE_SCRIPT.evalsha(resources, &[value, ttl]);
-        return Built::new(
-            &ACQUIRE_SCRIPT,
-            cmd,
-            Reply::Flag,
-            &RELEASE_SCRIPT,
-            resources.to_vec(),
-        );
+        return Built::new(&ACQUIRE_SCRIPT, cmd, Reply::Flag, release, release_keys);
     }
     let fence_keys: Vec<String> = resources.iter().map(|r| fence_key(r)).collect();
     let mut keys = resources.to_vec();
@@ -222,9 +228,22 @@ fn mutex_acquire(resources: &[String], value: &str, ttl: &str, fencing: bool) ->
             &FENCED_ACQUIRE_SCRIPT,
             cmd,
             Reply::Counted,
-            &RELEASE_SCRIPT,
-            resources.to_vec(),
+            release,
+            release_keys,
         )
+    }
+}
+
+/// What releases a mutex on `resources`, on which keys: a single resource's release keeps
+/// the lock for the first waiter of its line on the nodes, if any (see
+/// [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
+fn mutex_release(resources: &[String]) -> (&'static LockScript, Vec<String>) {
+    match resources {
+        [r] => {
+            let [line, expiry] = line_keys(r);
+            (&LINE_RELEASE_SCRIPT, vec![r.clone(), line, expiry])
+        }
+        _ => (&RELEASE_SCRIPT, resources.to_vec()),
     }
 }
 
@@ -289,18 +308,31 @@ fn rw_acquire(kind: Kind, r: &str, value: &str, ttl: &str, settings: &Settings) 
 /// An extend or release of a held lock of any kind, on the keys it occupies.
 fn held_op(kind: Kind, op: Op, resources: &[String], value: &str, ttl: &str) -> Built {
     let keys = held_keys(kind, resources);
-    let (extend, release) = match kind {
-        Kind::Read => (&*READ_EXTEND_SCRIPT, &*READ_RELEASE_SCRIPT),
-        _ => (&*EXTEND_SCRIPT, &*RELEASE_SCRIPT),
+    let (extend, (release, release_keys)) = match kind {
+        Kind::Read => (&*READ_EXTEND_SCRIPT, (&*READ_RELEASE_SCRIPT, keys.clone())),
+        Kind::Mutex => (&*EXTEND_SCRIPT, mutex_release(resources)),
+        _ => (&*EXTEND_SCRIPT, (&*RELEASE_SCRIPT, keys.clone())),
     };
     let (script, cmd) = match op {
-        Op::Release => (release, release.evalsha(&keys, &[value])),
+        Op::Release => (release, release.evalsha(&release_keys, &[value])),
         _ => (extend, extend.evalsha(&keys, &[value, ttl])),
     };
-    Built::new(script, cmd, Reply::Flag, release, keys)
+    Built::new(script, cmd, Reply::Flag, release, release_keys)
 }
 
 impl Commands {
+    /// This acquire (of a plain mutex on the seat's resource) honouring the nodes' waiting
+    /// line, with `seat`'s ticket (see [`crate::engine::line`]).
+    pub fn in_line(self, seat: &Seat, ttl_ms: u64) -> Self {
+        Commands {
+            script: &LINE_ACQUIRE_SCRIPT,
+            cmd: seat.acquire_cmd(&self.value, &ttl_ms.to_string()),
+            reply: Reply::Line,
+            fast: None,
+            ..self
+        }
+    }
+
     /// The Redis Cluster hash slot of the keys (they share one: see `same_slot`).
     pub fn hash_slot(&self) -> u16 {
         self.release_keys

@@ -18,8 +18,9 @@ use crate::engine::identity::RECORDS_KEY;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{
     LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT,
-    HANDOVER_SCRIPT, PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT,
-    READ_RELEASE_SCRIPT, RELEASED_PREFIX, RELEASE_SCRIPT, WRITE_ACQUIRE_SCRIPT,
+    HANDOVER_SCRIPT, LINE_ACQUIRE_SCRIPT, LINE_LEAVE_SCRIPT, LINE_RELEASE_SCRIPT,
+    PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT,
+    RELEASED_PREFIX, RELEASE_SCRIPT, RESERVED_PREFIX, WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::value::random_value;
 
@@ -287,6 +288,13 @@ impl State {
     /// The readers of a read-write lock, expired ones dropped.
     fn readers(&mut self, key: &str) -> &mut HashMap<String, i64> {
         let now = self.now_ms();
+        let z = self.zset(key);
+        z.retain(|_, expiry| *expiry > now);
+        z
+    }
+
+    /// The sorted set at `key` (made empty when missing, expired or of another type).
+    fn zset(&mut self, key: &str) -> &mut HashMap<String, i64> {
         let entry = self.keys.entry(key.to_string()).or_insert(Entry {
             data: Data::ZSet(HashMap::new()),
             expires: None,
@@ -302,8 +310,63 @@ impl State {
         let Data::ZSet(z) = &mut entry.data else {
             unreachable!("just made a sorted set")
         };
-        z.retain(|_, expiry| *expiry > now);
         z
+    }
+
+    /// The first live ticket of waiting line `line` (expiries in `expiry`), the expired
+    /// ones before it dropped.
+    fn line_head(&mut self, line: &str, expiry: &str) -> Option<String> {
+        let now = self.now_ms();
+        loop {
+            let head = self.first(line)?;
+            if self.zset(expiry).get(&head).is_some_and(|e| *e > now) {
+                self.tidy(expiry);
+                return Some(head);
+            }
+            for k in [line, expiry] {
+                self.zset(k).remove(&head);
+                self.tidy(k);
+            }
+        }
+    }
+
+    /// As the scripts' `PASS_ON`: releases `lock` if it holds `mine`, keeping it for the
+    /// first ticket of its line if there is one; `true` when released.
+    fn pass_on(
+        &mut self,
+        [lock, line, expiry]: [&String; 3],
+        mine: &str,
+        quiet: bool,
+        published: &mut Vec<(String, String)>,
+    ) -> bool {
+        if self.get(lock).as_deref() != Some(mine) {
+            return false;
+        }
+        let said = match self.line_head(line, expiry) {
+            Some(head) => {
+                let left = self.zset(expiry).get(&head).copied().unwrap_or(0) - self.now_ms();
+                let kept = format!("{RESERVED_PREFIX}{head}");
+                self.set(lock, &kept, Some(left.max(1) as u64));
+                kept
+            }
+            None => {
+                self.keys.remove(lock);
+                mine.to_string()
+            }
+        };
+        if !quiet {
+            published.push((format!("{RELEASED_PREFIX}{lock}"), said));
+        }
+        true
+    }
+
+    /// The first member of sorted set `key` (by score, then member, as Redis orders).
+    fn first(&mut self, key: &str) -> Option<String> {
+        let z = self.zset(key);
+        let first = z.iter().min_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        let first = first.map(|(m, _)| m.clone());
+        self.tidy(key);
+        first
     }
 
     /// Drops an emptied readers set (Redis deletes empty sets).
@@ -317,6 +380,11 @@ impl State {
     fn add_reader(&mut self, key: &str, value: &str, ttl: u64) {
         let expiry = self.now_ms() + ttl as i64;
         self.readers(key).insert(value.to_string(), expiry);
+        self.raise_ttl(key, ttl);
+    }
+
+    /// Raises the TTL of `key` to `ttl` ms when it is shorter (or there is none).
+    fn raise_ttl(&mut self, key: &str, ttl: u64) {
         let until = Instant::now() + Duration::from_millis(ttl);
         if let Some(e) = self.keys.get_mut(key) {
             e.expires = Some(e.expires.map_or(until, |x| x.max(until)));
@@ -441,7 +509,7 @@ fn script(
     argv: &[String],
     published: &mut Vec<(String, String)>,
 ) -> Result<Value, String> {
-    let native: [(&LockScript, Native); 11] = [
+    let native: [(&LockScript, Native); 14] = [
         (&ACQUIRE_SCRIPT, acquire),
         (&FENCED_ACQUIRE_SCRIPT, acquire),
         (&HANDOVER_SCRIPT, handover),
@@ -453,6 +521,9 @@ fn script(
         (&READ_EXTEND_SCRIPT, read_extend),
         (&READ_RELEASE_SCRIPT, read_release),
         (&WRITE_ACQUIRE_SCRIPT, write_acquire),
+        (&LINE_ACQUIRE_SCRIPT, line_acquire),
+        (&LINE_LEAVE_SCRIPT, line_leave),
+        (&LINE_RELEASE_SCRIPT, line_release),
     ];
     let Some((lua, run)) = native.into_iter().find(|(s, _)| s.hash == sha) else {
         return Err("NOSCRIPT No matching script (MemoryStore runs the lock scripts only)".into());
@@ -628,6 +699,72 @@ fn read_release(
         published.push((format!("{RELEASED_PREFIX}{readers}"), c.value().to_string()));
     }
     Ok(int(removed as i64))
+}
+
+fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+    let [lock, line, expiry] = c.keys else {
+        return Err("ERR keys".into());
+    };
+    let (value, ticket, hold) = (c.value(), c.a(2), c.ms(4));
+    let held = st.get(lock);
+    if held.as_deref() == Some(value) {
+        return Ok(int(1));
+    }
+    let reserved = held
+        .as_deref()
+        .and_then(|v| v.strip_prefix(RESERVED_PREFIX))
+        .is_some_and(|t| t == ticket);
+    if reserved {
+        st.set(lock, value, Some(c.ms(1)));
+        return Ok(int(1));
+    }
+    let now = st.now_ms();
+    let head = st.line_head(line, expiry);
+    if held.is_none() && head.as_deref().is_none_or(|h| h == ticket) {
+        st.set(lock, value, Some(c.ms(1)));
+        return Ok(int(1));
+    }
+    let order = c.a(3).parse().unwrap_or(0);
+    st.zset(line).insert(ticket.to_string(), order);
+    st.zset(expiry)
+        .insert(ticket.to_string(), now + hold as i64);
+    st.raise_ttl(line, hold);
+    st.raise_ttl(expiry, hold);
+    Ok(bulk(held.as_deref().unwrap_or("")))
+}
+
+fn line_release(
+    st: &mut State,
+    c: &Call,
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let [lock, line, expiry] = c.keys else {
+        return Err("ERR keys".into());
+    };
+    let passed = st.pass_on(
+        [lock, line, expiry],
+        c.value(),
+        c.a(1) == "quiet",
+        published,
+    );
+    Ok(int(passed as i64))
+}
+
+fn line_leave(
+    st: &mut State,
+    c: &Call,
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
+    let [lock, line, expiry] = c.keys else {
+        return Err("ERR keys".into());
+    };
+    for k in [line, expiry] {
+        st.zset(k).remove(c.value());
+        st.tidy(k);
+    }
+    let kept = format!("{RESERVED_PREFIX}{}", c.value());
+    let passed = st.pass_on([lock, line, expiry], &kept, false, published);
+    Ok(int(passed as i64))
 }
 
 fn write_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {

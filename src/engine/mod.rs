@@ -29,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod kinds;
+pub mod line;
 pub mod memory;
 pub mod node;
 pub mod notify;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
+use crate::engine::scripts::RESERVED_PREFIX;
 
 type Listeners = HashMap<String, Vec<(u64, Arc<Signal>)>>;
 
@@ -23,6 +24,8 @@ type Listeners = HashMap<String, Vec<(u64, Arc<Signal>)>>;
 pub struct Signal {
     notify: Notify,
     own: Mutex<Option<String>>,
+    /// The waiter's ticket in the nodes' line (see `crate::engine::line`).
+    ticket: Mutex<Option<String>>,
 }
 
 impl Signal {
@@ -31,9 +34,19 @@ impl Signal {
         *self.own.locked() = value;
     }
 
+    /// Of the releases that keep the lock for a ticket, only those for `ticket` wake.
+    pub fn set_ticket(&self, ticket: Option<String>) {
+        *self.ticket.locked() = ticket;
+    }
+
     fn announce(&self, value: &[u8]) {
-        let own = self.own.locked();
-        if own.as_deref().map(str::as_bytes) != Some(value) {
+        let wake = match value.strip_prefix(RESERVED_PREFIX.as_bytes()) {
+            Some(for_ticket) => {
+                self.ticket.locked().as_deref().map(str::as_bytes) == Some(for_ticket)
+            }
+            None => self.own.locked().as_deref().map(str::as_bytes) != Some(value),
+        };
+        if wake {
             self.notify.notify_one();
         }
     }

@@ -247,6 +247,101 @@ mod tests {
         assert_eq!(exec.attempts.len(), 3, "it went on retrying");
     }
 
+    /// A quorum of its own (a process of its own) over `stores`.
+    fn process(stores: &[Arc<MemoryStore>]) -> Arc<Redlock> {
+        let nodes = stores
+            .iter()
+            .map(|s| Node::memory(s.clone(), TIMEOUT))
+            .collect();
+        Arc::new(Redlock::new(Quorum::new(nodes), Settings::default()))
+    }
+
+    #[tokio::test]
+    async fn heads_of_other_processes_are_served_in_the_order_their_waits_began() {
+        let (stores, holder) = stores(3);
+        let settings = Settings {
+            retry_count: 500,
+            retry_delay_ms: 10,
+            retry_jitter_ms: 0,
+            ..*holder.settings()
+        };
+        let (held, _) = holder
+            .acquire(&["k".into()], 5_000, &Call::new(&settings))
+            .await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (redlock, order) = (process(&stores), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let call = Call::new(&settings);
+                let (value, exec) = redlock.acquire(&["k".into()], 5_000, &call).await;
+                assert!(exec.outcome.is_ok());
+                order.lock().unwrap().push(i);
+                redlock.release(&["k".into()], &value, &call).await;
+            }));
+            // Each waits long enough to take its place in the line.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let line = "{k}:redlock-rs:line";
+        for s in &stores {
+            assert!(s.keys().contains(&line.to_string()), "{:?}", s.keys());
+        }
+        holder
+            .release(&["k".into()], &held, &Call::new(&settings))
+            .await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Without the line, the heads race at each release and the order is left to chance.
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+        // Every ticket left the line: nothing is left on the nodes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(keys(&stores), vec![Vec::<String>::new(); 3]);
+    }
+
+    #[tokio::test]
+    async fn a_lock_kept_for_a_dead_waiter_is_free_again_when_its_ticket_expires() {
+        use crate::engine::scripts::{LINE_ACQUIRE_SCRIPT, LINE_RELEASE_SCRIPT};
+        let (stores, redlock) = stores(3);
+        let keys3: Vec<String> = ["k", "{k}:redlock-rs:line", "{k}:redlock-rs:line:exp"]
+            .map(String::from)
+            .to_vec();
+        for s in &stores {
+            hold(s, "k").await;
+            // A waiter takes its ticket (150 ms) and dies; the holder's release keeps the
+            // lock for it.
+            let wait =
+                LINE_ACQUIRE_SCRIPT.evalsha(&keys3, &["dead-value", "5000", "dead", "1", "150"]);
+            assert_eq!(
+                s.execute(&wait).await.unwrap(),
+                redis::Value::BulkString(b"other".to_vec())
+            );
+            let release = LINE_RELEASE_SCRIPT.evalsha(&keys3, &["other"]);
+            assert_eq!(s.execute(&release).await.unwrap(), redis::Value::Int(1));
+        }
+        let settings = Settings {
+            retry_count: 1_000,
+            retry_delay_ms: 20,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let started = Instant::now();
+        let (_, exec) = redlock
+            .acquire(&["k".into()], 5_000, &Call::new(&settings))
+            .await;
+        assert!(exec.outcome.is_ok());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(100),
+            "kept for the ticket: {took:?}"
+        );
+        // The dead ticket is gone, and the winner's own left with its win.
+        tokio::time::sleep(Duration::from_millis(20)).await; // the last node's answer
+        for s in &stores {
+            assert_eq!(s.keys(), vec!["k".to_string()]);
+        }
+    }
+
     #[tokio::test]
     async fn waiters_of_one_process_are_served_in_arrival_order() {
         let (stores, redlock) = stores(3);

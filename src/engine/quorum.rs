@@ -27,6 +27,9 @@ pub struct AttemptStats {
     pub late: bool,
     /// The semaphore slot a won permit acquire holds.
     pub slot: Option<u32>,
+    /// Whether a node found the lock free but another waiter first in its line (see
+    /// [`crate::engine::line`]).
+    pub queued: bool,
 }
 
 /// The quorum size for `n` nodes.

@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
-use crate::engine::kinds::{read_reply, Commands, Kind};
+use crate::engine::kinds::{read_reply, Commands, Kind, Reply};
+use crate::engine::line::{queued_pause, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
@@ -378,6 +379,15 @@ impl Ballot {
         })
     }
 
+    /// Whether a node voted against without naming a holder: for a line-honouring acquire,
+    /// the lock was free there but another waiter came first.
+    fn queued(&self) -> bool {
+        self.votes
+            .iter()
+            .zip(&self.holders)
+            .any(|(v, h)| matches!(v, Some(Vote::Locked)) && h.is_none())
+    }
+
     fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>, slot: Option<u32>) {
         let now = count(&mut self.tally, &vote);
         self.votes[i] = Some(vote);
@@ -511,7 +521,10 @@ impl Quorum {
         if wait_first {
             if let Some(t) = &turn {
                 let pause = call.settings.retry_pause(random_unit());
-                match self.wait_release(t, op, call, pause).await {
+                match self
+                    .wait_release(t, op, call, pause, lined(op, resources, call))
+                    .await
+                {
                     Waited::Handed(h) => return self.handed(run, turn, h),
                     Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
                     Waited::Woken(_) => {}
@@ -523,6 +536,13 @@ impl Quorum {
         // attempt set there (found by the chaos run: a lock held on a bare quorum lost a
         // node to its own earlier attempt's cleanup).
         let mut value = value.to_string();
+        // A waiting head's place in the nodes' line (taken by its first attempt after a
+        // wait, else by its second: a first `SET NX` cannot jump the line, as a release
+        // keeps the lock for the line's first; left when dropped: see
+        // `crate::engine::line`), and how often in a row it was told to stay queued while
+        // the lock was free.
+        let mut seat: Option<Seat> = None;
+        let mut queued = 0;
         loop {
             run.begin_attempt();
             if run.attempt_count > 1 && matches!(op, Op::Acquire { .. }) {
@@ -531,7 +551,17 @@ impl Quorum {
                     t.released().0.set_own(Some(value.clone()));
                 }
             }
-            let (stats, outcome) = self.attempt(op, resources, &value, call).await;
+            if seat.is_none() && (run.attempt_count > 1 || wait_first) {
+                seat = self.seat(op, resources, call, run.start_ms);
+                if let (Some(s), Some(t)) = (&seat, &turn) {
+                    // Releases that keep the lock for another ticket do not wake this head.
+                    t.released().0.set_ticket(Some(s.ticket.clone()));
+                }
+            }
+            let (stats, outcome) = self
+                .attempt(op, resources, &value, call, seat.as_ref())
+                .await;
+            queued = if stats.queued { queued + 1 } else { 0 };
             let against = stats.tally.against() > 0;
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
@@ -546,10 +576,12 @@ impl Quorum {
             }
             run.report(call, against);
             match self
-                .pause_before_retry(&turn, op, outcome, resources, call)
+                .pause_before_retry(&turn, op, outcome, resources, call, queued)
                 .await
             {
-                Waited::Woken(woken) => run.woken = woken,
+                // A retry after being told to stay queued does not count against
+                // retryCount either: the lock was free, and is about to change hands.
+                Waited::Woken(woken) => run.woken = woken || queued > 0,
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
             }
@@ -570,7 +602,15 @@ impl Quorum {
     /// Waits for a release of the resources (announced, or the pause ran out), or for a
     /// holder of this process to hand the lock over: the head offers to take it over when
     /// the call allows one (a mutex, no fencing, no replica wait).
-    async fn wait_release(&self, turn: &Turn, op: Op, call: &Call<'_>, pause: Duration) -> Waited {
+    /// `lined`: the acquire uses the nodes' line (see [`lined`]).
+    async fn wait_release(
+        &self,
+        turn: &Turn,
+        op: Op,
+        call: &Call<'_>,
+        pause: Duration,
+        lined: bool,
+    ) -> Waited {
         // Not `released()`: dropping a subscription that died since the caller subscribed
         // would leave this wait deaf for the whole pause (the death's wake-up is what
         // brings the retry that subscribes again).
@@ -615,12 +655,33 @@ impl Quorum {
                 return Waited::Handed(h);
             }
         }
-        if matches!(woken, Waited::Woken(true)) && turn.take_yield() {
+        if matches!(woken, Waited::Woken(true)) && turn.take_yield() && !lined {
             // This process just had its hand-overs in a row: the heads of the other
-            // processes, woken by the same release, try first.
+            // processes, woken by the same release, try first. (With the nodes' line, the
+            // release kept the lock for the first of them already.)
             tokio::time::sleep(YIELD_GRACE).await;
         }
         woken
+    }
+
+    /// A place in the nodes' waiting line for a head of this process that waits for
+    /// `resources` since `start_ms`: only a plain mutex on one resource, without fencing
+    /// (see `crate::engine::line`).
+    fn seat(&self, op: Op, resources: &[String], call: &Call<'_>, start_ms: f64) -> Option<Seat> {
+        let settings = call.settings;
+        let ([resource], true) = (resources, lined(op, resources, call)) else {
+            return None;
+        };
+        let limit = self.command_timeout();
+        let pause = settings.retry_delay_ms + settings.retry_jitter_ms;
+        let ttl_ms = ticket_ttl_ms(pause, op.ttl_ms().unwrap_or(0));
+        Some(Seat::new(
+            resource,
+            start_ms as u64,
+            ttl_ms,
+            self.nodes.clone(),
+            limit,
+        ))
     }
 
     /// Waits for this acquire's turn in the process's line; once it is the head, sets up
@@ -639,7 +700,9 @@ impl Quorum {
             _ = call.aborted() => return Err(FailureKind::Aborted),
         };
         // Releases of our own value (cleanups of our failed attempts) wake nobody here.
-        turn.released().0.set_own(Some(value.to_string()));
+        let released = turn.released().0;
+        released.set_own(Some(value.to_string()));
+        released.set_ticket(None);
         // The previous head took the lock: wait for its release first (unless holders share
         // the resource, or the line hears no releases).
         let wait = turn.handoff() && !call.kind.shared() && turn.released().1;
@@ -656,8 +719,12 @@ impl Quorum {
         outcome: Result<i64, FailureKind>,
         resources: &[String],
         call: &Call<'_>,
+        queued: u32,
     ) -> Waited {
         let mut pause = call.settings.retry_pause(random_unit());
+        if queued > 0 {
+            pause = queued_pause(queued, pause);
+        }
         if let Some(d) = call.deadline {
             let room = d.saturating_duration_since(Instant::now());
             pause = pause.min(room.saturating_sub(MIN_ATTEMPT));
@@ -677,7 +744,8 @@ impl Quorum {
                     .channels;
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
-                self.wait_release(t, op, call, pause).await
+                self.wait_release(t, op, call, pause, lined(op, resources, call))
+                    .await
             }
             _ => tokio::select! {
                 _ = tokio::time::sleep(pause) => Waited::Woken(false),
@@ -749,6 +817,7 @@ impl Quorum {
             fence: None,
             late: false,
             slot: None,
+            queued: false,
         };
         self.deliver(resources, offer, validity, stats.clone());
         Some(stats)
@@ -900,11 +969,17 @@ impl Quorum {
         resources: &[String],
         value: &str,
         call: &Call<'_>,
+        seat: Option<&Seat>,
     ) -> (AttemptStats, Result<i64, FailureKind>) {
         let settings = call.settings;
         let started = Instant::now();
         let window = self.attempt_window(op, call, started);
-        let commands = Arc::new(Commands::build(op, call.kind, resources, value, settings));
+        let mut commands = Commands::build(op, call.kind, resources, value, settings);
+        if let (Some(seat), Some(ttl)) = (seat, op.ttl_ms()) {
+            seat.attempted();
+            commands = commands.in_line(seat, ttl);
+        }
+        let commands = Arc::new(commands);
         let mut pending = self.send_votes(op, &commands, settings);
         let by_slot = matches!((op, call.kind), (Op::Acquire { .. }, Kind::Permit { .. }));
         let mut ballot = Ballot::new(self.nodes.len(), by_slot);
@@ -948,6 +1023,7 @@ impl Quorum {
             let quiet = ballot.held_elsewhere();
             self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
         }
+        let queued = commands.reply == Reply::Line && ballot.queued();
         let Ballot { votes, tally, .. } = ballot;
         (
             AttemptStats {
@@ -956,6 +1032,7 @@ impl Quorum {
                 fence: fence.filter(|_| outcome.is_ok()),
                 late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),
+                queued,
             },
             outcome,
         )
@@ -1341,6 +1418,24 @@ impl Quorum {
     }
 }
 
+/// How long a waiting head's ticket lives on a node without being renewed: past its
+/// head's next attempt, which starts within a retry pause (`pause`, delay and jitter) of
+/// the last one's end (twice that, and a second for the attempt itself), but never longer
+/// than the lock it waits for (`ttl_ms`), and 100 ms at least: a waiter that died holds a
+/// released lock back no longer than a holder that died would.
+fn ticket_ttl_ms(pause: u64, ttl_ms: u64) -> u64 {
+    (2 * pause + 1_000).min(ttl_ms).max(100)
+}
+
+/// Whether `op` on `resources` waits in the nodes' line (see `crate::engine::line`): an
+/// acquire of a plain mutex on one resource, without fencing.
+fn lined(op: Op, resources: &[String], call: &Call<'_>) -> bool {
+    matches!(op, Op::Acquire { .. })
+        && resources.len() == 1
+        && call.kind == Kind::Mutex
+        && !call.settings.fencing
+}
+
 /// Waits for a release announcement (`true`), or `pause` when none comes.
 async fn wait_for(released: &Signal, pause: Duration) -> bool {
     tokio::time::timeout(pause, released.notified())
@@ -1440,6 +1535,9 @@ fn holder_hash(value: &[u8]) -> u64 {
 /// acquire (`fast`) where the node supports it; with the fencing counter the node read
 /// and the semaphore slot it took.
 async fn node_vote(node: &Node, op: Op, c: &Commands) -> Answer {
+    if c.reply == Reply::Line {
+        return line_vote(node, c).await;
+    }
     if let Some(set) = c.fast.as_ref().filter(|_| node.has_set_nx_get()) {
         match node.send::<Option<Vec<u8>>>(set).await {
             // Set, or already ours (a resend after a dropped connection).
@@ -1460,6 +1558,26 @@ async fn node_vote(node: &Node, op: Op, c: &Commands) -> Answer {
                 None,
             ),
         },
+        Err(e) => (Vote::Failed(e), None, None, None),
+    }
+}
+
+/// One node's vote on a line-honouring acquire (see [`Reply::Line`]): against with the
+/// holder's hash when the lock is held, against with none when another waiter is first.
+async fn line_vote(node: &Node, c: &Commands) -> Answer {
+    use redis::Value::{BulkString, Int};
+    match node.eval::<redis::Value>(c.script, &c.cmd).await {
+        Ok(Int(1)) => (Vote::For, None, None, None),
+        Ok(BulkString(v)) => {
+            let holder = (!v.is_empty()).then(|| holder_hash(&v));
+            (Vote::Locked, None, None, holder)
+        }
+        Ok(_) => (
+            Vote::Failed(unexpected(node, "a line acquire reply")),
+            None,
+            None,
+            None,
+        ),
         Err(e) => (Vote::Failed(e), None, None, None),
     }
 }
@@ -1642,6 +1760,13 @@ mod tests {
             b.count(i, v.clone(), None, *slot);
         }
         b
+    }
+
+    #[test]
+    fn tickets_outlive_two_retry_pauses_and_never_the_lock() {
+        assert_eq!(ticket_ttl_ms(300, 10_000), 1_600);
+        assert_eq!(ticket_ttl_ms(300, 1_000), 1_000);
+        assert_eq!(ticket_ttl_ms(0, 50), 100);
     }
 
     #[test]

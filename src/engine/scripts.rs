@@ -222,6 +222,106 @@ return {{1, high}}
     )
 });
 
+/// A waiting head's acquire of a single-resource mutex, honouring the waiting line kept on
+/// the node (see [`crate::engine::line`]). `KEYS`: the lock, the line (a sorted set of
+/// tickets by the time their waits began), the tickets' expiry (a sorted set by server
+/// time in ms); `ARGV`: value, ttl, ticket, order, how long a ticket stays without being
+/// renewed. Expired tickets at the front of the line are dropped first. The lock is set
+/// when it is kept for this ticket by [`LINE_RELEASE`] (even if an older ticket joined
+/// the line since: the nodes must not each wait for another ticket), or when it is free
+/// and the line is empty or this ticket is its first. Otherwise the ticket joins the line (or stays, renewed) and
+/// nothing else is written. A ticket leaves only by [`LINE_LEAVE`] (when its head stops
+/// waiting, won or not), so that every node keeps the same line whatever one attempt did
+/// there. Returns 1 when set (or already ours: a resend), else the holder's value, or
+/// `''` when the lock is free but another ticket comes first.
+pub static LINE_ACQUIRE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] then return 1 end
+if v == '{RESERVED_PREFIX}' .. ARGV[3] then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+{NOW}
+{LINE_HEAD}
+if not v and (not head or head == ARGV[3]) then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
+redis.call('zadd', KEYS[3], now + tonumber(ARGV[5]), ARGV[3])
+for i = 2, 3 do
+  if redis.call('pttl', KEYS[i]) < tonumber(ARGV[5]) then redis.call('pexpire', KEYS[i], ARGV[5]) end
+end
+return v or ''
+"#
+    )
+});
+
+/// The first live ticket of the line in `KEYS[2]` (expiries in `KEYS[3]`) as `head`
+/// (`nil` when none), the expired ones before it dropped; needs `now`.
+const LINE_HEAD: &str = r#"local head
+while true do
+  head = redis.call('zrange', KEYS[2], 0, 0)[1]
+  if not head then break end
+  local e = tonumber(redis.call('zscore', KEYS[3], head))
+  if e and e > now then break end
+  redis.call('zrem', KEYS[2], head)
+  redis.call('zrem', KEYS[3], head)
+end"#;
+
+/// The value of a lock kept for the first ticket of its line (followed by the ticket).
+pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
+
+/// Releases lock `KEYS[1]` when it holds `mine`: when its line (`KEYS[2]`, expiries in
+/// `KEYS[3]`) has a live first ticket, the lock is kept for it (set to
+/// [`RESERVED_PREFIX`] + ticket until the ticket expires) instead of deleted, so that only
+/// that waiter can take it next (a `SET NX` of anyone else finds it held). Announced
+/// unless `quiet` is `'quiet'`: with the value kept (which wakes only that waiter), or
+/// with `mine` when the lock is free. Returns 1 when released, else 0.
+static PASS_ON: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+if redis.call('get', KEYS[1]) ~= mine then return 0 end
+{NOW}
+{LINE_HEAD}
+local said = mine
+if head then
+  local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
+  said = '{RESERVED_PREFIX}' .. head
+  redis.call('set', KEYS[1], said, 'PX', math.max(1, left))
+else
+  redis.call('del', KEYS[1])
+end
+if quiet ~= 'quiet' then
+  redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
+end
+return 1
+"#
+    )
+});
+
+/// [`RELEASE`] of a single-resource mutex, which may have a waiting line: see
+/// [`PASS_ON`]. `KEYS`: the lock, the line, the tickets' expiry; `ARGV`: value, `quiet`
+/// (as for [`RELEASE`]). Returns 1 when released, else 0.
+pub static LINE_RELEASE: LazyLock<String> =
+    LazyLock::new(|| format!("local mine, quiet = ARGV[1], ARGV[2]\n{}", *PASS_ON));
+
+/// Takes a ticket out of the waiting line (its head stopped waiting), and passes on the
+/// lock if it was kept for that ticket (see [`PASS_ON`]). `KEYS`: the lock, the line, the
+/// tickets' expiry; `ARGV`: the ticket.
+pub static LINE_LEAVE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+redis.call('zrem', KEYS[2], ARGV[1])
+redis.call('zrem', KEYS[3], ARGV[1])
+local mine, quiet = '{RESERVED_PREFIX}' .. ARGV[1], ''
+{}"#,
+        *PASS_ON
+    )
+});
+
 /// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text
 /// between the first `{` and the next `}`, when not empty) or of the whole key, mod 16384.
 pub fn hash_slot(key: &str) -> u16 {
@@ -301,6 +401,12 @@ pub static READ_RELEASE_SCRIPT: LazyLock<LockScript> =
     LazyLock::new(|| LockScript::new(READ_RELEASE));
 pub static WRITE_ACQUIRE_SCRIPT: LazyLock<LockScript> =
     LazyLock::new(|| LockScript::new(built(&WRITE_ACQUIRE)));
+pub static LINE_ACQUIRE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(built(&LINE_ACQUIRE)));
+pub static LINE_LEAVE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(built(&LINE_LEAVE)));
+pub static LINE_RELEASE_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(built(&LINE_RELEASE)));
 
 /// A script source built once at start-up, for the program's lifetime.
 fn built(source: &'static LazyLock<String>) -> &'static str {
@@ -308,7 +414,7 @@ fn built(source: &'static LazyLock<String>) -> &'static str {
 }
 
 /// Every script, for `SCRIPT LOAD` on connect.
-pub fn all() -> [&'static LockScript; 11] {
+pub fn all() -> [&'static LockScript; 14] {
     [
         &HANDOVER_SCRIPT,
         &ACQUIRE_SCRIPT,
@@ -321,6 +427,9 @@ pub fn all() -> [&'static LockScript; 11] {
         &READ_EXTEND_SCRIPT,
         &READ_RELEASE_SCRIPT,
         &WRITE_ACQUIRE_SCRIPT,
+        &LINE_ACQUIRE_SCRIPT,
+        &LINE_LEAVE_SCRIPT,
+        &LINE_RELEASE_SCRIPT,
     ]
 }
 

@@ -1,0 +1,94 @@
+// The waiting line kept on the nodes, across processes: heads of different processes
+// are served in the order their waits began, a release keeps the lock for the first of
+// them (a newcomer cannot jump the line, even while that waiter is paused), and a waiter
+// that died holds the lock back only until its ticket expires.
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { clientsFor, eventually, lib, resource, sleep, useServers, valuesOn } from './helpers.mjs'
+
+const { Redlock, ExecutionError } = lib
+const servers = useServers(test, 3)
+const fixture = fileURLToPath(new URL('./fixtures/line-waiter.mjs', import.meta.url))
+
+/** The tickets in `key`'s line on each server. */
+const lineOn = (key) => Promise.all(servers.map((s) => s.command('ZRANGE', `{${key}}:redlock-rs:line`, '0', '-1')))
+
+/** A waiter for `key` in a process of its own; `got` resolves when it holds the lock. */
+function waiterProcess(t, key) {
+  const child = spawn(process.execPath, [fixture, servers.map((s) => s.port).join(','), key], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => child.kill('SIGKILL'))
+  const got = new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => String(d).includes('got') && resolve())
+    child.on('exit', (code, signal) => reject(new Error(`the waiter exited (${code ?? signal}) without the lock`)))
+  })
+  got.catch(() => {})
+  const exited = new Promise((resolve) => child.on('exit', resolve))
+  return { child, got, exited }
+}
+
+/** A lock on a fresh key, and a waiter process that has taken its place in the line on every server. */
+async function heldWithWaiterInLine(t) {
+  const holder = new Redlock(clientsFor(t, servers))
+  const key = resource(t)
+  const lock = await holder.acquire([key], 10_000)
+  const waiter = waiterProcess(t, key)
+  await eventually(async () => (await lineOn(key)).every((l) => l.length === 1), 10_000)
+  return { key, lock, waiter }
+}
+
+test('heads of different processes get the lock in the order their waits began', async (t) => {
+  const key = resource(t)
+  const holder = new Redlock(clientsFor(t, servers))
+  const held = await holder.acquire([key], 10_000)
+  const order = []
+  const waiters = [0, 1, 2].map(async (i) => {
+    // Each Redlock is a process of its own as far as the lock is concerned (its own local line).
+    const redlock = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 20, retryJitter: 0 })
+    await sleep(i * 150) // each has waited (and taken its place in the line) before the next arrives
+    const lock = await redlock.acquire([key], 10_000)
+    order.push(i)
+    await sleep(30)
+    await lock.release()
+  })
+  await eventually(async () => (await lineOn(key)).every((l) => l.length === 3), 10_000)
+  await held.release()
+  await Promise.all(waiters)
+  // Without the line every release wakes all three, and the fastest takes the lock.
+  t.deepEqual(order, [0, 1, 2])
+  await eventually(async () => (await lineOn(key)).every((l) => l.length === 0))
+  t.deepEqual(await valuesOn(servers, key), [null, null, null])
+})
+
+test('a release keeps the lock for the first waiter in line, even while it is paused: a newcomer cannot take it', async (t) => {
+  const { key, lock, waiter } = await heldWithWaiterInLine(t)
+  const [ticket] = (await lineOn(key))[0]
+  waiter.child.kill('SIGSTOP')
+  await lock.release()
+  t.deepEqual(await valuesOn(servers, key), Array(3).fill(`redlock-rs:reserved:${ticket}`))
+  const newcomer = new Redlock(clientsFor(t, servers), { retryCount: 0 })
+  const error = await t.throwsAsync(newcomer.acquire([key], 5_000), { instanceOf: ExecutionError })
+  t.is(error.reason, 'locked')
+  waiter.child.kill('SIGCONT')
+  await waiter.got
+  await waiter.exited
+  t.deepEqual(await valuesOn(servers, key), [null, null, null], 'released by the waiter')
+  t.deepEqual(await lineOn(key), [[], [], []], 'its ticket left the line')
+})
+
+test('a waiter that dies first in line holds the released lock back only until its ticket expires', async (t) => {
+  const { key, lock, waiter } = await heldWithWaiterInLine(t)
+  waiter.child.kill('SIGKILL')
+  await waiter.exited
+  await lock.release()
+  const values = await valuesOn(servers, key)
+  t.true(values.every((v) => v?.startsWith('redlock-rs:reserved:')), `kept for the dead waiter: ${values}`)
+  const next = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 50 })
+  const got = await next.acquire([key], 5_000)
+  t.deepEqual(await valuesOn(servers, key), Array(3).fill(got.value))
+  await got.release()
+  t.deepEqual(await valuesOn(servers, key), [null, null, null])
+  t.deepEqual(await lineOn(key), [[], [], []], 'the dead ticket expired, the new one left')
+})
