@@ -284,15 +284,19 @@ static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
 if redis.call('get', KEYS[1]) ~= mine then return 0 end
-{NOW}
-{LINE_HEAD}
 local said = mine
-if head then
-  local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
-  said = '{RESERVED_PREFIX}' .. head
-  redis.call('set', KEYS[1], said, 'PX', math.max(1, left))
-else
+if redis.call('exists', KEYS[2]) == 0 then
   redis.call('del', KEYS[1])
+else
+  {NOW}
+  {LINE_HEAD}
+  if head then
+    local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
+    said = '{RESERVED_PREFIX}' .. head
+    redis.call('set', KEYS[1], said, 'PX', math.max(1, left))
+  else
+    redis.call('del', KEYS[1])
+  end
 end
 if quiet ~= 'quiet' then
   redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
