@@ -69,6 +69,30 @@ test('a lock on one cluster; multi-resource locks need one slot', async (t) => {
   t.is(await owner.command('GET', '{order:1}:items'), null)
 })
 
+test('waiting across processes on a cluster: the waiting line lives in the resource\'s slot, and the waiter gets the lock at the release', async (t) => {
+  const [servers] = clusters
+  const nodes = servers.map((s) => ({ host: '127.0.0.1', port: s.port }))
+  const holder = new Redlock([new Cluster(nodes)])
+  const waiter = new Redlock([new Cluster(nodes)], { retryCount: -1, retryDelay: 30, retryJitter: 0 })
+  t.teardown(() => Promise.all([holder.quit(), waiter.quit()]))
+  const key = resource(t)
+  const owner = await ownerOf(servers, key)
+  const held = await holder.acquire([key], 5_000)
+  const waiting = waiter.acquire([key], 5_000)
+  const line = `{${key}}:redlock-rs:line`
+  const deadline = Date.now() + 5_000
+  while ((await owner.command('ZCARD', line)) !== 1) {
+    if (Date.now() > deadline) t.fail('the waiter never took its place in the line')
+    await sleep(10)
+  }
+  await held.release()
+  const got = await waiting
+  t.is(await owner.command('GET', key), got.value)
+  await got.release()
+  t.is(await owner.command('GET', key), null)
+  t.is(await owner.command('EXISTS', line), 0, 'its ticket left the line')
+})
+
 test('semaphores and read-write locks on a cluster: their keys share the resource\'s slot', async (t) => {
   const [servers] = clusters
   const redlock = new Redlock([new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))], { retryCount: 0, fencing: true })

@@ -117,6 +117,9 @@ pub struct Commands {
     pub release_script: &'static LockScript,
     pub release: redis::Cmd,
     release_keys: Vec<String>,
+    /// What follows the value and `quiet` in the arguments of the release (a line
+    /// acquire's ticket: see [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
+    release_rest: Vec<String>,
     /// The fencing counters a won fenced acquire raises.
     pub fence_keys: Vec<String>,
     /// The channels on which the releases waited for are announced.
@@ -162,10 +165,7 @@ impl Commands {
         plain
             .iter()
             .any(|s| std::ptr::eq(self.release_script, *s))
-            .then(|| {
-                self.release_script
-                    .evalsha(&self.release_keys, &[&self.value, "quiet"])
-            })
+            .then(|| self.release_cmd("quiet"))
     }
 
     /// The attempt's commands: one builder per kind of acquire, one for extends and
@@ -204,6 +204,7 @@ impl Commands {
             release_script: built.release_script,
             release: built.release_script.evalsha(&built.release_keys, &[value]),
             release_keys: built.release_keys,
+            release_rest: Vec::new(),
             fence_keys: built.fence_keys,
             channels: built.channels,
         }
@@ -322,15 +323,26 @@ fn held_op(kind: Kind, op: Op, resources: &[String], value: &str, ttl: &str) -> 
 
 impl Commands {
     /// This acquire (of a plain mutex on the seat's resource) honouring the nodes' waiting
-    /// line, with `seat`'s ticket (see [`crate::engine::line`]).
+    /// line, with `seat`'s ticket (see [`crate::engine::line`]); its cleanup puts the
+    /// ticket back where the attempt took the lock.
     pub fn in_line(self, seat: &Seat, ttl_ms: u64) -> Self {
-        Commands {
+        let mut line = Commands {
             script: &LINE_ACQUIRE_SCRIPT,
             cmd: seat.acquire_cmd(&self.value, &ttl_ms.to_string()),
             reply: Reply::Line,
             fast: None,
+            release_rest: seat.rejoin_args(),
             ..self
-        }
+        };
+        line.release = line.release_cmd("");
+        line
+    }
+
+    /// The release of what this attempt set, announced unless `quiet` is `"quiet"`.
+    fn release_cmd(&self, quiet: &str) -> redis::Cmd {
+        let mut args = vec![self.value.as_str(), quiet];
+        args.extend(self.release_rest.iter().map(String::as_str));
+        self.release_script.evalsha(&self.release_keys, &args)
     }
 
     /// The Redis Cluster hash slot of the keys (they share one: see `same_slot`).

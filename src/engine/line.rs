@@ -17,9 +17,10 @@
 //! * a ticket lives [`Seat::ttl_ms`] unless renewed by its head's next attempt (never
 //!   longer than the lock waited for), so a dead waiter blocks the line for at most that
 //!   long;
-//! * a head that stops waiting (won, handed the lock, gave up, aborted) takes its ticket
-//!   back (a win does not: the line stays the same on every node, whichever of them the
-//!   attempt won);
+//! * a head's ticket leaves the line where its attempt takes the lock (and comes back
+//!   with the cleanup of an attempt lost elsewhere, so the nodes keep one line); a head
+//!   that stops waiting (won, handed the lock, gave up, aborted) takes its ticket back
+//!   from every node;
 //! * a release keeps the lock for the first ticket of the line instead of deleting it,
 //!   and its announcement wakes only that ticket's head, so newcomers cannot jump the
 //!   line and the other heads sleep on;
@@ -86,6 +87,16 @@ impl Seat {
     pub fn acquire_cmd(&self, value: &str, ttl: &str) -> redis::Cmd {
         let (order, ttl_ms) = (self.order_ms.to_string(), self.ttl_ms.to_string());
         LINE_ACQUIRE_SCRIPT.evalsha(&self.keys, &[value, ttl, &self.ticket, &order, &ttl_ms])
+    }
+
+    /// What the cleanup of a lost attempt adds to its release to put the ticket back in
+    /// the line: ticket, order, lifetime.
+    pub fn rejoin_args(&self) -> Vec<String> {
+        vec![
+            self.ticket.clone(),
+            self.order_ms.to_string(),
+            self.ttl_ms.to_string(),
+        ]
     }
 
     /// An attempt goes out with the ticket.

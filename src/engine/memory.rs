@@ -714,14 +714,18 @@ fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Resu
         .as_deref()
         .and_then(|v| v.strip_prefix(RESERVED_PREFIX))
         .is_some_and(|t| t == ticket);
-    if reserved {
-        st.set(lock, value, Some(c.ms(1)));
-        return Ok(int(1));
-    }
     let now = st.now_ms();
-    let head = st.line_head(line, expiry);
-    if held.is_none() && head.as_deref().is_none_or(|h| h == ticket) {
+    let head = if reserved {
+        None
+    } else {
+        st.line_head(line, expiry)
+    };
+    if reserved || held.is_none() && head.as_deref().is_none_or(|h| h == ticket) {
         st.set(lock, value, Some(c.ms(1)));
+        for k in [line, expiry] {
+            st.zset(k).remove(ticket);
+            st.tidy(k);
+        }
         return Ok(int(1));
     }
     let order = c.a(3).parse().unwrap_or(0);
@@ -741,6 +745,16 @@ fn line_release(
     let [lock, line, expiry] = c.keys else {
         return Err("ERR keys".into());
     };
+    let ticket = c.a(2);
+    if !ticket.is_empty() && st.get(lock).as_deref() == Some(c.value()) {
+        // The cleanup of a lost line acquire: its ticket takes its place again.
+        let (order, hold) = (c.a(3).parse().unwrap_or(0), c.ms(4));
+        let until = st.now_ms() + hold as i64;
+        st.zset(line).insert(ticket.to_string(), order);
+        st.zset(expiry).insert(ticket.to_string(), until);
+        st.raise_ttl(line, hold);
+        st.raise_ttl(expiry, hold);
+    }
     let passed = st.pass_on(
         [lock, line, expiry],
         c.value(),

@@ -229,10 +229,10 @@ return {{1, high}}
 /// renewed. Expired tickets at the front of the line are dropped first. The lock is set
 /// when it is kept for this ticket by [`LINE_RELEASE`] (even if an older ticket joined
 /// the line since: the nodes must not each wait for another ticket), or when it is free
-/// and the line is empty or this ticket is its first. Otherwise the ticket joins the line (or stays, renewed) and
-/// nothing else is written. A ticket leaves only by [`LINE_LEAVE`] (when its head stops
-/// waiting, won or not), so that every node keeps the same line whatever one attempt did
-/// there. Returns 1 when set (or already ours: a resend), else the holder's value, or
+/// and the line is empty or this ticket is its first; the ticket then leaves the line
+/// there (an attempt lost elsewhere puts it back with its cleanup, see [`LINE_RELEASE`], so
+/// that the nodes keep the same line). Otherwise the ticket joins the line (or stays,
+/// renewed) and nothing else is written. Returns 1 when set (or already ours: a resend), else the holder's value, or
 /// `''` when the lock is free but another ticket comes first.
 pub static LINE_ACQUIRE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -241,12 +241,18 @@ local v = redis.call('get', KEYS[1])
 if v == ARGV[1] then return 1 end
 if v == '{RESERVED_PREFIX}' .. ARGV[3] then
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('zrem', KEYS[2], ARGV[3])
+  redis.call('zrem', KEYS[3], ARGV[3])
   return 1
 end
 {NOW}
 {LINE_HEAD}
 if not v and (not head or head == ARGV[3]) then
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if head then
+    redis.call('zrem', KEYS[2], ARGV[3])
+    redis.call('zrem', KEYS[3], ARGV[3])
+  end
   return 1
 end
 redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
@@ -308,9 +314,25 @@ return 1
 
 /// [`RELEASE`] of a single-resource mutex, which may have a waiting line: see
 /// [`PASS_ON`]. `KEYS`: the lock, the line, the tickets' expiry; `ARGV`: value, `quiet`
-/// (as for [`RELEASE`]). Returns 1 when released, else 0.
-pub static LINE_RELEASE: LazyLock<String> =
-    LazyLock::new(|| format!("local mine, quiet = ARGV[1], ARGV[2]\n{}", *PASS_ON));
+/// (as for [`RELEASE`]), and for the cleanup of a lost [`LINE_ACQUIRE`]: its ticket, order
+/// and ticket lifetime, which take the ticket's place in the line again where the attempt
+/// had taken the lock (and left the line) before the lock is passed on. Returns 1 when
+/// released, else 0.
+pub static LINE_RELEASE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"local mine, quiet = ARGV[1], ARGV[2]
+if ARGV[3] and redis.call('get', KEYS[1]) == mine then
+  {NOW}
+  redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
+  redis.call('zadd', KEYS[3], now + tonumber(ARGV[5]), ARGV[3])
+  for i = 2, 3 do
+    if redis.call('pttl', KEYS[i]) < tonumber(ARGV[5]) then redis.call('pexpire', KEYS[i], ARGV[5]) end
+  end
+end
+{}"#,
+        *PASS_ON
+    )
+});
 
 /// Takes a ticket out of the waiting line (its head stopped waiting), and passes on the
 /// lock if it was kept for that ticket (see [`PASS_ON`]). `KEYS`: the lock, the line, the
