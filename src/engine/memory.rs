@@ -313,6 +313,16 @@ impl State {
         z
     }
 
+    /// Puts `ticket` in waiting line `line` at `order`, expiring `hold` ms from now
+    /// (`expiry`), both keys living at least that long.
+    fn join_line(&mut self, [line, expiry]: [&String; 2], ticket: &str, order: i64, hold: u64) {
+        let until = self.now_ms() + hold as i64;
+        self.zset(line).insert(ticket.to_string(), order);
+        self.zset(expiry).insert(ticket.to_string(), until);
+        self.raise_ttl(line, hold);
+        self.raise_ttl(expiry, hold);
+    }
+
     /// The first live ticket of waiting line `line` (expiries in `expiry`), the expired
     /// ones before it dropped.
     fn line_head(&mut self, line: &str, expiry: &str) -> Option<String> {
@@ -702,9 +712,7 @@ fn read_release(
 }
 
 fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
-    let [lock, line, expiry] = c.keys else {
-        return Err("ERR keys".into());
-    };
+    let [lock, line, expiry] = line_script_keys(c)?;
     let (value, ticket, hold) = (c.value(), c.a(2), c.ms(4));
     let held = st.get(lock);
     if held.as_deref() == Some(value) {
@@ -714,7 +722,6 @@ fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Resu
         .as_deref()
         .and_then(|v| v.strip_prefix(RESERVED_PREFIX))
         .is_some_and(|t| t == ticket);
-    let now = st.now_ms();
     let head = if reserved {
         None
     } else {
@@ -728,13 +735,16 @@ fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Resu
         }
         return Ok(int(1));
     }
-    let order = c.a(3).parse().unwrap_or(0);
-    st.zset(line).insert(ticket.to_string(), order);
-    st.zset(expiry)
-        .insert(ticket.to_string(), now + hold as i64);
-    st.raise_ttl(line, hold);
-    st.raise_ttl(expiry, hold);
+    st.join_line([line, expiry], ticket, c.a(3).parse().unwrap_or(0), hold);
     Ok(bulk(held.as_deref().unwrap_or("")))
+}
+
+/// The keys of a line script: the lock, the line, the tickets' expiry.
+fn line_script_keys<'a>(c: &Call<'a>) -> Result<[&'a String; 3], String> {
+    match c.keys {
+        [lock, line, expiry] => Ok([lock, line, expiry]),
+        _ => Err("ERR keys".into()),
+    }
 }
 
 fn line_release(
@@ -742,18 +752,11 @@ fn line_release(
     c: &Call,
     published: &mut Vec<(String, String)>,
 ) -> Result<Value, String> {
-    let [lock, line, expiry] = c.keys else {
-        return Err("ERR keys".into());
-    };
+    let [lock, line, expiry] = line_script_keys(c)?;
     let ticket = c.a(2);
     if !ticket.is_empty() && st.get(lock).as_deref() == Some(c.value()) {
         // The cleanup of a lost line acquire: its ticket takes its place again.
-        let (order, hold) = (c.a(3).parse().unwrap_or(0), c.ms(4));
-        let until = st.now_ms() + hold as i64;
-        st.zset(line).insert(ticket.to_string(), order);
-        st.zset(expiry).insert(ticket.to_string(), until);
-        st.raise_ttl(line, hold);
-        st.raise_ttl(expiry, hold);
+        st.join_line([line, expiry], ticket, c.a(3).parse().unwrap_or(0), c.ms(4));
     }
     let passed = st.pass_on(
         [lock, line, expiry],
@@ -769,9 +772,7 @@ fn line_leave(
     c: &Call,
     published: &mut Vec<(String, String)>,
 ) -> Result<Value, String> {
-    let [lock, line, expiry] = c.keys else {
-        return Err("ERR keys".into());
-    };
+    let [lock, line, expiry] = line_script_keys(c)?;
     for k in [line, expiry] {
         st.zset(k).remove(c.value());
         st.tidy(k);

@@ -256,9 +256,17 @@ mod tests {
         Arc::new(Redlock::new(Quorum::new(nodes), Settings::default()))
     }
 
-    #[tokio::test]
-    async fn heads_of_other_processes_are_served_in_the_order_their_waits_began() {
-        let (stores, holder) = stores(3);
+    /// `k` held by `holder`; three waiters arrive `gap` apart, each on the quorum
+    /// `waiter(i)` gives (the holder's: one process; another: a process of its own), then
+    /// the holder releases, after `before_release` has looked at the stores. The order in
+    /// which the waiters got the lock.
+    async fn served_order(
+        stores: &[Arc<MemoryStore>],
+        holder: Arc<Redlock>,
+        waiter: impl Fn(usize) -> Arc<Redlock>,
+        gap: Duration,
+        before_release: impl FnOnce(&[Arc<MemoryStore>]),
+    ) -> Vec<usize> {
         let settings = Settings {
             retry_count: 500,
             retry_delay_ms: 10,
@@ -271,32 +279,52 @@ mod tests {
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..3 {
-            let (redlock, order) = (process(&stores), order.clone());
+            let (redlock, order) = (waiter(i), order.clone());
             tasks.push(tokio::spawn(async move {
                 let call = Call::new(&settings);
                 let (value, exec) = redlock.acquire(&["k".into()], 5_000, &call).await;
                 assert!(exec.outcome.is_ok());
                 order.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 redlock.release(&["k".into()], &value, &call).await;
             }));
-            // Each waits long enough to take its place in the line.
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            tokio::time::sleep(gap).await;
         }
-        let line = "{k}:redlock-rs:line";
-        for s in &stores {
-            assert!(s.keys().contains(&line.to_string()), "{:?}", s.keys());
-        }
+        before_release(stores);
         holder
             .release(&["k".into()], &held, &Call::new(&settings))
             .await;
         for t in tasks {
             t.await.unwrap();
         }
-        // Without the line, the heads race at each release and the order is left to chance.
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
-        // Every ticket left the line: nothing is left on the nodes.
+        // Every ticket left the line, the last holder released: nothing is left.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(keys(&stores), vec![Vec::<String>::new(); 3]);
+        assert_eq!(keys(stores), vec![Vec::<String>::new(); 3]);
+        let order = order.lock().unwrap().clone();
+        order
+    }
+
+    #[tokio::test]
+    async fn heads_of_other_processes_are_served_in_the_order_their_waits_began() {
+        let (stores, holder) = stores(3);
+        // Each waits long enough to take its place in the line.
+        let in_line = |stores: &[Arc<MemoryStore>]| {
+            for s in stores {
+                let line = "{k}:redlock-rs:line".to_string();
+                assert!(s.keys().contains(&line), "{:?}", s.keys());
+            }
+        };
+        let others = stores.clone();
+        let served = served_order(
+            &stores,
+            Arc::new(holder),
+            |_| process(&others),
+            Duration::from_millis(40),
+            in_line,
+        )
+        .await;
+        // Without the line, the heads race at each release and the order is left to chance.
+        assert_eq!(served, vec![0, 1, 2]);
     }
 
     #[tokio::test]
@@ -346,37 +374,16 @@ mod tests {
     async fn waiters_of_one_process_are_served_in_arrival_order() {
         let (stores, redlock) = stores(3);
         let redlock = Arc::new(redlock);
-        let settings = Settings {
-            retry_count: 200,
-            retry_delay_ms: 20,
-            retry_jitter_ms: 0,
-            ..*redlock.settings()
-        };
-        let (held, _) = redlock
-            .acquire(&["k".into()], 5_000, &Call::new(&settings))
-            .await;
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for i in 0..3 {
-            let (redlock, order) = (redlock.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                let call = Call::new(&settings);
-                let (value, exec) = redlock.acquire(&["k".into()], 5_000, &call).await;
-                assert!(exec.outcome.is_ok());
-                order.lock().unwrap().push(i);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                redlock.release(&["k".into()], &value, &call).await;
-            }));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        redlock
-            .release(&["k".into()], &held, &Call::new(&settings))
-            .await;
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
-        assert_eq!(keys(&stores), vec![Vec::<String>::new(); 3]);
+        let same = redlock.clone();
+        let served = served_order(
+            &stores,
+            redlock,
+            |_| same.clone(),
+            Duration::from_millis(10),
+            |_| {},
+        )
+        .await;
+        assert_eq!(served, vec![0, 1, 2]);
         let _ = Op::Release;
     }
 }
