@@ -341,18 +341,21 @@ impl State {
     }
 
     /// As the scripts' `PASS_ON`: releases `lock` if it holds `mine`, keeping it for the
-    /// first ticket of its line if there is one; `true` when released.
+    /// first ticket of its line if there is one; announced unless `quiet`, or kept for
+    /// `own`; `true` when released.
     fn pass_on(
         &mut self,
         [lock, line, expiry]: [&String; 3],
         mine: &str,
-        quiet: bool,
+        (quiet, own): (bool, Option<&str>),
         published: &mut Vec<(String, String)>,
     ) -> bool {
         if self.get(lock).as_deref() != Some(mine) {
             return false;
         }
-        let said = match self.line_head(line, expiry) {
+        let head = self.line_head(line, expiry);
+        let for_own = own.is_some() && head.as_deref() == own;
+        let said = match head {
             Some(head) => {
                 let left = self.zset(expiry).get(&head).copied().unwrap_or(0) - self.now_ms();
                 let kept = format!("{RESERVED_PREFIX}{head}");
@@ -364,7 +367,7 @@ impl State {
                 mine.to_string()
             }
         };
-        if !quiet {
+        if !quiet && !for_own {
             published.push((format!("{RELEASED_PREFIX}{lock}"), said));
         }
         true
@@ -761,7 +764,7 @@ fn line_release(
     let passed = st.pass_on(
         [lock, line, expiry],
         c.value(),
-        c.a(1) == "quiet",
+        (c.a(1) == "quiet", Some(ticket).filter(|t| !t.is_empty())),
         published,
     );
     Ok(int(passed as i64))
@@ -778,7 +781,7 @@ fn line_leave(
         st.tidy(k);
     }
     let kept = format!("{RESERVED_PREFIX}{}", c.value());
-    let passed = st.pass_on([lock, line, expiry], &kept, false, published);
+    let passed = st.pass_on([lock, line, expiry], &kept, (false, None), published);
     Ok(int(passed as i64))
 }
 

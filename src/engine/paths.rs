@@ -61,6 +61,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tie_retried_counts_its_attempts_and_leaves_nothing() {
+        // The retries run the line's script, whose cleanup keeps the lock for the waiter's
+        // own ticket: that must not wake the waiter into retries that do not count.
+        let (stores, redlock) = stores(4);
+        hold(&stores[0], "k").await;
+        hold(&stores[1], "k").await;
+        let settings = Settings {
+            retry_count: 2,
+            retry_delay_ms: 10,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let (_, exec) = redlock
+            .acquire(&["k".into()], 1_000, &Call::new(&settings))
+            .await;
+        assert_eq!(exec.outcome, Err(FailureKind::Locked));
+        assert_eq!(exec.attempt_count, 3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(keys(&stores[2..]), vec![Vec::<String>::new(); 2]);
+    }
+
+    #[tokio::test]
     async fn a_split_vote_with_a_failure_is_undecided_and_cleaned_up() {
         let (stores, redlock) = stores(3);
         hold(&stores[0], "k").await;

@@ -284,8 +284,9 @@ pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
 /// `KEYS[3]`) has a live first ticket, the lock is kept for it (set to
 /// [`RESERVED_PREFIX`] + ticket until the ticket expires) instead of deleted, so that only
 /// that waiter can take it next (a `SET NX` of anyone else finds it held). Announced
-/// unless `quiet` is `'quiet'`: with the value kept (which wakes only that waiter), or
-/// with `mine` when the lock is free. Returns 1 when released, else 0.
+/// unless `quiet` is `'quiet'` or the lock is kept for `own` (the releasing waiter's own
+/// ticket: it retries anyway, and must not wake itself): with the value kept (which wakes
+/// only that waiter), or with `mine` when the lock is free. Returns 1 when released, else 0.
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
@@ -304,7 +305,7 @@ else
     redis.call('del', KEYS[1])
   end
 end
-if quiet ~= 'quiet' then
+if quiet ~= 'quiet' and not (own and head == own) then
   redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
 end
 return 1
@@ -320,7 +321,7 @@ return 1
 /// released, else 0.
 pub static LINE_RELEASE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        r#"local mine, quiet = ARGV[1], ARGV[2]
+        r#"local mine, quiet, own = ARGV[1], ARGV[2], ARGV[3]
 if ARGV[3] and redis.call('get', KEYS[1]) == mine then
   {NOW}
   redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
@@ -342,7 +343,7 @@ pub static LINE_LEAVE: LazyLock<String> = LazyLock::new(|| {
         r#"
 redis.call('zrem', KEYS[2], ARGV[1])
 redis.call('zrem', KEYS[3], ARGV[1])
-local mine, quiet = '{RESERVED_PREFIX}' .. ARGV[1], ''
+local mine, quiet, own = '{RESERVED_PREFIX}' .. ARGV[1], '', nil
 {}"#,
         *PASS_ON
     )
