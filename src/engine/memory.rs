@@ -342,16 +342,16 @@ impl State {
 
     /// As the scripts' `PASS_ON`: releases `lock` if it holds `mine`, keeping it for the
     /// first ticket of its line if there is one; announced unless `quiet`, or kept for
-    /// `own`; `true` when released.
+    /// `own`. 1 when released, 2 when kept for `own` (not announced), 0 when not ours.
     fn pass_on(
         &mut self,
         [lock, line, expiry]: [&String; 3],
         mine: &str,
         (quiet, own): (bool, Option<&str>),
         published: &mut Vec<(String, String)>,
-    ) -> bool {
+    ) -> i64 {
         if self.get(lock).as_deref() != Some(mine) {
-            return false;
+            return 0;
         }
         let head = self.line_head(line, expiry);
         let for_own = own.is_some() && head.as_deref() == own;
@@ -367,10 +367,13 @@ impl State {
                 mine.to_string()
             }
         };
-        if !quiet && !for_own {
+        if for_own {
+            return 2;
+        }
+        if !quiet {
             published.push((format!("{RELEASED_PREFIX}{lock}"), said));
         }
-        true
+        1
     }
 
     /// The first member of sorted set `key` (by score, then member, as Redis orders).
@@ -767,7 +770,7 @@ fn line_release(
         (c.a(1) == "quiet", Some(ticket).filter(|t| !t.is_empty())),
         published,
     );
-    Ok(int(passed as i64))
+    Ok(int(passed))
 }
 
 fn line_leave(
@@ -782,7 +785,7 @@ fn line_leave(
     }
     let kept = format!("{RESERVED_PREFIX}{}", c.value());
     let passed = st.pass_on([lock, line, expiry], &kept, (false, None), published);
-    Ok(int(passed as i64))
+    Ok(int(passed))
 }
 
 fn write_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {

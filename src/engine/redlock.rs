@@ -561,7 +561,14 @@ impl Quorum {
             let (stats, outcome) = self
                 .attempt(op, resources, &value, call, seat.as_ref())
                 .await;
-            queued = if stats.queued { queued + 1 } else { 0 };
+            // Told to stay queued while the lock was free, or the cleanup kept the lock
+            // for this head: retry soon (see `crate::engine::line`).
+            queued = if stats.queued {
+                queued + 1
+            } else {
+                u32::from(stats.kept)
+            };
+            let counted = !stats.queued;
             let against = stats.tally.against() > 0;
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
@@ -580,8 +587,10 @@ impl Quorum {
                 .await
             {
                 // A retry after being told to stay queued does not count against
-                // retryCount either: the lock was free, and is about to change hands.
-                Waited::Woken(woken) => run.woken = woken || queued > 0,
+                // retryCount either: the lock was free, and is about to change hands. One
+                // after a cleanup that kept the lock for this head does (a tie with a
+                // holder that keeps its nodes would otherwise retry without end).
+                Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
             }
@@ -818,6 +827,7 @@ impl Quorum {
             late: false,
             slot: None,
             queued: false,
+            kept: false,
         };
         self.deliver(resources, offer, validity, stats.clone());
         Some(stats)
@@ -1016,12 +1026,13 @@ impl Quorum {
             decide(op, &ballot, confirmed, started, settings)
         };
         let _ = final_tx.send(outcome.is_ok());
+        let mut kept = false;
         if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
             // With the lock held by another owner on a quorum, the release of what this
             // attempt set frees nothing: it is not announced (it would wake every waiter
             // for an attempt bound to fail).
             let quiet = ballot.held_elsewhere();
-            self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
+            kept = self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
         }
         let queued = commands.reply == Reply::Line && ballot.queued();
         let Ballot { votes, tally, .. } = ballot;
@@ -1033,6 +1044,7 @@ impl Quorum {
                 late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),
                 queued,
+                kept,
             },
             outcome,
         )
@@ -1261,14 +1273,16 @@ impl Quorum {
 
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
     /// (they answer), and sends the release in the background to nodes that never
-    /// answered (it is queued behind the acquire on the same connection).
+    /// answered (it is queued behind the acquire on the same connection). `true` when a
+    /// node kept the lock for this waiter's own ticket (see
+    /// [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
     async fn cleanup(
         &self,
         votes: &[Option<Vote>],
         strays: &[usize],
         commands: &Commands,
         quiet: bool,
-    ) {
+    ) -> bool {
         let limit = self.command_timeout();
         let release = match commands.quiet_release().filter(|_| quiet) {
             Some(r) => r,
@@ -1299,7 +1313,7 @@ impl Quorum {
                 }));
             }
         }
-        let _ = tokio::time::timeout(
+        let released = tokio::time::timeout(
             limit,
             futures::future::join_all(
                 answered
@@ -1308,6 +1322,7 @@ impl Quorum {
             ),
         )
         .await;
+        released.is_ok_and(|r| r.iter().any(|r| matches!(r, Ok(KEPT_FOR_OWN))))
     }
 
     /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
@@ -1426,6 +1441,10 @@ impl Quorum {
 fn ticket_ttl_ms(pause: u64, ttl_ms: u64) -> u64 {
     (2 * pause + 1_000).min(ttl_ms).max(100)
 }
+
+/// What the line's release answers when it kept the lock for the releasing waiter's own
+/// ticket (see [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
+const KEPT_FOR_OWN: i64 = 2;
 
 /// Whether `op` on `resources` waits in the nodes' line (see `crate::engine::line`): an
 /// acquire of a plain mutex on one resource, without fencing.

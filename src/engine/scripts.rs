@@ -284,9 +284,10 @@ pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
 /// `KEYS[3]`) has a live first ticket, the lock is kept for it (set to
 /// [`RESERVED_PREFIX`] + ticket until the ticket expires) instead of deleted, so that only
 /// that waiter can take it next (a `SET NX` of anyone else finds it held). Announced
-/// unless `quiet` is `'quiet'` or the lock is kept for `own` (the releasing waiter's own
-/// ticket: it retries anyway, and must not wake itself): with the value kept (which wakes
-/// only that waiter), or with `mine` when the lock is free. Returns 1 when released, else 0.
+/// unless `quiet` is `'quiet'`: with the value kept (which wakes only that waiter), or with
+/// `mine` when the lock is free. Returns 1 when released, 2 when the lock was kept for `own`
+/// (the releasing waiter's own ticket: not announced, the waiter retries soon on its own
+/// and must not wake itself into retries that do not count), else 0.
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
@@ -305,7 +306,8 @@ else
     redis.call('del', KEYS[1])
   end
 end
-if quiet ~= 'quiet' and not (own and head == own) then
+if own and head == own then return 2 end
+if quiet ~= 'quiet' then
   redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
 end
 return 1
