@@ -26,7 +26,9 @@
 //!   line and the other heads sleep on;
 //! * a head told to stay queued while the lock is free retries after a short pause that
 //!   doubles (the head before it is about to take the lock, or is gone), not after a
-//!   whole retry delay.
+//!   whole retry delay; one whose lost attempt's cleanup kept the lock for its own ticket
+//!   retries after the short pause too, counted against `retryCount` (a holder that
+//!   keeps its nodes would otherwise make it retry without end).
 //!
 //! The order uses the wall clocks of the waiting processes: a process whose clock runs
 //! behind comes first more often. That costs fairness, never safety.
