@@ -489,8 +489,9 @@ impl Quorum {
     /// for longer than the retry delay, and never polled for). Retries stop at
     /// `call.deadline`, and at once when the call is aborted.
     ///
-    /// A little over a screen: the retry loop itself (turn, hand-over wait, attempt, stop
-    /// conditions, progress, pause), each step one call, with its exits in one place.
+    /// A screen: what comes before the first attempt ([`Quorum::start`]), then the retry
+    /// loop itself (value, seat, attempt, stop conditions, progress, pause), each step one
+    /// call, with its exits in one place.
     pub async fn execute(
         &self,
         op: Op,
@@ -498,39 +499,10 @@ impl Quorum {
         value: &str,
         call: &Call<'_>,
     ) -> Execution {
-        let mut run = Retries::start();
-        if call.cancelled() {
-            return run.finish(Err(FailureKind::Aborted));
-        }
-        if op == Op::Release {
-            self.stragglers.note_release(value, self.command_timeout());
-            if let Some(stats) = self.hand_over(resources, value, call).await {
-                return run.handed_over(stats, value);
-            }
-        }
-        let mut turn = None;
-        let mut wait_first = false;
-        if matches!(op, Op::Acquire { .. }) {
-            match self.take_turn(resources, value, call, run.started).await {
-                Ok((t, wait)) => (turn, wait_first) = (Some(t), wait),
-                Err(kind) => return run.finish(Err(kind)),
-            }
-        }
-        // The previous head of the line took the lock: its release (or its hand-over to
-        // us) is what to wait for before the first attempt.
-        if wait_first {
-            if let Some(t) = &turn {
-                let pause = call.settings.retry_pause(random_unit());
-                match self
-                    .wait_release(t, op, call, pause, lined(op, resources, call))
-                    .await
-                {
-                    Waited::Handed(h) => return self.handed(run, turn, h),
-                    Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
-                    Waited::Woken(_) => {}
-                }
-            }
-        }
+        let (mut run, mut turn, wait_first) = match self.start(op, resources, value, call).await {
+            Ok(started) => started,
+            Err(done) => return done,
+        };
         // Every acquire attempt gets a fresh value: the cleanup of a failed attempt, which
         // can land late on a slow or reconnecting node, must never remove the key a later
         // attempt set there (found by the chaos run: a lock held on a bare quorum lost a
@@ -546,17 +518,10 @@ impl Quorum {
         loop {
             run.begin_attempt();
             if run.attempt_count > 1 && matches!(op, Op::Acquire { .. }) {
-                value = random_value();
-                if let Some(t) = &turn {
-                    t.released().0.set_own(Some(value.clone()));
-                }
+                value = fresh_value(&turn);
             }
             if seat.is_none() && (run.attempt_count > 1 || wait_first) {
-                seat = self.seat(op, resources, call, run.start_ms);
-                if let (Some(s), Some(t)) = (&seat, &turn) {
-                    // Releases that keep the lock for another ticket do not wake this head.
-                    t.released().0.set_ticket(Some(s.ticket.clone()));
-                }
+                seat = self.take_seat(op, resources, call, run.start_ms, &turn);
             }
             let (stats, outcome) = self
                 .attempt(op, resources, &value, call, seat.as_ref())
@@ -595,6 +560,64 @@ impl Quorum {
                 Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
             }
         }
+    }
+
+    /// What comes before the first attempt: a release first tries to hand the lock over
+    /// within the process; an acquire takes its turn in the process's line and, when the
+    /// previous head took the lock, waits for its release (or its hand-over to us).
+    /// `Err`: the operation ended there. `Ok`: the retries so far, the turn, and whether
+    /// a wait came first.
+    async fn start(
+        &self,
+        op: Op,
+        resources: &[String],
+        value: &str,
+        call: &Call<'_>,
+    ) -> Result<(Retries, Option<Turn>, bool), Execution> {
+        let run = Retries::start();
+        if call.cancelled() {
+            return Err(run.finish(Err(FailureKind::Aborted)));
+        }
+        if op == Op::Release {
+            self.stragglers.note_release(value, self.command_timeout());
+            if let Some(stats) = self.hand_over(resources, value, call).await {
+                return Err(run.handed_over(stats, value));
+            }
+        }
+        if !matches!(op, Op::Acquire { .. }) {
+            return Ok((run, None, false));
+        }
+        let (turn, wait_first) = match self.take_turn(resources, value, call, run.started).await {
+            Ok(taken) => taken,
+            Err(kind) => return Err(run.finish(Err(kind))),
+        };
+        if wait_first {
+            let pause = call.settings.retry_pause(random_unit());
+            let lined = lined(op, resources, call);
+            match self.wait_release(&turn, op, call, pause, lined).await {
+                Waited::Handed(h) => return Err(self.handed(run, Some(turn), h)),
+                Waited::Aborted => return Err(run.finish(Err(FailureKind::Aborted))),
+                Waited::Woken(_) => {}
+            }
+        }
+        Ok((run, Some(turn), wait_first))
+    }
+
+    /// A place in the nodes' line for this acquire (see [`Quorum::seat`]); the turn's
+    /// release signal then ignores releases that keep the lock for another ticket.
+    fn take_seat(
+        &self,
+        op: Op,
+        resources: &[String],
+        call: &Call<'_>,
+        start_ms: f64,
+        turn: &Option<Turn>,
+    ) -> Option<Seat> {
+        let seat = self.seat(op, resources, call, start_ms)?;
+        if let Some(t) = turn {
+            t.released().0.set_ticket(Some(seat.ticket.clone()));
+        }
+        Some(seat)
     }
 
     /// An acquire that got the lock by a hand-over.
@@ -1440,6 +1463,16 @@ impl Quorum {
 /// released lock back no longer than a holder that died would.
 fn ticket_ttl_ms(pause: u64, ttl_ms: u64) -> u64 {
     (2 * pause + 1_000).min(ttl_ms).max(100)
+}
+
+/// A fresh value for an acquire's next attempt; releases of it (its own cleanups) wake
+/// nobody in its turn's line.
+fn fresh_value(turn: &Option<Turn>) -> String {
+    let value = random_value();
+    if let Some(t) = turn {
+        t.released().0.set_own(Some(value.clone()));
+    }
+    value
 }
 
 /// What the line's release answers when it kept the lock for the releasing waiter's own
