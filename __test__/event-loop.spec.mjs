@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads'
 
 import test from 'ava'
 
-import { lib, resource, useServers } from './helpers.mjs'
+import { lib, resource, useServers, valuesOn } from './helpers.mjs'
 
 const { Redlock, Redis } = lib
 const servers = useServers(test, 3)
@@ -72,4 +72,46 @@ test('Redlocks in worker threads and in the main thread share one lock without o
   t.is(spans.length, 90)
   const overlapping = spans.filter((s, i) => i > 0 && s[0] < spans[i - 1][1])
   t.deepEqual(overlapping, [], 'no critical section starts before the previous one ended')
+})
+
+// More operations started in one go than wait for the event loop's next iteration: the
+// ones started first leave at once (in a turn run inside the call that starts one too
+// many), and every result still reaches JavaScript, once, at a later iteration.
+test('a burst of 300 operations started in one go: every one settles once, with its own lock on every node', async (t) => {
+  const key = resource(t)
+  const redlock = new Redlock(servers.map((s) => new Redis(s.port)))
+  const keys = Array.from({ length: 300 }, (_, i) => `${key}:${i}`)
+  const locks = await Promise.all(keys.map((k) => redlock.acquire([k], 10_000)))
+  t.is(new Set(locks.map((l) => l.value)).size, 300)
+  for (const i of [0, 31, 32, 33, 150, 299]) {
+    t.deepEqual(await valuesOn(servers, keys[i]), servers.map(() => locks[i].value), `key ${i}`)
+  }
+  const released = await Promise.all(locks.map((l) => l.release()))
+  t.is(released.length, 300)
+  t.deepEqual(await valuesOn(servers, keys[299]), servers.map(() => null))
+  await redlock.quit()
+})
+
+test('a burst of 100 waiters on one key started in one go: each holds it in turn, without overlap', async (t) => {
+  const key = resource(t)
+  const redlock = new Redlock(servers.map((s) => new Redis(s.port)), { retryCount: -1, retryDelay: 20 })
+  const memory = new Redlock([new lib.MemoryStore()], { retryCount: -1, retryDelay: 20 })
+  for (const lock of [redlock, memory]) {
+    let holders = 0
+    let most = 0
+    const sections = await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        const l = await lock.acquire([key], 10_000)
+        most = Math.max(most, ++holders)
+        await new Promise((r) => setImmediate(r))
+        holders--
+        await l.release()
+        return 1
+      }),
+    )
+    t.is(sections.length, 100)
+    t.is(most, 1)
+  }
+  await redlock.quit()
+  await memory.quit()
 })

@@ -66,7 +66,7 @@ pub fn init(env: &Env) {
 /// On this thread's runtime the future starts at the event loop's next iteration, with
 /// every other future started meanwhile, before any of them writes to a connection: so
 /// the commands of all the operations JavaScript started in one go leave in one write per
-/// connection.
+/// connection (in writes of [`START_AT`] operations when it started more).
 pub fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
@@ -75,16 +75,20 @@ where
         Some(l) => {
             IN_FLIGHT.with(|n| n.set(n.get() + 1));
             let guard = InFlight;
-            let first = STARTING.with(|s| {
+            let n = STARTING.with(|s| {
                 let mut s = s.borrow_mut();
                 s.push(Box::pin(async move {
                     let _in_flight = guard;
                     fut.await
                 }));
-                s.len() == 1
+                s.len()
             });
-            if first && !l.turning.get() {
-                l.soon();
+            if !l.turning.get() {
+                if n >= START_AT {
+                    start_now(&l);
+                } else if n == 1 {
+                    l.soon();
+                }
             }
         }
         None => {
@@ -177,6 +181,13 @@ impl Drop for InFlight {
     }
 }
 
+/// How many futures spawned from JavaScript wait for the event loop's next iteration at
+/// most: the one that makes them this many starts them at once (`start_now`). With 64
+/// operations resolved in one batch, their continuations then write in two goes and
+/// Redis answers the first half while JavaScript runs the second, instead of the two
+/// taking turns (64 loops on one server, interleaved in one process: +25-45% ops/s).
+const START_AT: usize = 32;
+
 /// A turn parks at most this often before it returns to the event loop (which then turns
 /// it again at once): JavaScript gets its results even while replies keep coming.
 const MAX_PARKS: u32 = 32;
@@ -225,12 +236,11 @@ fn on_park() {
     }
 }
 
-/// Runs this thread's runtime until it has nothing left to do without waiting, then
-/// hands the results to JavaScript.
-fn turn() {
-    let Some(l) = current() else { return };
+/// Runs this thread's runtime until it has nothing left to do without waiting (`false`
+/// when a turn is already in progress).
+fn run_until_idle(l: &imp::JsLoop) -> bool {
     if l.turning.replace(true) {
-        return;
+        return false;
     }
     PARKS.with(|p| p.set(0));
     IDLE.with(|i| i.set(false));
@@ -239,11 +249,31 @@ fn turn() {
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| l.rt.block_on(Quiesce)));
     l.turning.set(false);
     READY.with(|r| r.set(false));
+    true
+}
+
+/// Runs this thread's runtime until it has nothing left to do without waiting, then
+/// hands the results to JavaScript.
+fn turn() {
+    let Some(l) = current() else { return };
+    if !run_until_idle(&l) {
+        return;
+    }
     for f in AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut())) {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
     }
     l.retime();
-    if CUT.with(Cell::get) {
+    // Cut short, or results of a turn `start_now` ran meanwhile are waiting.
+    if CUT.with(Cell::get) || AFTER_TURN.with(|a| !a.borrow().is_empty()) {
+        l.soon();
+    }
+}
+
+/// Starts the futures spawned so far at once, so that their commands leave now; their
+/// results, and any other, go to JavaScript at the event loop's next iteration (this
+/// runs inside a call from JavaScript, which it does not call back).
+fn start_now(l: &imp::JsLoop) {
+    if run_until_idle(l) {
         l.soon();
     }
 }
