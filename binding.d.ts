@@ -43,7 +43,7 @@ export declare class NativeRedlock {
    * `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
    * `complete(batch)` receives the completions of the operations started with an id.
    */
-  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<Completion>) => void)
+  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[id: number, status: CompletionStatus, reason: string | undefined, value: string | undefined, expiration: number, start: number, attempts: Array<string>, errors: Array<string>, fence: string | undefined, slot: number | undefined]>) => void)
   get settings(): RedlockSettings
   /** This instance's settings with `overrides` applied and validated. */
   resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings
@@ -85,38 +85,6 @@ export declare class NativeRedlock {
   holders(resource: string, permits: number): Promise<number>
   /** Closes the connections of every client of this instance. */
   quit(): Promise<void>
-}
-
-/**
- * One finished operation (or one attempt of it, with the status `Progress`), as
- * JavaScript receives it.
- */
-export interface Completion {
-  /** The operation's id, given by the JavaScript layer. */
-  id: number
-  status: CompletionStatus
-  /**
-   * Why it failed, as the engine decided ('locked', 'quorum-unavailable', 'expired',
-   * 'aborted', 'internal'); `None` when it succeeded (or for the progress statuses).
-   */
-  reason?: string
-  /** The lock value of an acquire, or the message of an internal error. */
-  value?: string
-  /** Wall-clock ms until which an acquired or extended lock is valid; 0 otherwise. */
-  expiration: number
-  /** Wall-clock ms at which the operation started. */
-  start: number
-  /**
-   * One string per attempt (the last 100), one character per client: `F` for, `L`
-   * locked by another owner, `E` error, `-` no answer needed, `?` an answer to come.
-   */
-  attempts: Array<string>
-  /** The messages of the `E` votes, in order. */
-  errors: Array<string>
-  /** The fencing token (decimal) of an acquire with `fencing`. */
-  fence?: string
-  /** The semaphore slot of an acquired permit. */
-  slot?: number
 }
 
 /** The statuses of a [`Completion`] (exported to JavaScript as an object of numbers). */

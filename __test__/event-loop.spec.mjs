@@ -115,3 +115,27 @@ test('a burst of 100 waiters on one key started in one go: each holds it in turn
   await redlock.quit()
   await memory.quit()
 })
+
+// Operations that finish without waiting for I/O (a MemoryStore's) used to keep the event
+// loop in its timers phase for as long as a loop of them ran: a stop flag set by a timer
+// was never seen.
+test('a loop of in-memory locks leaves the event loop its turns: timers and immediates run meanwhile', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()])
+  let stop = false
+  let immediates = 0
+  const tick = () => {
+    immediates++
+    if (!stop) setImmediate(tick)
+  }
+  setImmediate(tick)
+  setTimeout(() => (stop = true), 50)
+  const started = Date.now()
+  let cycles = 0
+  while (!stop && Date.now() - started < 20_000) {
+    await (await redlock.acquire([`${resource(t)}`], 10_000)).release()
+    cycles++
+  }
+  t.true(stop, `the timer ran (after ${cycles} cycles)`)
+  t.true(immediates > 1, `setImmediate callbacks ran (${immediates})`)
+  await redlock.quit()
+})

@@ -53,36 +53,36 @@ const { NativeClient, NativeRedlock, CompletionStatus } = native
 // Completion statuses, as the addon exports them (src/addon/completion.rs).
 const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late: LATE } = CompletionStatus
 
-// A completion is an object `{ id, status, reason, value, expiration, start, attempts,
-// errors, fence, slot }` made by the addon; the rest of the JavaScript layer reads it only
+// A completion is an array `[id, status, reason, value, expiration, start, attempts,
+// errors, fence, slot]` made by the addon; the rest of the JavaScript layer reads it only
 // through these.
 
 /** The id the operation was started under. */
-const idOf = (c) => c.id
+const idOf = (c) => c[0]
 /** One of the statuses above. */
-const statusOf = (c) => c.status
+const statusOf = (c) => c[1]
 /** Whether the operation succeeded (status DONE). */
-const succeeded = (c) => c.status === DONE
+const succeeded = (c) => c[1] === DONE
 /** Why the operation failed, as the engine decided: 'locked' | 'quorum-unavailable' | 'expired' | 'aborted' | 'internal'. */
-const reasonOf = (c) => c.reason ?? 'internal'
+const reasonOf = (c) => c[2] ?? 'internal'
 /** The value (owner token) of the lock acquired. */
-const lockValueOf = (c) => c.value
+const lockValueOf = (c) => c[3]
 /** The message of an INTERNAL failure. */
-const messageOf = (c) => c.value
+const messageOf = (c) => c[3]
 /** The lock's expiration (ms since the epoch) after an acquire or extend. */
-const expirationOf = (c) => c.expiration
+const expirationOf = (c) => c[4]
 /** When the operation started (ms since the epoch). */
-const startOf = (c) => c.start
+const startOf = (c) => c[5]
 /** One string per attempt (the last 100), one vote character per client ('?': to come, LATE). */
-const attemptsOf = (c) => c.attempts
+const attemptsOf = (c) => c[6]
 /** The messages of the attempts' 'E' votes, in order. */
-const errorsOf = (c) => c.errors
+const errorsOf = (c) => c[7]
 /** The complete votes of the last attempt, in a LATE completion (its only attempt string). */
-const lateAttemptOf = (c) => c.attempts[0]
+const lateAttemptOf = (c) => c[6][0]
 /** The fencing token of an acquire with `fencing`, as a bigint (undefined without). */
-const fenceTokenOf = (c) => (c.fence == null ? undefined : BigInt(c.fence))
+const fenceTokenOf = (c) => (c[8] == null ? undefined : BigInt(c[8]))
 /** The semaphore slot of an acquired permit (undefined for other kinds). */
-const slotOf = (c) => c.slot ?? undefined
+const slotOf = (c) => c[9]
 
 module.exports = {
   NativeClient,

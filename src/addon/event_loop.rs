@@ -286,6 +286,8 @@ mod imp {
     use std::sync::Mutex;
 
     type Handle = *mut c_void;
+    const UV_CHECK: c_int = 2;
+    const UV_IDLE: c_int = 6;
     const UV_POLL: c_int = 8;
     const UV_TIMER: c_int = 13;
     const UV_READABLE: c_int = 1;
@@ -307,6 +309,12 @@ mod imp {
             repeat: u64,
         ) -> c_int;
         fn uv_timer_stop(handle: Handle) -> c_int;
+        fn uv_check_init(lp: *mut c_void, handle: Handle) -> c_int;
+        fn uv_check_start(handle: Handle, cb: extern "C" fn(Handle)) -> c_int;
+        fn uv_check_stop(handle: Handle) -> c_int;
+        fn uv_idle_init(lp: *mut c_void, handle: Handle) -> c_int;
+        fn uv_idle_start(handle: Handle, cb: extern "C" fn(Handle)) -> c_int;
+        fn uv_idle_stop(handle: Handle) -> c_int;
         fn uv_unref(handle: Handle);
         fn uv_close(handle: Handle, cb: Option<extern "C" fn(Handle)>);
     }
@@ -320,6 +328,20 @@ mod imp {
     extern "C" fn on_timer(_: Handle) {
         turn();
     }
+
+    /// The turn asked for with `soon`, after this iteration's poll for I/O.
+    extern "C" fn on_check(_: Handle) {
+        if let Some(l) = current() {
+            unsafe {
+                uv_check_stop(l.check);
+                uv_idle_stop(l.idle);
+            }
+        }
+        turn();
+    }
+
+    /// An active idle handle only makes the iteration's poll for I/O not wait.
+    extern "C" fn on_idle(_: Handle) {}
 
     extern "C" fn free_handle(handle: Handle) {
         unsafe { libc::free(handle) }
@@ -357,6 +379,8 @@ mod imp {
         pub(super) turning: Cell<bool>,
         poll: Handle,
         timer: Handle,
+        check: Handle,
+        idle: Handle,
         /// The timer's period in ms (0: stopped).
         period: Cell<u64>,
     }
@@ -394,13 +418,21 @@ mod imp {
             unsafe {
                 let poll = libc::calloc(1, uv_handle_size(UV_POLL));
                 let timer = libc::calloc(1, uv_handle_size(UV_TIMER));
-                if poll.is_null() || timer.is_null() || uv_poll_init(lp, poll, fd) != 0 {
+                let check = libc::calloc(1, uv_handle_size(UV_CHECK));
+                let idle = libc::calloc(1, uv_handle_size(UV_IDLE));
+                let handles = [poll, timer, check, idle];
+                if handles.iter().any(|h| h.is_null()) || uv_poll_init(lp, poll, fd) != 0 {
+                    handles.into_iter().for_each(|h| libc::free(h));
                     return None;
                 }
                 uv_poll_start(poll, UV_READABLE, on_poll);
                 uv_unref(poll);
                 uv_timer_init(lp, timer);
                 uv_unref(timer);
+                uv_check_init(lp, check);
+                uv_unref(check);
+                uv_idle_init(lp, idle);
+                uv_unref(idle);
                 // At the environment's teardown: the handles are closed and the runtime
                 // dropped (with its connections).
                 let _ = env.add_env_cleanup_hook((), |_| {
@@ -412,6 +444,8 @@ mod imp {
                     turning: Cell::new(false),
                     poll,
                     timer,
+                    check,
+                    idle,
                     period: Cell::new(0),
                 })
             }
@@ -457,19 +491,26 @@ mod imp {
             });
         }
 
-        /// Turns the runtime again at the event loop's next iteration.
+        /// Turns the runtime again after this iteration's poll for I/O (in the check
+        /// phase, where `setImmediate` callbacks run; the next iteration's when that
+        /// phase is running). Not with a timer due at once: libuv 1.46 runs a timer
+        /// restarted in its own callback again in the same pass, so operations that
+        /// finish without waiting for I/O (a `MemoryStore`'s) kept the loop in its timers
+        /// phase, and JavaScript's timers and immediates never ran.
         pub(super) fn soon(&self) {
-            let period = self.period.get().max(1);
-            self.period.set(period);
-            unsafe { uv_timer_start(self.timer, on_timer, 0, period) };
+            unsafe {
+                uv_idle_start(self.idle, on_idle);
+                uv_check_start(self.check, on_check);
+            }
         }
     }
 
     impl Drop for JsLoop {
         fn drop(&mut self) {
             unsafe {
-                uv_close(self.poll, Some(free_handle));
-                uv_close(self.timer, Some(free_handle));
+                for handle in [self.poll, self.timer, self.check, self.idle] {
+                    uv_close(handle, Some(free_handle));
+                }
             }
         }
     }

@@ -407,7 +407,7 @@ impl NativeRedlock {
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<Completion>) => void"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[id: number, status: CompletionStatus, reason: string | undefined, value: string | undefined, expiration: number, start: number, attempts: Array<string>, errors: Array<string>, fence: string | undefined, slot: number | undefined]>) => void"
     )]
     pub fn new(
         env: Env,
