@@ -282,6 +282,9 @@ impl Completer {
         F: Future<Output = Completion> + Send + 'static,
     {
         let this = self.clone();
+        // On the heap at once: the wrappers below then move a pointer, not the operation's
+        // future (about 2 KB), each time one wraps it.
+        let fut = Box::pin(fut);
         super::event_loop::spawn(async move {
             let completion = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(c) => c,

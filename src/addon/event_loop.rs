@@ -10,6 +10,8 @@
 //!   runtime's sockets has data or a task was woken from another thread; each time it is,
 //!   the runtime runs on the JavaScript thread until it has nothing left to do without
 //!   waiting ([`turn`]), and returns to libuv;
+//! * futures spawned from JavaScript start in a turn run in the loop's check phase, right
+//!   after its poll for I/O (or at once, 32 at a time, when more wait);
 //! * a libuv timer turns it too, every millisecond while an operation is in flight (the
 //!   runtime's timers: retry delays, time-outs) and every 100 ms otherwise, for background
 //!   work; it does not keep the process alive.
@@ -63,8 +65,8 @@ pub fn init(env: &Env) {
 
 /// Runs `fut` to completion: on this thread's runtime, or on the I/O threads.
 ///
-/// On this thread's runtime the future starts at the event loop's next iteration, with
-/// every other future started meanwhile, before any of them writes to a connection: so
+/// On this thread's runtime the future starts after the event loop's poll for I/O (see
+/// `soon`), with every other future started meanwhile, before any of them writes: so
 /// the commands of all the operations JavaScript started in one go leave in one write per
 /// connection (in writes of [`START_AT`] operations when it started more).
 pub fn spawn<F>(fut: F)
@@ -181,8 +183,8 @@ impl Drop for InFlight {
     }
 }
 
-/// How many futures spawned from JavaScript wait for the event loop's next iteration at
-/// most: the one that makes them this many starts them at once (`start_now`). With 64
+/// How many futures spawned from JavaScript wait to start (`soon`) at most: the one that
+/// makes them this many starts them at once (`start_now`). With 64
 /// operations resolved in one batch, their continuations then write in two goes and
 /// Redis answers the first half while JavaScript runs the second, instead of the two
 /// taking turns (64 loops on one server, interleaved in one process: +25-45% ops/s).
@@ -270,7 +272,7 @@ fn turn() {
 }
 
 /// Starts the futures spawned so far at once, so that their commands leave now; their
-/// results, and any other, go to JavaScript at the event loop's next iteration (this
+/// results, and any other, go to JavaScript in the turn that `soon` asks for (this
 /// runs inside a call from JavaScript, which it does not call back).
 fn start_now(l: &imp::JsLoop) {
     if run_until_idle(l) {
