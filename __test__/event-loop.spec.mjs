@@ -139,3 +139,34 @@ test('a loop of in-memory locks leaves the event loop its turns: timers and imme
   t.true(immediates > 1, `setImmediate callbacks ran (${immediates})`)
   await redlock.quit()
 })
+
+// A process whose main thread never loads the addon: each worker that loads it is its only
+// user. The second such worker used to crash the process (SIGSEGV in the allocator's thread
+// set-up, mimalloc v3, when the addon's module registration ran on the new thread).
+test('worker threads that load the addon one after another, with the main thread never loading it, run and exit', async (t) => {
+  const addon = fileURLToPath(new URL('../index.js', import.meta.url))
+  const source = `
+    const { Worker } = require('node:worker_threads')
+    ;(async () => {
+      for (let i = 0; i < 3; i++) {
+        const code = await new Promise((resolve, reject) => {
+          const w = new Worker(${JSON.stringify(`
+            const { parentPort } = require('node:worker_threads')
+            const { Redlock, MemoryStore } = require(${JSON.stringify(addon)})
+            const redlock = new Redlock([new MemoryStore()])
+            redlock.acquire(['w'], 1000).then((l) => l.release()).then(() => redlock.quit()).then(() => parentPort.postMessage('ok'))
+          `)}, { eval: true })
+          w.once('message', (m) => process.stdout.write(m + '\\n'))
+          w.once('error', reject)
+          w.once('exit', resolve)
+        })
+        if (code !== 0) throw new Error('worker exited with ' + code)
+      }
+    })()`
+  const out = await new Promise((resolve, reject) =>
+    execFile(process.execPath, ['-e', source], { timeout: 60_000 }, (e, stdout, stderr) =>
+      e ? reject(new Error(`${e.message} (signal ${e.signal})\n${stderr}`)) : resolve(stdout),
+    ),
+  )
+  t.is(out, 'ok\nok\nok\n')
+})

@@ -438,6 +438,10 @@ mod imp {
                 // At the environment's teardown: the handles are closed and the runtime
                 // dropped (with its connections).
                 let _ = env.add_env_cleanup_hook((), |_| {
+                    // Results not handed over and futures not started hold their
+                    // callbacks' references: released here, while the environment is.
+                    drop(AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut())));
+                    drop(STARTING.with(|s| std::mem::take(&mut *s.borrow_mut())));
                     let old = MODE.with(|m| std::mem::replace(&mut *m.borrow_mut(), Mode::Threads));
                     drop(old);
                 });
