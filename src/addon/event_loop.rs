@@ -184,10 +184,10 @@ impl Drop for InFlight {
 }
 
 /// How many futures spawned from JavaScript wait to start (`soon`) at most: the one that
-/// makes them this many starts them at once (`start_now`). With 64
-/// operations resolved in one batch, their continuations then write in two goes and
-/// Redis answers the first half while JavaScript runs the second, instead of the two
-/// taking turns (64 loops on one server, interleaved in one process: +25-45% ops/s).
+/// makes them this many starts them at once (`start_now`). With 64 operations resolved in
+/// one batch, their continuations then write in two goes and Redis answers the first half
+/// while JavaScript runs the second, instead of the two taking turns (64 loops on one
+/// server, two builds side by side in one process: +25-45% ops/s).
 const START_AT: usize = 32;
 
 /// A turn parks at most this often before it returns to the event loop (which then turns
