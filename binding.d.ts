@@ -41,9 +41,10 @@ export declare class NativeClient {
 export declare class NativeRedlock {
   /**
    * `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
-   * `complete(batch)` receives the completions of the operations started with an id.
+   * `complete(...batch)` receives the completions of the operations started with an id
+   * (see `Batch`).
    */
-  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[id: number, status: CompletionStatus, reason: string | undefined, value: string | undefined, expiration: number, start: number, attempts: Array<string>, errors: Array<string>, fence: string | undefined, slot: number | undefined]>) => void)
+  constructor(clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (...batch: Array<number | string>) => void)
   get settings(): RedlockSettings
   /** This instance's settings with `overrides` applied and validated. */
   resolveSettings(overrides?: Partial<RedlockSettings>): RedlockSettings

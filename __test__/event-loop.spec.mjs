@@ -11,10 +11,10 @@ import { lib, resource, useServers, valuesOn } from './helpers.mjs'
 
 const { Redlock, Redis } = lib
 const servers = useServers(test, 3)
-const fixture = fileURLToPath(new URL('./fixtures/io-mode.mjs', import.meta.url))
+const fixtureFile = (name) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
 
-/** Runs the fixture in a process of its own with `env`; resolves with its output, rejects if it does not exit within 60 s. */
-function runFixture(env) {
+/** Runs a fixture in a process of its own with `env`; resolves with its output, rejects if it does not exit within 60 s. */
+function runFixture(env, fixture = fixtureFile('io-mode.mjs')) {
   return new Promise((resolve, reject) =>
     execFile(process.execPath, [fixture, String(servers[0].port)], { env: { ...process.env, ...env }, timeout: 60_000 }, (e, out, err) =>
       e ? reject(new Error(`${e.message}\n${err}`)) : resolve(JSON.parse(out)),
@@ -28,6 +28,17 @@ for (const [mode, env] of [
 ]) {
   test(`on ${mode}: 80 contended critical sections, no overlap, and the process exits on its own`, async (t) => {
     t.deepEqual(await runFixture(env), { sections: 80, overlaps: 0 })
+  })
+
+  test(`on ${mode}: 3000 operations finishing together, more than one call of the callback carries, each settle once with their own results`, async (t) => {
+    t.deepEqual(await runFixture(env, fixtureFile('big-batch.mjs')), {
+      locks: 1500,
+      distinctValues: 1500,
+      validExpirations: 1500,
+      lostReasons: ['locked'],
+      lostVotesAgainst: 1500,
+      released: 1500,
+    })
   })
 }
 

@@ -53,36 +53,79 @@ const { NativeClient, NativeRedlock, CompletionStatus } = native
 // Completion statuses, as the addon exports them (src/addon/completion.rs).
 const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late: LATE } = CompletionStatus
 
-// A completion is an array `[id, status, reason, value, expiration, start, attempts,
-// errors, fence, slot]` made by the addon; the rest of the JavaScript layer reads it only
-// through these.
+// A batch of completions arrives as the arguments of one call (src/addon/completion.rs,
+// `Batch`): for each, the numbers id, status, flags, expiration, start, slot, errorCount,
+// then the strings value (flag 1), reason (flag 2), attempts (comma-separated), the
+// errorCount error messages and fence (flag 4); slot counts with flag 8. `completionsOf`
+// turns them into Completion objects; the rest of the JavaScript layer reads those only
+// through the accessors below.
+
+class Completion {
+  constructor(id, status, reason, value, expiration, start, attempts, errors, fence, slot) {
+    this.id = id
+    this.status = status
+    this.reason = reason
+    this.value = value
+    this.expiration = expiration
+    this.start = start
+    this.attempts = attempts
+    this.errors = errors
+    this.fence = fence
+    this.slot = slot
+  }
+}
+
+/** The completions of the batch `args` (the arguments of one call of the callback). */
+function completionsOf(args) {
+  const batch = []
+  let i = 0
+  while (i < args.length) {
+    const id = args[i]
+    const status = args[i + 1]
+    const flags = args[i + 2]
+    const expiration = args[i + 3]
+    const start = args[i + 4]
+    const slot = flags & 8 ? args[i + 5] : undefined
+    const errorCount = args[i + 6]
+    i += 7
+    const value = flags & 1 ? args[i++] : undefined
+    const reason = flags & 2 ? args[i++] : undefined
+    const joined = args[i++]
+    const attempts = joined === '' ? [] : joined.indexOf(',') < 0 ? [joined] : joined.split(',')
+    const errors = errorCount === 0 ? [] : args.slice(i, i + errorCount)
+    i += errorCount
+    const fence = flags & 4 ? args[i++] : undefined
+    batch.push(new Completion(id, status, reason, value, expiration, start, attempts, errors, fence, slot))
+  }
+  return batch
+}
 
 /** The id the operation was started under. */
-const idOf = (c) => c[0]
+const idOf = (c) => c.id
 /** One of the statuses above. */
-const statusOf = (c) => c[1]
+const statusOf = (c) => c.status
 /** Whether the operation succeeded (status DONE). */
-const succeeded = (c) => c[1] === DONE
+const succeeded = (c) => c.status === DONE
 /** Why the operation failed, as the engine decided: 'locked' | 'quorum-unavailable' | 'expired' | 'aborted' | 'internal'. */
-const reasonOf = (c) => c[2] ?? 'internal'
+const reasonOf = (c) => c.reason ?? 'internal'
 /** The value (owner token) of the lock acquired. */
-const lockValueOf = (c) => c[3]
+const lockValueOf = (c) => c.value
 /** The message of an INTERNAL failure. */
-const messageOf = (c) => c[3]
+const messageOf = (c) => c.value
 /** The lock's expiration (ms since the epoch) after an acquire or extend. */
-const expirationOf = (c) => c[4]
+const expirationOf = (c) => c.expiration
 /** When the operation started (ms since the epoch). */
-const startOf = (c) => c[5]
+const startOf = (c) => c.start
 /** One string per attempt (the last 100), one vote character per client ('?': to come, LATE). */
-const attemptsOf = (c) => c[6]
+const attemptsOf = (c) => c.attempts
 /** The messages of the attempts' 'E' votes, in order. */
-const errorsOf = (c) => c[7]
+const errorsOf = (c) => c.errors
 /** The complete votes of the last attempt, in a LATE completion (its only attempt string). */
-const lateAttemptOf = (c) => c[6][0]
+const lateAttemptOf = (c) => c.attempts[0]
 /** The fencing token of an acquire with `fencing`, as a bigint (undefined without). */
-const fenceTokenOf = (c) => (c[8] == null ? undefined : BigInt(c[8]))
+const fenceTokenOf = (c) => (c.fence == null ? undefined : BigInt(c.fence))
 /** The semaphore slot of an acquired permit (undefined for other kinds). */
-const slotOf = (c) => c[9]
+const slotOf = (c) => c.slot
 
 module.exports = {
   NativeClient,
@@ -92,6 +135,7 @@ module.exports = {
   INTERNAL,
   PROGRESS,
   LATE,
+  completionsOf,
   idOf,
   statusOf,
   succeeded,

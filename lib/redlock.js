@@ -26,6 +26,7 @@ const {
   expirationOf,
   startOf,
   attemptsOf,
+  completionsOf,
   errorsOf,
   lateAttemptOf,
   fenceTokenOf,
@@ -94,7 +95,7 @@ class Redlock extends EventEmitter {
     const list = Array.from(clients)
     const natives = list.map(nativeClientFor)
     const self = new WeakRef(this)
-    this.#native = new NativeRedlock(natives, settings, (batch) => self.deref()?.#settle(batch))
+    this.#native = new NativeRedlock(natives, settings, (...batch) => self.deref()?.#settle(completionsOf(batch)))
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })

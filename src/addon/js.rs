@@ -45,7 +45,7 @@ pub fn classify<'env>(v: Option<Unknown<'env>>) -> Result<Val<'env>> {
             ValueType::Undefined | ValueType::Null => Val::Missing,
             ValueType::Boolean => Val::Bool(bool::from_napi_value(env, raw)?),
             ValueType::Number => Val::Num(f64::from_napi_value(env, raw)?),
-            ValueType::String => Val::Str(String::from_napi_value(env, raw)?),
+            ValueType::String => Val::Str(string(env, raw)?),
             ValueType::Object if v.is_buffer()? => {
                 Val::Buf(Buffer::from_napi_value(env, raw)?.to_vec())
             }
@@ -59,6 +59,31 @@ pub fn classify<'env>(v: Option<Unknown<'env>>) -> Result<Val<'env>> {
             _ => Val::Other("unknown"),
         })
     }
+}
+
+/// The JavaScript string `raw` as UTF-8. A short one (a lock's key or value) is read in
+/// one call, through a buffer on the stack; a longer one asks for its length first.
+///
+/// # Safety
+/// `raw` is a string of the live environment `env`.
+unsafe fn string(env: napi::sys::napi_env, raw: napi::sys::napi_value) -> Result<String> {
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    check_status!(napi::sys::napi_get_value_string_utf8(
+        env,
+        raw,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        &mut len
+    ))?;
+    // A cut copy fills the buffer but for its terminating zero and at most the 3 bytes of
+    // a character that did not fit: with more room left, the whole string was copied.
+    if len + 4 < buf.len() {
+        if let Ok(s) = std::str::from_utf8(&buf[..len]) {
+            return Ok(s.to_owned());
+        }
+    }
+    String::from_napi_value(env, raw)
 }
 
 /// Throws `e` as a `TypeError` or `RangeError`; returns the error to propagate.

@@ -13,7 +13,7 @@ use napi::JsValue;
 use napi_derive::napi;
 
 use crate::addon::client::NativeClient;
-use crate::addon::completion::{Completer, Completion, CompletionStatus};
+use crate::addon::completion::{Batch, Completer, Completion, CompletionStatus};
 use crate::addon::event_loop;
 use crate::addon::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
 use crate::engine::args;
@@ -71,31 +71,28 @@ impl From<&Settings> for RedlockSettings {
     }
 }
 
-/// The votes of `attempts` as one string per attempt (one character per client: `F` for,
-/// `L` locked by another owner, `E` error, `-` no answer needed, `?` an answer that comes
-/// later: see [`late`]), and the messages of the `E` votes in order.
-fn encode_votes<'a>(
-    attempts: impl Iterator<Item = &'a AttemptStats>,
-) -> (Vec<String>, Vec<String>) {
+/// The votes of `attempts`, one string per attempt separated by commas (one character
+/// per client: `F` for, `L` locked by another owner, `E` error, `-` no answer needed, `?`
+/// an answer that comes later: see [`late`]), and the messages of the `E` votes in order.
+fn encode_votes<'a>(attempts: impl Iterator<Item = &'a AttemptStats>) -> (String, Vec<String>) {
     let mut errors = Vec::new();
-    let attempts = attempts
-        .map(|a| {
-            a.votes
-                .iter()
-                .map(|v| match v {
-                    None if a.late => '?',
-                    None => '-',
-                    Some(Vote::For) => 'F',
-                    Some(Vote::Locked) => 'L',
-                    Some(Vote::Failed(e)) => {
-                        errors.push(e.to_string());
-                        'E'
-                    }
-                })
-                .collect::<String>()
-        })
-        .collect();
-    (attempts, errors)
+    let mut encoded = String::new();
+    for (i, a) in attempts.enumerate() {
+        if i > 0 {
+            encoded.push(',');
+        }
+        encoded.extend(a.votes.iter().map(|v| match v {
+            None if a.late => '?',
+            None => '-',
+            Some(Vote::For) => 'F',
+            Some(Vote::Locked) => 'L',
+            Some(Vote::Failed(e)) => {
+                errors.push(e.to_string());
+                'E'
+            }
+        }));
+    }
+    (encoded, errors)
 }
 
 /// The completion of an operation (see [`Completion`]): its outcome and reason are the
@@ -253,13 +250,22 @@ pub fn read_settings(
     })
 }
 
-fn resource_arg(env: &Env, name: &str, v: Option<Unknown>) -> Result<String> {
+fn resource_arg(
+    env: &Env,
+    name: impl std::fmt::Display + Copy,
+    v: Option<Unknown>,
+) -> Result<String> {
     match classify(v)? {
         Val::Str(s) => {
             check(env, args::resource(name, &s))?;
             Ok(s)
         }
-        other => Err(type_error(env, name, "a non-empty string", &other)),
+        other => Err(type_error(
+            env,
+            &name.to_string(),
+            "a non-empty string",
+            &other,
+        )),
     }
 }
 
@@ -278,7 +284,7 @@ fn resources_arg(env: &Env, v: Option<Unknown>) -> Result<Vec<String>> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| resource_arg(env, &format!("resources[{i}]"), Some(item)))
+        .map(|(i, item)| resource_arg(env, format_args!("resources[{i}]"), Some(item)))
         .collect()
 }
 
@@ -403,17 +409,18 @@ impl Op {
 #[napi]
 impl NativeRedlock {
     /// `clients`: an array of `Redis` / `RedisJsClient` instances, one vote each.
-    /// `complete(batch)` receives the completions of the operations started with an id.
+    /// `complete(...batch)` receives the completions of the operations started with an id
+    /// (see `Batch`).
     #[napi(
         constructor,
         catch_unwind,
-        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (batch: Array<[id: number, status: CompletionStatus, reason: string | undefined, value: string | undefined, expiration: number, start: number, attempts: Array<string>, errors: Array<string>, fence: string | undefined, slot: number | undefined]>) => void"
+        ts_args_type = "clients: Array<NativeClient>, settings: Partial<RedlockSettings> | undefined | null, complete: (...batch: Array<number | string>) => void"
     )]
     pub fn new(
         env: Env,
         clients: Option<Unknown>,
         settings: Option<Unknown>,
-        complete: Function<Vec<Completion>, ()>,
+        complete: Function<Batch, ()>,
     ) -> Result<Self> {
         event_loop::init(&env);
         let items = match classify(clients)? {

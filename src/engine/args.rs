@@ -62,7 +62,7 @@ pub fn non_negative_ms(name: &str, value: f64) -> Result<u64, ArgError> {
 }
 
 /// A resource name: a non-empty string.
-pub fn resource(name: &str, value: &str) -> Result<(), ArgError> {
+pub fn resource(name: impl std::fmt::Display, value: &str) -> Result<(), ArgError> {
     if value.is_empty() {
         return Err(ArgError::type_error(format!(
             "{name} must be a non-empty string."
