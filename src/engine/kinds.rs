@@ -18,6 +18,7 @@ use crate::engine::scripts::{
     WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::settings::Settings;
+use std::sync::OnceLock;
 
 /// One lock operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,23 @@ impl Kind {
     /// wait for each other's release).
     pub fn shared(self) -> bool {
         matches!(self, Kind::Permit { .. } | Kind::Read)
+    }
+
+    /// The channels on which the releases that an acquire of this kind on `resources`
+    /// waits for are announced.
+    pub fn channels(self, resources: &[String]) -> Vec<String> {
+        let r = resources.first().map(String::as_str).unwrap_or("");
+        match self {
+            Kind::Mutex => resources.iter().map(|r| released_channel(r)).collect(),
+            Kind::Permit { permits, .. } => slot_keys(r, permits)
+                .iter()
+                .map(|k| released_channel(k))
+                .collect(),
+            Kind::Read | Kind::Write => {
+                let [w, readers, ..] = rw_keys(r);
+                vec![released_channel(&w), released_channel(&readers)]
+            }
+        }
     }
 
     /// The name of the process-local line of waiters for `resources`.
@@ -115,15 +133,15 @@ pub struct Commands {
     pub is_acquire: bool,
     /// What removes whatever this attempt set (cleanups, stragglers), on these keys.
     pub release_script: &'static LockScript,
-    pub release: redis::Cmd,
+    /// The release of what this attempt set (see [`Commands::release`]): built when a
+    /// cleanup or a straggler needs it, which most attempts never do.
+    release: OnceLock<redis::Cmd>,
     release_keys: Vec<String>,
     /// What follows the value and `quiet` in the arguments of the release (a line
     /// acquire's ticket: see [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
     release_rest: Vec<String>,
     /// The fencing counters a won fenced acquire raises.
     pub fence_keys: Vec<String>,
-    /// The channels on which the releases waited for are announced.
-    pub channels: Vec<String>,
 }
 
 /// What one kind of attempt sends, and what removes what it set.
@@ -134,7 +152,6 @@ struct Built {
     release_script: &'static LockScript,
     release_keys: Vec<String>,
     fence_keys: Vec<String>,
-    channels: Vec<String>,
 }
 
 impl Built {
@@ -152,7 +169,6 @@ impl Built {
             release_script,
             release_keys,
             fence_keys: Vec::new(),
-            channels: Vec::new(),
         }
     }
 }
@@ -179,7 +195,7 @@ impl Commands {
     ) -> Self {
         let ttl = op.ttl_ms().map(|t| t.to_string()).unwrap_or_default();
         let r = resources.first().map(String::as_str).unwrap_or("");
-        let mut built = match (kind, op) {
+        let built = match (kind, op) {
             (Kind::Mutex, Op::Acquire { .. }) => {
                 mutex_acquire(resources, value, &ttl, settings.fencing)
             }
@@ -191,9 +207,6 @@ impl Commands {
             }
             (kind, op) => held_op(kind, op, resources, value, &ttl),
         };
-        if kind == Kind::Mutex {
-            built.channels = resources.iter().map(|r| released_channel(r)).collect();
-        }
         Commands {
             script: built.script,
             cmd: built.cmd,
@@ -202,11 +215,10 @@ impl Commands {
             reply: built.reply,
             is_acquire: matches!(op, Op::Acquire { .. }),
             release_script: built.release_script,
-            release: built.release_script.evalsha(&built.release_keys, &[value]),
+            release: OnceLock::new(),
             release_keys: built.release_keys,
             release_rest: Vec::new(),
             fence_keys: built.fence_keys,
-            channels: built.channels,
         }
     }
 }
@@ -257,7 +269,6 @@ fn permit_acquire(r: &str, permits: u32, value: &str, ttl: &str, fencing: bool) 
     let fenced = if fencing { "1" } else { "0" };
     let cmd = PERMIT_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, fenced]);
     Built {
-        channels: slots.iter().map(|k| released_channel(k)).collect(),
         fence_keys,
         ..Built::new(
             &PERMIT_ACQUIRE_SCRIPT,
@@ -272,7 +283,6 @@ fn permit_acquire(r: &str, permits: u32, value: &str, ttl: &str, fencing: bool) 
 /// A read or write hold of a read-write lock.
 fn rw_acquire(kind: Kind, r: &str, value: &str, ttl: &str, settings: &Settings) -> Built {
     let [w, readers, wait, fence] = rw_keys(r);
-    let channels = vec![released_channel(&w), released_channel(&readers)];
     let fenced = if settings.fencing { "1" } else { "0" };
     let fence_keys = vec![fence.clone()];
     let built = if kind == Kind::Read {
@@ -300,7 +310,6 @@ fn rw_acquire(kind: Kind, r: &str, value: &str, ttl: &str, settings: &Settings) 
         )
     };
     Built {
-        channels,
         fence_keys,
         ..built
     }
@@ -326,16 +335,27 @@ impl Commands {
     /// line, with `seat`'s ticket (see [`crate::engine::line`]); its cleanup puts the
     /// ticket back where the attempt took the lock.
     pub fn in_line(self, seat: &Seat, ttl_ms: u64) -> Self {
-        let mut line = Commands {
+        Commands {
             script: &LINE_ACQUIRE_SCRIPT,
             cmd: seat.acquire_cmd(&self.value, &ttl_ms.to_string()),
             reply: Reply::Line,
             fast: None,
             release_rest: seat.rejoin_args(),
+            release: OnceLock::new(),
             ..self
-        };
-        line.release = line.release_cmd("");
-        line
+        }
+    }
+
+    /// What removes whatever this attempt set.
+    pub fn release(&self) -> &redis::Cmd {
+        self.release.get_or_init(|| {
+            if self.release_rest.is_empty() {
+                let value: &str = &self.value;
+                self.release_script.evalsha(&self.release_keys, &[value])
+            } else {
+                self.release_cmd("")
+            }
+        })
     }
 
     /// The release of what this attempt set, announced unless `quiet` is `"quiet"`.
@@ -395,8 +415,9 @@ fn fast_acquire(
 
 /// `SET key value NX PX ttl_ms GET`.
 pub fn set_nx_px_get(key: &str, value: &str, ttl_ms: u64) -> redis::Cmd {
-    let mut set = redis::cmd("SET");
-    set.arg(key)
+    let mut set = redis::Cmd::with_capacity(7, 32 + key.len() + value.len());
+    set.arg("SET")
+        .arg(key)
         .arg(value)
         .arg("NX")
         .arg("PX")
@@ -499,7 +520,8 @@ mod tests {
         assert!(packed.contains("{sem}:redlock-rs:sem:2"));
         assert!(!packed.contains("{sem}:redlock-rs:sem:1"));
         let c = Commands::build(Op::Acquire { ttl_ms: 10 }, kind, &r, "v", &s);
-        assert_eq!(c.channels.len(), 4);
+        assert_eq!(kind.channels(&r).len(), 4);
+        assert_eq!(Kind::Read.channels(&r), Kind::Write.channels(&r));
         assert_eq!(c.reply, Reply::Slot);
         assert!(Kind::Read.shared() && !Kind::Write.shared());
     }

@@ -766,14 +766,7 @@ impl Quorum {
                 let (released, subscribed) = t.released();
                 if !subscribed {
                     // First sign of contention: from now on the line hears releases.
-                    let channels = Commands::build(
-                        Op::Acquire { ttl_ms: 1 },
-                        call.kind,
-                        resources,
-                        "",
-                        call.settings,
-                    )
-                    .channels;
+                    let channels = call.kind.channels(resources);
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
                 self.wait_release(t, op, call, pause, lined(op, resources, call))
@@ -1211,7 +1204,7 @@ impl Quorum {
                     let c = &*commands;
                     if c.is_acquire && vote == Vote::For {
                         if straggler.was_released(&c.value, limit) {
-                            let _ = nodes[i].eval::<i64>(c.release_script, &c.release).await;
+                            let _ = nodes[i].eval::<i64>(c.release_script, c.release()).await;
                         } else if slot != won_slot {
                             let stray = c.release_slots_except(won_slot);
                             let _ = nodes[i].eval::<i64>(c.release_script, &stray).await;
@@ -1309,7 +1302,7 @@ impl Quorum {
         let limit = self.command_timeout();
         let release = match commands.quiet_release().filter(|_| quiet) {
             Some(r) => r,
-            None => commands.release.clone(),
+            None => commands.release().clone(),
         };
         let (script, release) = (commands.release_script, Arc::new(release));
         let mut answered = Vec::new();
