@@ -83,7 +83,16 @@ impl Kind {
             Kind::Read => "read\u{0}",
             Kind::Write => "write\u{0}",
         };
-        format!("{prefix}{}", resources.join("\u{0}"))
+        let len = resources.iter().map(|r| r.len() + 1).sum::<usize>();
+        let mut line = String::with_capacity(prefix.len() + len);
+        line.push_str(prefix);
+        for (i, r) in resources.iter().enumerate() {
+            if i > 0 {
+                line.push('\u{0}');
+            }
+            line.push_str(r);
+        }
+        line
     }
 }
 
@@ -505,6 +514,20 @@ mod tests {
             Some((Vote::Locked, None, None))
         );
         assert_eq!(read_reply(acquire, Reply::Slot, &Int(1)), None);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_line_for_the_same_resources() {
+        let r = ["a".to_string(), "b".to_string()];
+        assert_eq!(Kind::Mutex.line(&r), "a\u{0}b");
+        assert_eq!(Kind::Mutex.line(&r[..1]), "a");
+        assert_eq!(Kind::Read.line(&r[..1]), "read\u{0}a");
+        assert_eq!(Kind::Write.line(&r[..1]), "write\u{0}a");
+        let permit = Kind::Permit {
+            permits: 2,
+            slot: 0,
+        };
+        assert_eq!(permit.line(&r[..1]), "permit\u{0}a");
     }
 
     #[test]
