@@ -120,6 +120,22 @@ test('reasons: locked (no cause), quorum-unavailable (AggregateError naming host
   t.is(await redlock.acquireLock(resource(t), 1_000), null)
 })
 
+test('a failure with an error from every node in each of 100 attempts carries all 300 messages', async (t) => {
+  const all = await servers(t, 3)
+  await Promise.all(all.map((s) => s.kill()))
+  const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 })
+  const redlock = new Redlock(clients, { retryCount: 99, retryDelay: 0, retryJitter: 0 })
+  const failed = await t.throwsAsync(redlock.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
+  t.is(failed.reason, 'quorum-unavailable')
+  t.is(failed.attempts.length, 100)
+  const stats = await Promise.all(failed.attempts)
+  t.true(stats.every((s) => s.votesFor.size === 0 && s.votesAgainst.size === 3))
+  const messages = stats.flatMap((s) => [...s.votesAgainst.values()].map((e) => e.message))
+  t.is(messages.length, 300)
+  t.true(messages.every((m) => m.includes('could not connect: connection refused')))
+  t.is(failed.cause.errors.length, 3)
+})
+
 test('authentication failures are named in plain words, never as a driver dump, never with the secret', async (t) => {
   const server = await new RedisServer({ password: 'hunter2-secret' }).start()
   t.teardown(() => server.stop())

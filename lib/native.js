@@ -55,8 +55,9 @@ const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late
 
 // A batch of completions arrives as the arguments of one call (src/addon/completion.rs,
 // `Batch`): for each, the numbers id, status, flags, expiration, start, slot, errorCount,
-// then the strings value (flag 1), reason (flag 2), attempts (comma-separated), the
-// errorCount error messages and fence (flag 4); slot counts with flag 8. `completionsOf`
+// then the strings value (flag 1), reason (flag 2), attempts (comma-separated), an array
+// of the error messages (when errorCount is not 0) and the string fence (flag 4); slot
+// counts with flag 8. `completionsOf`
 // turns them into Completion objects; the rest of the JavaScript layer reads those only
 // through the accessors below.
 
@@ -92,8 +93,7 @@ function completionsOf(args) {
     const reason = flags & 2 ? args[i++] : undefined
     const joined = args[i++]
     const attempts = joined === '' ? [] : joined.indexOf(',') < 0 ? [joined] : joined.split(',')
-    const errors = errorCount === 0 ? [] : args.slice(i, i + errorCount)
-    i += errorCount
+    const errors = errorCount === 0 ? [] : args[i++]
     const fence = flags & 4 ? args[i++] : undefined
     batch.push(new Completion(id, status, reason, value, expiration, start, attempts, errors, fence, slot))
   }

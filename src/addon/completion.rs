@@ -9,6 +9,7 @@
 
 use super::event_loop;
 use crate::engine::sync::Unpoisoned;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,8 +58,10 @@ const MAX_ARGS: usize = 4096;
 
 /// Completions as the arguments of one call of the JavaScript callback: for each, in
 /// order, the numbers `id, status, flags, expiration, start, slot, errorCount`, then the
-/// strings `value` (flag 1), `reason` (flag 2), `attempts`, the `errorCount` error
-/// messages and `fence` (flag 4); `slot` counts with flag 8. `lib/native.js` reads them.
+/// strings `value` (flag 1), `reason` (flag 2) and `attempts`, an array of the error
+/// messages (when `errorCount` is not 0: their number is not bounded, so they never
+/// count as arguments one by one), and the string `fence` (flag 4); `slot` counts with
+/// flag 8. `lib/native.js` reads them.
 ///
 /// Plain arguments: an array per completion (or an object) cost ten element stores
 /// through V8's generic path, the largest item of an acquire+release's CPU on one server
@@ -66,21 +69,21 @@ const MAX_ARGS: usize = 4096;
 pub struct Batch(pub Vec<Completion>);
 
 impl Batch {
-    /// The number of arguments `c` takes.
+    /// The number of arguments `c` takes (at most 12).
     fn width(c: &Completion) -> usize {
-        7 + 1
-            + c.errors.len()
-            + [c.value.is_some(), c.reason.is_some(), c.fence.is_some()]
-                .iter()
-                .filter(|b| **b)
-                .count()
+        let optional = [
+            c.value.is_some(),
+            c.reason.is_some(),
+            !c.errors.is_empty(),
+            c.fence.is_some(),
+        ];
+        7 + 1 + optional.iter().filter(|b| **b).count()
     }
 }
 
 /// Takes from the front of `queue` the completions of one call: at most [`MAX_ARGS`]
-/// arguments (a completion with more, which only 100 attempts of many failing clients
-/// make, goes alone).
-fn next_call(queue: &mut Vec<Completion>) -> Batch {
+/// arguments.
+fn next_call(queue: &mut VecDeque<Completion>) -> Batch {
     let mut width = 0;
     let n = queue
         .iter()
@@ -88,11 +91,8 @@ fn next_call(queue: &mut Vec<Completion>) -> Batch {
             width += Batch::width(c);
             width <= MAX_ARGS
         })
-        .count()
-        .max(1)
-        .min(queue.len());
-    let rest = queue.split_off(n);
-    Batch(std::mem::replace(queue, rest))
+        .count();
+    Batch(queue.drain(..n).collect())
 }
 
 /// `s` as a JavaScript string (Latin-1 when ASCII: no UTF-8 decoding).
@@ -133,8 +133,8 @@ impl JsValuesTupleIntoVec for Batch {
                     args.push(string(env, s)?);
                 }
                 args.push(string(env, &c.attempts)?);
-                for e in &c.errors {
-                    args.push(string(env, e)?);
+                if !c.errors.is_empty() {
+                    args.push(Vec::<String>::to_napi_value(env, c.errors)?);
                 }
                 if let Some(f) = &c.fence {
                     args.push(string(env, f)?);
@@ -185,7 +185,7 @@ impl Completion {
     }
 }
 
-type Queue = Arc<Mutex<Vec<Completion>>>;
+type Queue = Arc<Mutex<VecDeque<Completion>>>;
 type Tsfn = ThreadsafeFunction<(), (), Batch, Status, false, true, 0>;
 const NON_BLOCKING: ThreadsafeFunctionCallMode = ThreadsafeFunctionCallMode::NonBlocking;
 
@@ -310,9 +310,11 @@ impl Completer {
             .build_callback(move |_ctx| {
                 // Cleared before draining: a result queued after this point wakes us again.
                 s.store(false, Ordering::Release);
-                let mut queue = q.locked();
-                let batch = next_call(&mut queue);
-                if !queue.is_empty() && !s.swap(true, Ordering::AcqRel) {
+                let (batch, more) = {
+                    let mut queue = q.locked();
+                    (next_call(&mut queue), !queue.is_empty())
+                };
+                if more && !s.swap(true, Ordering::AcqRel) {
                     if let Some(c) = again.get().and_then(Weak::upgrade) {
                         c.tsfn.call((), NON_BLOCKING);
                     }
@@ -330,7 +332,7 @@ impl Completer {
     }
 
     pub fn push(self: &Arc<Self>, c: Completion) {
-        self.queue.locked().push(c);
+        self.queue.locked().push_back(c);
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
