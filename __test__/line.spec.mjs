@@ -87,8 +87,16 @@ test('a waiter that dies first in line holds the released lock back only until i
   t.true(values.every((v) => v?.startsWith('redlock-rs:reserved:')), `kept for the dead waiter: ${values}`)
   const next = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 50 })
   const got = await next.acquire([key], 5_000)
-  t.deepEqual(await valuesOn(servers, key), Array(3).fill(got.value))
+  // Held on a quorum at least: each node's reservation expires on its own clock, so an
+  // attempt can land where two have expired and the third not yet (it votes against).
+  const held = await valuesOn(servers, key)
+  t.true(held.filter((v) => v === got.value).length >= 2, `held on a quorum: ${held}`)
+  t.true(held.every((v) => v === got.value || v === null || v.startsWith('redlock-rs:reserved:')), `${held}`)
   await got.release()
+  // A reservation left on a node expires on its own.
+  await eventually(async () => (await valuesOn(servers, key)).every((v) => v === null))
   t.deepEqual(await valuesOn(servers, key), [null, null, null])
+  // The new waiter's ticket leaves in the background once its wait is over.
+  await eventually(async () => (await lineOn(key)).every((l) => l.length === 0))
   t.deepEqual(await lineOn(key), [[], [], []], 'the dead ticket expired, the new one left')
 })
