@@ -57,9 +57,8 @@ const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late
 // `Batch`): for each, the numbers id, status, flags, expiration, start, slot, errorCount,
 // then the strings value (flag 1), reason (flag 2), attempts (comma-separated), an array
 // of the error messages (when errorCount is not 0) and the string fence (flag 4); slot
-// counts with flag 8. `completionsOf`
-// turns them into Completion objects; the rest of the JavaScript layer reads those only
-// through the accessors below.
+// counts with flag 8. `completionsOf` turns them into Completion objects; the rest of
+// the JavaScript layer reads those only through the accessors below.
 
 class Completion {
   constructor(id, status, reason, value, expiration, start, attempts, errors, fence, slot) {
@@ -92,7 +91,7 @@ function completionsOf(args) {
     const value = flags & 1 ? args[i++] : undefined
     const reason = flags & 2 ? args[i++] : undefined
     const joined = args[i++]
-    const attempts = joined === '' ? [] : joined.indexOf(',') < 0 ? [joined] : joined.split(',')
+    const attempts = joined === '' ? [] : joined.split(',')
     const errors = errorCount === 0 ? [] : args[i++]
     const fence = flags & 4 ? args[i++] : undefined
     batch.push(new Completion(id, status, reason, value, expiration, start, attempts, errors, fence, slot))

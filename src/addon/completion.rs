@@ -69,15 +69,24 @@ const MAX_ARGS: usize = 4096;
 pub struct Batch(pub Vec<Completion>);
 
 impl Batch {
-    /// The number of arguments `c` takes (at most 12).
+    /// Which of the optional fields `c` has.
+    fn flags(c: &Completion) -> u32 {
+        [
+            (c.value.is_some(), HAS_VALUE),
+            (c.reason.is_some(), HAS_REASON),
+            (c.fence.is_some(), HAS_FENCE),
+            (c.slot.is_some(), HAS_SLOT),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |flags, (_, flag)| flags | flag)
+    }
+
+    /// The number of arguments `c` takes (at most 12): the numbers, the attempts, and one
+    /// for each optional string and for the errors.
     fn width(c: &Completion) -> usize {
-        let optional = [
-            c.value.is_some(),
-            c.reason.is_some(),
-            !c.errors.is_empty(),
-            c.fence.is_some(),
-        ];
-        7 + 1 + optional.iter().filter(|b| **b).count()
+        let strings = Batch::flags(c) & (HAS_VALUE | HAS_REASON | HAS_FENCE);
+        7 + 1 + strings.count_ones() as usize + usize::from(!c.errors.is_empty())
     }
 }
 
@@ -115,15 +124,7 @@ impl JsValuesTupleIntoVec for Batch {
     fn into_vec(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
         let mut args = Vec::with_capacity(self.0.iter().map(Batch::width).sum());
         for c in self.0 {
-            let flags = [
-                (c.value.is_some(), HAS_VALUE),
-                (c.reason.is_some(), HAS_REASON),
-                (c.fence.is_some(), HAS_FENCE),
-                (c.slot.is_some(), HAS_SLOT),
-            ]
-            .iter()
-            .filter(|(on, _)| *on)
-            .fold(0, |flags, (_, flag)| flags | flag);
+            let flags = Batch::flags(&c);
             // SAFETY: `env` is the live environment of the JavaScript thread calling this.
             unsafe {
                 args.push(u32::to_napi_value(env, c.id)?);
