@@ -120,6 +120,32 @@ test('reasons: locked (no cause), quorum-unavailable (AggregateError naming host
   t.is(await redlock.acquireLock(resource(t), 1_000), null)
 })
 
+test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
+  const all = await servers(t, 3)
+  const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 2_000 })
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  const key = resource(t)
+  await redlock.release(await redlock.acquire([resource(t)], 1_000)) // connected everywhere
+  await all[0].kill()
+  for (const s of all.slice(1)) await s.command('SET', key, 'someone-else', 'PX', 10_000)
+  // The refusal and the first holder's vote decide the attempt lost; the second holder
+  // answers 150 ms later. Counted as a possible vote for, it would make the loss undecided.
+  all[2].pause()
+  const resume = sleep(150).then(() => all[2].resume())
+  const held = await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
+  await resume
+  t.is(held.reason, 'locked')
+  // Without the late vote (the node stays silent past the command time-out), nobody can
+  // tell: quorum-unavailable, with the silent node's time-out among the errors.
+  const quiet = new Redlock(clientsFor(t, all.slice(1), { connectTimeout: 300, commandTimeout: 200, mixed: false }).concat(clients[0]), { retryCount: 0 })
+  await quiet.release(await quiet.acquire([resource(t)], 1_000)).catch(() => {})
+  all[2].pause()
+  const undecided = await t.throwsAsync(quiet.acquire([key], 1_000), { instanceOf: ExecutionError })
+  all[2].resume()
+  t.is(undecided.reason, 'quorum-unavailable')
+  t.true(undecided.cause.errors.some((e) => /no reply within/.test(e.message)), undecided.cause.errors.map((e) => e.message).join('; '))
+})
+
 test('a failure with an error from every node in each of 100 attempts carries all 300 messages', async (t) => {
   const all = await servers(t, 3)
   await Promise.all(all.map((s) => s.kill()))

@@ -109,12 +109,24 @@ impl Tally {
     /// quorum out (had every failed node voted for us we still could not have won);
     /// `Undecided` when failures (errors, time-outs, outstanding votes) stand between
     /// us and a decision.
+    ///
+    /// Decided early, a loss can leave this open: the votes still out may be the other
+    /// owner's (`Locked`) or ours (`Undecided`). [`Tally::failure_known`] says when not.
     pub fn failure_kind(&self) -> FailureKind {
         if self.votes_for + self.failed + self.outstanding() >= self.quorum {
             FailureKind::Undecided
         } else {
             FailureKind::Locked
         }
+    }
+
+    /// Whether [`Tally::failure_kind`] no longer depends on the votes still out: they are
+    /// all in, or the failures alone already stand between us and a quorum, or even as
+    /// votes for us they could not make the loss undecided.
+    pub fn failure_known(&self) -> bool {
+        self.outstanding() == 0
+            || self.votes_for + self.failed >= self.quorum
+            || self.votes_for + self.failed + self.outstanding() < self.quorum
     }
 }
 
@@ -219,6 +231,46 @@ mod tests {
         assert_eq!(t.vote_failed(), Decision::Pending);
         assert_eq!(t.vote_locked(), Decision::Lost);
         assert_eq!(t.outstanding(), 2);
+    }
+
+    /// `failure_known` holds exactly when every way the outstanding votes could still
+    /// come in (for us, for another owner, or failing) leaves the same failure kind.
+    #[test]
+    fn failure_known_iff_the_outstanding_votes_cannot_change_the_reason() {
+        for n in 1..=7usize {
+            for f in 0..=n {
+                for l in 0..=(n - f) {
+                    for e in 0..=(n - f - l) {
+                        let mut t = Tally::new(n);
+                        (t.votes_for, t.locked, t.failed) = (f, l, e);
+                        let out = t.outstanding();
+                        let mut kinds = Vec::new();
+                        for more_for in 0..=out {
+                            for more_locked in 0..=(out - more_for) {
+                                let mut all_in = t;
+                                all_in.votes_for += more_for;
+                                all_in.locked += more_locked;
+                                all_in.failed += out - more_for - more_locked;
+                                kinds.push(all_in.failure_kind());
+                            }
+                        }
+                        let same = kinds.iter().all(|k| *k == kinds[0]);
+                        assert_eq!(t.failure_known(), same, "n={n} f={f} l={l} e={e}");
+                        if same {
+                            assert_eq!(t.failure_kind(), kinds[0], "n={n} f={f} l={l} e={e}");
+                        }
+                    }
+                }
+            }
+        }
+        // The case CI met: 3 nodes, one refused, one held by another owner, one still out.
+        let mut t = Tally::new(3);
+        t.vote_failed();
+        assert_eq!(t.vote_locked(), Decision::Lost);
+        assert!(!t.failure_known());
+        t.vote_locked();
+        assert!(t.failure_known());
+        assert_eq!(t.failure_kind(), FailureKind::Locked);
     }
 
     #[test]

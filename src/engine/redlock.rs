@@ -1119,10 +1119,11 @@ impl Quorum {
             .collect()
     }
 
-    /// Collects votes until the outcome is known, `window` ends, or the call is aborted
-    /// (`true`). A lost acquire also waits (within the window) for the nodes still
-    /// answering, so that whatever they set is removed before the attempt reports; a won
-    /// fenced acquire waits a little for the other counters (see [`FENCE_GRACE`]).
+    /// Collects votes until the outcome (and, for a loss, its reason) is known, `window`
+    /// ends, or the call is aborted (`true`). A lost acquire also waits (within the window)
+    /// for the nodes still answering, so that whatever they set is removed before the
+    /// attempt reports; a won fenced acquire waits a little for the other counters (see
+    /// [`FENCE_GRACE`]).
     async fn collect_votes(
         &self,
         op: Op,
@@ -1152,7 +1153,11 @@ impl Quorum {
                 grace = Some(Instant::now() + wait);
             }
             let in_grace = grace.is_some_and(|g| Instant::now() < g);
-            if ballot.decision != Decision::Pending && !in_grace {
+            // A loss whose reason the votes still out decide (another owner's, or ours
+            // behind the failures) waits for them, within the window: how long they take
+            // must not change what it reports.
+            let settling = ballot.decision == Decision::Lost && !ballot.tally.failure_known();
+            if ballot.decision != Decision::Pending && !in_grace && !settling {
                 return false;
             }
             let until = grace.map_or(started + window, |g| g.min(started + window));
@@ -1164,7 +1169,7 @@ impl Quorum {
                     }
                     None => return false,
                 },
-                _ = tokio::time::sleep_until(until.into()), if grace.is_some() => return false,
+                _ = tokio::time::sleep_until(until.into()), if grace.is_some() && !settling => return false,
                 _ = &mut deadline => {
                     let ms = window.as_millis() as u64;
                     ballot.fail_missing(|i| NodeError::Timeout { addr: self.nodes[i].addr(), ms });
