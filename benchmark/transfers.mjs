@@ -6,6 +6,9 @@
 // another one.
 //
 //   node benchmark/transfers.mjs [--impls=redlock-rs,redlock-universal] [--seconds=4] [--rounds=2]
+//                                [--procs=4] [--workers=4]
+//
+// `--procs=1 --workers=16` is the 16-workers scenario.
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
@@ -15,7 +18,7 @@ const here = fileURLToPath(import.meta.url)
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback
 
 if (process.argv[2]?.startsWith('{')) {
-  // A child: one process of 4 workers.
+  // A child: one process of `workers` workers.
   const o = JSON.parse(process.argv[2])
   const { implementations } = await import('./impls.mjs')
   const IORedis = require('ioredis')
@@ -28,7 +31,7 @@ if (process.argv[2]?.startsWith('{')) {
   let failures = 0
   const end = o.startAt + o.seconds * 1000
   await Promise.all(
-    Array.from({ length: 4 }, async () => {
+    Array.from({ length: o.workers }, async (_, w) => {
       while (Date.now() < end) {
         let lock
         for (;;) {
@@ -45,7 +48,7 @@ if (process.argv[2]?.startsWith('{')) {
         const v = Number(await witness.get(`${o.key}:counter`))
         await witness.set(`${o.key}:counter`, v + 1)
         await witness.decr(`${o.key}:holders`)
-        sections.push([start, now()])
+        sections.push([start, now(), w])
         try {
           await lib.release(lock)
         } catch {}
@@ -60,19 +63,21 @@ if (process.argv[2]?.startsWith('{')) {
   const servers = await startServers(6)
   const ports = servers.slice(0, 5).map((s) => s.port)
   const seconds = Number(arg('seconds', 4))
+  const procs = Number(arg('procs', 4))
+  const workers = Number(arg('workers', 4))
   const stats = (xs) => {
     const s = [...xs].sort((a, b) => a - b)
     const mean = s.reduce((a, b) => a + b, 0) / (s.length || 1)
     return { n: s.length, mean, p50: s[s.length >> 1] ?? 0, p90: s[Math.floor(s.length * 0.9)] ?? 0 }
   }
   const f = (x) => x.toFixed(2)
-  console.log('| implementation | CS/s | Jain (per process) | CS ms (mean) | same-process transfer ms (n, mean, p50) | cross-process transfer ms (n, mean, p50, p90) | failed |')
+  console.log('| implementation | CS/s | Jain (per worker) | CS ms (mean) | same-process transfer ms (n, mean, p50) | cross-process transfer ms (n, mean, p50, p90) | failed |')
   console.log('|---|---:|---:|---:|---|---|---:|')
   for (let round = 0; round < Number(arg('rounds', 2)); round++) {
     for (const impl of arg('impls', 'redlock-rs,redlock-universal').split(',')) {
-      const o = { impl, ports, witnessPort: servers[5].port, key: `t${round}${Date.now()}`, seconds, startAt: Date.now() + 1500 }
+      const o = { impl, ports, witnessPort: servers[5].port, key: `t${round}${Date.now()}`, seconds, workers, startAt: Date.now() + 1500 }
       const parts = await Promise.all(
-        [0, 1, 2, 3].map(
+        Array.from({ length: procs }, 
           () =>
             new Promise((resolve, reject) =>
               execFile(process.execPath, [here, JSON.stringify(o)], { maxBuffer: 1 << 26 }, (e, out) => (e ? reject(e) : resolve(JSON.parse(out)))),
@@ -83,7 +88,7 @@ if (process.argv[2]?.startsWith('{')) {
       const same = []
       const cross = []
       for (let i = 1; i < all.length; i++) (all[i].p === all[i - 1].p ? same : cross).push(all[i].s - all[i - 1].e)
-      const counts = parts.map((p) => p.sections.length)
+      const counts = parts.flatMap((p) => Array.from({ length: workers }, (_, w) => p.sections.filter((x) => x[2] === w).length))
       const jain = counts.reduce((a, b) => a + b, 0) ** 2 / (counts.length * counts.reduce((a, b) => a + b * b, 0))
       const cs = stats(all.map((x) => x.e - x.s))
       const [sm, cr] = [stats(same), stats(cross)]
