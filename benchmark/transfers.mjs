@@ -60,6 +60,7 @@ if (process.argv[2]?.startsWith('{')) {
   process.stdout.write(JSON.stringify({ sections, failures }))
 } else {
   const { startServers, stopServers } = await import('../scripts/redis-servers.mjs')
+  const { roundTrip } = await import('./raw.mjs')
   const servers = await startServers(6)
   const ports = servers.slice(0, 5).map((s) => s.port)
   const seconds = Number(arg('seconds', 4))
@@ -73,11 +74,14 @@ if (process.argv[2]?.startsWith('{')) {
   const f = (x) => x.toFixed(2)
   console.log('| implementation | CS/s | Jain (per worker) | CS ms (mean) | same-process transfer ms (n, mean, p50) | cross-process transfer ms (n, mean, p50, p90) | failed |')
   console.log('|---|---:|---:|---:|---|---|---:|')
+  const bounds = []
   for (let round = 0; round < Number(arg('rounds', 2)); round++) {
+    const rates = {}
     for (const impl of arg('impls', 'redlock-rs,redlock-universal').split(',')) {
       const o = { impl, ports, witnessPort: servers[5].port, key: `t${round}${Date.now()}`, seconds, workers, startAt: Date.now() + 1500 }
       const parts = await Promise.all(
-        Array.from({ length: procs }, 
+        Array.from(
+          { length: procs },
           () =>
             new Promise((resolve, reject) =>
               execFile(process.execPath, [here, JSON.stringify(o)], { maxBuffer: 1 << 26 }, (e, out) => (e ? reject(e) : resolve(JSON.parse(out)))),
@@ -92,10 +96,24 @@ if (process.argv[2]?.startsWith('{')) {
       const jain = counts.reduce((a, b) => a + b, 0) ** 2 / (counts.length * counts.reduce((a, b) => a + b * b, 0))
       const cs = stats(all.map((x) => x.e - x.s))
       const [sm, cr] = [stats(same), stats(cross)]
+      rates[impl] = { perSec: all.length / seconds, cs: cs.mean }
       console.log(
         `| ${impl} | ${(all.length / seconds).toFixed(0)} | ${jain.toFixed(3)} | ${f(cs.mean)} | ${sm.n}, ${f(sm.mean)}, ${f(sm.p50)} | ${cr.n}, ${f(cr.mean)}, ${f(cr.p50)}, ${f(cr.p90)} | ${parts.reduce((a, p) => a + p.failures, 0)} |`,
       )
     }
+    // No design moves the lock with less than one quorum round trip, so none exceeds
+    // 1 / (critical section + quorum round trip), whatever it does between sections.
+    const rtt = await roundTrip(ports, 1000)
+    const ours = rates['redlock-rs']
+    const peers = Object.entries(rates).filter(([name]) => name !== 'redlock-rs')
+    if (ours && peers.length) {
+      const [peer, best] = peers.sort((a, b) => b[1].perSec - a[1].perSec)[0]
+      const bound = 1000 / (ours.cs + rtt)
+      bounds.push(
+        `round ${round + 1}: quorum round trip (raw, p50) ${rtt.toFixed(3)} ms; bound 1 / (${ours.cs.toFixed(2)} + ${rtt.toFixed(3)}) ms = ${bound.toFixed(0)} CS/s = ${(bound / best.perSec).toFixed(2)}x ${peer} (${best.perSec.toFixed(0)}); redlock-rs ${(ours.perSec / best.perSec).toFixed(2)}x`,
+      )
+    }
   }
+  if (bounds.length) console.log(`\n${bounds.join('\n')}`)
   await stopServers(servers)
 }
