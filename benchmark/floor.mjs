@@ -19,7 +19,9 @@
 // section and the transfer between sections, and the bound a quorum round trip per
 // transfer sets. Ratios to node-redlock in the same run.
 import { randomBytes } from 'node:crypto'
+import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 
 import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { implementations } from './impls.mjs'
@@ -122,6 +124,40 @@ async function sequentialP50(impl, ports, ops) {
   return median(lat)
 }
 
+/** 64 loops of acquire+release for `seconds`: ops/s, JavaScript-thread and process µs per op. */
+async function loops(impl, ports, seconds) {
+  const lib = await implementations[impl](ports)
+  for (let i = 0; i < 200; i++) await lib.release(await lib.acquire(`floor:warm:${unique++}`, 10_000))
+  let n = 0
+  const end = Date.now() + seconds * 1000
+  const [elu0, cpu0, t0] = [performance.eventLoopUtilization(), process.cpuUsage(), performance.now()]
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      while (Date.now() < end) {
+        await lib.release(await lib.acquire(`floor:tp:${unique++}`, 10_000))
+        n += 1
+      }
+    }),
+  )
+  const [elu, cpu, elapsed] = [performance.eventLoopUtilization(elu0), process.cpuUsage(cpu0), performance.now() - t0]
+  await lib.close()
+  return { perSec: (n * 1000) / elapsed, jsUs: (elu.active * 1000) / n, cpuUs: (cpu.user + cpu.system) / n }
+}
+
+// A child process for one `loops` run (fresh, with the environment given to it).
+const child = process.argv.find((a) => a.startsWith('--loops='))
+if (child) {
+  const o = JSON.parse(child.slice('--loops='.length))
+  process.stdout.write(JSON.stringify(await loops(o.impl, o.ports, o.seconds)))
+  process.exit(0)
+}
+const inChild = (impl, ports, seconds, env = {}) =>
+  new Promise((resolve, reject) =>
+    execFile(process.execPath, [fileURLToPath(import.meta.url), `--loops=${JSON.stringify({ impl, ports, seconds })}`], { env: { ...process.env, ...env } }, (e, out) =>
+      e ? reject(e) : resolve(JSON.parse(out)),
+    ),
+  )
+
 const servers = await startServers(6)
 const [ports5, witnessPort] = [servers.slice(0, 5).map((s) => s.port), servers[5].port]
 const rounds = arg('rounds', 3)
@@ -160,6 +196,31 @@ try {
   }
   console.log(`  quorum round trip (raw, p50): ${rtt.toFixed(3)} ms [${rtts.map((x) => x.toFixed(3)).join(', ')}]`)
   console.log(`  bound: 1 / (${cs.toFixed(2)} + ${rtt.toFixed(3)}) ms = ${(1000 / (cs + rtt)).toFixed(0)} CS/s = ${(1000 / (cs + rtt) / nr).toFixed(2)}x node-redlock`)
+
+  // 64 loops: the JavaScript thread's time per operation (event-loop utilization) and the
+  // process' CPU, each run in a fresh process; redlock-rs also with its engine on an I/O
+  // thread (REDLOCK_RS_IO=thread). The floor does only its socket work and the least
+  // JavaScript, with one write per connection per tick.
+  const variants = [
+    ['node-redlock', 'node-redlock'],
+    ['redlock-rs', 'redlock-rs'],
+    ['redlock-rs, I/O thread', 'redlock-rs', { REDLOCK_RS_IO: 'thread' }],
+    ['floor', 'floor'],
+  ]
+  for (const [label, ports] of [
+    ['5 servers', ports5],
+    ['1 server', ports5.slice(0, 1)],
+  ]) {
+    const res = Object.fromEntries(variants.map(([name]) => [name, []]))
+    for (let r = 0; r < rounds; r++) for (const [name, impl, env] of variants) res[name].push(await inChild(impl, ports, Math.min(seconds, 3), env))
+    const m = (name, k) => median(res[name].map((x) => x[k]))
+    console.log(`\n64 loops, ${label} (median of ${rounds} runs; ratio to node-redlock)`)
+    console.log('  implementation            ops/s  ratio   JS-thread µs/op  ratio   process CPU µs/op  ratio')
+    for (const [name] of variants) {
+      const col = (k, d) => `${m(name, k).toFixed(d).padStart(7)}  ${(m(name, k) / m('node-redlock', k)).toFixed(2)}x`
+      console.log(`  ${name.padEnd(24)} ${col('perSec', 0)}   ${col('jsUs', 1)}         ${col('cpuUs', 1)}`)
+    }
+  }
 } finally {
   await stopServers(servers)
 }

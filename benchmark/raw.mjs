@@ -24,7 +24,16 @@ export class Raw {
     this.ready = new Promise((resolve) => this.socket.once('connect', resolve))
   }
 
+  /** Commands sent in one tick leave in one write (`cork` until the tick ends). */
   send(args) {
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      process.nextTick(() => {
+        this.corked = false
+        this.socket.uncork()
+      })
+    }
     return new Promise((resolve) => {
       this.waiting.push(resolve)
       this.socket.write(encode(args))
