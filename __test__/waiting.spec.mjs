@@ -149,6 +149,46 @@ test.serial('with no other process listening, every release is a hand-over', asy
   t.deepEqual(await handOvers(t, new Redlock(clientsFor(t, servers), slowPolling), key), [true, true, true, true, true])
 })
 
+test.serial('a line that forms again while the lock is held in this process waits for the hand-over, without an attempt bound to fail', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const first = await redlock.acquire([key], 5_000)
+  const second = redlock.acquire([key], 5_000)
+  await sleep(100) // failed once, now waiting for the release
+  await first.release()
+  const held = await second // handed over: the line is empty, the lock held here
+  t.is(held.attempts.length, 2, 'the first waiter found the lock held once')
+  const third = redlock.acquire([key], 5_000)
+  await sleep(100)
+  await held.release()
+  const next = await third
+  t.is(next.attempts.length, 1, 'handed over, with no attempt before')
+  t.true((await next.attempts[0]).votesFor.size >= 2, 'moved on a quorum')
+  t.true((await valuesOn(servers, key)).filter((v) => v === next.value).length >= 2)
+  // Released, the lock is no longer counted as held here: the next acquire tries at once.
+  await next.release()
+  const free = await redlock.acquire([key], 5_000)
+  t.is(free.attempts.length, 1)
+  await free.release()
+})
+
+test.serial('a line that forms again after the lock held in this process expired tries at once', async (t) => {
+  const redlock = new Redlock(clientsFor(t, servers), slowPolling)
+  const key = resource(t)
+  const first = await redlock.acquire([key], 5_000)
+  const second = redlock.acquire([key], 300)
+  await sleep(100)
+  await first.release()
+  await second // handed over, valid for about 300 ms, never released
+  await sleep(400)
+  const started = Date.now()
+  const next = await redlock.acquire([key], 5_000)
+  // Waiting for a release that never comes would take the 4 s retry delay.
+  t.true(Date.now() - started < 2_000, `${Date.now() - started} ms`)
+  t.is(next.attempts.length, 1)
+  await next.release()
+})
+
 test.serial('a hand-over that cannot move the lock (its key was stolen) leaves nothing of the waiter behind', async (t) => {
   const redlock = new Redlock(clientsFor(t, servers), { retryCount: 3, retryDelay: 100, retryJitter: 0 })
   const key = resource(t)

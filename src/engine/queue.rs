@@ -67,6 +67,11 @@ struct Kept {
     released: Arc<Signal>,
     watches: Vec<Watch>,
     since: Instant,
+    /// Until when the lock is held in this process, when the line emptied because its
+    /// head took the lock and no holder of this process released it since: a line that
+    /// forms again meanwhile waits for that release (or offers to take the lock over)
+    /// before its first attempt, which would find the lock held.
+    holding: Option<Instant>,
 }
 
 /// The lines of one quorum, by resource set.
@@ -99,6 +104,14 @@ impl Queues {
         line.offer.take().map(|(_, o)| o)
     }
 
+    /// A holder of this process releases the lock of line `key`: an emptied line no
+    /// longer counts it as held here (see [`Kept::holding`]).
+    pub fn releasing(&self, key: &str) {
+        if let Some(k) = self.lock().kept.get_mut(key) {
+            k.holding = None;
+        }
+    }
+
     /// A hand-over on line `key` found no listener of another process: it does not
     /// count towards the bound of hand-overs in a row.
     pub fn no_rivals(&self, key: &str) {
@@ -123,7 +136,7 @@ impl Queues {
             queues: self.clone(),
             key,
             id,
-            acquired: false,
+            held_until: None,
         };
         if head {
             return Some(turn);
@@ -161,16 +174,16 @@ impl Queues {
                 .collect();
             let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
             let line = active.entry(key.to_string()).or_insert_with(|| {
-                let (released, watches) = match kept.remove(key) {
-                    Some(k) => (k.released, k.watches),
-                    None => (Arc::default(), Vec::new()),
+                let (released, watches, handoff) = match kept.remove(key) {
+                    Some(k) => (k.released, k.watches, k.holding.is_some_and(|u| now < u)),
+                    None => (Arc::default(), Vec::new(), false),
                 };
                 Line {
                     waiters: VecDeque::new(),
                     turns: HashMap::new(),
                     released,
                     watches,
-                    handoff: false,
+                    handoff,
                     offer: None,
                     handovers_in_row: 0,
                     yielding: false,
@@ -191,7 +204,8 @@ pub struct Turn {
     queues: Arc<Queues>,
     key: String,
     id: u64,
-    acquired: bool,
+    /// Set when this head leaves holding the lock: until when it is valid.
+    held_until: Option<Instant>,
 }
 
 impl Turn {
@@ -283,9 +297,9 @@ impl Turn {
         }
     }
 
-    /// Marks that this head leaves holding the lock.
-    pub fn acquired(&mut self) {
-        self.acquired = true;
+    /// Marks that this head leaves holding the lock, valid for `validity`.
+    pub fn acquired(&mut self, validity: Duration) {
+        self.held_until = Some(Instant::now() + validity);
     }
 }
 
@@ -310,6 +324,7 @@ impl Drop for Turn {
                         released: line.released,
                         watches: line.watches,
                         since: Instant::now(),
+                        holding: self.held_until.filter(|_| was_head),
                     };
                     kept.insert(self.key.clone(), kept_line);
                 }
@@ -317,7 +332,7 @@ impl Drop for Turn {
             return;
         }
         if was_head {
-            line.handoff = self.acquired;
+            line.handoff = self.held_until.is_some();
             if let Some(next) = line.waiters.front().and_then(|w| line.turns.get(w)) {
                 next.notify_one();
             }
@@ -371,7 +386,7 @@ mod tests {
             t.handoff()
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
-        head.acquired();
+        head.acquired(Duration::from_secs(5));
         drop(head);
         assert!(
             next.await.unwrap(),

@@ -540,8 +540,8 @@ impl Quorum {
             let hopeless = matches!(op, Op::Extend { .. }) && outcome == Err(FailureKind::Locked);
             let aborted = outcome == Err(FailureKind::Aborted);
             if outcome.is_ok() || aborted || hopeless || run.exhausted(call) {
-                if let (Some(t), Ok(_)) = (turn.as_mut(), outcome) {
-                    t.acquired();
+                if let (Some(t), Ok(validity)) = (turn.as_mut(), outcome) {
+                    t.acquired(Duration::from_millis(validity.max(0) as u64));
                 }
                 run.value = value;
                 return run.finish(outcome);
@@ -580,7 +580,9 @@ impl Quorum {
         }
         if op == Op::Release {
             self.stragglers.note_release(value, self.command_timeout());
-            if let Some(stats) = self.hand_over(resources, value, call).await {
+            let line = call.kind.line(resources);
+            self.queues.releasing(&line);
+            if let Some(stats) = self.hand_over(&line, resources, value, call).await {
                 return Err(run.handed_over(stats, value));
             }
         }
@@ -625,7 +627,7 @@ impl Quorum {
         run.begin_attempt();
         run.keep(h.stats);
         if let Some(t) = turn.as_mut() {
-            t.acquired();
+            t.acquired(Duration::from_millis(h.validity.max(0) as u64));
         }
         run.value = h.value;
         run.finish(Ok(h.validity))
@@ -812,6 +814,7 @@ impl Quorum {
     /// Steps: send the moves and count them, clean up every node's outcome, deliver.
     async fn hand_over(
         &self,
+        line: &str,
         resources: &[String],
         value: &str,
         call: &Call<'_>,
@@ -819,8 +822,7 @@ impl Quorum {
         if call.kind != Kind::Mutex {
             return None;
         }
-        let line = Kind::Mutex.line(resources);
-        let offer = self.queues.take_offer(&line)?;
+        let offer = self.queues.take_offer(line)?;
         let started = Instant::now();
         let (ballot, moves, rivals) = self.send_moves(resources, value, &offer).await;
         let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
@@ -833,7 +835,7 @@ impl Quorum {
         if !rivals {
             // Nobody else listens for this lock's releases: no waiter of another process
             // waits for it, so hand-overs in a row need no bound.
-            self.queues.no_rivals(&line);
+            self.queues.no_rivals(line);
         }
         let Ballot { votes, tally, .. } = ballot;
         let stats = AttemptStats {
