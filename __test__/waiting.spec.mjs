@@ -172,6 +172,32 @@ test.serial('a line that forms again while the lock is held in this process wait
   await free.release()
 })
 
+test.serial('two workers passing a lock back and forth do not keep a waiter of another process out: hand-overs in a row stay bounded when their line empties', async (t) => {
+  const key = resource(t)
+  const passing = new Redlock(clientsFor(t, servers), slowPolling)
+  const other = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 200, retryJitter: 0 })
+  let stop = false
+  let passes = 0
+  const workers = [0, 1].map(async () => {
+    while (!stop) {
+      const lock = await passing.acquire([key], 5_000)
+      passes += 1
+      await sleep(5)
+      await lock.release()
+    }
+  })
+  await sleep(200)
+  const before = passes
+  const started = Date.now()
+  const lock = await Promise.race([other.acquire([key], 5_000), sleep(5_000).then(() => null)])
+  const waited = Date.now() - started
+  stop = true
+  if (lock) await lock.release()
+  await Promise.all(workers)
+  t.truthy(lock, `the other process' waiter never got the lock (${passes - before} passes meanwhile)`)
+  t.true(passes - before < 40, `${passes - before} passes in ${waited} ms before the other process' turn`)
+})
+
 test.serial('a line that forms again after the lock held in this process expired tries at once', async (t) => {
   const redlock = new Redlock(clientsFor(t, servers), slowPolling)
   const key = resource(t)

@@ -72,6 +72,11 @@ struct Kept {
     /// forms again meanwhile waits for that release (or offers to take the lock over)
     /// before its first attempt, which would find the lock held.
     holding: Option<Instant>,
+    /// The line's hand-overs in a row and whether it yields (see [`Line`]): a line that
+    /// empties at every hand-over (two workers passing the lock back and forth) must not
+    /// start the count again each time, or the waiters of other processes never get in.
+    handovers_in_row: u32,
+    yielding: bool,
 }
 
 /// The lines of one quorum, by resource set.
@@ -174,20 +179,24 @@ impl Queues {
                 .collect();
             let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
             let line = active.entry(key.to_string()).or_insert_with(|| {
-                let (released, watches, handoff) = match kept.remove(key) {
-                    Some(k) => (k.released, k.watches, k.holding.is_some_and(|u| now < u)),
-                    None => (Arc::default(), Vec::new(), false),
-                };
-                Line {
+                let mut line = Line {
                     waiters: VecDeque::new(),
                     turns: HashMap::new(),
-                    released,
-                    watches,
-                    handoff,
+                    released: Arc::default(),
+                    watches: Vec::new(),
+                    handoff: false,
                     offer: None,
                     handovers_in_row: 0,
                     yielding: false,
+                };
+                if let Some(k) = kept.remove(key) {
+                    line.released = k.released;
+                    line.watches = k.watches;
+                    line.handoff = k.holding.is_some_and(|until| now < until);
+                    line.handovers_in_row = k.handovers_in_row;
+                    line.yielding = k.yielding;
                 }
+                line
             });
             line.waiters.push_back(id);
             line.turns.insert(id, my_turn.clone());
@@ -325,6 +334,8 @@ impl Drop for Turn {
                         watches: line.watches,
                         since: Instant::now(),
                         holding: self.held_until.filter(|_| was_head),
+                        handovers_in_row: line.handovers_in_row,
+                        yielding: line.yielding,
                     };
                     kept.insert(self.key.clone(), kept_line);
                 }
