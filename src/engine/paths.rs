@@ -10,7 +10,8 @@ mod tests {
     use crate::engine::memory::MemoryStore;
     use crate::engine::node::Node;
     use crate::engine::quorum::FailureKind;
-    use crate::engine::redlock::{Call, Op, Quorum, Redlock};
+    use crate::engine::quorum::Vote;
+    use crate::engine::redlock::{Call, LateVotes, Op, Quorum, Redlock};
     use crate::engine::settings::Settings;
 
     const TIMEOUT: Duration = Duration::from_millis(150);
@@ -218,6 +219,54 @@ mod tests {
             })
         };
         (stores, redlock, held, settings, waiter)
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_won_before_every_node_moved_reports_the_rest_to_the_waiter_late() {
+        let (stores, redlock) = stores(3);
+        let redlock = Arc::new(redlock);
+        let settings = Settings {
+            retry_count: 10,
+            retry_delay_ms: 2_000,
+            retry_jitter_ms: 0,
+            ..*redlock.settings()
+        };
+        let call = Call::new(&settings);
+        let (held, _) = redlock.acquire(&["k".into()], 5_000, &call).await;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Option<Vote>>>();
+        let waiter = {
+            let redlock = redlock.clone();
+            tokio::spawn(async move {
+                let tx = std::sync::Mutex::new(tx);
+                let late = move || -> LateVotes {
+                    let tx = tx.lock().unwrap().clone();
+                    Box::new(move |votes| tx.send(votes).unwrap())
+                };
+                let call = Call {
+                    late: Some(&late),
+                    ..Call::new(&settings)
+                };
+                redlock.acquire(&["k".into()], 5_000, &call).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        stores[2].delay_next(50);
+        let released = redlock
+            .release(&["k".into()], &held, &Call::new(&settings))
+            .await;
+        assert!(released.outcome.is_ok());
+        let (_, exec) = waiter.await.unwrap();
+        let handed = exec.attempts.back().unwrap();
+        assert!(
+            handed.late,
+            "decided on two moves, the third still under way"
+        );
+        assert_eq!(handed.votes.iter().filter(|v| v.is_none()).count(), 1);
+        let votes = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(2)))
+            .await
+            .unwrap()
+            .expect("the complete votes come late");
+        assert_eq!(votes, vec![Some(Vote::For); 3]);
     }
 
     #[tokio::test]

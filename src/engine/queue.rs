@@ -51,6 +51,9 @@ pub struct Offer {
     pub ttl_ms: u64,
     pub drift_factor: f64,
     pub tx: tokio::sync::oneshot::Sender<Handed>,
+    /// Where the waiter's operation takes the complete votes of a hand-over decided before
+    /// every node answered (as an attempt's late votes).
+    pub late: Option<crate::engine::redlock::LateVotes>,
 }
 
 /// At most this many hand-overs within the process in a row.

@@ -658,6 +658,7 @@ impl Quorum {
                 ttl_ms,
                 drift_factor: settings.drift_factor,
                 tx,
+                late: call.late.map(|make| make()),
             });
         }
         let wake = async {
@@ -784,7 +785,16 @@ impl Quorum {
     /// The moves of a won hand-over still under way: one that did not move the lock there
     /// removes what is left of the old value; one that landed after the new holder already
     /// released takes the new value back.
-    fn settle_moves(&self, mut moves: PendingMoves, resources: &[String], old: &str, new: &str) {
+    /// With `late`, the complete votes then go to the waiter's operation (once it took the
+    /// lock).
+    fn settle_moves(
+        &self,
+        mut moves: PendingMoves,
+        resources: &[String],
+        (old, new): (&str, &str),
+        mut votes: Vec<Option<Vote>>,
+        late: Option<(LateVotes, tokio::sync::oneshot::Receiver<bool>)>,
+    ) {
         let straggler = Straggler::enter(&self.stragglers);
         let nodes = self.nodes.clone();
         let (old, new, resources) = (old.to_string(), new.to_string(), resources.to_vec());
@@ -793,15 +803,20 @@ impl Quorum {
             let _ = tokio::time::timeout(limit, async {
                 while let Some((i, vote)) = moves.next().await {
                     let stale = match vote {
-                        Vote::For if straggler.was_released(&new, limit) => &new,
-                        Vote::For => continue,
-                        _ => &old,
+                        Vote::For if straggler.was_released(&new, limit) => Some(&new),
+                        Vote::For => None,
+                        _ => Some(&old),
                     };
-                    let release = RELEASE_SCRIPT.evalsha(&resources, &[stale]);
-                    let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                    votes[i] = Some(vote);
+                    if let Some(stale) = stale {
+                        let release = RELEASE_SCRIPT.evalsha(&resources, &[stale]);
+                        let _ = nodes[i].eval::<i64>(&RELEASE_SCRIPT, &release).await;
+                    }
                 }
             })
             .await;
+            drop(straggler);
+            report_late(late, votes, &nodes, limit).await;
         });
     }
 
@@ -822,12 +837,22 @@ impl Quorum {
         if call.kind != Kind::Mutex {
             return None;
         }
-        let offer = self.queues.take_offer(line)?;
+        let mut offer = self.queues.take_offer(line)?;
         let started = Instant::now();
-        let (ballot, moves, rivals) = self.send_moves(resources, value, &offer).await;
+        let (ballot, moves, rivals) = self
+            .send_moves(resources, value, (&offer.value, offer.ttl_ms))
+            .await;
         let validity = validity_ms(offer.ttl_ms, started.elapsed(), offer.drift_factor);
         let won = ballot.decision == Decision::Won && validity > 0;
-        self.clean_up_moves(resources, value, &offer.value, &ballot, moves, won)
+        // Decided before every node answered: the waiter's stats get the rest later.
+        let late = won && !moves.is_empty() && offer.late.is_some();
+        let (delivered_tx, delivered_rx) = tokio::sync::oneshot::channel::<bool>();
+        let sink = offer
+            .late
+            .take()
+            .filter(|_| late)
+            .map(|s| (s, delivered_rx));
+        self.clean_up_moves(resources, (value, &offer.value), &ballot, moves, won, sink)
             .await;
         if !won {
             return None; // dropping the offer tells the waiter: it goes on waiting
@@ -842,17 +867,18 @@ impl Quorum {
             votes,
             tally,
             fence: None,
-            late: false,
+            late,
             slot: None,
             queued: false,
             kept: false,
         };
-        self.deliver(resources, offer, validity, stats.clone());
+        let delivered = self.deliver(resources, offer, validity, stats.clone());
+        let _ = delivered_tx.send(delivered);
         Some(stats)
     }
 
-    /// Sends the hand-over's compare-and-set to every node and counts the moves until the
-    /// outcome is known or the command time-out passes; the moves still under way are
+    /// Sends the hand-over's compare-and-set (`value` to `new`, with `ttl_ms`) to every
+    /// node and counts the moves until the outcome is known or the command time-out passes; the moves still under way are
     /// returned with the ballot, and whether a node that moved the lock has listeners of
     /// its release announcements besides this process (a Cluster node is assumed to: its
     /// subscribers may be on other nodes).
@@ -860,11 +886,11 @@ impl Quorum {
         &self,
         resources: &[String],
         value: &str,
-        offer: &Offer,
+        (new, ttl_ms): (&str, u64),
     ) -> (Ballot, PendingMoves, bool) {
         let rivals = Arc::new(AtomicBool::new(false));
-        let ttl = offer.ttl_ms.to_string();
-        let cmd = Arc::new(HANDOVER_SCRIPT.evalsha(resources, &[value, &offer.value, &ttl]));
+        let ttl = ttl_ms.to_string();
+        let cmd = Arc::new(HANDOVER_SCRIPT.evalsha(resources, &[value, new, &ttl]));
         let mut ballot = Ballot::new(self.nodes.len(), false);
         let mut moves: PendingMoves = self
             .nodes
@@ -909,11 +935,11 @@ impl Quorum {
     async fn clean_up_moves(
         &self,
         resources: &[String],
-        old: &str,
-        new: &str,
+        (old, new): (&str, &str),
         ballot: &Ballot,
         moves: PendingMoves,
         won: bool,
+        late: Option<(LateVotes, tokio::sync::oneshot::Receiver<bool>)>,
     ) {
         let limit = self.command_timeout();
         let mut moved_back = Vec::new();
@@ -935,35 +961,44 @@ impl Quorum {
             }
         }
         if won && !moves.is_empty() {
-            self.settle_moves(moves, resources, old, new);
+            self.settle_moves(moves, resources, (old, new), ballot.votes.clone(), late);
         }
         if !won {
             let _ = tokio::time::timeout(limit, futures::future::join_all(moved_back)).await;
         }
     }
 
-    /// Gives the waiter the lock it now holds; a waiter that is gone (aborted) leaves a
-    /// lock it does not know of, which is released.
-    fn deliver(&self, resources: &[String], offer: Offer, validity: i64, stats: AttemptStats) {
+    /// Gives the waiter the lock it now holds (`true`); a waiter that is gone (aborted)
+    /// leaves a lock it does not know of, which is released.
+    fn deliver(
+        &self,
+        resources: &[String],
+        offer: Offer,
+        validity: i64,
+        stats: AttemptStats,
+    ) -> bool {
         let handed = Handed {
             value: offer.value,
             validity,
             stats,
         };
-        if let Err(h) = offer.tx.send(handed) {
-            let release = RELEASE_SCRIPT.evalsha(resources, &[&h.value]);
-            let nodes = self.nodes.clone();
-            let limit = self.command_timeout();
-            tokio::spawn(tokio::time::timeout(limit, async move {
-                futures::future::join_all(
-                    nodes
-                        .iter()
-                        .map(|n| n.eval::<i64>(&RELEASE_SCRIPT, &release)),
-                )
-                .await;
-            }));
-        }
+        let Err(h) = offer.tx.send(handed) else {
+            return true;
+        };
+        let release = RELEASE_SCRIPT.evalsha(resources, &[&h.value]);
+        let nodes = self.nodes.clone();
+        let limit = self.command_timeout();
+        tokio::spawn(tokio::time::timeout(limit, async move {
+            futures::future::join_all(
+                nodes
+                    .iter()
+                    .map(|n| n.eval::<i64>(&RELEASE_SCRIPT, &release)),
+            )
+            .await;
+        }));
+        false
     }
+
     /// Subscribes `signal` to the release announcements of `resources` on every node
     /// that answers within the retry delay (a slow or dead node is not waited for: the
     /// others announce the release too).
@@ -1226,19 +1261,7 @@ impl Quorum {
             })
             .await;
             drop(straggler);
-            let Some((sink, won)) = sink else { return };
-            if won.await == Ok(true) {
-                let ms = limit.as_millis() as u64;
-                for (i, v) in votes.iter_mut().enumerate() {
-                    if v.is_none() {
-                        *v = Some(Vote::Failed(NodeError::Timeout {
-                            addr: nodes[i].addr(),
-                            ms,
-                        }));
-                    }
-                }
-                sink(votes);
-            }
+            report_late(sink, votes, &nodes, limit).await;
         });
     }
 
@@ -1515,6 +1538,31 @@ const FENCE_GRACE: Duration = Duration::from_millis(5);
 /// How long a lost acquire waits at least for the nodes that have not answered yet (or as
 /// long as the decision took), before it cleans up and reports.
 const DRAIN_GRACE: Duration = Duration::from_millis(5);
+
+/// Hands the complete votes of an operation's last attempt, decided before every node
+/// answered, to its late report (`sink`), once that attempt turned out to be the
+/// operation's win; the votes still missing after `limit` count as time-outs.
+async fn report_late(
+    sink: Option<(LateVotes, tokio::sync::oneshot::Receiver<bool>)>,
+    mut votes: Vec<Option<Vote>>,
+    nodes: &[Arc<Node>],
+    limit: Duration,
+) {
+    let Some((sink, won)) = sink else { return };
+    if won.await != Ok(true) {
+        return;
+    }
+    let ms = limit.as_millis() as u64;
+    for (i, v) in votes.iter_mut().enumerate() {
+        if v.is_none() {
+            *v = Some(Vote::Failed(NodeError::Timeout {
+                addr: nodes[i].addr(),
+                ms,
+            }));
+        }
+    }
+    sink(votes);
+}
 
 /// The fencing token of a won fenced acquire: the successor of the highest counter read.
 fn next_fence(counters: &[Option<i64>]) -> i64 {
