@@ -154,13 +154,17 @@ test.serial('a line that forms again while the lock is held in this process wait
   const key = resource(t)
   const first = await redlock.acquire([key], 5_000)
   const second = redlock.acquire([key], 5_000)
-  await sleep(100) // failed once, now waiting for the release
+  await sleep(300) // failed once, now waiting for the release
   await first.release()
   const held = await second // handed over: the line is empty, the lock held here
   t.is(held.attempts.length, 2, 'the first waiter found the lock held once')
   const third = redlock.acquire([key], 5_000)
-  await sleep(100)
-  await held.release()
+  await sleep(300)
+  const released = await held.release()
+  // The release's own stats resolve too (the late moves go to the new holder only).
+  const releaseStats = await Promise.race([released.attempts[0], sleep(3_000).then(() => null)])
+  t.truthy(releaseStats, "the release's stats resolved")
+  t.true(releaseStats.votesFor.size >= 2)
   const next = await third
   t.is(next.attempts.length, 1, 'handed over, with no attempt before')
   // Decided on a quorum; its stats resolve with every node's move, as an attempt's do.
@@ -204,7 +208,7 @@ test.serial('a line that forms again after the lock held in this process expired
   const key = resource(t)
   const first = await redlock.acquire([key], 5_000)
   const second = redlock.acquire([key], 300)
-  await sleep(100)
+  await sleep(300)
   await first.release()
   await second // handed over, valid for about 300 ms, never released
   await sleep(400)

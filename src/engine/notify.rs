@@ -60,6 +60,12 @@ impl Signal {
     pub async fn notified(&self) {
         self.notify.notified().await
     }
+
+    /// Drops a permit stored while nobody waited (a wake-up for a release that is past).
+    pub fn forget(&self) {
+        use futures::FutureExt;
+        let _ = self.notify.notified().now_or_never();
+    }
 }
 
 /// The pub/sub side of one node.
@@ -259,5 +265,28 @@ impl Drop for Watch {
                 handle.spawn(async move { subscriber.prune().await });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn forget_drops_a_stored_wake_up_and_leaves_later_ones() {
+        let s = Signal::default();
+        s.wake();
+        s.forget();
+        assert!(
+            s.notified().now_or_never().is_none(),
+            "the stored wake-up is gone"
+        );
+        s.forget(); // nothing stored: nothing happens
+        s.wake();
+        assert!(
+            s.notified().now_or_never().is_some(),
+            "a later wake-up still wakes"
+        );
     }
 }

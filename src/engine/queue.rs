@@ -101,7 +101,14 @@ impl Queues {
     /// release go to the nodes).
     pub fn take_offer(&self, key: &str) -> Option<Offer> {
         let mut lines = self.lock();
-        let line = lines.active.get_mut(key)?;
+        let Some(line) = lines.active.get_mut(key) else {
+            // Nobody waits: this release goes to the nodes, where the other processes get
+            // their chance; a line that forms again starts counting anew.
+            if let Some(k) = lines.kept.get_mut(key) {
+                k.handovers_in_row = 0;
+            }
+            return None;
+        };
         if line.offer.is_none() || line.handovers_in_row >= MAX_HANDOVERS_IN_ROW {
             // This release goes to the nodes (and is announced to every process).
             line.yielding = line.offer.is_some();
@@ -193,9 +200,15 @@ impl Queues {
                     yielding: false,
                 };
                 if let Some(k) = kept.remove(key) {
+                    line.handoff = k.holding.is_some_and(|until| now < until);
+                    if line.handoff {
+                        // Releases announced before the lock was taken here are stale: their
+                        // wake-up must not send the head to the nodes, where it would find
+                        // the lock held.
+                        k.released.forget();
+                    }
                     line.released = k.released;
                     line.watches = k.watches;
-                    line.handoff = k.holding.is_some_and(|until| now < until);
                     line.handovers_in_row = k.handovers_in_row;
                     line.yielding = k.yielding;
                 }

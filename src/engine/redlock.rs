@@ -874,7 +874,12 @@ impl Quorum {
         };
         let delivered = self.deliver(resources, offer, validity, stats.clone());
         let _ = delivered_tx.send(delivered);
-        Some(stats)
+        // The late votes go to the waiter's operation only: the release reports what it
+        // had when it was decided.
+        Some(AttemptStats {
+            late: false,
+            ..stats
+        })
     }
 
     /// Sends the hand-over's compare-and-set (`value` to `new`, with `ttl_ms`) to every
@@ -1178,7 +1183,8 @@ impl Quorum {
         loop {
             // A lost acquire waits a little for the nodes still answering (so that their
             // keys are removed before it reports), a won fenced one for more counters; a
-            // stopped node is not waited for (its cleanup is queued behind the request).
+            // stopped node is not waited for then (its cleanup is queued behind the
+            // request), only while its vote decides the reason (below).
             let draining = ballot.decision == Decision::Lost && is_acquire;
             let counting = ballot.decision == Decision::Won && fenced;
             if (draining || counting) && grace.is_none() {
@@ -1190,10 +1196,14 @@ impl Quorum {
                 grace = Some(Instant::now() + wait);
             }
             let in_grace = grace.is_some_and(|g| Instant::now() < g);
-            // A loss whose reason the votes still out decide (another owner's, or ours
-            // behind the failures) waits for them, within the window: how long they take
-            // must not change what it reports.
-            let settling = ballot.decision == Decision::Lost && !ballot.tally.failure_known();
+            // A lost acquire or extend whose reason the votes still out decide (another
+            // owner's, or ours behind the failures) waits for them, within the window: how
+            // long they take must not change what it reports. (A release never meets
+            // another owner's vote; a permit acquire's votes are recounted by slot after.)
+            let settling = ballot.decision == Decision::Lost
+                && matches!(op, Op::Acquire { .. } | Op::Extend { .. })
+                && !ballot.by_slot
+                && !ballot.tally.failure_known();
             if ballot.decision != Decision::Pending && !in_grace && !settling {
                 return false;
             }
