@@ -188,8 +188,12 @@ mod tests {
         assert!(f1 >= 1);
     }
 
+    /// The complete votes the waiter of [`held_with_waiter`] gets late, if any.
+    type LateReports = std::sync::mpsc::Receiver<Vec<Option<Vote>>>;
+
     /// `k` held on 3 stores, and a waiter for it (spawned) with `retry_count` retries
-    /// `retry_delay_ms` apart: the stores, the quorum, the held value and the settings.
+    /// `retry_delay_ms` apart: the stores, the quorum, the held value, the settings, the
+    /// waiter and its late reports.
     async fn held_with_waiter(
         retry_count: i64,
         retry_delay_ms: u64,
@@ -199,6 +203,7 @@ mod tests {
         String,
         Settings,
         tokio::task::JoinHandle<(String, crate::engine::redlock::Execution)>,
+        LateReports,
     ) {
         let (stores, redlock) = stores(3);
         let redlock = Arc::new(redlock);
@@ -211,36 +216,16 @@ mod tests {
         let (held, _) = redlock
             .acquire(&["k".into()], 5_000, &Call::new(&settings))
             .await;
-        let waiter = {
-            let redlock = redlock.clone();
-            tokio::spawn(async move {
-                let call = Call::new(&settings);
-                redlock.acquire(&["k".into()], 5_000, &call).await
-            })
-        };
-        (stores, redlock, held, settings, waiter)
-    }
-
-    #[tokio::test]
-    async fn a_hand_over_won_before_every_node_moved_reports_the_rest_to_the_waiter_late() {
-        let (stores, redlock) = stores(3);
-        let redlock = Arc::new(redlock);
-        let settings = Settings {
-            retry_count: 10,
-            retry_delay_ms: 2_000,
-            retry_jitter_ms: 0,
-            ..*redlock.settings()
-        };
-        let call = Call::new(&settings);
-        let (held, _) = redlock.acquire(&["k".into()], 5_000, &call).await;
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<Option<Vote>>>();
+        let (tx, reports) = std::sync::mpsc::channel();
         let waiter = {
             let redlock = redlock.clone();
             tokio::spawn(async move {
                 let tx = std::sync::Mutex::new(tx);
                 let late = move || -> LateVotes {
                     let tx = tx.lock().unwrap().clone();
-                    Box::new(move |votes| tx.send(votes).unwrap())
+                    Box::new(move |votes| {
+                        let _ = tx.send(votes);
+                    })
                 };
                 let call = Call {
                     late: Some(&late),
@@ -249,6 +234,12 @@ mod tests {
                 redlock.acquire(&["k".into()], 5_000, &call).await
             })
         };
+        (stores, redlock, held, settings, waiter, reports)
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_won_before_every_node_moved_reports_the_rest_to_the_waiter_late() {
+        let (stores, redlock, held, settings, waiter, reports) = held_with_waiter(10, 2_000).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
         stores[2].delay_next(50);
         let released = redlock
@@ -262,16 +253,17 @@ mod tests {
             "decided on two moves, the third still under way"
         );
         assert_eq!(handed.votes.iter().filter(|v| v.is_none()).count(), 1);
-        let votes = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(2)))
-            .await
-            .unwrap()
-            .expect("the complete votes come late");
+        let votes =
+            tokio::task::spawn_blocking(move || reports.recv_timeout(Duration::from_secs(2)))
+                .await
+                .unwrap()
+                .expect("the complete votes come late");
         assert_eq!(votes, vec![Some(Vote::For); 3]);
     }
 
     #[tokio::test]
     async fn a_hand_over_moves_the_lock_to_the_waiter_on_every_node_it_reaches() {
-        let (stores, redlock, held, settings, waiter) = held_with_waiter(10, 2_000).await;
+        let (stores, redlock, held, settings, waiter, _) = held_with_waiter(10, 2_000).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
         // The third node gets its move late: the hand-over is won on the other two.
         stores[2].delay_next(50);
@@ -301,7 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_over_that_cannot_move_the_lock_leaves_the_waiter_retrying() {
-        let (stores, redlock, held, settings, waiter) = held_with_waiter(2, 40).await;
+        let (stores, redlock, held, settings, waiter, _) = held_with_waiter(2, 40).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
         // A thief takes the key everywhere: the hand-over moves nothing, and drops the
         // waiter's offer without an answer while the waiter still waits.
