@@ -1180,11 +1180,12 @@ impl Quorum {
         let is_acquire = matches!(op, Op::Acquire { .. });
         let fenced = is_acquire && call.settings.fencing;
         let mut grace: Option<Instant> = None;
+        let mut settle: Option<Instant> = None;
         loop {
             // A lost acquire waits a little for the nodes still answering (so that their
             // keys are removed before it reports), a won fenced one for more counters; a
             // stopped node is not waited for then (its cleanup is queued behind the
-            // request), only while its vote decides the reason (below).
+            // request), only a little longer while its vote decides the reason (below).
             let draining = ballot.decision == Decision::Lost && is_acquire;
             let counting = ballot.decision == Decision::Won && fenced;
             if (draining || counting) && grace.is_none() {
@@ -1195,19 +1196,33 @@ impl Quorum {
                 };
                 grace = Some(Instant::now() + wait);
             }
-            let in_grace = grace.is_some_and(|g| Instant::now() < g);
             // A lost acquire or extend whose reason the votes still out decide (another
-            // owner's, or ours behind the failures) waits for them, within the window: how
-            // long they take must not change what it reports. (A release never meets
-            // another owner's vote; a permit acquire's votes are recounted by slot after.)
-            let settling = ballot.decision == Decision::Lost
+            // owner's, or ours behind the failures) waits for them a while (see
+            // [`SETTLE_GRACE`]): a node that answers a few milliseconds later must not
+            // change what it reports. (A release never meets another owner's vote; a
+            // permit acquire's votes are recounted by slot after.)
+            let open = ballot.decision == Decision::Lost
                 && matches!(op, Op::Acquire { .. } | Op::Extend { .. })
                 && !ballot.by_slot
                 && !ballot.tally.failure_known();
-            if ballot.decision != Decision::Pending && !in_grace && !settling {
+            if open && settle.is_none() {
+                settle = Some(Instant::now() + SETTLE_GRACE.max(started.elapsed() * 2));
+            }
+            let now = Instant::now();
+            let in_grace = grace.filter(|g| now < *g);
+            let settling = settle.filter(|u| open && now < *u);
+            if ballot.decision != Decision::Pending && in_grace.is_none() && settling.is_none() {
+                if open {
+                    // Given up on: they count as failed (timed out), as at the deadline.
+                    let ms = started.elapsed().as_millis() as u64;
+                    ballot.fail_missing(|i| NodeError::Timeout {
+                        addr: self.nodes[i].addr(),
+                        ms,
+                    });
+                }
                 return false;
             }
-            let until = grace.map_or(started + window, |g| g.min(started + window));
+            let until = in_grace.max(settling).map(|u| u.min(started + window));
             tokio::select! {
                 next = pending.next() => match next {
                     Some((i, (vote, counter, slot, holder))) => {
@@ -1216,7 +1231,7 @@ impl Quorum {
                     }
                     None => return false,
                 },
-                _ = tokio::time::sleep_until(until.into()), if grace.is_some() && !settling => return false,
+                _ = tokio::time::sleep_until(until.unwrap_or(now).into()), if until.is_some() => {}
                 _ = &mut deadline => {
                     let ms = window.as_millis() as u64;
                     ballot.fail_missing(|i| NodeError::Timeout { addr: self.nodes[i].addr(), ms });
@@ -1548,6 +1563,13 @@ const FENCE_GRACE: Duration = Duration::from_millis(5);
 /// How long a lost acquire waits at least for the nodes that have not answered yet (or as
 /// long as the decision took), before it cleans up and reports.
 const DRAIN_GRACE: Duration = Duration::from_millis(5);
+
+/// How long a lost acquire or extend waits at least (or twice as long as the decision
+/// took) for the votes that decide whether it was lost to another owner or to failures;
+/// the nodes still silent then count as timed out. Long enough for a node that is only
+/// slow (a busy machine), short enough that a stopped one does not hold every attempt for
+/// its whole window.
+const SETTLE_GRACE: Duration = Duration::from_millis(200);
 
 /// Hands the complete votes of an operation's last attempt, decided before every node
 /// answered, to its late report (`sink`), once that attempt turned out to be the
