@@ -9,6 +9,19 @@ const require = createRequire(import.meta.url)
 const IORedis = require('ioredis')
 
 /**
+ * The critical section of the contention scenarios: four round trips to the witness, a
+ * read-modify-write that a second holder would corrupt. `true` when another holder was
+ * inside at the same time.
+ */
+export async function witnessSection(witness, key) {
+  const together = (await witness.incr(`${key}:holders`)) > 1
+  const v = Number(await witness.get(`${key}:counter`))
+  await witness.set(`${key}:counter`, v + 1)
+  await witness.decr(`${key}:holders`)
+  return together
+}
+
+/**
  * Runs `workers` contending loops for `seconds` on `key`. Returns per-worker counts,
  * the worst wait (ms from wanting the lock to holding it), failures and overlaps.
  */
@@ -43,10 +56,7 @@ export async function contend({ impl, ports, witnessPort, key, workers, seconds,
         // The critical section: a read-modify-write that a second holder would corrupt.
         active += 1
         if (active > 1) overlaps += 1
-        if ((await witness.incr(`${key}:holders`)) > 1) overlaps += 1
-        const v = Number(await witness.get(`${key}:counter`))
-        await witness.set(`${key}:counter`, v + 1)
-        await witness.decr(`${key}:holders`)
+        if (await witnessSection(witness, key)) overlaps += 1
         active -= 1
         counts[w] += 1
         try {

@@ -24,6 +24,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
 import { startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { witnessSection } from './contention.mjs'
 import { implementations } from './impls.mjs'
 import { MOVE, RELEASE, Raw, quorum, roundTrip, sha } from './raw.mjs'
 
@@ -87,10 +88,7 @@ async function sections(impl, ports, witnessPort, seconds) {
         let lock
         while (!lock) lock = await lib.acquire(key, 5_000).catch(() => null)
         const start = performance.now()
-        await witness.incr(`${key}:holders`)
-        const v = Number(await witness.get(`${key}:counter`))
-        await witness.set(`${key}:counter`, v + 1)
-        await witness.decr(`${key}:holders`)
+        await witnessSection(witness, key)
         list.push([start, performance.now()])
         await lib.release(lock).catch(() => {})
       }

@@ -21,6 +21,7 @@ if (process.argv[2]?.startsWith('{')) {
   // A child: one process of `workers` workers.
   const o = JSON.parse(process.argv[2])
   const { implementations } = await import('./impls.mjs')
+  const { witnessSection } = await import('./contention.mjs')
   const IORedis = require('ioredis')
   const lib = await implementations[o.impl](o.ports)
   const witness = new IORedis({ port: o.witnessPort, host: '127.0.0.1' })
@@ -44,10 +45,7 @@ if (process.argv[2]?.startsWith('{')) {
           }
         }
         const start = now()
-        await witness.incr(`${o.key}:holders`)
-        const v = Number(await witness.get(`${o.key}:counter`))
-        await witness.set(`${o.key}:counter`, v + 1)
-        await witness.decr(`${o.key}:holders`)
+        await witnessSection(witness, o.key)
         sections.push([start, now(), w])
         try {
           await lib.release(lock)

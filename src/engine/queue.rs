@@ -65,21 +65,18 @@ const KEEP_SUBSCRIBED: Duration = Duration::from_secs(2);
 /// At most this many emptied lines keep their subscriptions.
 const KEEP_MAX: usize = 1024;
 
-/// The subscriptions of a line that emptied, kept for a while.
+/// A line that emptied, kept for a while with its subscriptions and its count of
+/// hand-overs in a row (a line that empties at every hand-over, two workers passing the
+/// lock back and forth, must not start the count again each time, or the waiters of
+/// other processes never get in).
 struct Kept {
-    released: Arc<Signal>,
-    watches: Vec<Watch>,
+    line: Line,
     since: Instant,
     /// Until when the lock is held in this process, when the line emptied because its
     /// head took the lock and no holder of this process released it since: a line that
     /// forms again meanwhile waits for that release (or offers to take the lock over)
     /// before its first attempt, which would find the lock held.
     holding: Option<Instant>,
-    /// The line's hand-overs in a row and whether it yields (see [`Line`]): a line that
-    /// empties at every hand-over (two workers passing the lock back and forth) must not
-    /// start the count again each time, or the waiters of other processes never get in.
-    handovers_in_row: u32,
-    yielding: bool,
 }
 
 /// The lines of one quorum, by resource set.
@@ -96,19 +93,24 @@ struct Lines {
 }
 
 impl Queues {
-    /// Takes the offer of the head waiting on line `key`, unless the line has had its
-    /// share of hand-overs in a row (then the count starts again and `None` lets the
-    /// release go to the nodes).
-    pub fn take_offer(&self, key: &str) -> Option<Offer> {
+    /// A holder of this process releases the lock of line `key`. With `offers` (a mutex):
+    /// the offer of the head waiting on the line, unless the line has had its share of
+    /// hand-overs in a row (then the count starts again and `None` lets the release go to
+    /// the nodes). With nobody waiting, an emptied line no longer counts the lock as held
+    /// here, and starts its count again (the release goes to the nodes, where the other
+    /// processes get their chance).
+    pub fn releasing(&self, key: &str, offers: bool) -> Option<Offer> {
         let mut lines = self.lock();
         let Some(line) = lines.active.get_mut(key) else {
-            // Nobody waits: this release goes to the nodes, where the other processes get
-            // their chance; a line that forms again starts counting anew.
             if let Some(k) = lines.kept.get_mut(key) {
-                k.handovers_in_row = 0;
+                k.holding = None;
+                k.line.handovers_in_row = 0;
             }
             return None;
         };
+        if !offers {
+            return None;
+        }
         if line.offer.is_none() || line.handovers_in_row >= MAX_HANDOVERS_IN_ROW {
             // This release goes to the nodes (and is announced to every process).
             line.yielding = line.offer.is_some();
@@ -117,14 +119,6 @@ impl Queues {
         }
         line.handovers_in_row += 1;
         line.offer.take().map(|(_, o)| o)
-    }
-
-    /// A holder of this process releases the lock of line `key`: an emptied line no
-    /// longer counts it as held here (see [`Kept::holding`]).
-    pub fn releasing(&self, key: &str) {
-        if let Some(k) = self.lock().kept.get_mut(key) {
-            k.holding = None;
-        }
     }
 
     /// A hand-over on line `key` found no listener of another process: it does not
@@ -189,28 +183,27 @@ impl Queues {
                 .collect();
             let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
             let line = active.entry(key.to_string()).or_insert_with(|| {
-                let mut line = Line {
-                    waiters: VecDeque::new(),
-                    turns: HashMap::new(),
-                    released: Arc::default(),
-                    watches: Vec::new(),
-                    handoff: false,
-                    offer: None,
-                    handovers_in_row: 0,
-                    yielding: false,
+                let Some(Kept {
+                    mut line, holding, ..
+                }) = kept.remove(key)
+                else {
+                    return Line {
+                        waiters: VecDeque::new(),
+                        turns: HashMap::new(),
+                        released: Arc::default(),
+                        watches: Vec::new(),
+                        handoff: false,
+                        offer: None,
+                        handovers_in_row: 0,
+                        yielding: false,
+                    };
                 };
-                if let Some(k) = kept.remove(key) {
-                    line.handoff = k.holding.is_some_and(|until| now < until);
-                    if line.handoff {
-                        // Releases announced before the lock was taken here are stale: their
-                        // wake-up must not send the head to the nodes, where it would find
-                        // the lock held.
-                        k.released.forget();
-                    }
-                    line.released = k.released;
-                    line.watches = k.watches;
-                    line.handovers_in_row = k.handovers_in_row;
-                    line.yielding = k.yielding;
+                line.handoff = holding.is_some_and(|until| now < until);
+                if line.handoff {
+                    // Releases announced before the lock was taken here are stale: their
+                    // wake-up must not send the head to the nodes, where it would find the
+                    // lock held.
+                    line.released.forget();
                 }
                 line
             });
@@ -322,8 +315,9 @@ impl Turn {
         }
     }
 
-    /// Marks that this head leaves holding the lock, valid for `validity`.
-    pub fn acquired(&mut self, validity: Duration) {
+    /// Marks that this head leaves holding the lock, valid for `validity_ms`.
+    pub fn acquired(&mut self, validity_ms: i64) {
+        let validity = Duration::from_millis(validity_ms.max(0) as u64);
         self.held_until = Some(Instant::now() + validity);
     }
 }
@@ -346,12 +340,9 @@ impl Drop for Turn {
             if let Some(line) = active.remove(&self.key) {
                 if !line.watches.is_empty() {
                     let kept_line = Kept {
-                        released: line.released,
-                        watches: line.watches,
+                        line,
                         since: Instant::now(),
                         holding: self.held_until.filter(|_| was_head),
-                        handovers_in_row: line.handovers_in_row,
-                        yielding: line.yielding,
                     };
                     kept.insert(self.key.clone(), kept_line);
                 }
@@ -413,7 +404,7 @@ mod tests {
             t.handoff()
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
-        head.acquired(Duration::from_secs(5));
+        head.acquired(5_000);
         drop(head);
         assert!(
             next.await.unwrap(),

@@ -541,7 +541,7 @@ impl Quorum {
             let aborted = outcome == Err(FailureKind::Aborted);
             if outcome.is_ok() || aborted || hopeless || run.exhausted(call) {
                 if let (Some(t), Ok(validity)) = (turn.as_mut(), outcome) {
-                    t.acquired(Duration::from_millis(validity.max(0) as u64));
+                    t.acquired(validity);
                 }
                 run.value = value;
                 return run.finish(outcome);
@@ -581,9 +581,10 @@ impl Quorum {
         if op == Op::Release {
             self.stragglers.note_release(value, self.command_timeout());
             let line = call.kind.line(resources);
-            self.queues.releasing(&line);
-            if let Some(stats) = self.hand_over(&line, resources, value, call).await {
-                return Err(run.handed_over(stats, value));
+            if let Some(offer) = self.queues.releasing(&line, call.kind == Kind::Mutex) {
+                if let Some(stats) = self.hand_over(&line, resources, value, offer).await {
+                    return Err(run.handed_over(stats, value));
+                }
             }
         }
         if !matches!(op, Op::Acquire { .. }) {
@@ -627,7 +628,7 @@ impl Quorum {
         run.begin_attempt();
         run.keep(h.stats);
         if let Some(t) = turn.as_mut() {
-            t.acquired(Duration::from_millis(h.validity.max(0) as u64));
+            t.acquired(h.validity);
         }
         run.value = h.value;
         run.finish(Ok(h.validity))
@@ -820,8 +821,8 @@ impl Quorum {
         });
     }
 
-    /// A release that hands the lock over to the head of this process's line when it
-    /// offered to take it: one compare-and-set on the nodes (our value to the waiter's,
+    /// A release that hands the lock over to the head of this process's line, whose
+    /// `offer` it took (see [`Queues::releasing`]): one compare-and-set on the nodes (our value to the waiter's,
     /// with the waiter's TTL) replaces the release, its announcement and the waiter's
     /// acquire. Won on a quorum with validity left (counted from the start of the
     /// hand-over), the waiter holds the lock and the release is done (`Some`: its votes);
@@ -832,12 +833,8 @@ impl Quorum {
         line: &str,
         resources: &[String],
         value: &str,
-        call: &Call<'_>,
+        mut offer: Offer,
     ) -> Option<AttemptStats> {
-        if call.kind != Kind::Mutex {
-            return None;
-        }
-        let mut offer = self.queues.take_offer(line)?;
         let started = Instant::now();
         let (ballot, moves, rivals) = self
             .send_moves(resources, value, (&offer.value, offer.ttl_ms))
@@ -883,10 +880,10 @@ impl Quorum {
     }
 
     /// Sends the hand-over's compare-and-set (`value` to `new`, with `ttl_ms`) to every
-    /// node and counts the moves until the outcome is known or the command time-out passes; the moves still under way are
-    /// returned with the ballot, and whether a node that moved the lock has listeners of
-    /// its release announcements besides this process (a Cluster node is assumed to: its
-    /// subscribers may be on other nodes).
+    /// node and counts the moves until the outcome is known or the command time-out
+    /// passes; the moves still under way are returned with the ballot, and whether a node
+    /// that moved the lock has listeners of its release announcements besides this process
+    /// (a Cluster node is assumed to: its subscribers may be on other nodes).
     async fn send_moves(
         &self,
         resources: &[String],
