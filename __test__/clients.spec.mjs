@@ -164,3 +164,32 @@ test.serial('quit closes gracefully; later commands reject with "Connection is c
   await t.throwsAsync(c.get('x'), { message: /Connection is closed\./ })
   await t.notThrowsAsync(c.quit(), 'quit twice is fine')
 })
+
+test('large and nested replies arrive whole (a 4 MB value, 100000 list items, a nested reply)', async (t) => {
+  const c = client(t, server.port)
+  const big = 'x'.repeat(4 * 1024 * 1024 - 3) + 'end'
+  await c.set('clients:big', big)
+  const got = await c.get('clients:big')
+  t.is(got.length, big.length)
+  t.true(got === big)
+  const items = Array.from({ length: 100_000 }, (_, i) => `i${i}`)
+  for (let i = 0; i < items.length; i += 10_000) await c.call('RPUSH', 'clients:list', ...items.slice(i, i + 10_000))
+  t.teardown(() => server.command('DEL', 'clients:list', 'clients:big'))
+  const list = await c.call('LRANGE', 'clients:list', 0, -1)
+  t.is(list.length, items.length)
+  t.is(list[99_999], 'i99999')
+  // A script's nested array, with a nil and a number inside, and a command after it.
+  const nested = await c.call('EVAL', "return {1, {'a', {}}, false, 'b'}", 0)
+  t.deepEqual(nested, [1, ['a', []], null, 'b'])
+  t.is(await c.call('ECHO', 'after'), 'after')
+})
+
+test.serial('a connection the server kills is replaced by one new connection, the command sent again', async (t) => {
+  const c = client(t, server.port)
+  await c.call('CLIENT', 'SETNAME', 'killed-one')
+  const before = await connectedClients(server.port)
+  t.true((await server.command('CLIENT', 'KILL', 'SKIPME', 'yes', 'TYPE', 'normal')) >= 1)
+  t.is(await c.call('ECHO', 'again'), 'again')
+  t.is(await c.call('CLIENT', 'GETNAME'), null, 'a new connection (the name was on the killed one)')
+  t.is(await connectedClients(server.port), before)
+})

@@ -5,15 +5,18 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
 
+use super::lean::Lean;
 use super::plain;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
 use crate::engine::scripts;
 
-/// The connection of a node: one server, or a Redis Cluster (routed by slot).
+/// The connection of a node: one server (over plain TCP the lean connection, over TLS
+/// redis-rs' multiplexed one), or a Redis Cluster (routed by slot).
 #[derive(Clone)]
 pub(super) enum Conn {
+    Lean(Lean),
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -24,6 +27,7 @@ impl redis::aio::ConnectionLike for Conn {
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
+            Conn::Lean(c) => c.req_packed_command(cmd),
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -36,6 +40,7 @@ impl redis::aio::ConnectionLike for Conn {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         match self {
+            Conn::Lean(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
@@ -43,6 +48,7 @@ impl redis::aio::ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
+            Conn::Lean(c) => c.get_db(),
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
@@ -69,21 +75,27 @@ pub(super) async fn connect_plain(
         })
 }
 
-/// Connects to one server, loads the lock scripts and reads the server's identity (a
-/// user whose ACL forbids `INFO` gets none).
+/// Connects to one server (the lean connection over plain TCP, redis-rs' over TLS), loads
+/// the lock scripts and reads the server's identity (a user whose ACL forbids `INFO` gets
+/// none).
 pub(super) async fn connect_to(
     client: Client,
     config: &NodeConfig,
-) -> Result<(MultiplexedConnection, Option<Identity>), NodeError> {
+) -> Result<(Conn, Option<Identity>), NodeError> {
     let addr = config.host_port();
     let conn_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         // Waits are bounded by our own timers (per command, or per lock attempt).
         .set_response_timeout(None);
     let work = async {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&conn_config)
-            .await?;
+        let mut conn = match config.tls {
+            None => Conn::Lean(connect_lean(config).await?),
+            Some(_) => Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&conn_config)
+                    .await?,
+            ),
+        };
         let mut pipe = redis::pipe();
         for script in scripts::all() {
             pipe.add_command(script.load()).ignore();
@@ -113,4 +125,24 @@ pub(super) async fn connect_to(
             ms: config.connect_timeout.as_millis() as u64,
         }),
     }
+}
+
+/// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
+/// database (`SELECT`), as redis-rs' handshake leaves its own.
+async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
+    let mut conn = Lean::connect(&config.host, config.port, config.db).await?;
+    if let Some(password) = &config.password {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = &config.username {
+            auth.arg(user);
+        }
+        auth.arg(password).query_async::<()>(&mut conn).await?;
+    }
+    if config.db != 0 {
+        redis::cmd("SELECT")
+            .arg(config.db)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(conn)
 }

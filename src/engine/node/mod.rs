@@ -13,6 +13,9 @@
 //!   resent), and a time-out on every wait.
 //! * `connection`: connecting to one server (lock scripts loaded, identity read), and the
 //!   connection type (one server, or a Cluster).
+//! * `lean`: the connection to one server over plain TCP: commands appended to one
+//!   buffer, replies parsed in place (RESP2), no channel to a driver task per command.
+//!   Over TLS, redis-rs' multiplexed connection.
 //! * `tls`: the client of a server, over TLS when asked.
 //! * `sentinel`: the master the sentinels name, checked with `ROLE`.
 //! * `cluster`: a Redis Cluster's connection and its shards.
@@ -25,6 +28,7 @@ mod backend;
 mod cluster;
 mod connection;
 mod in_memory;
+mod lean;
 mod sentinel;
 mod server;
 mod tls;

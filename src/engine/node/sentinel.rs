@@ -1,7 +1,6 @@
 //! Redis Sentinel: the master the sentinels name, checked to be a master still.
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use redis::aio::MultiplexedConnection;
 
 use super::connection::{connect_plain, connect_to, Conn, Connected};
 use super::plain;
@@ -26,11 +25,7 @@ pub(super) async fn connect_master(
         let client = build_client(&master)?;
         let (mut conn, identity) = connect_to(client.clone(), &master).await?;
         check_master(&mut conn, &master).await?;
-        Ok((
-            Conn::Single(conn),
-            Some((client, master.host_port())),
-            identity,
-        ))
+        Ok((conn, Some((client, master.host_port())), identity))
     };
     match tokio::time::timeout(config.connect_timeout, work).await {
         Ok(result) => result,
@@ -43,10 +38,7 @@ pub(super) async fn connect_master(
 
 /// Fails unless the server behind `conn` says (`ROLE`) it is a master: a sentinel may
 /// still name a master that was just demoted.
-async fn check_master(
-    conn: &mut MultiplexedConnection,
-    master: &NodeConfig,
-) -> Result<(), NodeError> {
+async fn check_master(conn: &mut Conn, master: &NodeConfig) -> Result<(), NodeError> {
     let role: Vec<redis::Value> =
         redis::cmd("ROLE")
             .query_async(conn)

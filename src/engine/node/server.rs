@@ -179,7 +179,7 @@ impl Backend for Server {
                 std::mem::replace(&mut st.slot, Slot::Closed)
             };
             self.subscriber.lock().await.take();
-            if let Slot::Ready(Conn::Single(mut c)) = previous {
+            if let Slot::Ready(mut c @ (Conn::Lean(_) | Conn::Single(_))) = previous {
                 let _ = tokio::time::timeout(
                     self.config.command_timeout,
                     redis::cmd("QUIT").query_async::<()>(&mut c),
@@ -401,6 +401,6 @@ async fn establish(
         Some(sentinel) => connect_master(sentinel, &config).await,
         None => connect_to(client, &config)
             .await
-            .map(|(c, id)| (Conn::Single(c), None, id)),
+            .map(|(c, id)| (c, None, id)),
     }
 }

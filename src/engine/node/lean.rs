@@ -1,0 +1,555 @@
+//! A lean connection to one Redis server over plain TCP: the connection every lock command
+//! of a single server (or of the master the sentinels name) goes through when it is not
+//! over TLS.
+//!
+//! redis-rs' multiplexed connection sends each command through a channel to its own
+//! connection task, packs it into a fresh buffer, parses replies with a general streaming
+//! parser and sends each one back through another channel: about a microsecond of the
+//! JavaScript thread per command, a fifth of what the engine spends above a raw client
+//! (`benchmark/README.md`, "Floors"). Here a command is appended to the connection's
+//! output buffer under a lock, the connection task woken only when it is not already
+//! scheduled, and the replies parsed in place and handed back through one one-shot each.
+//!
+//! Like redis-rs' connection it pipelines: the commands appended before the task runs
+//! leave in one write, and replies are matched to commands in order. It speaks RESP2 (no
+//! `HELLO`), as every lock command needs. When the socket fails or the server closes it,
+//! every command waiting fails with an I/O error, and so does every later one: the server
+//! then drops the connection and makes a new one (`server.rs`), as it does for redis-rs'.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::engine::sync::Unpoisoned;
+
+/// How much the read buffer grows by at least before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A handle to a lean connection; clones share it. The connection closes when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub(super) struct Lean {
+    handle: Arc<Handle>,
+    db: i64,
+}
+
+/// What the clones of a [`Lean`] share; dropped with the last of them.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Commands not handed to the socket yet.
+    out: Vec<u8>,
+    /// Who waits for the next replies, in the order the commands were appended.
+    waiting: VecDeque<Waiter>,
+    /// Wakes the connection task, when it is not scheduled already.
+    task: Option<Waker>,
+    /// Why the connection is gone, once it is.
+    failed: Option<(io::ErrorKind, &'static str)>,
+    /// Whether every handle was dropped: the task closes the socket.
+    dropped: bool,
+}
+
+/// Waits for replies: one command's, or a pipeline's (of which the first `skip` are
+/// dropped).
+enum Waiter {
+    One(oneshot::Sender<RedisResult<Value>>),
+    Many {
+        left: usize,
+        skip: usize,
+        got: Vec<Value>,
+        tx: oneshot::Sender<RedisResult<Vec<Value>>>,
+    },
+}
+
+impl Waiter {
+    fn fail(self, kind: io::ErrorKind, why: &'static str) {
+        let e = || RedisError::from(io::Error::new(kind, why));
+        match self {
+            Waiter::One(tx) => drop(tx.send(Err(e()))),
+            Waiter::Many { tx, .. } => drop(tx.send(Err(e()))),
+        }
+    }
+}
+
+impl Lean {
+    /// Connects to `host:port` (no Nagle delay) and starts the connection task on the
+    /// current runtime. No command is sent; `db` is only what [`Lean::get_db`] reports.
+    pub(super) async fn connect(host: &str, port: u16, db: i64) -> io::Result<Lean> {
+        let stream = TcpStream::connect((host, port)).await?;
+        stream.set_nodelay(true)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                out: Vec::with_capacity(READ_CHUNK),
+                waiting: VecDeque::new(),
+                task: None,
+                failed: None,
+                dropped: false,
+            }),
+        });
+        tokio::spawn(Task {
+            shared: shared.clone(),
+            stream,
+            wbuf: Vec::with_capacity(READ_CHUNK),
+            written: 0,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            read: 0,
+            decoder: Decoder::default(),
+            replies: Vec::new(),
+            waiters: Vec::new(),
+        });
+        Ok(Lean {
+            handle: Arc::new(Handle { shared }),
+            db,
+        })
+    }
+
+    /// Appends a command (written by `pack`) and who waits for its replies, and wakes the
+    /// connection task unless it is scheduled already.
+    fn send(&self, pack: impl FnOnce(&mut Vec<u8>), waiter: Waiter) {
+        let task = {
+            let mut st = self.handle.shared.state.locked();
+            if let Some((kind, why)) = st.failed {
+                drop(st);
+                return waiter.fail(kind, why);
+            }
+            pack(&mut st.out);
+            st.waiting.push_back(waiter);
+            st.task.take()
+        };
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let task = {
+            let mut st = self.shared.state.locked();
+            st.dropped = true;
+            st.task.take()
+        };
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Lean {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let (tx, rx) = oneshot::channel();
+        self.send(|out| cmd.write_packed_command(out), Waiter::One(tx));
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(gone())) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if offset + count == 0 {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::Many {
+            left: offset + count,
+            skip: offset,
+            got: Vec::with_capacity(count),
+            tx,
+        };
+        self.send(|out| out.extend(pipeline.get_packed_pipeline()), waiter);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(gone())) })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db
+    }
+}
+
+/// The error of a command whose connection task is gone.
+fn gone() -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "connection closed",
+    ))
+}
+
+/// The connection task: writes what was appended, reads and parses replies, and hands
+/// each to its waiter. Ends when the socket fails or the last handle is dropped.
+struct Task {
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    /// Bytes being written, of which `written` are.
+    wbuf: Vec<u8>,
+    written: usize,
+    /// Bytes read, of which `read` are parsed.
+    rbuf: Vec<u8>,
+    read: usize,
+    decoder: Decoder,
+    /// Replies parsed and their waiters (kept to reuse their memory).
+    replies: Vec<Value>,
+    waiters: Vec<Waiter>,
+}
+
+impl Future for Task {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match this.turn(cx) {
+            Ok(()) => Poll::Pending,
+            Err((kind, why)) => {
+                this.fail(kind, why);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+type Failure = (io::ErrorKind, &'static str);
+
+fn io_failure(e: io::Error) -> Failure {
+    let why = match e.kind() {
+        io::ErrorKind::ConnectionReset => "connection reset by peer",
+        io::ErrorKind::BrokenPipe => "broken pipe",
+        _ => "connection lost",
+    };
+    (e.kind(), why)
+}
+
+impl Task {
+    /// Writes and reads what it can; `Ok` when it waits for the socket or for commands.
+    fn turn(&mut self, cx: &mut Context<'_>) -> Result<(), Failure> {
+        {
+            let mut st = self.shared.state.locked();
+            if st.dropped {
+                return Err((io::ErrorKind::BrokenPipe, "connection closed"));
+            }
+            if self.written == self.wbuf.len() {
+                self.wbuf.clear();
+                self.written = 0;
+                std::mem::swap(&mut self.wbuf, &mut st.out);
+            }
+            if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.task = Some(cx.waker().clone());
+            }
+        }
+        while self.written < self.wbuf.len() {
+            match self.stream.poll_write_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => return Err(io_failure(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.stream.try_write(&self.wbuf[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_failure(e)),
+            }
+        }
+        loop {
+            match self.stream.poll_read_ready(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(e)) => return Err(io_failure(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => {
+                    return Err((
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed by the server",
+                    ))
+                }
+                Ok(_) => self.deliver()?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_failure(e)),
+            }
+        }
+    }
+
+    /// Parses every complete reply read and hands each to its waiter.
+    fn deliver(&mut self) -> Result<(), Failure> {
+        while let Some(v) = self
+            .decoder
+            .decode(&self.rbuf, &mut self.read)
+            .map_err(|why| (io::ErrorKind::InvalidData, why))?
+        {
+            self.replies.push(v);
+        }
+        if self.read == self.rbuf.len() {
+            self.rbuf.clear();
+            self.read = 0;
+        } else if self.read > self.rbuf.len() / 2 {
+            self.rbuf.drain(..self.read);
+            self.read = 0;
+        }
+        if self.replies.is_empty() {
+            return Ok(());
+        }
+        let mut replies = self.replies.drain(..);
+        let mut done = std::mem::take(&mut self.waiters);
+        let mut unexpected = false;
+        {
+            let mut st = self.shared.state.locked();
+            for v in replies.by_ref() {
+                let Some(front) = st.waiting.front_mut() else {
+                    unexpected = true;
+                    break;
+                };
+                if let Waiter::Many {
+                    left, skip, got, ..
+                } = front
+                {
+                    *left -= 1;
+                    if *skip > 0 {
+                        *skip -= 1;
+                    } else {
+                        got.push(v);
+                    }
+                    if *left > 0 {
+                        continue;
+                    }
+                    done.extend(st.waiting.pop_front());
+                    continue;
+                }
+                if let Some(Waiter::One(tx)) = st.waiting.pop_front() {
+                    let _ = tx.send(Ok(v));
+                }
+            }
+        }
+        drop(replies);
+        for w in done.drain(..) {
+            if let Waiter::Many { got, tx, .. } = w {
+                let _ = tx.send(Ok(got));
+            }
+        }
+        self.waiters = done;
+        if unexpected {
+            return Err((io::ErrorKind::InvalidData, "a reply nobody asked for"));
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: every waiting command, and every later one, fails.
+    fn fail(&mut self, kind: io::ErrorKind, why: &'static str) {
+        let waiting = {
+            let mut st = self.shared.state.locked();
+            st.failed = Some((kind, why));
+            st.task = None;
+            std::mem::take(&mut st.waiting)
+        };
+        for w in waiting {
+            w.fail(kind, why);
+        }
+    }
+}
+
+/// A RESP2 reply parser that resumes where the bytes ran out: the arrays under
+/// construction are kept, so a large reply arriving in many reads is parsed once.
+#[derive(Default)]
+struct Decoder {
+    /// Open arrays: how many elements each still needs, and those it has.
+    open: Vec<(usize, Vec<Value>)>,
+}
+
+/// One item of the stream: a whole value, or the header of a non-empty array.
+enum Item {
+    Value(Value),
+    Array(usize),
+}
+
+type Parse<T> = Result<Option<T>, &'static str>;
+
+impl Decoder {
+    /// The next complete reply in `buf` from `*at`, moving `*at` past what was used; `None`
+    /// when the bytes run out first (what was parsed is kept for the next call).
+    fn decode(&mut self, buf: &[u8], at: &mut usize) -> Parse<Value> {
+        loop {
+            let Some((item, used)) = item(&buf[*at..])? else {
+                return Ok(None);
+            };
+            *at += used;
+            let mut value = match item {
+                Item::Array(n) => {
+                    self.open.push((n, Vec::with_capacity(n.min(1024))));
+                    continue;
+                }
+                Item::Value(v) => v,
+            };
+            loop {
+                let Some((left, items)) = self.open.last_mut() else {
+                    return Ok(Some(value));
+                };
+                items.push(value);
+                *left -= 1;
+                if *left > 0 {
+                    break;
+                }
+                let (_, items) = self.open.pop().expect("an open array");
+                value = Value::Array(items);
+            }
+        }
+    }
+}
+
+/// The line at the start of `buf` (without its CRLF) and the length with it.
+fn line(buf: &[u8]) -> Parse<(&[u8], usize)> {
+    match memchr::memchr(b'\n', buf) {
+        None => Ok(None),
+        Some(0) => Err("an empty line"),
+        Some(end) if buf[end - 1] == b'\r' => Ok(Some((&buf[..end - 1], end + 1))),
+        Some(_) => Err("a line not ended by CRLF"),
+    }
+}
+
+fn number(digits: &[u8]) -> Result<i64, &'static str> {
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("a malformed number")
+}
+
+/// The next item at the start of `buf` and the bytes it takes.
+fn item(buf: &[u8]) -> Parse<(Item, usize)> {
+    let Some((head, used)) = line(buf)? else {
+        return Ok(None);
+    };
+    let Some((&kind, rest)) = head.split_first() else {
+        return Err("an empty line");
+    };
+    let value = match kind {
+        b'+' if rest == b"OK" => Value::Okay,
+        b'+' => Value::SimpleString(
+            String::from_utf8(rest.to_vec()).map_err(|_| "a status that is not UTF-8")?,
+        ),
+        // A server error: redis-rs' own parser makes it (kinds, codes and details).
+        b'-' => match redis::parse_redis_value(&buf[..used]) {
+            Ok(v @ Value::ServerError(_)) => v,
+            _ => return Err("a malformed error reply"),
+        },
+        b':' => Value::Int(number(rest)?),
+        b'$' => match number(rest)? {
+            -1 => Value::Nil,
+            n if n < 0 => return Err("a negative length"),
+            n => {
+                let n = n as usize;
+                if buf.len() < used + n + 2 {
+                    return Ok(None);
+                }
+                if &buf[used + n..used + n + 2] != b"\r\n" {
+                    return Err("a bulk string not ended by CRLF");
+                }
+                return Ok(Some((
+                    Item::Value(Value::BulkString(buf[used..used + n].to_vec())),
+                    used + n + 2,
+                )));
+            }
+        },
+        b'*' => match number(rest)? {
+            -1 => Value::Nil,
+            0 => Value::Array(Vec::new()),
+            n if n < 0 => return Err("a negative length"),
+            n => return Ok(Some((Item::Array(n as usize), used))),
+        },
+        _ => return Err("a reply type this connection does not speak (RESP2 only)"),
+    };
+    Ok(Some((Item::Value(value), used)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reply in `bytes`, fed `step` bytes at a time.
+    fn parse_in_steps(bytes: &[u8], step: usize) -> Vec<Value> {
+        let mut d = Decoder::default();
+        let (mut buf, mut at, mut out) = (Vec::new(), 0, Vec::new());
+        for chunk in bytes.chunks(step) {
+            buf.extend_from_slice(chunk);
+            while let Some(v) = d.decode(&buf, &mut at).unwrap() {
+                out.push(v);
+            }
+        }
+        assert_eq!(at, buf.len(), "every byte used");
+        out
+    }
+
+    #[test]
+    fn parses_every_resp2_type_the_same_in_one_read_or_byte_by_byte() {
+        let bytes = b"+OK\r\n+QUEUED\r\n:-42\r\n$5\r\nab\r\nc\r\n$-1\r\n$0\r\n\r\n*-1\r\n*0\r\n\
+            *3\r\n:1\r\n*2\r\n$1\r\nx\r\n*0\r\n$-1\r\n-NOSCRIPT No matching script\r\n";
+        let expected = vec![
+            Value::Okay,
+            Value::SimpleString("QUEUED".into()),
+            Value::Int(-42),
+            Value::BulkString(b"ab\r\nc".to_vec()),
+            Value::Nil,
+            Value::BulkString(Vec::new()),
+            Value::Nil,
+            Value::Array(vec![]),
+            Value::Array(vec![
+                Value::Int(1),
+                Value::Array(vec![Value::BulkString(b"x".to_vec()), Value::Array(vec![])]),
+                Value::Nil,
+            ]),
+        ];
+        for step in [bytes.len(), 1, 2, 3, 7] {
+            let got = parse_in_steps(bytes, step);
+            assert_eq!(got[..expected.len()], expected[..], "step {step}");
+            let Value::ServerError(e) = &got[expected.len()] else {
+                panic!("not a server error: {:?}", got[expected.len()]);
+            };
+            assert_eq!(e.kind(), Some(redis::ServerErrorKind::NoScript));
+            assert_eq!(got.len(), expected.len() + 1);
+        }
+    }
+
+    #[test]
+    fn a_large_array_in_many_reads_is_parsed_once() {
+        let mut bytes = format!("*{}\r\n", 10_000).into_bytes();
+        for i in 0..10_000 {
+            bytes.extend(format!(":{i}\r\n").bytes());
+        }
+        let got = parse_in_steps(&bytes, 1000);
+        let Value::Array(items) = &got[0] else {
+            panic!("not an array")
+        };
+        assert_eq!(items.len(), 10_000);
+        assert_eq!(items[9_999], Value::Int(9_999));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        for bad in [
+            &b"?what\r\n"[..],
+            b"\r\n",
+            b"+OK\n",
+            b":x\r\n",
+            b"$-5\r\n",
+            b"$1\r\nab\r\n",
+            b"*-2\r\n",
+            b"%1\r\n",
+        ] {
+            let mut at = 0;
+            assert!(
+                Decoder::default().decode(bad, &mut at).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
