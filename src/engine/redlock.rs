@@ -1205,9 +1205,10 @@ impl Quorum {
             if open && settle.is_none() {
                 settle = Some(Instant::now() + SETTLE_GRACE.max(started.elapsed() * 2));
             }
-            let now = Instant::now();
-            let in_grace = grace.filter(|g| now < *g);
-            let settling = settle.filter(|u| open && now < *u);
+            // The clock is read only while a grace or settling wait runs.
+            let now = (grace.is_some() || settle.is_some()).then(Instant::now);
+            let in_grace = grace.filter(|g| now.is_some_and(|n| n < *g));
+            let settling = settle.filter(|u| open && now.is_some_and(|n| n < *u));
             if ballot.decision != Decision::Pending && in_grace.is_none() && settling.is_none() {
                 if open {
                     // Given up on: they count as failed (timed out), as at the deadline.
@@ -1228,7 +1229,7 @@ impl Quorum {
                     }
                     None => return false,
                 },
-                _ = tokio::time::sleep_until(until.unwrap_or(now).into()), if until.is_some() => {}
+                _ = tokio::time::sleep_until(until.unwrap_or(started).into()), if until.is_some() => {}
                 _ = &mut deadline => {
                     let ms = window.as_millis() as u64;
                     ballot.fail_missing(|i| NodeError::Timeout { addr: self.nodes[i].addr(), ms });

@@ -176,7 +176,6 @@ impl Trust {
         i: usize,
         slot: u16,
     ) -> Option<Result<Option<Checked>, NodeError>> {
-        let now = Instant::now();
         let mut checked = self.checked();
         let c = checked[i].as_mut()?;
         if c.epoch != node.identity_epoch() {
@@ -187,6 +186,7 @@ impl Trust {
         }
         let u = c.units.iter_mut().find(|u| u.serves(slot))?;
         if let Some(until) = u.until {
+            let now = Instant::now();
             if now < until {
                 let ago = u
                     .restarted_at

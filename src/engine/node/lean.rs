@@ -24,13 +24,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::engine::sync::Unpoisoned;
 
-/// How much the read buffer grows by at least before each read.
+/// The first size of the read and write buffers (the read buffer doubles when a reply
+/// does not fit).
 const READ_CHUNK: usize = 16 * 1024;
+/// Buffers grown past this size shrink back when empty.
+const KEPT: usize = 256 * 1024;
 
 /// A handle to a lean connection; clones share it. The connection closes when the last
 /// clone is dropped.
@@ -104,7 +108,8 @@ impl Lean {
             stream,
             wbuf: Vec::with_capacity(READ_CHUNK),
             written: 0,
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf: vec![0; READ_CHUNK],
+            filled: 0,
             read: 0,
             decoder: Decoder::default(),
             replies: Vec::new(),
@@ -148,11 +153,18 @@ impl Drop for Handle {
     }
 }
 
-impl redis::aio::ConnectionLike for Lean {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+impl Lean {
+    /// Sends `cmd` now; the future is its reply.
+    pub(super) fn request(&self, cmd: &Cmd) -> impl Future<Output = RedisResult<Value>> + 'static {
         let (tx, rx) = oneshot::channel();
         self.send(|out| cmd.write_packed_command(out), Waiter::One(tx));
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(gone())) })
+        async move { rx.await.unwrap_or_else(|_| Err(gone())) }
+    }
+}
+
+impl redis::aio::ConnectionLike for Lean {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(self.request(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -196,8 +208,10 @@ struct Task {
     /// Bytes being written, of which `written` are.
     wbuf: Vec<u8>,
     written: usize,
-    /// Bytes read, of which `read` are parsed.
+    /// The read buffer (all of it initialized): `filled` bytes read, of which `read` are
+    /// parsed.
     rbuf: Vec<u8>,
+    filled: usize,
     read: usize,
     decoder: Decoder,
     /// Replies parsed and their waiters (kept to reuse their memory).
@@ -242,42 +256,53 @@ impl Task {
             if self.written == self.wbuf.len() {
                 self.wbuf.clear();
                 self.written = 0;
+                if self.wbuf.capacity() > KEPT {
+                    // After a large command: back to the first size.
+                    self.wbuf = Vec::with_capacity(READ_CHUNK);
+                }
                 std::mem::swap(&mut self.wbuf, &mut st.out);
             }
             if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.task = Some(cx.waker().clone());
             }
         }
+        // Through tokio's `AsyncRead`/`AsyncWrite`: a short read or write marks the
+        // socket not ready, so no call is made only to hear that it would block.
         while self.written < self.wbuf.len() {
-            match self.stream.poll_write_ready(cx) {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.written..]) {
                 Poll::Pending => break,
+                Poll::Ready(Ok(0)) => return Err((io::ErrorKind::WriteZero, "connection lost")),
+                Poll::Ready(Ok(n)) => self.written += n,
                 Poll::Ready(Err(e)) => return Err(io_failure(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            match self.stream.try_write(&self.wbuf[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io_failure(e)),
             }
         }
         loop {
-            match self.stream.poll_read_ready(cx) {
+            if self.filled == self.rbuf.len() {
+                // Full: what is parsed goes, or the buffer doubles.
+                if self.read > 0 {
+                    self.rbuf.copy_within(self.read..self.filled, 0);
+                    self.filled -= self.read;
+                    self.read = 0;
+                } else {
+                    self.rbuf.resize(self.rbuf.len() * 2, 0);
+                }
+            }
+            let mut space = ReadBuf::new(&mut self.rbuf[self.filled..]);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut space) {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(Err(e)) => return Err(io_failure(e)),
                 Poll::Ready(Ok(())) => {}
             }
-            self.rbuf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.rbuf) {
-                Ok(0) => {
+            match space.filled().len() {
+                0 => {
                     return Err((
                         io::ErrorKind::UnexpectedEof,
                         "connection closed by the server",
                     ))
                 }
-                Ok(_) => self.deliver()?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io_failure(e)),
+                n => self.filled += n,
             }
+            self.deliver()?;
         }
     }
 
@@ -285,17 +310,18 @@ impl Task {
     fn deliver(&mut self) -> Result<(), Failure> {
         while let Some(v) = self
             .decoder
-            .decode(&self.rbuf, &mut self.read)
+            .decode(&self.rbuf[..self.filled], &mut self.read)
             .map_err(|why| (io::ErrorKind::InvalidData, why))?
         {
             self.replies.push(v);
         }
-        if self.read == self.rbuf.len() {
-            self.rbuf.clear();
+        if self.read == self.filled {
+            self.filled = 0;
             self.read = 0;
-        } else if self.read > self.rbuf.len() / 2 {
-            self.rbuf.drain(..self.read);
-            self.read = 0;
+            if self.rbuf.len() > KEPT {
+                // After a large reply: back to the first size.
+                self.rbuf = vec![0; READ_CHUNK];
+            }
         }
         if self.replies.is_empty() {
             return Ok(());

@@ -74,9 +74,12 @@ impl Server {
 
 /// The reply to `cmd` on `c`, a server error in it as an error (as `query_async` reads it).
 async fn request(c: &mut Conn, cmd: &Cmd) -> redis::RedisResult<Value> {
-    c.req_packed_command(cmd)
-        .await
-        .and_then(Value::extract_error)
+    match c {
+        // Its own future, not boxed.
+        Conn::Lean(l) => l.request(cmd).await,
+        _ => c.req_packed_command(cmd).await,
+    }
+    .and_then(Value::extract_error)
 }
 
 impl Backend for Server {
@@ -241,6 +244,15 @@ impl Server {
         self.state.locked()
     }
 
+    /// The shared connection when it is up (no waiting, nothing started).
+    fn ready(&self) -> Option<(Conn, u64)> {
+        let st = self.lock_state();
+        match &st.slot {
+            Slot::Ready(c) => Some((c.clone(), st.generation)),
+            _ => None,
+        }
+    }
+
     /// The shared connection, establishing it if needed. Concurrent callers share one
     /// connect attempt; a failed attempt is not cached, so the next call tries again.
     pub(super) async fn connection(&self) -> Result<(Conn, u64), NodeError> {
@@ -358,7 +370,10 @@ impl Server {
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<redis::Value, RedisError>>,
     {
-        let (conn, generation) = self.connection().await?;
+        let (conn, generation) = match self.ready() {
+            Some(ready) => ready,
+            None => self.connection().await?,
+        };
         let e = match self.bounded(wait, op(conn)).await? {
             Ok(v) => return reply(v).map_err(|e| self.map_error(e.into(), generation)),
             Err(e) => e,
