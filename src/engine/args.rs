@@ -11,16 +11,19 @@ pub const MAX_DURATION_MS: f64 = 9_007_199_254_740_991.0;
 /// The message starts with node-redlock's `"Duration must be an integer value in
 /// milliseconds."` (with `name` in place of `Duration`).
 pub fn duration_ms(name: &str, value: f64) -> Result<u64, ArgError> {
-    let base = format!("{name} must be an integer value in milliseconds.");
+    // Formatted only for an error (this runs on every acquire and extend).
+    let base = || format!("{name} must be an integer value in milliseconds.");
     if !value.is_finite() || value.fract() != 0.0 {
         return Err(ArgError::range_error(format!(
-            "{base} Got {}.",
+            "{} Got {}.",
+            base(),
             show(value)
         )));
     }
     if value <= 0.0 || value > MAX_DURATION_MS {
         return Err(ArgError::range_error(format!(
-            "{base} Got {}: it must be greater than 0 and at most {MAX_DURATION_MS}.",
+            "{} Got {}: it must be greater than 0 and at most {MAX_DURATION_MS}.",
+            base(),
             show(value)
         )));
     }
