@@ -100,3 +100,40 @@ test('a waiter that dies first in line holds the released lock back only until i
   await eventually(async () => (await lineOn(key)).every((l) => l.length === 0))
   t.deepEqual(await lineOn(key), [[], [], []], 'the dead ticket expired, the new one left')
 })
+
+test('an attempt lost on a split vote keeps the lock for itself where it held it, and retries soon', async (t) => {
+  // The waiter is first in line on every server. The holder's release frees one server
+  // only (another owner holds the other two): it keeps that one for the waiter, which then
+  // loses 1 to 2. The cleanup of that attempt must keep the server for the waiter's own
+  // ticket (and say so), so that the waiter retries within milliseconds. A cleanup that
+  // failed on the server left the reservation unannounced, and the waiter slept its whole
+  // retry delay (10 s here) before trying again.
+  const holder = new Redlock(clientsFor(t, servers))
+  const key = resource(t)
+  const lock = await holder.acquire([key], 10_000)
+  const waiter = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 10_000, retryJitter: 0 })
+  const got = waiter.acquire([key], 10_000)
+  got.catch(() => {})
+  // Its first attempt lost, it waits for a release (up to its 10 s retry delay); an
+  // announcement of one sends it to its second attempt, which takes its place in line.
+  await eventually(async () => {
+    await servers[0].command('PUBLISH', `redlock-rs:released:${key}`, 'some-release')
+    return (await lineOn(key)).every((l) => l.length === 1)
+  }, 10_000)
+  const [ticket] = (await lineOn(key))[0]
+  // Another owner on two of the three servers.
+  for (const s of servers.slice(1)) await s.command('SET', key, 'another-owner', 'PX', '10000')
+  await lock.release().catch(() => {}) // not ours on a quorum any more: it may fail
+  // The waiter's attempt after the release takes the first server and loses there...
+  await eventually(async () => {
+    const [first] = await valuesOn(servers, key)
+    return first === `redlock-rs:reserved:${ticket}`
+  }, 5_000)
+  await sleep(100)
+  // ...and keeps trying, so it takes the lock soon after the other owner is gone.
+  const gone = Date.now()
+  for (const s of servers.slice(1)) await s.command('DEL', key)
+  const acquired = await got
+  t.true(Date.now() - gone < 5_000, `acquired ${Date.now() - gone} ms after the other owner left`)
+  await acquired.release()
+})

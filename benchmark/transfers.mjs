@@ -67,12 +67,13 @@ if (process.argv[2]?.startsWith('{')) {
   const stats = (xs) => {
     const s = [...xs].sort((a, b) => a - b)
     const mean = s.reduce((a, b) => a + b, 0) / (s.length || 1)
-    return { n: s.length, mean, p50: s[s.length >> 1] ?? 0, p90: s[Math.floor(s.length * 0.9)] ?? 0 }
+    return { n: s.length, mean, p50: s[s.length >> 1] ?? 0, p90: s[Math.floor(s.length * 0.9)] ?? 0, p99: s[Math.floor(s.length * 0.99)] ?? 0, max: s.at(-1) ?? 0, slow: s.filter((x) => x > 10).reduce((a, b) => a + b, 0) }
   }
   const f = (x) => x.toFixed(2)
   console.log('| implementation | CS/s | Jain (per worker) | CS ms (mean) | same-process transfer ms (n, mean, p50) | cross-process transfer ms (n, mean, p50, p90) | failed |')
   console.log('|---|---:|---:|---:|---|---|---:|')
   const bounds = []
+  const tails = []
   for (let round = 0; round < Number(arg('rounds', 2)); round++) {
     const rates = {}
     for (const impl of arg('impls', 'redlock-rs,redlock-universal').split(',')) {
@@ -95,6 +96,7 @@ if (process.argv[2]?.startsWith('{')) {
       const cs = stats(all.map((x) => x.e - x.s))
       const [sm, cr] = [stats(same), stats(cross)]
       rates[impl] = { perSec: all.length / seconds, cs: cs.mean }
+      tails.push([impl, { cr }])
       console.log(
         `| ${impl} | ${(all.length / seconds).toFixed(0)} | ${jain.toFixed(3)} | ${f(cs.mean)} | ${sm.n}, ${f(sm.mean)}, ${f(sm.p50)} | ${cr.n}, ${f(cr.mean)}, ${f(cr.p50)}, ${f(cr.p90)} | ${parts.reduce((a, p) => a + p.failures, 0)} |`,
       )
@@ -113,5 +115,9 @@ if (process.argv[2]?.startsWith('{')) {
     }
   }
   if (bounds.length) console.log(`\n${bounds.join('\n')}`)
+  // The cross-process tail: a few slow transfers can take much of the run.
+  for (const [impl, { cr }] of tails) {
+    console.log(`${impl}: cross-process transfer p99 ${f(cr.p99)} ms, max ${f(cr.max)} ms; ${(cr.slow / 1000).toFixed(2)} s of the ${seconds} s in transfers over 10 ms`)
+  }
   await stopServers(servers)
 }

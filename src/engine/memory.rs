@@ -341,8 +341,8 @@ impl State {
     }
 
     /// As the scripts' `PASS_ON`: releases `lock` if it holds `mine`, keeping it for the
-    /// first ticket of its line if there is one; announced unless `quiet`, or kept for
-    /// `own`. 1 when released, 2 when kept for `own` (not announced), 0 when not ours.
+    /// first ticket of its line if there is one; announced when kept for a ticket other
+    /// than `own`, or, unless `quiet`, when freed. 1 when released, 2 when kept for `own` (not announced), 0 when not ours.
     fn pass_on(
         &mut self,
         [lock, line, expiry]: [&String; 3],
@@ -370,7 +370,7 @@ impl State {
         if for_own {
             return 2;
         }
-        if !quiet {
+        if !quiet || said != mine {
             published.push((format!("{RELEASED_PREFIX}{lock}"), said));
         }
         1
@@ -819,6 +819,63 @@ mod tests {
     fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         s.evalsha(&keys, argv)
+    }
+
+    /// Runs `cmd` on `m` as `execute` does; the reply and the announcements.
+    fn run_cmd(
+        m: &MemoryStore,
+        cmd: &redis::Cmd,
+    ) -> (Result<Value, String>, Vec<(String, String)>) {
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        let mut published = Vec::new();
+        let reply = run(&mut m.lock(), &args, &mut published);
+        (reply, published)
+    }
+
+    #[test]
+    fn a_quiet_release_that_keeps_the_lock_for_the_head_still_wakes_it() {
+        let m = store();
+        let [line, expiry] = crate::engine::line::line_keys("r");
+        let keys = ["r", line.as_str(), expiry.as_str()];
+        let kept = format!("{RESERVED_PREFIX}w-ticket");
+        let channel = format!("{RELEASED_PREFIX}r");
+        // Held by `h`; the waiter `w` joins the line.
+        run_cmd(&m, &eval(&ACQUIRE_SCRIPT, &["r"], &["h", "10000"]))
+            .0
+            .unwrap();
+        let joined = run_cmd(
+            &m,
+            &eval(
+                &LINE_ACQUIRE_SCRIPT,
+                &keys,
+                &["w", "10000", "w-ticket", "1", "5000"],
+            ),
+        );
+        assert_eq!(joined.0, Ok(Value::BulkString(b"h".to_vec())));
+        // A quiet release (a cleanup that saw another owner on a quorum) keeps the lock
+        // for `w` and tells it so.
+        let (reply, published) = run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["h", "quiet"]));
+        assert_eq!(reply, Ok(int(1)));
+        assert_eq!(published, vec![(channel.clone(), kept.clone())]);
+        // `w` takes it; its quiet release with an empty line frees it silently.
+        let took = run_cmd(
+            &m,
+            &eval(
+                &LINE_ACQUIRE_SCRIPT,
+                &keys,
+                &["w", "10000", "w-ticket", "1", "5000"],
+            ),
+        );
+        assert_eq!(took.0, Ok(int(1)));
+        let (reply, published) = run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["w", "quiet"]));
+        assert_eq!(reply, Ok(int(1)));
+        assert!(published.is_empty(), "{published:?}");
     }
 
     #[tokio::test]

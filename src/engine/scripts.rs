@@ -283,21 +283,23 @@ pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
 /// Releases lock `KEYS[1]` when it holds `mine`: when its line (`KEYS[2]`, expiries in
 /// `KEYS[3]`) has a live first ticket, the lock is kept for it (set to
 /// [`RESERVED_PREFIX`] + ticket until the ticket expires) instead of deleted, so that only
-/// that waiter can take it next (a `SET NX` of anyone else finds it held). Announced
-/// unless `quiet` is `'quiet'`: with the value kept (which wakes only that waiter), or with
-/// `mine` when the lock is free. Returns 1 when released, 2 when the lock was kept for `own`
+/// that waiter can take it next (a `SET NX` of anyone else finds it held). Announced: with
+/// the value kept (which wakes only that waiter), even when `quiet` is `'quiet'` (that
+/// waiter needs the wake-up, whoever holds the other nodes), or, unless quiet, with `mine`
+/// when the lock is free. Returns 1 when released, 2 when the lock was kept for `own`
 /// (the releasing waiter's own ticket: not announced, the waiter retries soon on its own
 /// and must not wake itself into retries that do not count), else 0.
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
 if redis.call('get', KEYS[1]) ~= mine then return 0 end
-local said = mine
+local said, kept_for = mine, nil
 if redis.call('exists', KEYS[2]) == 0 then
   redis.call('del', KEYS[1])
 else
   {NOW}
   {LINE_HEAD}
+  kept_for = head
   if head then
     local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
     said = '{RESERVED_PREFIX}' .. head
@@ -306,8 +308,8 @@ else
     redis.call('del', KEYS[1])
   end
 end
-if own and head == own then return 2 end
-if quiet ~= 'quiet' then
+if own and kept_for == own then return 2 end
+if quiet ~= 'quiet' or said ~= mine then
   redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
 end
 return 1
