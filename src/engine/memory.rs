@@ -849,30 +849,22 @@ mod tests {
         run_cmd(&m, &eval(&ACQUIRE_SCRIPT, &["r"], &["h", "10000"]))
             .0
             .unwrap();
-        let joined = run_cmd(
-            &m,
-            &eval(
+        let line_acquire = || {
+            let acquire = eval(
                 &LINE_ACQUIRE_SCRIPT,
                 &keys,
                 &["w", "10000", "w-ticket", "1", "5000"],
-            ),
-        );
-        assert_eq!(joined.0, Ok(Value::BulkString(b"h".to_vec())));
+            );
+            run_cmd(&m, &acquire).0
+        };
+        assert_eq!(line_acquire(), Ok(Value::BulkString(b"h".to_vec())));
         // A quiet release (a cleanup that saw another owner on a quorum) keeps the lock
         // for `w` and tells it so.
         let (reply, published) = run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["h", "quiet"]));
         assert_eq!(reply, Ok(int(1)));
         assert_eq!(published, vec![(channel.clone(), kept.clone())]);
         // `w` takes it; its quiet release with an empty line frees it silently.
-        let took = run_cmd(
-            &m,
-            &eval(
-                &LINE_ACQUIRE_SCRIPT,
-                &keys,
-                &["w", "10000", "w-ticket", "1", "5000"],
-            ),
-        );
-        assert_eq!(took.0, Ok(int(1)));
+        assert_eq!(line_acquire(), Ok(int(1)));
         let (reply, published) = run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["w", "quiet"]));
         assert_eq!(reply, Ok(int(1)));
         assert!(published.is_empty(), "{published:?}");
