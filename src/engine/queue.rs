@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::engine::notify::{Signal, Watch};
-use crate::engine::quorum::AttemptStats;
+use crate::engine::quorum::{AttemptStats, LateVotes};
 
 /// A lock moved to a waiter of this process by its releasing holder (a hand-over).
 pub struct Handed {
@@ -53,7 +53,7 @@ pub struct Offer {
     pub tx: tokio::sync::oneshot::Sender<Handed>,
     /// Where the waiter's operation takes the complete votes of a hand-over decided before
     /// every node answered (as an attempt's late votes).
-    pub late: Option<crate::engine::redlock::LateVotes>,
+    pub late: Option<LateVotes>,
 }
 
 /// At most this many hand-overs within the process in a row.

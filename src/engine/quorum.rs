@@ -15,6 +15,10 @@ pub enum Vote {
     Failed(NodeError),
 }
 
+/// Where the complete votes of an attempt decided before every node answered go, once
+/// every node answered or timed out.
+pub type LateVotes = Box<dyn FnOnce(Vec<Option<Vote>>) + Send>;
+
 /// What one attempt saw: a vote per node (`None` when the attempt was decided before
 /// that node answered).
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ pub const ATTEMPTS_KEPT: usize = 100;
 
 pub use crate::engine::kinds::Op;
 pub use crate::engine::queue::Handed;
-pub use crate::engine::quorum::{AttemptStats, Vote};
+pub use crate::engine::quorum::{AttemptStats, LateVotes, Vote};
 
 /// What a waiter's wait ended with.
 enum Waited {
@@ -40,10 +40,6 @@ enum Waited {
     Handed(Handed),
     Aborted,
 }
-
-/// Where the complete votes of an attempt decided before every node answered go, once
-/// every node answered or timed out.
-pub type LateVotes = Box<dyn FnOnce(Vec<Option<Vote>>) + Send>;
 
 /// The result of an operation with its retries.
 #[derive(Debug, Clone)]
