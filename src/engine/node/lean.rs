@@ -35,6 +35,8 @@ use crate::engine::sync::Unpoisoned;
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this size shrink back when empty.
 const KEPT: usize = 256 * 1024;
+/// The longest bulk string a server sends (its default `proto-max-bulk-len`).
+const MAX_BULK: i64 = 512 * 1024 * 1024;
 
 /// A handle to a lean connection; clones share it. The connection closes when the last
 /// clone is dropped.
@@ -471,6 +473,9 @@ fn item(buf: &[u8]) -> Parse<(Item, usize)> {
         b'$' => match number(rest)? {
             -1 => Value::Nil,
             n if n < 0 => return Err("a negative length"),
+            // Redis' own limit (proto-max-bulk-len): a longer one is garbage, not a reply
+            // to wait for.
+            n if n > MAX_BULK => return Err("a bulk string longer than 512 MB"),
             n => {
                 let n = n as usize;
                 if buf.len() < used + n + 2 {
@@ -569,6 +574,7 @@ mod tests {
             b"$1\r\nab\r\n",
             b"*-2\r\n",
             b"%1\r\n",
+            b"$536870913\r\n",
         ] {
             let mut at = 0;
             assert!(
