@@ -446,11 +446,8 @@ impl Ballot {
 
     /// Every vote still missing fails with `error(i)`; the attempt is then decided.
     fn fail_missing(&mut self, error: impl Fn(usize) -> NodeError) {
-        for (i, v) in self.votes.iter_mut().enumerate() {
-            if v.is_none() {
-                *v = Some(Vote::Failed(error(i)));
-                self.tally.vote_failed();
-            }
+        for _ in 0..fill_missing(&mut self.votes, error) {
+            self.tally.vote_failed();
         }
         if self.decision == Decision::Pending {
             self.decision = if self.by_slot {
@@ -1208,11 +1205,7 @@ impl Quorum {
             if ballot.decision != Decision::Pending && in_grace.is_none() && settling.is_none() {
                 if open {
                     // Given up on: they count as failed (timed out), as at the deadline.
-                    let ms = started.elapsed().as_millis() as u64;
-                    ballot.fail_missing(|i| NodeError::Timeout {
-                        addr: self.nodes[i].addr(),
-                        ms,
-                    });
+                    ballot.fail_missing(timed_out(&self.nodes, started.elapsed()));
                 }
                 return false;
             }
@@ -1227,8 +1220,7 @@ impl Quorum {
                 },
                 _ = tokio::time::sleep_until(until.unwrap_or(started).into()), if until.is_some() => {}
                 _ = &mut deadline => {
-                    let ms = window.as_millis() as u64;
-                    ballot.fail_missing(|i| NodeError::Timeout { addr: self.nodes[i].addr(), ms });
+                    ballot.fail_missing(timed_out(&self.nodes, window));
                     return false;
                 }
                 _ = call.aborted() => {
@@ -1578,16 +1570,29 @@ async fn report_late(
     if won.await != Ok(true) {
         return;
     }
-    let ms = limit.as_millis() as u64;
+    fill_missing(&mut votes, timed_out(nodes, limit));
+    sink(votes);
+}
+
+/// Fills the votes still missing with the failure `error` gives for each node; how many.
+fn fill_missing(votes: &mut [Option<Vote>], error: impl Fn(usize) -> NodeError) -> usize {
+    let mut n = 0;
     for (i, v) in votes.iter_mut().enumerate() {
         if v.is_none() {
-            *v = Some(Vote::Failed(NodeError::Timeout {
-                addr: nodes[i].addr(),
-                ms,
-            }));
+            *v = Some(Vote::Failed(error(i)));
+            n += 1;
         }
     }
-    sink(votes);
+    n
+}
+
+/// The failure of a node of `nodes` that gave no reply within `after`.
+fn timed_out(nodes: &[Arc<Node>], after: Duration) -> impl Fn(usize) -> NodeError + '_ {
+    let ms = after.as_millis() as u64;
+    move |i| NodeError::Timeout {
+        addr: nodes[i].addr(),
+        ms,
+    }
 }
 
 /// The fencing token of a won fenced acquire: the successor of the highest counter read.

@@ -115,7 +115,6 @@ impl Lean {
             read: 0,
             decoder: Decoder::default(),
             replies: Vec::new(),
-            waiters: Vec::new(),
         });
         Ok(Lean {
             handle: Arc::new(Handle { shared }),
@@ -216,9 +215,8 @@ struct Task {
     filled: usize,
     read: usize,
     decoder: Decoder,
-    /// Replies parsed and their waiters (kept to reuse their memory).
+    /// Replies parsed, not yet handed over (kept to reuse its memory).
     replies: Vec<Value>,
-    waiters: Vec<Waiter>,
 }
 
 impl Future for Task {
@@ -328,20 +326,19 @@ impl Task {
         if self.replies.is_empty() {
             return Ok(());
         }
-        let mut replies = self.replies.drain(..);
-        let mut done = std::mem::take(&mut self.waiters);
+        // Each reply to its waiter, in order (a one-shot send only wakes the waiter).
+        let mut st = self.shared.state.locked();
         let mut unexpected = false;
-        {
-            let mut st = self.shared.state.locked();
-            for v in replies.by_ref() {
-                let Some(front) = st.waiting.front_mut() else {
-                    unexpected = true;
-                    break;
-                };
-                if let Waiter::Many {
+        for v in self.replies.drain(..) {
+            let Some(front) = st.waiting.front_mut() else {
+                unexpected = true;
+                break;
+            };
+            let one = match front {
+                Waiter::One(_) => Some(v),
+                Waiter::Many {
                     left, skip, got, ..
-                } = front
-                {
+                } => {
                     *left -= 1;
                     if *skip > 0 {
                         *skip -= 1;
@@ -351,21 +348,16 @@ impl Task {
                     if *left > 0 {
                         continue;
                     }
-                    done.extend(st.waiting.pop_front());
-                    continue;
+                    None
                 }
-                if let Some(Waiter::One(tx)) = st.waiting.pop_front() {
-                    let _ = tx.send(Ok(v));
-                }
+            };
+            match (st.waiting.pop_front(), one) {
+                (Some(Waiter::One(tx)), Some(v)) => drop(tx.send(Ok(v))),
+                (Some(Waiter::Many { got, tx, .. }), _) => drop(tx.send(Ok(got))),
+                _ => {}
             }
         }
-        drop(replies);
-        for w in done.drain(..) {
-            if let Waiter::Many { got, tx, .. } = w {
-                let _ = tx.send(Ok(got));
-            }
-        }
-        self.waiters = done;
+        drop(st);
         if unexpected {
             return Err((io::ErrorKind::InvalidData, "a reply nobody asked for"));
         }
