@@ -44,3 +44,4 @@ pub mod sync;
 pub mod trust;
 pub mod validity;
 pub mod value;
+pub mod votes;

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
-use crate::engine::kinds::{read_reply, Commands, Kind, Reply};
+use crate::engine::kinds::{Commands, Kind, Reply};
 use crate::engine::line::{queued_pause, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
@@ -23,6 +23,7 @@ use crate::engine::settings::Settings;
 use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
+use crate::engine::votes::Votes;
 
 /// How many attempts an execution remembers (node-redlock keeps every one, which grows
 /// without bound with `retryCount: -1`).
@@ -1115,40 +1116,17 @@ impl Quorum {
     /// Sends the attempt's command to every node. Acquires go only to nodes trusted not
     /// to have forgotten locks (see [`Trust`]). The requests own what they use, so that
     /// the stragglers of a won attempt can finish in the background.
-    fn send_votes(&self, op: Op, commands: &Arc<Commands>, settings: &Settings) -> PendingVotes {
+    fn send_votes(&self, op: Op, commands: &Arc<Commands>, settings: &Settings) -> Votes {
         let checked = matches!(op, Op::Acquire { .. }) && settings.restart_quarantine;
         let max_duration = Duration::from_millis(settings.max_duration_ms);
-        (0..self.nodes.len())
-            .map(|i| {
-                let (nodes, trust, commands) =
-                    (self.nodes.clone(), self.trust.clone(), commands.clone());
-                let fut: BoxFuture<'static, (usize, Answer)> = Box::pin(async move {
-                    let node = &nodes[i];
-                    if checked {
-                        if let Err(e) = trust
-                            .admit(&nodes, i, || commands.hash_slot(), max_duration)
-                            .await
-                        {
-                            return (i, (Vote::Failed(e), None, None, None));
-                        }
-                    }
-                    let epoch = node.identity_epoch();
-                    let vote = node_vote(node, op, &commands).await;
-                    // Reconnected meanwhile (the request was sent again): check the server
-                    // that answered.
-                    if checked && node.identity_epoch() != epoch {
-                        if let Err(e) = trust
-                            .admit(&nodes, i, || commands.hash_slot(), max_duration)
-                            .await
-                        {
-                            return (i, (Vote::Failed(e), None, None, None));
-                        }
-                    }
-                    (i, vote)
-                });
-                fut
-            })
-            .collect()
+        Votes::send(
+            &self.nodes,
+            &self.trust,
+            op,
+            commands,
+            checked,
+            max_duration,
+        )
     }
 
     /// Collects votes until the outcome (and, for a loss, its reason) is known, `window`
@@ -1159,7 +1137,7 @@ impl Quorum {
     async fn collect_votes(
         &self,
         op: Op,
-        pending: &mut PendingVotes,
+        pending: &mut Votes,
         ballot: &mut Ballot,
         window: Duration,
         started: Instant,
@@ -1238,7 +1216,7 @@ impl Quorum {
     fn settle_stragglers(
         &self,
         commands: &Arc<Commands>,
-        mut pending: PendingVotes,
+        mut pending: Votes,
         ballot: &Ballot,
         won_slot: Option<u32>,
         sink: Option<(LateVotes, tokio::sync::oneshot::Receiver<bool>)>,
@@ -1536,9 +1514,6 @@ type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
 
-/// The requests of one attempt still under way, by node index.
-type PendingVotes = FuturesUnordered<BoxFuture<'static, (usize, Answer)>>;
-
 /// How long a won fenced acquire waits at least for the counters of the nodes that have
 /// not answered yet (or twice the time the quorum took). The token is the successor of the
 /// highest counter read; reading more than a quorum keeps it above earlier tokens even
@@ -1651,76 +1626,6 @@ fn count(tally: &mut Tally, vote: &Vote) -> Decision {
         Vote::For => tally.vote_for(),
         Vote::Locked => tally.vote_locked(),
         Vote::Failed(_) => tally.vote_failed(),
-    }
-}
-
-/// A hash of a lock value (to tell holders apart without keeping their values).
-fn holder_hash(value: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
-}
-
-/// One node's vote on `op`: the attempt's command, or the `SET NX GET` of a single-resource
-/// acquire (`fast`) where the node supports it; with the fencing counter the node read
-/// and the semaphore slot it took.
-async fn node_vote(node: &Node, op: Op, c: &Commands) -> Answer {
-    if c.reply == Reply::Line {
-        return line_vote(node, c).await;
-    }
-    if let Some(set) = c.fast.as_ref().filter(|_| node.has_set_nx_get()) {
-        match node.send::<Option<Vec<u8>>>(set).await {
-            // Set, or already ours (a resend after a dropped connection).
-            Ok(None) => return (Vote::For, None, None, None),
-            Ok(Some(v)) if v == c.value.as_bytes() => return (Vote::For, None, None, None),
-            Ok(Some(v)) => return (Vote::Locked, None, None, Some(holder_hash(&v))),
-            Err(e) if e.is_syntax_error() => node.lacks_set_nx_get(),
-            Err(e) => return (Vote::Failed(e), None, None, None),
-        }
-    }
-    match node.eval::<redis::Value>(c.script, &c.cmd).await {
-        Ok(reply) => match read_reply(op, c.reply, &reply) {
-            Some((vote, counter, slot)) => (vote, counter, slot, None),
-            None => (
-                Vote::Failed(unexpected(node, "a lock script reply")),
-                None,
-                None,
-                None,
-            ),
-        },
-        Err(e) => (Vote::Failed(e), None, None, None),
-    }
-}
-
-/// One node's vote on a line-honouring acquire (see [`Reply::Line`]): against with the
-/// holder's hash when the lock is held, against with none when another waiter is first.
-async fn line_vote(node: &Node, c: &Commands) -> Answer {
-    use redis::Value::{BulkString, Int};
-    match node.eval::<redis::Value>(c.script, &c.cmd).await {
-        Ok(Int(1)) => (Vote::For, None, None, None),
-        Ok(BulkString(v)) => {
-            let holder = (!v.is_empty()).then(|| holder_hash(&v));
-            (Vote::Locked, None, None, holder)
-        }
-        Ok(_) => (
-            Vote::Failed(unexpected(node, "a line acquire reply")),
-            None,
-            None,
-            None,
-        ),
-        Err(e) => (Vote::Failed(e), None, None, None),
-    }
-}
-
-/// A node's answer: its vote, the fencing counter it read, the semaphore slot it took, and
-/// for a `SET NX GET` that found the key held, a hash of the holder's value.
-type Answer = (Vote, Option<i64>, Option<u32>, Option<u64>);
-
-fn unexpected(node: &Node, what: &str) -> NodeError {
-    NodeError::Protocol {
-        addr: node.addr().to_string(),
-        reason: format!("not {what}"),
     }
 }
 

@@ -168,6 +168,16 @@ impl Trust {
             .map(|new| record(nodes, i, new))
     }
 
+    /// [`Trust::admit`] when it needs no wait: `None` when it would wait (a cluster, or a
+    /// node not checked since it connected).
+    pub fn admit_now(&self, nodes: &[Arc<Node>], i: usize) -> Option<Result<(), NodeError>> {
+        if nodes[i].config().cluster.is_some() {
+            return None;
+        }
+        let done = self.fast_path(&nodes[i], i, 0)?;
+        Some(done.map(|new| record(nodes, i, new)))
+    }
+
     /// The verdict on node `i`'s current connection for `slot`, if it was checked:
     /// `Ok(Some(checked))` the first time a trusted identity is to be recorded.
     fn fast_path(

@@ -8,8 +8,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use futures::future::BoxFuture;
-use redis::{Cmd, ParsingError, Value};
+use redis::{Cmd, ParsingError, RedisResult, Value};
 
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
@@ -65,6 +68,26 @@ pub trait Backend: Send + Sync {
         reply: Reply<'a>,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
 
+    /// Sends `cmd` at once on a connection that is up and takes it without waiting: the
+    /// first try of [`Backend::command`] or [`Backend::script`], with no future of its
+    /// own. `None` when there is no such connection (the caller then uses those).
+    fn send_now(&self, _cmd: &Cmd) -> Option<Sent> {
+        None
+    }
+
+    /// Hands the reply of a [`Sent`] to `reply` as [`Backend::command`] would. `None` when
+    /// the command must go through [`Backend::command`] or [`Backend::script`] after all,
+    /// which send it again: the connection dropped (it is given up), or the script is not
+    /// loaded.
+    fn landed(
+        &self,
+        _sent: &Sent,
+        _result: RedisResult<Value>,
+        _reply: Reply<'_>,
+    ) -> Option<Result<(), NodeError>> {
+        None
+    }
+
     /// Whether `SET key value NX PX ms GET` is worth trying.
     fn has_set_nx_get(&self) -> bool;
 
@@ -102,5 +125,19 @@ pub(crate) async fn within<T>(
                 addr: addr(),
                 ms: w.as_millis() as u64,
             }),
+    }
+}
+
+/// A command sent at once (see [`Backend::send_now`]): its reply to come, and which
+/// connection of the backend took it.
+pub struct Sent {
+    pub(super) generation: u64,
+    pub(super) reply: super::lean::Sent,
+}
+
+impl Future for Sent {
+    type Output = RedisResult<Value>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.reply).poll(cx)
     }
 }

@@ -157,9 +157,27 @@ impl Drop for Handle {
 impl Lean {
     /// Sends `cmd` now; the future is its reply.
     pub(super) fn request(&self, cmd: &Cmd) -> impl Future<Output = RedisResult<Value>> + 'static {
+        self.send_one(cmd)
+    }
+
+    /// Sends `cmd` now; the reply comes through the [`Sent`].
+    pub(super) fn send_one(&self, cmd: &Cmd) -> Sent {
         let (tx, rx) = oneshot::channel();
         self.send(|out| cmd.write_packed_command(out), Waiter::One(tx));
-        async move { rx.await.unwrap_or_else(|_| Err(gone())) }
+        Sent(rx)
+    }
+}
+
+/// The reply to a command sent on a lean connection (an I/O error once the connection is
+/// gone).
+pub struct Sent(oneshot::Receiver<RedisResult<Value>>);
+
+impl Future for Sent {
+    type Output = RedisResult<Value>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(gone())))
     }
 }
 

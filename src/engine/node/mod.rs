@@ -34,7 +34,7 @@ mod server;
 mod tls;
 
 pub(crate) use backend::within;
-pub use backend::{Backend, Reply};
+pub use backend::{Backend, Reply, Sent};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +171,24 @@ impl Node {
             .script(script, evalsha, &mut keep(&mut out))
             .await?;
         self.answer(out)
+    }
+
+    /// Sends a prebuilt command at once when the node has a connection up that takes it
+    /// without waiting (see [`Backend::send_now`]); `None` otherwise.
+    pub fn send_now(&self, cmd: &redis::Cmd) -> Option<Sent> {
+        self.backend.send_now(cmd)
+    }
+
+    /// The reply to a command sent with [`Node::send_now`], converted into `T`; `None`
+    /// when it must be sent again the usual way ([`Node::send`], [`Node::eval`]).
+    pub fn landed<T: FromRedisValue + Send>(
+        &self,
+        sent: &Sent,
+        result: redis::RedisResult<Value>,
+    ) -> Option<Result<T, NodeError>> {
+        let mut out = None;
+        let done = self.backend.landed(sent, result, &mut keep(&mut out))?;
+        Some(done.and_then(|()| self.answer(out)))
     }
 
     /// The reply a backend that answered handed over (it hands one over whenever it

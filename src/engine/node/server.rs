@@ -12,7 +12,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::ConnectionLike;
 use redis::{Client, Cmd, RedisError, Value};
 
-use super::backend::{within, Backend, Reply};
+use super::backend::{within, Backend, Reply, Sent};
 use super::cluster::{self, connect_cluster};
 use super::connection::{connect_to, Conn, Connected};
 use super::plain;
@@ -141,6 +141,36 @@ impl Backend for Server {
                 other => other,
             }
         }))
+    }
+
+    fn send_now(&self, cmd: &Cmd) -> Option<Sent> {
+        let st = self.lock_state();
+        match &st.slot {
+            Slot::Ready(Conn::Lean(l)) => Some(Sent {
+                generation: st.generation,
+                reply: l.send_one(cmd),
+            }),
+            _ => None,
+        }
+    }
+
+    fn landed(
+        &self,
+        sent: &Sent,
+        result: redis::RedisResult<Value>,
+        reply: Reply<'_>,
+    ) -> Option<Result<(), NodeError>> {
+        match result.and_then(Value::extract_error) {
+            Ok(v) => Some(reply(v).map_err(|e| self.map_error(e.into(), sent.generation))),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                None
+            }
+            Err(e) if resent(&e) => {
+                self.invalidate(sent.generation);
+                None
+            }
+            Err(e) => Some(Err(self.map_error(e, sent.generation))),
+        }
     }
 
     fn has_set_nx_get(&self) -> bool {
@@ -378,7 +408,7 @@ impl Server {
             Ok(v) => return reply(v).map_err(|e| self.map_error(e.into(), generation)),
             Err(e) => e,
         };
-        if !(e.is_connection_dropped() || e.is_io_error()) || e.is_timeout() {
+        if !resent(&e) {
             return Err(self.map_error(e, generation));
         }
         self.invalidate(generation);
@@ -398,6 +428,12 @@ impl Server {
     ) -> Result<T, NodeError> {
         within(wait, fut, || self.addr()).await
     }
+}
+
+/// Whether a command that failed with `e` is sent once more on a fresh connection: the
+/// connection broke (not a time-out: the server may just be slow).
+fn resent(e: &RedisError) -> bool {
+    (e.is_connection_dropped() || e.is_io_error()) && !e.is_timeout()
 }
 
 /// Connects (for Sentinel: to the master the sentinels name), then loads the lock
