@@ -120,6 +120,26 @@ test('testing your code: using() loses its lock when the stores go down, and the
   t.is(seen.error.reason, 'quorum-unavailable')
 })
 
+test('using(): stores that stop answering (paused) lose the lock before its expiration, as quorum-unavailable with their time-outs as cause', async (t) => {
+  const stores = [0, 1, 2].map(() => new MemoryStore({ commandTimeout: 150 }))
+  const redlock = new Redlock(stores, { retryCount: 50, retryDelay: 30, retryJitter: 0, automaticExtensionThreshold: 300 })
+  t.teardown(() => redlock.quit())
+  const seen = await redlock.using(['paused'], 700, async (signal, lock) => {
+    stores[1].pause(5_000)
+    stores[2].pause(5_000) // a majority frozen: every extension attempt times out
+    const expiration = lock.expiration
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    stores[1].up()
+    stores[2].up()
+    return { at: Date.now(), expiration, error: signal.error }
+  })
+  t.true(seen.at <= seen.expiration, `aborted ${seen.at - seen.expiration} ms after the expiration`)
+  t.true(seen.error instanceof LockLostError)
+  t.is(seen.error.reason, 'quorum-unavailable')
+  t.true(seen.error.cause instanceof AggregateError)
+  for (const e of seen.error.cause.errors) t.regex(e.message, /^MemoryStore '[^']+': no reply within \d+ ms$/)
+})
+
 test('bad options are refused; store methods check their arguments', (t) => {
   t.throws(() => new MemoryStore('x'), { instanceOf: TypeError, message: /options/ })
   t.throws(() => new MemoryStore({ name: 3 }), { instanceOf: TypeError, message: /options\.name/ })

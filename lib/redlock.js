@@ -269,13 +269,16 @@ class Redlock extends EventEmitter {
     return new ExecutionResult(log, startOf(c))
   }
 
-  /** Extends `lock` natively; resolves `{ expiration, log }` or throws the ExecutionError. */
-  async #extend(lock, duration, settings) {
+  /**
+   * Extends `lock` natively; resolves `{ expiration, log }` or throws the ExecutionError.
+   * Retries stop at `until` (ms since the epoch; the lock's expiration by default).
+   */
+  async #extend(lock, duration, settings, until = lock.expiration) {
     lockArg(lock)
     const signal = signalOf(settings)
     if (signal?.aborted) throw abortedError(signal, [])
     const c = await this.#call(
-      'extend', signal, lock.resources?.length, lock.resources, lock.value, Number(lock.expiration), duration, settings, holdOf.get(lock),
+      'extend', signal, lock.resources?.length, lock.resources, lock.value, Number(until), duration, settings, holdOf.get(lock),
     )
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, signal)
@@ -317,9 +320,9 @@ class Redlock extends EventEmitter {
       )
     }
     const lock = await this[acquireHold](resources, duration, settings, hold)
-    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s) => {
+    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s, until) => {
       const context = { resources: l.resources, duration: d, kind: l.kind, settings: s }
-      return traced(traces.extend, context, () => this.#extend(l, d, s))
+      return traced(traces.extend, context, () => this.#extend(l, d, s, until))
     })
     try {
       return await routine(holding.signal, lock)

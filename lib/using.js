@@ -8,6 +8,14 @@ const { LockLostError } = require('./errors.js')
 const noop = () => {}
 
 /**
+ * The signal is aborted this many ms before the lock's expiration (a timer fires up to a
+ * millisecond late), and an extension stops retrying this many ms before that, so that
+ * its own failure (its reason, and the nodes' errors) is what the loss reports.
+ */
+const LOSS_MARGIN = 2
+const EXTENSION_MARGIN = 8
+
+/**
  * The automatic extension of a lock held by `using()`: extends `threshold` ms before the
  * lock expires, and aborts `signal` when the lock has not been extended by its expiration.
  */
@@ -33,11 +41,15 @@ class Holding {
     return this.#controller.signal
   }
 
-  /** Aborts the signal at the lock's expiration unless an extension moved it. */
+  /**
+   * Aborts the signal just before the lock's expiration unless an extension moved it:
+   * with the reason 'quorum-unavailable' when an extension is still waiting for the nodes
+   * (they did not decide in time), 'expired' when none was under way.
+   */
   #armLoss() {
     clearTimeout(this.#lossTimer)
-    const left = Math.max(0, this.lock.expiration - Date.now())
-    this.#lossTimer = setTimeout(() => this.#lose('expired'), left)
+    const left = Math.max(0, this.lock.expiration - Date.now() - LOSS_MARGIN)
+    this.#lossTimer = setTimeout(() => this.#lose(this.#extension ? 'quorum-unavailable' : 'expired'), left)
   }
 
   #schedule() {
@@ -50,14 +62,17 @@ class Holding {
 
   async #extend() {
     try {
-      // The engine stops retrying when the lock expires.
-      const { expiration, log } = await this.extendFn(this.lock, this.duration, this.settings)
+      // The engine stops retrying a little before the lock expires.
+      const until = this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
+      const { expiration, log } = await this.extendFn(this.lock, this.duration, this.settings, until)
+      this.#extension = undefined
       if (this.#done || this.signal.aborted) return
       this.lock.expiration = expiration
       this.lock.attempts = log
       this.#armLoss()
       this.#schedule()
     } catch (error) {
+      this.#extension = undefined
       this.#lose(error?.reason ?? 'internal', error)
     }
   }
