@@ -195,12 +195,12 @@ test('a malformed --redis is a usage error with a hint to use redis://host:port,
   t.notRegex(viaEnv.stderr, /s3cret/)
 })
 
-test('run exits 69 with one line naming the unreachable nodes when Redis is down; a held lock still exits 75', async (t) => {
+test('run exits 75 with one line naming the unreachable nodes when Redis is down, and 75 with another line for a held lock', async (t) => {
   const key = resource(t)
   const dead = [await deadPort(), await deadPort()]
   const down = `${servers[0].url},redis://127.0.0.1:${dead[0]},redis://127.0.0.1:${dead[1]}`
   const r = await run(['run', '--redis', down, '--resource', key, '--ttl', '5s', '--', 'echo', 'ran'])
-  t.is(r.code, 69, r.stderr)
+  t.is(r.code, 75, r.stderr)
   t.is(r.stdout, '')
   t.is(r.stderr.trim().split('\n').length, 1, r.stderr)
   t.regex(r.stderr, new RegExp(`could not lock .*127\\.0\\.0\\.1:${dead[0]}.*127\\.0\\.0\\.1:${dead[1]}`))
@@ -230,12 +230,12 @@ test('status exits 69 when too few nodes answer for a quorum, 0 with a minority 
   t.is(minority.code, 0, minority.stderr)
 })
 
-test('--help documents the exit codes, 75 (held by another owner) and 69 (Redis unavailable) among them', async (t) => {
+test('--help documents the exit codes, 75 (run: the lock could not be had) and 69 (status: no quorum answered) among them', async (t) => {
   for (const args of [['--help'], ['run', '--help'], ['status', '--help']]) {
     const r = await run(args)
     t.is(r.code, 0, args.join(' '))
     t.regex(r.stdout, /^ {2}64 +bad arguments/m, args.join(' '))
-    t.regex(r.stdout, /^ {2}69 +Redis unavailable/m, args.join(' '))
-    t.regex(r.stdout, /^ {2}75 +the lock is held by another owner/m, args.join(' '))
+    t.regex(r.stdout, /^ {2}69 +status: too few of the Redis nodes answered/m, args.join(' '))
+    t.regex(r.stdout, /^ {2}75 +run: the lock could not be had \(held by another owner/m, args.join(' '))
   }
 })

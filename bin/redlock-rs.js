@@ -8,9 +8,10 @@
 //
 // Exit status (sysexits.h): the command's own, or
 //   64 EX_USAGE        bad arguments
-//   69 EX_UNAVAILABLE  too few Redis nodes reachable for a quorum
+//   69 EX_UNAVAILABLE  status: too few Redis nodes answered for a quorum
 //   70 EX_SOFTWARE     an internal error
-//   75 EX_TEMPFAIL     the lock is held by another owner
+//   75 EX_TEMPFAIL     run: the lock could not be had (held by another owner, or too few
+//                      Redis nodes answered); the one line on stderr says which
 
 const { spawn } = require('node:child_process')
 const path = require('node:path')
@@ -28,10 +29,11 @@ const EXIT_CODES = `
 Exit status:
   the command's own   when it ran under the lock (127: it could not be started)
   64                  bad arguments
-  69                  Redis unavailable: too few of the nodes answered for a quorum
-                      (run: the lock could not be had; status: no quorum answered)
+  69                  status: too few of the Redis nodes answered for a quorum
   70                  an internal error
-  75                  the lock is held by another owner (run, also after --wait)`
+  75                  run: the lock could not be had (held by another owner, also
+                      after --wait, or too few Redis nodes answered to decide); the
+                      one line on stderr says which`
 
 /** `--ttl` bounds: the lock is extended while the command runs, so it need not be long. */
 const MIN_TTL = 200
@@ -140,10 +142,9 @@ function why(error, count, { wait, lost } = {}) {
   }
 }
 
+/** `run`'s status when the lock could not be had: 75 whatever the reason (it is on stderr). */
 function exitCodeOf(error) {
-  if (error.reason === 'quorum-unavailable') return EX_UNAVAILABLE
-  if (error.reason === 'internal') return EX_SOFTWARE
-  return EX_TEMPFAIL
+  return error.reason === 'internal' ? EX_SOFTWARE : EX_TEMPFAIL
 }
 
 const fail = (message, code) => {
@@ -258,7 +259,7 @@ const redisOption = () =>
 
 program
   .command('run')
-  .description('run a command while holding a lock; exits with its status, 75 when the lock is held by another owner, 69 when Redis is unavailable')
+  .description('run a command while holding a lock; exits with its status, or 75 when the lock cannot be had (held by another owner, or Redis unavailable)')
   .addOption(redisOption())
   .requiredOption('--resource <name>', 'the resource to lock')
   .requiredOption('--ttl <duration>', `lock time-to-live with a unit, ${MIN_TTL}ms to ${MAX_TTL / 60_000}m, e.g. 30s (extended while the command runs)`, ttl)
