@@ -21,6 +21,11 @@ export interface TlsOptions {
   /** PEM client certificate and key, for mutual TLS. */
   cert?: string
   key?: string
+  /**
+   * The name the server's certificate must be valid for, also sent as SNI (node:tls'
+   * `servername`): for a server reached by IP address or another name. Default: the host.
+   */
+  servername?: string
   /** `false` accepts any certificate (testing only). Default `true`. */
   rejectUnauthorized?: boolean
 }

@@ -39,12 +39,16 @@ test('ACL users: username and password by options and URL; locks work; wrong one
   }
 })
 
-function makeCertificates(dir) {
+/** A CA, a server certificate for `san`, and a client certificate (mutual TLS), in `dir`. */
+function makeCertificates(dir, san = 'IP:127.0.0.1,DNS:localhost') {
   const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
   ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=redlock-rs test CA', '-keyout', 'ca.key', '-out', 'ca.crt')
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr')
-  writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=redlock-rs test server', '-keyout', 'server.key', '-out', 'server.csr')
+  writeFileSync(path.join(dir, 'san.ext'), `subjectAltName=${san}\n`)
   ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'server.crt', '-extfile', 'san.ext')
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=redlock-rs test client', '-keyout', 'client.key', '-out', 'client.csr')
+  writeFileSync(path.join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n')
+  ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt', '-extfile', 'client.ext')
 }
 
 test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
@@ -80,6 +84,50 @@ test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused
   const insecure = new Redis({ host: '127.0.0.1', port: tlsPort, tls: { rejectUnauthorized: false } })
   t.is(await insecure.call('PING'), 'PONG')
   await insecure.quit()
+})
+
+test('TLS: servername checks the certificate against a name other than the host; a client certificate for mutual TLS', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-name-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  makeCertificates(dir, 'DNS:redis.test') // valid for redis.test only, not for 127.0.0.1
+  const tlsPort = await freePort()
+  const server = new RedisServer({
+    args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
+      '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', 'yes'],
+  })
+  await server.start()
+  t.teardown(() => server.stop())
+  const read = (f) => readFileSync(path.join(dir, f), 'utf8')
+  const [ca, cert, key] = [read('ca.crt'), read('client.crt'), read('client.key')]
+  const client = (tls) => new Redis({ host: '127.0.0.1', port: tlsPort, tls, connectTimeout: 2_000 })
+
+  const named = client({ ca, cert, key, servername: 'redis.test' })
+  t.teardown(() => named.quit())
+  t.is(await named.call('PING'), 'PONG')
+  const redlock = new Redlock([named], { retryCount: 0 })
+  const lock = await redlock.acquire([resource(t)], 1_000)
+  t.is(await server.command('GET', lock.resources[0]), lock.value)
+  // A waiter listens for the release on its own (pub/sub) TLS connection, checked the same way.
+  const waiting = new Redlock([named], { retryCount: 20, retryDelay: 10_000 }).acquire(lock.resources, 1_000)
+  while (!/ sub=1 /.test(await server.command('CLIENT', 'LIST'))) await new Promise((r) => setTimeout(r, 20))
+  await lock.release()
+  await (await waiting).release()
+
+  // Checked against the host (127.0.0.1), or another name: refused, saying why.
+  for (const tls of [{ ca, cert, key }, { ca, cert, key, servername: 'other.test' }]) {
+    const wrong = client(tls)
+    const err = await t.throwsAsync(wrong.get('x'))
+    t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${tlsPort}: could not connect: TLS failed: .*not valid for name`))
+    await wrong.quit()
+  }
+  // The server asks for a client certificate: without one, refused.
+  const anonymous = client({ ca, servername: 'redis.test' })
+  await t.throwsAsync(anonymous.get('x'), { message: new RegExp(`127\\.0\\.0\\.1:${tlsPort}: `) })
+  await anonymous.quit()
+  // A bad option is a clear error, not a crash.
+  const garbled = client({ ca: 'not a certificate', servername: 'redis.test' })
+  await t.throwsAsync(garbled.get('x'), { message: /TLS|certificate|CA/ })
+  await garbled.quit()
 })
 
 test('a Redis Cluster over TLS with a private CA: the CA reaches every shard\'s connection', async (t) => {

@@ -91,7 +91,7 @@ const pem = (v) => (v == null ? undefined : Buffer.isBuffer(v) ? v.toString('utf
 function tlsOf(tls) {
   if (!tls) return undefined
   if (tls === true) return true
-  return { ca: pem(tls.ca), cert: pem(tls.cert), key: pem(tls.key), rejectUnauthorized: tls.rejectUnauthorized }
+  return { ca: pem(tls.ca), cert: pem(tls.cert), key: pem(tls.key), servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized }
 }
 
 /** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */

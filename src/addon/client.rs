@@ -58,7 +58,7 @@ fn ms(env: &Env, name: &str, v: Option<f64>) -> Result<Option<Duration>> {
         .transpose()
 }
 
-/// `tls: true | { ca, cert, key, rejectUnauthorized }`.
+/// `tls: true | { ca, cert, key, servername, rejectUnauthorized }`.
 fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
     let ctx = format!("{ctx}.tls");
     match v {
@@ -71,6 +71,7 @@ fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
             ca: opt_string(env, &o, &ctx, "ca")?,
             cert: opt_string(env, &o, &ctx, "cert")?,
             key: opt_string(env, &o, &ctx, "key")?,
+            servername: opt_string(env, &o, &ctx, "servername")?,
             reject_unauthorized: opt_bool(env, &o, &ctx, "rejectUnauthorized")?.unwrap_or(true),
         })),
         other => Err(type_error(env, &ctx, "a boolean or an object", &other)),

@@ -22,6 +22,9 @@ pub struct TlsConfig {
     /// PEM client certificate and key, for mutual TLS.
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// The name the server's certificate must be valid for (and sent as SNI), when it is
+    /// not the host connected to (an IP address, say).
+    pub servername: Option<String>,
     /// `false` accepts any certificate (testing only).
     pub reject_unauthorized: bool,
 }
@@ -32,6 +35,7 @@ impl fmt::Debug for TlsConfig {
             .field("ca", &self.ca.as_ref().map(|_| "<set>"))
             .field("cert", &self.cert.as_ref().map(|_| "<set>"))
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("servername", &self.servername)
             .field("reject_unauthorized", &self.reject_unauthorized)
             .finish()
     }

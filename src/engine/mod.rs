@@ -8,7 +8,8 @@
 //!   address, identity, capabilities) with two implementations: `Server`, one shared,
 //!   self-healing, pipelining connection with time-outs, and the in-process [`memory`]
 //!   store. Inside it: `backend`, `server` (connect, back-off, reconnect, resend),
-//!   `connection` (connecting to one server), `tls`, `sentinel` (master discovery, `ROLE`
+//!   `connection` (connecting to one server), `lean` (our connection to one server),
+//!   `tls` (rustls settings, `servername`), `sentinel` (master discovery, `ROLE`
 //!   check), `cluster` (Redis Cluster connection and shards) and `in_memory` (the store's
 //!   adapter).
 //! * [`identity`]: who a server is (`run_id`, uptime, promoted), read from `INFO`;
@@ -18,6 +19,8 @@
 //! * [`queue`]: local first-come-first-served lines of waiters.
 //! * [`kinds`]: mutex, semaphore permit, read and write holds: keys, commands, replies.
 //! * [`scripts`]: the Lua scripts that do every owner check.
+//! * [`votes`]: one attempt's requests to the nodes (sent at once on a connection that is
+//!   up) and their answers, read as votes by one stream.
 //! * [`quorum`]: vote counting with early decisions; [`validity`]: drift and validity on a
 //!   monotonic clock.
 //! * [`redlock`]: acquire / extend / release over N nodes, with retries, cleanup, fencing.

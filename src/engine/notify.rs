@@ -83,16 +83,17 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Connects (within the connect time-out) and starts dispatching messages.
+    /// Connects with `connect` (within the connect time-out) and starts dispatching
+    /// messages.
     pub async fn connect(
-        client: &redis::Client,
+        connect: impl std::future::Future<Output = redis::RedisResult<redis::aio::PubSub>>,
         config: &NodeConfig,
     ) -> Result<Arc<Self>, NodeError> {
         let fail = |reason: String| NodeError::Connect {
             addr: config.addr(),
             reason,
         };
-        let pubsub = tokio::time::timeout(config.connect_timeout, client.get_async_pubsub())
+        let pubsub = tokio::time::timeout(config.connect_timeout, connect)
             .await
             .map_err(|_| fail("no pub/sub connection within connectTimeout".into()))?
             .map_err(|e| fail(e.to_string()))?;

@@ -7,17 +7,17 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 
 use super::lean::Lean;
 use super::plain;
+use super::tls::lean_tls;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
 use crate::engine::scripts;
 
-/// The connection of a node: one server (over plain TCP the lean connection, over TLS
-/// redis-rs' multiplexed one), or a Redis Cluster (routed by slot).
+/// The connection of a node: one server (the lean connection, over plain TCP or TLS), or
+/// a Redis Cluster (routed by slot).
 #[derive(Clone)]
 pub(super) enum Conn {
     Lean(Lean),
-    Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -28,7 +28,6 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             Conn::Lean(c) => c.req_packed_command(cmd),
-            Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -41,7 +40,6 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         match self {
             Conn::Lean(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -49,7 +47,6 @@ impl redis::aio::ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Lean(c) => c.get_db(),
-            Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -75,27 +72,12 @@ pub(super) async fn connect_plain(
         })
 }
 
-/// Connects to one server (the lean connection over plain TCP, redis-rs' over TLS), loads
-/// the lock scripts and reads the server's identity (a user whose ACL forbids `INFO` gets
-/// none).
-pub(super) async fn connect_to(
-    client: Client,
-    config: &NodeConfig,
-) -> Result<(Conn, Option<Identity>), NodeError> {
+/// Connects to one server (the lean connection, over plain TCP or TLS), loads the lock
+/// scripts and reads the server's identity (a user whose ACL forbids `INFO` gets none).
+pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Identity>), NodeError> {
     let addr = config.host_port();
-    let conn_config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        // Waits are bounded by our own timers (per command, or per lock attempt).
-        .set_response_timeout(None);
     let work = async {
-        let mut conn = match config.tls {
-            None => Conn::Lean(connect_lean(config).await?),
-            Some(_) => Conn::Single(
-                client
-                    .get_multiplexed_async_connection_with_config(&conn_config)
-                    .await?,
-            ),
-        };
+        let mut conn = Conn::Lean(connect_lean(config).await?);
         let mut pipe = redis::pipe();
         for script in scripts::all() {
             pipe.add_command(script.load()).ignore();
@@ -130,7 +112,10 @@ pub(super) async fn connect_to(
 /// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
 /// database (`SELECT`), as redis-rs' handshake leaves its own.
 async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
-    let mut conn = Lean::connect(&config.host, config.port, config.db).await?;
+    let tls = lean_tls(config).map_err(|why| {
+        RedisError::from((redis::ErrorKind::InvalidClientConfig, "TLS settings", why))
+    })?;
+    let mut conn = Lean::connect(&config.host, config.port, config.db, tls).await?;
     if let Some(password) = &config.password {
         let mut auth = redis::cmd("AUTH");
         if let Some(user) = &config.username {

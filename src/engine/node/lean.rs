@@ -1,6 +1,6 @@
-//! A lean connection to one Redis server over plain TCP: the connection every lock command
-//! of a single server (or of the master the sentinels name) goes through when it is not
-//! over TLS.
+//! A lean connection to one Redis server, over plain TCP or TLS (rustls): the connection
+//! every lock command of a single server (or of the master the sentinels name) goes
+//! through.
 //!
 //! redis-rs' multiplexed connection sends each command through a channel to its own
 //! connection task, packs it into a fresh buffer, parses replies with a general streaming
@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use super::tls::LeanTls;
 use crate::engine::sync::Unpoisoned;
 
 /// The first size of the read and write buffers (the read buffer doubles when a reply
@@ -91,11 +92,31 @@ impl Waiter {
 }
 
 impl Lean {
-    /// Connects to `host:port` (no Nagle delay) and starts the connection task on the
-    /// current runtime. No command is sent; `db` is only what [`Lean::get_db`] reports.
-    pub(super) async fn connect(host: &str, port: u16, db: i64) -> io::Result<Lean> {
+    /// Connects to `host:port` (no Nagle delay; over TLS when `tls` is given) and starts
+    /// the connection task on the current runtime. No command is sent; `db` is only what
+    /// [`Lean::get_db`] reports.
+    pub(super) async fn connect(
+        host: &str,
+        port: u16,
+        db: i64,
+        tls: Option<LeanTls>,
+    ) -> io::Result<Lean> {
         let stream = TcpStream::connect((host, port)).await?;
         stream.set_nodelay(true)?;
+        Ok(match tls {
+            None => Lean::start(stream, db),
+            Some(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config);
+                Lean::start(connector.connect(tls.name, stream).await?, db)
+            }
+        })
+    }
+
+    /// Starts the connection task over `stream`.
+    fn start<S>(stream: S, db: i64) -> Lean
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 out: Vec::with_capacity(READ_CHUNK),
@@ -116,10 +137,10 @@ impl Lean {
             decoder: Decoder::default(),
             replies: Vec::new(),
         });
-        Ok(Lean {
+        Lean {
             handle: Arc::new(Handle { shared }),
             db,
-        })
+        }
     }
 
     /// Appends a command (written by `pack`) and who waits for its replies, and wakes the
@@ -221,9 +242,10 @@ fn gone() -> RedisError {
 
 /// The connection task: writes what was appended, reads and parses replies, and hands
 /// each to its waiter. Ends when the socket fails or the last handle is dropped.
-struct Task {
+struct Task<S> {
     shared: Arc<Shared>,
-    stream: TcpStream,
+    /// The socket, or the TLS session over it.
+    stream: S,
     /// Bytes being written, of which `written` are.
     wbuf: Vec<u8>,
     written: usize,
@@ -237,7 +259,7 @@ struct Task {
     replies: Vec<Value>,
 }
 
-impl Future for Task {
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -263,7 +285,7 @@ fn io_failure(e: io::Error) -> Failure {
     (e.kind(), why)
 }
 
-impl Task {
+impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
     /// Writes and reads what it can; `Ok` when it waits for the socket or for commands.
     fn turn(&mut self, cx: &mut Context<'_>) -> Result<(), Failure> {
         {
@@ -293,6 +315,10 @@ impl Task {
                 Poll::Ready(Ok(n)) => self.written += n,
                 Poll::Ready(Err(e)) => return Err(io_failure(e)),
             }
+        }
+        // A TLS session may hold records back until flushed (a socket has nothing to flush).
+        if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
+            return Err(io_failure(e));
         }
         loop {
             if self.filled == self.rbuf.len() {

@@ -13,10 +13,10 @@
 //!   resent), and a time-out on every wait.
 //! * `connection`: connecting to one server (lock scripts loaded, identity read), and the
 //!   connection type (one server, or a Cluster).
-//! * `lean`: the connection to one server over plain TCP: commands appended to one
-//!   buffer, replies parsed in place (RESP2), no channel to a driver task per command.
-//!   Over TLS, redis-rs' multiplexed connection.
-//! * `tls`: the client of a server, over TLS when asked.
+//! * `lean`: the connection to one server, over plain TCP or TLS: commands appended to
+//!   one buffer, replies parsed in place (RESP2), no channel to a driver task per command.
+//! * `tls`: the client of a server (redis-rs', for Cluster and Sentinel), over TLS when
+//!   asked, and the rustls settings of the lean and pub/sub connections (`servername`).
 //! * `sentinel`: the master the sentinels name, checked with `ROLE`.
 //! * `cluster`: a Redis Cluster's connection and its shards.
 //! * `in_memory`: the in-process [`MemoryStore`] as a [`Backend`].

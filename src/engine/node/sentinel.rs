@@ -23,7 +23,7 @@ pub(super) async fn connect_master(
             ..config.clone()
         };
         let client = build_client(&master)?;
-        let (mut conn, identity) = connect_to(client.clone(), &master).await?;
+        let (mut conn, identity) = connect_to(&master).await?;
         check_master(&mut conn, &master).await?;
         Ok((conn, Some((client, master.host_port())), identity))
     };

@@ -17,7 +17,7 @@ use super::cluster::{self, connect_cluster};
 use super::connection::{connect_to, Conn, Connected};
 use super::plain;
 use super::sentinel::connect_master;
-use super::tls::build_client;
+use super::tls::{build_client, pubsub};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
@@ -198,7 +198,8 @@ impl Backend for Server {
                     reason: "release notifications are not used with Redis Cluster".into(),
                 });
             }
-            let s = Subscriber::connect(&self.client(), &self.config).await?;
+            let client = self.client();
+            let s = Subscriber::connect(pubsub(&client, &self.config), &self.config).await?;
             *slot = Some(s.clone());
             Ok(s)
         })
@@ -212,7 +213,7 @@ impl Backend for Server {
                 std::mem::replace(&mut st.slot, Slot::Closed)
             };
             self.subscriber.lock().await.take();
-            if let Slot::Ready(mut c @ (Conn::Lean(_) | Conn::Single(_))) = previous {
+            if let Slot::Ready(mut c @ Conn::Lean(_)) = previous {
                 let _ = tokio::time::timeout(
                     self.config.command_timeout,
                     redis::cmd("QUIT").query_async::<()>(&mut c),
@@ -297,7 +298,7 @@ impl Server {
                         return Err(down.error.clone());
                     }
                     st.generation += 1;
-                    let f = establish(self.client(), self.config.clone(), self.drops.clone())
+                    let f = establish(self.config.clone(), self.drops.clone())
                         .boxed()
                         .shared();
                     st.slot = Slot::Connecting(f.clone());
@@ -439,7 +440,6 @@ fn resent(e: &RedisError) -> bool {
 /// Connects (for Sentinel: to the master the sentinels name), then loads the lock
 /// scripts so that the first `EVALSHA` finds them.
 async fn establish(
-    client: Client,
     config: NodeConfig,
     drops: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Connected, NodeError> {
@@ -450,8 +450,6 @@ async fn establish(
     }
     match &config.sentinel {
         Some(sentinel) => connect_master(sentinel, &config).await,
-        None => connect_to(client, &config)
-            .await
-            .map(|(c, id)| (c, None, id)),
+        None => connect_to(&config).await.map(|(c, id)| (c, None, id)),
     }
 }

@@ -1,5 +1,6 @@
 //! The client of one server, and the address of any server, over TLS when the node's
-//! settings ask for it.
+//! settings ask for it: redis-rs' (Cluster, sentinels) and the rustls settings of our own
+//! connections (the lean one and the pub/sub one), which also honour `servername`.
 
 use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError};
 
@@ -81,4 +82,151 @@ fn install_crypto_provider() {
         // Another library in the process may have installed one already: that is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// How the lean connection speaks TLS to one server: the rustls settings, and the name the
+/// server's certificate must be valid for (`servername`, else the host).
+pub(super) struct LeanTls {
+    pub(super) config: std::sync::Arc<rustls::ClientConfig>,
+    pub(super) name: rustls::pki_types::ServerName<'static>,
+}
+
+/// The TLS settings of `config` for the lean connection (`None` over plain TCP): the CA
+/// given (else the system's roots), the client certificate for mutual TLS, and no check at
+/// all with `rejectUnauthorized: false` (testing only). A mistake in them is a connect
+/// error, as redis-rs reports its own.
+pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::sync::Arc;
+    let Some(tls) = config.tls.as_ref() else {
+        return Ok(None);
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if tls.reject_unauthorized {
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca {
+            Some(pem) => {
+                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("bad CA certificate: {e}"))?;
+                }
+            }
+            None => {
+                let _ =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err("no CA certificate to check the server's against".into());
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+    };
+    let client = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client certificate is not PEM: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| "the client key is not a PEM private key".to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("bad client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let name = tls
+        .servername
+        .clone()
+        .unwrap_or_else(|| config.host.clone());
+    let name = ServerName::try_from(name.clone())
+        .map_err(|_| format!("{name:?} is not a name a certificate can be checked against"))?;
+    Ok(Some(LeanTls {
+        config: Arc::new(client),
+        name,
+    }))
+}
+
+/// Accepts any certificate (`rejectUnauthorized: false`); the handshake's signatures are
+/// still checked.
+#[derive(Debug)]
+struct AcceptAny(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The pub/sub connection (release notifications) of the server `client` reaches: over
+/// TLS made as the lean connection makes its own (CA, client certificate, `servername`);
+/// redis-rs' own otherwise.
+pub(super) async fn pubsub(
+    client: &Client,
+    config: &NodeConfig,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let info = client.get_connection_info();
+    let ConnectionAddr::TcpTls { host, port, .. } = info.addr() else {
+        return client.get_async_pubsub().await;
+    };
+    let Some(tls) = lean_tls(config).map_err(|why| {
+        RedisError::from((redis::ErrorKind::InvalidClientConfig, "TLS settings", why))
+    })?
+    else {
+        return client.get_async_pubsub().await;
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+    tcp.set_nodelay(true)?;
+    let stream = tokio_rustls::TlsConnector::from(tls.config)
+        .connect(tls.name, tcp)
+        .await?;
+    redis::aio::PubSub::new(info.redis_settings(), stream).await
 }
