@@ -100,6 +100,26 @@ test('partition: three clients each reaching a different 3 of 5 nodes never make
   t.true([...slots.values()].every((n) => n === 1))
 })
 
+test('partition: a client reaching another majority than the holder still gets the free permit (attempts start from random slots)', async (t) => {
+  const all = await servers(t, 3)
+  const name = resource(t)
+  const [a, b] = await Promise.all([partitioned(t, all, [0, 1]), partitioned(t, all, [0, 2])])
+  const first = await a.semaphore(name, 2).acquire(10_000, { retryCount: 20, retryDelay: 20 })
+  // On node 0 the holder has one slot; on node 2 every slot is free. An attempt that tried
+  // the slots in the same order on both would split its votes every time.
+  const second = await b.semaphore(name, 2).acquire(10_000, { retryCount: 20, retryDelay: 20 })
+  const slotOf = async (lock) => {
+    for (let slot = 0; slot < 2; slot++) {
+      const values = await Promise.all(all.map((s) => s.command('GET', `{${name}}:redlock-rs:sem:${slot}`)))
+      if (values.filter((v) => v === lock.value).length >= 2) return slot
+    }
+    return -1
+  }
+  const slots = [await slotOf(first), await slotOf(second)]
+  t.true(slots.every((s) => s >= 0), `each holder owns a slot on a quorum: ${slots}`)
+  t.not(slots[0], slots[1])
+})
+
 test('a minority down: a 2-permit semaphore still admits 2 holders, and read and write holds can be taken', async (t) => {
   const all = await servers(t, 5)
   const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), { retryCount: 0 })

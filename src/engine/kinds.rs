@@ -208,8 +208,8 @@ impl Commands {
             (Kind::Mutex, Op::Acquire { .. }) => {
                 mutex_acquire(resources, value, &ttl, settings.fencing)
             }
-            (Kind::Permit { permits, .. }, Op::Acquire { .. }) => {
-                permit_acquire(r, permits, value, &ttl, settings.fencing)
+            (Kind::Permit { permits, slot }, Op::Acquire { .. }) => {
+                permit_acquire(r, permits, slot, value, &ttl, settings.fencing)
             }
             (Kind::Read | Kind::Write, Op::Acquire { .. }) => {
                 rw_acquire(kind, r, value, &ttl, settings)
@@ -269,14 +269,22 @@ fn mutex_release(resources: &[String]) -> (&'static LockScript, Vec<String>) {
     }
 }
 
-/// A semaphore permit: the first free slot of `permits`.
-fn permit_acquire(r: &str, permits: u32, value: &str, ttl: &str, fencing: bool) -> Built {
+/// A semaphore permit: the first free slot of `permits` from slot `start` on.
+fn permit_acquire(
+    r: &str,
+    permits: u32,
+    start: u32,
+    value: &str,
+    ttl: &str,
+    fencing: bool,
+) -> Built {
     let slots = slot_keys(r, permits);
     let fence_keys = vec![scoped_key(r, "sem:fence")];
     let mut keys = slots.clone();
     keys.extend(fence_keys.iter().cloned());
     let fenced = if fencing { "1" } else { "0" };
-    let cmd = PERMIT_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, fenced]);
+    let start = start.to_string();
+    let cmd = PERMIT_ACQUIRE_SCRIPT.evalsha(&keys, &[value, ttl, fenced, &start]);
     Built {
         fence_keys,
         ..Built::new(

@@ -665,10 +665,15 @@ fn permit_acquire(
 ) -> Result<Value, String> {
     let value = c.value();
     let (slots, fence) = c.keys.split_at(c.keys.len().saturating_sub(1));
+    let start = c.ms(3) as usize;
     let pick = slots
         .iter()
         .position(|k| st.get(k).as_deref() == Some(value))
-        .or_else(|| slots.iter().position(|k| !st.exists(k)));
+        .or_else(|| {
+            (0..slots.len())
+                .map(|k| (start + k) % slots.len())
+                .find(|&i| !st.exists(&slots[i]))
+        });
     let Some(pick) = pick else {
         return Ok(pair(-1, 0));
     };
@@ -1030,5 +1035,12 @@ mod tests {
             Ok(pair(0, 0)),
             "a resend finds its own slot"
         );
+        let slots = ["t0", "t1", "t2", "f"];
+        let from = |v: &'static str, start: &'static str| {
+            eval(&PERMIT_ACQUIRE_SCRIPT, &slots, &[v, "1000", "0", start])
+        };
+        assert_eq!(m.execute(&from("a", "2")).await, Ok(pair(2, 0)));
+        assert_eq!(m.execute(&from("b", "2")).await, Ok(pair(0, 0)), "wraps");
+        assert_eq!(m.execute(&from("c", "0")).await, Ok(pair(1, 0)));
     }
 }

@@ -1033,7 +1033,15 @@ impl Quorum {
         let settings = call.settings;
         let started = Instant::now();
         let window = self.attempt_window(op, call, started);
-        let mut commands = Commands::build(op, call.kind, resources, value, settings);
+        // A permit acquire tries the slots from a random one on (see `PERMIT_ACQUIRE`).
+        let kind = match (op, call.kind) {
+            (Op::Acquire { .. }, Kind::Permit { permits, .. }) => Kind::Permit {
+                permits,
+                slot: ((random_unit() * f64::from(permits)) as u32).min(permits - 1),
+            },
+            (_, kind) => kind,
+        };
+        let mut commands = Commands::build(op, kind, resources, value, settings);
         if let (Some(seat), Some(ttl)) = (seat, op.ttl_ms()) {
             seat.attempted();
             commands = commands.in_line(seat, ttl);

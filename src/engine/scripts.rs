@@ -129,9 +129,13 @@ pub fn scoped_key(resource: &str, suffix: &str) -> String {
 }
 
 /// Takes a free slot of a semaphore: the slot already ours (a resend), else the first free
-/// one. `KEYS`: the slot keys, then the semaphore's fencing counter; `ARGV`: value, ttl,
-/// fenced (`1` reads the counter). Returns `{slot (0-based), counter}`, `{-1, 0}` when every
-/// slot is held. Each slot is a mutex: a holder owns one slot on a quorum.
+/// one from slot `start` on (wrapping). `KEYS`: the slot keys, then the semaphore's fencing
+/// counter; `ARGV`: value, ttl, fenced (`1` reads the counter), start (0-based). Returns
+/// `{slot (0-based), counter}`, `{-1, 0}` when every slot is held. Each slot is a mutex: a
+/// holder owns one slot on a quorum. Every node of an attempt starts from the same slot
+/// (so they agree wherever it is free), and each attempt from a random one (so retries
+/// do not split the same way again: a client that reaches another majority than a holder
+/// finds a slot free on its own).
 pub const PERMIT_ACQUIRE: &str = r#"
 local n = #KEYS - 1
 local pick = -1
@@ -139,7 +143,9 @@ for i = 1, n do
   if redis.call('get', KEYS[i]) == ARGV[1] then pick = i break end
 end
 if pick < 0 then
-  for i = 1, n do
+  local start = tonumber(ARGV[4] or '0') or 0
+  for k = 0, n - 1 do
+    local i = (start + k) % n + 1
     if redis.call('exists', KEYS[i]) == 0 then pick = i break end
   end
 end
