@@ -6,6 +6,7 @@
 // script kept the lock for the next waiter, then failed before announcing it).
 import test from 'ava'
 
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { clientsFor, lib, quick, resource, sleep, useServers } from './helpers.mjs'
 
 const { Redlock } = lib
@@ -61,4 +62,22 @@ test('a contended workload of every lock kind makes no script fail on any server
     t.true(s.calls - before[i].calls > 100, `scripts ran on server ${i}`)
     t.is(s.failed - before[i].failed, 0, `failed script calls on server ${i}`)
   })
+})
+
+test('scripts flushed from the servers (SCRIPT FLUSH) are loaded again: the command that met NOSCRIPT is sent once more', async (t) => {
+  const own = await startServers(3) // not the shared servers: NOSCRIPT counts as a failed call
+  t.teardown(() => stopServers(own))
+  const redlock = new Redlock(clientsFor(t, own), { retryCount: 0 })
+  const key = resource(t)
+  const lock = await redlock.acquire([`${key}:a`, `${key}:b`], 2_000) // a lock script
+  await Promise.all(own.map((s) => s.command('SCRIPT', 'FLUSH')))
+  const extended = await lock.extend(5_000)
+  for (const s of own) t.is(await s.command('GET', `${key}:a`), lock.value)
+  for (const s of own) t.true((await s.command('PTTL', `${key}:b`)) > 2_000, 'extended on every server')
+  await Promise.all(own.map((s) => s.command('SCRIPT', 'FLUSH')))
+  await extended.release()
+  for (const s of own) t.is(await s.command('EXISTS', `${key}:a`, `${key}:b`), 0)
+  // Each server refused an EVALSHA after each flush (the request sent at once, then the
+  // usual way, which loads the script), and ran it after the reload.
+  for (const stats of await Promise.all(own.map(evalshaStats))) t.true(stats.failed >= 2 && stats.failed <= 4, `${stats.failed} refused`)
 })
