@@ -51,18 +51,27 @@ function makeCertificates(dir, san = 'IP:127.0.0.1,DNS:localhost') {
   ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt', '-extfile', 'client.ext')
 }
 
-test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
+/**
+ * A redis-server on a TLS port with certificates for `san` (see `makeCertificates`),
+ * asking clients for a certificate when `authClients`; stopped and removed at the end.
+ */
+async function tlsServer(t, { san, authClients = false } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  makeCertificates(dir)
+  makeCertificates(dir, san)
   const tlsPort = await freePort()
   const server = new RedisServer({
     args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
-      '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', 'no'],
+      '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', authClients ? 'yes' : 'no'],
   })
   await server.start()
   t.teardown(() => server.stop())
-  const ca = readFileSync(path.join(dir, 'ca.crt'), 'utf8')
+  return { server, tlsPort, read: (file) => readFileSync(path.join(dir, file), 'utf8') }
+}
+
+test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
+  const { server, tlsPort, read } = await tlsServer(t)
+  const ca = read('ca.crt')
   const clients = [
     new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca } }),
     new Redis(`rediss://127.0.0.1:${tlsPort}`, { tls: { ca } }),
@@ -87,17 +96,8 @@ test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused
 })
 
 test('TLS: servername checks the certificate against a name other than the host; a client certificate for mutual TLS', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-name-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  makeCertificates(dir, 'DNS:redis.test') // valid for redis.test only, not for 127.0.0.1
-  const tlsPort = await freePort()
-  const server = new RedisServer({
-    args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
-      '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', 'yes'],
-  })
-  await server.start()
-  t.teardown(() => server.stop())
-  const read = (f) => readFileSync(path.join(dir, f), 'utf8')
+  // A certificate valid for redis.test only, not for 127.0.0.1; a client certificate asked for.
+  const { server, tlsPort, read } = await tlsServer(t, { san: 'DNS:redis.test', authClients: true })
   const [ca, cert, key] = [read('ca.crt'), read('client.crt'), read('client.key')]
   const client = (tls) => new Redis({ host: '127.0.0.1', port: tlsPort, tls, connectTimeout: 2_000 })
 

@@ -357,9 +357,11 @@ impl Completer {
         self.scheduled.store(false, Ordering::Release);
         let mut batch = std::mem::take(&mut *self.queue.locked());
         if let Some(d) = &self.direct {
-            while !batch.is_empty() {
-                d.call(next_call(&mut batch));
-            }
+            event_loop::handing_over(batch.len() > 1, || {
+                while !batch.is_empty() {
+                    d.call(next_call(&mut batch));
+                }
+            });
         }
     }
 

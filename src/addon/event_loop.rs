@@ -85,7 +85,7 @@ where
             let alone = IN_FLIGHT.with(|n| {
                 n.set(n.get() + 1);
                 n.get() == 1
-            });
+            }) && !BURST.with(Cell::get);
             let guard = InFlight;
             let n = STARTING.with(|s| {
                 let mut s = s.borrow_mut();
@@ -107,6 +107,16 @@ where
             napi::bindgen_prelude::spawn(fut);
         }
     }
+}
+
+/// Runs `f` (which hands results to JavaScript) telling [`spawn`] whether it hands over
+/// the results of several operations (`burst`): the operations their callers start then
+/// start together, even the first, which would otherwise find nothing in flight and start
+/// alone.
+pub fn handing_over(burst: bool, f: impl FnOnce()) {
+    let before = BURST.with(|b| b.replace(burst));
+    f();
+    BURST.with(|b| b.set(before));
 }
 
 /// Whether futures run on this (JavaScript) thread.
@@ -161,6 +171,9 @@ thread_local! {
     static MODE: RefCell<Mode> = const { RefCell::new(Mode::Unset) };
     /// Operations and commands spawned on this thread's runtime and not finished.
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// Set while the results of several operations are handed to JavaScript (see
+    /// [`handing_over`]).
+    static BURST: Cell<bool> = const { Cell::new(false) };
     /// Set by the park hook when the runtime has nothing left to do without waiting.
     static IDLE: Cell<bool> = const { Cell::new(false) };
     /// Set with `IDLE` when a turn was cut short (work remains).
