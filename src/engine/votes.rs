@@ -1,15 +1,14 @@
 //! One attempt's requests to the nodes, and their answers as votes.
 //!
 //! Every node gets the attempt's command. A node whose connection is up and takes it at
-//! once (a lean connection: one server, or the master the sentinels name, over plain TCP)
-//! and that needs no identity check first gets it right away, with nothing but its reply
-//! to wait for; one [`Votes`] stream reads the answers of all of them, with no future
-//! per node (on a lock's hot path, the future of each node's request cost more of the
-//! JavaScript thread than the request itself: `benchmark/README.md`). Everything else
+//! once (a lean connection: one server, or the master the sentinels name, over plain TCP
+//! or TLS) and that needs no identity check first gets it right away, with nothing but
+//! its reply to wait for; one [`Votes`] stream reads the answers of all of them, with no
+//! future per node (on a lock's hot path, the future of each node's request cost more of
+//! the JavaScript thread than the request itself: `benchmark/README.md`). Everything else
 //! goes the node's usual way, [`Node::send`] and [`Node::eval`], in a future of its
 //! own: a node connecting or to be checked (restart safety), a dropped connection (the
-//! request sent again on a new one), a script to load again, TLS, a Cluster, a
-//! `MemoryStore`.
+//! request sent again on a new one), a script to load again, a Cluster, a `MemoryStore`.
 
 use std::future::Future;
 use std::pin::Pin;
