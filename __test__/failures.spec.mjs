@@ -266,6 +266,21 @@ test('settings.signal: an abort mid-attempt removes the keys the attempt set', a
   t.deepEqual(await valuesOn([all[0]], key), [null])
 })
 
+test('settings.signal: an abort on the line after the call stops the acquire (aborted, nothing left on the nodes)', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: 0 })
+  await (await redlock.acquire([resource(t)], 1_000)).release() // connected: answers come fast
+  const key = resource(t)
+  for (let i = 0; i < 30; i++) {
+    const controller = new AbortController()
+    const pending = redlock.acquire([`${key}:${i}`], 10_000, { signal: controller.signal })
+    controller.abort('stop')
+    const e = await t.throwsAsync(pending, undefined, `attempt ${i}`)
+    t.is(e.reason, 'aborted')
+    t.deepEqual(await valuesOn(all, `${key}:${i}`), [null, null, null])
+  }
+})
+
 test('settings.signal: an already-aborted signal rejects without a network call', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))

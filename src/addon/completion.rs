@@ -366,8 +366,10 @@ impl Completer {
     }
 
     /// Runs `fut` on the runtime and queues its completion under `id`. A panic becomes
-    /// an internal-error completion, so the JavaScript promise always settles.
-    pub fn spawn<F>(self: &Arc<Self>, id: u32, fut: F)
+    /// an internal-error completion, so the JavaScript promise always settles. An
+    /// `abortable` operation (one with an `AbortSignal`) never starts inside the call (see
+    /// [`event_loop::spawn_abortable`]).
+    pub fn spawn<F>(self: &Arc<Self>, id: u32, abortable: bool, fut: F)
     where
         F: Future<Output = Completion> + Send + 'static,
     {
@@ -375,7 +377,7 @@ impl Completer {
         // On the heap at once: the wrappers below then move a pointer, not the operation's
         // future (about 2 KB), each time one wraps it.
         let fut = Box::pin(fut);
-        super::event_loop::spawn(async move {
+        let run = async move {
             let completion = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(c) => c,
                 Err(panic) => {
@@ -388,6 +390,11 @@ impl Completer {
                 }
             };
             this.push(completion);
-        });
+        };
+        if abortable {
+            event_loop::spawn_abortable(run);
+        } else {
+            event_loop::spawn(run);
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! * futures spawned from JavaScript start in a turn run in the loop's check phase, right
 //!   after its poll for I/O (or at once, 32 at a time, when more wait), so that the
 //!   operations started together write together; one started while nothing else is in
-//!   flight (a sequential caller's) starts at once, inside the call;
+//!   flight (a sequential caller's) starts at once, inside the call, unless an
+//!   `AbortSignal` may stop it ([`spawn_abortable`]);
 //! * a libuv timer turns it too, every millisecond while an operation is in flight (the
 //!   runtime's timers: retry delays, time-outs) and every 100 ms otherwise, for background
 //!   work; it does not keep the process alive.
@@ -78,6 +79,23 @@ pub fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    start(fut, true)
+}
+
+/// [`spawn`], but never started inside the call when it is alone: an operation that an
+/// `AbortSignal` may stop, so that an abort right after the call stops it before it sends
+/// anything (as when it starts with others).
+pub fn spawn_abortable<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    start(fut, false)
+}
+
+fn start<F>(fut: F, alone_starts_now: bool)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     match current() {
         Some(l) => {
             // Nothing else in flight: this operation is alone (a sequential caller), and
@@ -85,7 +103,8 @@ where
             let alone = IN_FLIGHT.with(|n| {
                 n.set(n.get() + 1);
                 n.get() == 1
-            }) && !BURST.with(Cell::get);
+            }) && alone_starts_now
+                && !BURST.with(Cell::get);
             let guard = InFlight;
             let n = STARTING.with(|s| {
                 let mut s = s.borrow_mut();

@@ -374,6 +374,11 @@ struct Op {
 }
 
 impl Op {
+    /// Whether an `AbortSignal` may stop it.
+    fn abortable(&self) -> bool {
+        self.cancel.is_some()
+    }
+
     /// Runs `f` with the operation's [`Call`]: its settings, its progress reports (only
     /// while someone listens) and its abort switch.
     async fn run<T, F>(self, f: F) -> T
@@ -542,7 +547,7 @@ impl NativeRedlock {
             },
             Kind::Mutex,
         );
-        self.completer.spawn(id, async move {
+        self.completer.spawn(id, op.abortable(), async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| {
                     r.acquire_lock(resource, ttl, call).await.1
@@ -581,7 +586,7 @@ impl NativeRedlock {
             other => return Err(type_error(&env, "lockValue", "a boolean or null", &other)),
         };
         let inner = self.inner.clone();
-        self.completer.spawn(id, async move {
+        self.completer.spawn(id, false, async move {
             let exec = if release {
                 inner.release_lock(resource).await
             } else {
@@ -613,7 +618,7 @@ impl NativeRedlock {
         let call = read_settings(&env, "settings", settings, self.inner.settings())?;
         let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
         let op = self.op(id, call, kind);
-        self.completer.spawn(id, async move {
+        self.completer.spawn(id, op.abortable(), async move {
             let (value, exec) = op
                 .run(async |r: &Redlock, call: &Call<'_>| r.acquire(&resources, ttl, call).await)
                 .await;
@@ -646,7 +651,7 @@ impl NativeRedlock {
         let call = read_settings(&env, "settings", settings, self.inner.settings())?;
         let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
         let op = self.op(id, call, kind);
-        self.completer.spawn(id, async move {
+        self.completer.spawn(id, op.abortable(), async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| {
                     r.extend(&resources, &value, ttl, expiration, call).await
@@ -680,7 +685,7 @@ impl NativeRedlock {
             ..read_settings(&env, "settings", settings, self.inner.settings())?
         };
         let op = self.op(id, call, kind);
-        self.completer.spawn(id, async move {
+        self.completer.spawn(id, op.abortable(), async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| r.release(&resources, &value, call).await)
                 .await;

@@ -1196,7 +1196,15 @@ impl Quorum {
                 return false;
             }
             let until = in_grace.max(settling).map(|u| u.min(started + window));
+            // An abort is heard before any answer that came with it: an operation aborted
+            // right after it started (its commands already sent) is aborted, not won.
             tokio::select! {
+                biased;
+                _ = call.aborted() => {
+                    ballot.fail_missing(|i| NodeError::Aborted { addr: self.nodes[i].addr() });
+                    ballot.decision = Decision::Lost;
+                    return true;
+                }
                 next = pending.next() => match next {
                     Some((i, (vote, counter, slot, holder))) => {
                         ballot.holders[i] = holder;
@@ -1208,11 +1216,6 @@ impl Quorum {
                 _ = &mut deadline => {
                     ballot.fail_missing(timed_out(&self.nodes, window));
                     return false;
-                }
-                _ = call.aborted() => {
-                    ballot.fail_missing(|i| NodeError::Aborted { addr: self.nodes[i].addr() });
-                    ballot.decision = Decision::Lost;
-                    return true;
                 }
             }
         }
