@@ -18,6 +18,7 @@ use crate::engine::scripts::{
     WRITE_ACQUIRE_SCRIPT,
 };
 use crate::engine::settings::Settings;
+use crate::engine::value::random_unit;
 use std::sync::OnceLock;
 
 /// One lock operation.
@@ -52,6 +53,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind one attempt of `op` sends: a permit acquire tries the slots from a random
+    /// one on (see `PERMIT_ACQUIRE`), every other attempt is `self`.
+    pub fn for_attempt(self, op: Op) -> Kind {
+        match (op, self) {
+            (Op::Acquire { .. }, Kind::Permit { permits, .. }) => Kind::Permit {
+                permits,
+                slot: ((random_unit() * f64::from(permits)) as u32).min(permits - 1),
+            },
+            (_, kind) => kind,
+        }
+    }
+
     /// Whether holders of this kind share the resource (a process's waiters then do not
     /// wait for each other's release).
     pub fn shared(self) -> bool {

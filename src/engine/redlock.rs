@@ -1033,20 +1033,7 @@ impl Quorum {
         let settings = call.settings;
         let started = Instant::now();
         let window = self.attempt_window(op, call, started);
-        // A permit acquire tries the slots from a random one on (see `PERMIT_ACQUIRE`).
-        let kind = match (op, call.kind) {
-            (Op::Acquire { .. }, Kind::Permit { permits, .. }) => Kind::Permit {
-                permits,
-                slot: ((random_unit() * f64::from(permits)) as u32).min(permits - 1),
-            },
-            (_, kind) => kind,
-        };
-        let mut commands = Commands::build(op, kind, resources, value, settings);
-        if let (Some(seat), Some(ttl)) = (seat, op.ttl_ms()) {
-            seat.attempted();
-            commands = commands.in_line(seat, ttl);
-        }
-        let commands = Arc::new(commands);
+        let commands = attempt_commands(op, resources, value, call, seat);
         let mut pending = self.send_votes(op, &commands, settings);
         let by_slot = matches!((op, call.kind), (Op::Acquire { .. }, Kind::Permit { .. }));
         let mut ballot = Ballot::new(self.nodes.len(), by_slot);
@@ -1509,6 +1496,23 @@ fn lined(op: Op, resources: &[String], call: &Call<'_>) -> bool {
         && resources.len() == 1
         && call.kind == Kind::Mutex
         && !call.settings.fencing
+}
+
+/// What one attempt of `op` sends (in the waiting line's order when it has a `seat`).
+fn attempt_commands(
+    op: Op,
+    resources: &[String],
+    value: &str,
+    call: &Call<'_>,
+    seat: Option<&Seat>,
+) -> Arc<Commands> {
+    let kind = call.kind.for_attempt(op);
+    let mut commands = Commands::build(op, kind, resources, value, call.settings);
+    if let (Some(seat), Some(ttl)) = (seat, op.ttl_ms()) {
+        seat.attempted();
+        commands = commands.in_line(seat, ttl);
+    }
+    Arc::new(commands)
 }
 
 /// Waits for a release announcement (`true`), or `pause` when none comes.

@@ -147,25 +147,23 @@ impl Trust {
             0
         };
         node.ensure_connected().await?;
-        if let Some(done) = self.fast_path(node, i, slot) {
-            return done.map(|new| record(nodes, i, new));
+        if let Some(done) = self.verdict(nodes, i, slot) {
+            return done;
         }
         let _one = self.checking[i].lock().await;
-        if let Some(done) = self.fast_path(node, i, slot) {
-            return done.map(|new| record(nodes, i, new));
+        if let Some(done) = self.verdict(nodes, i, slot) {
+            return done;
         }
         let epoch = node.identity_epoch();
         let remembered = self.checked()[i].as_ref().map(|c| c.units.clone());
         let units = check(nodes, i, max_duration, remembered.unwrap_or_default()).await?;
         self.checked()[i] = Some(NodeChecked { epoch, units });
-        self.fast_path(node, i, slot)
-            .unwrap_or_else(|| {
-                Err(NodeError::Command {
-                    addr: node.addr(),
-                    reason: format!("no master serves hash slot {slot} (the cluster is changing)"),
-                })
+        self.verdict(nodes, i, slot).unwrap_or_else(|| {
+            Err(NodeError::Command {
+                addr: node.addr(),
+                reason: format!("no master serves hash slot {slot} (the cluster is changing)"),
             })
-            .map(|new| record(nodes, i, new))
+        })
     }
 
     /// [`Trust::admit`] when it needs no wait: `None` when it would wait (a cluster, or a
@@ -174,7 +172,13 @@ impl Trust {
         if nodes[i].config().cluster.is_some() {
             return None;
         }
-        let done = self.fast_path(&nodes[i], i, 0)?;
+        self.verdict(nodes, i, 0)
+    }
+
+    /// [`Trust::fast_path`]'s verdict, a trusted identity recorded on the peers the first
+    /// time it is seen.
+    fn verdict(&self, nodes: &[Arc<Node>], i: usize, slot: u16) -> Option<Result<(), NodeError>> {
+        let done = self.fast_path(&nodes[i], i, slot)?;
         Some(done.map(|new| record(nodes, i, new)))
     }
 

@@ -176,12 +176,7 @@ impl Drop for Handle {
 }
 
 impl Lean {
-    /// Sends `cmd` now; the future is its reply.
-    pub(super) fn request(&self, cmd: &Cmd) -> impl Future<Output = RedisResult<Value>> + 'static {
-        self.send_one(cmd)
-    }
-
-    /// Sends `cmd` now; the reply comes through the [`Sent`].
+    /// Sends `cmd` now; the reply comes through the [`Sent`] (a future of its own).
     pub(super) fn send_one(&self, cmd: &Cmd) -> Sent {
         let (tx, rx) = oneshot::channel();
         self.send(|out| cmd.write_packed_command(out), Waiter::One(tx));
@@ -204,7 +199,7 @@ impl Future for Sent {
 
 impl redis::aio::ConnectionLike for Lean {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.request(cmd))
+        Box::pin(self.send_one(cmd))
     }
 
     fn req_packed_commands<'a>(

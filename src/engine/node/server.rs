@@ -76,7 +76,7 @@ impl Server {
 async fn request(c: &mut Conn, cmd: &Cmd) -> redis::RedisResult<Value> {
     match c {
         // Its own future, not boxed.
-        Conn::Lean(l) => l.request(cmd).await,
+        Conn::Lean(l) => l.send_one(cmd).await,
         _ => c.req_packed_command(cmd).await,
     }
     .and_then(Value::extract_error)
@@ -161,15 +161,11 @@ impl Backend for Server {
         reply: Reply<'_>,
     ) -> Option<Result<(), NodeError>> {
         match result.and_then(Value::extract_error) {
-            Ok(v) => Some(reply(v).map_err(|e| self.map_error(e.into(), sent.generation))),
+            // `script` loads it, then sends the `EVALSHA` again.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 None
             }
-            Err(e) if resent(&e) => {
-                self.invalidate(sent.generation);
-                None
-            }
-            Err(e) => Some(Err(self.map_error(e, sent.generation))),
+            result => self.settle_try(sent.generation, result, reply),
         }
     }
 
@@ -405,20 +401,35 @@ impl Server {
             Some(ready) => ready,
             None => self.connection().await?,
         };
-        let e = match self.bounded(wait, op(conn)).await? {
-            Ok(v) => return reply(v).map_err(|e| self.map_error(e.into(), generation)),
-            Err(e) => e,
-        };
-        if !resent(&e) {
-            return Err(self.map_error(e, generation));
+        let first = self.bounded(wait, op(conn)).await?;
+        if let Some(done) = self.settle_try(generation, first, &mut *reply) {
+            return done;
         }
-        self.invalidate(generation);
         let (conn, generation) = self.connection().await?;
         let v = self
             .bounded(wait, op(conn))
             .await?
             .map_err(|e| self.map_error(e, generation))?;
         reply(v).map_err(|e| self.map_error(e.into(), generation))
+    }
+
+    /// The outcome of a first try on the connection of `generation`: the reply handed to
+    /// `reply`, or the error; `None` when the connection broke (it is given up, and the
+    /// command is to be sent once more on a fresh one).
+    fn settle_try(
+        &self,
+        generation: u64,
+        result: redis::RedisResult<Value>,
+        reply: Reply<'_>,
+    ) -> Option<Result<(), NodeError>> {
+        match result {
+            Ok(v) => Some(reply(v).map_err(|e| self.map_error(e.into(), generation))),
+            Err(e) if resent(&e) => {
+                self.invalidate(generation);
+                None
+            }
+            Err(e) => Some(Err(self.map_error(e, generation))),
+        }
     }
 
     /// `fut` within `wait`, when given.
