@@ -18,11 +18,13 @@ const traces = {
 const lostChannel = diagnostics.channel('redlock-rs:lost')
 
 /**
- * Runs `operation()` traced on `channel` (when someone subscribes), with `context` filled
- * in at the end from its result or error.
+ * Runs `operation()` traced on `channel` when someone subscribes, with the context
+ * `{ resources, duration, kind, settings }` (built only then) filled in at the end from its
+ * result or error.
  */
-function traced(channel, context, operation) {
+function traced(channel, resources, duration, kind, settings, operation) {
   if (!channel.hasSubscribers) return operation()
+  const context = { resources, duration, kind, settings }
   return channel.tracePromise(async () => {
     try {
       const result = await operation()

@@ -228,8 +228,8 @@ class Redlock extends EventEmitter {
 
   /** Acquires a hold of `hold.kind` (a mutex when `hold` is undefined). */
   [acquireHold](resources, duration, settings, hold) {
-    const context = { resources, duration, kind: hold?.kind ?? 'mutex', settings }
-    return traced(traces.acquire, context, () => this.#acquire(resources, duration, settings, hold))
+    const kind = hold?.kind ?? 'mutex'
+    return traced(traces.acquire, resources, duration, kind, settings, () => this.#acquire(resources, duration, settings, hold))
   }
 
   async #acquire(resources, duration, settings, hold) {
@@ -256,8 +256,8 @@ class Redlock extends EventEmitter {
 
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
-    const context = { resources: lock?.resources, duration: undefined, kind: lock?.kind ?? 'mutex', settings }
-    return traced(traces.release, context, () => this.#release(lock, settings))
+    const kind = lock?.kind ?? 'mutex'
+    return traced(traces.release, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
   }
 
   async #release(lock, settings) {
@@ -287,8 +287,8 @@ class Redlock extends EventEmitter {
 
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   extend(lock, duration, settings) {
-    const context = { resources: lock?.resources, duration, kind: lock?.kind ?? 'mutex', settings }
-    return traced(traces.extend, context, async () => {
+    const kind = lock?.kind ?? 'mutex'
+    return traced(traces.extend, lock?.resources, duration, kind, settings, async () => {
       const { expiration, log } = await this.#extend(lock, duration, settings)
       lock.expiration = 0
       return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
@@ -321,8 +321,7 @@ class Redlock extends EventEmitter {
     }
     const lock = await this[acquireHold](resources, duration, settings, hold)
     const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s, until) => {
-      const context = { resources: l.resources, duration: d, kind: l.kind, settings: s }
-      return traced(traces.extend, context, () => this.#extend(l, d, s, until))
+      return traced(traces.extend, l.resources, d, l.kind, s, () => this.#extend(l, d, s, until))
     })
     try {
       return await routine(holding.signal, lock)
