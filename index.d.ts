@@ -78,6 +78,18 @@ export interface RedisJsClientOptions {
 }
 
 declare class ClientBase extends NativeClient implements IRedisClient {
+  /** `SET key value` (`true` is stored as `"true"`). */
+  set(key: string | Buffer, value: boolean | string | number | Buffer): Promise<void>
+  /**
+   * `SET key value` with ioredis' further arguments (`'PX', 1000, 'NX'`, `'EX', 10`,
+   * `'GET'`, ...): the server's reply, 'OK', `null` when NX or XX did not set, the old
+   * value with GET.
+   */
+  set(
+    key: string | Buffer,
+    value: boolean | string | number | Buffer,
+    ...options: [string | number, ...Array<string | number>]
+  ): Promise<string | null>
   /** `DEL key [key ...]`: how many keys were removed. Arrays are flattened. */
   del(...keys: Array<string | Buffer | Array<string | Buffer>>): Promise<number>
   /** Any Redis command, like ioredis' `call`. */

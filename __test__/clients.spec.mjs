@@ -6,7 +6,7 @@ import test from 'ava'
 import { RedisServer, rawCommand } from '../scripts/redis-servers.mjs'
 import { lib, sleep, useServers } from './helpers.mjs'
 
-const { Redis, RedisJsClient } = lib
+const { Cluster, Redis, RedisJsClient } = lib
 const servers = useServers(test, 1)
 const server = {
   get port() {
@@ -76,8 +76,37 @@ test('get, set, del, pttl and call', async (t) => {
   t.deepEqual(await c.call('MGET', 'clients:str', 'clients:missing'), ['héllo', null])
   t.is(await c.del('clients:bool', 'clients:num', 'clients:missing'), 2)
   t.is(await c.del(['clients:float', 'clients:str']), 2)
-  await t.throwsAsync(c.call('NOSUCHCOMMAND'), { message: /unknown command/i })
+  await t.throwsAsync(c.call('NOSUCHCOMMAND'), { message: /^ERR unknown command/ })
   await t.throwsAsync(c.call('GET'), { message: /wrong number of arguments/i })
+  // A server's error reply is its own line, as ioredis and node-redis give it.
+  await c.call('RPUSH', 'clients:list', 'x')
+  await t.throwsAsync(c.call('GET', 'clients:list'), { message: 'WRONGTYPE Operation against a key holding the wrong kind of value' })
+  // SET with ioredis' further arguments: applied, and the reply returned.
+  t.is(await c.set('clients:nx', 'first', 'PX', 10_000, 'NX'), 'OK')
+  t.is(await c.set('clients:nx', 'second', 'NX'), null)
+  t.is(await c.get('clients:nx'), 'first')
+  t.true((await c.pttl('clients:nx')) > 9_000)
+  t.is(await c.set('clients:nx', true, 'GET'), 'first')
+  t.is(await c.get('clients:nx'), 'true')
+})
+
+test('Redis takes a port as a string of digits (as ioredis); Cluster reads as its first startup node', async (t) => {
+  const byString = client(t, String(server.port), { lazyConnect: true })
+  t.is(byString.port, server.port)
+  t.is(byString.host, '127.0.0.1')
+  const cluster = new Cluster([{ host: '127.0.0.1', port: server.port }, '127.0.0.1:7001'], { lazyConnect: true })
+  t.teardown(() => cluster.quit())
+  t.is(cluster.host, '127.0.0.1')
+  t.is(cluster.port, server.port)
+})
+
+test('RedisJsClient: what the URL says wins over the other options, as in node-redis', async (t) => {
+  const c = jsClient(t, { url: `redis://127.0.0.1:${server.port}/3`, database: 5, socket: { port: 1 } })
+  t.is(c.port, server.port)
+  t.is(c.url, `redis://127.0.0.1:${server.port}/3`)
+  const portless = jsClient(t, { url: 'redis://127.0.0.1', socket: { port: server.port } })
+  t.is(portless.port, server.port, 'a URL without a port keeps socket.port')
+  t.is(await portless.call('PING'), 'PONG')
 })
 
 test('RedisJsClient takes node-redis options', async (t) => {

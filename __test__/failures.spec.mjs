@@ -120,6 +120,25 @@ test('reasons: locked (no cause), quorum-unavailable (AggregateError naming host
   t.is(await redlock.acquireLock(resource(t), 1_000), null)
 })
 
+test("an extend refused where the lock's keys are gone is 'expired'; where another owner took them, 'locked'", async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: 3, retryDelay: 20, retryJitter: 0 })
+  const gone = await redlock.acquire([resource(t)], 10_000)
+  for (const s of all) await s.command('DEL', gone.resources[0])
+  const expired = await t.throwsAsync(gone.extend(10_000), { instanceOf: ExecutionError })
+  t.is(expired.reason, 'expired')
+  t.is(expired.message, 'Cannot extend an already-expired lock.')
+  t.is(expired.attempts.length, 1, 'no retry: the lock cannot come back')
+  t.deepEqual(await valuesOn(all, gone.resources[0]), [null, null, null], 'nothing written')
+
+  const taken = await redlock.acquire([resource(t)], 10_000)
+  await all[0].command('DEL', taken.resources[0])
+  await all[1].command('SET', taken.resources[0], 'another-owner', 'PX', 10_000)
+  const locked = await t.throwsAsync(taken.extend(10_000), { instanceOf: ExecutionError })
+  t.is(locked.reason, 'locked')
+  t.is(locked.message, 'The operation was unable to achieve a quorum during its retry window.')
+})
+
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
   const all = await servers(t, 3)
   const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 2_000 })
@@ -196,6 +215,28 @@ test.serial("events: 'error' / 'clientError' arrive as each attempt ends, not in
   t.is(times.length, 12, '4 attempts x 3 votes against')
   t.true(times[0] - start < 100, `first event ${times[0] - start} ms in`)
   t.true(end - times[0] >= 300, 'the first came well before the operation settled')
+  await lock.release()
+})
+
+test.serial("events: a vote that fails after the lock was won still comes as 'error' / 'clientError', when it fails", async (t) => {
+  const all = await servers(t, 3)
+  const clients = clientsFor(t, all, { commandTimeout: 300 })
+  const redlock = new Redlock(clients)
+  await redlock.release(await redlock.acquire([resource(t)], 1_000)) // connected everywhere
+  const seen = []
+  redlock.on('clientError', (error, client) => seen.push({ error, client, at: Date.now() }))
+  all[2].pause()
+  t.teardown(() => all[2].resume())
+  const started = Date.now()
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  t.is(seen.length, 0, 'won on the two others before the paused node timed out')
+  const stats = await lock.attempts[0]
+  t.is(seen.length, 1)
+  t.is(seen[0].client, clients[2])
+  t.regex(seen[0].error.message, new RegExp(`^Redis 127\\.0\\.0\\.1:${all[2].port}: no reply within 300 ms`))
+  t.true(seen[0].at - started >= 250, 'when the node timed out')
+  t.is(stats.votesAgainst.get(clients[2]).message, seen[0].error.message)
+  all[2].resume()
   await lock.release()
 })
 
@@ -305,6 +346,19 @@ test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error',
   const short = await redlock.acquire([resource(t)], 50)
   await sleep(80)
   await t.notThrowsAsync(short[Symbol.asyncDispose]())
+})
+
+test('Lock[Symbol.asyncDispose] of an expired lock is no error even when most nodes are down', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), { retryCount: 1, retryDelay: 20 })
+  const short = await redlock.acquire([resource(t)], 100)
+  const live = await redlock.acquire([resource(t)], 10_000)
+  await sleep(150)
+  await Promise.all([all[0].kill(), all[1].kill()])
+  await t.notThrowsAsync(short[Symbol.asyncDispose]())
+  // A lock still valid whose release fails says so.
+  const failed = await t.throwsAsync(live[Symbol.asyncDispose](), { instanceOf: ExecutionError })
+  t.is(failed.reason, 'quorum-unavailable')
 })
 
 test('lock.attempts resolve once every node answered, with all the votes (the lock itself comes at the quorum)', async (t) => {

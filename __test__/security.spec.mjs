@@ -39,9 +39,17 @@ test('ACL users: username and password by options and URL; locks work; wrong one
   }
 })
 
-/** A CA, a server certificate for `san`, and a client certificate (mutual TLS), in `dir`. */
-function makeCertificates(dir, san = 'IP:127.0.0.1,DNS:localhost') {
+/**
+ * A CA, a server certificate for `san`, and a client certificate (mutual TLS), in `dir`;
+ * with `selfSigned`, the server's certificate is its own CA (as `openssl req -x509` makes it).
+ */
+function makeCertificates(dir, san = 'IP:127.0.0.1,DNS:localhost', selfSigned = false) {
   const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  if (selfSigned) {
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', `subjectAltName=${san}`, '-keyout', 'server.key', '-out', 'server.crt')
+    writeFileSync(path.join(dir, 'ca.crt'), readFileSync(path.join(dir, 'server.crt')))
+    return
+  }
   ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=redlock-rs test CA', '-keyout', 'ca.key', '-out', 'ca.crt')
   ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=redlock-rs test server', '-keyout', 'server.key', '-out', 'server.csr')
   writeFileSync(path.join(dir, 'san.ext'), `subjectAltName=${san}\n`)
@@ -55,10 +63,10 @@ function makeCertificates(dir, san = 'IP:127.0.0.1,DNS:localhost') {
  * A redis-server on a TLS port with certificates for `san` (see `makeCertificates`),
  * asking clients for a certificate when `authClients`; stopped and removed at the end.
  */
-async function tlsServer(t, { san, authClients = false } = {}) {
+async function tlsServer(t, { san, authClients = false, selfSigned = false } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  makeCertificates(dir, san)
+  makeCertificates(dir, san, selfSigned)
   const tlsPort = await freePort()
   const server = new RedisServer({
     args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
@@ -93,6 +101,28 @@ test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused
   const insecure = new Redis({ host: '127.0.0.1', port: tlsPort, tls: { rejectUnauthorized: false } })
   t.is(await insecure.call('PING'), 'PONG')
   await insecure.quit()
+})
+
+test('TLS: a self-signed server certificate given as tls.ca is trusted (as OpenSSL does); failures are said in plain words', async (t) => {
+  const { server, tlsPort, read } = await tlsServer(t, { selfSigned: true })
+  const ca = read('server.crt')
+  const trusted = new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca } })
+  const redlock = new Redlock([trusted], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const lock = await redlock.acquire([resource(t)], 1_000)
+  t.is(await server.command('GET', lock.resources[0]), lock.value)
+  await lock.release()
+  t.is(await new Redis({ host: 'localhost', port: tlsPort, tls: { ca } }).call('PING'), 'PONG')
+  // Not given: refused, in words that say what to do, not rustls' error names.
+  const untrusted = new Redis({ host: '127.0.0.1', port: tlsPort, tls: true, connectTimeout: 2_000 })
+  const err = await t.throwsAsync(untrusted.get('x'))
+  t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${tlsPort}: could not connect: TLS failed: .*tls\\.ca`))
+  t.notRegex(err.message, /Other|Error\(/)
+  await untrusted.quit()
+  // Trusted, but for another name than the host's: refused.
+  const renamed = new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca, servername: 'elsewhere.test' }, connectTimeout: 2_000 })
+  await t.throwsAsync(renamed.get('x'), { message: /not valid for name/ })
+  await renamed.quit()
 })
 
 test('TLS: servername checks the certificate against a name other than the host; a client certificate for mutual TLS', async (t) => {

@@ -196,6 +196,7 @@ test('errors: bad durations, expired locks, bad resources', async (t) => {
   await t.throwsAsync(ok.extend(2.5), { message: /^Duration must be an integer value in milliseconds\./ })
   await ok.release()
   await t.throwsAsync(redlock.using(['x'], 500, async () => {}), { instanceOf: RangeError, message: /at least 100ms greater/ })
+  await t.throwsAsync(redlock.using(['x'], 1.5, async () => {}), { message: /^Duration must be an integer value in milliseconds\./ })
   await t.throwsAsync(redlock.using(['x'], 1000), { instanceOf: TypeError, message: /routine/ })
 })
 

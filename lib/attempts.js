@@ -24,26 +24,35 @@ class AttemptLog {
     }
   }
 
-  /** The complete votes of the last attempt (and their errors) arrived. */
-  complete(attempt, errors) {
-    this.attempts[this.attempts.length - 1] = attempt
-    this.errors.push(...errors)
+  /**
+   * The complete votes of the last attempt arrived, with the messages of all its errors
+   * (they replace those of the votes known before). Calls `fn(vote, client, message)`, when
+   * given, for each vote against among those that came late.
+   */
+  complete(attempt, errors, fn) {
+    const last = this.attempts.length - 1
+    const before = this.attempts[last]
+    let known = 0
+    for (const vote of before) if (vote === 'E') known++
+    this.errors.splice(this.errors.length - known, known, ...errors)
+    this.attempts[last] = attempt
     this.#lateDone?.()
+    if (fn) this.eachAgainst((vote, client, message, i) => before[i] === '?' && fn(vote, client, message), last)
   }
 
   /**
-   * Calls `fn(vote, client, message)` for every vote against in the attempts from index
-   * `from` on.
+   * Calls `fn(vote, client, message, index)` for every vote against in the attempts from
+   * index `from` on (`index`: the client's).
    */
   eachAgainst(fn, from = 0) {
     let e = 0
     this.attempts.forEach((attempt, a) => {
       for (let i = 0; i < attempt.length; i++) {
         const vote = attempt[i]
-        if (vote === 'L' && a >= from) fn(vote, this.clients[i], lockedMessage(this.requested))
+        if (vote === 'L' && a >= from) fn(vote, this.clients[i], lockedMessage(this.requested), i)
         else if (vote === 'E') {
           const message = this.errors[e++]
-          if (a >= from) fn(vote, this.clients[i], message)
+          if (a >= from) fn(vote, this.clients[i], message, i)
         }
       }
     })

@@ -13,6 +13,15 @@ class ClientBase extends NativeClient {
     return this.delKeys(keys.flat())
   }
 
+  /**
+   * `SET key value`; with ioredis' further arguments (`'PX', 1000, 'NX'`, ...) it resolves
+   * with the server's reply: 'OK', `null` when NX or XX did not set, the old value with GET.
+   */
+  set(key, value, ...options) {
+    if (options.length === 0 || (typeof key !== 'string' && !Buffer.isBuffer(key))) return super.set(key, value)
+    return this.callCommand('SET', [key, typeof value === 'boolean' ? String(value) : value, ...options.flat()])
+  }
+
   /** Any Redis command, like ioredis' `call`. */
   call(command, ...args) {
     return this.callCommand(command, args.flat())

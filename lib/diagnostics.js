@@ -18,13 +18,13 @@ const traces = {
 const lostChannel = diagnostics.channel('redlock-rs:lost')
 
 /**
- * Runs `operation()` traced on `channel` when someone subscribes, with the context
- * `{ resources, duration, kind, settings }` (built only then) filled in at the end from its
- * result or error.
+ * Runs `operation()` of `redlock` traced on `channel` when someone subscribes, with the
+ * context `{ resources, duration, kind, settings }` (built only then; `settings`: the
+ * instance's with the call's on top) filled in at the end from its result or error.
  */
-function traced(channel, resources, duration, kind, settings, operation) {
+function traced(channel, redlock, resources, duration, kind, settings, operation) {
   if (!channel.hasSubscribers) return operation()
-  const context = { resources, duration, kind, settings }
+  const context = { resources, duration, kind, settings: { ...redlock.settings, ...settings } }
   return channel.tracePromise(async () => {
     try {
       const result = await operation()

@@ -43,12 +43,17 @@ class Lock {
     return this.redlock.release(this)
   }
 
-  /** `await using lock = await redlock.acquire(...)`: releases the lock; an expired one is no error. */
+  /**
+   * `await using lock = await redlock.acquire(...)`: releases the lock; an expired one is no
+   * error (its release is tried, and any failure of it ignored: there is nothing left to
+   * protect).
+   */
   async [asyncDispose]() {
+    const expired = !(this.expiration > Date.now())
     try {
       await this.redlock.release(this)
     } catch (error) {
-      if (error?.reason !== 'expired') throw error
+      if (!expired && error?.reason !== 'expired') throw error
     }
   }
 

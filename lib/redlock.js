@@ -138,7 +138,7 @@ class Redlock extends EventEmitter {
         const log = this.#late.get(id)
         // The late votes can overtake their operation's completion: keep them for it.
         if (log === undefined) this.#early.set(id, c)
-        else log.complete(lateAttemptOf(c), errorsOf(c))
+        else log.complete(lateAttemptOf(c), errorsOf(c), this.#listening() ? this.#emitVote : undefined)
         this.#late.delete(id)
         continue
       }
@@ -161,11 +161,14 @@ class Redlock extends EventEmitter {
   /** Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s attempts from `from` on. */
   #emitVotes(log, from) {
     if (!this.#listening()) return
-    log.eachAgainst((vote, client, message) => {
-      const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
-      this.emit('error', error)
-      if (vote === 'E') this.emit('clientError', error, client)
-    }, from)
+    log.eachAgainst(this.#emitVote, from)
+  }
+
+  /** Emits 'error' (and 'clientError' for a node failure) for one vote against. */
+  #emitVote = (vote, client, message) => {
+    const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
+    this.emit('error', error)
+    if (vote === 'E') this.emit('clientError', error, client)
   }
 
   /**
@@ -229,7 +232,7 @@ class Redlock extends EventEmitter {
   /** Acquires a hold of `hold.kind` (a mutex when `hold` is undefined). */
   [acquireHold](resources, duration, settings, hold) {
     const kind = hold?.kind ?? 'mutex'
-    return traced(traces.acquire, resources, duration, kind, settings, () => this.#acquire(resources, duration, settings, hold))
+    return traced(traces.acquire, this, resources, duration, kind, settings, () => this.#acquire(resources, duration, settings, hold))
   }
 
   async #acquire(resources, duration, settings, hold) {
@@ -257,7 +260,7 @@ class Redlock extends EventEmitter {
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
     const kind = lock?.kind ?? 'mutex'
-    return traced(traces.release, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
+    return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
   }
 
   async #release(lock, settings) {
@@ -288,7 +291,7 @@ class Redlock extends EventEmitter {
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   extend(lock, duration, settings) {
     const kind = lock?.kind ?? 'mutex'
-    return traced(traces.extend, lock?.resources, duration, kind, settings, async () => {
+    return traced(traces.extend, this, lock?.resources, duration, kind, settings, async () => {
       const { expiration, log } = await this.#extend(lock, duration, settings)
       lock.expiration = 0
       return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
@@ -314,14 +317,15 @@ class Redlock extends EventEmitter {
   async [usingHold](resources, duration, settings, routine, hold) {
     if (typeof routine !== 'function') throw new TypeError('routine must be a function.')
     const effective = this.#native.resolveSettings(settings)
-    if (typeof duration === 'number' && effective.automaticExtensionThreshold > duration - 100) {
+    // (A duration that is no integer is refused by the acquire, with node-redlock's message.)
+    if (Number.isInteger(duration) && effective.automaticExtensionThreshold > duration - 100) {
       throw new RangeError(
         'A lock `duration` must be at least 100ms greater than the `automaticExtensionThreshold` setting.',
       )
     }
     const lock = await this[acquireHold](resources, duration, settings, hold)
     const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s, until) => {
-      return traced(traces.extend, l.resources, d, l.kind, s, () => this.#extend(l, d, s, until))
+      return traced(traces.extend, this, l.resources, d, l.kind, s, () => this.#extend(l, d, s, until))
     })
     try {
       return await routine(holding.signal, lock)

@@ -14,6 +14,7 @@ use crate::addon::js::{
 use crate::addon::reply::Reply;
 use crate::engine::args;
 use crate::engine::config::{NodeConfig, SentinelConfig, TlsConfig};
+use crate::engine::error::NodeError;
 use crate::engine::memory::MemoryStore;
 use crate::engine::node::Node;
 
@@ -21,7 +22,7 @@ use crate::engine::node::Node;
 fn memory_store(env: &Env, options: Val) -> Result<NativeClient> {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let (name, timeout) = match options {
-        Val::Missing => (None, None),
+        Val::Missing(_) => (None, None),
         Val::Object(o) => (
             opt_string(env, &o, "options", "name")?,
             ms(
@@ -62,7 +63,7 @@ fn ms(env: &Env, name: &str, v: Option<f64>) -> Result<Option<Duration>> {
 fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
     let ctx = format!("{ctx}.tls");
     match v {
-        Val::Missing | Val::Bool(false) => Ok(None),
+        Val::Missing(_) | Val::Bool(false) => Ok(None),
         Val::Bool(true) => Ok(Some(TlsConfig {
             reject_unauthorized: true,
             ..TlsConfig::default()
@@ -82,7 +83,7 @@ fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
 /// `sentinelPassword`.
 fn sentinel_options(env: &Env, cfg: &mut NodeConfig, o: &Object, ctx: &str) -> Result<()> {
     let list = match field(o, "sentinels")? {
-        Val::Missing => return Ok(()),
+        Val::Missing(_) => return Ok(()),
         Val::Array(items) if !items.is_empty() => items,
         other => {
             return Err(type_error(
@@ -188,17 +189,24 @@ fn ioredis_args(env: &Env, a: [Val; 3]) -> Result<(NodeConfig, bool)> {
             lazy = ioredis_options(env, &mut cfg, o)?;
         }
     }
+    // A port as a string of digits is a port, as in ioredis (`new Redis('6380')`).
+    let a0 = match a0 {
+        Val::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Val::Num(s.parse::<f64>().unwrap_or(f64::NAN))
+        }
+        other => other,
+    };
     match a0 {
         Val::Str(url) => check(env, cfg.apply_url("url", &url))?,
         Val::Num(p) => {
             cfg.port = check(env, args::port("port", p))?;
             match &a1 {
                 Val::Str(h) => cfg.host = h.clone(),
-                Val::Missing | Val::Object(_) => {}
+                Val::Missing(_) | Val::Object(_) => {}
                 other => return Err(type_error(env, "host", "a string", other)),
             }
         }
-        Val::Missing | Val::Object(_) => {}
+        Val::Missing(_) | Val::Object(_) => {}
         other => {
             return Err(type_error(
                 env,
@@ -235,7 +243,7 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
     let mut lazy = false;
     if let Val::Object(o) = &options {
         lazy = ioredis_options(env, &mut cfg, o)?;
-    } else if !matches!(options, Val::Missing) {
+    } else if !matches!(options, Val::Missing(_)) {
         return Err(type_error(env, "options", "an object", &options));
     }
     if cfg.sentinel.is_some() {
@@ -279,6 +287,8 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
         };
         startup.push((host, port));
     }
+    // `host` and `port` read as the first startup node's.
+    (cfg.host, cfg.port) = startup[0].clone();
     cfg.cluster = Some(startup);
     Ok((cfg, lazy))
 }
@@ -289,16 +299,14 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
     let mut cfg = NodeConfig::default();
     let o = match a0 {
         Val::Object(o) => o,
-        Val::Missing => return Ok((cfg, false)),
+        Val::Missing(_) => return Ok((cfg, false)),
         other => return Err(type_error(env, "options", "an object like { url }", &other)),
     };
     let ctx = "options";
     sentinel_options(env, &mut cfg, &o, ctx)?;
-    if let Some(url) = opt_string(env, &o, ctx, "url")? {
-        check(env, cfg.apply_url("options.url", &url))?;
-    }
+    let url = opt_string(env, &o, ctx, "url")?;
     match field(&o, "socket")? {
-        Val::Missing => {}
+        Val::Missing(_) => {}
         Val::Object(s) => {
             let sctx = "options.socket";
             if let Some(h) = opt_string(env, &s, sctx, "host")? {
@@ -322,6 +330,15 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
     }
     if let Some(d) = opt_number(env, &o, ctx, "database")? {
         cfg.db = check(env, args::db("options.database", d))?;
+    }
+    // What the URL says wins over the other options, as in node-redis; its port only when
+    // it has one (else `socket.port`, else 6379).
+    if let Some(url) = url {
+        let port = cfg.port;
+        check(env, cfg.apply_url("options.url", &url))?;
+        if !NodeConfig::url_has_port(&url) {
+            cfg.port = port;
+        }
     }
     if let Some(d) = ms(
         env,
@@ -564,7 +581,7 @@ impl NativeClient {
         };
         let list = match classify(args)? {
             Val::Array(items) => items,
-            Val::Missing => Vec::new(),
+            Val::Missing(_) => Vec::new(),
             other => return Err(type_error(env, "args", "an array", &other)),
         };
         let mut cmd = redis::cmd(&name);
@@ -593,6 +610,12 @@ impl NativeClient {
     }
 }
 
-pub(crate) fn to_js_err(e: impl std::fmt::Display) -> Error {
-    Error::from_reason(e.to_string())
+/// A client command's error: a server's error reply is its own line, as ioredis and
+/// node-redis give it (`WRONGTYPE Operation against a key holding the wrong kind of
+/// value`); anything else names the server (`Redis host:port: ...`).
+pub(crate) fn to_js_err(e: NodeError) -> Error {
+    match e {
+        NodeError::Reply { line, .. } => Error::from_reason(line),
+        other => Error::from_reason(other.to_string()),
+    }
 }

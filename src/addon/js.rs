@@ -8,7 +8,8 @@ use crate::engine::error::{ArgError, ArgErrorKind};
 
 /// A JavaScript value, classified.
 pub enum Val<'env> {
-    Missing,
+    /// `undefined` or `null` (named so in messages).
+    Missing(&'static str),
     Bool(bool),
     Num(f64),
     Str(String),
@@ -22,7 +23,7 @@ impl Val<'_> {
     /// The JavaScript type name, for messages.
     pub fn type_name(&self) -> &'static str {
         match self {
-            Val::Missing => "undefined",
+            Val::Missing(name) => name,
             Val::Bool(_) => "boolean",
             Val::Num(_) => "number",
             Val::Str(_) => "string",
@@ -36,13 +37,16 @@ impl Val<'_> {
 
 /// Classifies `v`; `undefined` and `null` are both [`Val::Missing`].
 pub fn classify<'env>(v: Option<Unknown<'env>>) -> Result<Val<'env>> {
-    let Some(v) = v else { return Ok(Val::Missing) };
+    let Some(v) = v else {
+        return Ok(Val::Missing("undefined"));
+    };
     let env = v.value().env;
     let raw = v.raw();
     // SAFETY: every cast below follows the type check that makes it valid.
     unsafe {
         Ok(match v.get_type()? {
-            ValueType::Undefined | ValueType::Null => Val::Missing,
+            ValueType::Undefined => Val::Missing("undefined"),
+            ValueType::Null => Val::Missing("null"),
             ValueType::Boolean => Val::Bool(bool::from_napi_value(env, raw)?),
             ValueType::Number => Val::Num(f64::from_napi_value(env, raw)?),
             ValueType::String => Val::Str(string(env, raw)?),
@@ -125,7 +129,7 @@ fn opt<T>(
     pick: fn(Val) -> std::result::Result<T, Val>,
 ) -> Result<Option<T>> {
     match field(obj, name)? {
-        Val::Missing => Ok(None),
+        Val::Missing(_) => Ok(None),
         v => pick(v)
             .map(Some)
             .map_err(|other| type_error(env, &format!("{ctx}.{name}"), expected, &other)),

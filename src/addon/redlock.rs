@@ -221,7 +221,7 @@ pub fn read_settings(
     base: &Settings,
 ) -> Result<CallSettings> {
     let o = match classify(v)? {
-        Val::Missing => {
+        Val::Missing(_) => {
             return Ok(CallSettings {
                 settings: *base,
                 signal: false,
@@ -246,7 +246,7 @@ pub fn read_settings(
     };
     Ok(CallSettings {
         settings: check(env, base.apply(&patch))?,
-        signal: !matches!(field(&o, "signal")?, Val::Missing),
+        signal: !matches!(field(&o, "signal")?, Val::Missing(_)),
     })
 }
 
@@ -582,7 +582,7 @@ impl NativeRedlock {
         let resource = resource_arg(&env, "resource", resource)?;
         let release = match classify(lock_value)? {
             Val::Bool(b) => b,
-            Val::Missing => false,
+            Val::Missing(_) => false,
             other => return Err(type_error(&env, "lockValue", "a boolean or null", &other)),
         };
         let inner = self.inner.clone();

@@ -146,6 +146,11 @@ impl NodeConfig {
         format!("{scheme}://{auth}{}{db}", self.host_port())
     }
 
+    /// Whether the URL `input` names a port (a URL that does not parse names none).
+    pub fn url_has_port(input: &str) -> bool {
+        url::Url::parse(input).is_ok_and(|u| u.port().is_some())
+    }
+
     /// Applies a `redis://[user:pass@]host[:port][/db]` or `rediss://...` URL on top of
     /// these settings. `name` is the argument's name, for messages.
     pub fn apply_url(&mut self, name: &str, input: &str) -> Result<(), ArgError> {

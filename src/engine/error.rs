@@ -14,8 +14,12 @@ pub enum NodeError {
     Timeout { addr: String, ms: u64 },
     /// `quit()` was called on this client.
     Closed { addr: String },
-    /// The server answered with an error, or the connection broke mid-command.
+    /// The connection broke mid-command, or the server refused it for a reason said in
+    /// plain words (authentication, permissions).
     Command { addr: String, reason: String },
+    /// The server answered with an error reply: its own line (`WRONGTYPE Operation
+    /// against a key holding the wrong kind of value`), as ioredis and node-redis give it.
+    Reply { addr: String, line: String },
     /// The server answered something a lock script never returns.
     Protocol { addr: String, reason: String },
     /// The call was aborted before this node answered.
@@ -50,8 +54,7 @@ pub fn plain_reason(raw: &str) -> String {
         return "connection refused (is redis-server listening there?)".into();
     }
     if has("certificate") || has("tls") || has("handshake") || has("unknownissuer") {
-        let detail = raw.rsplit(": ").next().unwrap_or(raw).trim();
-        return format!("TLS failed: {detail}");
+        return format!("TLS failed: {}", tls_words(&lower, raw));
     }
     if has("connection reset") {
         return "connection reset by the server".into();
@@ -79,17 +82,78 @@ pub fn plain_reason(raw: &str) -> String {
     raw.to_string()
 }
 
+/// An error reply of the server as `code detail`, its own line; authentication and
+/// permission refusals in plain words instead (see [`plain_reason`]). `None` for the codes
+/// said in plain words.
+pub fn server_line(code: &str, detail: Option<&str>) -> Option<String> {
+    if matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM") {
+        return None;
+    }
+    Some(match detail {
+        Some(d) if !d.is_empty() => format!("{code} {d}"),
+        _ => code.to_string(),
+    })
+}
+
+/// What a TLS failure (rustls' error names, in `lower` case) means, in plain words.
+fn tls_words(lower: &str, raw: &str) -> String {
+    let words = [
+        (
+            "unknownissuer",
+            "the server's certificate is not signed by a trusted CA (give its CA as tls.ca)",
+        ),
+        (
+            "causedasendentity",
+            "the server's certificate is a CA certificate (give it as tls.ca to trust it directly)",
+        ),
+        (
+            "notvalidforname",
+            "the server's certificate is not valid for name expected (the host, or tls.servername)",
+        ),
+        ("expired", "the server's certificate has expired"),
+        ("notvalidyet", "the server's certificate is not valid yet"),
+        ("revoked", "the server's certificate is revoked"),
+        (
+            "badsignature",
+            "the server's certificate has a bad signature",
+        ),
+        ("badencoding", "the server's certificate could not be read"),
+        (
+            "certificaterequired",
+            "the server asks for a client certificate (tls.cert and tls.key)",
+        ),
+        (
+            "unknownca",
+            "the server does not trust the client certificate",
+        ),
+        (
+            "badcertificate",
+            "the server refused the client certificate",
+        ),
+        ("protocolversion", "no TLS version both sides speak"),
+        ("handshakefailure", "the TLS handshake failed"),
+    ];
+    match words.iter().find(|(token, _)| lower.contains(token)) {
+        Some((_, plain)) => plain.to_string(),
+        None => raw.rsplit(": ").next().unwrap_or(raw).trim().to_string(),
+    }
+}
+
 impl NodeError {
     /// Whether the server refused the command's syntax (an option it does not know).
     pub fn is_syntax_error(&self) -> bool {
-        matches!(self, NodeError::Command { reason, .. } if reason.to_ascii_lowercase().contains("syntax error"))
+        matches!(self, NodeError::Command { reason, .. } | NodeError::Reply { line: reason, .. }
+            if reason.to_ascii_lowercase().contains("syntax error"))
     }
 
     /// Whether the request may have reached the server (so a cleanup must go there too).
     pub fn may_have_executed(&self) -> bool {
         matches!(
             self,
-            NodeError::Timeout { .. } | NodeError::Command { .. } | NodeError::Aborted { .. }
+            NodeError::Timeout { .. }
+                | NodeError::Command { .. }
+                | NodeError::Reply { .. }
+                | NodeError::Aborted { .. }
         )
     }
 }
@@ -102,6 +166,7 @@ impl NodeError {
             | NodeError::Timeout { addr, .. }
             | NodeError::Closed { addr }
             | NodeError::Command { addr, .. }
+            | NodeError::Reply { addr, .. }
             | NodeError::Protocol { addr, .. }
             | NodeError::Aborted { addr }
             | NodeError::Quarantined { addr, .. } => addr,
@@ -127,6 +192,7 @@ impl fmt::Display for NodeError {
             NodeError::Timeout { ms, .. } => write!(f, "no reply within {ms} ms"),
             NodeError::Closed { .. } => write!(f, "Connection is closed."),
             NodeError::Command { reason, .. } => write!(f, "{reason}"),
+            NodeError::Reply { line, .. } => write!(f, "{line}"),
             NodeError::Protocol { reason, .. } => write!(f, "unexpected reply: {reason}"),
             NodeError::Aborted { .. } => write!(f, "no answer before the operation was aborted"),
             NodeError::Quarantined {

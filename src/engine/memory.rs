@@ -225,9 +225,9 @@ impl MemoryStore {
         for (channel, value) in published {
             self.subscriber.dispatch(&channel, value.as_bytes());
         }
-        reply.map_err(|reason| NodeError::Command {
+        reply.map_err(|line| NodeError::Reply {
             addr: self.addr(),
-            reason,
+            line,
         })
     }
 }
@@ -622,8 +622,12 @@ fn handover(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<V
 
 fn extend(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
     let value = c.value();
-    if c.keys.iter().any(|k| st.get(k).as_deref() != Some(value)) {
+    let held: Vec<Option<String>> = c.keys.iter().map(|k| st.get(k)).collect();
+    if held.iter().flatten().any(|v| v != value) {
         return Ok(int(0));
+    }
+    if held.iter().any(Option::is_none) {
+        return Ok(int(-1));
     }
     c.keys.iter().for_each(|k| st.set(k, value, Some(c.ms(1))));
     Ok(int(1))
@@ -702,7 +706,7 @@ fn read_extend(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Resul
     let readers = c.keys.first().map(String::as_str).unwrap_or("");
     if !st.readers(readers).contains_key(c.value()) {
         st.tidy(readers);
-        return Ok(int(0));
+        return Ok(int(-1));
     }
     st.add_reader(readers, c.value(), c.ms(1));
     Ok(int(1))
@@ -902,7 +906,14 @@ mod tests {
         assert_eq!(
             m.execute(&eval(&EXTEND_SCRIPT, &["a"], &["w", "2000"]))
                 .await,
-            Ok(int(0))
+            Ok(int(0)),
+            "held by another value"
+        );
+        assert_eq!(
+            m.execute(&eval(&EXTEND_SCRIPT, &["a", "gone"], &["v", "2000"]))
+                .await,
+            Ok(int(-1)),
+            "a key is gone"
         );
         assert_eq!(m.keys(), vec!["a", "b"]);
         assert_eq!(

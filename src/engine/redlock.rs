@@ -364,6 +364,15 @@ impl Ballot {
         }
     }
 
+    /// Whether a node that voted against named another owner (a `SET NX GET` holder, a
+    /// line's, or an extend that found another value).
+    fn held_by_another(&self) -> bool {
+        self.votes
+            .iter()
+            .zip(&self.holders)
+            .any(|(v, h)| matches!(v, Some(Vote::Locked)) && h.is_some())
+    }
+
     /// Whether one other owner holds the lock on a quorum of the nodes (as their `SET NX
     /// GET` replies showed): then the lock is not free, whatever this attempt removes.
     fn held_elsewhere(&self) -> bool {
@@ -531,7 +540,8 @@ impl Quorum {
             let against = stats.tally.against() > 0;
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
-            let hopeless = matches!(op, Op::Extend { .. }) && outcome == Err(FailureKind::Locked);
+            let hopeless = matches!(op, Op::Extend { .. })
+                && matches!(outcome, Err(FailureKind::Locked | FailureKind::Expired));
             let aborted = outcome == Err(FailureKind::Aborted);
             if outcome.is_ok() || aborted || hopeless || run.exhausted(call) {
                 if let (Some(t), Ok(validity)) = (turn.as_mut(), outcome) {
@@ -1599,7 +1609,16 @@ fn decide(
     settings: &Settings,
 ) -> Result<i64, FailureKind> {
     if ballot.decision != Decision::Won {
-        return Err(ballot.tally.failure_kind());
+        let kind = ballot.tally.failure_kind();
+        // An extend refused only where the lock is gone (no other owner holds a key): the
+        // lock expired on the nodes (or its keys were deleted).
+        if kind == FailureKind::Locked
+            && matches!(op, Op::Extend { .. })
+            && !ballot.held_by_another()
+        {
+            return Err(FailureKind::Expired);
+        }
+        return Err(kind);
     }
     // A lost fence write or replica wait leaves the outcome to failures, not to another
     // owner.
@@ -1811,6 +1830,29 @@ mod tests {
             b.count(i, v.clone(), None, *slot);
         }
         b
+    }
+
+    #[test]
+    fn an_extend_refused_where_the_lock_is_gone_is_expired_not_locked() {
+        let settings = Settings::default();
+        let extend = Op::Extend { ttl_ms: 1_000 };
+        let ballot = |holders: [Option<u64>; 3]| {
+            let mut b = Ballot::new(3, false);
+            for (i, h) in holders.into_iter().enumerate() {
+                b.holders[i] = h;
+                b.count(i, Vote::Locked, None, None);
+            }
+            b
+        };
+        let decided = |b: &Ballot, op| decide(op, b, true, Instant::now(), &settings);
+        let gone = ballot([None, None, None]);
+        assert_eq!(decided(&gone, extend), Err(FailureKind::Expired));
+        // One node found another owner's value (named by a holder hash): locked.
+        let taken = ballot([None, Some(0), None]);
+        assert_eq!(decided(&taken, extend), Err(FailureKind::Locked));
+        // An acquire refused is locked, whoever holds the keys.
+        let acquire = Op::Acquire { ttl_ms: 1_000 };
+        assert_eq!(decided(&gone, acquire), Err(FailureKind::Locked));
     }
 
     #[test]

@@ -24,11 +24,19 @@ return 1
 "#;
 
 /// Resets the ttl of every key if all of them still hold our value. Returns 1 when
-/// extended, 0 when any key is gone or held by another value (nothing is written then).
+/// extended; otherwise nothing is written, and it returns 0 when a key is held by another
+/// value (another owner), -1 when a key is gone (expired or deleted) and none is held by
+/// another value.
 pub const EXTEND: &str = r#"
+local gone = false
 for _, key in ipairs(KEYS) do
-  if redis.call('get', key) ~= ARGV[1] then return 0 end
+  local v = redis.call('get', key)
+  if v ~= ARGV[1] then
+    if v then return 0 end
+    gone = true
+  end
 end
+if gone then return -1 end
 for _, key in ipairs(KEYS) do
   redis.call('set', key, ARGV[1], 'PX', ARGV[2])
 end
@@ -187,7 +195,7 @@ pub static READ_EXTEND: LazyLock<String> = LazyLock::new(|| {
         r#"
 {NOW}
 redis.call('zremrangebyscore', KEYS[1], '-inf', now)
-if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
+if not redis.call('zscore', KEYS[1], ARGV[1]) then return -1 end
 redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 1

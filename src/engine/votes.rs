@@ -30,6 +30,10 @@ use crate::engine::trust::Trust;
 /// for a `SET NX GET` that found the key held, a hash of the holder's value.
 pub type Answer = (Vote, Option<i64>, Option<u32>, Option<u64>);
 
+/// The holder's hash of a vote against by an owner whose value is not known (an extend
+/// that found another value).
+const OTHER_OWNER: u64 = 0;
+
 /// What a node is asked, and so how its reply reads.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum How {
@@ -292,8 +296,11 @@ fn script_answer(
             _ => failed(unexpected(node, "a line acquire reply")),
         };
     }
+    // An extend refused because another owner holds a key (0) names that owner (its value
+    // unknown: [`OTHER_OWNER`]); refused because the lock is gone (-1), nobody.
+    let holder = (matches!(op, Op::Extend { .. }) && reply == Int(0)).then_some(OTHER_OWNER);
     match read_reply(op, c.reply, &reply) {
-        Some((vote, counter, slot)) => (vote, counter, slot, None),
+        Some((vote, counter, slot)) => (vote, counter, slot, holder),
         None => failed(unexpected(node, "a lock script reply")),
     }
 }

@@ -19,7 +19,7 @@ use super::plain;
 use super::sentinel::connect_master;
 use super::tls::{build_client, pubsub};
 use crate::engine::config::NodeConfig;
-use crate::engine::error::NodeError;
+use crate::engine::error::{server_line, NodeError};
 use crate::engine::identity::Identity;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::LockScript;
@@ -376,9 +376,15 @@ impl Server {
         {
             self.invalidate(generation);
         }
-        NodeError::Command {
-            addr: self.addr(),
-            reason: plain(&e),
+        match e.code().and_then(|code| server_line(code, e.detail())) {
+            Some(line) => NodeError::Reply {
+                addr: self.addr(),
+                line,
+            },
+            None => NodeError::Command {
+                addr: self.addr(),
+                reason: plain(&e),
+            },
         }
     }
 

@@ -108,10 +108,12 @@ pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
         .map_err(|e| e.to_string())?;
     let builder = if tls.reject_unauthorized {
         let mut roots = rustls::RootCertStore::empty();
+        let mut given = Vec::new();
         match &tls.ca {
             Some(pem) => {
                 for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                     let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+                    given.push(cert.clone());
                     roots
                         .add(cert)
                         .map_err(|e| format!("bad CA certificate: {e}"))?;
@@ -125,7 +127,13 @@ pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
         if roots.is_empty() {
             return Err("no CA certificate to check the server's against".into());
         }
-        builder.with_root_certificates(roots)
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("bad CA certificate: {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustedOrSigned { webpki, given }))
     } else {
         builder
             .dangerous()
@@ -154,6 +162,63 @@ pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
         config: Arc::new(client),
         name,
     }))
+}
+
+/// The server's certificate is checked against the CA (webpki), or is itself one of the
+/// certificates given as `ca`: a self-signed certificate (which OpenSSL marks as a CA)
+/// given as `tls.ca` is trusted directly, as ioredis and node-redis (OpenSSL) trust it.
+/// Either way it must be valid for the server's name.
+#[derive(Debug)]
+struct TrustedOrSigned {
+    webpki: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    given: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedOrSigned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let signed = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if signed.is_err() && self.given.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&cert, server_name)?;
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        signed
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Accepts any certificate (`rejectUnauthorized: false`); the handshake's signatures are
