@@ -43,7 +43,11 @@ export interface RedisOptions {
   tls?: boolean | TlsOptions
   /** ms to establish a connection (TCP, TLS, AUTH, SELECT). Default 10000. */
   connectTimeout?: number
-  /** ms to wait for each reply. Default 5000. */
+  /**
+   * ms to wait for each reply. Default 5000. A blocking command sent with `call()`
+   * (`BLPOP q 7`) gets the time it asks to block on top; one that blocks without end
+   * (`BLPOP q 0`) waits as long as it blocks.
+   */
   commandTimeout?: number
   /** Do not connect until the first command (or `connect()`). Default `false`. */
   lazyConnect?: boolean

@@ -90,6 +90,18 @@ test('get, set, del, pttl and call', async (t) => {
   t.is(await c.get('clients:nx'), 'true')
 })
 
+test('a blocking command waits as long as it asked to block, on top of the command time-out; one without end waits for its value', async (t) => {
+  const c = client(t, { port: server.port, commandTimeout: 300 })
+  const started = Date.now()
+  t.is(await c.call('BLPOP', 'clients:q1', 1), null)
+  t.true(Date.now() - started >= 900, `returned after ${Date.now() - started} ms, as BLPOP's own time-out`)
+  const popped = c.call('BLPOP', 'clients:q2', 0)
+  await new Promise((r) => setTimeout(r, 600)) // twice the command time-out
+  await server.command('RPUSH', 'clients:q2', 'precious')
+  t.deepEqual(await popped, ['clients:q2', 'precious'], 'the value went to the caller that waited for it')
+  t.is(await c.call('PING'), 'PONG', 'the connection goes on')
+})
+
 test('Redis takes a port as a string of digits (as ioredis); Cluster reads as its first startup node', async (t) => {
   const byString = client(t, String(server.port), { lazyConnect: true })
   t.is(byString.port, server.port)

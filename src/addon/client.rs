@@ -594,7 +594,7 @@ impl NativeClient {
         }
         let node = self.node.clone();
         event_loop::promise(env, async move {
-            let v: redis::Value = node.query(cmd).await.map_err(to_js_err)?;
+            let v: redis::Value = node.query_any(cmd).await.map_err(to_js_err)?;
             Reply::from_value(v).map_err(Error::from_reason)
         })
     }

@@ -25,6 +25,7 @@
 //! converted into the caller's type.
 
 mod backend;
+mod blocking;
 mod cluster;
 mod connection;
 mod in_memory;
@@ -133,8 +134,40 @@ impl Node {
 
     /// Runs one command, within the command time-out.
     pub async fn query<T: FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, NodeError> {
+        self.query_within(cmd, Some(self.config.command_timeout))
+            .await
+    }
+
+    /// Runs any command a user sends (`call()`): within the command time-out, plus the
+    /// time a blocking command (`BLPOP q 7`, `XREAD BLOCK 500`, `WAIT 1 100`) was asked to
+    /// block; one asked to block without end (a time-out of 0) waits as long as it blocks.
+    /// (Given up on early, the command would still block on the server, take what comes,
+    /// and hold up every later command on the shared connection.)
+    pub async fn query_any<T: FromRedisValue + Send>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, NodeError> {
+        let args: Vec<&[u8]> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b,
+                _ => &b""[..],
+            })
+            .collect();
+        let wait = match blocking::block_time(&args) {
+            None => Some(self.config.command_timeout),
+            Some(None) => None,
+            Some(Some(block)) => Some(self.config.command_timeout + block),
+        };
+        self.query_within(cmd, wait).await
+    }
+
+    async fn query_within<T: FromRedisValue + Send>(
+        &self,
+        cmd: redis::Cmd,
+        wait: Option<Duration>,
+    ) -> Result<T, NodeError> {
         let mut out = None;
-        let wait = Some(self.config.command_timeout);
         self.backend
             .command(&cmd, wait, &mut keep(&mut out))
             .await?;
