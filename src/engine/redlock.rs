@@ -1155,11 +1155,12 @@ impl Quorum {
         let mut grace: Option<Instant> = None;
         let mut settle: Option<Instant> = None;
         loop {
-            // A lost acquire waits a little for the nodes still answering (so that their
-            // keys are removed before it reports), a won fenced one for more counters; a
-            // stopped node is not waited for then (its cleanup is queued behind the
-            // request), only a little longer while its vote decides the reason (below).
-            let draining = ballot.decision == Decision::Lost && is_acquire;
+            // A lost attempt waits a little for the nodes still answering (an acquire's
+            // keys are then removed before it reports, and the stats have every vote, as
+            // node-redlock's do), a won fenced one for more counters; a stopped node is
+            // not waited for then (a cleanup is queued behind the request), only a little
+            // longer while its vote decides the reason (below).
+            let draining = ballot.decision == Decision::Lost;
             let counting = ballot.decision == Decision::Won && fenced;
             if (draining || counting) && grace.is_none() {
                 let wait = if counting {
