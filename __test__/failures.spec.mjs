@@ -87,6 +87,25 @@ test.serial('using(): an extension that fails because nodes are down says why: q
   for (const e of seen.error.cause.errors) t.regex(e.message, /^Redis 127\.0\.0\.1:\d+: could not connect: connection refused/)
 })
 
+test.serial('using(): once the lock is lost to nodes that stopped answering, the outcome does not wait for them (the keys go in the background)', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }))
+  t.teardown(() => all.forEach((s) => s.resume()))
+  let abortedAt
+  const result = await redlock.using([resource(t)], 1_000, async (signal) => {
+    await sleep(100)
+    all[0].pause()
+    all[1].pause()
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    abortedAt = Date.now()
+    return 'done'
+  })
+  const after = Date.now() - abortedAt
+  t.is(result, 'done')
+  // A release retried against the stopped nodes would take 11 x (300 + ~200) ms.
+  t.true(after < 2_000, `resolved ${after} ms after the loss`)
+})
+
 test('reasons: locked (no cause), quorum-unavailable (AggregateError naming host:port), expired; messages are node-redlock\'s', async (t) => {
   const all = await servers(t, 3)
   const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 })

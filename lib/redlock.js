@@ -331,10 +331,14 @@ class Redlock extends EventEmitter {
       return await routine(holding.signal, lock)
     } finally {
       await holding.stop()
-      try {
-        await this.release(lock, settings)
-      } catch (error) {
-        this.emit('error', error) // the lock expires by itself; the routine's outcome stands
+      // A lost lock's keys were sent away when it was lost (in the background): the
+      // routine's outcome does not wait for nodes that may not answer.
+      if (!holding.signal.aborted) {
+        try {
+          await this.release(lock, settings)
+        } catch (error) {
+          this.emit('error', error) // the lock expires by itself; the routine's outcome stands
+        }
       }
     }
   }
