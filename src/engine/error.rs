@@ -281,6 +281,40 @@ mod tests {
     }
 
     #[test]
+    fn server_error_replies_are_the_servers_own_line_and_tls_failures_plain_words() {
+        assert_eq!(
+            server_line("WRONGTYPE", Some("Operation against a key")).as_deref(),
+            Some("WRONGTYPE Operation against a key")
+        );
+        assert_eq!(server_line("ERR", None).as_deref(), Some("ERR"));
+        assert_eq!(
+            server_line("NOAUTH", Some("Authentication required.")),
+            None
+        );
+        for (raw, plain) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "not signed by a trusted CA",
+            ),
+            (
+                "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                "is a CA certificate",
+            ),
+            (
+                "invalid peer certificate: NotValidForNameContext { expected: .. }",
+                "not valid for name",
+            ),
+        ] {
+            let got = plain_reason(raw);
+            assert!(
+                got.starts_with("TLS failed: ") && got.contains(plain),
+                "{raw} -> {got}"
+            );
+            assert!(!got.contains("Other("), "{got}");
+        }
+    }
+
+    #[test]
     fn syntax_errors_are_recognised() {
         let refused = NodeError::Command {
             addr: "h:1".into(),
