@@ -284,7 +284,15 @@ test('settings.maxDuration bounds acquire and extend durations (RangeError namin
   await t.throwsAsync(redlock.acquireLock(resource(t), 400_000), { instanceOf: RangeError, message: /maxDuration/ })
   const lock = await redlock.acquire([resource(t)], 300_000)
   await t.throwsAsync(lock.extend(300_001), { instanceOf: RangeError, message: /maxDuration/ })
-  const longer = await redlock.acquire([resource(t)], 600_000, { maxDuration: 600_000 })
+  // A call cannot raise it (restarted nodes sit out for the instance's): only the instance.
+  await t.throwsAsync(redlock.acquire([resource(t)], 600_000, { maxDuration: 600_000 }), {
+    instanceOf: RangeError,
+    message: /settings\.maxDuration \(600000 ms\) cannot be above the instance's/,
+  })
+  const lower = await t.throwsAsync(redlock.acquire([resource(t)], 2_000, { maxDuration: 1_000 }), { instanceOf: RangeError })
+  t.regex(lower.message, /above settings\.maxDuration \(1000 ms\)/, 'lowered for a call, it bounds the call')
+  const patient = new Redlock(clientsFor(t, all), { maxDuration: 600_000 })
+  const longer = await patient.acquire([resource(t)], 600_000)
   t.true(longer.expiration > Date.now() + 500_000)
   await Promise.all([lock.release(), longer.release()])
   // node-redlock's message, exactly.
@@ -344,6 +352,47 @@ test('settings.signal: an abort on the line after the call stops the acquire (ab
   }
 })
 
+test('settings.signal aborted while the using() routine runs: its signal aborts at once (reason aborted, the abort reason as cause) and the keys go', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all))
+  const errors = []
+  redlock.on('error', (e) => errors.push(e))
+  const key = resource(t)
+  const controller = new AbortController()
+  const why = new Error('shutting down')
+  const seen = await redlock.using([key], 5_000, { signal: controller.signal }, async (signal) => {
+    const started = Date.now()
+    setTimeout(() => controller.abort(why), 50)
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    return { after: Date.now() - started, error: signal.error, keys: await valuesOn(all, key) }
+  })
+  t.true(seen.after < 1_000, `heard ${seen.after} ms in, not at the next extension`)
+  t.true(seen.error instanceof LockLostError)
+  t.is(seen.error.reason, 'aborted')
+  t.is(seen.error.cause, why)
+  t.deepEqual(await valuesOn(all, key), [null, null, null])
+  t.deepEqual(errors, [], 'an abort asked for is no lost lock to report')
+})
+
+test('settings.signal: an aborted waiting writer takes back its mark that keeps new readers out', async (t) => {
+  const all = await servers(t, 3)
+  const [readers, writers] = [new Redlock(clientsFor(t, all)), new Redlock(clientsFor(t, all))]
+  const name = resource(t)
+  const reading = await readers.readWriteLock(name).read.acquire(10_000)
+  const controller = new AbortController()
+  const writing = writers.readWriteLock(name).write.acquire(5_000, { signal: controller.signal })
+  await sleep(300) // a few attempts, each refused by the reader, each marking its wait
+  controller.abort(new Error('stop'))
+  const aborted = await t.throwsAsync(writing)
+  t.is(aborted.reason, 'aborted')
+  const reader = await readers.readWriteLock(name).read.acquire(1_000, { retryCount: 0 })
+  t.is(reader.kind, 'read', 'a new reader gets in at once: no writer waits any more')
+  await reader.release()
+  await reading.release()
+  const left = await Promise.all(all.map((s) => s.command('KEYS', `*${name}*`)))
+  t.deepEqual(left, [[], [], []])
+})
+
 test('settings.signal: an already-aborted signal rejects without a network call', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))
@@ -355,6 +404,57 @@ test('settings.signal: an already-aborted signal rejects without a network call'
   const after = Number(/total_commands_processed:(\d+)/.exec(await all[0].command('INFO', 'stats'))[1])
   t.is(after - before, 1, 'only the INFO of this test reached the server')
   await t.throwsAsync(redlock.acquire(['x'], 1_000, { signal: 'nope' }), { instanceOf: TypeError, message: /settings\.signal/ })
+  // Bad arguments are named first, aborted or not.
+  const aborted = { signal: AbortSignal.abort('stop') }
+  await t.throwsAsync(redlock.acquire(null, 1_000, aborted), { instanceOf: TypeError, message: /^resources/ })
+  await t.throwsAsync(redlock.acquire(['x'], NaN, aborted), { instanceOf: RangeError, message: /^Duration/ })
+  const lock = await redlock.acquire([resource(t)], 1_000)
+  await t.throwsAsync(lock.extend(NaN, aborted), { instanceOf: RangeError, message: /^Duration/ })
+  // Something that only looks like a signal (no removeEventListener) is refused, not a crash later.
+  const fake = { aborted: false, addEventListener() {} }
+  await t.throwsAsync(redlock.acquire(['x'], 1_000, { signal: fake }), { instanceOf: TypeError, message: /settings\.signal/ })
+})
+
+test('settings.signal whose removeEventListener throws: the operation still settles, and so do the others', async (t) => {
+  const all = await servers(t, 1)
+  const redlock = new Redlock(clientsFor(t, all))
+  const signal = new AbortController().signal
+  signal.removeEventListener = () => {
+    throw new Error('broken signal')
+  }
+  const others = Array.from({ length: 20 }, () => redlock.acquire([resource(t)], 1_000))
+  const odd = await redlock.acquire([resource(t)], 1_000, { signal })
+  t.is(odd.kind, 'mutex')
+  t.is((await Promise.all(others)).length, 20)
+})
+
+test('quit() ends the operations under way (reason aborted, quit as cause) and every later one', async (t) => {
+  const all = await servers(t, 1)
+  const holder = new Redlock(clientsFor(t, all))
+  const key = resource(t)
+  await holder.acquire([key], 5_000)
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: -1, retryDelay: 50 })
+  const waiting = Array.from({ length: 10 }, () => redlock.acquire([key], 1_000).catch((e) => e))
+  await sleep(200)
+  const started = Date.now()
+  await redlock.quit()
+  const errors = await Promise.all(waiting)
+  t.true(Date.now() - started < 1_000, `settled ${Date.now() - started} ms after quit()`)
+  for (const e of errors) {
+    t.true(e instanceof ExecutionError)
+    t.is(e.reason, 'aborted')
+    t.regex(e.cause?.message ?? '', /quit\(\)/)
+  }
+  const later = await t.throwsAsync(redlock.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
+  t.is(later.reason, 'aborted')
+})
+
+test('resource names that are not well-formed Unicode (lone surrogates) are refused: they could not be told apart', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()])
+  await t.throwsAsync(redlock.acquire(['ok', '\uD800'], 1_000), { instanceOf: TypeError, message: /^resources\[1\] must be well-formed Unicode/ })
+  await t.throwsAsync(redlock.acquireLock('\uDC00', 1_000), { instanceOf: TypeError, message: /^resource must be well-formed/ })
+  const fine = await redlock.acquire(['\uD83D\uDE00'], 1_000) // a whole surrogate pair is fine
+  await fine.release()
 })
 
 test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error', async (t) => {

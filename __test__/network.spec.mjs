@@ -95,6 +95,39 @@ test('garbage from the server rejects a command cleanly', async (t) => {
   await t.throwsAsync(within(t, 3_000, client.set('x', 'y')))
 })
 
+/**
+ * A server on a free port that passes everything to a real one (servers[0]) except GET and
+ * PTTL, which it answers with `reply()`'s bytes.
+ */
+async function hostileServer(t, reply) {
+  const net = await import('node:net')
+  const server = net.createServer((socket) => {
+    const upstream = net.connect(servers[0].port, '127.0.0.1')
+    for (const s of [socket, upstream]) s.on('error', () => {}) // dropped: that is the point
+    upstream.on('data', (d) => socket.write(d))
+    socket.on('close', () => upstream.destroy())
+    socket.on('data', (d) => (/\r\n(GET|PTTL)\r\n/.test(d.toString('latin1')) ? socket.write(reply()) : upstream.write(d)))
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  return server.address().port
+}
+
+test('a hostile reply (arrays nested 100 000 deep, a 20 MB value where a number belongs) rejects; no crash, no huge message', async (t) => {
+  const deep = await hostileServer(t, () => '*1\r\n'.repeat(100_000) + ':1\r\n')
+  const nested = new Redis({ port: deep, connectTimeout: TIMEOUT, commandTimeout: TIMEOUT })
+  t.teardown(() => nested.quit())
+  const err = await t.throwsAsync(within(t, 3_000, nested.get('x')))
+  t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${deep}: .*nested deeper than 512`))
+  const bulk = 20 * 1024 * 1024
+  const big = await hostileServer(t, () => `$${bulk}\r\n${'x'.repeat(bulk)}\r\n`)
+  const huge = new Redis({ port: big, connectTimeout: 2_000, commandTimeout: 2_000 })
+  t.teardown(() => huge.quit())
+  const wrong = await t.throwsAsync(within(t, 5_000, huge.pttl('x')))
+  t.true(wrong.message.length < 500, `a message of ${wrong.message.length} characters`)
+  t.regex(wrong.message, /unexpected reply/)
+})
+
 test('a node known down is not waited for again at every call, and is used again when it answers', async (t) => {
   const proxy = await new TcpProxy(servers[0].port).start()
   t.teardown(() => proxy.stop())

@@ -107,7 +107,7 @@ function tlsOf(tls) {
 function fromIoredisCluster(client, options) {
   const ro = options.redisOptions || {}
   return new Cluster(
-    client.startupNodes.map((n) => (typeof n === 'object' ? { host: n.host, port: n.port } : n)),
+    client.startupNodes.map((n) => (typeof n === 'object' && n !== null ? { host: n.host, port: n.port } : n)),
     {
       username: ro.username || undefined,
       password: ro.password || undefined,

@@ -7,7 +7,7 @@ const { EventEmitter } = require('node:events')
 const { nativeClientFor } = require('./clients.js')
 const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
-const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
+const { QUORUM_FAILED, ExecutionError, ResourceLockedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
 const { Lock, holdOf, lockArg } = require('./lock.js')
 const {
@@ -37,10 +37,37 @@ const { Holding } = require('./using.js')
 const noop = () => {}
 
 /** The `signal` of a settings object, checked. */
+/**
+ * Throws a TypeError naming the first resource that is not well-formed Unicode (a lone
+ * surrogate): it could not be told apart from another such name once sent to Redis.
+ */
+function wellFormed(resources) {
+  if (!Array.isArray(resources)) return // the native call names what is wrong
+  for (let i = 0; i < resources.length; i++) wellFormedName(resources[i], `resources[${i}]`)
+}
+
+function wellFormedName(value, name) {
+  if (typeof value === 'string' && !value.isWellFormed()) {
+    throw new TypeError(`${name} must be well-formed Unicode: it has a lone surrogate.`)
+  }
+}
+
+/** Marks `lock` expired (used up); a lock object that cannot be written (frozen) stays as it is. */
+function invalidate(lock) {
+  try {
+    lock.expiration = 0
+  } catch {}
+}
+
 function signalOf(settings) {
   const signal = settings?.signal
   if (signal == null) return undefined
-  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+  if (
+    typeof signal !== 'object' ||
+    typeof signal.aborted !== 'boolean' ||
+    typeof signal.addEventListener !== 'function' ||
+    typeof signal.removeEventListener !== 'function'
+  ) {
     throw new TypeError('settings.signal must be an AbortSignal.')
   }
   return signal
@@ -83,6 +110,8 @@ class Redlock extends EventEmitter {
   #nextId = 0
   /** Keeps the process alive while operations are in flight (ref'd only then). */
   #keepAlive = null
+  /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
+  #closed = undefined
 
   constructor(clients, settings) {
     super()
@@ -102,6 +131,11 @@ class Redlock extends EventEmitter {
     followListeners(this, this.#native)
   }
 
+  /** What aborted an operation: its signal, or else `quit()`. */
+  #abortedBy(signal) {
+    return signal?.aborted ? signal : (this.#closed ?? signal)
+  }
+
   #listening() {
     return this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0
   }
@@ -115,10 +149,17 @@ class Redlock extends EventEmitter {
       const id = (this.#nextId = (this.#nextId + 1) >>> 0)
       this.#native[method](id, ...args) // bad arguments throw here: the promise rejects
       let settle = { resolve, reject, requested }
-      if (signal) {
+      if (signal?.aborted) {
+        // Checked first (above), then aborted before it sends anything.
+        this.#native.abort(id)
+      } else if (signal) {
         const onAbort = () => this.#native.abort(id)
         signal.addEventListener('abort', onAbort, { once: true })
-        const done = () => signal.removeEventListener('abort', onAbort)
+        const done = () => {
+          try {
+            signal.removeEventListener('abort', onAbort)
+          } catch {} // a signal's own failure must not keep the result from its caller
+        }
         settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
       }
       this.#pending.set(id, settle)
@@ -132,30 +173,42 @@ class Redlock extends EventEmitter {
 
   #settle(batch) {
     for (const c of batch) {
-      const id = idOf(c)
-      const status = statusOf(c)
-      if (status === LATE) {
-        const log = this.#late.get(id)
-        // The late votes can overtake their operation's completion: keep them for it.
-        if (log === undefined) this.#early.set(id, c)
-        else log.complete(lateAttemptOf(c), errorsOf(c), this.#listening() ? this.#emitVote : undefined)
-        this.#late.delete(id)
-        continue
+      try {
+        this.#settleOne(c)
+      } catch (error) {
+        // One completion's failure (a listener that throws) must not strand the others.
+        queueMicrotask(() => {
+          throw error
+        })
       }
-      const waiter = this.#pending.get(id)
-      if (waiter === undefined) continue
-      if (status === PROGRESS) {
-        this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0)
-        continue
-      }
-      this.#pending.delete(id)
-      if (status === INTERNAL) waiter.reject(new ExecutionError(messageOf(c), [], { reason: 'internal' }))
-      else waiter.resolve(c)
     }
     if (this.#pending.size === 0) {
       busy.delete(this)
       if (this.#keepAlive !== null) this.#keepAlive.unref()
     }
+  }
+
+  /** Settles the operation of completion `c` (or records its late votes). */
+  #settleOne(c) {
+    const id = idOf(c)
+    const status = statusOf(c)
+    if (status === LATE) {
+      const log = this.#late.get(id)
+      this.#late.delete(id)
+      // The late votes can overtake their operation's completion: keep them for it.
+      if (log === undefined) this.#early.set(id, c)
+      else log.complete(lateAttemptOf(c), errorsOf(c), this.#listening() ? this.#emitVote : undefined)
+      return
+    }
+    const waiter = this.#pending.get(id)
+    if (waiter === undefined) return
+    if (status === PROGRESS) {
+      this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0)
+      return
+    }
+    this.#pending.delete(id)
+    if (status === INTERNAL) waiter.reject(new ExecutionError(messageOf(c), [], { reason: 'internal' }))
+    else waiter.resolve(c)
   }
 
   /** Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s attempts from `from` on. */
@@ -193,6 +246,7 @@ class Redlock extends EventEmitter {
 
   /** `true`: acquired; `false`: another owner holds it; `null`: too many instances failed. */
   async acquireLock(resource, ttl) {
+    wellFormedName(resource, 'resource')
     const c = await this.#call('acquireLock', undefined, 1, resource, ttl)
     this.#log(c, 1)
     const status = statusOf(c)
@@ -237,13 +291,11 @@ class Redlock extends EventEmitter {
 
   async #acquire(resources, duration, settings, hold) {
     const signal = signalOf(settings)
-    if (signal?.aborted) {
-      this.#native.resolveSettings(settings) // bad settings still throw first
-      throw abortedError(signal, [])
-    }
+    wellFormed(resources)
+    // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const c = await this.#call('acquire', signal, resources?.length, resources, duration, settings, hold)
     const log = this.#log(c, resources.length)
-    if (!succeeded(c)) throw failureError(reasonOf(c), log, signal)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
     const held = hold && { ...hold, slot: slotOf(c) }
     return new Lock(this, [...resources], lockValueOf(c), log, expirationOf(c), fenceTokenOf(c), hold?.kind ?? 'mutex', held)
   }
@@ -266,7 +318,7 @@ class Redlock extends EventEmitter {
   async #release(lock, settings) {
     lockArg(lock)
     const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings, holdOf.get(lock))
-    lock.expiration = 0
+    invalidate(lock)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log)
     return new ExecutionResult(log, startOf(c))
@@ -279,12 +331,11 @@ class Redlock extends EventEmitter {
   async #extend(lock, duration, settings, until = lock.expiration) {
     lockArg(lock)
     const signal = signalOf(settings)
-    if (signal?.aborted) throw abortedError(signal, [])
     const c = await this.#call(
       'extend', signal, lock.resources?.length, lock.resources, lock.value, Number(until), duration, settings, holdOf.get(lock),
     )
     const log = this.#log(c, lock.resources.length)
-    if (!succeeded(c)) throw failureError(reasonOf(c), log, signal)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
     return { expiration: expirationOf(c), log }
   }
 
@@ -293,7 +344,7 @@ class Redlock extends EventEmitter {
     const kind = lock?.kind ?? 'mutex'
     return traced(traces.extend, this, lock?.resources, duration, kind, settings, async () => {
       const { expiration, log } = await this.#extend(lock, duration, settings)
-      lock.expiration = 0
+      invalidate(lock)
       return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
     })
   }
@@ -345,6 +396,7 @@ class Redlock extends EventEmitter {
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */
   async quit() {
+    this.#closed ??= AbortSignal.abort(new Error('redlock.quit() was called.'))
     await this.#native.quit()
     if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
     this.#keepAlive = null

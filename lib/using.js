@@ -35,7 +35,14 @@ class Holding {
     this.extendFn = extend
     this.#armLoss()
     this.#schedule()
+    // `settings.signal` aborted while the routine runs: the routine hears it at once (its
+    // signal aborts, reason 'aborted', the abort's reason as cause) and the lock goes.
+    const given = settings?.signal
+    if (given?.aborted) this.#userAbort()
+    else given?.addEventListener?.('abort', this.#userAbort, { once: true })
   }
+
+  #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
 
   get signal() {
     return this.#controller.signal
@@ -77,23 +84,27 @@ class Holding {
     }
   }
 
-  #lose(reason, error) {
+  /**
+   * Gives the lock up: the routine's signal aborts with a LockLostError for `reason` and
+   * the keys go. `byUser`: `settings.signal` was aborted (no loss to report as an event).
+   */
+  #lose(reason, error, cause = error?.cause instanceof AggregateError ? error.cause : error, byUser = false) {
     if (this.#done || this.signal.aborted) return
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
     const { lock, redlock } = this
-    const cause = error?.cause instanceof AggregateError ? error.cause : error
-    const lost = new LockLostError(
-      `The lock on ${lock.resources.join(', ')} could not be extended and may have been lost.`,
-      { cause, reason },
-    )
+    const on = lock.resources.join(', ')
+    const message = byUser
+      ? `The lock on ${on} was released: settings.signal was aborted.`
+      : `The lock on ${on} could not be extended and may have been lost.`
+    const lost = new LockLostError(message, { cause, reason })
     lost.expiration = lock.expiration
     // The lock is no longer to be relied on: its keys go now.
     lock.expiration = Math.min(lock.expiration, Date.now())
     const signal = this.signal
     signal.error = lost
-    redlock.emit('error', lost)
-    if (lostChannel.hasSubscribers) {
+    if (!byUser) redlock.emit('error', lost)
+    if (!byUser && lostChannel.hasSubscribers) {
       lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
     }
     this.#controller.abort(lost)
@@ -104,6 +115,7 @@ class Holding {
   /** Stops extending (waits for an extension in flight). */
   async stop() {
     this.#done = true
+    this.settings?.signal?.removeEventListener?.('abort', this.#userAbort)
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
     if (this.#extension) await this.#extension

@@ -219,6 +219,7 @@ pub fn read_settings(
     name: &str,
     v: Option<Unknown>,
     base: &Settings,
+    per_call: bool,
 ) -> Result<CallSettings> {
     let o = match classify(v)? {
         Val::Missing(_) => {
@@ -244,8 +245,20 @@ pub fn read_settings(
         max_duration: opt_number(env, &o, name, "maxDuration")?,
         restart_quarantine: opt_bool(env, &o, name, "restartQuarantine")?,
     };
+    let settings = check(env, base.apply(&patch))?;
+    // A call may not raise the instance's maxDuration: restarted nodes sit out for the
+    // instance's, so a longer lock could outlive that (two holders after a restart).
+    if per_call && settings.max_duration_ms > base.max_duration_ms {
+        return Err(js::throw(
+            env,
+            crate::engine::error::ArgError::range_error(format!(
+                "{name}.maxDuration ({} ms) cannot be above the instance's settings.maxDuration ({} ms): restarted nodes sit out for the instance's. Raise it on the Redlock instead.",
+                settings.max_duration_ms, base.max_duration_ms
+            )),
+        ));
+    }
     Ok(CallSettings {
-        settings: check(env, base.apply(&patch))?,
+        settings,
         signal: !matches!(field(&o, "signal")?, Val::Missing(_)),
     })
 }
@@ -464,7 +477,8 @@ impl NativeRedlock {
             };
             nodes.push(client.node.clone());
         }
-        let settings = read_settings(&env, "settings", settings, &Settings::default())?.settings;
+        let settings =
+            read_settings(&env, "settings", settings, &Settings::default(), false)?.settings;
         let cluster = nodes.iter().any(|n| n.config().cluster.is_some());
         Ok(NativeRedlock {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
@@ -487,7 +501,10 @@ impl NativeRedlock {
         env: Env,
         overrides: Option<Unknown>,
     ) -> Result<RedlockSettings> {
-        Ok((&read_settings(&env, "settings", overrides, self.inner.settings())?.settings).into())
+        Ok(
+            (&read_settings(&env, "settings", overrides, self.inner.settings(), true)?.settings)
+                .into(),
+        )
     }
 
     /// Whether anyone listens for `error` / `clientError` events (then failed attempts
@@ -615,7 +632,7 @@ impl NativeRedlock {
         let resources = resources_arg(&env, resources)?;
         same_slot(&env, self.cluster, &resources)?;
         let kind = kind_arg(&env, kind, &resources)?;
-        let call = read_settings(&env, "settings", settings, self.inner.settings())?;
+        let call = read_settings(&env, "settings", settings, self.inner.settings(), true)?;
         let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {
@@ -648,7 +665,7 @@ impl NativeRedlock {
         let resources = resources_arg(&env, resources)?;
         let value = value_arg(&env, value)?;
         let kind = kind_arg(&env, kind, &resources)?;
-        let call = read_settings(&env, "settings", settings, self.inner.settings())?;
+        let call = read_settings(&env, "settings", settings, self.inner.settings(), true)?;
         let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {
@@ -682,7 +699,7 @@ impl NativeRedlock {
         // A release is not aborted by a signal: it is what cleans up.
         let call = CallSettings {
             signal: false,
-            ..read_settings(&env, "settings", settings, self.inner.settings())?
+            ..read_settings(&env, "settings", settings, self.inner.settings(), true)?
         };
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {

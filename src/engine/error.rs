@@ -37,6 +37,8 @@ pub enum NodeError {
 /// authentication required or failed, TLS; the Redis error code is kept in brackets.
 /// Never a raw pipeline dump, never a secret (the driver's texts carry none).
 pub fn plain_reason(raw: &str) -> String {
+    let clipped = clip(raw);
+    let raw: &str = &clipped;
     let lower = raw.to_ascii_lowercase();
     let has = |s: &str| lower.contains(s);
     if has("noauth") {
@@ -68,6 +70,9 @@ pub fn plain_reason(raw: &str) -> String {
     if has("failed to lookup address") || has("name or service not known") {
         return "host not found (DNS)".into();
     }
+    if has("incompatible type") || has("response type not") {
+        return "unexpected reply: not of the type the command returns".into();
+    }
     if has("readonly") {
         return "the server is a read-only replica (READONLY)".into();
     }
@@ -90,9 +95,25 @@ pub fn server_line(code: &str, detail: Option<&str>) -> Option<String> {
         return None;
     }
     Some(match detail {
-        Some(d) if !d.is_empty() => format!("{code} {d}"),
-        _ => code.to_string(),
+        Some(d) if !d.is_empty() => clip(&format!("{code} {d}")).into_owned(),
+        _ => clip(code).into_owned(),
     })
+}
+
+/// The longest text of a server's or driver's kept in an error message: a broken server's
+/// 50 MB reply must not become a 50 MB message.
+const MAX_TEXT: usize = 300;
+
+/// `text`, cut at [`MAX_TEXT`] bytes (on a character boundary) with an ellipsis.
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_TEXT {
+        return text.into();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
 }
 
 /// What a TLS failure (rustls' error names, in `lower` case) means, in plain words.
@@ -287,6 +308,15 @@ mod tests {
             Some("WRONGTYPE Operation against a key")
         );
         assert_eq!(server_line("ERR", None).as_deref(), Some("ERR"));
+        let huge = server_line("ERR", Some(&"é".repeat(1_000_000))).unwrap();
+        assert!(huge.len() < 400 && huge.ends_with('…'), "{}", huge.len());
+        assert_eq!(
+            plain_reason(&format!(
+                "Incompatible type - (value was array({}))",
+                "x".repeat(1 << 20)
+            )),
+            "unexpected reply: not of the type the command returns"
+        );
         assert_eq!(
             server_line("NOAUTH", Some("Authentication required.")),
             None

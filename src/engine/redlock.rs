@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
-use crate::engine::kinds::{Commands, Kind, Reply};
+use crate::engine::kinds::{rw_keys, Commands, Kind, Reply};
 use crate::engine::line::{queued_pause, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
@@ -94,6 +94,9 @@ pub struct Quorum {
     /// Local lines of waiters, so that one waiter per process contends remotely.
     queues: Arc<Queues>,
     stragglers: Arc<Stragglers>,
+    /// Set by `quit()`: every operation under way ends (aborted), and every later one
+    /// at once.
+    closed: Arc<Cancel>,
 }
 
 /// The requests of won acquires still under way on slow nodes. A lock may be released
@@ -185,6 +188,8 @@ pub struct Call<'a> {
     pub progress: Option<&'a (dyn Fn(&AttemptStats) + Send + Sync)>,
     /// Aborts the operation (`settings.signal`).
     pub cancel: Option<&'a Cancel>,
+    /// Aborts every operation of the instance (`quit()`): set by [`Quorum::execute`].
+    pub closed: Option<&'a Cancel>,
     /// Makes the sink for the complete votes of an attempt won before every node answered.
     pub late: Option<&'a (dyn Fn() -> LateVotes + Send + Sync)>,
     /// What is held (a mutex unless said otherwise).
@@ -198,20 +203,30 @@ impl<'a> Call<'a> {
             deadline: None,
             progress: None,
             cancel: None,
+            closed: None,
             late: None,
             kind: Kind::Mutex,
         }
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.is_some_and(|c| c.is_cancelled())
+        [self.cancel, self.closed]
+            .iter()
+            .flatten()
+            .any(|c| c.is_cancelled())
     }
 
-    /// Resolves when the operation is aborted (never without a `cancel`).
+    /// Resolves when the operation is aborted, by its signal or by `quit()`.
     async fn aborted(&self) {
-        match self.cancel {
-            Some(c) => c.cancelled().await,
-            None => std::future::pending().await,
+        let by = |c: Option<&'a Cancel>| async move {
+            match c {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = by(self.cancel) => {}
+            _ = by(self.closed) => {}
         }
     }
 }
@@ -476,6 +491,7 @@ impl Quorum {
             nodes: Arc::new(nodes),
             queues: Arc::default(),
             stragglers: Arc::default(),
+            closed: Arc::default(),
         }
     }
 
@@ -502,6 +518,15 @@ impl Quorum {
         value: &str,
         call: &Call<'_>,
     ) -> Execution {
+        let call = &Call {
+            closed: Some(&self.closed),
+            ..*call
+        };
+        // Aborted before it began (a signal aborted already, or after `quit()`): nothing
+        // is sent.
+        if call.cancelled() {
+            return Execution::failed(FailureKind::Aborted);
+        }
         let (mut run, mut turn, wait_first) = match self.start(op, resources, value, call).await {
             Ok(started) => started,
             Err(done) => return done,
@@ -547,6 +572,9 @@ impl Quorum {
                 if let (Some(t), Ok(validity)) = (turn.as_mut(), outcome) {
                     t.acquired(validity);
                 }
+                if aborted {
+                    self.leave_write_wait(op, resources, &value, call);
+                }
                 run.value = value;
                 return run.finish(outcome);
             }
@@ -561,8 +589,30 @@ impl Quorum {
                 // holder that keeps its nodes would otherwise retry without end).
                 Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
-                Waited::Aborted => return run.finish(Err(FailureKind::Aborted)),
+                Waited::Aborted => {
+                    self.leave_write_wait(op, resources, &value, call);
+                    return run.finish(Err(FailureKind::Aborted));
+                }
             }
+        }
+    }
+
+    /// An aborted write acquire takes back its mark that keeps new readers out while it
+    /// waits (owner-checked, in the background): an abort removes what the call set. (A
+    /// writer that runs out of retries leaves it to expire: its retries may be another
+    /// writer's turn.)
+    fn leave_write_wait(&self, op: Op, resources: &[String], value: &str, call: &Call<'_>) {
+        let (Op::Acquire { .. }, Kind::Write, [resource]) = (op, call.kind, resources) else {
+            return;
+        };
+        let [_, _, wait, _] = rw_keys(resource);
+        let leave = Arc::new(RELEASE_SCRIPT.evalsha(&[wait], &[value, "quiet"]));
+        let limit = self.command_timeout();
+        for node in self.nodes.iter() {
+            let (node, leave) = (node.clone(), leave.clone());
+            tokio::spawn(tokio::time::timeout(limit, async move {
+                let _ = node.eval::<i64>(&RELEASE_SCRIPT, &leave).await;
+            }));
         }
     }
 
@@ -1473,6 +1523,7 @@ impl Quorum {
 
     /// Closes every node's connection.
     pub async fn quit(&self) {
+        self.closed.cancel();
         futures::future::join_all(self.nodes.iter().map(|n| n.quit())).await;
     }
 }

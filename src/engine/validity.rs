@@ -7,9 +7,11 @@ pub fn drift_ms(ttl_ms: u64, drift_factor: f64) -> u64 {
     (drift_factor * ttl_ms as f64).round() as u64 + 2
 }
 
-/// Remaining validity in ms: `ttl - elapsed - drift`, negative when none is left.
+/// Remaining validity in ms: `ttl - elapsed - drift`, negative when none is left. The
+/// elapsed time is rounded up to whole ms, so that an expiration counted from it (whole
+/// ms, as `Date.now()`, rounded down) is never late.
 pub fn validity_ms(ttl_ms: u64, elapsed: Duration, drift_factor: f64) -> i64 {
-    let elapsed_ms = elapsed.as_millis().min(i64::MAX as u128) as i64;
+    let elapsed_ms = elapsed.as_nanos().div_ceil(1_000_000).min(i64::MAX as u128) as i64;
     (ttl_ms as i64)
         .saturating_sub(elapsed_ms)
         .saturating_sub(drift_ms(ttl_ms, drift_factor) as i64)
@@ -40,6 +42,15 @@ mod tests {
         assert_eq!(validity_ms(10_000, ms(9_897), 0.01), 1);
         assert_eq!(validity_ms(10_000, ms(9_898), 0.01), 0);
         assert_eq!(validity_ms(10_000, ms(9_899), 0.01), -1);
+        // Part of a ms counts as a whole one.
+        let us = Duration::from_micros;
+        assert_eq!(validity_ms(10_000, us(9_896_200), 0.01), 1);
+        assert_eq!(validity_ms(10_000, us(9_897_001), 0.01), 0);
+        assert_eq!(
+            validity_ms(3, us(300), 0.01),
+            0,
+            "a 3 ms lock 0.3 ms in: none left"
+        );
         // A ttl smaller than the drift has no validity even at once.
         assert_eq!(validity_ms(2, ms(0), 0.01), 0);
         assert_eq!(validity_ms(1, ms(0), 0.01), -1);

@@ -37,6 +37,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this size shrink back when empty.
 const KEPT: usize = 256 * 1024;
 /// The longest bulk string a server sends (its default `proto-max-bulk-len`).
+/// The deepest nesting of arrays taken in a reply: Redis' own replies nest a few levels;
+/// tens of thousands (a broken or hostile server) would overflow the stack of whatever
+/// walks the value (dropping it, converting it for JavaScript).
+const MAX_DEPTH: usize = 512;
+
 const MAX_BULK: i64 = 512 * 1024 * 1024;
 
 /// A handle to a lean connection; clones share it. The connection closes when the last
@@ -443,6 +448,9 @@ impl Decoder {
             };
             *at += used;
             let mut value = match item {
+                Item::Array(_) if self.open.len() >= MAX_DEPTH => {
+                    return Err("a reply nested deeper than 512 arrays");
+                }
                 Item::Array(n) => {
                     self.open.push((n, Vec::with_capacity(n.min(1024))));
                     continue;
@@ -595,6 +603,20 @@ mod tests {
     }
 
     #[test]
+    fn arrays_nest_up_to_the_limit() {
+        let mut bytes = "*1\r\n".repeat(MAX_DEPTH).into_bytes();
+        bytes.extend(b":1\r\n");
+        let got = parse_in_steps(&bytes, 64);
+        let mut depth = 0;
+        let mut v = &got[0];
+        while let Value::Array(items) = v {
+            depth += 1;
+            v = &items[0];
+        }
+        assert_eq!(depth, MAX_DEPTH);
+    }
+
+    #[test]
     fn malformed_replies_are_errors_not_panics() {
         for bad in [
             &b"?what\r\n"[..],
@@ -606,6 +628,7 @@ mod tests {
             b"*-2\r\n",
             b"%1\r\n",
             b"$536870913\r\n",
+            "*1\r\n".repeat(MAX_DEPTH + 1).as_bytes(),
         ] {
             let mut at = 0;
             assert!(
