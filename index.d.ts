@@ -356,7 +356,10 @@ export declare class Redlock extends EventEmitter {
   semaphore(resource: string, permits: number): Semaphore
   /** A read-write lock on `resource`. */
   readWriteLock(resource: string): ReadWriteLock
-  /** Closes the native connections of this instance (JS clients passed in stay open). */
+  /**
+   * Closes the native connections of this instance (JS clients passed in stay open);
+   * operations under way, and later ones, reject with `reason: 'aborted'`.
+   */
   quit(): Promise<void>
 
   on(event: 'error', listener: (error: Error) => void): this
