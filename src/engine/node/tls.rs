@@ -106,7 +106,7 @@ pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = if tls.reject_unauthorized {
+    let verifier = if tls.reject_unauthorized {
         let mut roots = rustls::RootCertStore::empty();
         let mut given = Vec::new();
         match &tls.ca {
@@ -127,18 +127,27 @@ pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
         if roots.is_empty() {
             return Err("no CA certificate to check the server's against".into());
         }
-        let webpki =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("bad CA certificate: {e}"))?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(TrustedOrSigned { webpki, given }))
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| format!("bad CA certificate: {e}"))?;
+        Verifier {
+            webpki: Some(webpki),
+            given,
+            provider,
+        }
     } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        Verifier {
+            webpki: None,
+            given: Vec::new(),
+            provider,
+        }
     };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let client = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
@@ -164,17 +173,19 @@ pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
     }))
 }
 
-/// The server's certificate is checked against the CA (webpki), or is itself one of the
-/// certificates given as `ca`: a self-signed certificate (which OpenSSL marks as a CA)
-/// given as `tls.ca` is trusted directly, as ioredis and node-redis (OpenSSL) trust it.
-/// Either way it must be valid for the server's name.
+/// How the server's certificate is checked: against the CA (webpki), or as itself one of
+/// the certificates given as `ca` (a self-signed certificate, which OpenSSL marks as a CA,
+/// given as `tls.ca` is trusted directly, as ioredis and node-redis trust it), and either
+/// way for the server's name; or not at all (`webpki: None`: `rejectUnauthorized: false`,
+/// testing only). The handshake's signatures are checked in every case.
 #[derive(Debug)]
-struct TrustedOrSigned {
-    webpki: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+struct Verifier {
+    webpki: Option<std::sync::Arc<rustls::client::WebPkiServerVerifier>>,
     given: Vec<rustls::pki_types::CertificateDer<'static>>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for TrustedOrSigned {
+impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
@@ -183,59 +194,17 @@ impl rustls::client::danger::ServerCertVerifier for TrustedOrSigned {
         ocsp_response: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let signed = self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
+        let Some(webpki) = &self.webpki else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
+        let signed =
+            webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
         if signed.is_err() && self.given.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
             let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
             rustls::client::verify_server_name(&cert, server_name)?;
             return Ok(rustls::client::danger::ServerCertVerified::assertion());
         }
         signed
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate (`rejectUnauthorized: false`); the handshake's signatures are
-/// still checked.
-#[derive(Debug)]
-struct AcceptAny(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
     // rustls asks for both signature checks; they differ only in the TLS version.
@@ -245,7 +214,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
+        let algorithms = &self.provider.signature_verification_algorithms;
         rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
@@ -255,12 +224,14 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
+        let algorithms = &self.provider.signature_verification_algorithms;
         rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
