@@ -522,11 +522,6 @@ impl Quorum {
             closed: Some(&self.closed),
             ..*call
         };
-        // Aborted before it began (a signal aborted already, or after `quit()`): nothing
-        // is sent.
-        if call.cancelled() {
-            return Execution::failed(FailureKind::Aborted);
-        }
         let (mut run, mut turn, wait_first) = match self.start(op, resources, value, call).await {
             Ok(started) => started,
             Err(done) => return done,
@@ -572,11 +567,7 @@ impl Quorum {
                 if let (Some(t), Ok(validity)) = (turn.as_mut(), outcome) {
                     t.acquired(validity);
                 }
-                if aborted {
-                    self.leave_write_wait(op, resources, &value, call);
-                }
-                run.value = value;
-                return run.finish(outcome);
+                return self.end(run, (op, resources, call), value, outcome);
             }
             run.report(call, against);
             match self
@@ -590,11 +581,26 @@ impl Quorum {
                 Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
-                    self.leave_write_wait(op, resources, &value, call);
-                    return run.finish(Err(FailureKind::Aborted));
+                    return self.end(run, (op, resources, call), value, Err(FailureKind::Aborted))
                 }
             }
         }
+    }
+
+    /// The operation's end with `outcome`, its last attempt's `value` kept; an aborted
+    /// write acquire takes its wait mark back first.
+    fn end(
+        &self,
+        mut run: Retries,
+        (op, resources, call): (Op, &[String], &Call<'_>),
+        value: String,
+        outcome: Result<i64, FailureKind>,
+    ) -> Execution {
+        if outcome == Err(FailureKind::Aborted) {
+            self.leave_write_wait(op, resources, &value, call);
+        }
+        run.value = value;
+        run.finish(outcome)
     }
 
     /// An aborted write acquire takes back its mark that keeps new readers out while it
