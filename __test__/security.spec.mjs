@@ -67,14 +67,25 @@ async function tlsServer(t, { san, authClients = false, selfSigned = false } = {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   makeCertificates(dir, san, selfSigned)
-  const tlsPort = await freePort()
-  const server = new RedisServer({
-    args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
-      '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', authClients ? 'yes' : 'no'],
-  })
-  await server.start()
-  t.teardown(() => server.stop())
-  return { server, tlsPort, read: (file) => readFileSync(path.join(dir, file), 'utf8') }
+  // Two free ports, each free when asked for: another test's server can take one before
+  // this one binds it (tests run in parallel), so a start that finds its port taken is
+  // tried again on new ones.
+  for (let tries = 1; ; tries++) {
+    const tlsPort = await freePort()
+    const server = new RedisServer({
+      args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
+        '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', authClients ? 'yes' : 'no'],
+    })
+    try {
+      await server.start()
+    } catch (error) {
+      await server.stop()
+      if (tries < 5 && /already in use|exited at start/i.test(error.message)) continue
+      throw error
+    }
+    t.teardown(() => server.stop())
+    return { server, tlsPort, read: (file) => readFileSync(path.join(dir, file), 'utf8') }
+  }
 }
 
 test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {

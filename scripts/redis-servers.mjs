@@ -150,29 +150,57 @@ export class RedisServer {
     return this.child?.pid
   }
 
-  /** Starts the server (again, on the same port after kill()) and waits until it answers. */
+  /**
+   * Starts the server (again, on the same port after kill()) and waits until it answers.
+   * A port chosen here that another process takes before the server binds it is replaced.
+   */
   async start() {
-    if (this.port === undefined) this.port = await freePort()
+    if (this.port !== undefined) return this.#start()
+    for (let tries = 1; ; tries++) {
+      this.port = await freePort()
+      try {
+        return await this.#start()
+      } catch (error) {
+        if (tries >= 5 || !/already in use/i.test(error.message)) throw error
+      }
+    }
+  }
+
+  async #start() {
     this.dir ??= mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-redis-'))
     const args = [
       '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', this.dir, '--protected-mode', 'no', ...this.args,
     ]
-    const child = spawn(this.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    // redis-server logs to stdout: kept until it answers (for the error of a failed start,
+    // e.g. a port taken meanwhile), then only drained.
+    const child = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     live.add(this)
-    let stderr = ''
-    child.stderr.on('data', (d) => (stderr += d))
+    let output = ''
+    const keep = (d) => (output += d)
+    child.stdout.on('data', keep)
+    child.stderr.on('data', keep)
+    const started = () => {
+      for (const s of [child.stdout, child.stderr]) {
+        s.off('data', keep)
+        s.resume()
+      }
+      return this
+    }
     let exited = false
     child.once('exit', () => (exited = true))
     const deadline = Date.now() + 10_000
     for (;;) {
-      if (exited) throw new Error(`redis-server on port ${this.port} exited at start: ${stderr}`)
+      if (exited) {
+        const why = output.split('\n').filter((l) => /#|error|fatal/i.test(l)).slice(-3).join(' | ')
+        throw new Error(`redis-server on port ${this.port} exited at start: ${why || output.slice(-500)}`)
+      }
       try {
         await rawCommand(this.port, ['PING'], { timeout: 500, password: this.password })
-        return this
+        return started()
       } catch (e) {
-        if (/NOAUTH|WRONGPASS|invalid password/.test(e.message)) return this
+        if (/NOAUTH|WRONGPASS|invalid password/.test(e.message)) return started()
         if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer: ${e.message}`)
         await sleep(20)
       }
