@@ -36,7 +36,6 @@ const { Holding } = require('./using.js')
 
 const noop = () => {}
 
-/** The `signal` of a settings object, checked. */
 /**
  * Throws a TypeError naming the first resource that is not well-formed Unicode (a lone
  * surrogate): it could not be told apart from another such name once sent to Redis.
@@ -59,6 +58,7 @@ function invalidate(lock) {
   } catch {}
 }
 
+/** The `signal` of a settings object, checked. */
 function signalOf(settings) {
   const signal = settings?.signal
   if (signal == null) return undefined
