@@ -81,7 +81,26 @@ export interface RedisJsClientOptions {
   sentinelPassword?: string
 }
 
+/** The events of a client, as ioredis and node-redis name them. */
+export type ClientEvent = 'connect' | 'ready' | 'close' | 'end'
+
 declare class ClientBase extends NativeClient implements IRedisClient {
+  /**
+   * 'connect' and 'ready' once connected; 'error' when connecting fails (commands reject
+   * with the same error); 'close' and 'end' after `quit()`. Listening for 'connect',
+   * 'ready' or 'error' keeps the process alive until the client is up or its
+   * `connectTimeout` passes.
+   */
+  on(event: ClientEvent, listener: () => void): this
+  on(event: 'error', listener: (error: Error) => void): this
+  once(event: ClientEvent, listener: () => void): this
+  once(event: 'error', listener: (error: Error) => void): this
+  addListener(event: ClientEvent, listener: () => void): this
+  addListener(event: 'error', listener: (error: Error) => void): this
+  off(event: ClientEvent | 'error', listener: (...args: any[]) => void): this
+  removeListener(event: ClientEvent | 'error', listener: (...args: any[]) => void): this
+  removeAllListeners(event?: ClientEvent | 'error'): this
+  listenerCount(event: ClientEvent | 'error'): number
   /** `SET key value` (`true` is stored as `"true"`). */
   set(key: string | Buffer, value: boolean | string | number | Buffer): Promise<void>
   /**

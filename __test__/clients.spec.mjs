@@ -102,6 +102,29 @@ test('a blocking command waits as long as it asked to block, on top of the comma
   t.is(await c.call('PING'), 'PONG', 'the connection goes on')
 })
 
+test('clients are event emitters as ioredis and node-redis clients are: connect/ready, error, close/end', async (t) => {
+  const { once } = await import('node:events')
+  const c = client(t, { port: server.port })
+  const ready = once(c, 'ready')
+  await ready
+  t.is(await c.call('PING'), 'PONG')
+  const lazy = client(t, { port: server.port, lazyConnect: true })
+  let connected = false
+  lazy.once('connect', () => (connected = true))
+  await new Promise((r) => setTimeout(r, 50))
+  t.false(connected, 'a lazy client connects only when asked')
+  await lazy.connect()
+  t.true(connected)
+  const js = jsClient(t, { url: `redis://127.0.0.1:${server.port}` })
+  await once(js, 'ready')
+  const down = client(t, { port: 1, connectTimeout: 300 })
+  const [error] = await once(down, 'error')
+  t.regex(error.message, /127\.0\.0\.1:1: could not connect/)
+  const ended = once(c, 'end')
+  await c.quit()
+  await ended
+})
+
 test('Redis takes a port as a string of digits (as ioredis); Cluster reads as its first startup node', async (t) => {
   const byString = client(t, String(server.port), { lazyConnect: true })
   t.is(byString.port, server.port)

@@ -2,12 +2,91 @@
 // The client classes (Redis, Cluster, MemoryStore, RedisJsClient) on the native client, and
 // the migration from JS clients: reading ioredis / node-redis client options.
 
+const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 
 const { NativeClient } = require('./native.js')
 
-/** What both client classes add to the native client. */
+const noop = () => {}
+
+/**
+ * What the client classes add to the native client, among which the events of ioredis' and
+ * node-redis' clients (`on('error', ...)` and the rest: EventEmitter's methods): 'connect'
+ * and 'ready' once connected, 'error' when connecting fails (only to listeners: commands
+ * reject with the same error anyway), 'close' and 'end' after `quit()`. A client connects
+ * in the background either way; it is watched (and the process kept alive until it is up
+ * or its connectTimeout passes) only once someone listens for 'connect', 'ready' or
+ * 'error', so a script that never listens exits as soon as its work is done.
+ */
 class ClientBase extends NativeClient {
+  #connected = false
+  #ended = false
+  /** Whether listening for the connection starts watching it (not with lazyConnect). */
+  #watchable = false
+  #watching = false
+
+  /** For the constructors: this client connects by itself (no lazyConnect). */
+  connectsByItself() {
+    this.#watchable = true
+  }
+
+  /** Connects now (for lazyConnect); resolves once connected. */
+  connect() {
+    const connecting = super.connect()
+    connecting.then(
+      () => {
+        if (this.#connected || this.#ended) return
+        this.#connected = true
+        this.emit('connect')
+        this.emit('ready')
+      },
+      (error) => {
+        if (this.listenerCount('error') > 0) this.emit('error', error)
+      },
+    )
+    return connecting
+  }
+
+  /** Closes gracefully; later commands reject with "Connection is closed.". */
+  async quit() {
+    await super.quit()
+    if (this.#ended) return
+    this.#ended = true
+    this.emit('close')
+    this.emit('end')
+  }
+
+  #watch(event) {
+    if (this.#watchable && !this.#watching && (event === 'connect' || event === 'ready' || event === 'error')) {
+      this.#watching = true
+      this.connect().catch(noop)
+    }
+  }
+
+  on(event, listener) {
+    this.#watch(event)
+    return EventEmitter.prototype.on.call(this, event, listener)
+  }
+
+  addListener(event, listener) {
+    return this.on(event, listener)
+  }
+
+  once(event, listener) {
+    this.#watch(event)
+    return EventEmitter.prototype.once.call(this, event, listener)
+  }
+
+  prependListener(event, listener) {
+    this.#watch(event)
+    return EventEmitter.prototype.prependListener.call(this, event, listener)
+  }
+
+  prependOnceListener(event, listener) {
+    this.#watch(event)
+    return EventEmitter.prototype.prependOnceListener.call(this, event, listener)
+  }
+
   /** `DEL key [key ...]`; arrays are flattened one level, as ioredis does. */
   del(...keys) {
     return this.delKeys(keys.flat())
@@ -32,6 +111,14 @@ class ClientBase extends NativeClient {
   }
 }
 
+for (const name of Object.getOwnPropertyNames(EventEmitter.prototype)) {
+  if (name !== 'constructor' && !(name in ClientBase.prototype)) {
+    Object.defineProperty(ClientBase.prototype, name, Object.getOwnPropertyDescriptor(EventEmitter.prototype, name))
+  }
+}
+
+const lazyIn = (...args) => args.some((a) => a !== null && typeof a === 'object' && a.lazyConnect === true)
+
 /** A client shaped like ioredis' `Redis`. */
 class Redis extends ClientBase {
   /**
@@ -40,6 +127,7 @@ class Redis extends ClientBase {
    */
   constructor(a0, a1, a2) {
     super('ioredis', a0, a1, a2)
+    if (!lazyIn(a0, a1, a2)) this.connectsByItself()
   }
 }
 
@@ -47,6 +135,7 @@ class Redis extends ClientBase {
 class Cluster extends ClientBase {
   constructor(startupNodes, options) {
     super('cluster', startupNodes, options)
+    if (!lazyIn(options)) this.connectsByItself()
   }
 }
 Redis.Cluster = Cluster
@@ -90,6 +179,7 @@ class MemoryStore extends ClientBase {
 class RedisJsClient extends ClientBase {
   constructor(options) {
     super('node-redis', options)
+    this.connectsByItself()
   }
 }
 
