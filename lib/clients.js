@@ -8,6 +8,7 @@ const { inspect } = require('node:util')
 const { NativeClient } = require('./native.js')
 
 const noop = () => {}
+const watchFor = Symbol('watchFor')
 
 /**
  * What the client classes add to the native client, among which the events of ioredis' and
@@ -56,35 +57,12 @@ class ClientBase extends NativeClient {
     this.emit('end')
   }
 
-  #watch(event) {
+  /** A listener for `event` is being added: the connection is watched from then on. */
+  [watchFor](event) {
     if (this.#watchable && !this.#watching && (event === 'connect' || event === 'ready' || event === 'error')) {
       this.#watching = true
       this.connect().catch(noop)
     }
-  }
-
-  on(event, listener) {
-    this.#watch(event)
-    return EventEmitter.prototype.on.call(this, event, listener)
-  }
-
-  addListener(event, listener) {
-    return this.on(event, listener)
-  }
-
-  once(event, listener) {
-    this.#watch(event)
-    return EventEmitter.prototype.once.call(this, event, listener)
-  }
-
-  prependListener(event, listener) {
-    this.#watch(event)
-    return EventEmitter.prototype.prependListener.call(this, event, listener)
-  }
-
-  prependOnceListener(event, listener) {
-    this.#watch(event)
-    return EventEmitter.prototype.prependOnceListener.call(this, event, listener)
   }
 
   /** `DEL key [key ...]`; arrays are flattened one level, as ioredis does. */
@@ -111,10 +89,18 @@ class ClientBase extends NativeClient {
   }
 }
 
+// EventEmitter's methods; those that add a listener first start watching the connection.
+const adding = new Set(['on', 'addListener', 'once', 'prependListener', 'prependOnceListener'])
 for (const name of Object.getOwnPropertyNames(EventEmitter.prototype)) {
-  if (name !== 'constructor' && !(name in ClientBase.prototype)) {
-    Object.defineProperty(ClientBase.prototype, name, Object.getOwnPropertyDescriptor(EventEmitter.prototype, name))
-  }
+  if (name === 'constructor' || name in ClientBase.prototype) continue
+  const method = EventEmitter.prototype[name]
+  const value = adding.has(name)
+    ? function (event, listener) {
+        this[watchFor](event)
+        return method.call(this, event, listener)
+      }
+    : method
+  Object.defineProperty(ClientBase.prototype, name, { ...Object.getOwnPropertyDescriptor(EventEmitter.prototype, name), value })
 }
 
 const lazyIn = (...args) => args.some((a) => a !== null && typeof a === 'object' && a.lazyConnect === true)

@@ -112,10 +112,7 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
 /// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
 /// database (`SELECT`), as redis-rs' handshake leaves its own.
 async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
-    let tls = lean_tls(config).map_err(|why| {
-        RedisError::from((redis::ErrorKind::InvalidClientConfig, "TLS settings", why))
-    })?;
-    let mut conn = Lean::connect(&config.host, config.port, config.db, tls).await?;
+    let mut conn = Lean::connect(&config.host, config.port, config.db, lean_tls(config)?).await?;
     if let Some(password) = &config.password {
         let mut auth = redis::cmd("AUTH");
         if let Some(user) = &config.username {

@@ -25,10 +25,9 @@ use std::task::{Context, Poll, Waker};
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::tls::LeanTls;
+use super::tls::{tcp, LeanTls};
 use crate::engine::sync::Unpoisoned;
 
 /// The first size of the read and write buffers (the read buffer doubles when a reply
@@ -37,12 +36,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this size shrink back when empty.
 const KEPT: usize = 256 * 1024;
 /// The longest bulk string a server sends (its default `proto-max-bulk-len`).
+const MAX_BULK: i64 = 512 * 1024 * 1024;
 /// The deepest nesting of arrays taken in a reply: Redis' own replies nest a few levels;
 /// tens of thousands (a broken or hostile server) would overflow the stack of whatever
 /// walks the value (dropping it, converting it for JavaScript).
 const MAX_DEPTH: usize = 512;
-
-const MAX_BULK: i64 = 512 * 1024 * 1024;
 
 /// A handle to a lean connection; clones share it. The connection closes when the last
 /// clone is dropped.
@@ -106,14 +104,10 @@ impl Lean {
         db: i64,
         tls: Option<LeanTls>,
     ) -> io::Result<Lean> {
-        let stream = TcpStream::connect((host, port)).await?;
-        stream.set_nodelay(true)?;
+        let stream = tcp(host, port).await?;
         Ok(match tls {
             None => Lean::start(stream, db),
-            Some(tls) => {
-                let connector = tokio_rustls::TlsConnector::from(tls.config);
-                Lean::start(connector.connect(tls.name, stream).await?, db)
-            }
+            Some(tls) => Lean::start(tls.over(stream).await?, db),
         })
     }
 

@@ -91,11 +91,38 @@ pub(super) struct LeanTls {
     pub(super) name: rustls::pki_types::ServerName<'static>,
 }
 
-/// The TLS settings of `config` for the lean connection (`None` over plain TCP): the CA
-/// given (else the system's roots), the client certificate for mutual TLS, and no check at
-/// all with `rejectUnauthorized: false` (testing only). A mistake in them is a connect
-/// error, as redis-rs reports its own.
-pub(super) fn lean_tls(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
+impl LeanTls {
+    /// A TLS session with these settings over `tcp`.
+    pub(super) async fn over(
+        self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        tokio_rustls::TlsConnector::from(self.config)
+            .connect(self.name, tcp)
+            .await
+    }
+}
+
+/// A TCP connection to `host:port` with no Nagle delay (see [`tcp_settings`]), for our own
+/// connections (the lean one and the pub/sub one over TLS).
+pub(super) async fn tcp(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The TLS settings of `config` for our own connections (`None` over plain TCP). A mistake
+/// in them is a connect error, as redis-rs reports its own.
+pub(super) fn lean_tls(config: &NodeConfig) -> redis::RedisResult<Option<LeanTls>> {
+    rustls_settings(config).map_err(|why| {
+        RedisError::from((redis::ErrorKind::InvalidClientConfig, "TLS settings", why))
+    })
+}
+
+/// The rustls settings of `config`: the CA given (else the system's roots), the client
+/// certificate for mutual TLS, and no check at all with `rejectUnauthorized: false`
+/// (testing only).
+fn rustls_settings(config: &NodeConfig) -> Result<Option<LeanTls>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use std::sync::Arc;
@@ -208,32 +235,29 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
     }
 
     // rustls asks for both signature checks; they differ only in the TLS version.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    fn verify_tls12_signature(&self, m: &[u8], c: &Der<'_>, d: &Signed) -> SignatureCheck {
+        rustls::crypto::verify_tls12_signature(m, c, d, self.algorithms())
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    fn verify_tls13_signature(&self, m: &[u8], c: &Der<'_>, d: &Signed) -> SignatureCheck {
+        rustls::crypto::verify_tls13_signature(m, c, d, self.algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.algorithms().supported_schemes()
     }
 }
+
+impl Verifier {
+    /// The signature algorithms of the handshake's checks.
+    fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
+        &self.provider.signature_verification_algorithms
+    }
+}
+
+type Der<'a> = rustls::pki_types::CertificateDer<'a>;
+type Signed = rustls::DigitallySignedStruct;
+type SignatureCheck = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
 
 /// The pub/sub connection (release notifications) of the server `client` reaches: over
 /// TLS made as the lean connection makes its own (CA, client certificate, `servername`);
@@ -246,16 +270,9 @@ pub(super) async fn pubsub(
     let ConnectionAddr::TcpTls { host, port, .. } = info.addr() else {
         return client.get_async_pubsub().await;
     };
-    let Some(tls) = lean_tls(config).map_err(|why| {
-        RedisError::from((redis::ErrorKind::InvalidClientConfig, "TLS settings", why))
-    })?
-    else {
+    let Some(tls) = lean_tls(config)? else {
         return client.get_async_pubsub().await;
     };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-    tcp.set_nodelay(true)?;
-    let stream = tokio_rustls::TlsConnector::from(tls.config)
-        .connect(tls.name, tcp)
-        .await?;
+    let stream = tls.over(tcp(host, *port).await?).await?;
     redis::aio::PubSub::new(info.redis_settings(), stream).await
 }
