@@ -39,7 +39,7 @@ class Lock {
   }
 
   /** Releases this lock (see `Redlock#release`). */
-  async release() {
+  release() {
     return this.redlock.release(this)
   }
 
@@ -58,7 +58,7 @@ class Lock {
   }
 
   /** Extends this lock by `duration` ms; resolves a new Lock (see `Redlock#extend`). */
-  async extend(duration) {
+  extend(duration) {
     return this.redlock.extend(this, duration)
   }
 }

@@ -140,14 +140,17 @@ class Redlock extends EventEmitter {
     return this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0
   }
 
+  /** A fresh operation id, under which the next native operation starts. */
+  #id() {
+    return (this.#nextId = (this.#nextId + 1) >>> 0)
+  }
+
   /**
-   * Starts `method` natively under a fresh id; resolves with its completion tuple. With an
+   * Resolves with the completion tuple of operation `id` (just started natively). With an
    * AbortSignal, an abort stops the operation at once (it settles as ABORTED).
    */
-  #call(method, signal, requested, ...args) {
+  #wait(id, signal, requested) {
     return new Promise((resolve, reject) => {
-      const id = (this.#nextId = (this.#nextId + 1) >>> 0)
-      this.#native[method](id, ...args) // bad arguments throw here: the promise rejects
       let settle = { resolve, reject, requested }
       if (signal?.aborted) {
         // Checked first (above), then aborted before it sends anything.
@@ -247,7 +250,9 @@ class Redlock extends EventEmitter {
   /** `true`: acquired; `false`: another owner holds it; `null`: too many instances failed. */
   async acquireLock(resource, ttl) {
     wellFormedName(resource, 'resource')
-    const c = await this.#call('acquireLock', undefined, 1, resource, ttl)
+    const id = this.#id()
+    this.#native.acquireLock(id, resource, ttl) // bad arguments throw here
+    const c = await this.#wait(id, undefined, 1)
     this.#log(c, 1)
     const status = statusOf(c)
     return status === DONE ? true : status === LOCKED ? false : null
@@ -255,7 +260,9 @@ class Redlock extends EventEmitter {
 
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
-    const c = await this.#call('releaseLock', undefined, 1, resource, lockValue)
+    const id = this.#id()
+    this.#native.releaseLock(id, resource, lockValue)
+    const c = await this.#wait(id, undefined, 1)
     const log = this.#log(c, 1)
     if (!succeeded(c)) throw failureError(reasonOf(c), log)
   }
@@ -293,7 +300,9 @@ class Redlock extends EventEmitter {
     const signal = signalOf(settings)
     wellFormed(resources)
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
-    const c = await this.#call('acquire', signal, resources?.length, resources, duration, settings, hold)
+    const id = this.#id()
+    this.#native.acquire(id, resources, duration, settings, hold)
+    const c = await this.#wait(id, signal, resources.length)
     const log = this.#log(c, resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
     const held = hold && { ...hold, slot: slotOf(c) }
@@ -317,7 +326,9 @@ class Redlock extends EventEmitter {
 
   async #release(lock, settings) {
     lockArg(lock)
-    const c = await this.#call('release', undefined, lock.resources?.length, lock.resources, lock.value, settings, holdOf.get(lock))
+    const id = this.#id()
+    this.#native.release(id, lock.resources, lock.value, settings, holdOf.get(lock))
+    const c = await this.#wait(id, undefined, lock.resources.length)
     invalidate(lock)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log)
@@ -331,9 +342,9 @@ class Redlock extends EventEmitter {
   async #extend(lock, duration, settings, until = lock.expiration) {
     lockArg(lock)
     const signal = signalOf(settings)
-    const c = await this.#call(
-      'extend', signal, lock.resources?.length, lock.resources, lock.value, Number(until), duration, settings, holdOf.get(lock),
-    )
+    const id = this.#id()
+    this.#native.extend(id, lock.resources, lock.value, Number(until), duration, settings, holdOf.get(lock))
+    const c = await this.#wait(id, signal, lock.resources.length)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
     return { expiration: expirationOf(c), log }
