@@ -7,7 +7,7 @@ import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { TcpProxy } from '../scripts/tcp-proxy.mjs'
 import { lib, resource, sleep, valuesOn } from './helpers.mjs'
 
-const { Redis, Redlock, ExecutionError } = lib
+const { MemoryStore, Redis, Redlock, ExecutionError } = lib
 
 const RECORDS = 'redlock-rs:nodes'
 const opts = { connectTimeout: 300, commandTimeout: 300 }
@@ -124,4 +124,22 @@ test('a majority restarted: refused with the quarantine, usable at once with res
   const lock = await trusting.acquire([resource(t)], 1_000)
   await lock.release()
   t.pass()
+})
+
+test('a MemoryStore is not recorded on the Redis servers: the next process (or a parallel one) has another store of the same name, which is trusted', async (t) => {
+  const [server] = await servers(t, 1)
+  // The stores of one run of a test file, next to a shared redis-server...
+  const first = new Redlock([new MemoryStore({ name: 'a' }), new MemoryStore({ name: 'b' }), new Redis({ port: server.port, ...opts })], { retryCount: 0 })
+  t.teardown(() => first.quit())
+  await (await first.acquire([resource(t)], 1_000)).release()
+  await sleep(100) // identities are recorded in the background
+  t.deepEqual(await server.command('HGETALL', RECORDS), [], 'the stores are not recorded on the server')
+  // ...and of the next run: new stores with the same names, one of them down.
+  const stores = [new MemoryStore({ name: 'a' }), new MemoryStore({ name: 'b' })]
+  const next = new Redlock([...stores, new Redis({ port: server.port, ...opts })], { retryCount: 0 })
+  t.teardown(() => next.quit())
+  stores[1].down()
+  const lock = await next.acquire([resource(t)], 1_000)
+  t.deepEqual(stores[0].keys(), lock.resources)
+  await lock.release()
 })

@@ -299,12 +299,15 @@ fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
 }
 
 /// Where the identity of node `i` (or of one of its shards) is recorded: on every other
-/// node for a node, in the same cluster on another shard for a shard.
+/// node for a node, in the same cluster on another shard for a shard. A `MemoryStore`'s
+/// only on the other stores: it lives in this process, and its name means another store
+/// in the next process (or in a parallel one) that shares the same Redis servers.
 fn record_places(
     nodes: &[Arc<Node>],
     i: usize,
     shard: &Option<ShardPlace>,
 ) -> Vec<(Arc<Node>, String)> {
+    let in_process = nodes[i].config().memory;
     match shard {
         Some(s) => s
             .record_key
@@ -314,7 +317,7 @@ fn record_places(
         None => nodes
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i)
+            .filter(|(j, peer)| *j != i && (!in_process || peer.config().memory))
             .map(|(_, peer)| (peer.clone(), RECORDS_KEY.to_string()))
             .collect(),
     }
