@@ -77,8 +77,12 @@ export declare class NativeRedlock {
    * passed is not extended (status `EXPIRED`); retries stop when it expires.
    */
   extend(id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind): void
-  /** Removes a lock's keys (owner-checked, idempotent). */
-  release(id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>, kind?: HoldKind): void
+  /**
+   * Removes a lock's keys (owner-checked, idempotent); retries stop once the lock has
+   * expired at `expiration` (ms since the epoch; NaN: unknown), when nothing is left to
+   * protect.
+   */
+  release(id: number, resources: string[], value: string, expiration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind): void
   /**
    * How many holders semaphore `resource` of `permits` has as a quorum sees them;
    * rejects when fewer than a quorum of nodes answer.

@@ -314,7 +314,8 @@ export declare class Lock {
   readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
   /**
    * ms since the epoch; the lock is safe to use before it. 0 once released or extended
-   * (the lock `using` passes to its routine is kept current instead).
+   * (the lock `using` passes to its routine is kept current instead, and set to the moment
+   * of the loss when it is lost).
    */
   expiration: number
   /**
@@ -355,7 +356,10 @@ export declare class Redlock extends EventEmitter {
 
   /** Locks every resource (all or nothing) for `duration` ms; rejects with ExecutionError. */
   acquire(resources: string[], duration: number, settings?: CallSettings): Promise<Lock>
-  /** Releases a lock: owner-checked and idempotent. */
+  /**
+   * Releases a lock: owner-checked and idempotent. Retries stop at `lock.expiration`; a
+   * release that reached no quorum by then resolves (the keys expired by themselves).
+   */
   release(lock: Lock, settings?: Partial<Settings>): Promise<ExecutionResult>
   /** Extends a lock to `duration` ms from now; the old Lock is invalidated. */
   extend(lock: Lock, duration: number, settings?: CallSettings): Promise<Lock>

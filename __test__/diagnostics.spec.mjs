@@ -51,6 +51,24 @@ test.serial('acquire, extend and release are traced with their context and outco
   await holder.release()
 })
 
+test.serial("using()'s own extensions are traced like extend(): a Lock as the result, with its fence", async (t) => {
+  const extends_ = record(t, 'redlock-rs:extend')
+  const redlock = new Redlock(clientsFor(t, servers), { fencing: true })
+  let held
+  await redlock.using([resource(t)], 400, { automaticExtensionThreshold: 250 }, async (signal, lock) => {
+    held = lock
+    const first = lock.expiration
+    while (lock.expiration === first) await sleep(10)
+  })
+  const ended = extends_.find((e) => e.kind === 'asyncEnd')
+  t.truthy(ended, 'the extension was traced')
+  t.true(ended.ctx.result instanceof lib.Lock)
+  t.is(ended.ctx.result.value, held.value)
+  t.is(ended.ctx.fence, held.fence)
+  t.is(typeof ended.ctx.fence, 'bigint')
+  t.is(ended.ctx.attempts.length, 1)
+})
+
 test.serial('redlock-rs:lost is published when using() loses its lock', async (t) => {
   const lost = []
   const onLost = (message) => lost.push(message)

@@ -457,6 +457,57 @@ test('resource names that are not well-formed Unicode (lone surrogates) are refu
   await fine.release()
 })
 
+test.serial("using(): the signal aborts on a loss whatever the 'error' listeners do (none at all, or one that throws); lock.expiration keeps the moment of the loss", async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }))
+  redlock.removeAllListeners('error') // not even the built-in one: emit('error') would throw
+  const key = resource(t)
+  let seen
+  await redlock.using([key], 1_000, { automaticExtensionThreshold: 500 }, async (signal, lock) => {
+    for (const s of all) await s.command('SET', key, 'thief', 'PX', 5_000)
+    const started = Date.now()
+    await Promise.race([new Promise((resolve) => signal.addEventListener('abort', resolve)), sleep(3_000)])
+    seen = { aborted: signal.aborted, error: signal.error, waited: Date.now() - started, lock }
+  })
+  t.true(seen.aborted, 'the signal aborted')
+  t.is(seen.error.reason, 'locked')
+  await sleep(50) // the keys of a lost lock go in the background
+  t.true(seen.lock.expiration > 0 && seen.lock.expiration <= Date.now(), `expiration ${seen.lock.expiration}`)
+  t.deepEqual(await valuesOn(all, key), ['thief', 'thief', 'thief'], 'owner-checked: the thief keeps its keys')
+})
+
+test("a release whose nodes stop answering ends when its lock expires (nothing left to protect), not after the retry window", async (t) => {
+  const all = await servers(t, 3)
+  t.teardown(() => all.forEach((s) => s.resume()))
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }))
+  const lock = await redlock.acquire([resource(t)], 800)
+  const disposed = await redlock.acquire([resource(t)], 800)
+  all[0].pause()
+  all[1].pause()
+  const started = Date.now()
+  const result = await lock.release() // resolves: the lock expired meanwhile
+  const took = Date.now() - started
+  t.true(result.attempts.length >= 2, 'retried while the lock was valid')
+  // With the default 10 retries it took 11 x (300 ms + the retry delay).
+  t.true(took < 2_500, `resolved ${took} ms after the call`)
+  // A lock that expires during its own disposal: no error either.
+  await t.notThrowsAsync(disposed[Symbol.asyncDispose]())
+  // using(): a routine's error comes out when the lock expires, not after the retry window.
+  const start = Date.now()
+  const failure = new Error('the routine failed')
+  all[0].resume()
+  all[1].resume()
+  await t.throwsAsync(
+    redlock.using([resource(t)], 800, async () => {
+      all[0].pause()
+      all[1].pause()
+      throw failure
+    }),
+    { is: failure },
+  )
+  t.true(Date.now() - start < 2_500, `using() settled ${Date.now() - start} ms after the call`)
+})
+
 test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))

@@ -49,11 +49,12 @@ class Lock {
    * protect).
    */
   async [asyncDispose]() {
-    const expired = !(this.expiration > Date.now())
+    const expiration = this.expiration
     try {
       await this.redlock.release(this)
     } catch (error) {
-      if (!expired && error?.reason !== 'expired') throw error
+      // Expired before or during its release: nothing was left to protect.
+      if (expiration > Date.now() && error?.reason !== 'expired') throw error
     }
   }
 

@@ -32,7 +32,7 @@ const {
   fenceTokenOf,
   slotOf,
 } = require('./native.js')
-const { Holding } = require('./using.js')
+const { Holding, emitError } = require('./using.js')
 
 const noop = () => {}
 
@@ -327,7 +327,7 @@ class Redlock extends EventEmitter {
   async #release(lock, settings) {
     lockArg(lock)
     const id = this.#id()
-    this.#native.release(id, lock.resources, lock.value, settings, holdOf.get(lock))
+    this.#native.release(id, lock.resources, lock.value, Number(lock.expiration), settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
     invalidate(lock)
     const log = this.#log(c, lock.resources.length)
@@ -352,10 +352,17 @@ class Redlock extends EventEmitter {
 
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   extend(lock, duration, settings) {
+    return this.#extended(lock, duration, settings).then((extended) => {
+      invalidate(lock)
+      return extended
+    })
+  }
+
+  /** `lock` extended (traced): a new Lock with the new expiration; `until` as for `#extend`. */
+  #extended(lock, duration, settings, until) {
     const kind = lock?.kind ?? 'mutex'
     return traced(traces.extend, this, lock?.resources, duration, kind, settings, async () => {
-      const { expiration, log } = await this.#extend(lock, duration, settings)
-      invalidate(lock)
+      const { expiration, log } = await this.#extend(lock, duration, settings, until)
       return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
     })
   }
@@ -386,9 +393,9 @@ class Redlock extends EventEmitter {
       )
     }
     const lock = await this[acquireHold](resources, duration, settings, hold)
-    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s, until) => {
-      return traced(traces.extend, this, l.resources, d, l.kind, s, () => this.#extend(l, d, s, until))
-    })
+    const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s, until) =>
+      this.#extended(l, d, s, until),
+    )
     try {
       return await routine(holding.signal, lock)
     } finally {
@@ -399,7 +406,7 @@ class Redlock extends EventEmitter {
         try {
           await this.release(lock, settings)
         } catch (error) {
-          this.emit('error', error) // the lock expires by itself; the routine's outcome stands
+          emitError(this, error) // the lock expires by itself; the routine's outcome stands
         }
       }
     }

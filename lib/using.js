@@ -8,6 +8,22 @@ const { LockLostError } = require('./errors.js')
 const noop = () => {}
 
 /**
+ * Emits `error` as an 'error' event of `emitter` when anyone listens (none: nothing to
+ * throw). A listener that throws does not stop the caller: its error is thrown on its
+ * own, as an uncaught exception, as from any event listener.
+ */
+function emitError(emitter, error) {
+  if (emitter.listenerCount('error') === 0) return
+  try {
+    emitter.emit('error', error)
+  } catch (thrown) {
+    queueMicrotask(() => {
+      throw thrown
+    })
+  }
+}
+
+/**
  * The signal is aborted this many ms before the lock's expiration (a timer fires up to a
  * millisecond late), and an extension stops retrying this many ms before that, so that
  * its own failure (its reason, and the nodes' errors) is what the loss reports.
@@ -71,11 +87,11 @@ class Holding {
     try {
       // The engine stops retrying a little before the lock expires.
       const until = this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
-      const { expiration, log } = await this.extendFn(this.lock, this.duration, this.settings, until)
+      const extended = await this.extendFn(this.lock, this.duration, this.settings, until)
       this.#extension = undefined
       if (this.#done || this.signal.aborted) return
-      this.lock.expiration = expiration
-      this.lock.attempts = log
+      this.lock.expiration = extended.expiration
+      this.lock.attempts = extended.attempts
       this.#armLoss()
       this.#schedule()
     } catch (error) {
@@ -103,13 +119,20 @@ class Holding {
     lock.expiration = Math.min(lock.expiration, Date.now())
     const signal = this.signal
     signal.error = lost
-    if (!byUser) redlock.emit('error', lost)
-    if (!byUser && lostChannel.hasSubscribers) {
+    // The routine hears of it first, and the keys go, whatever the listeners below do.
+    this.#controller.abort(lost)
+    // Our keys that are left go now (owner-checked: a new holder's keys stay); the lock
+    // keeps the moment of its loss as its expiration (a release sets 0).
+    const lostAt = lock.expiration
+    redlock
+      .release(lock, this.settings)
+      .catch(noop)
+      .then(() => (lock.expiration = lostAt))
+    if (byUser) return
+    emitError(redlock, lost)
+    if (lostChannel.hasSubscribers) {
       lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
     }
-    this.#controller.abort(lost)
-    // Our keys that are left go now (owner-checked: a new holder's keys stay).
-    redlock.release(lock, this.settings).catch(noop)
   }
 
   /** Stops extending (waits for an extension in flight). */
@@ -122,4 +145,4 @@ class Holding {
   }
 }
 
-module.exports = { Holding }
+module.exports = { Holding, emitError }

@@ -679,17 +679,21 @@ impl NativeRedlock {
         Ok(())
     }
 
-    /// Removes a lock's keys (owner-checked, idempotent).
+    /// Removes a lock's keys (owner-checked, idempotent); retries stop once the lock has
+    /// expired at `expiration` (ms since the epoch; NaN: unknown), when nothing is left to
+    /// protect.
     #[napi(
         catch_unwind,
-        ts_args_type = "id: number, resources: string[], value: string, settings?: Partial<RedlockSettings>, kind?: HoldKind"
+        ts_args_type = "id: number, resources: string[], value: string, expiration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind"
     )]
+    #[allow(clippy::too_many_arguments)]
     pub fn release(
         &self,
         env: Env,
         id: u32,
         resources: Option<Unknown>,
         value: Option<Unknown>,
+        expiration: f64,
         settings: Option<Unknown>,
         kind: Option<HoldKind>,
     ) -> Result<()> {
@@ -704,7 +708,9 @@ impl NativeRedlock {
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {
             let exec = op
-                .run(async |r: &Redlock, call: &Call<'_>| r.release(&resources, &value, call).await)
+                .run(async |r: &Redlock, call: &Call<'_>| {
+                    r.release_by(&resources, &value, expiration, call).await
+                })
                 .await;
             completion(id, &exec, None)
         });

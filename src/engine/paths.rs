@@ -128,6 +128,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_release_stops_retrying_when_its_lock_expires_and_then_succeeds() {
+        let (stores, redlock) = stores(3);
+        let settings = Settings {
+            retry_count: 10,
+            ..*redlock.settings()
+        };
+        let (value, exec) = redlock
+            .acquire(&["k".into()], 10_000, &Call::new(&settings))
+            .await;
+        assert!(exec.outcome.is_ok());
+        stores[0].pause(5_000);
+        stores[1].pause(5_000);
+        // A lock that expires in 250 ms: retried until then (not for 11 attempts of the
+        // command time-out each), then done: its keys are gone by themselves.
+        let started = Instant::now();
+        let expiration = crate::engine::redlock::now_ms() + 250.0;
+        let released = redlock
+            .release_by(&["k".into()], &value, expiration, &Call::new(&settings))
+            .await;
+        let took = started.elapsed();
+        assert_eq!(released.outcome, Ok(0));
+        assert!(released.attempts.len() >= 2, "retried until the expiration");
+        assert!(
+            took >= Duration::from_millis(240) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+        // An expired lock: one short attempt.
+        let started = Instant::now();
+        let expired = crate::engine::redlock::now_ms() - 1.0;
+        let released = redlock
+            .release_by(&["k".into()], &value, expired, &Call::new(&settings))
+            .await;
+        assert_eq!(released.outcome, Ok(0));
+        assert_eq!(released.attempts.len(), 1);
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+        // Unknown expiration (NaN): the usual retries, and the failure they end in.
+        let settings = Settings {
+            retry_count: 1,
+            retry_delay_ms: 10,
+            ..settings
+        };
+        let released = redlock
+            .release_by(&["k".into()], &value, f64::NAN, &Call::new(&settings))
+            .await;
+        assert_eq!(released.outcome, Err(FailureKind::Undecided));
+        assert_eq!(released.attempts.len(), 2);
+    }
+
+    #[tokio::test]
     async fn no_lock_without_validity_left() {
         let (stores, redlock) = stores(3);
         // Every answer comes 30 ms late; a 20 ms lock has no validity left by then.

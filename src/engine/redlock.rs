@@ -263,6 +263,10 @@ impl Cancel {
 /// is not started.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 
+/// How long the release of an expired lock waits for the nodes: its keys are gone by
+/// themselves (its `expiration` had the drift taken off), so the release only tidies up.
+const EXPIRED_RELEASE_WINDOW: Duration = Duration::from_millis(100);
+
 /// The running state of one operation's retries.
 struct Retries {
     start_ms: f64,
@@ -1585,9 +1589,12 @@ fn attempt_commands(
 
 /// Waits for a release announcement (`true`), or `pause` when none comes.
 async fn wait_for(released: &Signal, pause: Duration) -> bool {
-    tokio::time::timeout(pause, released.notified())
+    let woken = tokio::time::timeout(pause, released.notified())
         .await
-        .is_ok()
+        .is_ok();
+    // A wake-up for a dead subscription brings the retry early (it subscribes again), but
+    // it announced no release: that retry counts against retryCount.
+    woken && !released.take_died()
 }
 
 /// The compare-and-sets of a hand-over still under way, by node index.
@@ -1796,6 +1803,34 @@ impl Redlock {
         self.quorum
             .execute(Op::Release, resources, value, call)
             .await
+    }
+
+    /// [`Self::release`] of a lock valid until `expiration_ms` (ms since the epoch; not a
+    /// finite number: unknown). Once the lock has expired there is nothing left to
+    /// protect: retries stop then (an expired lock gets one attempt of at most
+    /// [`EXPIRED_RELEASE_WINDOW`]), and a release that found no quorum by then succeeds,
+    /// its keys gone by themselves.
+    pub async fn release_by(
+        &self,
+        resources: &[String],
+        value: &str,
+        expiration_ms: f64,
+        call: &Call<'_>,
+    ) -> Execution {
+        if !expiration_ms.is_finite() {
+            return self.release(resources, value, call).await;
+        }
+        let left = Duration::from_millis((expiration_ms - now_ms()).max(0.0) as u64);
+        let until = Instant::now() + left.max(EXPIRED_RELEASE_WINDOW);
+        let call = Call {
+            deadline: Some(call.deadline.map_or(until, |d| d.min(until))),
+            ..*call
+        };
+        let mut exec = self.release(resources, value, &call).await;
+        if exec.outcome == Err(FailureKind::Undecided) && now_ms() >= expiration_ms {
+            exec.outcome = Ok(0);
+        }
+        exec
     }
 
     /// The seed's `acquireLock`: `Some(true)`: acquired; `Some(false)`: another owner
