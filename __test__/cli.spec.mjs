@@ -88,6 +88,29 @@ test('SIGTERM to the CLI reaches the command and the lock is released', async (t
   t.deepEqual(await valuesOn(servers, key), [null, null, null])
 })
 
+test('a command ended by another signal exits 128 + its number, as in a shell (SIGKILL: 137)', async (t) => {
+  const r = await run(['run', '--redis', redisUrls(), '--resource', resource(t), '--ttl', '5s', '--', 'sh', '-c', 'kill -KILL $$'])
+  t.is(r.code, 137)
+  const usr1 = await run(['run', '--redis', redisUrls(), '--resource', resource(t), '--ttl', '5s', '--', 'sh', '-c', 'kill -USR1 $$'])
+  t.is(usr1.code, 128 + os.constants.signals.SIGUSR1)
+})
+
+test('SIGINT while waiting for a held lock stops the wait at once: 130, the command never runs, the lock untouched', async (t) => {
+  const key = resource(t)
+  for (const s of servers) await s.command('SET', key, 'someone-else', 'PX', 10_000)
+  const child = spawn(process.execPath, [cli, 'run', '--redis', redisUrls(), '--resource', key, '--ttl', '5s', '--wait', '20s', '--', 'echo', 'ran'])
+  let stdout = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  await sleep(700) // it is waiting
+  const sent = Date.now()
+  child.kill('SIGINT')
+  t.is(await exited, 130)
+  t.true(Date.now() - sent < 3_000, `exited ${Date.now() - sent} ms after SIGINT`)
+  t.is(stdout, '')
+  t.deepEqual(await valuesOn(servers, key), ['someone-else', 'someone-else', 'someone-else'])
+})
+
 test('a lock lost mid-run is reported and the command terminated (or only reported with --on-lost=ignore)', async (t) => {
   for (const [onLost, expected] of [['terminate', 143], ['ignore', 0]]) {
     const key = resource(t)

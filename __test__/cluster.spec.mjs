@@ -118,10 +118,12 @@ test('semaphores and read-write locks on a cluster: their keys share the resourc
   await permit.release()
 })
 
-test('a Redlock over three independent clusters: each cluster is one vote', async (t) => {
+test('a Redlock over three independent clusters: each cluster is one vote (also through ioredis Clusters, whatever the form of their startup nodes)', async (t) => {
   const clients = clusters.map((servers) => new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port }))))
   const redlock = new Redlock(clients, { retryCount: 0 })
-  const rival = new Redlock(clusters.map((servers) => new IORedis.Cluster([{ host: '127.0.0.1', port: servers[0].port }], { lazyConnect: true })), { retryCount: 0 })
+  // ioredis' forms of a startup node: a port, "host:port", { host, port }.
+  const forms = [(port) => port, (port) => `127.0.0.1:${port}`, (port) => ({ host: '127.0.0.1', port })]
+  const rival = new Redlock(clusters.map((servers, i) => new IORedis.Cluster([forms[i](servers[0].port)], { lazyConnect: true })), { retryCount: 0 })
   t.teardown(() => Promise.all([redlock.quit(), rival.quit()]))
   const key = resource(t)
   const lock = await redlock.acquire([key], 5_000)

@@ -14,6 +14,7 @@
 //                      Redis nodes answered); the one line on stderr says which
 
 const { spawn } = require('node:child_process')
+const { constants } = require('node:os')
 const path = require('node:path')
 const { Command, InvalidArgumentError, Option } = require('commander')
 
@@ -23,11 +24,17 @@ const EX_USAGE = 64
 const EX_UNAVAILABLE = 69
 const EX_SOFTWARE = 70
 const EX_TEMPFAIL = 75
-const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGTERM: 15 }
+/** The signals passed on to the command (and that stop a wait for the lock). */
+const FORWARDED = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM']
+/** The exit status of a process that signal `name` ended: 128 + its number, as shells give it. */
+const signalStatus = (name) => 128 + (constants.signals[name] ?? 0)
 
 const EXIT_CODES = `
 Exit status:
-  the command's own   when it ran under the lock (127: it could not be started)
+  the command's own   when it ran under the lock (127: it could not be started;
+                      128 + n: signal n ended it)
+  128 + n             run: signal n stopped the wait for the lock (the command did
+                      not run)
   64                  bad arguments
   69                  status: too few of the Redis nodes answered for a quorum
   70                  an internal error
@@ -177,14 +184,17 @@ async function run(command, args, opts, cmd) {
   })
   let child
   let received = null
+  // A signal while the lock is awaited stops the wait; once the command runs, it is passed on.
+  const waiting = new AbortController()
   const forward = (signal) => {
     received = signal
     if (child) child.kill(signal)
+    else waiting.abort(new Error(`${signal} received`))
   }
-  for (const signal of Object.keys(SIGNALS)) process.on(signal, forward)
+  for (const signal of FORWARDED) process.on(signal, forward)
   try {
-    const status = await redlock.using([opts.resource], opts.ttl, async (signal, lock) => {
-      if (received) return 128 + SIGNALS[received]
+    const status = await redlock.using([opts.resource], opts.ttl, { signal: waiting.signal }, async (signal, lock) => {
+      if (received) return signalStatus(received)
       const env = { ...process.env }
       if (opts.fenceEnv) env[opts.fenceEnv] = String(lock.fence)
       child = spawn(command, args, { stdio: 'inherit', env })
@@ -199,18 +209,20 @@ async function run(command, args, opts, cmd) {
           process.stderr.write(`redlock-rs: cannot run ${command}: ${e.message}\n`)
           resolve(127)
         })
-        child.on('exit', (code, sig) => resolve(code ?? 128 + (SIGNALS[sig] || 0)))
+        child.on('exit', (code, sig) => resolve(code ?? signalStatus(sig)))
       })
     })
     process.exitCode = status
   } catch (e) {
-    if (e instanceof ExecutionError) {
+    if (received && !child) {
+      process.exitCode = signalStatus(received) // stopped while waiting for the lock
+    } else if (e instanceof ExecutionError) {
       fail(`could not lock ${opts.resource}: ${why(e, count, opts)}.`, exitCodeOf(e))
     } else {
       fail(`could not lock ${opts.resource}: ${oneLine(e?.message ?? e)}.`, EX_SOFTWARE)
     }
   } finally {
-    for (const signal of Object.keys(SIGNALS)) process.off(signal, forward)
+    for (const signal of FORWARDED) process.off(signal, forward)
     await redlock.quit()
   }
 }

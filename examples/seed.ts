@@ -20,3 +20,15 @@ export async function main(): Promise<boolean> {
   await redlock.quit()
   return ran
 }
+
+// Run directly (`npx tsx examples/seed.ts`, or `node` on the compiled file): say whether
+// the critical section ran. (The tests import `main` instead.)
+if (require.main === module) {
+  main().then(
+    (ran) => console.log(`critical section ran under the lock: ${ran}`),
+    (error) => {
+      console.error(error)
+      process.exitCode = 1
+    },
+  )
+}

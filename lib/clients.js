@@ -180,10 +180,21 @@ function tlsOf(tls) {
 }
 
 /** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */
+/**
+ * One of an ioredis Cluster's startup nodes in the forms ioredis accepts: a port number,
+ * "host:port" or a URL (as they are), `{ host?, port? }` (host 127.0.0.1 by default, as
+ * ioredis has it).
+ */
+function startupNodeOf(node) {
+  if (typeof node === 'number') return { host: '127.0.0.1', port: node }
+  if (typeof node === 'object' && node !== null) return { host: node.host || '127.0.0.1', port: node.port == null ? 6379 : Number(node.port) }
+  return node
+}
+
 function fromIoredisCluster(client, options) {
   const ro = options.redisOptions || {}
   return new Cluster(
-    client.startupNodes.map((n) => (typeof n === 'object' && n !== null ? { host: n.host, port: n.port } : n)),
+    client.startupNodes.map(startupNodeOf),
     {
       username: ro.username || undefined,
       password: ro.password || undefined,
