@@ -55,7 +55,8 @@ async function startSentinels(masterPort, count) {
 
 const masterOf = async (port) => (await rawCommand(port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster']))?.[1]
 
-test('clients find the master through the sentinels and follow it through a failover', async (t) => {
+/** A master, a replica in sync with it, and 3 sentinels that know both (stopped after the test). */
+async function sentinelGroup(t) {
   const master = await new RedisServer().start()
   const replica = await new RedisServer().start()
   await replica.command('REPLICAOF', '127.0.0.1', String(master.port))
@@ -78,6 +79,11 @@ test('clients find the master through the sentinels and follow it through a fail
   }
   await until(async () => (await Promise.all(sentinels.map((s) => healthyReplica(s.port)))).every(Boolean), 30_000, 'the replica to be known')
   const group = { sentinels: sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), name: 'mymaster' }
+  return { master, replica, sentinels, group }
+}
+
+test('clients find the master through the sentinels and follow it through a failover', async (t) => {
+  const { master, replica, sentinels, group } = await sentinelGroup(t)
   const opts = { ...group, connectTimeout: 1_000, commandTimeout: 500 }
   const clients = [new Redis(opts), new RedisJsClient(opts)]
   const io = new IORedis({ ...group, lazyConnect: true })
@@ -146,6 +152,21 @@ test('clients find the master through the sentinels and follow it through a fail
   t.is(await replica.command('GET', both.resources[0]), both.value, 'on the promoted master')
   t.is(await standalone[0].command('GET', both.resources[0]), both.value)
   await both.release()
+})
+
+test('a frozen master (SIGSTOP) is left for the replica the sentinels promote; commands meanwhile fail within their time-out', async (t) => {
+  const { master, replica, sentinels, group } = await sentinelGroup(t)
+  const client = new Redis({ ...group, connectTimeout: 500, commandTimeout: 300 })
+  t.teardown(() => client.quit())
+  await client.set('before', 'freeze')
+  master.pause()
+  const started = Date.now()
+  await t.throwsAsync(client.get('before'), { message: /no reply within 300 ms/ })
+  t.true(Date.now() - started < 2_000)
+  await until(async () => Number(await masterOf(sentinels[0].port)) === replica.port, 20_000, 'the failover')
+  // The connection to the frozen master is left once the sentinels name another.
+  await until(async () => (await client.set('after', 'freeze'), true), 5_000, 'a write on the promoted master')
+  t.is(await replica.command('GET', 'after'), 'freeze')
 })
 
 test('bad sentinel options are refused', (t) => {

@@ -1,5 +1,9 @@
 //! Redis Sentinel: the master the sentinels name, checked to be a master still.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::connection::{connect_plain, connect_to, Conn, Connected};
@@ -7,6 +11,70 @@ use super::plain;
 use super::tls::build_client;
 use crate::engine::config::{NodeConfig, SentinelConfig};
 use crate::engine::error::NodeError;
+use crate::engine::sync::Unpoisoned;
+
+/// How often, while commands flow, the sentinels are asked again which master they name.
+const MASTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Watches for a failover while connected: a deposed master may keep answering (and
+/// granting locks) until the sentinels reconfigure it, seconds later, and a frozen one
+/// never answers again. So, at most once per [`MASTER_CHECK_INTERVAL`] while commands
+/// flow, the sentinels are asked in the background which master they name; when it is
+/// another than the one connected, the connection is marked moved, and the next command
+/// drops it and connects to the new master.
+#[derive(Default)]
+pub(super) struct MasterWatch {
+    checked_at: Mutex<Option<Instant>>,
+    checking: AtomicBool,
+    /// The generation of the connection found to be to a deposed master (0: none).
+    moved: AtomicU64,
+}
+
+impl MasterWatch {
+    /// Whether the connection of `generation` was found to be to a master the sentinels no
+    /// longer name (cleared once asked).
+    pub(super) fn moved(&self, generation: u64) -> bool {
+        self.moved
+            .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Asks the sentinels in the background, unless they were asked less than
+    /// [`MASTER_CHECK_INTERVAL`] ago, whether they still name `connected` (host:port),
+    /// the master of the connection of `generation`.
+    pub(super) fn check(
+        self: &Arc<Self>,
+        sentinel: &SentinelConfig,
+        config: &NodeConfig,
+        connected: String,
+        generation: u64,
+    ) {
+        {
+            let mut at = self.checked_at.locked();
+            if at.is_some_and(|t| t.elapsed() < MASTER_CHECK_INTERVAL) {
+                return;
+            }
+            if self.checking.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let (watch, sentinel, config) = (self.clone(), sentinel.clone(), config.clone());
+        tokio::spawn(async move {
+            if let Ok((host, port)) = discover_master(&sentinel, &config).await {
+                let named = NodeConfig {
+                    host,
+                    port,
+                    ..config
+                };
+                if named.host_port() != connected {
+                    watch.moved.store(generation, Ordering::Release);
+                }
+            }
+            watch.checking.store(false, Ordering::Release);
+        });
+    }
+}
 
 /// Connects to the master the sentinels name, within the connect time-out, and returns
 /// its client and address with the connection (the node is named after it from then on).

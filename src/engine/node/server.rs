@@ -16,7 +16,7 @@ use super::backend::{within, Backend, Reply, Sent};
 use super::cluster::{self, connect_cluster};
 use super::connection::{connect_to, Conn, Connected};
 use super::plain;
-use super::sentinel::connect_master;
+use super::sentinel::{connect_master, MasterWatch};
 use super::tls::{build_client, pubsub};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::{server_line, NodeError};
@@ -47,6 +47,8 @@ pub(super) struct Server {
     /// have restarted, and the cluster connection reconnects by itself). Part of
     /// [`Backend::identity_epoch`].
     pub(super) drops: Arc<AtomicU64>,
+    /// For Sentinel: whether the master connected to is still the one the sentinels name.
+    master_watch: Arc<MasterWatch>,
 }
 
 impl Server {
@@ -64,6 +66,7 @@ impl Server {
             identity: Mutex::new(None),
             identity_epoch: AtomicU64::new(0),
             drops: Arc::new(AtomicU64::new(0)),
+            master_watch: Arc::default(),
         })
     }
 
@@ -144,7 +147,8 @@ impl Backend for Server {
     }
 
     fn send_now(&self, cmd: &Cmd) -> Option<Sent> {
-        let st = self.lock_state();
+        let mut st = self.lock_state();
+        self.watch_master(&mut st);
         match &st.slot {
             Slot::Ready(Conn::Lean(l)) => Some(Sent {
                 generation: st.generation,
@@ -273,7 +277,8 @@ impl Server {
 
     /// The shared connection when it is up (no waiting, nothing started).
     fn ready(&self) -> Option<(Conn, u64)> {
-        let st = self.lock_state();
+        let mut st = self.lock_state();
+        self.watch_master(&mut st);
         match &st.slot {
             Slot::Ready(c) => Some((c.clone(), st.generation)),
             _ => None,
@@ -351,6 +356,24 @@ impl Server {
             return Err(NodeError::Closed { addr: self.addr() });
         }
         result.map(|c| (c, generation))
+    }
+
+    /// For Sentinel, on every command: drops a connection found to be to a deposed master
+    /// (the command then connects to the master the sentinels name), and has the sentinels
+    /// asked again when it is time (see [`MasterWatch`]).
+    fn watch_master(&self, st: &mut State) {
+        let Some(sentinel) = &self.config.sentinel else {
+            return;
+        };
+        if !matches!(st.slot, Slot::Ready(_)) {
+            return;
+        }
+        if self.master_watch.moved(st.generation) {
+            st.slot = Slot::Idle;
+            return;
+        }
+        self.master_watch
+            .check(sentinel, &self.config, self.addr(), st.generation);
     }
 
     /// Forgets the connection of `generation` so the next command reconnects.
