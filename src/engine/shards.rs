@@ -53,16 +53,21 @@ impl Shard {
 
 /// The shards of a cluster from a `CLUSTER SLOTS` reply and the `INFO server` replies of
 /// its masters (a map from `host:port`, as the cluster connection routes to all masters).
-/// `Err` says what did not fit: a master without a usable `INFO` reply, or a reply of
-/// another shape (the topology changed between the two reads).
+/// A master without a usable `INFO` reply (down, or new since `CLUSTER SLOTS`) has no
+/// shard: its slots are not trusted (no acquire counts their votes) until a later read
+/// finds it, and the other shards are judged as usual. `Err` says what did not fit: a
+/// reply of another shape, or `NOPERM` (the ACL forbids `INFO`).
 pub fn parse_shards(slots: &Value, infos: &Value, now: Instant) -> Result<Vec<Shard>, String> {
     let Value::Array(entries) = slots else {
         return Err("CLUSTER SLOTS: not an array".into());
     };
-    let infos: Vec<(String, String)> = match infos {
+    let infos: Vec<(String, Option<String>)> = match infos {
         Value::Map(pairs) => pairs
             .iter()
-            .map(|(addr, info)| Ok((text(addr)?, text(info)?)))
+            .map(|(addr, info)| match text(info) {
+                Err(e) if e.starts_with("NOPERM") => Err(e),
+                info => Ok((text(addr)?, info.ok())),
+            })
             .collect::<Result<_, String>>()?,
         _ => return Err("INFO from the masters: not a map".into()),
     };
@@ -76,10 +81,10 @@ pub fn parse_shards(slots: &Value, infos: &Value, now: Instant) -> Result<Vec<Sh
         let info = infos
             .iter()
             .find(|(a, _)| *a == addr)
-            .map(|(_, info)| info)
-            .ok_or_else(|| format!("no INFO from the master {addr} (the topology changed)"))?;
-        let identity = Identity::parse(info, now)
-            .ok_or_else(|| format!("the master {addr} gave no run_id in INFO"))?;
+            .and_then(|(_, info)| info.as_ref());
+        let Some(identity) = info.and_then(|info| Identity::parse(info, now)) else {
+            continue;
+        };
         shards.push(Shard {
             ranges: vec![(from, to)],
             addr,
@@ -169,10 +174,23 @@ mod tests {
     }
 
     #[test]
-    fn a_master_without_info_is_an_error_not_a_trusted_shard() {
+    fn a_master_without_info_has_no_shard_and_the_others_are_judged() {
+        let slots = Value::Array(vec![entry(0, 8191, 7000), entry(8192, 16383, 7001)]);
+        // 7000 is down (no reply in the map), or answered with an error.
+        let loading = redis::parse_redis_value(b"-LOADING loading the dataset\r\n").unwrap();
+        for infos in [
+            Value::Map(vec![(bulk("127.0.0.1:7001"), info("b", 6))]),
+            Value::Map(vec![
+                (bulk("127.0.0.1:7000"), loading),
+                (bulk("127.0.0.1:7001"), info("b", 6)),
+            ]),
+        ] {
+            let shards = parse_shards(&slots, &infos, Instant::now()).unwrap();
+            assert_eq!(shards.len(), 1, "only the master that answered");
+            assert_eq!(shards[0].addr, "127.0.0.1:7001");
+            assert!(!shards[0].serves(0) && shards[0].serves(8192));
+        }
         let slots = Value::Array(vec![entry(0, 16383, 7000)]);
-        let infos = Value::Map(vec![(bulk("127.0.0.1:7001"), info("b", 6))]);
-        assert!(parse_shards(&slots, &infos, Instant::now()).is_err());
         let noperm = redis::parse_redis_value(b"-NOPERM this user has no permissions\r\n").unwrap();
         let refused = Value::Map(vec![(bulk("127.0.0.1:7000"), noperm)]);
         let err = parse_shards(&slots, &refused, Instant::now()).unwrap_err();

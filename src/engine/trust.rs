@@ -161,7 +161,9 @@ impl Trust {
         self.verdict(nodes, i, slot).unwrap_or_else(|| {
             Err(NodeError::Command {
                 addr: node.addr(),
-                reason: format!("no master serves hash slot {slot} (the cluster is changing)"),
+                reason: format!(
+                    "the master of hash slot {slot} did not answer INFO (down, or the cluster is changing)"
+                ),
             })
         })
     }
