@@ -140,6 +140,37 @@ test('ioredis and node-redis connection options are carried over (db, password)'
   }
 })
 
+test("an ioredis keyPrefix is honoured, as node-redlock's keys through that client carry it (both contend on the same keys)", async (t) => {
+  const list = servers.slice(0, 3)
+  const prefixed = list.map((s) => new IORedis({ port: s.port, host: '127.0.0.1', keyPrefix: 'app:', lazyConnect: true }))
+  const redlock = new Redlock(prefixed, { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 5_000)
+  t.deepEqual(lock.resources, [key], 'the resources as given')
+  t.deepEqual(await valuesOn(list, `app:${key}`), [lock.value, lock.value, lock.value])
+  t.deepEqual(await valuesOn(list, key), [null, null, null])
+  // Another process locking the prefixed key directly (node-redlock through such a client) contends.
+  const plain = new Redlock(list.map((s) => new Redis(s.port)), { retryCount: 0 })
+  t.teardown(() => plain.quit())
+  await t.throwsAsync(plain.acquire([`app:${key}`], 1_000), { instanceOf: ExecutionError })
+  const extended = await lock.extend(5_000)
+  await extended.release()
+  t.deepEqual(await valuesOn(list, `app:${key}`), [null, null, null])
+  // The seed API and semaphores too.
+  t.true(await redlock.acquireLock(key, 5_000))
+  t.is(await list[0].command('GET', `app:${key}`) !== null, true)
+  await redlock.releaseLock(key, true)
+  const sem = await redlock.semaphore(key, 2).acquire(5_000)
+  t.is((await list[0].command('KEYS', `*app:${key}*`)).length, 1, 'the permit key is named after the prefixed resource')
+  await sem.release()
+  // Clients that disagree on the prefix are refused: which keys would be the lock?
+  t.throws(() => new Redlock([prefixed[0], new IORedis({ port: list[1].port, lazyConnect: true })]), {
+    instanceOf: TypeError,
+    message: /same keyPrefix; got "app:", ""/,
+  })
+})
+
 test('multi-resource locks are all or nothing', async (t) => {
   const list = servers.slice(0, 3)
   const { redlock } = redlockOf(t, 'native', list, { retryCount: 0 })

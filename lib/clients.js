@@ -262,4 +262,16 @@ function nativeClientFor(client) {
   return client // not a client: the native constructor names it in a TypeError
 }
 
-module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor }
+/**
+ * The `keyPrefix` an ioredis client (or Cluster) puts before every key ('' for any other
+ * client): node-redlock's lock keys through it carry the prefix, and so must ours.
+ */
+function keyPrefixOf(client) {
+  if (client instanceof NativeClient) return ''
+  const options = client?.options
+  if (!options || typeof options !== 'object' || typeof client.evalsha !== 'function') return ''
+  const prefix = client.isCluster === true ? (options.keyPrefix ?? options.redisOptions?.keyPrefix) : options.keyPrefix
+  return typeof prefix === 'string' ? prefix : ''
+}
+
+module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, keyPrefixOf }

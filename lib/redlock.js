@@ -4,7 +4,7 @@
 
 const { EventEmitter } = require('node:events')
 
-const { nativeClientFor } = require('./clients.js')
+const { keyPrefixOf, nativeClientFor } = require('./clients.js')
 const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, failureError } = require('./errors.js')
@@ -112,6 +112,8 @@ class Redlock extends EventEmitter {
   #keepAlive = null
   /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
   #closed = undefined
+  /** The ioredis `keyPrefix` of the clients passed in ('' for none): put before every key. */
+  #prefix = ''
 
   constructor(clients, settings) {
     super()
@@ -122,6 +124,11 @@ class Redlock extends EventEmitter {
       throw new TypeError('clients must be an iterable of Redis clients.')
     }
     const list = Array.from(clients)
+    const prefixes = new Set(list.map(keyPrefixOf))
+    if (prefixes.size > 1) {
+      throw new TypeError(`clients must all have the same keyPrefix; got ${[...prefixes].map((p) => JSON.stringify(p)).join(', ')}.`)
+    }
+    this.#prefix = prefixes.values().next().value ?? ''
     const natives = list.map(nativeClientFor)
     const self = new WeakRef(this)
     this.#native = new NativeRedlock(natives, settings, (...batch) => self.deref()?.#settle(completionsOf(batch)))
@@ -129,6 +136,20 @@ class Redlock extends EventEmitter {
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
     followListeners(this, this.#native)
+  }
+
+  /**
+   * The key of `resource` on the nodes: the name itself, after the clients' ioredis
+   * `keyPrefix` when they have one (as node-redlock's keys through them are). Anything but
+   * a string is left for the native call to refuse.
+   */
+  #key(resource) {
+    return this.#prefix !== '' && typeof resource === 'string' ? this.#prefix + resource : resource
+  }
+
+  /** The keys of `resources` (see `#key`). */
+  #keys(resources) {
+    return this.#prefix !== '' && Array.isArray(resources) ? resources.map((r) => this.#key(r)) : resources
   }
 
   /** What aborted an operation: its signal, or else `quit()`. */
@@ -251,7 +272,7 @@ class Redlock extends EventEmitter {
   async acquireLock(resource, ttl) {
     wellFormedName(resource, 'resource')
     const id = this.#id()
-    this.#native.acquireLock(id, resource, ttl) // bad arguments throw here
+    this.#native.acquireLock(id, this.#key(resource), ttl) // bad arguments throw here
     const c = await this.#wait(id, undefined, 1)
     this.#log(c, 1)
     const status = statusOf(c)
@@ -261,7 +282,7 @@ class Redlock extends EventEmitter {
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
     const id = this.#id()
-    this.#native.releaseLock(id, resource, lockValue)
+    this.#native.releaseLock(id, this.#key(resource), lockValue)
     const c = await this.#wait(id, undefined, 1)
     const log = this.#log(c, 1)
     if (!succeeded(c)) throw failureError(reasonOf(c), log)
@@ -269,7 +290,7 @@ class Redlock extends EventEmitter {
 
   /** The fencing token of the lock this instance holds on `resource` (seed API, with `fencing`). */
   fenceOf(resource) {
-    const fence = this.#native.fenceOf(resource)
+    const fence = this.#native.fenceOf(this.#key(resource))
     return fence == null ? undefined : BigInt(fence)
   }
 
@@ -301,7 +322,7 @@ class Redlock extends EventEmitter {
     wellFormed(resources)
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const id = this.#id()
-    this.#native.acquire(id, resources, duration, settings, hold)
+    this.#native.acquire(id, this.#keys(resources), duration, settings, hold)
     const c = await this.#wait(id, signal, resources.length)
     const log = this.#log(c, resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
@@ -312,7 +333,7 @@ class Redlock extends EventEmitter {
   /** Live holders of semaphore `resource` of `permits`, as a quorum sees them. */
   async [holdersOf](resource, permits) {
     try {
-      return await this.#native.holders(resource, permits)
+      return await this.#native.holders(this.#key(resource), permits)
     } catch (error) {
       throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause: error })
     }
@@ -327,7 +348,7 @@ class Redlock extends EventEmitter {
   async #release(lock, settings) {
     lockArg(lock)
     const id = this.#id()
-    this.#native.release(id, lock.resources, lock.value, Number(lock.expiration), settings, holdOf.get(lock))
+    this.#native.release(id, this.#keys(lock.resources), lock.value, Number(lock.expiration), settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
     invalidate(lock)
     const log = this.#log(c, lock.resources.length)
@@ -343,7 +364,7 @@ class Redlock extends EventEmitter {
     lockArg(lock)
     const signal = signalOf(settings)
     const id = this.#id()
-    this.#native.extend(id, lock.resources, lock.value, Number(until), duration, settings, holdOf.get(lock))
+    this.#native.extend(id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdOf.get(lock))
     const c = await this.#wait(id, signal, lock.resources.length)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
