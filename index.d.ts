@@ -6,7 +6,7 @@
 
 import { EventEmitter } from 'node:events'
 
-import type { NativeClient, RedlockSettings } from './binding'
+import type { RedlockSettings } from './binding'
 
 /** The seed's client interface: what a Redlock needs of a client. */
 export interface IRedisClient {
@@ -84,7 +84,16 @@ export interface RedisJsClientOptions {
 /** The events of a client, as ioredis and node-redis name them. */
 export type ClientEvent = 'connect' | 'ready' | 'close' | 'end'
 
-declare class ClientBase extends NativeClient implements IRedisClient {
+declare class ClientBase implements IRedisClient {
+  /** Connects now (a client connects by itself unless `lazyConnect`); resolves once up. */
+  connect(): Promise<void>
+  /** `GET key`: the value stored, or `null`. */
+  get(key: string | Buffer): Promise<string | null>
+  /** `PTTL key`: ms left, -1 without expiry, -2 when the key does not exist. */
+  pttl(key: string | Buffer): Promise<number>
+  /** Closes the connection; later commands reject ("connection is closed"). */
+  quit(): Promise<void>
+  toString(): string
   /**
    * 'connect' and 'ready' once connected; 'error' when connecting fails (commands reject
    * with the same error); 'close' and 'end' after `quit()`. Listening for 'connect',
@@ -101,6 +110,14 @@ declare class ClientBase extends NativeClient implements IRedisClient {
   removeListener(event: ClientEvent | 'error', listener: (...args: any[]) => void): this
   removeAllListeners(event?: ClientEvent | 'error'): this
   listenerCount(event: ClientEvent | 'error'): number
+  prependListener(event: ClientEvent | 'error', listener: (...args: any[]) => void): this
+  prependOnceListener(event: ClientEvent | 'error', listener: (...args: any[]) => void): this
+  emit(event: ClientEvent | 'error', ...args: any[]): boolean
+  listeners(event: ClientEvent | 'error'): Function[]
+  rawListeners(event: ClientEvent | 'error'): Function[]
+  eventNames(): Array<string | symbol>
+  setMaxListeners(n: number): this
+  getMaxListeners(): number
   /** `SET key value` (`true` is stored as `"true"`). */
   set(key: string | Buffer, value: boolean | string | number | Buffer): Promise<void>
   /**
@@ -276,6 +293,8 @@ export interface Acquirer {
 
 /** At most `permits` holders at any instant, safe as the mutex is (see README). */
 export declare class Semaphore implements Acquirer {
+  /** `redlock.semaphore(resource, permits)` makes one. */
+  constructor(redlock: Redlock, resource: string, permits: number)
   readonly resource: string
   readonly permits: number
   acquire(duration: number, settings?: CallSettings): Promise<Lock>
@@ -287,6 +306,8 @@ export declare class Semaphore implements Acquirer {
 
 /** Many readers or one writer; a waiting writer keeps new readers out (see README). */
 export declare class ReadWriteLock {
+  /** `redlock.readWriteLock(resource)` makes one. */
+  constructor(redlock: Redlock, resource: string)
   readonly resource: string
   /** Shared with other readers. */
   readonly read: Acquirer

@@ -31,6 +31,7 @@ test('index.d.ts accepts the seed example and refuses acquireLock(1, "x") and mi
   t.deepEqual(errors, [
     "__test__/fixtures/bad-args.ts(5,26): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.",
     "__test__/fixtures/bad-args.ts(6,37): error TS2561: Object literal may only specify known properties, but 'retryCnt' does not exist in type 'CallSettings'. Did you mean to write 'retryCount'?",
+    "__test__/fixtures/bad-args.ts(7,18): error TS2339: Property 'memoryKeys' does not exist on type 'Redis'.",
   ])
 })
 
