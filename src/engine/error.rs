@@ -45,7 +45,11 @@ pub fn plain_reason(raw: &str) -> String {
         return "authentication required (NOAUTH): the server needs a password and none was given"
             .into();
     }
-    if has("wrongpass") || has("invalid username-password") || has("invalid password") {
+    if has("wrongpass")
+        || has("invalid username-password")
+        || has("invalid password")
+        || has("authentication failed")
+    {
         return "authentication failed (WRONGPASS): wrong username or password".into();
     }
     if has("noperm") {
@@ -83,6 +87,13 @@ pub fn plain_reason(raw: &str) -> String {
         let text = inner.split("\": ").nth(1).unwrap_or("");
         let text = text.split(')').next().unwrap_or(text).trim_matches('"');
         return format!("{code} {text}").trim().to_string();
+    }
+    // A server that refuses the commands every connection starts with (a Sentinel's port).
+    if let Some(at) = lower.find("unknown command '") {
+        let name = raw[at + 17..].split('\'').next().unwrap_or("");
+        return format!(
+            "the server does not know the command '{name}': not a Redis server that takes the lock commands (a Sentinel's port?)"
+        );
     }
     raw.to_string()
 }
@@ -287,6 +298,14 @@ mod tests {
             (
                 "Connection reset by peer (os error 104)",
                 "connection reset",
+            ),
+            (
+                "Password authentication failed - AuthenticationFailed",
+                "authentication failed",
+            ),
+            (
+                "Pipeline failures: [(Index 0, error: ResponseError: unknown command 'SCRIPT', with args beginning with: 'LOAD' 'local key = KEYS[1]...')]",
+                "the server does not know the command 'SCRIPT': not a Redis server",
             ),
         ];
         for (raw, plain) in cases {

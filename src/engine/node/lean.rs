@@ -529,7 +529,9 @@ fn item(buf: &[u8]) -> Parse<(Item, usize)> {
             n if n < 0 => return Err("a negative length"),
             n => return Ok(Some((Item::Array(n as usize), used))),
         },
-        _ => return Err("a reply type this connection does not speak (RESP2 only)"),
+        _ => return Err(
+            "a reply that is not the Redis protocol (RESP2): is a Redis server listening there?",
+        ),
     };
     Ok(Some((Item::Value(value), used)))
 }
