@@ -102,7 +102,9 @@ test('SIGINT while waiting for a held lock stops the wait at once: 130, the comm
   let stdout = ''
   child.stdout.on('data', (d) => (stdout += d))
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
-  await sleep(700) // it is waiting
+  // It is waiting once it listens for the release (a channel subscribed on the nodes).
+  const listening = async () => (await servers[0].command('PUBSUB', 'CHANNELS', `redlock-rs:released:${key}`)).length > 0
+  for (let i = 0; i < 200 && !(await listening()); i++) await sleep(50)
   const sent = Date.now()
   child.kill('SIGINT')
   t.is(await exited, 130)
