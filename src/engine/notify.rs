@@ -23,8 +23,6 @@ type Listeners = HashMap<String, Vec<(u64, Arc<Signal>)>>;
 #[derive(Default)]
 pub struct Signal {
     notify: Notify,
-    /// Set by a wake-up for a dead connection (no release), taken by the waiter.
-    died: AtomicBool,
     own: Mutex<Option<String>>,
     /// The waiter's ticket in the nodes' line (see `crate::engine::line`).
     ticket: Mutex<Option<String>>,
@@ -55,13 +53,7 @@ impl Signal {
 
     /// Wakes the waiter whatever the release (the connection died: silence means nothing).
     fn wake(&self) {
-        self.died.store(true, Ordering::Release);
         self.notify.notify_one();
-    }
-
-    /// Whether the last wake-up was for a dead connection rather than a release (cleared).
-    pub fn take_died(&self) -> bool {
-        self.died.swap(false, Ordering::AcqRel)
     }
 
     /// Waits for the next permit.
@@ -72,7 +64,6 @@ impl Signal {
     /// Drops a permit stored while nobody waited (a wake-up for a release that is past).
     pub fn forget(&self) {
         use futures::FutureExt;
-        self.died.store(false, Ordering::Release);
         let _ = self.notify.notified().now_or_never();
     }
 }

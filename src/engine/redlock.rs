@@ -1589,12 +1589,9 @@ fn attempt_commands(
 
 /// Waits for a release announcement (`true`), or `pause` when none comes.
 async fn wait_for(released: &Signal, pause: Duration) -> bool {
-    let woken = tokio::time::timeout(pause, released.notified())
+    tokio::time::timeout(pause, released.notified())
         .await
-        .is_ok();
-    // A wake-up for a dead subscription brings the retry early (it subscribes again), but
-    // it announced no release: that retry counts against retryCount.
-    woken && !released.take_died()
+        .is_ok()
 }
 
 /// The compare-and-sets of a hand-over still under way, by node index.
