@@ -179,7 +179,6 @@ function tlsOf(tls) {
   return { ca: pem(tls.ca), cert: pem(tls.cert), key: pem(tls.key), servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized }
 }
 
-/** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */
 /**
  * One of an ioredis Cluster's startup nodes in the forms ioredis accepts: a port number,
  * "host:port" or a URL (as they are), `{ host?, port? }` (host 127.0.0.1 by default, as
@@ -191,6 +190,7 @@ function startupNodeOf(node) {
   return node
 }
 
+/** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */
 function fromIoredisCluster(client, options) {
   const ro = options.redisOptions || {}
   return new Cluster(

@@ -115,19 +115,16 @@ class Holding {
       : `The lock on ${on} could not be extended and may have been lost.`
     const lost = new LockLostError(message, { cause, reason })
     lost.expiration = lock.expiration
-    // The lock is no longer to be relied on: its keys go now.
-    lock.expiration = Math.min(lock.expiration, Date.now())
-    const signal = this.signal
-    signal.error = lost
-    // The routine hears of it first, and the keys go, whatever the listeners below do.
-    this.#controller.abort(lost)
-    // Our keys that are left go now (owner-checked: a new holder's keys stay); the lock
+    this.signal.error = lost
+    // The lock is no longer to be relied on: our keys that are left go now (owner-checked:
+    // a new holder's keys stay), retried while the lock would still be valid; the lock
     // keeps the moment of its loss as its expiration (a release sets 0).
-    const lostAt = lock.expiration
-    redlock
-      .release(lock, this.settings)
-      .catch(noop)
-      .then(() => (lock.expiration = lostAt))
+    const releasing = redlock.release(lock, this.settings).catch(noop)
+    const lostAt = Math.min(lock.expiration, Date.now())
+    lock.expiration = lostAt
+    releasing.then(() => (lock.expiration = lostAt))
+    // The routine hears of it before any listener below can get in the way.
+    this.#controller.abort(lost)
     if (byUser) return
     emitError(redlock, lost)
     if (lostChannel.hasSubscribers) {
