@@ -1,7 +1,11 @@
 // No leak of V8 references: idle Redlocks and clients that nobody refers to any more are
 // garbage collected, even without quit(); busy ones are kept until their promises settle.
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
 import test from 'ava'
 
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { lib, resource, sleep, useServers } from './helpers.mjs'
 
 const { Redlock, Redis } = lib
@@ -52,4 +56,29 @@ test('a Redlock with an operation in flight is kept until it settles', async (t)
   await pending
   await holder.quit()
   t.is(await collect(registry, () => collected, 1), 1)
+})
+
+test('awaiting lock.attempts while the last votes are still to come keeps the process alive until they arrive', async (t) => {
+  const five = await startServers(5)
+  t.teardown(() => stopServers(five))
+  // Two nodes frozen: the lock is won on the other three, and its stats wait for the two
+  // to time out. Nothing else keeps the child's event loop alive meanwhile.
+  five[3].pause()
+  five[4].pause()
+  const index = fileURLToPath(new URL('../index.js', import.meta.url))
+  const code = `
+    const { Redlock, Redis } = require(${JSON.stringify(index)})
+    const ports = ${JSON.stringify(five.map((s) => s.port))}
+    const redlock = new Redlock(ports.map((port) => new Redis({ port, commandTimeout: 500 })), { retryCount: 0 })
+    redlock.acquire(['k'], 10000).then(async (lock) => {
+      const stats = await lock.attempts[0]
+      console.log('votes for', stats.votesFor.size, 'against', stats.votesAgainst.size)
+      await lock.release()
+      await redlock.quit()
+    })`
+  const out = await new Promise((resolve) =>
+    execFile(process.execPath, ['-e', code], { timeout: 20_000 }, (e, stdout, stderr) => resolve({ code: e?.code ?? 0, stdout, stderr })),
+  )
+  t.is(out.stdout.trim(), 'votes for 3 against 2', out.stderr)
+  t.is(out.code, 0)
 })

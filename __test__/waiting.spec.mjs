@@ -50,6 +50,22 @@ test('a waiter in another Redlock instance is woken by the release', async (t) =
   await got.release()
 })
 
+test("waiters still queued behind their process's head when the retry window ends reject with their own attempt's votes", async (t) => {
+  const holder = new Redlock(clientsFor(t, servers))
+  const waiters = new Redlock(clientsFor(t, servers), { retryCount: 2, retryDelay: 50, retryJitter: 0 })
+  const key = resource(t)
+  const lock = await holder.acquire([key], 5_000)
+  const failures = await Promise.all([0, 1, 2].map(() => waiters.acquire([key], 1_000).catch((e) => e)))
+  for (const e of failures) {
+    t.is(e.reason, 'locked')
+    t.true(e.attempts.length >= 1, 'at least one attempt')
+    const stats = await e.attempts.at(-1)
+    t.is(stats.votesAgainst.size, 3, "the holder's nodes voted against")
+  }
+  t.is(failures[0].attempts.length, 3, 'the head: retryCount + 1 attempts')
+  await lock.release()
+})
+
 test('subscriptions end once nobody waits', async (t) => {
   const { key, lock, waiting, waiter } = await heldAndAwaited(t)
   await sleep(300)

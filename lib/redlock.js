@@ -187,11 +187,7 @@ class Redlock extends EventEmitter {
         settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
       }
       this.#pending.set(id, settle)
-      if (this.#pending.size === 1) {
-        busy.add(this)
-        if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
-        else this.#keepAlive.ref()
-      }
+      if (this.#pending.size === 1) this.#keepAliveIfBusy()
     })
   }
 
@@ -206,7 +202,20 @@ class Redlock extends EventEmitter {
         })
       }
     }
-    if (this.#pending.size === 0) {
+    this.#keepAliveIfBusy()
+  }
+
+  /**
+   * Keeps the process alive (and this Redlock from being collected) while an operation is
+   * in flight or a settled one's last votes are still to come (`lock.attempts` resolve
+   * with them: awaiting one must not let the process exit). Both are bounded by time-outs.
+   */
+  #keepAliveIfBusy() {
+    if (this.#pending.size > 0 || this.#late.size > 0) {
+      busy.add(this)
+      if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
+      else this.#keepAlive.ref()
+    } else {
       busy.delete(this)
       if (this.#keepAlive !== null) this.#keepAlive.unref()
     }
@@ -260,7 +269,10 @@ class Redlock extends EventEmitter {
       const early = this.#early.get(id)
       this.#early.delete(id)
       if (early) log.complete(lateAttemptOf(early), errorsOf(early))
-      else this.#late.set(id, log)
+      else {
+        this.#late.set(id, log)
+        this.#keepAliveIfBusy()
+      }
     }
     this.#emitVotes(log, attempts.length - 1)
     return log

@@ -278,6 +278,8 @@ struct Retries {
     /// retry window.
     counted: u64,
     woken: bool,
+    /// Set when the next attempt is the last one (see [`Quorum::start`]).
+    last: bool,
     /// The value of the last attempt.
     value: String,
 }
@@ -291,6 +293,7 @@ impl Retries {
             attempt_count: 0,
             counted: 0,
             woken: false,
+            last: false,
             value: String::new(),
         }
     }
@@ -328,7 +331,8 @@ impl Retries {
     fn exhausted(&self, call: &Call) -> bool {
         let settings = call.settings;
         let window = settings.retry_window();
-        settings.max_attempts().is_some_and(|m| self.counted >= m)
+        self.last
+            || settings.max_attempts().is_some_and(|m| self.counted >= m)
             || window.is_some_and(|w| self.woken && self.started.elapsed() >= w)
             || call
                 .deadline
@@ -656,6 +660,13 @@ impl Quorum {
         }
         let (turn, wait_first) = match self.take_turn(resources, value, call, run.started).await {
             Ok(taken) => taken,
+            // The retry window passed while this process's head held the line: one attempt
+            // of its own says why it failed (its votes), as every failed acquire's do.
+            Err(FailureKind::Locked) => {
+                let mut run = run;
+                run.last = true;
+                return Ok((run, None, false));
+            }
             Err(kind) => return Err(run.finish(Err(kind))),
         };
         if wait_first {
