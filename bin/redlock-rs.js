@@ -18,7 +18,9 @@ const { constants } = require('node:os')
 const path = require('node:path')
 const { Command, InvalidArgumentError, Option } = require('commander')
 
-const { Redis, Redlock, ExecutionError, LockLostError } = require('..')
+/** The library, loaded on first use: `--help` works even where the native addon cannot load. */
+let loaded
+const lib = () => (loaded ??= require('..'))
 
 const EX_USAGE = 64
 const EX_UNAVAILABLE = 69
@@ -113,7 +115,7 @@ function addresses(list) {
 function clientsOf(list) {
   return list.map((url) => {
     try {
-      return new Redis(url, { connectTimeout: 2_000, commandTimeout: 2_000 })
+      return new (lib().Redis)(url, { connectTimeout: 2_000, commandTimeout: 2_000 })
     } catch (e) {
       throw new UsageError(`--redis: "${redact(url)}": ${e.message}`)
     }
@@ -173,7 +175,7 @@ async function run(command, args, opts, cmd) {
     usage(cmd, e)
   }
   const count = clients.length
-  const redlock = new Redlock(clients, {
+  const redlock = new (lib().Redlock)(clients, {
     fencing: Boolean(opts.fenceEnv),
     retryDelay: 100,
     retryJitter: 0,
@@ -200,7 +202,7 @@ async function run(command, args, opts, cmd) {
       child = spawn(command, args, { stdio: 'inherit', env })
       signal.addEventListener('abort', () => {
         const lost = signal.error
-        const reason = lost instanceof LockLostError || lost instanceof ExecutionError ? why(lost, count, { lost: true }) : oneLine(lost?.message)
+        const reason = lost instanceof lib().LockLostError || lost instanceof lib().ExecutionError ? why(lost, count, { lost: true }) : oneLine(lost?.message)
         process.stderr.write(`redlock-rs: the lock on ${opts.resource} was lost: ${reason}.\n`)
         if (opts.onLost === 'terminate') child.kill('SIGTERM')
       })
@@ -216,7 +218,7 @@ async function run(command, args, opts, cmd) {
   } catch (e) {
     if (received && !child) {
       process.exitCode = signalStatus(received) // stopped while waiting for the lock
-    } else if (e instanceof ExecutionError) {
+    } else if (e instanceof lib().ExecutionError) {
       fail(`could not lock ${opts.resource}: ${why(e, count, opts)}.`, exitCodeOf(e))
     } else {
       fail(`could not lock ${opts.resource}: ${oneLine(e?.message ?? e)}.`, EX_SOFTWARE)
