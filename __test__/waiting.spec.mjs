@@ -2,9 +2,10 @@
 // holder's release (not by polling), and no subscription left behind.
 import test from 'ava'
 
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { clientsFor, lib, resource, sleep, useServers, valuesOn } from './helpers.mjs'
 
-const { Redlock } = lib
+const { Redis, Redlock } = lib
 const servers = useServers(test, 3)
 // A retry delay far longer than the tests: only a release announcement can explain a
 // waiter that gets the lock quickly.
@@ -64,6 +65,30 @@ test("waiters still queued behind their process's head when the retry window end
   }
   t.is(failures[0].attempts.length, 3, 'the head: retryCount + 1 attempts')
   await lock.release()
+})
+
+test('quit() closes the pub/sub connection of a Redlock that waited, as the others: nothing of it stays on the server', async (t) => {
+  const [server] = await startServers(1)
+  t.teardown(() => stopServers([server]))
+  const clients = async () => (await server.command('CLIENT', 'LIST')).trim().split('\n').length - 1 // not this one
+  for (let i = 0; i < 5; i++) {
+    const holder = new Redlock([new Redis(server.port)])
+    const waiter = new Redlock([new Redis(server.port)], slowPolling)
+    const key = resource(t)
+    const lock = await holder.acquire([key], 5_000)
+    const waiting = waiter.acquire([key], 5_000)
+    await sleep(100) // the waiter listens for the release
+    await lock.release()
+    await (await waiting).release()
+    await Promise.all([holder.quit(), waiter.quit()])
+  }
+  let left = await clients()
+  for (let i = 0; i < 50 && left > 0; i++) {
+    await sleep(20)
+    left = await clients()
+  }
+  t.is(left, 0, 'no connection of the quit Redlocks is left')
+  t.deepEqual(await server.command('PUBSUB', 'CHANNELS', '*'), [])
 })
 
 test('subscriptions end once nobody waits', async (t) => {

@@ -80,9 +80,23 @@ pub struct Subscriber {
     alive: AtomicBool,
     next_id: AtomicU64,
     command_timeout: std::time::Duration,
+    /// Ends the task that reads the connection, and so the connection (see [`Subscriber::close`]).
+    closing: Arc<Notify>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl Subscriber {
+    /// Closes the pub/sub connection: its reading task ends (at once, not at the next
+    /// message) and drops it. Done by `quit()`, and when the last user lets go.
+    pub fn close(&self) {
+        self.closing.notify_one();
+    }
+
     /// Connects with `connect` (within the connect time-out) and starts dispatching
     /// messages.
     pub async fn connect(
@@ -98,17 +112,16 @@ impl Subscriber {
             .map_err(|_| fail("no pub/sub connection within connectTimeout".into()))?
             .map_err(|e| fail(e.to_string()))?;
         let (sink, mut stream) = pubsub.split();
-        let subscriber = Arc::new(Subscriber {
-            sink: Some(sink),
-            listeners: Mutex::new(HashMap::new()),
-            subscribed: tokio::sync::Mutex::new(HashSet::new()),
-            alive: AtomicBool::new(true),
-            next_id: AtomicU64::new(1),
-            command_timeout: config.command_timeout,
-        });
+        let subscriber = Self::new(Some(sink), config.command_timeout);
         let weak: Weak<Subscriber> = Arc::downgrade(&subscriber);
+        let closing = subscriber.closing.clone();
         tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = stream.next() => msg,
+                    _ = closing.notified() => None,
+                };
+                let Some(msg) = msg else { break };
                 let Some(this) = weak.upgrade() else { break };
                 this.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
             }
@@ -125,13 +138,18 @@ impl Subscriber {
 
     /// The pub/sub side of an in-process node: always alive, nothing to subscribe to.
     pub fn local(command_timeout: std::time::Duration) -> Arc<Self> {
+        Self::new(None, command_timeout)
+    }
+
+    fn new(sink: Option<PubSubSink>, command_timeout: std::time::Duration) -> Arc<Self> {
         Arc::new(Subscriber {
-            sink: None,
+            sink,
             listeners: Mutex::new(HashMap::new()),
             subscribed: tokio::sync::Mutex::new(HashSet::new()),
             alive: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
             command_timeout,
+            closing: Arc::new(Notify::new()),
         })
     }
 

@@ -212,7 +212,9 @@ impl Backend for Server {
                 let mut st = self.lock_state();
                 std::mem::replace(&mut st.slot, Slot::Closed)
             };
-            self.subscriber.lock().await.take();
+            if let Some(subscriber) = self.subscriber.lock().await.take() {
+                subscriber.close();
+            }
             if let Slot::Ready(mut c @ Conn::Lean(_)) = previous {
                 let _ = tokio::time::timeout(
                     self.config.command_timeout,
