@@ -506,6 +506,19 @@ test("a release whose nodes stop answering ends when its lock expires (nothing l
     { is: failure },
   )
   t.true(Date.now() - start < 2_500, `using() settled ${Date.now() - start} ms after the call`)
+  // The old object of an extended lock (expiration 0, its keys live on under the new one)
+  // is released as a lock still valid: no quorum is a failure.
+  all[0].resume()
+  all[1].resume()
+  const old = await redlock.acquire([resource(t)], 800)
+  const extended = await old.extend(10_000)
+  all[0].pause()
+  all[1].pause()
+  const refused = await t.throwsAsync(redlock.release(old, { retryCount: 1, retryDelay: 50 }), { instanceOf: ExecutionError })
+  t.is(refused.reason, 'quorum-unavailable')
+  all[0].resume()
+  all[1].resume()
+  await extended.release()
 })
 
 test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error', async (t) => {

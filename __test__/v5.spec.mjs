@@ -164,6 +164,9 @@ test("an ioredis keyPrefix is honoured, as node-redlock's keys through that clie
   const sem = await redlock.semaphore(key, 2).acquire(5_000)
   t.is((await list[0].command('KEYS', `*app:${key}*`)).length, 1, 'the permit key is named after the prefixed resource')
   await sem.release()
+  // An empty name is still refused (the prefix alone is no resource).
+  await t.throwsAsync(redlock.acquire([''], 1_000), { instanceOf: TypeError, message: /resources\[0\] must be a non-empty string/ })
+  await t.throwsAsync(redlock.acquireLock('', 1_000), { instanceOf: TypeError })
   // Clients that disagree on the prefix are refused: which keys would be the lock?
   t.throws(() => new Redlock([prefixed[0], new IORedis({ port: list[1].port, lazyConnect: true })]), {
     instanceOf: TypeError,

@@ -113,9 +113,10 @@ function addresses(list) {
 }
 
 function clientsOf(list) {
+  const { Redis } = lib() // an addon that cannot load is no usage error: it throws as it is
   return list.map((url) => {
     try {
-      return new (lib().Redis)(url, { connectTimeout: 2_000, commandTimeout: 2_000 })
+      return new Redis(url, { connectTimeout: 2_000, commandTimeout: 2_000 })
     } catch (e) {
       throw new UsageError(`--redis: "${redact(url)}": ${e.message}`)
     }

@@ -141,10 +141,10 @@ class Redlock extends EventEmitter {
   /**
    * The key of `resource` on the nodes: the name itself, after the clients' ioredis
    * `keyPrefix` when they have one (as node-redlock's keys through them are). Anything but
-   * a string is left for the native call to refuse.
+   * a non-empty string is left for the native call to refuse.
    */
   #key(resource) {
-    return this.#prefix !== '' && typeof resource === 'string' ? this.#prefix + resource : resource
+    return this.#prefix !== '' && typeof resource === 'string' && resource !== '' ? this.#prefix + resource : resource
   }
 
   /** The keys of `resources` (see `#key`). */

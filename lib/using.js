@@ -89,9 +89,12 @@ class Holding {
       const until = this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
       const extended = await this.extendFn(this.lock, this.duration, this.settings, until)
       this.#extension = undefined
-      if (this.#done || this.signal.aborted) return
+      if (this.signal.aborted) return
+      // Kept also when the routine just ended: the release that follows retries while the
+      // extended lock is valid.
       this.lock.expiration = extended.expiration
       this.lock.attempts = extended.attempts
+      if (this.#done) return
       this.#armLoss()
       this.#schedule()
     } catch (error) {

@@ -1814,10 +1814,10 @@ impl Redlock {
     }
 
     /// [`Self::release`] of a lock valid until `expiration_ms` (ms since the epoch; not a
-    /// finite number: unknown). Once the lock has expired there is nothing left to
+    /// positive number: unknown). Once the lock has expired there is nothing left to
     /// protect: retries stop then (an expired lock gets one attempt of at most
-    /// [`EXPIRED_RELEASE_WINDOW`]), and a release that found no quorum by then succeeds,
-    /// its keys gone by themselves.
+    /// [`EXPIRED_RELEASE_WINDOW`]), and a release that found no quorum by then succeeds:
+    /// its keys expire on the nodes by themselves, within the drift after `expiration_ms`.
     pub async fn release_by(
         &self,
         resources: &[String],
@@ -1825,7 +1825,9 @@ impl Redlock {
         expiration_ms: f64,
         call: &Call<'_>,
     ) -> Execution {
-        if !expiration_ms.is_finite() {
+        // Unknown, or 0: a lock object invalidated by its extend (its keys live on under
+        // the new Lock) or by an earlier release.
+        if !expiration_ms.is_finite() || expiration_ms <= 0.0 {
             return self.release(resources, value, call).await;
         }
         let left = Duration::from_millis((expiration_ms - now_ms()).max(0.0) as u64);

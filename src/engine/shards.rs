@@ -91,6 +91,10 @@ pub fn parse_shards(slots: &Value, infos: &Value, now: Instant) -> Result<Vec<Sh
             identity,
         });
     }
+    if shards.is_empty() && !entries.is_empty() {
+        // Not "nothing to check against" (an ACL that forbids INFO): nothing checked.
+        return Err("no master of the cluster answered INFO".into());
+    }
     for shard in &mut shards {
         shard.ranges.sort_unstable();
     }
@@ -190,6 +194,9 @@ mod tests {
             assert_eq!(shards[0].addr, "127.0.0.1:7001");
             assert!(!shards[0].serves(0) && shards[0].serves(8192));
         }
+        // None answered: an error, not an empty list (which means "nothing to check").
+        let none = Value::Map(vec![]);
+        assert!(parse_shards(&slots, &none, Instant::now()).is_err());
         let slots = Value::Array(vec![entry(0, 16383, 7000)]);
         let noperm = redis::parse_redis_value(b"-NOPERM this user has no permissions\r\n").unwrap();
         let refused = Value::Map(vec![(bulk("127.0.0.1:7000"), noperm)]);

@@ -234,14 +234,11 @@ async fn check(
     let limit = nodes[i].config().command_timeout;
     let judged = seen(&nodes[i]).await?.into_iter().map(|seen| {
         let sources = record_places(nodes, i, &seen.shard);
-        let remembered = remembered
-            .iter()
-            .find(|c| c.name == seen.name)
-            .map(|c| c.run_id.clone());
+        let prior = remembered.iter().find(|c| c.name == seen.name).cloned();
         async move {
             let mut known = read_records(&sources, &seen.name, limit).await;
-            known.extend(remembered);
-            judged(seen, &known, max_duration)
+            known.extend(prior.as_ref().map(|p| p.run_id.clone()));
+            keep_quarantine(judged(seen, &known, max_duration), prior)
         }
     });
     Ok(futures::future::join_all(judged).await)
@@ -298,6 +295,22 @@ fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
         recorded: false,
         restarted_at,
     }
+}
+
+/// `checked`, still in the quarantine `prior` (this client's earlier check of it) put the
+/// same server in: checked again, a restarted server is its own "remembered" identity, and
+/// with the peers' records out of reach (their node down) it would pass for trusted.
+fn keep_quarantine(mut checked: Checked, prior: Option<Checked>) -> Checked {
+    let Some(p) = prior.filter(|p| p.run_id == checked.run_id) else {
+        return checked;
+    };
+    if p.until
+        .is_some_and(|u| Instant::now() < u && checked.until.is_none_or(|c| c < u))
+    {
+        checked.until = p.until;
+        checked.restarted_at = p.restarted_at;
+    }
+    checked
 }
 
 /// Where the identity of node `i` (or of one of its shards) is recorded: on every other
@@ -395,6 +408,33 @@ mod tests {
             seen_at,
             promoted: false,
         }
+    }
+
+    #[test]
+    fn a_quarantine_survives_a_check_that_cannot_read_the_records() {
+        let now = Instant::now();
+        let max = Duration::from_secs(300);
+        let seen = || Seen {
+            identity: id("restarted", 1, now),
+            name: "slots 0-8191".into(),
+            addr: "h:1".into(),
+            shard: None,
+        };
+        // First check: the records name the server before its restart.
+        let first = keep_quarantine(judged(seen(), &["before".to_string()], max), None);
+        assert!(first.until.is_some());
+        // Checked again with the records out of reach: only its own identity is known now.
+        let again = judged(seen(), &["restarted".to_string()], max);
+        assert_eq!(again.until, None, "on its own it would pass");
+        let kept = keep_quarantine(again, Some(first.clone()));
+        assert_eq!(kept.until, first.until);
+        // Another server in that place now: judged on its own.
+        let other = Seen {
+            identity: id("other", 1, now),
+            ..seen()
+        };
+        let replaced = keep_quarantine(judged(other, &[], max), Some(first));
+        assert_eq!(replaced.until, None);
     }
 
     #[test]

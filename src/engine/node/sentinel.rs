@@ -19,9 +19,9 @@ const MASTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Watches for a failover while connected: a deposed master may keep answering (and
 /// granting locks) until the sentinels reconfigure it, seconds later, and a frozen one
 /// never answers again. So, at most once per [`MASTER_CHECK_INTERVAL`] while commands
-/// flow, the sentinels are asked in the background which master they name; when it is
-/// another than the one connected, the connection is marked moved, and the next command
-/// drops it and connects to the new master.
+/// flow, the sentinels are asked in the background which master they name; when most of
+/// those that answer name another than the one connected, the connection is marked moved,
+/// and the next command drops it and connects to the new master.
 #[derive(Default)]
 pub(super) struct MasterWatch {
     checked_at: Mutex<Option<Instant>>,
@@ -61,7 +61,7 @@ impl MasterWatch {
         }
         let (watch, sentinel, config) = (self.clone(), sentinel.clone(), config.clone());
         tokio::spawn(async move {
-            if let Ok((host, port)) = discover_master(&sentinel, &config).await {
+            if let Some((host, port)) = named_by_most(&sentinel, &config).await {
                 let named = NodeConfig {
                     host,
                     port,
@@ -124,17 +124,17 @@ async fn check_master(conn: &mut Conn, master: &NodeConfig) -> Result<(), NodeEr
     }
 }
 
-/// Asks every sentinel at once for the address of the master; the first that names one
-/// wins (a dead or frozen sentinel holds nobody up).
-async fn discover_master(
-    sentinel: &SentinelConfig,
-    config: &NodeConfig,
-) -> Result<(String, u16), NodeError> {
+/// Every sentinel asked at once for the address of the master (each answer within the
+/// time-outs, or why not).
+fn ask_all<'a>(
+    sentinel: &'a SentinelConfig,
+    config: &'a NodeConfig,
+) -> FuturesUnordered<impl std::future::Future<Output = Result<(String, u16), String>> + 'a> {
     let limit = config.command_timeout.max(config.connect_timeout);
-    let mut asks: FuturesUnordered<_> = sentinel
+    sentinel
         .sentinels
         .iter()
-        .map(|(host, port)| {
+        .map(move |(host, port)| {
             let at = NodeConfig {
                 host: host.clone(),
                 port: *port,
@@ -158,7 +158,16 @@ async fn discover_master(
                 }
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Asks every sentinel at once for the address of the master; the first that names one
+/// wins (a dead or frozen sentinel holds nobody up).
+async fn discover_master(
+    sentinel: &SentinelConfig,
+    config: &NodeConfig,
+) -> Result<(String, u16), NodeError> {
+    let mut asks = ask_all(sentinel, config);
     let mut reasons = Vec::new();
     while let Some(answer) = asks.next().await {
         match answer {
@@ -170,6 +179,19 @@ async fn discover_master(
         addr: config.addr(),
         reason: format!("no sentinel named the master: {}", reasons.join("; ")),
     })
+}
+
+/// The master that more than half of the sentinels that answered name (`None` when none
+/// does): one sentinel out of date does not move a client off a healthy master.
+async fn named_by_most(sentinel: &SentinelConfig, config: &NodeConfig) -> Option<(String, u16)> {
+    let answers: Vec<(String, u16)> = ask_all(sentinel, config)
+        .filter_map(|a| async move { a.ok() })
+        .collect()
+        .await;
+    answers
+        .iter()
+        .find(|a| answers.iter().filter(|b| b == a).count() * 2 > answers.len())
+        .cloned()
 }
 
 /// The master that the sentinel at `at` names for `name`, if it knows one.
