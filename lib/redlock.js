@@ -211,7 +211,8 @@ class Redlock extends EventEmitter {
    * with them: awaiting one must not let the process exit). Both are bounded by time-outs.
    */
   #keepAliveIfBusy() {
-    if (this.#pending.size > 0 || this.#late.size > 0) {
+    // After quit() late votes may never come: they keep nothing alive then.
+    if (this.#pending.size > 0 || (this.#late.size > 0 && this.#closed === undefined)) {
       busy.add(this)
       if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
       else this.#keepAlive.ref()
