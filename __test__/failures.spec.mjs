@@ -519,6 +519,13 @@ test("a release whose nodes stop answering ends when its lock expires (nothing l
   all[0].resume()
   all[1].resume()
   await extended.release()
+  // A lock released already (expiration 0): released again, or disposed, at once.
+  all[0].pause()
+  all[1].pause()
+  const again = Date.now()
+  await extended.release()
+  await extended[Symbol.asyncDispose]()
+  t.true(Date.now() - again < 1_000, `released again in ${Date.now() - again} ms`)
 })
 
 test('Lock[Symbol.asyncDispose] releases the lock; an expired lock is no error', async (t) => {

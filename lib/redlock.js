@@ -51,6 +51,12 @@ function wellFormedName(value, name) {
   }
 }
 
+/**
+ * Lock objects invalidated by their extend: their keys live on under the new Lock, so
+ * their expiration (0) says nothing about them; released as a lock of unknown expiration.
+ */
+const superseded = new WeakSet()
+
 /** Marks `lock` expired (used up); a lock object that cannot be written (frozen) stays as it is. */
 function invalidate(lock) {
   try {
@@ -361,7 +367,8 @@ class Redlock extends EventEmitter {
   async #release(lock, settings) {
     lockArg(lock)
     const id = this.#id()
-    this.#native.release(id, this.#keys(lock.resources), lock.value, Number(lock.expiration), settings, holdOf.get(lock))
+    const expiration = superseded.has(lock) ? NaN : Number(lock.expiration)
+    this.#native.release(id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
     invalidate(lock)
     const log = this.#log(c, lock.resources.length)
@@ -388,6 +395,7 @@ class Redlock extends EventEmitter {
   extend(lock, duration, settings) {
     return this.#extended(lock, duration, settings).then((extended) => {
       invalidate(lock)
+      superseded.add(lock)
       return extended
     })
   }

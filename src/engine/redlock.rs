@@ -1814,7 +1814,8 @@ impl Redlock {
     }
 
     /// [`Self::release`] of a lock valid until `expiration_ms` (ms since the epoch; not a
-    /// positive number: unknown). Once the lock has expired there is nothing left to
+    /// finite number: unknown, as for a Lock invalidated by its extend, whose keys live on
+    /// under the new Lock). Once the lock has expired there is nothing left to
     /// protect: retries stop then (an expired lock gets one attempt of at most
     /// [`EXPIRED_RELEASE_WINDOW`]), and a release that found no quorum by then succeeds:
     /// its keys expire on the nodes by themselves, within the drift after `expiration_ms`.
@@ -1825,9 +1826,7 @@ impl Redlock {
         expiration_ms: f64,
         call: &Call<'_>,
     ) -> Execution {
-        // Unknown, or 0: a lock object invalidated by its extend (its keys live on under
-        // the new Lock) or by an earlier release.
-        if !expiration_ms.is_finite() || expiration_ms <= 0.0 {
+        if !expiration_ms.is_finite() {
             return self.release(resources, value, call).await;
         }
         let left = Duration::from_millis((expiration_ms - now_ms()).max(0.0) as u64);

@@ -241,7 +241,24 @@ async fn check(
             keep_quarantine(judged(seen, &known, max_duration), prior)
         }
     });
-    Ok(futures::future::join_all(judged).await)
+    let units = futures::future::join_all(judged).await;
+    Ok(carry_quarantined(units, remembered, Instant::now()))
+}
+
+/// `units`, with the shards still in quarantine at `now` that this check left out (their
+/// master did not answer INFO this time) kept from `remembered`: met again without it,
+/// with their records out of reach, they would pass for trusted.
+fn carry_quarantined(
+    mut units: Vec<Checked>,
+    remembered: Vec<Checked>,
+    now: Instant,
+) -> Vec<Checked> {
+    for p in remembered {
+        if p.until.is_some_and(|u| now < u) && !units.iter().any(|c| c.name == p.name) {
+            units.push(p);
+        }
+    }
+    units
 }
 
 /// The identities node `i` has now: its server's, or each of its shards' masters' (none
@@ -433,8 +450,14 @@ mod tests {
             identity: id("other", 1, now),
             ..seen()
         };
-        let replaced = keep_quarantine(judged(other, &[], max), Some(first));
+        let replaced = keep_quarantine(judged(other, &[], max), Some(first.clone()));
         assert_eq!(replaced.until, None);
+        // Left out of a check (no INFO from its master this time): kept while in quarantine.
+        let carried = carry_quarantined(vec![], vec![first.clone()], now);
+        assert_eq!(carried.len(), 1);
+        assert_eq!(carried[0].until, first.until);
+        let over = first.until.unwrap() + Duration::from_secs(1);
+        assert!(carry_quarantined(vec![], vec![first], over).is_empty());
     }
 
     #[test]

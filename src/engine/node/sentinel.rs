@@ -182,16 +182,26 @@ async fn discover_master(
 }
 
 /// The master that more than half of the sentinels that answered name (`None` when none
-/// does): one sentinel out of date does not move a client off a healthy master.
+/// does): one sentinel out of date does not move a client off a healthy master. Decided
+/// as soon as one master is named by more than half of all the sentinels, so that a
+/// frozen one does not hold the answer up.
 async fn named_by_most(sentinel: &SentinelConfig, config: &NodeConfig) -> Option<(String, u16)> {
-    let answers: Vec<(String, u16)> = ask_all(sentinel, config)
-        .filter_map(|a| async move { a.ok() })
-        .collect()
-        .await;
-    answers
-        .iter()
-        .find(|a| answers.iter().filter(|b| b == a).count() * 2 > answers.len())
-        .cloned()
+    let all = sentinel.sentinels.len();
+    let mut asks = ask_all(sentinel, config);
+    let mut answers: Vec<(String, u16)> = Vec::new();
+    let named = |answers: &[(String, u16)], of: usize| {
+        answers
+            .iter()
+            .find(|a| answers.iter().filter(|b| b == a).count() * 2 > of)
+            .cloned()
+    };
+    while let Some(answer) = asks.next().await {
+        answers.extend(answer.ok());
+        if let Some(master) = named(&answers, all) {
+            return Some(master);
+        }
+    }
+    named(&answers, answers.len())
 }
 
 /// The master that the sentinel at `at` names for `name`, if it knows one.
