@@ -270,7 +270,10 @@ export declare class MemoryStore extends ClientBase {
   /** Calls fail at once, like a dead node, until `up()`. */
   down(): void
   up(): void
-  /** Calls hang for `ms` (until the caller's command time-out), like a server under SIGSTOP. */
+  /**
+   * Calls hang for `ms` (until the caller's command time-out), like a server under SIGSTOP;
+   * the calls already waiting too: `pause(0)` ends a pause, as SIGCONT.
+   */
   pause(ms: number): void
   /** Loses every key, like a restart without persistence (its identity changes too). */
   clear(): void

@@ -60,6 +60,8 @@ pub struct MemoryStore {
     epoch: AtomicU64,
     /// Release announcements go to the waiters of this process.
     subscriber: Arc<Subscriber>,
+    /// Tells the calls waiting out a pause that it changed (`pause(0)` ends it, as SIGCONT).
+    pause_changed: tokio::sync::Notify,
 }
 
 type Outcome = Result<Value, NodeError>;
@@ -95,6 +97,7 @@ impl MemoryStore {
             }),
             epoch: AtomicU64::new(1),
             subscriber: Subscriber::local(command_timeout),
+            pause_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -126,9 +129,34 @@ impl MemoryStore {
     }
 
     /// Calls wait `ms` before they are answered, like a node under SIGSTOP: the callers'
-    /// time-outs end them first when they are shorter.
+    /// time-outs end them first when they are shorter. It applies to the calls already
+    /// waiting too: `pause(0)` ends the pause for them (as SIGCONT would).
     pub fn pause(&self, ms: u64) {
         self.lock().paused_until = Some(Instant::now() + Duration::from_millis(ms));
+        self.pause_changed.notify_waiters();
+    }
+
+    /// Waits while the store is paused (a pause changed meanwhile counts from then on).
+    async fn wait_out_pause(&self) -> Result<(), NodeError> {
+        let mut waited = false;
+        loop {
+            let changed = self.pause_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let paused = self.lock().paused_until;
+            let Some(until) = paused.filter(|u| *u > Instant::now()) else {
+                break;
+            };
+            waited = true;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = changed => {}
+            }
+        }
+        if waited {
+            self.check()?;
+        }
+        Ok(())
     }
 
     /// Delays the next call only by `ms` (a request that arrives late, overtaken by later
@@ -200,11 +228,7 @@ impl MemoryStore {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        let paused = self.lock().paused_until;
-        if let Some(until) = paused.filter(|u| *u > Instant::now()) {
-            tokio::time::sleep_until(until.into()).await;
-            self.check()?;
-        }
+        self.wait_out_pause().await?;
         let args: Vec<Vec<u8>> = cmd
             .args_iter()
             .map(|a| match a {
@@ -823,6 +847,23 @@ mod tests {
 
     fn store() -> Arc<MemoryStore> {
         MemoryStore::new("t".into(), Duration::from_millis(100))
+    }
+
+    #[tokio::test]
+    async fn pause_0_ends_a_pause_for_the_calls_already_waiting() {
+        let m = store();
+        m.pause(5_000);
+        let waiting = {
+            let m = m.clone();
+            tokio::spawn(async move { m.execute(&redis::cmd("PING")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "paused");
+        let resumed = Instant::now();
+        m.pause(0);
+        let reply = waiting.await.unwrap();
+        assert!(reply.is_ok(), "{reply:?}");
+        assert!(resumed.elapsed() < Duration::from_millis(500));
     }
 
     fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {
