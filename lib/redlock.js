@@ -208,7 +208,8 @@ class Redlock extends EventEmitter {
         })
       }
     }
-    this.#keepAliveIfBusy()
+    // (While operations are in flight the process is kept alive already.)
+    if (this.#pending.size === 0) this.#keepAliveIfBusy()
   }
 
   /**

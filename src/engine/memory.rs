@@ -138,25 +138,23 @@ impl MemoryStore {
 
     /// Waits while the store is paused (a pause changed meanwhile counts from then on).
     async fn wait_out_pause(&self) -> Result<(), NodeError> {
-        let mut waited = false;
+        let paused = |until: Option<Instant>| until.filter(|u| *u > Instant::now());
+        if paused(self.lock().paused_until).is_none() {
+            return Ok(());
+        }
         loop {
             let changed = self.pause_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let paused = self.lock().paused_until;
-            let Some(until) = paused.filter(|u| *u > Instant::now()) else {
+            let Some(until) = paused(self.lock().paused_until) else {
                 break;
             };
-            waited = true;
             tokio::select! {
                 _ = tokio::time::sleep_until(until.into()) => {}
                 _ = changed => {}
             }
         }
-        if waited {
-            self.check()?;
-        }
-        Ok(())
+        self.check()
     }
 
     /// Delays the next call only by `ms` (a request that arrives late, overtaken by later

@@ -18,7 +18,7 @@ use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::{FENCE_SCRIPT, HANDOVER_SCRIPT, RELEASE_SCRIPT};
+use crate::engine::scripts::{LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, RELEASE_SCRIPT};
 use crate::engine::settings::Settings;
 use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
@@ -206,6 +206,14 @@ impl<'a> Call<'a> {
             closed: None,
             late: None,
             kind: Kind::Mutex,
+        }
+    }
+
+    /// This call, ending at `at` at the latest.
+    fn until(&self, at: Instant) -> Call<'a> {
+        Call {
+            deadline: Some(self.deadline.map_or(at, |d| d.min(at))),
+            ..*self
         }
     }
 
@@ -620,12 +628,24 @@ impl Quorum {
             return;
         };
         let [_, _, wait, _] = rw_keys(resource);
-        let leave = Arc::new(RELEASE_SCRIPT.evalsha(&[wait], &[value, "quiet"]));
+        let leave = RELEASE_SCRIPT.evalsha(&[wait], &[value, "quiet"]);
+        self.eval_in_background(&RELEASE_SCRIPT, leave, 0..self.nodes.len());
+    }
+
+    /// Runs `evalsha` (of `script`) on the nodes `on` in the background, each bounded by
+    /// the command time-out.
+    fn eval_in_background(
+        &self,
+        script: &'static LockScript,
+        evalsha: redis::Cmd,
+        on: impl IntoIterator<Item = usize>,
+    ) {
         let limit = self.command_timeout();
-        for node in self.nodes.iter() {
-            let (node, leave) = (node.clone(), leave.clone());
+        let evalsha = Arc::new(evalsha);
+        for i in on {
+            let (node, evalsha) = (self.nodes[i].clone(), evalsha.clone());
             tokio::spawn(tokio::time::timeout(limit, async move {
-                let _ = node.eval::<i64>(&RELEASE_SCRIPT, &leave).await;
+                let _ = node.eval::<i64>(script, &evalsha).await;
             }));
         }
     }
@@ -1340,18 +1360,8 @@ impl Quorum {
         if strays.is_empty() {
             return;
         }
-        let limit = self.command_timeout();
-        let stray = Arc::new(commands.release_slots_except(won_slot));
-        for &i in strays {
-            let (node, stray, script) = (
-                self.nodes[i].clone(),
-                stray.clone(),
-                commands.release_script,
-            );
-            tokio::spawn(tokio::time::timeout(limit, async move {
-                let _ = node.eval::<i64>(script, &stray).await;
-            }));
-        }
+        let stray = commands.release_slots_except(won_slot);
+        self.eval_in_background(commands.release_script, stray, strays.iter().copied());
     }
 
     /// What a won acquire still needs before it counts: its fencing token written to a
@@ -1796,11 +1806,7 @@ impl Redlock {
         if left.is_nan() || left <= 0.0 {
             return Execution::failed(FailureKind::Expired);
         }
-        let lock_ends = Instant::now() + Duration::from_millis(left as u64);
-        let call = Call {
-            deadline: Some(call.deadline.map_or(lock_ends, |d| d.min(lock_ends))),
-            ..*call
-        };
+        let call = call.until(Instant::now() + Duration::from_millis(left as u64));
         self.quorum
             .execute(Op::Extend { ttl_ms }, resources, value, &call)
             .await
@@ -1830,11 +1836,7 @@ impl Redlock {
             return self.release(resources, value, call).await;
         }
         let left = Duration::from_millis((expiration_ms - now_ms()).max(0.0) as u64);
-        let until = Instant::now() + left.max(EXPIRED_RELEASE_WINDOW);
-        let call = Call {
-            deadline: Some(call.deadline.map_or(until, |d| d.min(until))),
-            ..*call
-        };
+        let call = call.until(Instant::now() + left.max(EXPIRED_RELEASE_WINDOW));
         let mut exec = self.release(resources, value, &call).await;
         if exec.outcome == Err(FailureKind::Undecided) && now_ms() >= expiration_ms {
             exec.outcome = Ok(0);
