@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use crate::engine::node::Node;
 use crate::engine::scripts::{scoped_key, LINE_ACQUIRE_SCRIPT, LINE_LEAVE_SCRIPT};
+use crate::engine::timer;
 use crate::engine::value::random_value;
 
 /// The shortest pause of a head told to stay queued while the lock is free.
@@ -120,7 +121,7 @@ impl Drop for Seat {
         let leave = Arc::new(LINE_LEAVE_SCRIPT.evalsha(&self.keys, &[&self.ticket]));
         for node in self.nodes.iter() {
             let (node, leave) = (node.clone(), leave.clone());
-            runtime.spawn(tokio::time::timeout(self.limit, async move {
+            runtime.spawn(timer::timeout(self.limit, async move {
                 let _ = node.eval::<i64>(&LINE_LEAVE_SCRIPT, &leave).await;
             }));
         }

@@ -6,6 +6,7 @@
 //! restart that lost its data).
 
 use crate::engine::sync::Unpoisoned;
+use crate::engine::timer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,7 +151,7 @@ impl MemoryStore {
                 break;
             };
             tokio::select! {
-                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = timer::sleep_until(until) => {}
                 _ = changed => {}
             }
         }
@@ -224,7 +225,7 @@ impl MemoryStore {
         self.check()?;
         let delay = self.lock().delay_next.take();
         if let Some(d) = delay {
-            tokio::time::sleep(d).await;
+            timer::sleep(d).await;
         }
         self.wait_out_pause().await?;
         let args: Vec<Vec<u8>> = cmd

@@ -24,7 +24,9 @@
 //! * [`quorum`]: vote counting with early decisions; [`validity`]: drift and validity on a
 //!   monotonic clock.
 //! * [`redlock`]: acquire / extend / release over N nodes, with retries, cleanup, fencing.
-//! * [`sync`]: locks that survive a panic; [`value`]: random lock values.
+//! * [`sync`]: locks that survive a panic; [`value`]: random lock values; [`timer`]:
+//!   the engine's timers, which say when they are due (for the event loop that drives a
+//!   runtime on the JavaScript thread).
 //! * `paths`: tests of the hard paths on in-process nodes.
 
 pub mod args;
@@ -44,6 +46,7 @@ pub mod scripts;
 pub mod settings;
 pub mod shards;
 pub mod sync;
+pub mod timer;
 pub mod trust;
 pub mod validity;
 pub mod value;

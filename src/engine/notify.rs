@@ -5,6 +5,7 @@
 //! is not woken by the cleanup of its own failed attempts.
 
 use crate::engine::sync::Unpoisoned;
+use crate::engine::timer;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -107,7 +108,7 @@ impl Subscriber {
             addr: config.addr(),
             reason,
         };
-        let pubsub = tokio::time::timeout(config.connect_timeout, connect)
+        let pubsub = timer::timeout(config.connect_timeout, connect)
             .await
             .map_err(|_| fail("no pub/sub connection within connectTimeout".into()))?
             .map_err(|e| fail(e.to_string()))?;
@@ -210,7 +211,7 @@ impl Subscriber {
                 addr: String::new(),
                 ms: self.command_timeout.as_millis() as u64,
             };
-            tokio::time::timeout(self.command_timeout, sink.subscribe(&fresh))
+            timer::timeout(self.command_timeout, sink.subscribe(&fresh))
                 .await
                 .map_err(|_| timeout())?
                 .map_err(|e| NodeError::Command {
@@ -238,9 +239,7 @@ impl Subscriber {
             return;
         }
         let mut sink = sink.clone();
-        if let Ok(Ok(())) =
-            tokio::time::timeout(self.command_timeout, sink.unsubscribe(&unused)).await
-        {
+        if let Ok(Ok(())) = timer::timeout(self.command_timeout, sink.unsubscribe(&unused)).await {
             unused.iter().for_each(|c| {
                 subscribed.remove(c);
             });

@@ -4,6 +4,7 @@
 //! of a contended lock to one waiter per process.
 
 use crate::engine::sync::Unpoisoned;
+use crate::engine::timer;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -153,7 +154,7 @@ impl Queues {
         loop {
             let wait = my_turn.notified();
             let woke = match deadline {
-                Some(d) => tokio::time::timeout_at(d.into(), wait).await.is_ok(),
+                Some(d) => timer::timeout_at(d, wait).await.is_ok(),
                 None => {
                     wait.await;
                     true

@@ -3,6 +3,7 @@
 //! failed attempts.
 
 use crate::engine::sync::Unpoisoned;
+use crate::engine::timer;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -644,7 +645,7 @@ impl Quorum {
         let evalsha = Arc::new(evalsha);
         for i in on {
             let (node, evalsha) = (self.nodes[i].clone(), evalsha.clone());
-            tokio::spawn(tokio::time::timeout(limit, async move {
+            tokio::spawn(timer::timeout(limit, async move {
                 let _ = node.eval::<i64>(script, &evalsha).await;
             }));
         }
@@ -761,7 +762,7 @@ impl Quorum {
             if subscribed {
                 wait_for(&released, pause).await
             } else {
-                tokio::time::sleep(pause).await;
+                timer::sleep(pause).await;
                 false
             }
         };
@@ -782,7 +783,7 @@ impl Quorum {
         let taken = offers && !turn.withdraw();
         if taken && rx_open {
             // A releaser took the offer: its answer comes within a command time-out.
-            if let Ok(Ok(h)) = tokio::time::timeout(self.command_timeout() * 2, rx).await {
+            if let Ok(Ok(h)) = timer::timeout(self.command_timeout() * 2, rx).await {
                 return Waited::Handed(h);
             }
         }
@@ -790,7 +791,7 @@ impl Quorum {
             // This process just had its hand-overs in a row: the heads of the other
             // processes, woken by the same release, try first. (With the nodes' line, the
             // release kept the lock for the first of them already.)
-            tokio::time::sleep(YIELD_GRACE).await;
+            timer::sleep(YIELD_GRACE).await;
         }
         woken
     }
@@ -872,7 +873,7 @@ impl Quorum {
                     .await
             }
             _ => tokio::select! {
-                _ = tokio::time::sleep(pause) => Waited::Woken(false),
+                _ = timer::sleep(pause) => Waited::Woken(false),
                 _ = call.aborted() => Waited::Aborted,
             },
         }
@@ -896,7 +897,7 @@ impl Quorum {
         let (old, new, resources) = (old.to_string(), new.to_string(), resources.to_vec());
         let limit = self.command_timeout();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(limit, async {
+            let _ = timer::timeout(limit, async {
                 while let Some((i, vote)) = moves.next().await {
                     let stale = match vote {
                         Vote::For if straggler.was_released(&new, limit) => Some(&new),
@@ -1012,7 +1013,7 @@ impl Quorum {
                 fut
             })
             .collect();
-        let _ = tokio::time::timeout(self.command_timeout(), async {
+        let _ = timer::timeout(self.command_timeout(), async {
             while let Some((i, vote)) = moves.next().await {
                 ballot.count(i, vote, None, None);
                 if ballot.decision != Decision::Pending {
@@ -1046,7 +1047,7 @@ impl Quorum {
                 continue;
             }
             let release = RELEASE_SCRIPT.evalsha(resources, &[old]);
-            tokio::spawn(tokio::time::timeout(limit, async move {
+            tokio::spawn(timer::timeout(limit, async move {
                 let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
             }));
             if !won && vote != &Some(Vote::Locked) {
@@ -1061,7 +1062,7 @@ impl Quorum {
             self.settle_moves(moves, resources, (old, new), ballot.votes.clone(), late);
         }
         if !won {
-            let _ = tokio::time::timeout(limit, futures::future::join_all(moved_back)).await;
+            let _ = timer::timeout(limit, futures::future::join_all(moved_back)).await;
         }
     }
 
@@ -1085,7 +1086,7 @@ impl Quorum {
         let release = RELEASE_SCRIPT.evalsha(resources, &[&h.value]);
         let nodes = self.nodes.clone();
         let limit = self.command_timeout();
-        tokio::spawn(tokio::time::timeout(limit, async move {
+        tokio::spawn(timer::timeout(limit, async move {
             futures::future::join_all(
                 nodes
                     .iter()
@@ -1108,7 +1109,7 @@ impl Quorum {
         let limit = Duration::from_millis(settings.retry_delay_ms.max(50));
         let watches = self.nodes.iter().map(|node| {
             let signal = signal.clone();
-            tokio::time::timeout(limit.min(node.config().command_timeout), async move {
+            timer::timeout(limit.min(node.config().command_timeout), async move {
                 node.subscriber().await?.watch(channels, signal).await
             })
         });
@@ -1239,7 +1240,7 @@ impl Quorum {
         started: Instant,
         call: &Call<'_>,
     ) -> bool {
-        let deadline = tokio::time::sleep(window);
+        let deadline = timer::sleep(window);
         tokio::pin!(deadline);
         let is_acquire = matches!(op, Op::Acquire { .. });
         let fenced = is_acquire && call.settings.fencing;
@@ -1301,7 +1302,7 @@ impl Quorum {
                     }
                     None => return false,
                 },
-                _ = tokio::time::sleep_until(until.unwrap_or(started).into()), if until.is_some() => {}
+                _ = timer::sleep_until_some(until) => {}
                 _ = &mut deadline => {
                     ballot.fail_missing(timed_out(&self.nodes, window));
                     return false;
@@ -1330,7 +1331,7 @@ impl Quorum {
         let mut votes = ballot.votes.clone();
         let limit = self.command_timeout();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(limit, async {
+            let _ = timer::timeout(limit, async {
                 while let Some((i, (vote, _, slot, _))) = pending.next().await {
                     let c = &*commands;
                     if c.is_acquire && vote == Vote::For {
@@ -1433,12 +1434,12 @@ impl Quorum {
             };
             if unanswered {
                 let (node, release) = (node.clone(), release.clone());
-                tokio::spawn(tokio::time::timeout(limit, async move {
+                tokio::spawn(timer::timeout(limit, async move {
                     let _ = node.eval::<i64>(script, &release).await;
                 }));
             }
         }
-        let released = tokio::time::timeout(
+        let released = timer::timeout(
             limit,
             futures::future::join_all(
                 answered
@@ -1462,7 +1463,7 @@ impl Quorum {
                 .filter(|(_, v)| matches!(v, Some(Vote::For)))
                 .map(|(node, _)| node.send::<u64>(&cmd)),
         );
-        match tokio::time::timeout(within + Duration::from_millis(50), acked).await {
+        match timer::timeout(within + Duration::from_millis(50), acked).await {
             Ok(results) => {
                 let enough = results
                     .into_iter()
@@ -1490,7 +1491,7 @@ impl Quorum {
                 .iter()
                 .map(|node| node.eval::<i64>(&FENCE_SCRIPT, &cmd))
                 .collect();
-            let decided = tokio::time::timeout_at(deadline.into(), async {
+            let decided = timer::timeout_at(deadline, async {
                 while let Some(result) = claims.next().await {
                     let now = match result {
                         Ok(0) => tally.vote_for(),
@@ -1534,7 +1535,7 @@ impl Quorum {
         let reads = self.nodes.iter().map(|node| {
             let mget = &mget;
             async move {
-                tokio::time::timeout(limit, node.send::<Vec<Option<String>>>(mget))
+                timer::timeout(limit, node.send::<Vec<Option<String>>>(mget))
                     .await
                     .ok()?
                     .ok()
@@ -1610,9 +1611,7 @@ fn attempt_commands(
 
 /// Waits for a release announcement (`true`), or `pause` when none comes.
 async fn wait_for(released: &Signal, pause: Duration) -> bool {
-    tokio::time::timeout(pause, released.notified())
-        .await
-        .is_ok()
+    timer::timeout(pause, released.notified()).await.is_ok()
 }
 
 /// The compare-and-sets of a hand-over still under way, by node index.

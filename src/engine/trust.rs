@@ -12,6 +12,7 @@
 //! its peers that the node restarted. Nodes that no one recorded are trusted at once.
 
 use crate::engine::sync::Unpoisoned;
+use crate::engine::timer;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -377,7 +378,7 @@ async fn read_records(
     let mut until = started + command_timeout.min(PEER_WAIT);
     let (mut answered, mut known) = (0, Vec::new());
     while answered < peers {
-        match tokio::time::timeout_at(until.into(), reads.next()).await {
+        match timer::timeout_at(until, reads.next()).await {
             Ok(Some(record)) => {
                 answered += 1;
                 known.extend(record);
@@ -407,7 +408,7 @@ fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
         hset.arg(key).arg(&c.name).arg(&c.run_id);
         tokio::spawn(async move {
             let limit = place.config().command_timeout;
-            let _ = tokio::time::timeout(limit, place.send::<i64>(&hset)).await;
+            let _ = timer::timeout(limit, place.send::<i64>(&hset)).await;
         });
     }
 }

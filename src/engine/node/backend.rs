@@ -20,6 +20,7 @@ use crate::engine::memory::MemoryStore;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::LockScript;
 use crate::engine::shards::Shard;
+use crate::engine::timer;
 
 /// Takes a node's reply: converts it into the caller's type and keeps it, or says why it
 /// cannot. A refused reply fails the command with the backend's own error for it (see
@@ -119,7 +120,7 @@ pub(crate) async fn within<T>(
 ) -> Result<T, NodeError> {
     match wait {
         None => Ok(fut.await),
-        Some(w) => tokio::time::timeout(w, fut)
+        Some(w) => timer::timeout(w, fut)
             .await
             .map_err(|_| NodeError::Timeout {
                 addr: addr(),

@@ -12,6 +12,7 @@ use super::tls::{certificates, connection_addr, tcp_settings};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::shards::{parse_shards, Shard};
+use crate::engine::timer;
 
 /// Connects to a Redis Cluster through its startup nodes (slots, MOVED/ASK and topology
 /// refreshes are redis-rs' cluster-async). Scripts are loaded on first use (NOSCRIPT).
@@ -58,7 +59,7 @@ pub(super) async fn connect_cluster(
         addr: addr.clone(),
         reason: plain(&e),
     })?;
-    match tokio::time::timeout(config.connect_timeout, client.get_async_connection()).await {
+    match timer::timeout(config.connect_timeout, client.get_async_connection()).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(NodeError::Connect {
             addr,
@@ -89,7 +90,7 @@ pub(super) async fn read_shards(
         let infos = c.route_command(info, masters).await?;
         Ok::<_, redis::RedisError>((slots, infos))
     };
-    let (slots, infos) = match tokio::time::timeout(wait, work).await {
+    let (slots, infos) = match timer::timeout(wait, work).await {
         Ok(Ok(replies)) => replies,
         Ok(Err(e)) if e.code() == Some("NOPERM") => return Ok(None),
         Ok(Err(e)) => return Err(plain(&e)),

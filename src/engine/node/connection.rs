@@ -12,6 +12,7 @@ use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
 use crate::engine::scripts;
+use crate::engine::timer;
 
 /// The connection of a node: one server (the lean connection, over plain TCP or TLS), or
 /// a Redis Cluster (routed by slot).
@@ -96,7 +97,7 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
         };
         Ok::<_, RedisError>((conn, identity))
     };
-    match tokio::time::timeout(config.connect_timeout, work).await {
+    match timer::timeout(config.connect_timeout, work).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) if !e.is_timeout() => Err(NodeError::Connect {
             addr,

@@ -12,6 +12,7 @@ use super::tls::build_client;
 use crate::engine::config::{NodeConfig, SentinelConfig};
 use crate::engine::error::NodeError;
 use crate::engine::sync::Unpoisoned;
+use crate::engine::timer;
 
 /// How often, while commands flow, the sentinels are asked again which master they name.
 const MASTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -95,7 +96,7 @@ pub(super) async fn connect_master(
         check_master(&mut conn, &master).await?;
         Ok((conn, Some((client, master.host_port())), identity))
     };
-    match tokio::time::timeout(config.connect_timeout, work).await {
+    match timer::timeout(config.connect_timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(NodeError::ConnectTimeout {
             addr: config.addr(),
@@ -145,7 +146,7 @@ fn ask_all<'a>(
                 ..config.clone()
             };
             async move {
-                let answer = tokio::time::timeout(limit, ask_sentinel(&at, &sentinel.name)).await;
+                let answer = timer::timeout(limit, ask_sentinel(&at, &sentinel.name)).await;
                 match answer {
                     Ok(Ok(Some(master))) => Ok(master),
                     Ok(Ok(None)) => Err(format!(

@@ -25,6 +25,7 @@ use crate::engine::notify::Subscriber;
 use crate::engine::scripts::LockScript;
 use crate::engine::shards::Shard;
 use crate::engine::sync::{Unpoisoned, UnpoisonedRw};
+use crate::engine::timer;
 
 /// A Redis server (or Sentinel master, or Cluster) and the connection to it.
 pub(super) struct Server {
@@ -216,7 +217,7 @@ impl Backend for Server {
                 subscriber.close();
             }
             if let Slot::Ready(mut c @ Conn::Lean(_)) = previous {
-                let _ = tokio::time::timeout(
+                let _ = timer::timeout(
                     self.config.command_timeout,
                     redis::cmd("QUIT").query_async::<()>(&mut c),
                 )
