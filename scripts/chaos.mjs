@@ -86,6 +86,10 @@ const ACQUIRE_BOUND = SETTINGS.retryCount * (SETTINGS.retryDelay + SETTINGS.retr
 // The run ends with this long without faults: every key a fault left behind has expired.
 const SETTLE = 2 * TTL + 1500
 const QUARANTINE = MAX_DURATION + 300 // a restarted node sits out this long (a little slack)
+// How long a worker armed to stop inside its next critical section may take to reach one:
+// under the faults a wait can take several seconds (p99 waits of 4-7 s in 30 s runs), and a
+// fault that misses leaves the run without its stale holder (it once missed with 2 s).
+const REACH_CS = 6000
 
 const log = (...a) => console.error(`[chaos ${((Date.now() - (globalThis.t0 ?? Date.now())) / 1000).toFixed(1)}s]`, ...a)
 
@@ -131,7 +135,7 @@ export function plan(seed, chaosMs) {
     if (f.kind.startsWith('client-pause')) {
       f.worker = Math.floor(random() * WORKERS)
       f.pause = TTL + between(300, 1500)
-      f.busy = f.pause + (f.kind === 'client-pause-cs' ? 2000 : 0) // time to reach a critical section
+      f.busy = f.pause + (f.kind === 'client-pause-cs' ? REACH_CS : 0) // time to reach a critical section
     } else if (f.kind === 'kill-empty' || f.kind === 'kill-aof') {
       f.down = between(200, 2000)
       f.busy = f.down + 500 + QUARANTINE
@@ -175,7 +179,7 @@ export function plan(seed, chaosMs) {
     t += Math.round(between(200, 1500) / FAULT_RATE)
   }
   // The textbook case at least once a run: a worker paused inside its critical section.
-  if (!forcedInCs && chaosMs > 4000) faults.push({ at: 2000, kind: 'client-pause-cs', worker: 0, pause: TTL + 800, busy: TTL + 2800 })
+  if (!forcedInCs && chaosMs > 4000) faults.push({ at: 2000, kind: 'client-pause-cs', worker: 0, pause: TTL + 800, busy: TTL + 800 + REACH_CS })
   // Every kind at least once, also in a short run: a kind the draw left out goes where it
   // fits first (a long run has them all, so its plan is what the draw made).
   for (const kind of Object.keys(FAULT_KINDS)) {
@@ -315,7 +319,7 @@ async function runFault(f) {
         if (w.exited !== undefined) break
         intentionalPause.set(w.id, Infinity)
         w.child.send({ type: 'arm' })
-        const deadline = Date.now() + 2000
+        const deadline = Date.now() + REACH_CS
         while (procState(w.pid) !== 'T' && Date.now() < deadline) await sleep(5)
         if (procState(w.pid) !== 'T') {
           w.child.send({ type: 'disarm' })

@@ -198,6 +198,9 @@ thread_local! {
     static IDLE: Cell<bool> = const { Cell::new(false) };
     /// Set with `IDLE` when a turn was cut short (work remains).
     static CUT: Cell<bool> = const { Cell::new(false) };
+    /// The count of lock connections' socket wake-ups at the last park (see
+    /// `run_until_idle`).
+    static SOCKET_WAKES: Cell<u64> = const { Cell::new(0) };
     /// Whether the turn in progress looked for an engine timer that is due.
     static TIMERS_LOOKED: Cell<bool> = const { Cell::new(false) };
     /// The waker of the turn in progress.
@@ -277,14 +280,13 @@ fn on_park() {
     // A timer of the engine is due: the runtime fires it in this park, and its task runs
     // before the next (looked for once a turn: tokio may fire it up to a millisecond
     // later, and then the turn that the event loop's timer brings runs it).
-    let timer_due = !TIMERS_LOOKED.with(|t| t.replace(true)) && {
-        let now = std::time::Instant::now();
-        crate::engine::timer::next_due(now).is_some_and(|at| at <= now)
-    };
+    let timer_due = !TIMERS_LOOKED.with(|t| t.replace(true))
+        && crate::engine::timer::next_due().is_some_and(|at| at <= std::time::Instant::now());
     if fd < 0 || cut || !(ready || timer_due || imp::readable(fd)) {
         IDLE.with(|i| i.set(true));
         CUT.with(|c| c.set(cut));
     }
+    SOCKET_WAKES.with(|w| w.set(crate::engine::node::socket_wakes()));
     if let Some(w) = TURN.with(|t| t.borrow_mut().take()) {
         w.wake();
     }
@@ -304,6 +306,14 @@ fn run_until_idle(l: &imp::JsLoop) -> bool {
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| l.rt.block_on(Quiesce)));
     l.turning.set(false);
     READY.with(|r| r.set(false));
+    // The runtime's last look for events, after the park decided that the turn ends, woke
+    // a lock connection (a reply came between the descriptor's check and that look): its
+    // task waits in the runtime's queue, and the descriptor no longer says so. The next
+    // turn comes at once. (A task of another connection, a pub/sub one or a Cluster's,
+    // woken there waits for the next event or timer, 25 ms at most.)
+    if SOCKET_WAKES.with(Cell::get) != crate::engine::node::socket_wakes() {
+        CUT.with(|c| c.set(true));
+    }
     true
 }
 
@@ -447,8 +457,9 @@ mod imp {
         idle: Handle,
         /// Whether the timer is set.
         armed: Cell<bool>,
-        /// Whether operations were in flight at the last turn.
-        in_flight: Cell<bool>,
+        /// Whether only background work was alive at the last turn (no operation in
+        /// flight).
+        background: Cell<bool>,
     }
 
     impl JsLoop {
@@ -518,13 +529,15 @@ mod imp {
                     check,
                     idle,
                     armed: Cell::new(false),
-                    in_flight: Cell::new(false),
+                    background: Cell::new(false),
                 })
             }
         }
 
-        /// Sets the timer for the turn that fires the runtime's next timer (when it is sure
-        /// to fire: see `engine::timer::next_due`), but
+        /// Sets the timer for the turn that fires the runtime's next timer (a millisecond
+        /// after its deadline: tokio rounds up to its next millisecond; libuv counts from
+        /// its loop's time, which may lag, so that turn may come early and set it again),
+        /// but
         /// [`IN_FLIGHT_LOOK`] ms away at most while operations are in flight (for the
         /// timers of the libraries under the engine, which it does not see) and
         /// [`BACKGROUND_LOOK`] ms while the runtime has tasks (connections, background
@@ -543,16 +556,20 @@ mod imp {
             } else {
                 None
             };
+            crate::engine::timer::forget_before(now);
             // In whole ms, rounded up (libuv's timers count whole ms).
-            let due = crate::engine::timer::next_due(now).map(|at| {
+            let due = crate::engine::timer::next_due().map(|at| {
                 let left = (at + crate::engine::timer::SLACK).saturating_duration_since(now);
-                (left.as_micros() as u64).div_ceil(1000).max(1)
+                u64::try_from(left.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .div_ceil(1000)
+                    .max(1)
             });
             let want = match (due, look) {
                 (Some(d), Some(l)) => Some(d.min(l)),
                 (d, l) => d.or(l),
             };
-            self.in_flight.set(look == Some(IN_FLIGHT_LOOK));
+            self.background.set(look == Some(BACKGROUND_LOOK));
             unsafe {
                 match want {
                     Some(ms) => {
@@ -570,13 +587,14 @@ mod imp {
         /// The runtime's time driver writes to its wake-up descriptor whenever a timer is
         /// set earlier than the earliest one it knows of (to wake a thread waiting for
         /// it); here that would cost a write and a needless turn per operation (each
-        /// attempt sets a deadline). So a timer sits a little after the next turn, pushed
-        /// back at every turn, and is the earliest the driver knows of.
+        /// attempt sets a deadline). So a timer sits a little ahead (4 ms; 400 ms while
+        /// only background work is alive), pushed back at every turn, and is the earliest
+        /// the driver knows of.
         pub(super) fn push_back_sentinel(&self) {
-            let ahead = std::time::Duration::from_millis(if self.in_flight.get() {
-                4
-            } else {
+            let ahead = std::time::Duration::from_millis(if self.background.get() {
                 4 * BACKGROUND_LOOK
+            } else {
+                4
             });
             let at = tokio::time::Instant::now() + ahead;
             let _g = self.rt.enter();

@@ -44,14 +44,19 @@ const FORGOTTEN: Duration = Duration::from_secs(1);
 /// The earliest deadline of a live timer made on this thread (`None` when there is none,
 /// or when the thread does not track them): it may be past, for a timer that fired and
 /// whose task has not run yet.
-pub fn next_due(now: Instant) -> Option<Instant> {
+pub fn next_due() -> Option<Instant> {
+    DUE.with(|d| d.borrow().as_ref()?.first().map(|(at, _)| *at))
+}
+
+/// Forgets the deadlines [`FORGOTTEN`] before `now` (the turn that ran their tasks is
+/// long over).
+pub fn forget_before(now: Instant) {
     DUE.with(|d| {
-        let mut d = d.borrow_mut();
-        let set = d.as_mut()?;
-        while set.first().is_some_and(|(at, _)| *at + FORGOTTEN <= now) {
-            set.pop_first();
+        if let Some(set) = d.borrow_mut().as_mut() {
+            while set.first().is_some_and(|(at, _)| *at + FORGOTTEN <= now) {
+                set.pop_first();
+            }
         }
-        set.first().map(|(at, _)| *at)
     })
 }
 
@@ -60,13 +65,14 @@ struct Due(Option<(Instant, u64)>);
 
 impl Due {
     fn at(at: Instant) -> Due {
-        Due(DUE.with(|d| {
-            let mut d = d.borrow_mut();
+        let kept = DUE.try_with(|d| {
+            let mut d = d.try_borrow_mut().ok()?;
             let set = d.as_mut()?;
             let key = (at, NEXT.fetch_add(1, Ordering::Relaxed));
             set.insert(key);
             Some(key)
-        }))
+        });
+        Due(kept.ok().flatten())
     }
 }
 
@@ -149,22 +155,25 @@ mod tests {
             let now = Instant::now();
             // Not tracked yet.
             let untracked = sleep(Duration::from_millis(5));
-            assert_eq!(next_due(now), None);
+            assert_eq!(next_due(), None);
             track_here();
-            assert_eq!(next_due(now), None);
+            assert_eq!(next_due(), None);
             let late = sleep(Duration::from_secs(9));
             let soon = timeout(Duration::from_secs(2), std::future::pending::<()>());
-            let due = next_due(now).unwrap();
+            let due = next_due().unwrap();
             assert!(due > now + Duration::from_millis(1900) && due < now + Duration::from_secs(3));
             drop(soon);
-            assert!(next_due(now).unwrap() > now + Duration::from_secs(8));
+            assert!(next_due().unwrap() > now + Duration::from_secs(8));
             // A past deadline is kept while its timer lives (its task may not have run),
             // and forgotten once long past.
             let passed = sleep_until(now);
-            assert_eq!(next_due(now), Some(now));
-            assert!(next_due(now + FORGOTTEN).unwrap() > now + Duration::from_secs(8));
+            assert_eq!(next_due(), Some(now));
+            forget_before(now + FORGOTTEN / 2);
+            assert_eq!(next_due(), Some(now));
+            forget_before(now + FORGOTTEN);
+            assert!(next_due().unwrap() > now + Duration::from_secs(8));
             drop((late, passed, untracked));
-            assert_eq!(next_due(now), None);
+            assert_eq!(next_due(), None);
         })
         .join()
         .unwrap();

@@ -16,12 +16,15 @@
 //! every command waiting fails with an I/O error, and so does every later one: the server
 //! then drops the connection and makes a new one (`server.rs`), as it does for redis-rs'.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::task::AtomicWaker;
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -41,6 +44,33 @@ const MAX_BULK: i64 = 512 * 1024 * 1024;
 /// tens of thousands (a broken or hostile server) would overflow the stack of whatever
 /// walks the value (dropping it, converting it for JavaScript).
 const MAX_DEPTH: usize = 512;
+
+thread_local! {
+    /// How many times the socket of a lean connection woke its task on this thread.
+    static SOCKET_WAKES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times (wrapping) the socket of a lean connection woke its task on this thread:
+/// the event loop that drives a runtime on a JavaScript thread reads it around the
+/// runtime's last look for events, which may wake a task that then waits for the next
+/// turn (`src/addon/event_loop.rs`).
+pub fn socket_wakes() -> u64 {
+    SOCKET_WAKES.with(Cell::get)
+}
+
+/// The waker the connection task gives its socket: counts the wake, then wakes the task.
+#[derive(Default)]
+struct SocketWaker(AtomicWaker);
+
+impl Wake for SocketWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        SOCKET_WAKES.with(|w| w.set(w.get().wrapping_add(1)));
+        self.0.wake();
+    }
+}
 
 /// A handle to a lean connection; clones share it. The connection closes when the last
 /// clone is dropped.
@@ -125,8 +155,11 @@ impl Lean {
                 dropped: false,
             }),
         });
+        let socket_waker = Arc::new(SocketWaker::default());
         tokio::spawn(Task {
             shared: shared.clone(),
+            waker: Waker::from(socket_waker.clone()),
+            socket_waker,
             stream,
             wbuf: Vec::with_capacity(READ_CHUNK),
             written: 0,
@@ -238,6 +271,9 @@ fn gone() -> RedisError {
 /// each to its waiter. Ends when the socket fails or the last handle is dropped.
 struct Task<S> {
     shared: Arc<Shared>,
+    /// What the socket wakes (the task, counted: see [`socket_wakes`]).
+    socket_waker: Arc<SocketWaker>,
+    waker: Waker,
     /// The socket, or the TLS session over it.
     stream: S,
     /// Bytes being written, of which `written` are.
@@ -300,6 +336,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
                 st.task = Some(cx.waker().clone());
             }
         }
+        self.socket_waker.0.register(cx.waker());
+        let waker = self.waker.clone();
+        let cx = &mut Context::from_waker(&waker);
         // Through tokio's `AsyncRead`/`AsyncWrite`: a short read or write marks the
         // socket not ready, so no call is made only to hear that it would block.
         while self.written < self.wbuf.len() {

@@ -36,6 +36,7 @@ mod tls;
 
 pub(crate) use backend::within;
 pub use backend::{Backend, Reply, Sent};
+pub use lean::socket_wakes;
 
 use std::sync::Arc;
 use std::time::Duration;
