@@ -59,6 +59,9 @@ pub struct Seat {
     keys: [String; 3],
     /// Whether an attempt went out with the ticket (it may be on any node then).
     used: AtomicBool,
+    /// The nodes where the ticket is known to have left the line: those that set the lock
+    /// for the winning attempt (see [`Seat::won`]).
+    left: Vec<bool>,
     nodes: Arc<Vec<Arc<Node>>>,
     limit: Duration,
 }
@@ -81,6 +84,7 @@ impl Seat {
                 [resource.to_string(), line, expiry]
             },
             used: AtomicBool::new(false),
+            left: vec![false; nodes.len()],
             nodes,
             limit,
         }
@@ -106,6 +110,16 @@ impl Seat {
     pub fn attempted(&self) {
         self.used.store(true, Ordering::Relaxed);
     }
+
+    /// The attempt with the ticket won; `set[i]`: node `i` set the lock for it, and so took
+    /// the ticket out of its line ([`LINE_ACQUIRE`](crate::engine::scripts::LINE_ACQUIRE)
+    /// does both at once). The ticket then leaves only the other nodes' lines (a contended
+    /// lock moved to another process cost every node a script more per move).
+    pub fn won(&mut self, set: impl IntoIterator<Item = bool>) {
+        for (left, set) in self.left.iter_mut().zip(set) {
+            *left |= set;
+        }
+    }
 }
 
 impl Drop for Seat {
@@ -118,8 +132,11 @@ impl Drop for Seat {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // no runtime left: the tickets expire on their own
         };
+        if self.left.iter().all(|l| *l) {
+            return;
+        }
         let leave = Arc::new(LINE_LEAVE_SCRIPT.evalsha(&self.keys, &[&self.ticket]));
-        for node in self.nodes.iter() {
+        for (node, _) in self.nodes.iter().zip(&self.left).filter(|(_, l)| !**l) {
             let (node, leave) = (node.clone(), leave.clone());
             runtime.spawn(timer::timeout(self.limit, async move {
                 let _ = node.eval::<i64>(&LINE_LEAVE_SCRIPT, &leave).await;

@@ -573,6 +573,9 @@ impl Quorum {
             } else {
                 u32::from(stats.kept)
             };
+            if let (Some(seat), true) = (seat.as_mut(), outcome.is_ok()) {
+                seat.won(stats.votes.iter().map(|v| matches!(v, Some(Vote::For))));
+            }
             let counted = !stats.queued;
             let against = stats.tally.against() > 0;
             run.keep(stats);
