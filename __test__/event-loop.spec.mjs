@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads'
 
 import test from 'ava'
 
-import { lib, resource, useServers, valuesOn } from './helpers.mjs'
+import { eventually, lib, resource, useServers, valuesOn } from './helpers.mjs'
 
 const { Redlock, Redis } = lib
 const servers = useServers(test, 3)
@@ -101,7 +101,12 @@ test('a burst of 300 operations started in one go: every one settles once, with 
   }
   const released = await Promise.all(locks.map((l) => l.release()))
   t.is(released.length, 300)
-  t.deepEqual(await valuesOn(servers, keys[299]), servers.map(() => null))
+  // A release is done once a quorum released: the last server may still be reading the
+  // burst's commands (Redis reads a client's input 16 KB at a time and serves the other
+  // clients in between), so its last keys go a moment later.
+  for (const i of [0, 150, 299]) {
+    await eventually(async () => (await valuesOn(servers, keys[i])).every((v) => v === null))
+  }
   await redlock.quit()
 })
 
