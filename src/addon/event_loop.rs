@@ -455,8 +455,6 @@ mod imp {
         timer: Handle,
         check: Handle,
         idle: Handle,
-        /// Whether the timer is set.
-        armed: Cell<bool>,
         /// Whether only background work was alive at the last turn (no operation in
         /// flight).
         background: Cell<bool>,
@@ -528,7 +526,6 @@ mod imp {
                     timer,
                     check,
                     idle,
-                    armed: Cell::new(false),
                     background: Cell::new(false),
                 })
             }
@@ -565,22 +562,14 @@ mod imp {
                     .div_ceil(1000)
                     .max(1)
             });
-            let want = match (due, look) {
-                (Some(d), Some(l)) => Some(d.min(l)),
-                (d, l) => d.or(l),
-            };
+            let want = due.into_iter().chain(look).min();
             self.background.set(look == Some(BACKGROUND_LOOK));
+            // (Stopping a timer that is not running does nothing.)
             unsafe {
                 match want {
-                    Some(ms) => {
-                        uv_timer_start(self.timer, on_timer, ms, 0);
-                        self.armed.set(true);
-                    }
-                    None if self.armed.replace(false) => {
-                        uv_timer_stop(self.timer);
-                    }
-                    None => {}
-                }
+                    Some(ms) => uv_timer_start(self.timer, on_timer, ms, 0),
+                    None => uv_timer_stop(self.timer),
+                };
             }
         }
 

@@ -155,11 +155,9 @@ impl Lean {
                 dropped: false,
             }),
         });
-        let socket_waker = Arc::new(SocketWaker::default());
         tokio::spawn(Task {
             shared: shared.clone(),
-            waker: Waker::from(socket_waker.clone()),
-            socket_waker,
+            socket_waker: Arc::default(),
             stream,
             wbuf: Vec::with_capacity(READ_CHUNK),
             written: 0,
@@ -273,7 +271,6 @@ struct Task<S> {
     shared: Arc<Shared>,
     /// What the socket wakes (the task, counted: see [`socket_wakes`]).
     socket_waker: Arc<SocketWaker>,
-    waker: Waker,
     /// The socket, or the TLS session over it.
     stream: S,
     /// Bytes being written, of which `written` are.
@@ -337,7 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             }
         }
         self.socket_waker.0.register(cx.waker());
-        let waker = self.waker.clone();
+        let waker = Waker::from(self.socket_waker.clone());
         let cx = &mut Context::from_waker(&waker);
         // Through tokio's `AsyncRead`/`AsyncWrite`: a short read or write marks the
         // socket not ready, so no call is made only to hear that it would block.
