@@ -199,13 +199,8 @@ impl Queues {
                         yielding: false,
                     };
                 };
+                // The head forgets the releases announced before (`Quorum::take_turn`).
                 line.handoff = holding.is_some_and(|until| now < until);
-                if line.handoff {
-                    // Releases announced before the lock was taken here are stale: their
-                    // wake-up must not send the head to the nodes, where it would find the
-                    // lock held.
-                    line.released.forget();
-                }
                 line
             });
             line.waiters.push_back(id);

@@ -841,6 +841,13 @@ impl Quorum {
         // The previous head took the lock: wait for its release first (unless holders share
         // the resource, or the line hears no releases).
         let wait = turn.handoff() && !call.kind.shared() && turn.released().1;
+        if turn.handoff() {
+            // Announcements stored before the lock was taken here are stale: the other
+            // nodes' copies of the release that woke the previous head, which would send
+            // this one to the nodes at once, where it finds the lock held and takes a
+            // place in the line its own process is about to hand it over.
+            released.forget();
+        }
         Ok((turn, wait))
     }
 
