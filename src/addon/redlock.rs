@@ -130,6 +130,7 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
     let stats = AttemptStats {
         tally: crate::engine::quorum::Tally::new(votes.len()),
         votes,
+        holders: Vec::new(),
         fence: None,
         late: false,
         slot: None,

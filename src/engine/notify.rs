@@ -16,9 +16,13 @@ use tokio::sync::Notify;
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
+use crate::engine::quorum::Vote;
 use crate::engine::scripts::RESERVED_PREFIX;
+use crate::engine::votes::holder_hash;
 
-type Listeners = HashMap<String, Vec<(u64, Arc<Signal>)>>;
+/// The waiters registered for a channel: registration id, signal, and the index of the
+/// node in the waiter's quorum.
+type Listeners = HashMap<String, Vec<(u64, Arc<Signal>, usize)>>;
 
 /// A waiter's wake-up: a permit for each announced release, except of its own value.
 #[derive(Default)]
@@ -27,7 +31,24 @@ pub struct Signal {
     own: Mutex<Option<String>>,
     /// The waiter's ticket in the nodes' line (see `crate::engine::line`).
     ticket: Mutex<Option<String>>,
+    /// What woke the signal since the waiter's attempt began, by node index (see
+    /// [`Signal::settle`]).
+    heard: Mutex<Vec<(usize, Heard)>>,
 }
+
+/// What an announcement that woke a waiter said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// The lock was released on the node: the hash of the value it had.
+    Released(u64),
+    /// The lock is kept on the node for the waiter's ticket.
+    Reserved,
+    /// The connection died, or more was heard than is kept: news whatever the attempt saw.
+    News,
+}
+
+/// At most this many announcements are told apart during one attempt.
+const HEARD_MAX: usize = 32;
 
 impl Signal {
     /// Ignore announcements of releases of `value` (the waiter's own cleanups).
@@ -40,21 +61,69 @@ impl Signal {
         *self.ticket.locked() = ticket;
     }
 
-    fn announce(&self, value: &[u8]) {
-        let wake = match value.strip_prefix(RESERVED_PREFIX.as_bytes()) {
-            Some(for_ticket) => {
-                self.ticket.locked().as_deref().map(str::as_bytes) == Some(for_ticket)
-            }
-            None => self.own.locked().as_deref().map(str::as_bytes) != Some(value),
+    /// A release announced by the waiter's node `node`.
+    fn announce(&self, node: usize, value: &[u8]) {
+        let heard = match value.strip_prefix(RESERVED_PREFIX.as_bytes()) {
+            Some(for_ticket) => (self.ticket.locked().as_deref().map(str::as_bytes)
+                == Some(for_ticket))
+            .then_some(Heard::Reserved),
+            None => (self.own.locked().as_deref().map(str::as_bytes) != Some(value))
+                .then(|| Heard::Released(holder_hash(value))),
         };
-        if wake {
-            self.notify.notify_one();
+        if let Some(heard) = heard {
+            self.hear(node, heard);
         }
     }
 
     /// Wakes the waiter whatever the release (the connection died: silence means nothing).
     fn wake(&self) {
+        self.hear(0, Heard::News);
+    }
+
+    fn hear(&self, node: usize, heard: Heard) {
+        {
+            let mut list = self.heard.locked();
+            if list.len() < HEARD_MAX {
+                list.push((node, heard));
+            } else {
+                list[HEARD_MAX - 1] = (node, Heard::News);
+            }
+        }
         self.notify.notify_one();
+    }
+
+    /// The waiter's attempt begins: what was announced before is stale (each node that
+    /// announced a release had made it before it gets the attempt's command), so its
+    /// stored wake-up goes.
+    pub fn attempting(&self) {
+        self.heard.locked().clear();
+        self.forget();
+    }
+
+    /// The waiter's attempt was lost, with these votes and holders (hashes of the values
+    /// that the nodes found, see [`crate::engine::votes`]). A wake-up stored during the
+    /// attempt goes when everything heard meanwhile was known to the attempt: a node
+    /// announced a release of a value that its vote did not find there (the release came
+    /// first: most often, the other nodes' copies of the announcement that woke the
+    /// waiter), or kept the lock for the waiter's ticket where the attempt took it. A
+    /// release that came after the attempt's command (the node's vote found the released
+    /// value, or did not take the kept lock), or a node that did not answer, keeps it:
+    /// the next attempt may win there.
+    pub fn settle(&self, votes: &[Option<Vote>], holders: &[Option<u64>]) {
+        let heard = std::mem::take(&mut *self.heard.locked());
+        let voted_for = |node: usize| matches!(votes.get(node), Some(Some(Vote::For)));
+        let news = heard.iter().any(|&(node, heard)| match heard {
+            Heard::News => true,
+            Heard::Reserved => !voted_for(node),
+            Heard::Released(value) => match votes.get(node) {
+                Some(Some(Vote::For)) => false,
+                Some(Some(Vote::Locked)) => holders.get(node) == Some(&Some(value)),
+                _ => true,
+            },
+        });
+        if !news {
+            self.forget();
+        }
     }
 
     /// Waits for the next permit.
@@ -130,7 +199,7 @@ impl Subscriber {
                 this.alive.store(false, Ordering::Release);
                 // Wake everyone: their next attempt tells them more than silence would.
                 for list in this.lock().values() {
-                    list.iter().for_each(|(_, n)| n.wake());
+                    list.iter().for_each(|(_, n, _)| n.wake());
                 }
             }
         });
@@ -165,16 +234,19 @@ impl Subscriber {
     /// Announces a release of `value` on `channel` to the waiters registered for it.
     pub fn dispatch(&self, channel: &str, value: &[u8]) {
         if let Some(list) = self.lock().get(channel) {
-            list.iter().for_each(|(_, s)| s.announce(value));
+            list.iter()
+                .for_each(|(_, s, node)| s.announce(*node, value));
         }
     }
 
-    /// Registers `signal` for `channels` and makes sure the server sends them to us. The
-    /// returned guard unregisters (and unsubscribes what is no longer needed).
+    /// Registers `signal` for `channels` (this being node `node` of the waiter's quorum)
+    /// and makes sure the server sends them to us. The returned guard unregisters (and
+    /// unsubscribes what is no longer needed).
     pub async fn watch(
         self: &Arc<Self>,
         channels: &[String],
         signal: Arc<Signal>,
+        node: usize,
     ) -> Result<Watch, NodeError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -183,7 +255,7 @@ impl Subscriber {
                 listeners
                     .entry(c.clone())
                     .or_default()
-                    .push((id, signal.clone()));
+                    .push((id, signal.clone(), node));
             }
         }
         // From here on, dropping the guard undoes the registration.
@@ -268,7 +340,7 @@ impl Drop for Watch {
             let mut emptied = false;
             for c in &self.channels {
                 if let Some(list) = listeners.get_mut(c) {
-                    list.retain(|(id, _)| *id != self.id);
+                    list.retain(|(id, _, _)| *id != self.id);
                     if list.is_empty() {
                         listeners.remove(c);
                         emptied = true;
@@ -306,5 +378,76 @@ mod tests {
             s.notified().now_or_never().is_some(),
             "a later wake-up still wakes"
         );
+    }
+
+    /// A signal for a waiter with `ticket` after an attempt began, and what nodes
+    /// announced during it.
+    fn heard_during_attempt(ticket: &str, announced: &[(usize, &str)]) -> Signal {
+        let s = Signal::default();
+        s.set_ticket(Some(ticket.into()));
+        s.announce(0, b"before"); // heard before the attempt: stale
+        s.attempting();
+        for (node, value) in announced {
+            s.announce(*node, value.as_bytes());
+        }
+        s
+    }
+
+    fn woken(s: &Signal) -> bool {
+        s.notified().now_or_never().is_some()
+    }
+
+    #[tokio::test]
+    async fn copies_of_a_release_the_attempt_saw_do_not_wake_again() {
+        use Vote::{For, Locked};
+        let (v, w) = (holder_hash(b"v"), holder_hash(b"w"));
+        let reserved = format!("{RESERVED_PREFIX}t");
+        // Nodes 1 and 2 announce the release of v; the attempt found w there (another
+        // waiter took the lock after the release) and the lock free but kept in line on
+        // node 2: nothing new, the wake-up goes.
+        let s = heard_during_attempt("t", &[(1, "v"), (2, "v")]);
+        s.settle(
+            &[Some(Locked), Some(Locked), Some(Locked)],
+            &[Some(w), Some(w), None],
+        );
+        assert!(!woken(&s), "copies of a release the attempt came after");
+        // Node 2 still held v when the attempt got there: its release is news.
+        let s = heard_during_attempt("t", &[(1, "v"), (2, "v")]);
+        s.settle(
+            &[Some(Locked), Some(Locked), Some(Locked)],
+            &[Some(w), Some(w), Some(v)],
+        );
+        assert!(woken(&s), "a release after the attempt's command");
+        // A node that did not answer may have released after it.
+        let s = heard_during_attempt("t", &[(1, "v")]);
+        s.settle(&[Some(For), None, Some(Locked)], &[None, None, Some(w)]);
+        assert!(woken(&s), "no answer: news");
+        // The lock kept for the ticket where the attempt took it: stale; where it did not
+        // take it, news.
+        let s = heard_during_attempt("t", &[(0, &reserved)]);
+        s.settle(
+            &[Some(For), Some(Locked), Some(Locked)],
+            &[None, Some(w), Some(w)],
+        );
+        assert!(!woken(&s), "kept for the ticket where the attempt took it");
+        let s = heard_during_attempt("t", &[(0, &reserved), (1, &reserved)]);
+        s.settle(
+            &[Some(For), Some(Locked), Some(Locked)],
+            &[None, Some(w), Some(w)],
+        );
+        assert!(woken(&s), "kept for the ticket after the attempt's command");
+        // A dead connection is always news.
+        let s = heard_during_attempt("t", &[]);
+        s.wake();
+        s.settle(
+            &[Some(For), Some(For), Some(Locked)],
+            &[None, None, Some(w)],
+        );
+        assert!(woken(&s), "a dead connection");
+        // Nothing heard during the attempt, and what came before it is gone.
+        let s = heard_during_attempt("t", &[]);
+        assert!(!woken(&s), "announced before the attempt");
+        s.settle(&[Some(Locked), Some(Locked), Some(Locked)], &[Some(w); 3]);
+        assert!(!woken(&s));
     }
 }

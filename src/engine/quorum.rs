@@ -25,6 +25,9 @@ pub type LateVotes = Box<dyn FnOnce(Vec<Option<Vote>>) + Send>;
 pub struct AttemptStats {
     pub votes: Vec<Option<Vote>>,
     pub tally: Tally,
+    /// Who holds the lock where a node voted against naming a holder (a hash of the value,
+    /// see [`crate::engine::votes`]).
+    pub holders: Vec<Option<u64>>,
     /// The fencing token of a won acquire with `fencing` (see [`Quorum::attempt`](crate::engine::redlock::Quorum::attempt)).
     pub fence: Option<i64>,
     /// Whether the votes still missing (`None`) come later, through [`Call::late`](crate::engine::redlock::Call::late).

@@ -563,9 +563,16 @@ impl Quorum {
             if seat.is_none() && (run.attempt_count > 1 || wait_first) {
                 seat = self.take_seat(op, resources, call, run.start_ms, &turn);
             }
+            let released = turn.as_ref().map(|t| t.listening().0);
+            if let Some(released) = &released {
+                released.attempting();
+            }
             let (stats, outcome) = self
                 .attempt(op, resources, &value, call, seat.as_ref())
                 .await;
+            if let (Some(released), Err(_)) = (&released, outcome) {
+                released.settle(&stats.votes, &stats.holders);
+            }
             // Told to stay queued while the lock was free, or the cleanup kept the lock
             // for this head: retry soon (see `crate::engine::line`).
             queued = if stats.queued {
@@ -965,10 +972,16 @@ impl Quorum {
             // waits for it, so hand-overs in a row need no bound.
             self.queues.no_rivals(line);
         }
-        let Ballot { votes, tally, .. } = ballot;
+        let Ballot {
+            votes,
+            tally,
+            holders,
+            ..
+        } = ballot;
         let stats = AttemptStats {
             votes,
             tally,
+            holders,
             fence: None,
             late,
             slot: None,
@@ -1117,10 +1130,10 @@ impl Quorum {
         settings: &Settings,
     ) -> Vec<Watch> {
         let limit = Duration::from_millis(settings.retry_delay_ms.max(50));
-        let watches = self.nodes.iter().map(|node| {
+        let watches = self.nodes.iter().enumerate().map(|(i, node)| {
             let signal = signal.clone();
             timer::timeout(limit.min(node.config().command_timeout), async move {
-                node.subscriber().await?.watch(channels, signal).await
+                node.subscriber().await?.watch(channels, signal, i).await
             })
         });
         futures::future::join_all(watches)
@@ -1191,11 +1204,17 @@ impl Quorum {
             kept = self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
         }
         let queued = commands.reply == Reply::Line && ballot.queued();
-        let Ballot { votes, tally, .. } = ballot;
+        let Ballot {
+            votes,
+            tally,
+            holders,
+            ..
+        } = ballot;
         (
             AttemptStats {
                 votes,
                 tally,
+                holders,
                 fence: fence.filter(|_| outcome.is_ok()),
                 late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),

@@ -317,7 +317,7 @@ fn unexpected(node: &Node, what: &str) -> NodeError {
 }
 
 /// A short hash of a holder's lock value (to tell holders apart without keeping values).
-fn holder_hash(value: &[u8]) -> u64 {
+pub fn holder_hash(value: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);
