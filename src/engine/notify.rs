@@ -101,23 +101,26 @@ impl Signal {
     }
 
     /// The waiter's attempt was lost, with these votes and holders (hashes of the values
-    /// that the nodes found, see [`crate::engine::votes`]). A wake-up stored during the
-    /// attempt goes when everything heard meanwhile was known to the attempt: a node
-    /// announced a release of a value that its vote did not find there (the release came
-    /// first: most often, the other nodes' copies of the announcement that woke the
-    /// waiter), or kept the lock for the waiter's ticket where the attempt took it. A
-    /// release that came after the attempt's command (the node's vote found the released
-    /// value, or did not take the kept lock), or a node that did not answer, keeps it:
-    /// the next attempt may win there.
-    pub fn settle(&self, votes: &[Option<Vote>], holders: &[Option<u64>]) {
+    /// that the nodes found, see [`crate::engine::votes`]; `lined`: a line acquire's,
+    /// whose vote against without a holder found the lock free but another ticket first).
+    /// A wake-up stored during the attempt goes when everything heard meanwhile was known
+    /// to the attempt: a node announced a release of a value that its vote did not find
+    /// there (the release came first: most often, the other nodes' copies of the
+    /// announcement that woke the waiter), or kept the lock for the waiter's ticket where
+    /// the attempt took it. A release that came after the attempt's command (the node's
+    /// vote found the released value, or did not take the kept lock), a vote against that
+    /// names no holder (a lock script's), or a node that did not answer keeps it: the
+    /// next attempt may win there.
+    pub fn settle(&self, votes: &[Option<Vote>], holders: &[Option<u64>], lined: bool) {
         let heard = std::mem::take(&mut *self.heard.locked());
         let voted_for = |node: usize| matches!(votes.get(node), Some(Some(Vote::For)));
         let news = heard.iter().any(|&(node, heard)| match heard {
             Heard::News => true,
             Heard::Reserved => !voted_for(node),
-            Heard::Released(value) => match votes.get(node) {
-                Some(Some(Vote::For)) => false,
-                Some(Some(Vote::Locked)) => holders.get(node) == Some(&Some(value)),
+            Heard::Released(value) => match (votes.get(node), holders.get(node)) {
+                (Some(Some(Vote::For)), _) => false,
+                (Some(Some(Vote::Locked)), Some(Some(holder))) => *holder == value,
+                (Some(Some(Vote::Locked)), Some(None)) => !lined,
                 _ => true,
             },
         });
@@ -409,18 +412,32 @@ mod tests {
         s.settle(
             &[Some(Locked), Some(Locked), Some(Locked)],
             &[Some(w), Some(w), None],
+            true,
         );
         assert!(!woken(&s), "copies of a release the attempt came after");
+        // A lock script's vote against names no holder: the release may have come after.
+        let s = heard_during_attempt("t", &[(2, "v")]);
+        s.settle(
+            &[Some(Locked), Some(Locked), Some(Locked)],
+            &[None; 3],
+            false,
+        );
+        assert!(woken(&s), "an unnamed holder");
         // Node 2 still held v when the attempt got there: its release is news.
         let s = heard_during_attempt("t", &[(1, "v"), (2, "v")]);
         s.settle(
             &[Some(Locked), Some(Locked), Some(Locked)],
             &[Some(w), Some(w), Some(v)],
+            true,
         );
         assert!(woken(&s), "a release after the attempt's command");
         // A node that did not answer may have released after it.
         let s = heard_during_attempt("t", &[(1, "v")]);
-        s.settle(&[Some(For), None, Some(Locked)], &[None, None, Some(w)]);
+        s.settle(
+            &[Some(For), None, Some(Locked)],
+            &[None, None, Some(w)],
+            true,
+        );
         assert!(woken(&s), "no answer: news");
         // The lock kept for the ticket where the attempt took it: stale; where it did not
         // take it, news.
@@ -428,12 +445,14 @@ mod tests {
         s.settle(
             &[Some(For), Some(Locked), Some(Locked)],
             &[None, Some(w), Some(w)],
+            true,
         );
         assert!(!woken(&s), "kept for the ticket where the attempt took it");
         let s = heard_during_attempt("t", &[(0, &reserved), (1, &reserved)]);
         s.settle(
             &[Some(For), Some(Locked), Some(Locked)],
             &[None, Some(w), Some(w)],
+            true,
         );
         assert!(woken(&s), "kept for the ticket after the attempt's command");
         // A dead connection is always news.
@@ -442,12 +461,17 @@ mod tests {
         s.settle(
             &[Some(For), Some(For), Some(Locked)],
             &[None, None, Some(w)],
+            true,
         );
         assert!(woken(&s), "a dead connection");
         // Nothing heard during the attempt, and what came before it is gone.
         let s = heard_during_attempt("t", &[]);
         assert!(!woken(&s), "announced before the attempt");
-        s.settle(&[Some(Locked), Some(Locked), Some(Locked)], &[Some(w); 3]);
+        s.settle(
+            &[Some(Locked), Some(Locked), Some(Locked)],
+            &[Some(w); 3],
+            true,
+        );
         assert!(!woken(&s));
     }
 }

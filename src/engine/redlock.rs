@@ -571,7 +571,7 @@ impl Quorum {
                 .attempt(op, resources, &value, call, seat.as_ref())
                 .await;
             if let (Some(released), Err(_)) = (&released, outcome) {
-                released.settle(&stats.votes, &stats.holders);
+                released.settle(&stats.votes, &stats.holders, seat.is_some());
             }
             // Told to stay queued while the lock was free, or the cleanup kept the lock
             // for this head: retry soon (see `crate::engine::line`).
