@@ -31,9 +31,17 @@ pub struct Signal {
     own: Mutex<Option<String>>,
     /// The waiter's ticket in the nodes' line (see `crate::engine::line`).
     ticket: Mutex<Option<String>>,
-    /// What woke the signal since the waiter's attempt began, by node index (see
-    /// [`Signal::settle`]).
-    heard: Mutex<Vec<(usize, Heard)>>,
+    /// What woke the signal, around the waiter's attempts (see [`Signal::settle`]).
+    heard: Mutex<Heards>,
+}
+
+#[derive(Default)]
+struct Heards {
+    /// Since the last attempt began, by node index.
+    since: Vec<(usize, Heard)>,
+    /// The released values heard before the current attempt began (what sent the waiter
+    /// to the nodes): later copies of their announcements may be stale.
+    before: Vec<u64>,
 }
 
 /// What an announcement that woke a waiter said.
@@ -80,43 +88,59 @@ impl Signal {
         self.hear(0, Heard::News);
     }
 
+    /// Stores a wake-up (under the lock of what was heard, so that [`Signal::settle`]
+    /// never drops one it did not judge).
     fn hear(&self, node: usize, heard: Heard) {
-        {
-            let mut list = self.heard.locked();
-            if list.len() < HEARD_MAX {
-                list.push((node, heard));
-            } else {
-                list[HEARD_MAX - 1] = (node, Heard::News);
-            }
+        let mut heards = self.heard.locked();
+        if heards.since.len() < HEARD_MAX {
+            heards.since.push((node, heard));
+        } else {
+            heards.since[HEARD_MAX - 1] = (node, Heard::News);
         }
         self.notify.notify_one();
     }
 
     /// The waiter's attempt begins: what was announced before is stale (each node that
     /// announced a release had made it before it gets the attempt's command), so its
-    /// stored wake-up goes.
+    /// stored wake-up goes; the released values heard are kept for [`Signal::settle`].
     pub fn attempting(&self) {
-        self.heard.locked().clear();
+        let mut heards = self.heard.locked();
+        let Heards { since, before } = &mut *heards;
+        before.clear();
+        before.extend(since.drain(..).filter_map(|(_, heard)| match heard {
+            Heard::Released(value) => Some(value),
+            _ => None,
+        }));
         self.forget();
     }
 
     /// The waiter's attempt was lost, with these votes and holders (hashes of the values
     /// that the nodes found, see [`crate::engine::votes`]; `lined`: a line acquire's,
-    /// whose vote against without a holder found the lock free but another ticket first).
-    /// A wake-up stored during the attempt goes when everything heard meanwhile was known
-    /// to the attempt: a node announced a release of a value that its vote did not find
-    /// there (the release came first: most often, the other nodes' copies of the
-    /// announcement that woke the waiter), or kept the lock for the waiter's ticket where
-    /// the attempt took it. A release that came after the attempt's command (the node's
-    /// vote found the released value, or did not take the kept lock), a vote against that
-    /// names no holder (a lock script's), or a node that did not answer keeps it: the
-    /// next attempt may win there.
+    /// which put the waiter's ticket in the line of every node that voted against).
+    ///
+    /// Each node announces a release, so one release wakes a waiter up to once per node:
+    /// the first copy sends it to the nodes, and the later ones, which land during that
+    /// attempt, would send it again for nothing. So a wake-up stored during the attempt
+    /// goes when everything heard meanwhile was known to the attempt:
+    /// * a copy of a release heard before the attempt began, from a node whose vote shows
+    ///   that the release came first there: the node voted for, or found another holder
+    ///   than the released value (named by a `SET NX GET` or a line acquire; for a line
+    ///   acquire, also the lock free but another ticket first: a release after its
+    ///   command would keep the lock for the first ticket of a line that holds this
+    ///   waiter's, and say so);
+    /// * the lock kept for the waiter's ticket on a node where the attempt took it.
+    ///
+    /// Anything else keeps it: the next attempt may win there (a release the attempt did
+    /// not see: the released value still there, or a value heard for the first time; a
+    /// vote against that names no holder, as a lock script's; no answer; a dead
+    /// connection).
     pub fn settle(&self, votes: &[Option<Vote>], holders: &[Option<u64>], lined: bool) {
-        let heard = std::mem::take(&mut *self.heard.locked());
+        let heards = self.heard.locked();
         let voted_for = |node: usize| matches!(votes.get(node), Some(Some(Vote::For)));
-        let news = heard.iter().any(|&(node, heard)| match heard {
+        let news = heards.since.iter().any(|&(node, heard)| match heard {
             Heard::News => true,
             Heard::Reserved => !voted_for(node),
+            Heard::Released(value) if !heards.before.contains(&value) => true,
             Heard::Released(value) => match (votes.get(node), holders.get(node)) {
                 (Some(Some(Vote::For)), _) => false,
                 (Some(Some(Vote::Locked)), Some(Some(holder))) => *holder == value,
@@ -383,12 +407,14 @@ mod tests {
         );
     }
 
-    /// A signal for a waiter with `ticket` after an attempt began, and what nodes
-    /// announced during it.
+    /// A signal for a waiter with `ticket` woken by the release of `v` (node 0's copy),
+    /// after its attempt began, and what nodes announced during it.
     fn heard_during_attempt(ticket: &str, announced: &[(usize, &str)]) -> Signal {
         let s = Signal::default();
         s.set_ticket(Some(ticket.into()));
-        s.announce(0, b"before"); // heard before the attempt: stale
+        s.announce(0, b"v");
+        assert!(woken(&s));
+        s.announce(1, b"v"); // a copy before the attempt: stale
         s.attempting();
         for (node, value) in announced {
             s.announce(*node, value.as_bytes());
@@ -405,9 +431,9 @@ mod tests {
         use Vote::{For, Locked};
         let (v, w) = (holder_hash(b"v"), holder_hash(b"w"));
         let reserved = format!("{RESERVED_PREFIX}t");
-        // Nodes 1 and 2 announce the release of v; the attempt found w there (another
-        // waiter took the lock after the release) and the lock free but kept in line on
-        // node 2: nothing new, the wake-up goes.
+        // Nodes 1 and 2 announce the release of v again; the attempt found w on node 1
+        // (another waiter took the lock after the release) and on node 2 the lock free
+        // but another ticket first in line: nothing new, the wake-up goes.
         let s = heard_during_attempt("t", &[(1, "v"), (2, "v")]);
         s.settle(
             &[Some(Locked), Some(Locked), Some(Locked)],
@@ -455,6 +481,28 @@ mod tests {
             true,
         );
         assert!(woken(&s), "kept for the ticket after the attempt's command");
+        // A release heard for the first time during the attempt is news (the value may
+        // have replaced the holder the node named after the attempt's command, as a
+        // hand-over does, without an announcement).
+        let s = heard_during_attempt("t", &[(1, "x")]);
+        s.settle(
+            &[Some(Locked), Some(Locked), Some(Locked)],
+            &[Some(w), Some(w), Some(w)],
+            true,
+        );
+        assert!(woken(&s), "a value not heard before the attempt");
+        // The next attempt judges the copies of what came before it, this one's included.
+        s.attempting();
+        s.announce(2, b"x");
+        s.settle(
+            &[Some(Locked), Some(Locked), Some(Locked)],
+            &[Some(w), Some(w), Some(w)],
+            true,
+        );
+        assert!(
+            !woken(&s),
+            "a copy of the release heard before this attempt"
+        );
         // A dead connection is always news.
         let s = heard_during_attempt("t", &[]);
         s.wake();

@@ -109,13 +109,15 @@ impl Queues {
             }
             return None;
         };
-        if !offers {
-            return None;
-        }
-        if line.offer.is_none() || line.handovers_in_row >= MAX_HANDOVERS_IN_ROW {
-            // This release goes to the nodes (and is announced to every process).
-            line.yielding = line.offer.is_some();
-            line.handovers_in_row = 0;
+        if !offers || line.offer.is_none() || line.handovers_in_row >= MAX_HANDOVERS_IN_ROW {
+            // This release goes to the nodes (and is announced to every process): a head
+            // that comes next must not take it for a release that happened before the lock
+            // was taken here (see `Quorum::take_turn`).
+            line.handoff = false;
+            if offers {
+                line.yielding = line.offer.is_some();
+                line.handovers_in_row = 0;
+            }
             return None;
         }
         line.handovers_in_row += 1;
@@ -406,6 +408,30 @@ mod tests {
             next.await.unwrap(),
             "the next head knows the lock was taken"
         );
+    }
+
+    #[tokio::test]
+    async fn a_release_to_the_nodes_is_no_hand_off_to_wait_for() {
+        let q = Arc::new(Queues::default());
+        let mut head = q.enter("r".into(), None).await.unwrap();
+        let q2 = q.clone();
+        let next = tokio::spawn(async move { q2.enter("r".into(), None).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        head.acquired(5_000);
+        drop(head);
+        // The holder releases to the nodes (no offer) before the next head looks.
+        assert!(q.releasing("r", true).is_none());
+        let next = next.await.unwrap();
+        assert!(!next.handoff(), "the lock is on its way to the nodes");
+        drop(next);
+        // A head that leaves holding the lock is a hand-off again.
+        let mut head = q.enter("r".into(), None).await.unwrap();
+        let q3 = q.clone();
+        let next = tokio::spawn(async move { q3.enter("r".into(), None).await.unwrap().handoff() });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        head.acquired(5_000);
+        drop(head);
+        assert!(next.await.unwrap());
     }
 
     #[tokio::test]
