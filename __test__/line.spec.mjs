@@ -137,3 +137,37 @@ test('an attempt lost on a split vote keeps the lock for itself where it held it
   t.true(Date.now() - gone < 5_000, `acquired ${Date.now() - gone} ms after the other owner left`)
   await acquired.release()
 })
+
+test('a waiter that leaves the line while the lock is kept for it frees the lock and wakes the others', async (t) => {
+  // W waits in line; the lock is then kept for W's ticket, unannounced (W sleeps on), and
+  // W gives up. Its leave must free the lock and say so to the waiters without a ticket:
+  // it used to announce the reservation of the leaving ticket, which wakes nobody, and
+  // they slept their whole retry delay (10 s here) with the lock free.
+  const key = resource(t)
+  const holder = new Redlock(clientsFor(t, servers))
+  await holder.acquire([key], 10_000)
+  const patient = { retryCount: -1, retryDelay: 10_000, retryJitter: 0 }
+  const w = new Redlock(clientsFor(t, servers), patient)
+  const giveUp = new AbortController()
+  const wGot = w.acquire([key], 10_000, { signal: giveUp.signal })
+  wGot.catch(() => {})
+  // W's first attempt lost; an announcement sends it to its second, which takes its place in line.
+  await eventually(async () => {
+    await servers[0].command('PUBLISH', `redlock-rs:released:${key}`, 'some-release')
+    return (await lineOn(key)).every((l) => l.length === 1)
+  }, 10_000)
+  const [ticket] = (await lineOn(key))[0]
+  // B arrives now: its first attempt finds the lock held, and it waits without a ticket.
+  const b = new Redlock(clientsFor(t, servers), patient)
+  const bGot = b.acquire([key], 10_000)
+  bGot.catch(() => {})
+  await sleep(300)
+  t.deepEqual(await lineOn(key), [[ticket], [ticket], [ticket]], 'B has no ticket yet')
+  for (const s of servers) await s.command('SET', key, `redlock-rs:reserved:${ticket}`, 'PX', '10000')
+  const left = Date.now()
+  giveUp.abort()
+  await t.throwsAsync(wGot)
+  const lock = await bGot
+  t.true(Date.now() - left < 5_000, `B took the lock ${Date.now() - left} ms after W left`)
+  await lock.release()
+})

@@ -365,11 +365,12 @@ impl State {
 
     /// As the scripts' `PASS_ON`: releases `lock` if it holds `mine`, keeping it for the
     /// first ticket of its line if there is one; announced when kept for a ticket other
-    /// than `own`, or, unless `quiet`, when freed. 1 when released, 2 when kept for `own` (not announced), 0 when not ours.
+    /// than `own`, or, unless `quiet`, with `freed` when freed. 1 when released, 2 when
+    /// kept for `own` (not announced), 0 when not ours.
     fn pass_on(
         &mut self,
         [lock, line, expiry]: [&String; 3],
-        mine: &str,
+        (mine, freed): (&str, &str),
         (quiet, own): (bool, Option<&str>),
         published: &mut Vec<(String, String)>,
     ) -> i64 {
@@ -387,13 +388,13 @@ impl State {
             }
             None => {
                 self.keys.remove(lock);
-                mine.to_string()
+                freed.to_string()
             }
         };
         if for_own {
             return 2;
         }
-        if !quiet || said != mine {
+        if !quiet || said != freed {
             published.push((format!("{RELEASED_PREFIX}{lock}"), said));
         }
         1
@@ -798,7 +799,7 @@ fn line_release(
     }
     let passed = st.pass_on(
         [lock, line, expiry],
-        c.value(),
+        (c.value(), c.value()),
         (c.a(1) == "quiet", Some(ticket).filter(|t| !t.is_empty())),
         published,
     );
@@ -815,8 +816,15 @@ fn line_leave(
         st.zset(k).remove(c.value());
         st.tidy(k);
     }
+    // Freed (no other ticket left), the lock is announced with the bare ticket, which
+    // wakes every waiter (the reservation of a ticket that left would wake nobody).
     let kept = format!("{RESERVED_PREFIX}{}", c.value());
-    let passed = st.pass_on([lock, line, expiry], &kept, (false, None), published);
+    let passed = st.pass_on(
+        [lock, line, expiry],
+        (&kept, c.value()),
+        (false, None),
+        published,
+    );
     Ok(int(passed))
 }
 
@@ -917,6 +925,19 @@ mod tests {
         let (reply, published) = run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["w", "quiet"]));
         assert_eq!(reply, Ok(int(1)));
         assert!(published.is_empty(), "{published:?}");
+        // Kept for `w` again; `w` leaves the line with nobody after it: the lock is freed,
+        // announced with the bare ticket (which wakes every waiter without a ticket).
+        run_cmd(&m, &eval(&ACQUIRE_SCRIPT, &["r"], &["h", "10000"]))
+            .0
+            .unwrap();
+        line_acquire().unwrap();
+        run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["h"]))
+            .0
+            .unwrap();
+        let (reply, published) = run_cmd(&m, &eval(&LINE_LEAVE_SCRIPT, &keys, &["w-ticket"]));
+        assert_eq!(reply, Ok(int(1)));
+        assert_eq!(published, vec![(channel, "w-ticket".to_string())]);
+        assert_eq!(m.lock().get("r"), None);
     }
 
     #[tokio::test]

@@ -299,15 +299,15 @@ pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
 /// [`RESERVED_PREFIX`] + ticket until the ticket expires) instead of deleted, so that only
 /// that waiter can take it next (a `SET NX` of anyone else finds it held). Announced: with
 /// the value kept (which wakes only that waiter), even when `quiet` is `'quiet'` (that
-/// waiter needs the wake-up, whoever holds the other nodes), or, unless quiet, with `mine`
-/// when the lock is free. Returns 1 when released, 2 when the lock was kept for `own`
+/// waiter needs the wake-up, whoever holds the other nodes), or, unless quiet, with
+/// `freed` when the lock is free (which wakes every waiter but the one it names). Returns 1 when released, 2 when the lock was kept for `own`
 /// (the releasing waiter's own ticket: not announced, the waiter retries soon on its own
 /// and must not wake itself into retries that do not count), else 0.
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
 if redis.call('get', KEYS[1]) ~= mine then return 0 end
-local said, kept_for = mine, nil
+local said, kept_for = freed, nil
 if redis.call('exists', KEYS[2]) == 0 then
   redis.call('del', KEYS[1])
 else
@@ -323,7 +323,7 @@ else
   end
 end
 if own and kept_for == own then return 2 end
-if quiet ~= 'quiet' or said ~= mine then
+if quiet ~= 'quiet' or said ~= freed then
   redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
 end
 return 1
@@ -340,6 +340,7 @@ return 1
 pub static LINE_RELEASE: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"local mine, quiet, own = ARGV[1], ARGV[2], ARGV[3]
+local freed = mine
 if ARGV[3] and redis.call('get', KEYS[1]) == mine then
   {NOW}
   redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
@@ -362,6 +363,8 @@ pub static LINE_LEAVE: LazyLock<String> = LazyLock::new(|| {
 redis.call('zrem', KEYS[2], ARGV[1])
 redis.call('zrem', KEYS[3], ARGV[1])
 local mine, quiet, own = '{RESERVED_PREFIX}' .. ARGV[1], '', nil
+-- Freed (no other ticket left): announced with the bare ticket, which wakes every waiter.
+local freed = ARGV[1]
 {}"#,
         *PASS_ON
     )
