@@ -107,6 +107,8 @@ pub struct Quorum {
 struct Stragglers {
     running: std::sync::atomic::AtomicUsize,
     released: Mutex<Released>,
+    /// Told when the last straggler ends.
+    idle: tokio::sync::Notify,
 }
 
 /// The values released while stragglers run: looked up by value, dropped by age.
@@ -151,9 +153,13 @@ impl Straggler {
 
 impl Drop for Straggler {
     fn drop(&mut self) {
-        self.0
+        let was = self
+            .0
             .running
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if was == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -168,6 +174,19 @@ impl Stragglers {
         released.trim(now, limit);
         released.at.insert(value.to_string(), now);
         released.order.push_back((value.to_string(), now));
+    }
+
+    /// Returns once no straggler runs.
+    async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Whether `value` was released in the last `limit` (one look-up).
@@ -1582,9 +1601,14 @@ impl Quorum {
         Some(count_held(&answers, permits as usize, quorum))
     }
 
-    /// Closes every node's connection.
+    /// Ends the operations under way, lets the requests of won acquires still under way
+    /// finish (within the command time-out: one that lands after its lock's release takes
+    /// it away again, which it cannot do on a closed connection; a CLI run that released
+    /// and quit at once left its lock on a node that was still connecting), and closes
+    /// every node's connection.
     pub async fn quit(&self) {
         self.closed.cancel();
+        let _ = timer::timeout(self.command_timeout(), self.stragglers.idle()).await;
         futures::future::join_all(self.nodes.iter().map(|n| n.quit())).await;
     }
 }
@@ -1933,6 +1957,26 @@ impl Redlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_returns_once_the_last_straggler_ends() {
+        let stragglers = Arc::new(Stragglers::default());
+        stragglers.idle().await; // none running
+        let (a, b) = (Straggler::enter(&stragglers), Straggler::enter(&stragglers));
+        let waiting = tokio::spawn({
+            let s = stragglers.clone();
+            async move { s.idle().await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!waiting.is_finished(), "one straggler still runs");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("idle once none runs")
+            .unwrap();
+    }
 
     #[test]
     fn releases_are_noted_only_while_stragglers_run_and_only_for_their_lifetime() {
