@@ -405,7 +405,9 @@ export declare class Redlock extends EventEmitter {
   readWriteLock(resource: string): ReadWriteLock
   /**
    * Closes the native connections of this instance (JS clients passed in stay open);
-   * operations under way, and later ones, reject with `reason: 'aborted'`.
+   * operations under way, and later ones, reject with `reason: 'aborted'`. Requests of
+   * won acquires that a slow node has not answered yet finish first (within
+   * `commandTimeout`).
    */
   quit(): Promise<void>
 
