@@ -29,6 +29,27 @@ function waiterProcess(t, key) {
   return { child, got, exited }
 }
 
+/** Waits for a release up to 10 s, unless one is announced. */
+const PATIENT = { retryCount: -1, retryDelay: 10_000, retryJitter: 0 }
+
+/**
+ * A waiter for `key` (held by another owner) in this process, `PATIENT`, that has taken its
+ * place in the line on every server: its first attempt lost, it waits for a release, and
+ * an announcement of one sends it to its second attempt, which takes that place. Its
+ * acquire (`got`) and its ticket.
+ */
+async function patientWaiterInLine(t, key, options = {}) {
+  const redlock = new Redlock(clientsFor(t, servers), PATIENT)
+  const got = redlock.acquire([key], 10_000, options)
+  got.catch(() => {})
+  await eventually(async () => {
+    await servers[0].command('PUBLISH', `redlock-rs:released:${key}`, 'some-release')
+    return (await lineOn(key)).every((l) => l.length === 1)
+  }, 10_000)
+  const [ticket] = (await lineOn(key))[0]
+  return { got, ticket }
+}
+
 /** A lock on a fresh key, and a waiter process that has taken its place in the line on every server. */
 async function heldWithWaiterInLine(t) {
   const holder = new Redlock(clientsFor(t, servers))
@@ -111,16 +132,7 @@ test('an attempt lost on a split vote keeps the lock for itself where it held it
   const holder = new Redlock(clientsFor(t, servers))
   const key = resource(t)
   const lock = await holder.acquire([key], 10_000)
-  const waiter = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 10_000, retryJitter: 0 })
-  const got = waiter.acquire([key], 10_000)
-  got.catch(() => {})
-  // Its first attempt lost, it waits for a release (up to its 10 s retry delay); an
-  // announcement of one sends it to its second attempt, which takes its place in line.
-  await eventually(async () => {
-    await servers[0].command('PUBLISH', `redlock-rs:released:${key}`, 'some-release')
-    return (await lineOn(key)).every((l) => l.length === 1)
-  }, 10_000)
-  const [ticket] = (await lineOn(key))[0]
+  const { got, ticket } = await patientWaiterInLine(t, key)
   // Another owner on two of the three servers.
   for (const s of servers.slice(1)) await s.command('SET', key, 'another-owner', 'PX', '10000')
   await lock.release().catch(() => {}) // not ours on a quorum any more: it may fail
@@ -146,19 +158,10 @@ test('a waiter that leaves the line while the lock is kept for it frees the lock
   const key = resource(t)
   const holder = new Redlock(clientsFor(t, servers))
   await holder.acquire([key], 10_000)
-  const patient = { retryCount: -1, retryDelay: 10_000, retryJitter: 0 }
-  const w = new Redlock(clientsFor(t, servers), patient)
   const giveUp = new AbortController()
-  const wGot = w.acquire([key], 10_000, { signal: giveUp.signal })
-  wGot.catch(() => {})
-  // W's first attempt lost; an announcement sends it to its second, which takes its place in line.
-  await eventually(async () => {
-    await servers[0].command('PUBLISH', `redlock-rs:released:${key}`, 'some-release')
-    return (await lineOn(key)).every((l) => l.length === 1)
-  }, 10_000)
-  const [ticket] = (await lineOn(key))[0]
+  const { got: wGot, ticket } = await patientWaiterInLine(t, key, { signal: giveUp.signal })
   // B arrives now: its first attempt finds the lock held, and it waits without a ticket.
-  const b = new Redlock(clientsFor(t, servers), patient)
+  const b = new Redlock(clientsFor(t, servers), PATIENT)
   const bGot = b.acquire([key], 10_000)
   bGot.catch(() => {})
   await sleep(300)
