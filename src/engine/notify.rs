@@ -18,7 +18,7 @@ use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::quorum::Vote;
 use crate::engine::scripts::RESERVED_PREFIX;
-use crate::engine::votes::holder_hash;
+use crate::engine::value::holder_hash;
 
 /// The waiters registered for a channel: registration id, signal, and the index of the
 /// node in the waiter's quorum.

@@ -1,4 +1,5 @@
-//! Lock values: 128 random bits from the operating system's CSPRNG, as hex.
+//! Lock values: 128 random bits from the operating system's CSPRNG, as hex; and their
+//! short hashes.
 
 use std::cell::RefCell;
 
@@ -47,6 +48,15 @@ pub fn random_unit() -> f64 {
         return 0.5;
     }
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A short hash of a holder's lock value (to tell holders apart without keeping values: a
+/// node's vote names the holder it found, an announcement the value it released).
+pub fn holder_hash(value: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::engine::kinds::{read_reply, Commands, Op, Reply};
 use crate::engine::node::{Node, Sent};
 use crate::engine::quorum::Vote;
 use crate::engine::trust::Trust;
+use crate::engine::value::holder_hash;
 
 /// A node's answer: its vote, the fencing counter it read, the semaphore slot it took, and
 /// for a `SET NX GET` that found the key held, a hash of the holder's value.
@@ -314,14 +315,6 @@ fn unexpected(node: &Node, what: &str) -> NodeError {
         addr: node.addr().to_string(),
         reason: format!("not {what}"),
     }
-}
-
-/// A short hash of a holder's lock value (to tell holders apart without keeping values).
-pub fn holder_hash(value: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
