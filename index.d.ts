@@ -382,7 +382,8 @@ export declare class Redlock extends EventEmitter {
   acquire(resources: string[], duration: number, settings?: CallSettings): Promise<Lock>
   /**
    * Releases a lock: owner-checked and idempotent. Retries stop at `lock.expiration`; a
-   * release that reached no quorum by then resolves (the keys expired by themselves).
+   * release that reached no quorum by then resolves (the keys expire by themselves, within
+   * the clock drift allowed for).
    */
   release(lock: Lock, settings?: Partial<Settings>): Promise<ExecutionResult>
   /** Extends a lock to `duration` ms from now; the old Lock is invalidated. */
@@ -405,9 +406,9 @@ export declare class Redlock extends EventEmitter {
   readWriteLock(resource: string): ReadWriteLock
   /**
    * Closes the native connections of this instance (JS clients passed in stay open);
-   * operations under way, and later ones, reject with `reason: 'aborted'`. Requests of
-   * won acquires that a slow node has not answered yet finish first (within
-   * `commandTimeout`).
+   * operations under way, and later ones, reject with `reason: 'aborted'`. When a lock was
+   * released while requests of won acquires were still under way on a slow node, those
+   * finish first (within `commandTimeout`).
    */
   quit(): Promise<void>
 

@@ -458,7 +458,14 @@ class Redlock extends EventEmitter {
   /** Closes the native connections of this instance (JS clients passed in are left open). */
   async quit() {
     this.#closed ??= AbortSignal.abort(new Error('redlock.quit() was called.'))
-    await this.#native.quit()
+    // The native connections close after the requests still under way that have work left
+    // (within the command time-out): the process stays alive for them.
+    const closing = setInterval(noop, 0x7fffffff)
+    try {
+      await this.#native.quit()
+    } finally {
+      clearInterval(closing)
+    }
     if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
     this.#keepAlive = null
   }

@@ -135,7 +135,15 @@ impl Drop for Seat {
         if self.left.iter().all(|l| *l) {
             return;
         }
-        let leave = Arc::new(LINE_LEAVE_SCRIPT.evalsha(&self.keys, &[&self.ticket]));
+        // A head that won leaves quietly: a lock kept for its ticket on a node it did not
+        // get is freed there without waking every waiter (its release will).
+        let won = self.left.iter().any(|l| *l);
+        let args: &[&str] = if won {
+            &[&self.ticket, "quiet"]
+        } else {
+            &[&self.ticket]
+        };
+        let leave = Arc::new(LINE_LEAVE_SCRIPT.evalsha(&self.keys, args));
         for (node, _) in self.nodes.iter().zip(&self.left).filter(|(_, l)| !**l) {
             let (node, leave) = (node.clone(), leave.clone());
             runtime.spawn(timer::timeout(self.limit, async move {

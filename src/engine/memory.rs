@@ -19,7 +19,7 @@ use crate::engine::identity::RECORDS_KEY;
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{
     LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT,
-    HANDOVER_SCRIPT, LINE_ACQUIRE_SCRIPT, LINE_LEAVE_SCRIPT, LINE_RELEASE_SCRIPT,
+    HANDOVER_SCRIPT, LEFT_PREFIX, LINE_ACQUIRE_SCRIPT, LINE_LEAVE_SCRIPT, LINE_RELEASE_SCRIPT,
     PERMIT_ACQUIRE_SCRIPT, READ_ACQUIRE_SCRIPT, READ_EXTEND_SCRIPT, READ_RELEASE_SCRIPT,
     RELEASED_PREFIX, RELEASE_SCRIPT, RESERVED_PREFIX, WRITE_ACQUIRE_SCRIPT,
 };
@@ -816,13 +816,14 @@ fn line_leave(
         st.zset(k).remove(c.value());
         st.tidy(k);
     }
-    // Freed (no other ticket left), the lock is announced with the bare ticket, which
+    // Freed (no other ticket left), the lock is announced as left by the ticket, which
     // wakes every waiter (the reservation of a ticket that left would wake nobody).
     let kept = format!("{RESERVED_PREFIX}{}", c.value());
+    let left = format!("{LEFT_PREFIX}{}", c.value());
     let passed = st.pass_on(
         [lock, line, expiry],
-        (&kept, c.value()),
-        (false, None),
+        (&kept, &left),
+        (c.a(1) == "quiet", None),
         published,
     );
     Ok(int(passed))
@@ -936,7 +937,21 @@ mod tests {
             .unwrap();
         let (reply, published) = run_cmd(&m, &eval(&LINE_LEAVE_SCRIPT, &keys, &["w-ticket"]));
         assert_eq!(reply, Ok(int(1)));
-        assert_eq!(published, vec![(channel, "w-ticket".to_string())]);
+        let left = format!("{LEFT_PREFIX}w-ticket");
+        assert_eq!(published, vec![(channel.clone(), left)]);
+        assert_eq!(m.lock().get("r"), None);
+        // The leave of a head that won elsewhere frees it quietly.
+        run_cmd(&m, &eval(&ACQUIRE_SCRIPT, &["r"], &["h", "10000"]))
+            .0
+            .unwrap();
+        line_acquire().unwrap();
+        run_cmd(&m, &eval(&LINE_RELEASE_SCRIPT, &keys, &["h"]))
+            .0
+            .unwrap();
+        let quiet_leave = eval(&LINE_LEAVE_SCRIPT, &keys, &["w-ticket", "quiet"]);
+        let (reply, published) = run_cmd(&m, &quiet_leave);
+        assert_eq!(reply, Ok(int(1)));
+        assert!(published.is_empty(), "{published:?}");
         assert_eq!(m.lock().get("r"), None);
     }
 

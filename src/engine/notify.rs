@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::quorum::Vote;
-use crate::engine::scripts::RESERVED_PREFIX;
+use crate::engine::scripts::{LEFT_PREFIX, RESERVED_PREFIX};
 use crate::engine::value::holder_hash;
 
 /// The waiters registered for a channel: registration id, signal, and the index of the
@@ -71,12 +71,16 @@ impl Signal {
 
     /// A release announced by the waiter's node `node`.
     fn announce(&self, node: usize, value: &[u8]) {
-        let heard = match value.strip_prefix(RESERVED_PREFIX.as_bytes()) {
-            Some(for_ticket) => (self.ticket.locked().as_deref().map(str::as_bytes)
-                == Some(for_ticket))
-            .then_some(Heard::Reserved),
-            None => (self.own.locked().as_deref().map(str::as_bytes) != Some(value))
-                .then(|| Heard::Released(holder_hash(value))),
+        let heard = if let Some(for_ticket) = value.strip_prefix(RESERVED_PREFIX.as_bytes()) {
+            (self.ticket.locked().as_deref().map(str::as_bytes) == Some(for_ticket))
+                .then_some(Heard::Reserved)
+        } else if let Some(ticket) = value.strip_prefix(LEFT_PREFIX.as_bytes()) {
+            // Freed where it was kept for a ticket that left: it held that reservation.
+            let kept = [RESERVED_PREFIX.as_bytes(), ticket].concat();
+            Some(Heard::Released(holder_hash(&kept)))
+        } else {
+            (self.own.locked().as_deref().map(str::as_bytes) != Some(value))
+                .then(|| Heard::Released(holder_hash(value)))
         };
         if let Some(heard) = heard {
             self.hear(node, heard);
@@ -502,6 +506,24 @@ mod tests {
         assert!(
             !woken(&s),
             "a copy of the release heard before this attempt"
+        );
+        // A lock freed where it was kept for a ticket that left: it held the reservation,
+        // and a node whose vote still found that reservation freed it after the attempt.
+        let s = Signal::default();
+        s.announce(0, format!("{LEFT_PREFIX}x").as_bytes());
+        assert!(woken(&s), "a freed lock wakes a waiter without a ticket");
+        s.announce(1, format!("{LEFT_PREFIX}x").as_bytes());
+        s.attempting();
+        s.announce(2, format!("{LEFT_PREFIX}x").as_bytes());
+        let kept = holder_hash(format!("{RESERVED_PREFIX}x").as_bytes());
+        s.settle(
+            &[Some(For), Some(Locked), Some(Locked)],
+            &[None, Some(w), Some(kept)],
+            false,
+        );
+        assert!(
+            woken(&s),
+            "still kept for the ticket when the attempt got there"
         );
         // A dead connection is always news.
         let s = heard_during_attempt("t", &[]);

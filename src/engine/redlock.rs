@@ -176,6 +176,13 @@ impl Stragglers {
         released.order.push_back((value.to_string(), now));
     }
 
+    /// Whether a value was released in the last `limit` while stragglers ran.
+    fn any_released(&self, limit: Duration) -> bool {
+        let mut released = self.released.locked();
+        released.trim(Instant::now(), limit);
+        !released.order.is_empty()
+    }
+
     /// Returns once no straggler runs.
     async fn idle(&self) {
         loop {
@@ -1602,13 +1609,16 @@ impl Quorum {
     }
 
     /// Ends the operations under way, lets the requests of won acquires still under way
-    /// finish (within the command time-out: one that lands after its lock's release takes
-    /// it away again, which it cannot do on a closed connection; a CLI run that released
-    /// and quit at once left its lock on a node that was still connecting), and closes
-    /// every node's connection.
+    /// finish when a lock was released meanwhile (within the command time-out: one that
+    /// lands after its lock's release takes it away again, which it cannot do on a closed
+    /// connection; a CLI run that released and quit at once left its lock on a node that
+    /// was still connecting), and closes every node's connection.
     pub async fn quit(&self) {
         self.closed.cancel();
-        let _ = timer::timeout(self.command_timeout(), self.stragglers.idle()).await;
+        let limit = self.command_timeout();
+        if self.stragglers.any_released(limit) {
+            let _ = timer::timeout(limit, self.stragglers.idle()).await;
+        }
         futures::future::join_all(self.nodes.iter().map(|n| n.quit())).await;
     }
 }

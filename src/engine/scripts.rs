@@ -294,6 +294,11 @@ end"#;
 /// The value of a lock kept for the first ticket of its line (followed by the ticket).
 pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
 
+/// The announcement of a lock freed because the ticket it was kept for left the line with
+/// no ticket after it (followed by the ticket): it wakes every waiter, and stands for the
+/// release of [`RESERVED_PREFIX`] + ticket, the value the lock had.
+pub const LEFT_PREFIX: &str = "redlock-rs:left:";
+
 /// Releases lock `KEYS[1]` when it holds `mine`: when its line (`KEYS[2]`, expiries in
 /// `KEYS[3]`) has a live first ticket, the lock is kept for it (set to
 /// [`RESERVED_PREFIX`] + ticket until the ticket expires) instead of deleted, so that only
@@ -355,16 +360,17 @@ end
 });
 
 /// Takes a ticket out of the waiting line (its head stopped waiting), and passes on the
-/// lock if it was kept for that ticket (see [`PASS_ON`]). `KEYS`: the lock, the line, the
-/// tickets' expiry; `ARGV`: the ticket.
+/// lock if it was kept for that ticket (see [`PASS_ON`]; freed, it is announced with
+/// [`LEFT_PREFIX`] + ticket unless `quiet`). `KEYS`: the lock, the line, the tickets'
+/// expiry; `ARGV`: the ticket, and `quiet` (`'quiet'` from a head that won the lock: the
+/// other waiters are woken by its release).
 pub static LINE_LEAVE: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
 redis.call('zrem', KEYS[2], ARGV[1])
 redis.call('zrem', KEYS[3], ARGV[1])
-local mine, quiet, own = '{RESERVED_PREFIX}' .. ARGV[1], '', nil
--- Freed (no other ticket left): announced with the bare ticket, which wakes every waiter.
-local freed = ARGV[1]
+local mine, quiet, own = '{RESERVED_PREFIX}' .. ARGV[1], ARGV[2] or '', nil
+local freed = '{LEFT_PREFIX}' .. ARGV[1]
 {}"#,
         *PASS_ON
     )
