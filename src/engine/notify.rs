@@ -1,8 +1,10 @@
 //! Release notifications: one pub/sub connection per node, shared by every waiter of the
 //! process. A waiter registers a [`Signal`] for the channels of the resources it waits
 //! for; each announced release (see `scripts::RELEASE`) stores a wake-up permit in it, so
-//! a release that lands while the waiter is busy with an attempt is not missed. A waiter
-//! is not woken by the cleanup of its own failed attempts.
+//! a release that lands while the waiter is busy with an attempt is not missed, unless the
+//! attempt's votes show it saw that release already (the other nodes' copies of the one
+//! that sent it to the nodes: see [`Signal::settle`]). A waiter is not woken by the
+//! cleanup of its own failed attempts.
 
 use crate::engine::sync::Unpoisoned;
 use crate::engine::timer;

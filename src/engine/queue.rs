@@ -143,12 +143,13 @@ impl Queues {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let my_turn = Arc::new(Notify::new());
-        let head = self.join(&key, id, &my_turn);
+        let (head, signal) = self.join(&key, id, &my_turn);
         let turn = Turn {
             queues: self.clone(),
             key,
             id,
             held_until: None,
+            signal,
         };
         if head {
             return Some(turn);
@@ -174,8 +175,8 @@ impl Queues {
     /// Puts waiter `id` at the end of the line for `key` (made, or brought back with the
     /// subscriptions kept for it, when needed); `true` when it is the head at once.
     /// Subscriptions kept too long go on the way (dropped outside the lock).
-    fn join(&self, key: &str, id: u64, my_turn: &Arc<Notify>) -> bool {
-        let (head, expired) = {
+    fn join(&self, key: &str, id: u64, my_turn: &Arc<Notify>) -> (bool, Arc<Signal>) {
+        let (head, signal, expired) = {
             let mut lines = self.lock();
             let Lines { active, kept } = &mut *lines;
             let now = Instant::now();
@@ -207,10 +208,10 @@ impl Queues {
             });
             line.waiters.push_back(id);
             line.turns.insert(id, my_turn.clone());
-            (line.waiters.len() == 1, expired)
+            (line.waiters.len() == 1, line.released.clone(), expired)
         };
         drop(expired);
-        head
+        (head, signal)
     }
 }
 
@@ -222,6 +223,8 @@ pub struct Turn {
     id: u64,
     /// Set when this head leaves holding the lock: until when it is valid.
     held_until: Option<Instant>,
+    /// The line's release signal (the line keeps it for as long as it lives).
+    signal: Arc<Signal>,
 }
 
 impl Turn {
@@ -231,6 +234,12 @@ impl Turn {
             .active
             .get(&self.key)
             .is_some_and(|l| l.waiters.front() == Some(&self.id))
+    }
+
+    /// The line's release signal, whatever the state of its subscriptions (see
+    /// [`Turn::released`]): for what an attempt hears (see [`Signal::settle`]).
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
     }
 
     /// Whether the previous head left holding the lock: then its release is worth

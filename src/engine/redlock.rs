@@ -589,7 +589,7 @@ impl Quorum {
             if seat.is_none() && (run.attempt_count > 1 || wait_first) {
                 seat = self.take_seat(op, resources, call, run.start_ms, &turn);
             }
-            let released = turn.as_ref().map(|t| t.listening().0);
+            let released = turn.as_ref().map(|t| t.signal().clone());
             if let Some(released) = &released {
                 released.attempting();
             }
