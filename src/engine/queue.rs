@@ -179,10 +179,13 @@ impl Queues {
         let (head, signal, expired) = {
             let mut lines = self.lock();
             let Lines { active, kept } = &mut *lines;
-            let now = Instant::now();
+            // (The clock is read only when a line is kept: most joins find none.)
+            let now = (!kept.is_empty()).then(Instant::now);
             let stale: Vec<String> = kept
                 .iter()
-                .filter(|(_, k)| now - k.since > KEEP_SUBSCRIBED || kept.len() > KEEP_MAX)
+                .filter(|(_, k)| {
+                    now.is_some_and(|now| now - k.since > KEEP_SUBSCRIBED) || kept.len() > KEEP_MAX
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
             let expired: Vec<Kept> = stale.iter().filter_map(|key| kept.remove(key)).collect();
@@ -203,7 +206,7 @@ impl Queues {
                     };
                 };
                 // The head forgets the releases announced before (`Quorum::take_turn`).
-                line.handoff = holding.is_some_and(|until| now < until);
+                line.handoff = holding.is_some_and(|until| now.is_some_and(|now| now < until));
                 line
             });
             line.waiters.push_back(id);

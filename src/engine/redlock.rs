@@ -1900,10 +1900,11 @@ impl Redlock {
         let left = Duration::from_millis((expiration_ms - now_ms()).max(0.0) as u64);
         let call = call.until(Instant::now() + left.max(EXPIRED_RELEASE_WINDOW));
         let mut exec = self.release(resources, value, &call).await;
+        if exec.outcome != Err(FailureKind::Undecided) {
+            return exec;
+        }
         let short_ms = expiration_ms - now_ms();
-        if exec.outcome == Err(FailureKind::Undecided)
-            && short_ms <= MIN_ATTEMPT.as_millis() as f64 + 1.0
-        {
+        if short_ms <= MIN_ATTEMPT.as_millis() as f64 + 1.0 {
             // The retries stop short of the expiration (no attempt starts with less than
             // MIN_ATTEMPT left, and the deadline is in whole ms): the rest is waited out.
             if short_ms > 0.0 {
