@@ -927,7 +927,7 @@ mod tests {
         assert_eq!(reply, Ok(int(1)));
         assert!(published.is_empty(), "{published:?}");
         // Kept for `w` again; `w` leaves the line with nobody after it: the lock is freed,
-        // announced with the bare ticket (which wakes every waiter without a ticket).
+        // announced as left by the ticket (which wakes every waiter without a ticket).
         run_cmd(&m, &eval(&ACQUIRE_SCRIPT, &["r"], &["h", "10000"]))
             .0
             .unwrap();

@@ -113,6 +113,9 @@ impl Signal {
         let mut heards = self.heard.locked();
         let Heards { since, before } = &mut *heards;
         before.clear();
+        if since.is_empty() {
+            return; // every stored wake-up was heard (and is in `since`): none to drop
+        }
         before.extend(since.drain(..).filter_map(|(_, heard)| match heard {
             Heard::Released(value) => Some(value),
             _ => None,
@@ -432,81 +435,83 @@ mod tests {
         s.notified().now_or_never().is_some()
     }
 
+    /// Whether `s` still wakes its waiter after its attempt was lost with `votes` (one
+    /// character a node: `F` for, `L` against, `?` no answer) and `holders`.
+    fn woken_after(s: &Signal, votes: &str, holders: [Option<u64>; 3], lined: bool) -> bool {
+        let votes: Vec<Option<Vote>> = votes
+            .chars()
+            .map(|c| match c {
+                'F' => Some(Vote::For),
+                'L' => Some(Vote::Locked),
+                _ => None,
+            })
+            .collect();
+        s.settle(&votes, &holders, lined);
+        woken(s)
+    }
+
     #[tokio::test]
     async fn copies_of_a_release_the_attempt_saw_do_not_wake_again() {
-        use Vote::{For, Locked};
         let (v, w) = (holder_hash(b"v"), holder_hash(b"w"));
-        let reserved = format!("{RESERVED_PREFIX}t");
         // Nodes 1 and 2 announce the release of v again; the attempt found w on node 1
         // (another waiter took the lock after the release) and on node 2 the lock free
         // but another ticket first in line: nothing new, the wake-up goes.
         let s = heard_during_attempt("t", &[(1, "v"), (2, "v")]);
-        s.settle(
-            &[Some(Locked), Some(Locked), Some(Locked)],
-            &[Some(w), Some(w), None],
-            true,
+        assert!(
+            !woken_after(&s, "LLL", [Some(w), Some(w), None], true),
+            "copies of a release the attempt came after"
         );
-        assert!(!woken(&s), "copies of a release the attempt came after");
         // A lock script's vote against names no holder: the release may have come after.
         let s = heard_during_attempt("t", &[(2, "v")]);
-        s.settle(
-            &[Some(Locked), Some(Locked), Some(Locked)],
-            &[None; 3],
-            false,
+        assert!(
+            woken_after(&s, "LLL", [None; 3], false),
+            "an unnamed holder"
         );
-        assert!(woken(&s), "an unnamed holder");
         // Node 2 still held v when the attempt got there: its release is news.
         let s = heard_during_attempt("t", &[(1, "v"), (2, "v")]);
-        s.settle(
-            &[Some(Locked), Some(Locked), Some(Locked)],
-            &[Some(w), Some(w), Some(v)],
-            true,
+        assert!(
+            woken_after(&s, "LLL", [Some(w), Some(w), Some(v)], true),
+            "a release after the attempt's command"
         );
-        assert!(woken(&s), "a release after the attempt's command");
         // A node that did not answer may have released after it.
         let s = heard_during_attempt("t", &[(1, "v")]);
-        s.settle(
-            &[Some(For), None, Some(Locked)],
-            &[None, None, Some(w)],
-            true,
+        assert!(
+            woken_after(&s, "F?L", [None, None, Some(w)], true),
+            "no answer: news"
         );
-        assert!(woken(&s), "no answer: news");
-        // The lock kept for the ticket where the attempt took it: stale; where it did not
-        // take it, news.
+    }
+
+    #[tokio::test]
+    async fn the_lock_kept_for_the_ticket_wakes_where_the_attempt_did_not_take_it() {
+        let w = holder_hash(b"w");
+        let reserved = format!("{RESERVED_PREFIX}t");
         let s = heard_during_attempt("t", &[(0, &reserved)]);
-        s.settle(
-            &[Some(For), Some(Locked), Some(Locked)],
-            &[None, Some(w), Some(w)],
-            true,
+        assert!(
+            !woken_after(&s, "FLL", [None, Some(w), Some(w)], true),
+            "kept for the ticket where the attempt took it"
         );
-        assert!(!woken(&s), "kept for the ticket where the attempt took it");
         let s = heard_during_attempt("t", &[(0, &reserved), (1, &reserved)]);
-        s.settle(
-            &[Some(For), Some(Locked), Some(Locked)],
-            &[None, Some(w), Some(w)],
-            true,
+        assert!(
+            woken_after(&s, "FLL", [None, Some(w), Some(w)], true),
+            "kept for the ticket after the attempt's command"
         );
-        assert!(woken(&s), "kept for the ticket after the attempt's command");
-        // A release heard for the first time during the attempt is news (the value may
-        // have replaced the holder the node named after the attempt's command, as a
-        // hand-over does, without an announcement).
+    }
+
+    #[tokio::test]
+    async fn a_release_heard_first_during_the_attempt_is_news() {
+        let w = holder_hash(b"w");
+        // The value may have replaced the holder the node named after the attempt's
+        // command, as a hand-over does, without an announcement.
         let s = heard_during_attempt("t", &[(1, "x")]);
-        s.settle(
-            &[Some(Locked), Some(Locked), Some(Locked)],
-            &[Some(w), Some(w), Some(w)],
-            true,
+        assert!(
+            woken_after(&s, "LLL", [Some(w); 3], true),
+            "a value not heard before the attempt"
         );
-        assert!(woken(&s), "a value not heard before the attempt");
         // The next attempt judges the copies of what came before it, this one's included.
         s.attempting();
         s.announce(2, b"x");
-        s.settle(
-            &[Some(Locked), Some(Locked), Some(Locked)],
-            &[Some(w), Some(w), Some(w)],
-            true,
-        );
         assert!(
-            !woken(&s),
+            !woken_after(&s, "LLL", [Some(w); 3], true),
             "a copy of the release heard before this attempt"
         );
         // A lock freed where it was kept for a ticket that left: it held the reservation,
@@ -518,32 +523,23 @@ mod tests {
         s.attempting();
         s.announce(2, format!("{LEFT_PREFIX}x").as_bytes());
         let kept = holder_hash(format!("{RESERVED_PREFIX}x").as_bytes());
-        s.settle(
-            &[Some(For), Some(Locked), Some(Locked)],
-            &[None, Some(w), Some(kept)],
-            false,
-        );
         assert!(
-            woken(&s),
+            woken_after(&s, "FLL", [None, Some(w), Some(kept)], false),
             "still kept for the ticket when the attempt got there"
         );
-        // A dead connection is always news.
+    }
+
+    #[tokio::test]
+    async fn a_dead_connection_is_news_and_what_came_before_the_attempt_is_not() {
+        let w = holder_hash(b"w");
         let s = heard_during_attempt("t", &[]);
         s.wake();
-        s.settle(
-            &[Some(For), Some(For), Some(Locked)],
-            &[None, None, Some(w)],
-            true,
+        assert!(
+            woken_after(&s, "FFL", [None, None, Some(w)], true),
+            "a dead connection"
         );
-        assert!(woken(&s), "a dead connection");
-        // Nothing heard during the attempt, and what came before it is gone.
         let s = heard_during_attempt("t", &[]);
         assert!(!woken(&s), "announced before the attempt");
-        s.settle(
-            &[Some(Locked), Some(Locked), Some(Locked)],
-            &[Some(w); 3],
-            true,
-        );
-        assert!(!woken(&s));
+        assert!(!woken_after(&s, "LLL", [Some(w); 3], true));
     }
 }

@@ -261,7 +261,7 @@ impl Turn {
     pub fn listening(&self) -> (Arc<Signal>, bool) {
         let lines = self.queues.lock();
         let line = lines.active.get(&self.key).expect("a turn's line exists");
-        (line.released.clone(), !line.watches.is_empty())
+        (self.signal.clone(), !line.watches.is_empty())
     }
 
     /// The line's release signal, and whether the line is subscribed to it (on a
@@ -278,7 +278,7 @@ impl Turn {
         } else {
             std::mem::take(&mut line.watches)
         };
-        let answer = (line.released.clone(), !line.watches.is_empty());
+        let answer = (self.signal.clone(), !line.watches.is_empty());
         drop(lines);
         drop(dead);
         answer

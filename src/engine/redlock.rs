@@ -176,11 +176,16 @@ impl Stragglers {
         released.order.push_back((value.to_string(), now));
     }
 
-    /// Whether a value was released in the last `limit` while stragglers ran.
-    fn any_released(&self, limit: Duration) -> bool {
+    /// The values released in the last `limit` while stragglers ran.
+    fn released_within(&self, limit: Duration) -> std::sync::MutexGuard<'_, Released> {
         let mut released = self.released.locked();
         released.trim(Instant::now(), limit);
-        !released.order.is_empty()
+        released
+    }
+
+    /// Whether a value was released in the last `limit` while stragglers ran.
+    fn any_released(&self, limit: Duration) -> bool {
+        !self.released_within(limit).order.is_empty()
     }
 
     /// Returns once no straggler runs.
@@ -198,9 +203,7 @@ impl Stragglers {
 
     /// Whether `value` was released in the last `limit` (one look-up).
     fn was_released(&self, value: &str, limit: Duration) -> bool {
-        let mut released = self.released.locked();
-        released.trim(Instant::now(), limit);
-        released.at.contains_key(value)
+        self.released_within(limit).at.contains_key(value)
     }
 }
 
@@ -589,16 +592,9 @@ impl Quorum {
             if seat.is_none() && (run.attempt_count > 1 || wait_first) {
                 seat = self.take_seat(op, resources, call, run.start_ms, &turn);
             }
-            let released = turn.as_ref().map(|t| t.signal().clone());
-            if let Some(released) = &released {
-                released.attempting();
-            }
             let (stats, outcome) = self
-                .attempt(op, resources, &value, call, seat.as_ref())
+                .attempt_in_turn(op, resources, &value, call, (&mut seat, &turn))
                 .await;
-            if let (Some(released), Err(_)) = (&released, outcome) {
-                released.settle(&stats.votes, &stats.holders, seat.is_some());
-            }
             // Told to stay queued while the lock was free, or the cleanup kept the lock
             // for this head: retry soon (see `crate::engine::line`).
             queued = if stats.queued {
@@ -606,9 +602,6 @@ impl Quorum {
             } else {
                 u32::from(stats.kept)
             };
-            if let (Some(seat), true) = (seat.as_mut(), outcome.is_ok()) {
-                seat.won(stats.votes.iter().map(|v| matches!(v, Some(Vote::For))));
-            }
             let counted = !stats.queued;
             let against = stats.tally.against() > 0;
             run.keep(stats);
@@ -638,6 +631,37 @@ impl Quorum {
                 }
             }
         }
+    }
+
+    /// One attempt of an operation with a `turn` in the process's line and perhaps a
+    /// `seat` in the nodes' line: what the line's release signal hears meanwhile is judged
+    /// against the attempt's votes when it is lost (see [`Signal::settle`]); a won seat
+    /// leaves the nodes' lines only where the attempt did not take the lock.
+    async fn attempt_in_turn(
+        &self,
+        op: Op,
+        resources: &[String],
+        value: &str,
+        call: &Call<'_>,
+        (seat, turn): (&mut Option<Seat>, &Option<Turn>),
+    ) -> (AttemptStats, Result<i64, FailureKind>) {
+        let released = turn.as_ref().map(Turn::signal);
+        if let Some(released) = released {
+            released.attempting();
+        }
+        let (stats, outcome) = self
+            .attempt(op, resources, value, call, seat.as_ref())
+            .await;
+        match (released, outcome, seat.as_mut()) {
+            (Some(released), Err(_), seat) => {
+                released.settle(&stats.votes, &stats.holders, seat.is_some())
+            }
+            (_, Ok(_), Some(seat)) => {
+                seat.won(stats.votes.iter().map(|v| matches!(v, Some(Vote::For))))
+            }
+            _ => {}
+        }
+        (stats, outcome)
     }
 
     /// The operation's end with `outcome`, its last attempt's `value` kept; an aborted
@@ -750,7 +774,7 @@ impl Quorum {
     ) -> Option<Seat> {
         let seat = self.seat(op, resources, call, start_ms)?;
         if let Some(t) = turn {
-            t.released().0.set_ticket(Some(seat.ticket.clone()));
+            t.signal().set_ticket(Some(seat.ticket.clone()));
         }
         Some(seat)
     }
@@ -868,13 +892,14 @@ impl Quorum {
             _ = call.aborted() => return Err(FailureKind::Aborted),
         };
         // Releases of our own value (cleanups of our failed attempts) wake nobody here.
-        let released = turn.released().0;
+        let released = turn.signal();
         released.set_own(Some(value.to_string()));
         released.set_ticket(None);
         // The previous head took the lock: wait for its release first (unless holders share
         // the resource, or the line hears no releases).
-        let wait = turn.handoff() && !call.kind.shared() && turn.released().1;
-        if turn.handoff() {
+        let handoff = turn.handoff();
+        let wait = handoff && !call.kind.shared() && turn.released().1;
+        if handoff {
             // Announcements stored before the lock was taken here are stale: the other
             // nodes' copies of the release that woke the previous head, which would send
             // this one to the nodes at once, where it finds the lock held and takes a
@@ -1637,7 +1662,7 @@ fn ticket_ttl_ms(pause: u64, ttl_ms: u64) -> u64 {
 fn fresh_value(turn: &Option<Turn>) -> String {
     let value = random_value();
     if let Some(t) = turn {
-        t.released().0.set_own(Some(value.clone()));
+        t.signal().set_own(Some(value.clone()));
     }
     value
 }
