@@ -48,7 +48,10 @@ try {
   throw missingAddonError(cause)
 }
 
-const { NativeClient, NativeRedlock, CompletionStatus } = native
+// `lockAcquire(handle, ...)`, `lockExtend(handle, ...)` and `lockRelease(handle, ...)` take a
+// NativeRedlock's `handle`, then the arguments listed in src/addon/calls.rs (plain functions:
+// the calls of every lock cycle skip the glue of a class method).
+const { NativeClient, NativeRedlock, CompletionStatus, lockAcquire, lockExtend, lockRelease } = native
 
 // Completion statuses, as the addon exports them (src/addon/completion.rs).
 const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late: LATE } = CompletionStatus
@@ -129,6 +132,9 @@ const slotOf = (c) => c.slot
 module.exports = {
   NativeClient,
   NativeRedlock,
+  lockAcquire,
+  lockExtend,
+  lockRelease,
   DONE,
   LOCKED,
   INTERNAL,

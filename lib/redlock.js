@@ -12,6 +12,9 @@ const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require(
 const { Lock, holdOf, lockArg } = require('./lock.js')
 const {
   NativeRedlock,
+  lockAcquire,
+  lockExtend,
+  lockRelease,
   DONE,
   LOCKED,
   INTERNAL,
@@ -107,6 +110,8 @@ function followListeners(redlock, native) {
 
 class Redlock extends EventEmitter {
   #native
+  /** `#native`'s handle, for lockAcquire, lockExtend and lockRelease. */
+  #handle
   #clients
   #pending = new Map()
   /** The attempt logs of settled operations whose last votes come later, by id. */
@@ -138,6 +143,7 @@ class Redlock extends EventEmitter {
     const natives = list.map(nativeClientFor)
     const self = new WeakRef(this)
     this.#native = new NativeRedlock(natives, settings, (...batch) => self.deref()?.#settle(completionsOf(batch)))
+    this.#handle = this.#native.handle
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
@@ -342,7 +348,7 @@ class Redlock extends EventEmitter {
     wellFormed(resources)
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const id = this.#id()
-    this.#native.acquire(id, this.#keys(resources), duration, settings, hold)
+    lockAcquire(this.#handle, id, this.#keys(resources), duration, settings, hold)
     const c = await this.#wait(id, signal, resources.length)
     const log = this.#log(c, resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
@@ -369,7 +375,7 @@ class Redlock extends EventEmitter {
     lockArg(lock)
     const id = this.#id()
     const expiration = superseded.has(lock) ? NaN : Number(lock.expiration)
-    this.#native.release(id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
+    lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
     invalidate(lock)
     const log = this.#log(c, lock.resources.length)
@@ -385,7 +391,7 @@ class Redlock extends EventEmitter {
     lockArg(lock)
     const signal = signalOf(settings)
     const id = this.#id()
-    this.#native.extend(id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdOf.get(lock))
+    lockExtend(this.#handle, id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdOf.get(lock))
     const c = await this.#wait(id, signal, lock.resources.length)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))

@@ -339,13 +339,19 @@ fn value_arg(env: &Env, v: Option<Unknown>) -> Result<String> {
 
 #[napi]
 pub struct NativeRedlock {
+    ops: Arc<Ops>,
+}
+
+/// What the operations of one `NativeRedlock` need, shared with the handle through which
+/// the JavaScript layer starts acquires, extends and releases (see [`crate::addon::calls`]).
+pub struct Ops {
     inner: Arc<Redlock>,
     completer: Arc<Completer>,
     /// Whether anyone listens for `error` / `clientError` events: then every attempt
     /// that is not an operation's last reports its votes as it ends.
-    listening: Arc<AtomicBool>,
+    listening: AtomicBool,
     /// The abort switches of operations started with a `signal`, by id.
-    cancels: Cancels,
+    cancels: Mutex<HashMap<u32, Arc<Cancel>>>,
     /// Whether a client is a Redis Cluster: the resources of one lock must share a slot.
     cluster: bool,
 }
@@ -373,17 +379,13 @@ fn same_slot(env: &Env, cluster: bool, resources: &[String]) -> Result<()> {
     ))
 }
 
-/// The abort switches of the operations in flight that have a `signal`, by id.
-type Cancels = Arc<Mutex<HashMap<u32, Arc<Cancel>>>>;
-
-/// Everything an operation's future needs, cloned out of the `NativeRedlock`.
+/// Everything an operation's future needs.
 struct Op {
     id: u32,
-    inner: Arc<Redlock>,
+    ops: Arc<Ops>,
     settings: Settings,
-    listening: Arc<AtomicBool>,
-    completer: Arc<Completer>,
-    cancel: Option<(Arc<Cancel>, Cancels)>,
+    /// Its abort switch, when it has a `signal`.
+    cancel: Option<Arc<Cancel>>,
     kind: Kind,
 }
 
@@ -399,27 +401,26 @@ impl Op {
     where
         F: AsyncFnOnce(&Redlock, &Call<'_>) -> T,
     {
-        let (id, listening, completer) = (self.id, self.listening, self.completer);
-        let sink_to = completer.clone();
-        let late_votes = move || -> LateVotes {
-            let completer = sink_to.clone();
+        let (id, ops) = (self.id, &*self.ops);
+        let late_votes = || -> LateVotes {
+            let completer = ops.completer.clone();
             Box::new(move |votes| completer.push(late(id, votes)))
         };
-        let report = move |stats: &AttemptStats| {
-            if listening.load(Ordering::Relaxed) {
-                completer.push(progress(id, stats));
+        let report = |stats: &AttemptStats| {
+            if ops.listening.load(Ordering::Relaxed) {
+                ops.completer.push(progress(id, stats));
             }
         };
         let call = Call {
             progress: Some(&report),
             late: Some(&late_votes),
-            cancel: self.cancel.as_ref().map(|(c, _)| &**c),
+            cancel: self.cancel.as_deref(),
             kind: self.kind,
             ..Call::new(&self.settings)
         };
-        let out = f(&self.inner, &call).await;
-        if let Some((_, cancels)) = &self.cancel {
-            cancels.locked().remove(&id);
+        let out = f(&ops.inner, &call).await;
+        if self.cancel.is_some() {
+            ops.cancels.locked().remove(&id);
         }
         out
     }
@@ -481,18 +482,25 @@ impl NativeRedlock {
         let settings =
             read_settings(&env, "settings", settings, &Settings::default(), false)?.settings;
         let cluster = nodes.iter().any(|n| n.config().cluster.is_some());
-        Ok(NativeRedlock {
+        let ops = Ops {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
             completer: Completer::new(&env, complete)?,
-            listening: Arc::default(),
-            cancels: Arc::default(),
+            listening: AtomicBool::default(),
+            cancels: Mutex::default(),
             cluster,
-        })
+        };
+        Ok(NativeRedlock { ops: Arc::new(ops) })
     }
 
     #[napi(getter)]
     pub fn settings(&self) -> RedlockSettings {
-        self.inner.settings().into()
+        self.ops.inner.settings().into()
+    }
+
+    /// The handle to pass to `lockAcquire`, `lockExtend` and `lockRelease`.
+    #[napi(getter, ts_return_type = "ExternalObject<unknown>")]
+    pub fn handle(&self) -> External<Arc<Ops>> {
+        External::new(self.ops.clone())
     }
 
     /// This instance's settings with `overrides` applied and validated.
@@ -503,7 +511,8 @@ impl NativeRedlock {
         overrides: Option<Unknown>,
     ) -> Result<RedlockSettings> {
         Ok(
-            (&read_settings(&env, "settings", overrides, self.inner.settings(), true)?.settings)
+            (&read_settings(&env, "settings", overrides, self.ops.inner.settings(), true)?
+                .settings)
                 .into(),
         )
     }
@@ -512,34 +521,16 @@ impl NativeRedlock {
     /// report their votes as they end, not only when the operation settles).
     #[napi]
     pub fn set_listening(&self, listening: bool) {
-        self.listening.store(listening, Ordering::Relaxed);
+        self.ops.listening.store(listening, Ordering::Relaxed);
     }
 
     /// Aborts operation `id` (its `signal` fired): it completes at once with status
     /// `ABORTED`, after removing any keys its attempt set.
     #[napi]
     pub fn abort(&self, id: u32) {
-        let cancel = self.cancels.locked().remove(&id);
+        let cancel = self.ops.cancels.locked().remove(&id);
         if let Some(c) = cancel {
             c.cancel();
-        }
-    }
-
-    /// An operation `id` with `settings`, abortable when they have a `signal`.
-    fn op(&self, id: u32, call: CallSettings, kind: Kind) -> Op {
-        let cancel = call.signal.then(|| {
-            let c = Arc::new(Cancel::default());
-            self.cancels.locked().insert(id, c.clone());
-            (c, self.cancels.clone())
-        });
-        Op {
-            id,
-            inner: self.inner.clone(),
-            settings: call.settings,
-            listening: self.listening.clone(),
-            completer: self.completer.clone(),
-            cancel,
-            kind,
         }
     }
 
@@ -556,16 +547,16 @@ impl NativeRedlock {
         ttl: Option<Unknown>,
     ) -> Result<()> {
         let resource = resource_arg(&env, "resource", resource)?;
-        let ttl = duration_arg(&env, "ttl", ttl, self.inner.settings())?;
-        let op = self.op(
+        let ttl = duration_arg(&env, "ttl", ttl, self.ops.inner.settings())?;
+        let op = self.ops.op(
             id,
             CallSettings {
-                settings: *self.inner.settings(),
+                settings: *self.ops.inner.settings(),
                 signal: false,
             },
             Kind::Mutex,
         );
-        self.completer.spawn(id, op.abortable(), async move {
+        self.ops.completer.spawn(id, op.abortable(), async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| {
                     r.acquire_lock(resource, ttl, call).await.1
@@ -581,7 +572,7 @@ impl NativeRedlock {
     #[napi(catch_unwind, ts_args_type = "resource: string")]
     pub fn fence_of(&self, env: Env, resource: Option<Unknown>) -> Result<Option<String>> {
         let resource = resource_arg(&env, "resource", resource)?;
-        Ok(self.inner.fence_of(&resource).map(|f| f.to_string()))
+        Ok(self.ops.inner.fence_of(&resource).map(|f| f.to_string()))
     }
 
     /// The seed's releaseLock: releases this instance's lock on `resource` when
@@ -603,8 +594,8 @@ impl NativeRedlock {
             Val::Missing(_) => false,
             other => return Err(type_error(&env, "lockValue", "a boolean or null", &other)),
         };
-        let inner = self.inner.clone();
-        self.completer.spawn(id, false, async move {
+        let inner = self.ops.inner.clone();
+        self.ops.completer.spawn(id, false, async move {
             let exec = if release {
                 inner.release_lock(resource).await
             } else {
@@ -615,26 +606,71 @@ impl NativeRedlock {
         Ok(())
     }
 
-    /// Locks every resource, all or nothing; the completion carries the lock value.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "id: number, resources: string[], duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind"
-    )]
-    #[allow(clippy::too_many_arguments)]
-    pub fn acquire(
+    /// How many holders semaphore `resource` of `permits` has as a quorum sees them;
+    /// rejects when fewer than a quorum of nodes answer.
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn holders<'env>(
         &self,
-        env: Env,
+        env: &'env Env,
+        resource: String,
+        permits: u32,
+    ) -> Result<PromiseRaw<'env, u32>> {
+        let inner = self.ops.inner.clone();
+        event_loop::promise(env, async move {
+            inner
+                .quorum()
+                .holders(&resource, permits)
+                .await
+                .ok_or_else(|| Error::from_reason(QUORUM_UNAVAILABLE))
+        })
+    }
+
+    /// Closes the connections of every client of this instance.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let inner = self.ops.inner.clone();
+        event_loop::promise(env, async move {
+            inner.quorum().quit().await;
+            Ok(())
+        })
+    }
+}
+
+/// The lock operations of the v5 API, started through a `NativeRedlock`'s handle (see
+/// [`crate::addon::calls`], which gives them their JavaScript arguments).
+impl Ops {
+    /// An operation `id` with `settings`, abortable when they have a `signal`.
+    fn op(self: &Arc<Self>, id: u32, call: CallSettings, kind: Kind) -> Op {
+        let cancel = call.signal.then(|| {
+            let c = Arc::new(Cancel::default());
+            self.cancels.locked().insert(id, c.clone());
+            c
+        });
+        Op {
+            id,
+            ops: self.clone(),
+            settings: call.settings,
+            cancel,
+            kind,
+        }
+    }
+
+    /// Locks every resource, all or nothing; the completion carries the lock value.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        env: &Env,
         id: u32,
         resources: Option<Unknown>,
         duration: Option<Unknown>,
         settings: Option<Unknown>,
         kind: Option<HoldKind>,
     ) -> Result<()> {
-        let resources = resources_arg(&env, resources)?;
-        same_slot(&env, self.cluster, &resources)?;
-        let kind = kind_arg(&env, kind, &resources)?;
-        let call = read_settings(&env, "settings", settings, self.inner.settings(), true)?;
-        let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
+        let resources = resources_arg(env, resources)?;
+        same_slot(env, self.cluster, &resources)?;
+        let kind = kind_arg(env, kind, &resources)?;
+        let call = read_settings(env, "settings", settings, self.inner.settings(), true)?;
+        let ttl = duration_arg(env, "Duration", duration, &call.settings)?;
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {
             let (value, exec) = op
@@ -647,14 +683,10 @@ impl NativeRedlock {
 
     /// Resets the ttl of a held lock. A lock whose `expiration` (ms since the epoch) has
     /// passed is not extended (status `EXPIRED`); retries stop when it expires.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "id: number, resources: string[], value: string, expiration: number, duration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind"
-    )]
     #[allow(clippy::too_many_arguments)]
-    pub fn extend(
-        &self,
-        env: Env,
+    pub(crate) fn extend(
+        self: &Arc<Self>,
+        env: &Env,
         id: u32,
         resources: Option<Unknown>,
         value: Option<Unknown>,
@@ -663,11 +695,11 @@ impl NativeRedlock {
         settings: Option<Unknown>,
         kind: Option<HoldKind>,
     ) -> Result<()> {
-        let resources = resources_arg(&env, resources)?;
-        let value = value_arg(&env, value)?;
-        let kind = kind_arg(&env, kind, &resources)?;
-        let call = read_settings(&env, "settings", settings, self.inner.settings(), true)?;
-        let ttl = duration_arg(&env, "Duration", duration, &call.settings)?;
+        let resources = resources_arg(env, resources)?;
+        let value = value_arg(env, value)?;
+        let kind = kind_arg(env, kind, &resources)?;
+        let call = read_settings(env, "settings", settings, self.inner.settings(), true)?;
+        let ttl = duration_arg(env, "Duration", duration, &call.settings)?;
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {
             let exec = op
@@ -683,14 +715,10 @@ impl NativeRedlock {
     /// Removes a lock's keys (owner-checked, idempotent); retries stop once the lock has
     /// expired at `expiration` (ms since the epoch; NaN: unknown), when nothing is left to
     /// protect.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "id: number, resources: string[], value: string, expiration: number, settings?: Partial<RedlockSettings>, kind?: HoldKind"
-    )]
     #[allow(clippy::too_many_arguments)]
-    pub fn release(
-        &self,
-        env: Env,
+    pub(crate) fn release(
+        self: &Arc<Self>,
+        env: &Env,
         id: u32,
         resources: Option<Unknown>,
         value: Option<Unknown>,
@@ -698,13 +726,13 @@ impl NativeRedlock {
         settings: Option<Unknown>,
         kind: Option<HoldKind>,
     ) -> Result<()> {
-        let resources = resources_arg(&env, resources)?;
-        let value = value_arg(&env, value)?;
-        let kind = kind_arg(&env, kind, &resources)?;
+        let resources = resources_arg(env, resources)?;
+        let value = value_arg(env, value)?;
+        let kind = kind_arg(env, kind, &resources)?;
         // A release is not aborted by a signal: it is what cleans up.
         let call = CallSettings {
             signal: false,
-            ..read_settings(&env, "settings", settings, self.inner.settings(), true)?
+            ..read_settings(env, "settings", settings, self.inner.settings(), true)?
         };
         let op = self.op(id, call, kind);
         self.completer.spawn(id, op.abortable(), async move {
@@ -716,34 +744,5 @@ impl NativeRedlock {
             completion(id, &exec, None)
         });
         Ok(())
-    }
-
-    /// How many holders semaphore `resource` of `permits` has as a quorum sees them;
-    /// rejects when fewer than a quorum of nodes answer.
-    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-    pub fn holders<'env>(
-        &self,
-        env: &'env Env,
-        resource: String,
-        permits: u32,
-    ) -> Result<PromiseRaw<'env, u32>> {
-        let inner = self.inner.clone();
-        event_loop::promise(env, async move {
-            inner
-                .quorum()
-                .holders(&resource, permits)
-                .await
-                .ok_or_else(|| Error::from_reason(QUORUM_UNAVAILABLE))
-        })
-    }
-
-    /// Closes the connections of every client of this instance.
-    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let inner = self.inner.clone();
-        event_loop::promise(env, async move {
-            inner.quorum().quit().await;
-            Ok(())
-        })
     }
 }

@@ -129,11 +129,18 @@ pub fn scoped_key(resource: &str, suffix: &str) -> String {
         .find('{')
         .and_then(|open| resource[open + 1..].find('}').map(|len| len > 0))
         .unwrap_or(false);
-    if tagged || resource.contains('}') {
-        format!("{resource}:redlock-rs:{suffix}")
+    let bare = tagged || resource.contains('}');
+    // (Pushed, not `format!`: two of these are built for every single-resource lock call.)
+    let mut key = String::with_capacity(resource.len() + suffix.len() + 14);
+    key.push_str(if bare { "" } else { "{" });
+    key.push_str(resource);
+    key.push_str(if bare {
+        ":redlock-rs:"
     } else {
-        format!("{{{resource}}}:redlock-rs:{suffix}")
-    }
+        "}:redlock-rs:"
+    });
+    key.push_str(suffix);
+    key
 }
 
 /// Takes a free slot of a semaphore: the slot already ours (a resend), else the first free
