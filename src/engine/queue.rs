@@ -24,10 +24,9 @@ pub struct Handed {
 }
 
 struct Line {
-    /// Waiter ids in arrival order; the first is the head.
-    waiters: VecDeque<u64>,
-    /// Each waiter's wake-up for its turn.
-    turns: HashMap<u64, Arc<Notify>>,
+    /// Waiter ids in arrival order, each with its wake-up for its turn; the first is the
+    /// head.
+    waiters: VecDeque<(u64, Arc<Notify>)>,
     /// Signalled when a release of the resources is announced.
     released: Arc<Signal>,
     /// The subscriptions behind `released` (kept while the line exists).
@@ -196,7 +195,6 @@ impl Queues {
                 else {
                     return Line {
                         waiters: VecDeque::new(),
-                        turns: HashMap::new(),
                         released: Arc::default(),
                         watches: Vec::new(),
                         handoff: false,
@@ -209,8 +207,7 @@ impl Queues {
                 line.handoff = holding.is_some_and(|until| now.is_some_and(|now| now < until));
                 line
             });
-            line.waiters.push_back(id);
-            line.turns.insert(id, my_turn.clone());
+            line.waiters.push_back((id, my_turn.clone()));
             (line.waiters.len() == 1, line.released.clone(), expired)
         };
         drop(expired);
@@ -236,7 +233,7 @@ impl Turn {
             .lock()
             .active
             .get(&self.key)
-            .is_some_and(|l| l.waiters.front() == Some(&self.id))
+            .is_some_and(|l| l.waiters.front().is_some_and(|(w, _)| *w == self.id))
     }
 
     /// The line's release signal, whatever the state of its subscriptions (see
@@ -339,12 +336,11 @@ impl Drop for Turn {
         let Some(line) = active.get_mut(&self.key) else {
             return;
         };
-        let was_head = line.waiters.front() == Some(&self.id);
+        let was_head = line.waiters.front().is_some_and(|(w, _)| *w == self.id);
         if line.offer.as_ref().is_some_and(|(id, _)| *id == self.id) {
             line.offer = None;
         }
-        line.waiters.retain(|w| *w != self.id);
-        line.turns.remove(&self.id);
+        line.waiters.retain(|(w, _)| *w != self.id);
         if line.waiters.is_empty() {
             // The line goes; its subscriptions stay a while for the next line.
             if let Some(line) = active.remove(&self.key) {
@@ -361,7 +357,7 @@ impl Drop for Turn {
         }
         if was_head {
             line.handoff = self.held_until.is_some();
-            if let Some(next) = line.waiters.front().and_then(|w| line.turns.get(w)) {
+            if let Some((_, next)) = line.waiters.front() {
                 next.notify_one();
             }
         }
