@@ -34,7 +34,8 @@ class AttemptLog {
     const before = this.attempts[last]
     let known = 0
     for (const vote of before) if (vote === 'E') known++
-    this.errors.splice(this.errors.length - known, known, ...errors)
+    // (A new array: `errors` may be shared, see native.js.)
+    this.errors = this.errors.slice(0, this.errors.length - known).concat(errors)
     this.attempts[last] = attempt
     this.#lateDone?.()
     if (fn) this.eachAgainst((vote, client, message, i) => before[i] === '?' && fn(vote, client, message), last)

@@ -78,6 +78,9 @@ class Completion {
   }
 }
 
+/** The errors of a completion without any (shared: never changed in place). */
+const NO_ERRORS = Object.freeze([])
+
 /** The completions of the batch `args` (the arguments of one call of the callback). */
 function completionsOf(args) {
   const batch = []
@@ -95,7 +98,7 @@ function completionsOf(args) {
     const reason = flags & 2 ? args[i++] : undefined
     const joined = args[i++]
     const attempts = joined === '' ? [] : joined.split(',')
-    const errors = errorCount === 0 ? [] : args[i++]
+    const errors = errorCount === 0 ? NO_ERRORS : args[i++]
     const fence = flags & 4 ? args[i++] : undefined
     batch.push(new Completion(id, status, reason, value, expiration, start, attempts, errors, fence, slot))
   }

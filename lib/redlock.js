@@ -45,12 +45,14 @@ const noop = () => {}
  */
 function wellFormed(resources) {
   if (!Array.isArray(resources)) return // the native call names what is wrong
-  for (let i = 0; i < resources.length; i++) wellFormedName(resources[i], `resources[${i}]`)
+  for (let i = 0; i < resources.length; i++) wellFormedName(resources[i], 'resources', i)
 }
 
-function wellFormedName(value, name) {
+/** `index`: the place of `value` in the array `name` (its name is built only for the error). */
+function wellFormedName(value, name, index) {
   if (typeof value === 'string' && !value.isWellFormed()) {
-    throw new TypeError(`${name} must be well-formed Unicode: it has a lone surrogate.`)
+    const named = index === undefined ? name : `${name}[${index}]`
+    throw new TypeError(`${named} must be well-formed Unicode: it has a lone surrogate.`)
   }
 }
 
@@ -339,6 +341,8 @@ class Redlock extends EventEmitter {
 
   /** Acquires a hold of `hold.kind` (a mutex when `hold` is undefined). */
   [acquireHold](resources, duration, settings, hold) {
+    // (Untraced, without the closure: an acquire and a release are every lock cycle.)
+    if (!traces.acquire.hasSubscribers) return this.#acquire(resources, duration, settings, hold)
     const kind = hold?.kind ?? 'mutex'
     return traced(traces.acquire, this, resources, duration, kind, settings, () => this.#acquire(resources, duration, settings, hold))
   }
@@ -367,6 +371,7 @@ class Redlock extends EventEmitter {
 
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
+    if (!traces.release.hasSubscribers) return this.#release(lock, settings)
     const kind = lock?.kind ?? 'mutex'
     return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
   }
