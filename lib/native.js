@@ -52,6 +52,10 @@ try {
 // NativeRedlock's `handle`, then the arguments listed in src/addon/calls.rs (plain functions:
 // the calls of every lock cycle skip the glue of a class method).
 const { NativeClient, NativeRedlock, CompletionStatus, lockAcquire, lockExtend, lockRelease } = native
+if (typeof lockAcquire !== 'function') {
+  // A native file built before these functions (a stale build in a clone).
+  throw missingAddonError(new Error('the native addon predates this JavaScript layer (no lockAcquire): rebuild it'))
+}
 
 // Completion statuses, as the addon exports them (src/addon/completion.rs).
 const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late: LATE } = CompletionStatus
