@@ -56,13 +56,15 @@ for (const mode of ['blackhole', 'delay', 'reset', 'garbage']) {
 }
 
 test('a majority blackholed: a clear failure within the time-outs, no hang', async (t) => {
-  const { proxies, redlock } = await proxied(t)
+  const { proxies, clients, redlock } = await proxied(t)
   proxies[0].mode = 'blackhole'
   proxies[1].mode = 'blackhole'
   const err = await within(t, 3_000, t.throwsAsync(redlock.acquire([resource(t)], 5_000), { instanceOf: ExecutionError }))
   const stats = await err.attempts[0]
-  t.is(stats.votesAgainst.size, 2)
-  for (const e of stats.votesAgainst.values()) t.regex(e.message, /no reply within/)
+  // The blackholed nodes time out. (The third, through a proxy in this busy process, may
+  // too when the whole suite runs: seen once in a full run on two cores.)
+  for (const i of [0, 1]) t.regex(stats.votesAgainst.get(clients[i])?.message ?? 'no vote against', /no reply within/)
+  t.true(stats.votesAgainst.size >= 2)
   t.is(await within(t, 3_000, redlock.acquireLock(resource(t), 5_000)), null)
 })
 
