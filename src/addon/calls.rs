@@ -46,13 +46,20 @@ fn acquire(ops: &Arc<Ops>, env: &Env, a: &[sys::napi_value; ARGS]) -> Result<()>
     )
 }
 
-fn extend(ops: &Arc<Ops>, env: &Env, a: &[sys::napi_value; ARGS]) -> Result<()> {
-    let (id, resources, value, expiration) = (
+/// What a call on a held lock reads first: its id, resources, value and expiration.
+fn held<'a>(env: &Env, a: &[sys::napi_value; ARGS]) -> Result<Held<'a>> {
+    Ok((
         arg(env, a[0])?,
         arg(env, a[1])?,
         arg(env, a[2])?,
         arg(env, a[3])?,
-    );
+    ))
+}
+
+type Held<'a> = (u32, Option<Unknown<'a>>, Option<Unknown<'a>>, f64);
+
+fn extend(ops: &Arc<Ops>, env: &Env, a: &[sys::napi_value; ARGS]) -> Result<()> {
+    let (id, resources, value, expiration) = held(env, a)?;
     let (duration, settings, kind) = (arg(env, a[4])?, arg(env, a[5])?, arg(env, a[6])?);
     ops.extend(
         env, id, resources, value, expiration, duration, settings, kind,
@@ -60,21 +67,9 @@ fn extend(ops: &Arc<Ops>, env: &Env, a: &[sys::napi_value; ARGS]) -> Result<()> 
 }
 
 fn release(ops: &Arc<Ops>, env: &Env, a: &[sys::napi_value; ARGS]) -> Result<()> {
-    let (id, resources, value, expiration) = (
-        arg(env, a[0])?,
-        arg(env, a[1])?,
-        arg(env, a[2])?,
-        arg(env, a[3])?,
-    );
-    ops.release(
-        env,
-        id,
-        resources,
-        value,
-        expiration,
-        arg(env, a[4])?,
-        arg(env, a[5])?,
-    )
+    let (id, resources, value, expiration) = held(env, a)?;
+    let (settings, kind) = (arg(env, a[4])?, arg(env, a[5])?);
+    ops.release(env, id, resources, value, expiration, settings, kind)
 }
 
 /// Runs `start` with the call's handle and arguments; throws its error, or a panic's.
