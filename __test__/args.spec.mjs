@@ -1,4 +1,6 @@
 // Bad input: TypeError / RangeError naming the argument; never a crash or a hang.
+import { createRequire } from 'node:module'
+
 import test from 'ava'
 
 import { lib } from './helpers.mjs'
@@ -112,4 +114,22 @@ test('bad command arguments are refused by the clients', (t) => {
   t.throws(() => c.del('a', {}), { instanceOf: TypeError, message: /^keys\[1\]/ })
   t.throws(() => c.call(), { instanceOf: TypeError, message: /^command must be/ })
   t.throws(() => c.call('SET', 'k', null), { instanceOf: TypeError, message: /^args\[1\]/ })
+})
+
+test('the native lock functions refuse a handle that is not one, and bad arguments, by throwing', (t) => {
+  const native = createRequire(import.meta.url)('../binding.js')
+  const calls = [
+    (h) => native.lockAcquire(h, 1, ['r'], 1000),
+    (h) => native.lockExtend(h, 1, ['r'], 'v', Date.now() + 1000, 1000),
+    (h) => native.lockRelease(h, 1, ['r'], 'v', Date.now() + 1000),
+  ]
+  for (const handle of [undefined, null, 1, 'x', {}, [], () => {}, Symbol('h')]) {
+    for (const call of calls) t.throws(() => call(handle), { message: /external/i }, String(handle?.toString?.()))
+  }
+  // A real handle with missing or wrong arguments: the same errors as through Redlock.
+  const handle = new native.NativeRedlock([lazy()], undefined, () => {}).handle
+  t.throws(() => native.lockAcquire(handle), { message: /u32/ }) // the id
+  t.throws(() => native.lockAcquire(handle, 1), { instanceOf: TypeError, message: /^resources / })
+  t.throws(() => native.lockAcquire(handle, 1, ['r'], -5), { instanceOf: RangeError, message: /Duration/ })
+  t.throws(() => native.lockRelease(handle, 1, ['r'], '', Date.now() + 1000), { instanceOf: TypeError, message: /^lock\.value / })
 })
