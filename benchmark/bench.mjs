@@ -12,8 +12,11 @@
 //   6. 16 workers in 4 processes on a 4-permit semaphore (redlock-rs against
 //      redis-semaphore's RedlockSemaphore): operations/s and the most holders seen at once
 // Every scenario reports the CPU its processes spent per operation (process.cpuUsage(),
-// every thread); the throughput scenarios also the Redis servers' CPU per operation (from
-// /proc/PID/stat). The results also go to results.svg, a bar chart of the ratios.
+// every thread), and every scenario on the servers the lock servers' CPU per operation
+// (from /proc/PID/stat: at 100 Hz, read over the whole stretch) apart from it; the
+// sequential and throughput scenarios also the JavaScript thread's (event-loop
+// utilization). An operation is one acquire+release (one critical section under
+// contention). The results also go to results.svg, a bar chart of the ratios.
 // and, only with --only=scale, benchmark/scale.mjs (100k held locks, 10k waiters).
 import { execFile, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -67,30 +70,58 @@ function* alternating(rounds) {
 let unique = 0
 const key = (tag) => `bench:${tag}:${process.pid}:${unique++}`
 
+/** The CPU µs the redis-servers on `ports` have used so far (a reading for `redisSince`). */
+function redisCpu(ports) {
+  return servers.filter((s) => ports.includes(s.port)).map((s) => [s.pid, cpuOf(s.pid)])
+}
+const redisSince = (readings) => readings.reduce((sum, [pid, before]) => sum + cpuOf(pid) - before, 0)
+
+/**
+ * CPU per operation over a measured stretch: `usage()` starts it; `.per(ops)` gives the
+ * JS thread's (event-loop utilization), the whole process' (every thread) and the Redis
+ * servers' (`ports`) µs per operation.
+ */
+function usage(ports) {
+  const elu0 = performance.eventLoopUtilization()
+  const cpu0 = process.cpuUsage()
+  const redis0 = redisCpu(ports)
+  const t0 = performance.now()
+  return {
+    per(ops) {
+      const elu = performance.eventLoopUtilization(elu0)
+      const cpu = process.cpuUsage(cpu0)
+      return {
+        elapsed: (performance.now() - t0) / 1000,
+        jsUsPerOp: (elu.active * 1000) / ops,
+        cpuUsPerOp: (cpu.user + cpu.system) / ops,
+        redisUsPerOp: redisSince(redis0) / ops,
+      }
+    },
+  }
+}
+
 async function sequential(impl, ports, ops) {
   const lib = await implementations[impl](ports)
   for (let i = 0; i < 200; i++) await lib.release(await lib.acquire(key('warm'), 10_000))
   const lat = []
+  const measured = usage(ports)
   for (let i = 0; i < ops; i++) {
     const t = process.hrtime.bigint()
     await lib.release(await lib.acquire(key('seq'), 10_000))
     lat.push(Number(process.hrtime.bigint() - t) / 1e6)
   }
+  const { jsUsPerOp, cpuUsPerOp, redisUsPerOp } = measured.per(ops)
   await lib.close()
   lat.sort((a, b) => a - b)
-  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) }
+  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), jsUsPerOp, cpuUsPerOp, redisUsPerOp }
 }
 
 async function throughput(impl, ports, seconds, loops = 64) {
   const lib = await implementations[impl](ports)
   for (let i = 0; i < 200; i++) await lib.release(await lib.acquire(key('warm'), 10_000))
-  const pids = servers.filter((s) => ports.includes(s.port)).map((s) => s.pid)
-  const redis0 = pids.map(cpuOf)
   let ops = 0
   const end = Date.now() + seconds * 1000
-  const elu0 = performance.eventLoopUtilization()
-  const cpu0 = process.cpuUsage()
-  const t0 = performance.now()
+  const measured = usage(ports)
   await Promise.all(
     Array.from({ length: loops }, async () => {
       while (Date.now() < end) {
@@ -99,17 +130,9 @@ async function throughput(impl, ports, seconds, loops = 64) {
       }
     }),
   )
-  const elapsed = (performance.now() - t0) / 1000
-  const elu = performance.eventLoopUtilization(elu0)
-  const cpu = process.cpuUsage(cpu0)
-  const redisUs = pids.reduce((sum, pid, i) => sum + cpuOf(pid) - redis0[i], 0)
+  const { elapsed, ...cpu } = measured.per(ops)
   await lib.close()
-  return {
-    opsPerSec: ops / elapsed,
-    jsUsPerOp: (elu.active * 1000) / ops,
-    cpuUsPerOp: (cpu.user + cpu.system) / ops,
-    redisUsPerOp: redisUs / ops,
-  }
+  return { opsPerSec: ops / elapsed, ...cpu }
 }
 
 function child(options) {
@@ -147,12 +170,14 @@ async function memory(impl, ports, cycles) {
     await run(100000) // warm-up: connections, caches, allocator pools
     globalThis.gc?.()
     const before = process.memoryUsage().rss
+    const cpu0 = process.cpuUsage()
     await run(${cycles})
+    const cpu = process.cpuUsage(cpu0)
     globalThis.gc?.()
     await new Promise((r) => setTimeout(r, 200))
     const after = process.memoryUsage().rss
     await lib.close()
-    process.stdout.write(JSON.stringify({ rssBeforeMB: before / 2 ** 20, rssAfterMB: after / 2 ** 20 }))
+    process.stdout.write(JSON.stringify({ rssBeforeMB: before / 2 ** 20, rssAfterMB: after / 2 ** 20, cpuUsPerOp: (cpu.user + cpu.system) / ${cycles} }))
   `
   return new Promise((resolve, reject) => {
     // V8's young generation starts small and grows to its full size (32 MB of new space
@@ -194,7 +219,16 @@ try {
       ;(tp[impl] ??= []).push(await throughput(impl, ports, quick ? 1 : 3))
     }
     results.scenarios[`sequential (${label})`] = Object.fromEntries(
-      names.map((n) => [n, { p50Ms: median(seq[n].map((r) => r.p50)), p99Ms: median(seq[n].map((r) => r.p99)) }]),
+      names.map((n) => [
+        n,
+        {
+          p50Ms: median(seq[n].map((r) => r.p50)),
+          p99Ms: median(seq[n].map((r) => r.p99)),
+          jsUsPerOp: median(seq[n].map((r) => r.jsUsPerOp)),
+          cpuUsPerOp: median(seq[n].map((r) => r.cpuUsPerOp)),
+          redisUsPerOp: median(seq[n].map((r) => r.redisUsPerOp)),
+        },
+      ]),
     )
     results.scenarios[`64 concurrent loops (${label})`] = Object.fromEntries(
       names.map((n) => [
@@ -216,8 +250,11 @@ try {
       log(`contention, ${label}: ${impl}`)
       const k = key('contend')
       const options = { impl, ports: ports5, witnessPort, key: k, workers, seconds, startAt: Date.now() + (procs === 1 ? 0 : 1500) }
+      const redis0 = redisCpu(ports5)
       const parts = procs === 1 ? [await contend(options)] : await Promise.all(Array.from({ length: procs }, () => child(options)))
+      const redisUs = redisSince(redis0)
       const summary = summarize(parts, seconds)
+      summary.redisUsPerCs = redisUs / Math.max(1, summary.csPerSec * seconds)
       const counter = Number(await servers[5].command('GET', `${k}:counter`))
       const total = parts.flatMap((p) => p.counts).reduce((a, b) => a + b, 0)
       summary.lostUpdates = total - counter
@@ -231,6 +268,7 @@ try {
           jain: median(runs[n].map((r) => r.jain)),
           worstWaitMs: Math.max(...runs[n].map((r) => r.worstWaitMs)),
           cpuUsPerCs: median(runs[n].map((r) => r.cpuUsPerCs)),
+          redisUsPerCs: median(runs[n].map((r) => r.redisUsPerCs)),
           failures: runs[n].reduce((a, r) => a + r.failures, 0),
           overlaps: runs[n].reduce((a, r) => a + r.overlaps + Math.max(0, r.lostUpdates), 0),
         },
@@ -246,11 +284,13 @@ try {
         log(`semaphore, 4 processes x 4 workers, 4 permits: ${impl}`)
         const k = key('sem')
         const options = { impl, ports: ports5, witnessPort, key: k, workers: 4, permits: 4, seconds, startAt: Date.now() + 1500 }
+        const redis0 = redisCpu(ports5)
         const parts = await Promise.all(Array.from({ length: 4 }, () => child(options)))
+        const redisUs = redisSince(redis0)
         const ops = parts.reduce((a, p) => a + p.ops, 0)
         const cpuUs = parts.reduce((a, p) => a + p.cpuUs, 0)
         const maxHolders = Number(await servers[5].command('GET', `${k}:max`))
-        ;(runs[impl] ??= []).push({ opsPerSec: ops / seconds, maxHolders, cpuUsPerOp: cpuUs / Math.max(1, ops) })
+        ;(runs[impl] ??= []).push({ opsPerSec: ops / seconds, maxHolders, cpuUsPerOp: cpuUs / Math.max(1, ops), redisUsPerOp: redisUs / Math.max(1, ops) })
       }
     }
     results.scenarios['semaphore (4 processes x 4 workers, 4 permits)'] = Object.fromEntries(
@@ -260,6 +300,7 @@ try {
           opsPerSec: median(runs[n].map((r) => r.opsPerSec)),
           maxHolders: Math.max(...runs[n].map((r) => r.maxHolders)),
           cpuUsPerOp: median(runs[n].map((r) => r.cpuUsPerOp)),
+          redisUsPerOp: median(runs[n].map((r) => r.redisUsPerOp)),
         },
       ]),
     )
@@ -291,7 +332,13 @@ lines.push(
   `Machine: ${results.machine.cpus}, ${results.machine.memoryGB} GiB, Node ${results.machine.node}, redis-server ${results.machine.redis}; ${results.machine.date.slice(0, 10)}.`,
 )
 for (const label of ['5 instances', '1 instance']) {
-  table(`sequential (${label})`, [['p50 ms', 'p50Ms', 3], ['p99 ms', 'p99Ms', 3]])
+  table(`sequential (${label})`, [
+    ['p50 ms', 'p50Ms', 3],
+    ['p99 ms', 'p99Ms', 3],
+    ['JS-thread µs/op', 'jsUsPerOp', 1],
+    ['process CPU µs/op', 'cpuUsPerOp', 1],
+    ['Redis CPU µs/op', 'redisUsPerOp', 1],
+  ])
   table(`64 concurrent loops (${label})`, [
     ['ops/s', 'opsPerSec'],
     ['JS-thread µs/op', 'jsUsPerOp', 1],
@@ -307,10 +354,16 @@ for (const label of ['16 workers, 1 process', '4 processes x 4 workers']) {
     ['failed acquires', 'failures'],
     ['overlaps', 'overlaps'],
     ['process CPU µs/CS', 'cpuUsPerCs', 1],
+    ['Redis CPU µs/CS', 'redisUsPerCs', 1],
   ])
 }
-table('semaphore (4 processes x 4 workers, 4 permits)', [['ops/s', 'opsPerSec'], ['most holders at once', 'maxHolders'], ['process CPU µs/op', 'cpuUsPerOp', 1]])
-table('memory', [['cycles', 'cycles'], ['RSS before MB', 'rssBeforeMB', 1], ['RSS after MB', 'rssAfterMB', 1]])
+table('semaphore (4 processes x 4 workers, 4 permits)', [
+  ['ops/s', 'opsPerSec'],
+  ['most holders at once', 'maxHolders'],
+  ['process CPU µs/op', 'cpuUsPerOp', 1],
+  ['Redis CPU µs/op', 'redisUsPerOp', 1],
+])
+table('memory', [['cycles', 'cycles'], ['RSS before MB', 'rssBeforeMB', 1], ['RSS after MB', 'rssAfterMB', 1], ['process CPU µs/op', 'cpuUsPerOp', 1]])
 const markdown = lines.join('\n')
 console.log(markdown)
 writeFileSync(path.join(here, quick ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
