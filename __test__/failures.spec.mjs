@@ -4,7 +4,7 @@
 import test from 'ava'
 
 import { RedisServer, startServers, stopServers } from '../scripts/redis-servers.mjs'
-import { clientsFor, lib, resource, sleep, valuesOn } from './helpers.mjs'
+import { clientsFor, eventually, lib, resource, sleep, valuesOn } from './helpers.mjs'
 
 const { Redis, Redlock, ExecutionError, LockLostError } = lib
 
@@ -608,4 +608,69 @@ test('every acquire attempt uses a fresh value, so a late cleanup never removes 
   t.is(new Set(values).size, values.length, 'one value per attempt')
   t.is(values.at(-1), lock.value, 'the lock has the winning attempt\'s value')
   await lock.release()
+})
+
+// Found by an audit: a lost attempt whose cleanup said "kept for your ticket" (the line's
+// release) sent the head back to the nodes after 2 ms, whoever held the lock; and the
+// release of a lock on two resources, which answers with the number of keys it deleted,
+// read as that answer whenever it deleted two. Both made the retries come milliseconds
+// apart: the retry window shrank to nothing, and with retryCount -1 the waiter spun.
+test('a lock held on a quorum by another owner: the retries keep their retry delay, for one resource and for two', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: 3, retryDelay: 100, retryJitter: 0 })
+  for (const resources of [[resource(t)], [resource(t), resource(t)]]) {
+    // Another owner on two of the three nodes (a bare quorum), for longer than the window.
+    await Promise.all(all.slice(0, 2).map((s) => s.command('SET', resources[0], 'another-owner', 'PX', 5_000)))
+    const started = Date.now()
+    const failure = await t.throwsAsync(redlock.acquire(resources, 1_000), { instanceOf: ExecutionError })
+    const took = Date.now() - started
+    t.is(failure.reason, 'locked')
+    t.is(failure.attempts.length, 4)
+    // Three retry delays of 100 ms between the four attempts.
+    t.true(took >= 280, `${resources.length} resource(s): failed ${took} ms after the call`)
+    // Nothing of ours is left (a ticket's reservation goes when the head leaves the line).
+    await eventually(async () => (await valuesOn(all, resources[0]))[2] === null)
+    t.deepEqual(await valuesOn(all, resources[0]), ['another-owner', 'another-owner', null])
+  }
+})
+
+test('a majority that refuses connections: attempts stay a retry delay apart, also with retryCount -1', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), { retryCount: -1, retryDelay: 100, retryJitter: 0 })
+  await redlock.release(await redlock.acquire([resource(t)], 1_000)) // connected
+  await Promise.all([all[1].kill(), all[2].kill()])
+  for (const resources of [[resource(t)], [resource(t), resource(t)]]) {
+    const failure = await t.throwsAsync(redlock.acquire(resources, 1_000, { signal: AbortSignal.timeout(1_000) }), { instanceOf: ExecutionError })
+    t.is(failure.reason, 'aborted')
+    // One attempt per 100 ms at most (each fails at once: the connections are refused).
+    t.true(failure.attempts.length <= 12, `${resources.length} resource(s): ${failure.attempts.length} attempts in a second`)
+    t.true(failure.attempts.length >= 2, 'it retried')
+  }
+})
+
+test('a release that fails leaves the lock as it was: retried while the nodes are down, it is refused again, not taken for expired', async (t) => {
+  const all = await servers(t, 3)
+  t.teardown(() => all.forEach((s) => s.resume()))
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), { retryCount: 1, retryDelay: 50, retryJitter: 0 })
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 10_000)
+  const expiration = lock.expiration
+  all[0].pause()
+  all[1].pause()
+  const failure = await t.throwsAsync(lock.release(), { instanceOf: ExecutionError })
+  t.is(failure.reason, 'quorum-unavailable')
+  t.is(lock.expiration, expiration, 'still valid as far as anyone knows')
+  const again = await t.throwsAsync(lock.release(), { instanceOf: ExecutionError })
+  t.is(again.reason, 'quorum-unavailable')
+  // The frozen nodes run the releases queued on their connections once they wake.
+  all[0].resume()
+  all[1].resume()
+  await lock.release()
+  t.is(lock.expiration, 0)
+  await eventually(async () => (await valuesOn(all, key)).every((v) => v === null))
+})
+
+test('settings.signal is refused by new Redlock(): a signal belongs to an operation', (t) => {
+  const error = t.throws(() => new Redlock([new Redis({ port: 1, lazyConnect: true })], { signal: new AbortController().signal }), { instanceOf: TypeError })
+  t.regex(error.message, /settings\.signal/)
 })

@@ -122,13 +122,15 @@ test('a waiter that dies first in line holds the released lock back only until i
   t.deepEqual(await lineOn(key), [[], [], []], 'the dead ticket expired, the new one left')
 })
 
-test('an attempt lost on a split vote keeps the lock for itself where it held it, and retries soon', async (t) => {
+test('an attempt lost to another owner keeps the lock for itself where it held it, and retries when that owner\'s release is announced', async (t) => {
   // The waiter is first in line on every server. The holder's release frees one server
   // only (another owner holds the other two): it keeps that one for the waiter, which then
   // loses 1 to 2. The cleanup of that attempt must keep the server for the waiter's own
-  // ticket (and say so), so that the waiter retries within milliseconds. A cleanup that
-  // failed on the server left the reservation unannounced, and the waiter slept its whole
-  // retry delay (10 s here) before trying again.
+  // ticket (a cleanup that failed on the server once left the reservation behind, and the
+  // waiter slept its whole retry delay, 10 s here, with the lock about to be free). With
+  // the lock held on a quorum by another owner the waiter then waits for that owner's
+  // release (it used to retry every 2 ms, counting retries, which shrank the retry window
+  // to nothing and spun with retryCount -1): announced, it wakes the waiter at once.
   const holder = new Redlock(clientsFor(t, servers))
   const key = resource(t)
   const lock = await holder.acquire([key], 10_000)
@@ -142,9 +144,12 @@ test('an attempt lost on a split vote keeps the lock for itself where it held it
     return first === `redlock-rs:reserved:${ticket}`
   }, 5_000)
   await sleep(100)
-  // ...and keeps trying, so it takes the lock soon after the other owner is gone.
+  // ...keeps it, and takes the lock as soon as the other owner's release is announced.
   const gone = Date.now()
-  for (const s of servers.slice(1)) await s.command('DEL', key)
+  for (const s of servers.slice(1)) {
+    await s.command('DEL', key)
+    await s.command('PUBLISH', `redlock-rs:released:${key}`, 'another-owner')
+  }
   const acquired = await got
   t.true(Date.now() - gone < 5_000, `acquired ${Date.now() - gone} ms after the other owner left`)
   await acquired.release()

@@ -136,6 +136,9 @@ class Redlock extends EventEmitter {
     if (clients == null || typeof clients === 'string' || typeof clients[Symbol.iterator] !== 'function') {
       throw new TypeError('clients must be an iterable of Redis clients.')
     }
+    if (settings != null && typeof settings === 'object' && settings.signal !== undefined) {
+      throw new TypeError('settings.signal belongs to an operation (acquire, using, an acquirer), not to new Redlock(): it would abort nothing.')
+    }
     const list = Array.from(clients)
     const prefixes = new Set(list.map(keyPrefixOf))
     if (prefixes.size > 1) {
@@ -382,9 +385,11 @@ class Redlock extends EventEmitter {
     const expiration = superseded.has(lock) ? NaN : Number(lock.expiration)
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
-    invalidate(lock)
     const log = this.#log(c, lock.resources.length)
+    // A failed release leaves the lock as it was: its keys may still be on a quorum, and
+    // a retry must release them, not take the lock for expired.
     if (!succeeded(c)) throw failureError(reasonOf(c), log)
+    invalidate(lock)
     return new ExecutionResult(log, startOf(c))
   }
 

@@ -19,7 +19,9 @@ use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::{LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, RELEASE_SCRIPT};
+use crate::engine::scripts::{
+    LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, LINE_RELEASE_SCRIPT, RELEASE_SCRIPT,
+};
 use crate::engine::settings::Settings;
 use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
@@ -597,10 +599,10 @@ impl Quorum {
                 .await;
             // Told to stay queued while the lock was free, or the cleanup kept the lock
             // for this head: retry soon (see `crate::engine::line`).
-            queued = if stats.queued {
+            queued = if stats.queued || stats.kept {
                 queued + 1
             } else {
-                u32::from(stats.kept)
+                0
             };
             let counted = !stats.queued;
             let against = stats.tally.against() > 0;
@@ -1252,7 +1254,11 @@ impl Quorum {
             // attempt set frees nothing: it is not announced (it would wake every waiter
             // for an attempt bound to fail).
             let quiet = ballot.held_elsewhere();
-            kept = self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
+            let kept_here = self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
+            // The lock kept for this head is worth a quick retry after a split between
+            // waiting heads, not while another owner holds it on a quorum or nodes fail:
+            // neither passes in milliseconds (the head then waits for a release).
+            kept = kept_here && !quiet && ballot.tally.failed == 0;
         }
         let queued = commands.reply == Reply::Line && ballot.queued();
         let Ballot {
@@ -1528,7 +1534,10 @@ impl Quorum {
             ),
         )
         .await;
-        released.is_ok_and(|r| r.iter().any(|r| matches!(r, Ok(KEPT_FOR_OWN))))
+        // Only the line's release says "kept for your ticket"; the others count the keys
+        // they deleted (two, for a lock on two resources).
+        let line = std::ptr::eq(script, &*LINE_RELEASE_SCRIPT);
+        line && released.is_ok_and(|r| r.iter().any(|r| matches!(r, Ok(KEPT_FOR_OWN))))
     }
 
     /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
