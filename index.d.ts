@@ -142,6 +142,10 @@ export declare class Redis extends ClientBase {
   constructor(url: string, options?: RedisOptions)
   constructor(port: number, host?: string, options?: RedisOptions)
   constructor(port: number, options?: RedisOptions)
+  /** The host it connects to, as given (default "127.0.0.1"). */
+  readonly host: string
+  /** The port it connects to, as given (default 6379). */
+  readonly port: number
   /** The Redis Cluster client, as ioredis' `Redis.Cluster`. */
   static Cluster: typeof Cluster
 }
@@ -158,6 +162,10 @@ export declare class Cluster extends ClientBase {
 /** A Redis client shaped like node-redis' `createClient({ url })`. */
 export declare class RedisJsClient extends ClientBase {
   constructor(options?: RedisJsClientOptions)
+  /** The server's URL, the password masked (`redis://user:***@host:port/db`). */
+  readonly url: string
+  readonly host: string
+  readonly port: number
 }
 
 /** Redlock settings, with node-redlock v5's defaults (documented in binding.d.ts). */

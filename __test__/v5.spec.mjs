@@ -467,3 +467,19 @@ test('driftFactor: the expiration leaves round(driftFactor * ttl) + 2 ms of marg
   await plain.release()
   await drifty.release()
 })
+
+// Found by an audit: an ioredis client on a unix socket (`path`) was read as the default
+// localhost:6379, so the locks went to whatever listened there; our own Redis took
+// `keyPrefix` and ignored it, so moving the same options from ioredis changed the keys.
+test('options that would send the locks elsewhere or change their keys are refused, never ignored', (t) => {
+  const socketed = new IORedis({ path: '/tmp/redis.sock', lazyConnect: true })
+  t.teardown(() => socketed.disconnect())
+  t.throws(() => new Redlock([socketed]), { instanceOf: TypeError, message: /options\.path.*unix socket/ })
+  const nodeRedis = createClient({ socket: { path: '/tmp/redis.sock' } })
+  t.throws(() => new Redlock([nodeRedis]), { instanceOf: TypeError, message: /socket\.path.*unix socket/ })
+  t.throws(() => new Redis({ path: '/tmp/redis.sock', lazyConnect: true }), { instanceOf: TypeError, message: /options\.path/ })
+  t.throws(() => new RedisJsClient({ socket: { path: '/tmp/redis.sock' } }), { instanceOf: TypeError, message: /options\.socket\.path/ })
+  t.throws(() => new Redis({ keyPrefix: 'app:', lazyConnect: true }), { instanceOf: TypeError, message: /options\.keyPrefix/ })
+  // ioredis' defaults (an empty keyPrefix) are no prefix at all.
+  t.notThrows(() => new Redis({ keyPrefix: '', lazyConnect: true }))
+})

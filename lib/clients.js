@@ -75,7 +75,7 @@ class ClientBase extends NativeClient {
    * with the server's reply: 'OK', `null` when NX or XX did not set, the old value with GET.
    */
   set(key, value, ...options) {
-    if (options.length === 0 || (typeof key !== 'string' && !Buffer.isBuffer(key))) return super.set(key, value)
+    if (options.length === 0 || (typeof key !== 'string' && !Buffer.isBuffer(key)) || value == null) return super.set(key, value)
     return this.callCommand('SET', [key, typeof value === 'boolean' ? String(value) : value, ...options.flat()])
   }
 
@@ -206,8 +206,16 @@ function fromIoredisCluster(client, options) {
   )
 }
 
+/** A JS client connected through a unix socket: not supported (locks would go elsewhere). */
+function refuseUnixSocket(path, name) {
+  if (typeof path === 'string' && path !== '') {
+    throw new TypeError(`${name}: a unix socket is not supported: redlock-rs connects over TCP (give the client host and port).`)
+  }
+}
+
 /** ioredis Redis (standalone, or a Sentinel group). */
 function fromIoredis(options) {
+  refuseUnixSocket(options.path, 'the ioredis client\'s options.path')
   return new Redis({
     host: options.host,
     port: options.port,
@@ -232,6 +240,7 @@ function fromIoredis(options) {
 /** node-redis v4 / v5 (ca/cert/key on the socket options). */
 function fromNodeRedis(options) {
   const socket = options.socket || {}
+  refuseUnixSocket(socket.path, 'the node-redis client\'s socket.path')
   return new RedisJsClient({
     url: options.url || undefined,
     username: options.username || undefined,

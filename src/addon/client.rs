@@ -129,10 +129,42 @@ fn sentinel_options(env: &Env, cfg: &mut NodeConfig, o: &Object, ctx: &str) -> R
     Ok(())
 }
 
+/// ioredis options that would change where the locks go or what their keys are, which
+/// redlock-rs does not carry out: refused rather than silently ignored (the other options
+/// of ioredis, about its own queues and retries, mean nothing here and are ignored).
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "path",
+        "(a unix socket) is not supported: redlock-rs connects over TCP (give host and port)",
+    ),
+    (
+        "keyPrefix",
+        "is not applied by redlock-rs' own clients: prefix the resource names, or pass the ioredis client itself to new Redlock(), whose keyPrefix is honoured",
+    ),
+];
+
+fn refuse_unsupported(env: &Env, o: &Object, ctx: &str, which: &[(&str, &str)]) -> Result<()> {
+    for (name, why) in which {
+        let given = match field(o, name)? {
+            Val::Missing(_) => false,
+            Val::Str(s) => !s.is_empty(),
+            _ => true,
+        };
+        if given {
+            return Err(js::throw(
+                env,
+                crate::engine::error::ArgError::type_error(format!("{ctx}.{name} {why}.")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// ioredis options: host, port, username, password, db, tls, connectTimeout,
 /// commandTimeout, lazyConnect. Returns lazyConnect.
 fn ioredis_options(env: &Env, cfg: &mut NodeConfig, o: &Object) -> Result<bool> {
     let ctx = "options";
+    refuse_unsupported(env, o, ctx, UNSUPPORTED)?;
     sentinel_options(env, cfg, o, ctx)?;
     if let Some(h) = opt_string(env, o, ctx, "host")? {
         cfg.host = h;
@@ -309,6 +341,8 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
         Val::Missing(_) => {}
         Val::Object(s) => {
             let sctx = "options.socket";
+            // node-redis' `socket.path`: a unix socket (the first of the unsupported).
+            refuse_unsupported(env, &s, sctx, &UNSUPPORTED[..1])?;
             if let Some(h) = opt_string(env, &s, sctx, "host")? {
                 cfg.host = h;
             }
