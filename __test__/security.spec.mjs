@@ -2,8 +2,10 @@
 // wrong credentials fail clearly without showing the secret.
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
+import util from 'node:util'
 
 import test from 'ava'
 
@@ -11,6 +13,7 @@ import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
 import { createCluster, lib, resource } from './helpers.mjs'
 
 const { Cluster, Redis, RedisJsClient, Redlock } = lib
+const require = createRequire(import.meta.url)
 
 test('ACL users: username and password by options and URL; locks work; wrong ones fail without the secret', async (t) => {
   const server = await new RedisServer({ password: 'admin-secret' }).start()
@@ -198,4 +201,36 @@ test('a Redis Cluster over TLS with a private CA: the CA reaches every shard\'s 
   const untrusted = new Cluster([{ host: '127.0.0.1', port: servers[0].tlsPort }], { tls: true, connectTimeout: 2_000 })
   await t.throwsAsync(untrusted.get('a'))
   await untrusted.quit()
+})
+
+// Found by an audit: an ExecutionError's attempts list the clients passed in (votesFor,
+// votesAgainst), and so do its node errors and a Lock's Redlock; inspecting an ioredis
+// client prints its options, password included.
+test('util.inspect of errors, their attempts, locks and Redlocks made of ioredis and node-redis clients never shows a password', async (t) => {
+  const IORedis = require('ioredis')
+  const { createClient } = require('redis')
+  const secret = 'inspect-secret-42'
+  const server = await new RedisServer({ password: secret }).start()
+  t.teardown(() => server.stop())
+  const io = new IORedis({ port: server.port, password: secret, lazyConnect: true })
+  t.teardown(() => io.disconnect())
+  const dead = await freePort()
+  const nodeRedis = createClient({ url: `redis://:${secret}@127.0.0.1:${dead}` })
+  const redlock = new Redlock([io, nodeRedis, new Redis({ port: dead, password: secret })], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  // Two of the three nodes are down: the acquire fails, with the node errors and the votes.
+  const lock = await redlock.acquire([resource(t)], 2_000).catch((error) => error)
+  t.true(lock instanceof Error)
+  const shown = [util.inspect(lock, { depth: Infinity }), util.inspect(await Promise.all(lock.attempts), { depth: Infinity }), util.inspect(redlock, { depth: Infinity })]
+  for (const text of shown) t.false(text.includes(secret), text)
+  t.regex(shown[1], /ioredis\(localhost:\d+\)/)
+  // The objects themselves are still what the stats and errors hold.
+  const [stats] = await Promise.all(lock.attempts)
+  t.true(stats.votesFor.has(io))
+  t.is(lock.cause.errors[0].client, nodeRedis)
+  const alone = new Redlock([io])
+  t.teardown(() => alone.quit())
+  const held = await alone.acquire([resource(t)], 2_000)
+  t.false(util.inspect(held, { depth: Infinity }).includes(secret))
+  await held.release()
 })

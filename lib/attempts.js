@@ -2,7 +2,27 @@
 // The attempts of an operation: AttemptLog (the engine's vote strings, turned into
 // node-redlock's ExecutionStats when read) and ExecutionResult (what `release` resolves).
 
+const { inspect } = require('node:util')
+
+const { shownClient } = require('./clients.js')
 const { ResourceLockedError, lockedMessage } = require('./errors.js')
+
+/**
+ * `util.inspect` of an ExecutionStats: the clients by their address (see
+ * `describeClient`), never the objects, whose inspection may print a password.
+ */
+function inspectStats(depth, options, show) {
+  const votesAgainst = new Map([...this.votesAgainst].map(([client, error]) => [shownClient(client), error]))
+  const shown = { membershipSize: this.membershipSize, quorumSize: this.quorumSize, votesFor: new Set([...this.votesFor].map(shownClient)), votesAgainst }
+  return show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })
+}
+
+/** A node's error, with the client it came from (not listed by `util.inspect`). */
+function nodeError(message, client) {
+  const error = new Error(message)
+  Object.defineProperty(error, 'client', { value: client, writable: true, configurable: true, enumerable: false })
+  return error
+}
 
 /**
  * The attempts of an operation as the engine reports them (one string per attempt, one
@@ -64,7 +84,7 @@ class AttemptLog {
     const last = this.attempts.length - 1
     const errors = []
     this.eachAgainst((vote, client, message) => {
-      if (vote === 'E') errors.push(Object.assign(new Error(message), { client }))
+      if (vote === 'E') errors.push(nodeError(message, client))
     }, last)
     if (errors.length === 0) return undefined
     const n = this.clients.length
@@ -87,6 +107,7 @@ class AttemptLog {
   /** The ExecutionStats of one attempt whose errors start at `errors[first]`. */
   #stats(attempt, first, n, quorumSize) {
     const stats = { membershipSize: n, quorumSize, votesFor: new Set(), votesAgainst: new Map() }
+    Object.defineProperty(stats, inspect.custom, { value: inspectStats })
     let e = first
     for (let i = 0; i < attempt.length; i++) {
       const vote = attempt[i]

@@ -283,4 +283,44 @@ function keyPrefixOf(client) {
   return typeof prefix === 'string' ? prefix : ''
 }
 
-module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, keyPrefixOf }
+/** A URL with its password masked. */
+function masked(url) {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = '***'
+    return u.toString()
+  } catch {
+    return '(a URL)'
+  }
+}
+
+/**
+ * A client as `util.inspect` shows it wherever the library lists clients (the votes of an
+ * attempt, a node's error, a Redlock): ours by their `toString()` (passwords masked), an
+ * ioredis or node-redis client by its kind and address only, since inspecting the client
+ * itself prints its options, password included.
+ */
+function describeClient(client) {
+  if (client instanceof NativeClient) return client.toString()
+  const o = client?.options
+  if (o && typeof o === 'object') {
+    if (client.isCluster === true && Array.isArray(client.startupNodes)) {
+      const nodes = client.startupNodes.map(startupNodeOf).map((n) => (typeof n === 'object' ? `${n.host}:${n.port}` : masked(String(n))))
+      return `ioredis Cluster(${nodes.join(', ')})`
+    }
+    if (typeof client.evalsha === 'function') return `ioredis(${o.host ?? 'localhost'}:${o.port ?? 6379}${o.db ? `/${o.db}` : ''})`
+    if (typeof client.sendCommand === 'function') {
+      const socket = o.socket || {}
+      return `node-redis(${o.url ? masked(o.url) : `${socket.host ?? 'localhost'}:${socket.port ?? 6379}`})`
+    }
+  }
+  return Object.prototype.toString.call(client)
+}
+
+/** What `util.inspect` prints for `client` where the library lists it (see describeClient). */
+function shownClient(client) {
+  const text = describeClient(client)
+  return { [inspect.custom]: () => text }
+}
+
+module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, keyPrefixOf, describeClient, shownClient }

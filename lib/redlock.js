@@ -3,8 +3,9 @@
 // from the completion, and turns that into a Lock or an ExecutionError, emitting the votes.
 
 const { EventEmitter } = require('node:events')
+const { inspect } = require('node:util')
 
-const { keyPrefixOf, nativeClientFor } = require('./clients.js')
+const { keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, failureError } = require('./errors.js')
@@ -469,6 +470,15 @@ class Redlock extends EventEmitter {
         }
       }
     }
+  }
+
+  /**
+   * `util.inspect` (and `console.log`, also of a Lock): the clients by their address (see
+   * `describeClient`), never the objects passed in, whose inspection may print a password.
+   */
+  [inspect.custom](depth, options, show) {
+    const shown = { clients: this.clients.map(shownClient), settings: this.settings }
+    return `Redlock ${show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })}`
   }
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */
