@@ -229,6 +229,33 @@ test.serial('quit closes gracefully; later commands reject with "Connection is c
   await t.notThrowsAsync(c.quit(), 'quit twice is fine')
 })
 
+// Found by an audit: a command that blocks without end (`BLPOP q 0`) kept its connection,
+// and the process, alive after quit(); a command waiting for a connection outlived quit()
+// until the connect time-out.
+test.serial('quit closes the connection even under a blocking command, and fails what still waits: for a reply, or for a connection', async (t) => {
+  const before = await connectedClients(server.port)
+  const c = new Redis({ port: server.port, commandTimeout: 300 })
+  await c.call('PING')
+  const blocked = c.call('BLPOP', 'clients:never', '0')
+  await sleep(50)
+  await c.quit()
+  await t.throwsAsync(blocked, { message: /Connection is closed\./ })
+  await sleep(50)
+  t.is(await connectedClients(server.port), before, 'the socket is closed')
+  // A server that accepts connections and never answers: the command waits to connect.
+  const net = await import('node:net')
+  const silent = net.createServer(() => {})
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => silent.close())
+  const waiting = new Redis({ port: silent.address().port, connectTimeout: 10_000 })
+  const pending = waiting.get('x')
+  await sleep(50)
+  const quitAt = Date.now()
+  await waiting.quit()
+  await t.throwsAsync(pending, { message: /Connection is closed\./ })
+  t.true(Date.now() - quitAt < 2_000, `rejected ${Date.now() - quitAt} ms after quit()`)
+})
+
 test('large and nested replies arrive whole (a 4 MB value, 100000 list items, a nested reply)', async (t) => {
   const c = client(t, server.port)
   const big = 'x'.repeat(4 * 1024 * 1024 - 3) + 'end'

@@ -192,16 +192,32 @@ impl Lean {
     }
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
+impl Shared {
+    /// Has the connection task close the socket; the commands still waiting fail.
+    fn shut(&self) {
         let task = {
-            let mut st = self.shared.state.locked();
+            let mut st = self.state.locked();
             st.dropped = true;
             st.task.take()
         };
         if let Some(t) = task {
             t.wake();
         }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shut();
+    }
+}
+
+impl Lean {
+    /// Closes the connection now, whoever else holds it: the commands still waiting fail
+    /// and the socket closes (after `QUIT`, a blocked command such as `BLPOP q 0` would
+    /// otherwise keep both for ever).
+    pub(super) fn close(&self) {
+        self.handle.shared.shut();
     }
 }
 

@@ -40,6 +40,8 @@ pub(super) struct Server {
     set_nx_get: AtomicBool,
     /// The pub/sub connection for release notifications, made on first need.
     subscriber: tokio::sync::Mutex<Option<Arc<Subscriber>>>,
+    /// Notified by `quit()`: the commands waiting for a connection fail then.
+    closing: tokio::sync::Notify,
     /// The identity of the server behind the current connection, and a counter bumped
     /// whenever it is read again (each new connection).
     pub(super) identity: Mutex<Option<Identity>>,
@@ -64,6 +66,7 @@ impl Server {
             state: Mutex::new(State::new()),
             set_nx_get: AtomicBool::new(true),
             subscriber: tokio::sync::Mutex::new(None),
+            closing: tokio::sync::Notify::new(),
             identity: Mutex::new(None),
             identity_epoch: AtomicU64::new(0),
             drops: Arc::new(AtomicU64::new(0)),
@@ -206,13 +209,15 @@ impl Backend for Server {
         })
     }
 
-    /// `QUIT`, bounded by the command time-out.
+    /// `QUIT`, bounded by the command time-out; then the connection closes, and every
+    /// command still waiting (for its reply, or for a connection) fails.
     fn quit(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let previous = {
                 let mut st = self.lock_state();
                 std::mem::replace(&mut st.slot, Slot::Closed)
             };
+            self.closing.notify_waiters();
             if let Some(subscriber) = self.subscriber.lock().await.take() {
                 subscriber.close();
             }
@@ -222,6 +227,9 @@ impl Backend for Server {
                     redis::cmd("QUIT").query_async::<()>(&mut c),
                 )
                 .await;
+                if let Conn::Lean(lean) = &c {
+                    lean.close();
+                }
             }
         })
     }
@@ -291,8 +299,14 @@ impl Server {
     /// The shared connection, establishing it if needed. Concurrent callers share one
     /// connect attempt; a failed attempt is not cached, so the next call tries again.
     pub(super) async fn connection(&self) -> Result<(Conn, u64), NodeError> {
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
         let (fut, generation) = {
             let mut st = self.lock_state();
+            if !matches!(st.slot, Slot::Ready(_)) {
+                // Registered before `quit()` can close the slot: it wakes this wait then.
+                closing.as_mut().enable();
+            }
             match &st.slot {
                 Slot::Ready(c) => return Ok((c.clone(), st.generation)),
                 Slot::Closed => return Err(NodeError::Closed { addr: self.addr() }),
@@ -310,7 +324,10 @@ impl Server {
                 }
             }
         };
-        let result = fut.await;
+        let result = tokio::select! {
+            r = fut => r,
+            _ = &mut closing => return Err(NodeError::Closed { addr: self.addr() }),
+        };
         self.settle(generation, result)
     }
 
