@@ -256,6 +256,21 @@ test.serial('quit closes the connection even under a blocking command, and fails
   t.true(Date.now() - quitAt < 2_000, `rejected ${Date.now() - quitAt} ms after quit()`)
 })
 
+test('what the server refuses while connecting is said in plain words, never as a driver dump: a password it has none for, a db out of range, Cluster on a lone server', async (t) => {
+  const cases = [
+    [new Redis({ port: server.port, password: 'not-needed-secret' }), /a password was given, but the server has none configured/],
+    [new Redis({ port: server.port, db: 100 }), /database number \(db\) is out of range/],
+    [new Cluster([{ host: '127.0.0.1', port: server.port }]), /not part of a Redis Cluster/],
+  ]
+  for (const [c, words] of cases) {
+    t.teardown(() => c.quit())
+    const error = await t.throwsAsync(c.call('PING'))
+    t.regex(error.message, words)
+    t.regex(error.message, new RegExp(`127\\.0\\.0\\.1:${server.port}`))
+    t.false(/ResponseError|not-needed-secret/.test(error.message), error.message)
+  }
+})
+
 test('large and nested replies arrive whole (a 4 MB value, 100000 list items, a nested reply)', async (t) => {
   const c = client(t, server.port)
   const big = 'x'.repeat(4 * 1024 * 1024 - 3) + 'end'

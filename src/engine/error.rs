@@ -52,6 +52,15 @@ pub fn plain_reason(raw: &str) -> String {
     {
         return "authentication failed (WRONGPASS): wrong username or password".into();
     }
+    if has("called without any password configured") {
+        return "authentication failed: a password was given, but the server has none configured (remove the password, or set one on the server)".into();
+    }
+    if has("db index is out of range") {
+        return "the database number (db) is out of range for this server (DB index is out of range)".into();
+    }
+    if has("cluster support disabled") {
+        return "the server is not part of a Redis Cluster (cluster support disabled): use Redis, not Cluster, for it".into();
+    }
     if has("noperm") {
         return "permission denied (NOPERM): this user's ACL does not allow the lock commands"
             .into();
@@ -95,7 +104,11 @@ pub fn plain_reason(raw: &str) -> String {
             "the server does not know the command '{name}': not a Redis server that takes the lock commands (a Sentinel's port?)"
         );
     }
-    raw.to_string()
+    // A reply of the server, without the driver's type name before it.
+    match raw.find("ResponseError: ") {
+        Some(at) => format!("the server answered: {}", &raw[at + 15..]),
+        None => raw.to_string(),
+    }
 }
 
 /// An error reply of the server as `code detail`, its own line; authentication and
@@ -307,11 +320,25 @@ mod tests {
                 "Pipeline failures: [(Index 0, error: ResponseError: unknown command 'SCRIPT', with args beginning with: 'LOAD' 'local key = KEYS[1]...')]",
                 "the server does not know the command 'SCRIPT': not a Redis server",
             ),
+            (
+                "ResponseError: AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                "authentication failed: a password was given, but the server has none",
+            ),
+            (
+                "ResponseError: DB index is out of range",
+                "the database number (db) is out of range",
+            ),
+            (
+                "ResponseError: This instance has cluster support disabled",
+                "the server is not part of a Redis Cluster",
+            ),
+            ("ResponseError: ERR something new", "the server answered: ERR something new"),
         ];
         for (raw, plain) in cases {
             let got = plain_reason(raw);
             assert!(got.starts_with(plain), "{raw} -> {got}");
             assert!(!got.contains("Pipeline"), "{got}");
+            assert!(!got.contains("ResponseError"), "{got}");
         }
         assert_eq!(
             plain_reason("Pipeline failures: [(Index 0, error: \"ERR\": unknown command)]"),
