@@ -168,6 +168,13 @@ test('bad arguments are usage errors', async (t) => {
   t.regex(r.stderr, /duration/)
 })
 
+test('an empty --resource is a usage error (exit 64), not an internal one; nothing is run', async (t) => {
+  const r = await run(['run', '--redis', redisUrls(), '--resource', '', '--ttl', '5s', '--', 'echo', 'ran'])
+  t.is(r.code, 64, r.stderr)
+  t.regex(r.stderr, /non-empty string/)
+  t.is(r.stdout, '')
+})
+
 test('a bare number for --ttl or --wait is refused with a hint to add a unit (exit 64); nothing is locked or run', async (t) => {
   const key = resource(t)
   const ttl = await run(['run', '--redis', redisUrls(), '--resource', key, '--ttl', '5', '--', 'echo', 'ran'])

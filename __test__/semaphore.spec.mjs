@@ -252,4 +252,9 @@ test('bad input: permits, resource and duration are checked with TypeError / Ran
   await t.throwsAsync(redlock.semaphore('s', 2).acquire(0), { instanceOf: RangeError, message: /Duration/ })
   await t.throwsAsync(redlock.readWriteLock('s').read.acquire(400_000), { instanceOf: RangeError, message: /maxDuration/ })
   await t.throwsAsync(redlock.readWriteLock('s').write.using(1_000, 'not a function'), { instanceOf: TypeError })
+  // The classes are exported (and declared public): one made without a Redlock says so.
+  for (const notARedlock of [undefined, {}, redlock.clients[0]]) {
+    t.throws(() => new lib.Semaphore(notARedlock, 's', 1), { instanceOf: TypeError, message: /redlock must be a Redlock/ })
+    t.throws(() => new lib.ReadWriteLock(notARedlock, 's'), { instanceOf: TypeError, message: /redlock must be a Redlock/ })
+  }
 })

@@ -16,6 +16,9 @@ class Acquirer {
   #hold
 
   constructor(redlock, resource, hold) {
+    if (typeof redlock?.[acquireHold] !== 'function') {
+      throw new TypeError('redlock must be a Redlock (the instance whose nodes hold the semaphore or read-write lock).')
+    }
     if (typeof resource !== 'string' || resource.length === 0) {
       throw new TypeError(`resource must be a non-empty string; got ${resource === '' ? 'an empty string' : typeof resource}.`)
     }
