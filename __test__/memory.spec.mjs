@@ -143,6 +143,10 @@ test('using(): stores that stop answering (paused) lose the lock before its expi
 test('bad options are refused; store methods check their arguments', (t) => {
   t.throws(() => new MemoryStore('x'), { instanceOf: TypeError, message: /options/ })
   t.throws(() => new MemoryStore({ name: 3 }), { instanceOf: TypeError, message: /options\.name/ })
+  t.throws(() => new MemoryStore({ name: '' }), { instanceOf: TypeError, message: /options\.name must be a non-empty string/ })
+  // A misspelt option is refused, never silently not applied.
+  t.throws(() => new MemoryStore({ nam: 'x' }), { instanceOf: TypeError, message: /options\.nam is not a MemoryStore option/ })
+  t.throws(() => new MemoryStore({ commandTimeOut: 50 }), { instanceOf: TypeError, message: /options\.commandTimeOut/ })
   const store = new MemoryStore()
   t.throws(() => store.pause('long'), { instanceOf: TypeError })
   t.throws(() => store.pause(-1), { instanceOf: RangeError })

@@ -23,14 +23,30 @@ fn memory_store(env: &Env, options: Val) -> Result<NativeClient> {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let (name, timeout) = match options {
         Val::Missing(_) => (None, None),
-        Val::Object(o) => (
-            opt_string(env, &o, "options", "name")?,
-            ms(
-                env,
-                "options.commandTimeout",
-                opt_number(env, &o, "options", "commandTimeout")?,
-            )?,
-        ),
+        Val::Object(o) => {
+            // Few options, so a misspelt one is refused rather than silently not applied.
+            for key in Object::keys(&o)? {
+                if key != "name" && key != "commandTimeout" {
+                    return Err(js::throw(
+                        env,
+                        crate::engine::error::ArgError::type_error(format!(
+                            "options.{key} is not a MemoryStore option: they are name and commandTimeout."
+                        )),
+                    ));
+                }
+            }
+            let name = opt_string(env, &o, "options", "name")?;
+            if name.as_deref() == Some("") {
+                return Err(js::throw(
+                    env,
+                    crate::engine::error::ArgError::type_error(
+                        "options.name must be a non-empty string (it names the store in errors).",
+                    ),
+                ));
+            }
+            let timeout = opt_number(env, &o, "options", "commandTimeout")?;
+            (name, ms(env, "options.commandTimeout", timeout)?)
+        }
         other => return Err(type_error(env, "options", "an object", &other)),
     };
     let name = name.unwrap_or_else(|| {
