@@ -275,7 +275,7 @@ export declare class LockLostError extends Error {
 export declare class MemoryStore extends ClientBase {
   /** `name` shows in errors (default `memory-<n>`); `commandTimeout` (ms, default 1000) ends calls to a paused store. */
   constructor(options?: { name?: string; commandTimeout?: number })
-  /** Calls fail at once, like a dead node, until `up()`. */
+  /** Calls fail at once, like a dead node (those waiting out a `pause` too), until `up()`. */
   down(): void
   up(): void
   /**

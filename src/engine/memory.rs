@@ -120,9 +120,11 @@ impl MemoryStore {
         self.subscriber.clone()
     }
 
-    /// Calls fail at once, like a dead node, until [`MemoryStore::up`].
+    /// Calls fail at once, like a dead node, until [`MemoryStore::up`]: those waiting out a
+    /// pause too (a frozen server that dies resets its connections).
     pub fn down(&self) {
         self.lock().down = true;
+        self.pause_changed.notify_waiters();
     }
 
     pub fn up(&self) {
@@ -147,7 +149,11 @@ impl MemoryStore {
             let changed = self.pause_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let Some(until) = paused(self.lock().paused_until) else {
+            let (until, down) = {
+                let st = self.lock();
+                (paused(st.paused_until), st.down)
+            };
+            let Some(until) = until.filter(|_| !down) else {
                 break;
             };
             tokio::select! {
@@ -872,6 +878,23 @@ mod tests {
         let reply = waiting.await.unwrap();
         assert!(reply.is_ok(), "{reply:?}");
         assert!(resumed.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn down_fails_the_calls_waiting_out_a_pause_at_once() {
+        let m = store();
+        m.pause(5_000);
+        let waiting = {
+            let m = m.clone();
+            tokio::spawn(async move { m.execute(&redis::cmd("PING")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "paused");
+        let killed = Instant::now();
+        m.down();
+        let reply = waiting.await.unwrap();
+        assert!(reply.is_err(), "{reply:?}");
+        assert!(killed.elapsed() < Duration::from_millis(500));
     }
 
     fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {
