@@ -393,6 +393,23 @@ test('settings.signal: an aborted waiting writer takes back its mark that keeps 
   t.deepEqual(left, [[], [], []])
 })
 
+// Found by an audit: a writer that ran out of retries left its wait mark, and readers were
+// refused ('locked') with nothing holding the lock, for up to 2 x (retryDelay + retryJitter).
+test('a writer that gives up takes back its mark that keeps new readers out, as an aborted one does', async (t) => {
+  const all = await servers(t, 3)
+  const [readers, writers] = [new Redlock(clientsFor(t, all)), new Redlock(clientsFor(t, all))]
+  const name = resource(t)
+  const reading = await readers.readWriteLock(name).read.acquire(10_000)
+  const failure = await t.throwsAsync(writers.readWriteLock(name).write.acquire(5_000, { retryCount: 2, retryDelay: 500, retryJitter: 0 }))
+  t.is(failure.reason, 'locked')
+  await reading.release()
+  const reader = await readers.readWriteLock(name).read.acquire(1_000, { retryCount: 0 })
+  t.is(reader.kind, 'read', 'a new reader gets in at once: no writer waits any more')
+  await reader.release()
+  const left = await Promise.all(all.map((s) => s.command('KEYS', `*${name}*`)))
+  t.deepEqual(left, [[], [], []])
+})
+
 test('settings.signal: an already-aborted signal rejects without a network call', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))

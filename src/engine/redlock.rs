@@ -666,8 +666,8 @@ impl Quorum {
         (stats, outcome)
     }
 
-    /// The operation's end with `outcome`, its last attempt's `value` kept; an aborted
-    /// write acquire takes its wait mark back first.
+    /// The operation's end with `outcome`, its last attempt's `value` kept; a write
+    /// acquire that failed (aborted, or out of retries) takes its wait mark back first.
     fn end(
         &self,
         mut run: Retries,
@@ -675,17 +675,17 @@ impl Quorum {
         value: String,
         outcome: Result<i64, FailureKind>,
     ) -> Execution {
-        if outcome == Err(FailureKind::Aborted) {
+        if outcome.is_err() {
             self.leave_write_wait(op, resources, &value, call);
         }
         run.value = value;
         run.finish(outcome)
     }
 
-    /// An aborted write acquire takes back its mark that keeps new readers out while it
-    /// waits (owner-checked, in the background): an abort removes what the call set. (A
-    /// writer that runs out of retries leaves it to expire: its retries may be another
-    /// writer's turn.)
+    /// A write acquire that failed takes back its mark that keeps new readers out while it
+    /// waits (owner-checked, in the background, queued before anything the caller sends
+    /// next on the same connections): a failed call removes what it set. (Another writer
+    /// still waiting puts its own mark back with its next attempt.)
     fn leave_write_wait(&self, op: Op, resources: &[String], value: &str, call: &Call<'_>) {
         let (Op::Acquire { .. }, Kind::Write, [resource]) = (op, call.kind, resources) else {
             return;
