@@ -311,7 +311,7 @@ export declare class Semaphore implements Acquirer {
   acquire(duration: number, settings?: CallSettings): Promise<Lock>
   using<T>(duration: number, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>, settings?: CallSettings): Promise<T>
   using<T>(duration: number, settings: CallSettings, routine: (signal: RedlockAbortSignal, lock: Lock) => Promise<T>): Promise<T>
-  /** Live holders as a quorum of the nodes sees them. */
+  /** Live holders as a quorum of the nodes sees them (answered once a quorum has). */
   holders(): Promise<number>
 }
 

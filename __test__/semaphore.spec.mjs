@@ -242,6 +242,22 @@ test('keys never collide with mutex keys of the same name', async (t) => {
   await Promise.all([mutex.release(), permit.release(), write.release()])
 })
 
+// Found by an audit: holders() waited for every node, so one frozen node held it for its
+// whole command time-out while acquires went on at once.
+test('holders() answers once a quorum has: a frozen node does not hold it for its command time-out', async (t) => {
+  const all = await servers(t, 3)
+  t.teardown(() => all[2].resume())
+  const redlock = new Redlock(clientsFor(t, all, { commandTimeout: 3_000 }), { retryCount: 0 })
+  const sem = redlock.semaphore(resource(t), 3)
+  const held = [await sem.acquire(10_000), await sem.acquire(10_000)]
+  all[2].pause()
+  const asked = Date.now()
+  t.is(await sem.holders(), 2)
+  t.true(Date.now() - asked < 1_500, `answered ${Date.now() - asked} ms after the call`)
+  all[2].resume()
+  for (const lock of held) await lock.release()
+})
+
 test('bad input: permits, resource and duration are checked with TypeError / RangeError', async (t) => {
   const redlock = new Redlock([new Redis({ port: 1, lazyConnect: true })])
   for (const permits of [0, -1, 1.5, NaN, '2', undefined]) {

@@ -1617,28 +1617,42 @@ impl Quorum {
     /// How many holders semaphore `resource` of `permits` has as a quorum sees them: the
     /// slots whose value is the same on a quorum of the nodes. `None` when fewer than a
     /// quorum of nodes answered.
+    /// Decided once a quorum answered, as an attempt is: the other nodes get as long again
+    /// as that took ([`DRAIN_GRACE`] at least), so a stopped node does not hold the call
+    /// for its whole command time-out.
     pub async fn holders(&self, resource: &str, permits: u32) -> Option<u32> {
         let mut mget = redis::cmd("MGET");
         mget.arg(crate::engine::kinds::slot_keys(resource, permits));
         let limit = self.command_timeout();
-        let reads = self.nodes.iter().map(|node| {
-            let mget = &mget;
-            async move {
-                timer::timeout(limit, node.send::<Vec<Option<String>>>(mget))
-                    .await
-                    .ok()?
-                    .ok()
-            }
-        });
-        let answers: Vec<Vec<Option<String>>> = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
+        let started = Instant::now();
+        let mut reads: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let mget = &mget;
+                async move {
+                    timer::timeout(limit, node.send::<Vec<Option<String>>>(mget))
+                        .await
+                        .ok()?
+                        .ok()
+                }
+            })
             .collect();
         let quorum = crate::engine::quorum::quorum_of(self.nodes.len());
-        if answers.len() < quorum {
-            return None;
+        let mut answers: Vec<Vec<Option<String>>> = Vec::with_capacity(self.nodes.len());
+        while answers.len() < quorum {
+            match reads.next().await {
+                Some(answer) => answers.extend(answer),
+                None => return None,
+            }
         }
+        let grace = (started.elapsed() * 2).max(DRAIN_GRACE);
+        let _ = timer::timeout(grace, async {
+            while let Some(answer) = reads.next().await {
+                answers.extend(answer);
+            }
+        })
+        .await;
         Some(count_held(&answers, permits as usize, quorum))
     }
 
