@@ -168,8 +168,16 @@ export declare class RedisJsClient extends ClientBase {
   readonly port: number
 }
 
-/** Redlock settings, with node-redlock v5's defaults (documented in binding.d.ts). */
-export type Settings = RedlockSettings
+/** node-redlock v5's five settings. */
+type NodeRedlockSettings = Pick<RedlockSettings, 'driftFactor' | 'retryCount' | 'retryDelay' | 'retryJitter' | 'automaticExtensionThreshold'>
+
+/**
+ * Redlock settings, with node-redlock v5's defaults (documented in binding.d.ts): its five
+ * settings, as in node-redlock (a `Settings` object written for it type-checks here), and
+ * redlock-rs' own (`fencing`, `waitReplicas`, `maxDuration`, `restartQuarantine`), which
+ * `redlock.settings` always has.
+ */
+export type Settings = NodeRedlockSettings & Partial<Omit<RedlockSettings, keyof NodeRedlockSettings>>
 
 /** The settings of one `acquire`, `extend` or `using` call: any `Settings`, and a signal to cancel it. */
 export type CallSettings = Partial<Settings> & {
@@ -214,6 +222,11 @@ export interface ExecutionStats {
   readonly votesFor: Set<Client>
   readonly votesAgainst: Map<Client, Error>
 }
+
+/** One client's answer, as node-redlock v5 types it (kept for code written against its types). */
+export type ClientExecutionResult =
+  | { client: Client; vote: 'for'; value: number }
+  | { client: Client; vote: 'against'; error: Error }
 
 export interface ExecutionResult {
   /** One promise per attempt (the last 100 at most). */
@@ -368,7 +381,7 @@ export declare class Redlock extends EventEmitter {
    */
   constructor(clients: Iterable<Client>, settings?: Partial<Settings>)
   readonly clients: ReadonlyArray<Client>
-  readonly settings: Readonly<Settings>
+  readonly settings: Readonly<Required<Settings>>
 
   /**
    * Tries to lock `resource` for `ttl` ms (with this instance's retry settings).

@@ -5,7 +5,7 @@ import test from 'ava'
 
 import { lib } from './helpers.mjs'
 
-const { Redis, RedisJsClient, Redlock } = lib
+const { MemoryStore, Redis, RedisJsClient, Redlock } = lib
 
 // Clients that never connect: argument checks happen before any I/O.
 const lazy = () => new Redis({ port: 1, lazyConnect: true })
@@ -38,7 +38,10 @@ test('bad client lists are refused', (t) => {
   t.throws(() => new Redlock(), { instanceOf: TypeError, message: /clients/ })
   t.throws(() => new Redlock(42), { instanceOf: TypeError, message: /clients/ })
   t.throws(() => new Redlock('redis://x'), { instanceOf: TypeError, message: /clients/ })
-  t.throws(() => new Redlock([]), { instanceOf: TypeError, message: /at least one/ })
+  // node-redlock's own words.
+  t.throws(() => new Redlock([]), { instanceOf: TypeError, message: 'Redlock must be instantiated with at least one redis client.' })
+  // node-redlock's custom scripts (a third argument) would be silently not run: refused.
+  t.throws(() => new Redlock([lazy()], {}, { acquireScript: (s) => s }), { instanceOf: TypeError, message: /custom scripts/ })
   t.throws(() => new Redlock([lazy(), {}]), { instanceOf: TypeError, message: /^clients\[1\] must be/ })
   t.throws(() => new Redlock([null]), { instanceOf: TypeError, message: /^clients\[0\]/ })
   t.throws(() => new Redlock([{ get() {}, set() {}, quit() {} }]), { instanceOf: TypeError, message: /^clients\[0\]/ })
@@ -132,4 +135,27 @@ test('the native lock functions refuse a handle that is not one, and bad argumen
   t.throws(() => native.lockAcquire(handle, 1), { instanceOf: TypeError, message: /^resources / })
   t.throws(() => native.lockAcquire(handle, 1, ['r'], -5), { instanceOf: RangeError, message: /Duration/ })
   t.throws(() => native.lockRelease(handle, 1, ['r'], '', Date.now() + 1000), { instanceOf: TypeError, message: /^lock\.value / })
+})
+
+// Found by an audit: the same client passed twice counted as two votes (node-redlock keeps a
+// Set); an ioredis-mock instance, which looks like ioredis (port 6379), was read as one and
+// its locks went to a real server on localhost:6379.
+test('the same client twice is one vote; ioredis-mock is refused with a hint to use MemoryStore', async (t) => {
+  const store = new MemoryStore()
+  const redlock = new Redlock([store, store, store])
+  t.is(redlock.clients.length, 1)
+  const lock = await redlock.acquire(['dup'], 1_000)
+  const [stats] = await Promise.all(lock.attempts)
+  t.is(stats.membershipSize, 1)
+  t.is(stats.quorumSize, 1)
+  await lock.release()
+  class RedisMock {
+    options = { host: 'localhost', port: 6379 }
+    evalsha() {}
+  }
+  t.throws(() => new Redlock([new RedisMock()]), { instanceOf: TypeError, message: /ioredis-mock .*MemoryStore/ })
+})
+
+test('retryCount: Infinity retries until acquired, as -1 does', (t) => {
+  t.is(new Redlock([lazy()], { retryCount: Infinity }).settings.retryCount, -1)
 })

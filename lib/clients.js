@@ -262,6 +262,10 @@ function fromNodeRedis(options) {
  */
 function nativeClientFor(client) {
   if (client instanceof NativeClient) return client
+  if (/RedisMock/.test(client?.constructor?.name ?? '')) {
+    // It looks like ioredis (options.port 6379): read as one, it would lock a real server.
+    throw new TypeError('ioredis-mock clients are not supported (the locks would go to a real server on their host and port): use MemoryStore in tests, new Redlock([new MemoryStore()]).')
+  }
   const options = client?.options
   if (options && typeof options === 'object') {
     if (client.isCluster === true && Array.isArray(client.startupNodes)) return fromIoredisCluster(client, options)

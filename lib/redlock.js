@@ -129,7 +129,7 @@ class Redlock extends EventEmitter {
   /** The ioredis `keyPrefix` of the clients passed in ('' for none): put before every key. */
   #prefix = ''
 
-  constructor(clients, settings) {
+  constructor(clients, settings, scripts) {
     super()
     // As node-redlock: failed votes are emitted as 'error' events, which must not crash a
     // process that does not listen for them.
@@ -137,10 +137,14 @@ class Redlock extends EventEmitter {
     if (clients == null || typeof clients === 'string' || typeof clients[Symbol.iterator] !== 'function') {
       throw new TypeError('clients must be an iterable of Redis clients.')
     }
+    if (scripts !== undefined) {
+      throw new TypeError("custom scripts (node-redlock's third argument) are not supported: redlock-rs runs its own Lua scripts, which its guarantees rest on.")
+    }
     if (settings != null && typeof settings === 'object' && settings.signal !== undefined) {
       throw new TypeError('settings.signal belongs to an operation (acquire, using, an acquirer), not to new Redlock(): it would abort nothing.')
     }
-    const list = Array.from(clients)
+    // The same client twice is one server: it gets one vote (node-redlock keeps a Set).
+    const list = [...new Set(clients)]
     const prefixes = new Set(list.map(keyPrefixOf))
     if (prefixes.size > 1) {
       throw new TypeError(`clients must all have the same keyPrefix; got ${[...prefixes].map((p) => JSON.stringify(p)).join(', ')}.`)

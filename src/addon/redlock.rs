@@ -457,7 +457,9 @@ impl NativeRedlock {
         if items.is_empty() {
             return Err(js::throw(
                 &env,
-                ArgError::type_error("clients must contain at least one Redis client."),
+                ArgError::type_error(
+                    "Redlock must be instantiated with at least one redis client.",
+                ),
             ));
         }
         let mut nodes: Vec<Arc<crate::engine::node::Node>> = Vec::with_capacity(items.len());

@@ -120,9 +120,11 @@ impl Settings {
             s.drift_factor = v;
         }
         if let Some(v) = patch.retry_count {
+            // Infinity retries until acquired, as -1 does (node-redlock retries for ever).
+            let v = if v == f64::INFINITY { -1.0 } else { v };
             if !v.is_finite() || v.fract() != 0.0 || v < -1.0 || v > i32::MAX as f64 {
                 return Err(ArgError::range_error(format!(
-                    "settings.retryCount must be an integer >= -1 (-1 retries until acquired). Got {}.",
+                    "settings.retryCount must be an integer >= -1 (-1 or Infinity retries until acquired). Got {}.",
                     show(v)
                 )));
             }
@@ -218,6 +220,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(s.retry_count, 0);
+        let forever = Settings::default()
+            .apply(&SettingsPatch {
+                retry_count: Some(f64::INFINITY),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            forever.retry_count, -1,
+            "Infinity retries until acquired, as -1"
+        );
         assert_eq!(s.max_attempts(), Some(1));
         assert_eq!(s.retry_pause(0.9), Duration::ZERO);
         assert!(s.fencing);
