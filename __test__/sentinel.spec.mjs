@@ -169,6 +169,34 @@ test('a frozen master (SIGSTOP) is left for the replica the sentinels promote; c
   t.is(await replica.command('GET', 'after'), 'freeze')
 })
 
+// Found by an audit: each node's identity was recorded on the others under
+// "sentinel master 'mymaster'", so separate groups of that (usual) name overwrote each
+// other's record, and each group's master looked replaced: a second Redlock was refused
+// for maxDuration (5 min).
+test('separate Sentinel groups of the same name are told apart: no restart is seen where there was none', async (t) => {
+  const groups = []
+  for (let i = 0; i < 3; i++) {
+    const master = await new RedisServer().start()
+    const { sentinels, stop } = await startSentinels(master.port, 1)
+    t.teardown(async () => {
+      stop()
+      await master.stop()
+    })
+    await until(async () => Number(await masterOf(sentinels[0].port)) === master.port, 10_000, 'the sentinel')
+    groups.push({ sentinels: sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), name: 'mymaster' })
+  }
+  const redlock = () => {
+    const r = new Redlock(groups.map((g) => new Redis({ ...g, commandTimeout: 1_000 })), { retryCount: 0 })
+    t.teardown(() => r.quit())
+    return r
+  }
+  await (await redlock().acquire([resource(t)], 5_000)).release()
+  // A second instance reads the records the first one left on every node.
+  const lock = await redlock().acquire([resource(t)], 5_000)
+  t.is(lock.resources.length, 1)
+  await lock.release()
+})
+
 test('bad sentinel options are refused', (t) => {
   t.throws(() => new Redis({ sentinels: [] , name: 'x' }), { instanceOf: TypeError, message: /sentinels/ })
   t.throws(() => new Redis({ sentinels: [{ host: 'h', port: 1 }] }), { instanceOf: TypeError, message: /name/ })

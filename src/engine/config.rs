@@ -104,6 +104,25 @@ impl NodeConfig {
         self.host_port()
     }
 
+    /// What the node's identity is recorded under on the other nodes (see
+    /// `crate::engine::trust`): its address, and for a Sentinel group its name with its
+    /// sentinels (sorted), since separate groups often share a name (`mymaster`): under the
+    /// name alone, each group's master looked like the others' replaced.
+    pub fn identity_name(&self) -> String {
+        match &self.sentinel {
+            Some(s) if !self.memory => {
+                let mut sentinels: Vec<String> = s
+                    .sentinels
+                    .iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect();
+                sentinels.sort();
+                format!("sentinel master '{}' via {}", s.name, sentinels.join(","))
+            }
+            _ => self.addr(),
+        }
+    }
+
     /// `host:port` (IPv6 hosts in brackets).
     pub fn host_port(&self) -> String {
         if self.host.contains(':') {
@@ -267,6 +286,28 @@ mod tests {
             );
             assert!(!e.message.contains("hunter2"));
         }
+    }
+
+    #[test]
+    fn sentinel_groups_of_one_name_are_recorded_apart() {
+        let group = |sentinels: &[(&str, u16)]| NodeConfig {
+            sentinel: Some(SentinelConfig {
+                sentinels: sentinels.iter().map(|(h, p)| (h.to_string(), *p)).collect(),
+                name: "mymaster".into(),
+                username: None,
+                password: Some("hunter2".into()),
+            }),
+            ..NodeConfig::default()
+        };
+        let a = group(&[("10.0.0.1", 26379), ("10.0.0.2", 26379)]);
+        let same_listed_otherwise = group(&[("10.0.0.2", 26379), ("10.0.0.1", 26379)]);
+        let b = group(&[("10.0.1.1", 26379)]);
+        assert_eq!(a.addr(), b.addr(), "errors name the group by its name");
+        assert_ne!(a.identity_name(), b.identity_name());
+        assert_eq!(a.identity_name(), same_listed_otherwise.identity_name());
+        assert!(!a.identity_name().contains("hunter2"));
+        let plain = parse("redis://h:1").unwrap();
+        assert_eq!(plain.identity_name(), "h:1");
     }
 
     #[test]

@@ -270,7 +270,7 @@ async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
             .identity()
             .map(|identity| Seen {
                 identity,
-                name: node.config().addr(),
+                name: node.config().identity_name(),
                 addr: node.addr(),
                 shard: None,
             })
