@@ -410,6 +410,26 @@ test('a writer that gives up takes back its mark that keeps new readers out, as 
   t.deepEqual(left, [[], [], []])
 })
 
+// Found by an audit: an extension that only started once the lock had expired (the thread
+// was busy past the time to extend) made the loss read 'quorum-unavailable', with no node
+// to blame.
+test.serial("using(): a JavaScript thread busy past the lock's expiration loses it as 'expired', not as nodes that did not answer", async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all), { automaticExtensionThreshold: 100 })
+  const busy = (ms) => {
+    const end = Date.now() + ms
+    while (Date.now() < end);
+  }
+  const seen = await redlock.using([resource(t)], 300, async (signal) => {
+    busy(600)
+    await sleep(20)
+    return signal
+  })
+  t.true(seen.aborted)
+  t.true(seen.error instanceof LockLostError)
+  t.is(seen.error.reason, 'expired')
+})
+
 test('settings.signal: an already-aborted signal rejects without a network call', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))

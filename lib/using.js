@@ -40,6 +40,8 @@ class Holding {
   #timer
   #lossTimer
   #extension
+  /** When the extension under way started (ms since the epoch). */
+  #extensionStarted = 0
   #done = false
 
   constructor(redlock, lock, duration, settings, threshold, extend) {
@@ -72,13 +74,23 @@ class Holding {
   #armLoss() {
     clearTimeout(this.#lossTimer)
     const left = Math.max(0, this.lock.expiration - Date.now() - LOSS_MARGIN)
-    this.#lossTimer = setTimeout(() => this.#lose(this.#extension ? 'quorum-unavailable' : 'expired'), left)
+    this.#lossTimer = setTimeout(() => this.#lose(this.#waitingForNodes() ? 'quorum-unavailable' : 'expired'), left)
+  }
+
+  /**
+   * Whether an extension under way had the time to hear from the nodes: one started only
+   * once the lock was (nearly) expired, because the JavaScript thread was busy past the
+   * time to extend, waits for nobody: the lock simply expired.
+   */
+  #waitingForNodes() {
+    return this.#extension !== undefined && this.#extensionStarted < this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
   }
 
   #schedule() {
     const wait = Math.max(0, this.lock.expiration - Date.now() - this.threshold)
     this.#timer = setTimeout(() => {
       this.#timer = undefined
+      this.#extensionStarted = Date.now()
       this.#extension = this.#extend()
     }, wait)
   }
