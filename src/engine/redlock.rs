@@ -1661,13 +1661,22 @@ impl Quorum {
     /// lands after its lock's release takes it away again, which it cannot do on a closed
     /// connection; a CLI run that released and quit at once left its lock on a node that
     /// was still connecting), and closes every node's connection.
+    ///
+    /// All of it within one command time-out: the `QUIT`s get what the stragglers left of
+    /// it (a connection whose `QUIT` is cut short is closed all the same).
     pub async fn quit(&self) {
         self.closed.cancel();
         let limit = self.command_timeout();
+        let started = Instant::now();
         if self.stragglers.any_released(limit) {
             let _ = timer::timeout(limit, self.stragglers.idle()).await;
         }
-        futures::future::join_all(self.nodes.iter().map(|n| n.quit())).await;
+        let left = limit.saturating_sub(started.elapsed()).max(QUIT_LEAST);
+        let _ = timer::timeout(
+            left,
+            futures::future::join_all(self.nodes.iter().map(|n| n.quit())),
+        )
+        .await;
     }
 }
 
@@ -1731,6 +1740,9 @@ type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 /// How long a head whose process just had its hand-overs in a row lets the other
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
+
+/// How long `quit()` lets its `QUIT`s go on at least, however long the stragglers took.
+const QUIT_LEAST: Duration = Duration::from_millis(20);
 
 /// How long a won fenced acquire waits at least for the counters of the nodes that have
 /// not answered yet (or twice the time the quorum took). The token is the successor of the
