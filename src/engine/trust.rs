@@ -160,11 +160,15 @@ impl Trust {
         let units = check(nodes, i, max_duration, remembered.unwrap_or_default()).await?;
         self.checked()[i] = Some(NodeChecked { epoch, units });
         self.verdict(nodes, i, slot).unwrap_or_else(|| {
+            let reason = if node.config().cluster.is_some() {
+                format!("the master of hash slot {slot} did not answer INFO (down, or the cluster is changing)")
+            } else {
+                // It reconnected (to a new server, perhaps) while it was being checked.
+                "the server changed while its identity was being checked (it reconnected or restarted): tried again with the next attempt".to_string()
+            };
             Err(NodeError::Command {
                 addr: node.addr(),
-                reason: format!(
-                    "the master of hash slot {slot} did not answer INFO (down, or the cluster is changing)"
-                ),
+                reason,
             })
         })
     }
