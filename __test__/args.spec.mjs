@@ -42,6 +42,7 @@ test('bad client lists are refused', (t) => {
   t.throws(() => new Redlock([]), { instanceOf: TypeError, message: 'Redlock must be instantiated with at least one redis client.' })
   // node-redlock's custom scripts (a third argument) would be silently not run: refused.
   t.throws(() => new Redlock([lazy()], {}, { acquireScript: (s) => s }), { instanceOf: TypeError, message: /custom scripts/ })
+  t.notThrows(() => new Redlock([lazy()], {}, {}), "node-redlock's default: no script given")
   t.throws(() => new Redlock([lazy(), {}]), { instanceOf: TypeError, message: /^clients\[1\] must be/ })
   t.throws(() => new Redlock([null]), { instanceOf: TypeError, message: /^clients\[0\]/ })
   t.throws(() => new Redlock([{ get() {}, set() {}, quit() {} }]), { instanceOf: TypeError, message: /^clients\[0\]/ })

@@ -221,8 +221,8 @@ async function run(command, args, opts, cmd) {
       process.exitCode = signalStatus(received) // stopped while waiting for the lock
     } else if (e instanceof lib().ExecutionError) {
       fail(`could not lock ${opts.resource}: ${why(e, count, opts)}.`, exitCodeOf(e))
-    } else if (e instanceof TypeError || e instanceof RangeError) {
-      // The library refused an argument (an empty --resource, say): a usage error.
+    } else if (!child && (e instanceof TypeError || e instanceof RangeError)) {
+      // The library refused an argument before anything ran (an empty --resource, say).
       fail(`could not lock ${opts.resource}: ${oneLine(e.message)}`, EX_USAGE)
     } else {
       fail(`could not lock ${opts.resource}: ${oneLine(e?.message ?? e)}.`, EX_SOFTWARE)

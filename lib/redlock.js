@@ -63,6 +63,13 @@ function wellFormedName(value, name, index) {
  */
 const superseded = new WeakSet()
 
+/**
+ * The expiration of locks whose release failed: no longer to be relied on (expiration 0:
+ * some nodes may have released them), but a retried release tries the nodes again until
+ * then, as the first did.
+ */
+const releasing = new WeakMap()
+
 /** Marks `lock` expired (used up); a lock object that cannot be written (frozen) stays as it is. */
 function invalidate(lock) {
   try {
@@ -137,7 +144,8 @@ class Redlock extends EventEmitter {
     if (clients == null || typeof clients === 'string' || typeof clients[Symbol.iterator] !== 'function') {
       throw new TypeError('clients must be an iterable of Redis clients.')
     }
-    if (scripts !== undefined) {
+    // (node-redlock's default, an object without any script, changes nothing.)
+    if (scripts != null && (typeof scripts !== 'object' || Object.values(scripts).some((v) => v != null))) {
       throw new TypeError("custom scripts (node-redlock's third argument) are not supported: redlock-rs runs its own Lua scripts, which its guarantees rest on.")
     }
     if (settings != null && typeof settings === 'object' && settings.signal !== undefined) {
@@ -387,14 +395,18 @@ class Redlock extends EventEmitter {
   async #release(lock, settings) {
     lockArg(lock)
     const id = this.#id()
-    const expiration = superseded.has(lock) ? NaN : Number(lock.expiration)
+    const expiration = superseded.has(lock) ? NaN : (releasing.get(lock) ?? Number(lock.expiration))
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
-    const log = this.#log(c, lock.resources.length)
-    // A failed release leaves the lock as it was: its keys may still be on a quorum, and
-    // a retry must release them, not take the lock for expired.
-    if (!succeeded(c)) throw failureError(reasonOf(c), log)
     invalidate(lock)
+    const log = this.#log(c, lock.resources.length)
+    if (!succeeded(c)) {
+      // Its keys may still be on a quorum: a retry must release them, not take the lock
+      // for expired.
+      if (!superseded.has(lock)) releasing.set(lock, expiration)
+      throw failureError(reasonOf(c), log)
+    }
+    releasing.delete(lock)
     return new ExecutionResult(log, startOf(c))
   }
 

@@ -104,10 +104,9 @@ impl NodeConfig {
         self.host_port()
     }
 
-    /// What the node's identity is recorded under on the other nodes (see
+    /// What this client calls the node when it remembers its identity (see
     /// `crate::engine::trust`): its address, and for a Sentinel group its name with its
-    /// sentinels (sorted), since separate groups often share a name (`mymaster`): under the
-    /// name alone, each group's master looked like the others' replaced.
+    /// sentinels (sorted).
     pub fn identity_name(&self) -> String {
         match &self.sentinel {
             Some(s) if !self.memory => {
@@ -120,6 +119,23 @@ impl NodeConfig {
                 format!("sentinel master '{}' via {}", s.name, sentinels.join(","))
             }
             _ => self.addr(),
+        }
+    }
+
+    /// The fields the node's identity is recorded under on the other nodes: its address;
+    /// for a Sentinel group, its name through each of its sentinels. Separate groups often
+    /// share a name (`mymaster`): under the name alone each group's master looked like the
+    /// others' replaced. Through each sentinel, clients that list the group's sentinels
+    /// differently (a subset, another order) still meet each other's records, as long as
+    /// they share one sentinel.
+    pub fn identity_fields(&self) -> Vec<String> {
+        match &self.sentinel {
+            Some(s) if !self.memory => s
+                .sentinels
+                .iter()
+                .map(|(h, p)| format!("sentinel master '{}' via {h}:{p}", s.name))
+                .collect(),
+            _ => vec![self.addr()],
         }
     }
 
@@ -306,8 +322,16 @@ mod tests {
         assert_ne!(a.identity_name(), b.identity_name());
         assert_eq!(a.identity_name(), same_listed_otherwise.identity_name());
         assert!(!a.identity_name().contains("hunter2"));
+        // Recorded through each sentinel: groups that share none never meet; lists that
+        // share one do.
+        let (fa, fb) = (a.identity_fields(), b.identity_fields());
+        assert!(fa.iter().all(|f| !fb.contains(f)));
+        let subset = group(&[("10.0.0.2", 26379)]);
+        assert!(subset.identity_fields().iter().all(|f| fa.contains(f)));
+        assert_eq!(fa[0], "sentinel master 'mymaster' via 10.0.0.1:26379");
         let plain = parse("redis://h:1").unwrap();
         assert_eq!(plain.identity_name(), "h:1");
+        assert_eq!(plain.identity_fields(), ["h:1"]);
     }
 
     #[test]

@@ -863,8 +863,9 @@ mod tests {
         MemoryStore::new("t".into(), Duration::from_millis(100))
     }
 
-    #[tokio::test]
-    async fn pause_0_ends_a_pause_for_the_calls_already_waiting() {
+    /// A call waiting out a 5 s pause, and what `end` (called 50 ms in) made of it: its
+    /// reply, and how long after `end` that came.
+    async fn waiting_out_a_pause(end: impl FnOnce(&MemoryStore)) -> (Outcome, Duration) {
         let m = store();
         m.pause(5_000);
         let waiting = {
@@ -873,28 +874,24 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "paused");
-        let resumed = Instant::now();
-        m.pause(0);
+        let ended = Instant::now();
+        end(&m);
         let reply = waiting.await.unwrap();
+        (reply, ended.elapsed())
+    }
+
+    #[tokio::test]
+    async fn pause_0_ends_a_pause_for_the_calls_already_waiting() {
+        let (reply, after) = waiting_out_a_pause(|m| m.pause(0)).await;
         assert!(reply.is_ok(), "{reply:?}");
-        assert!(resumed.elapsed() < Duration::from_millis(500));
+        assert!(after < Duration::from_millis(500));
     }
 
     #[tokio::test]
     async fn down_fails_the_calls_waiting_out_a_pause_at_once() {
-        let m = store();
-        m.pause(5_000);
-        let waiting = {
-            let m = m.clone();
-            tokio::spawn(async move { m.execute(&redis::cmd("PING")).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "paused");
-        let killed = Instant::now();
-        m.down();
-        let reply = waiting.await.unwrap();
+        let (reply, after) = waiting_out_a_pause(MemoryStore::down).await;
         assert!(reply.is_err(), "{reply:?}");
-        assert!(killed.elapsed() < Duration::from_millis(500));
+        assert!(after < Duration::from_millis(500));
     }
 
     fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {

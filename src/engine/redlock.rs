@@ -1617,7 +1617,7 @@ impl Quorum {
     /// How many holders semaphore `resource` of `permits` has as a quorum sees them: the
     /// slots whose value is the same on a quorum of the nodes. `None` when fewer than a
     /// quorum of nodes answered.
-    /// Decided once a quorum answered, as an attempt is: the other nodes get as long again
+    /// Decided once a quorum answered, as an attempt is: the other nodes get twice as long
     /// as that took ([`DRAIN_GRACE`] at least), so a stopped node does not hold the call
     /// for its whole command time-out.
     pub async fn holders(&self, resource: &str, permits: u32) -> Option<u32> {
@@ -1662,8 +1662,9 @@ impl Quorum {
     /// connection; a CLI run that released and quit at once left its lock on a node that
     /// was still connecting), and closes every node's connection.
     ///
-    /// All of it within one command time-out: the `QUIT`s get what the stragglers left of
-    /// it (a connection whose `QUIT` is cut short is closed all the same).
+    /// All of it within one command time-out (and [`QUIT_LEAST`] more at worst): the
+    /// `QUIT`s get what the stragglers left of it (a connection whose `QUIT` is cut short
+    /// is closed all the same, see `Server::quit`).
     pub async fn quit(&self) {
         self.closed.cancel();
         let limit = self.command_timeout();

@@ -62,8 +62,10 @@ pub fn judge(
 /// What a quorum concluded about one node, or about one shard of a cluster node.
 #[derive(Debug, Clone)]
 struct Checked {
-    /// How records name it: the node's address, or the shard's slots.
+    /// How this client names it: the node's address, or the shard's slots.
     name: String,
+    /// The record fields it is read from and written to.
+    fields: Vec<String>,
     /// Where it answers (for messages): the node, or the shard's master.
     addr: String,
     /// For a shard, its slots and where it is recorded; `None` for a node.
@@ -97,6 +99,8 @@ impl Checked {
 struct Seen {
     identity: Identity,
     name: String,
+    /// The record fields it is read from and written to (see `NodeConfig::identity_fields`).
+    fields: Vec<String>,
     addr: String,
     shard: Option<ShardPlace>,
 }
@@ -241,7 +245,7 @@ async fn check(
         let sources = record_places(nodes, i, &seen.shard);
         let prior = remembered.iter().find(|c| c.name == seen.name).cloned();
         async move {
-            let mut known = read_records(&sources, &seen.name, limit).await;
+            let mut known = read_records(&sources, &seen.fields, limit).await;
             known.extend(prior.as_ref().map(|p| p.run_id.clone()));
             keep_quarantine(judged(seen, &known, max_duration), prior)
         }
@@ -275,6 +279,7 @@ async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
             .map(|identity| Seen {
                 identity,
                 name: node.config().identity_name(),
+                fields: node.config().identity_fields(),
                 addr: node.addr(),
                 shard: None,
             })
@@ -285,6 +290,7 @@ async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
     Ok(shards
         .into_iter()
         .map(|s| Seen {
+            fields: vec![s.name()],
             name: s.name(),
             shard: Some(ShardPlace {
                 record_key: s.record_key(),
@@ -310,6 +316,7 @@ fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
     };
     Checked {
         name: seen.name,
+        fields: seen.fields,
         addr: seen.addr,
         shard: seen.shard,
         run_id: seen.identity.run_id,
@@ -360,21 +367,28 @@ fn record_places(
     }
 }
 
-/// The identities recorded as `field` in the hashes at `sources`. Waits for every
+/// The identities recorded as any of `fields` in the hashes at `sources`. Waits for every
 /// source, but not for a dead or frozen one: once half of them answered, the others get
 /// [`PEER_GRACE`] (or twice the time taken so far) more; nothing waits past
 /// [`PEER_WAIT`] or `command_timeout`.
 async fn read_records(
     sources: &[(Arc<Node>, String)],
-    field: &str,
+    fields: &[String],
     command_timeout: Duration,
 ) -> Vec<String> {
     let mut reads: FuturesUnordered<_> = sources
         .iter()
         .map(|(peer, key)| {
-            let mut hget = redis::cmd("HGET");
-            hget.arg(key).arg(field);
-            async move { peer.send::<Option<String>>(&hget).await.ok().flatten() }
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(key).arg(fields);
+            async move {
+                let found = peer.send::<Vec<Option<String>>>(&hmget).await.ok();
+                found
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .collect::<Vec<String>>()
+            }
         })
         .collect();
     let peers = reads.len();
@@ -409,7 +423,10 @@ fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
     let Some(c) = checked else { return };
     for (place, key) in record_places(nodes, i, &c.shard) {
         let mut hset = redis::cmd("HSET");
-        hset.arg(key).arg(&c.name).arg(&c.run_id);
+        hset.arg(key);
+        for field in &c.fields {
+            hset.arg(field).arg(&c.run_id);
+        }
         tokio::spawn(async move {
             let limit = place.config().command_timeout;
             let _ = timer::timeout(limit, place.send::<i64>(&hset)).await;
@@ -439,6 +456,7 @@ mod tests {
         let seen = || Seen {
             identity: id("restarted", 1, now),
             name: "slots 0-8191".into(),
+            fields: vec!["slots 0-8191".into()],
             addr: "h:1".into(),
             shard: None,
         };

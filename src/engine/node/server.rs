@@ -15,6 +15,7 @@ use redis::{Client, Cmd, RedisError, Value};
 use super::backend::{within, Backend, Reply, Sent};
 use super::cluster::{self, connect_cluster};
 use super::connection::{connect_to, Conn, Connected};
+use super::lean::Lean;
 use super::plain;
 use super::sentinel::{connect_master, MasterWatch};
 use super::tls::{build_client, pubsub};
@@ -204,6 +205,11 @@ impl Backend for Server {
             }
             let client = self.client();
             let s = Subscriber::connect(pubsub(&client, &self.config), &self.config).await?;
+            if self.is_closed() {
+                // `quit()` came while this connected: nothing may stay open after it.
+                s.close();
+                return Err(NodeError::Closed { addr: self.addr() });
+            }
             *slot = Some(s.clone());
             Ok(s)
         })
@@ -222,20 +228,34 @@ impl Backend for Server {
                 subscriber.close();
             }
             if let Slot::Ready(mut c @ Conn::Lean(_)) = previous {
+                // Closed when this ends, or when the wait for `QUIT` is cut short (by
+                // `Redlock.quit()`'s own limit): whoever else still holds the connection.
+                let _closing = CloseOnDrop(match &c {
+                    Conn::Lean(lean) => Some(lean.clone()),
+                    _ => None,
+                });
                 let _ = timer::timeout(
                     self.config.command_timeout,
                     redis::cmd("QUIT").query_async::<()>(&mut c),
                 )
                 .await;
-                if let Conn::Lean(lean) = &c {
-                    lean.close();
-                }
             }
         })
     }
 
     fn is_closed(&self) -> bool {
         matches!(self.lock_state().slot, Slot::Closed)
+    }
+}
+
+/// Closes a lean connection when dropped (see [`Server::quit`]).
+struct CloseOnDrop(Option<Lean>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(lean) = &self.0 {
+            lean.close();
+        }
     }
 }
 
