@@ -215,7 +215,8 @@ test('--redis accepts a bare host:port (and a bare hostname) as redis://host:por
 })
 
 test('a malformed --redis is a usage error with a hint to use redis://host:port, and never shows a password', async (t) => {
-  for (const entry of ['127.0.0.1:notaport', 'http://127.0.0.1:6379', 'redis://user:s3cret@127.0.0.1:bad']) {
+  // (The last: a password with an unencoded '/', which once showed through.)
+  for (const entry of ['127.0.0.1:notaport', 'http://127.0.0.1:6379', 'redis://user:s3cret@127.0.0.1:bad', 'redis://user:ab/s3cret@127.0.0.1:6379']) {
     const r = await run(['run', '--redis', entry, '--resource', resource(t), '--ttl', '5s', '--', 'echo', 'ran'])
     t.is(r.code, 64, `${entry}: ${r.stderr}`)
     t.regex(r.stderr, /--redis: .*use redis:\/\/host:port/, entry)

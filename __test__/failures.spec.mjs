@@ -430,6 +430,69 @@ test.serial("using(): a JavaScript thread busy past the lock's expiration loses 
   t.is(seen.error.reason, 'expired')
 })
 
+// Found by an audit: a waiter aborted just before a release of its own process handed it
+// the lock got the lock all the same (and using() ran its routine).
+test('settings.signal: a waiter aborted just before the release that hands it the lock is aborted, and the lock goes back', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all))
+  const key = resource(t)
+  for (let i = 0; i < 5; i++) {
+    const holder = await redlock.acquire([key], 5_000)
+    const controller = new AbortController()
+    const waiting = redlock.acquire([key], 5_000, { signal: controller.signal })
+    await sleep(50)
+    controller.abort(new Error('gave up'))
+    await holder.release()
+    const failure = await t.throwsAsync(waiting, { instanceOf: ExecutionError })
+    t.is(failure.reason, 'aborted')
+    // The lock is free again: the next acquire takes it at once.
+    const next = await redlock.acquire([key], 1_000, { retryCount: 20, retryDelay: 20 })
+    await next.release()
+  }
+})
+
+// Found by an audit: an 'error' listener that threw turned a won acquire into a rejection
+// (the lock held with no Lock to release it).
+test.serial("an 'error' listener that throws does not change the operation's outcome: the lock is won, the listener's error thrown on its own", async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }))
+  redlock.on('error', () => {
+    throw new Error('listener boom')
+  })
+  const uncaught = []
+  const onUncaught = (error) => uncaught.push(error)
+  const listeners = process.listeners('uncaughtException')
+  process.removeAllListeners('uncaughtException')
+  process.on('uncaughtException', onUncaught)
+  t.teardown(() => {
+    process.off('uncaughtException', onUncaught)
+    for (const l of listeners) process.on('uncaughtException', l)
+  })
+  await all[2].kill()
+  const lock = await redlock.acquire([resource(t)], 3_000)
+  t.is(lock.resources.length, 1)
+  await lock.release()
+  await sleep(50)
+  t.true(uncaught.length >= 1)
+  t.true(uncaught.every((e) => e.message === 'listener boom'))
+})
+
+test('one AbortSignal shared by many calls under way adds one listener to it (no MaxListenersExceededWarning)', async (t) => {
+  const all = await servers(t, 1)
+  const redlock = new Redlock(clientsFor(t, all))
+  const key = resource(t)
+  const holder = await redlock.acquire([key], 5_000)
+  const controller = new AbortController()
+  const { getEventListeners } = await import('node:events')
+  const waiting = Array.from({ length: 20 }, () => redlock.acquire([key], 5_000, { signal: controller.signal }).catch((e) => e))
+  await sleep(20)
+  t.is(getEventListeners(controller.signal, 'abort').length, 1)
+  controller.abort()
+  for (const e of await Promise.all(waiting)) t.is(e.reason, 'aborted')
+  t.is(getEventListeners(controller.signal, 'abort').length, 0)
+  await holder.release()
+})
+
 test('settings.signal: an already-aborted signal rejects without a network call', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))

@@ -82,7 +82,8 @@ function urls(text) {
 }
 
 /** `entry` with any credentials hidden, for messages. */
-const redact = (entry) => entry.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@/]*@/i, (_, scheme = '') => `${scheme}***@`)
+// (Up to the last '@': a password may hold '/' or '@' unencoded.)
+const redact = (entry) => entry.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/i, (_, scheme = '') => `${scheme}***@`)
 
 class UsageError extends Error {}
 

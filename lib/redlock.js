@@ -133,6 +133,9 @@ class Redlock extends EventEmitter {
   #keepAlive = null
   /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
   #closed = undefined
+  /** The operations under way with each AbortSignal (see #onAbort). */
+  #bySignal = new WeakMap()
+
   /** The ioredis `keyPrefix` of the clients passed in ('' for none): put before every key. */
   #prefix = ''
 
@@ -207,18 +210,43 @@ class Redlock extends EventEmitter {
         // Checked first (above), then aborted before it sends anything.
         this.#native.abort(id)
       } else if (signal) {
-        const onAbort = () => this.#native.abort(id)
-        signal.addEventListener('abort', onAbort, { once: true })
-        const done = () => {
-          try {
-            signal.removeEventListener('abort', onAbort)
-          } catch {} // a signal's own failure must not keep the result from its caller
-        }
+        const done = this.#onAbort(signal, id)
         settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
       }
       this.#pending.set(id, settle)
       if (this.#pending.size === 1) this.#keepAliveIfBusy()
     })
+  }
+
+  /**
+   * Aborts operation `id` when `signal` aborts; returns what stops that. One listener per
+   * signal for all of this instance's operations under way with it (one shared shutdown
+   * signal given to many calls would otherwise pass Node.js' listener limit and warn).
+   */
+  #onAbort(signal, id) {
+    let ids = this.#bySignal.get(signal)
+    if (ids === undefined) {
+      ids = new Set()
+      const onAbort = () => {
+        this.#bySignal.delete(signal)
+        for (const waiting of ids) this.#native.abort(waiting)
+      }
+      ids.stop = () => {
+        try {
+          signal.removeEventListener('abort', onAbort)
+        } catch {} // a signal's own failure must not keep the result from its caller
+      }
+      this.#bySignal.set(signal, ids)
+      signal.addEventListener('abort', onAbort, { once: true })
+    }
+    ids.add(id)
+    return () => {
+      ids.delete(id)
+      if (ids.size === 0 && this.#bySignal.get(signal) === ids) {
+        this.#bySignal.delete(signal)
+        ids.stop()
+      }
+    }
   }
 
   #settle(batch) {
@@ -285,8 +313,17 @@ class Redlock extends EventEmitter {
   /** Emits 'error' (and 'clientError' for a node failure) for one vote against. */
   #emitVote = (vote, client, message) => {
     const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
-    this.emit('error', error)
-    if (vote === 'E') this.emit('clientError', error, client)
+    // A listener that throws must not change the operation's outcome (a lock won but
+    // reported as failed would be held with no Lock to release it): its error is thrown
+    // on its own, as an uncaught exception, as using() does with its listeners'.
+    try {
+      this.emit('error', error)
+      if (vote === 'E') this.emit('clientError', error, client)
+    } catch (thrown) {
+      queueMicrotask(() => {
+        throw thrown
+      })
+    }
   }
 
   /**

@@ -755,13 +755,29 @@ impl Quorum {
         if wait_first {
             let pause = call.settings.retry_pause(random_unit());
             let lined = lined(op, resources, call);
-            match self.wait_release(&turn, op, call, pause, lined).await {
+            match self
+                .wait_release(&turn, (op, resources), call, pause, lined)
+                .await
+            {
                 Waited::Handed(h) => return Err(self.handed(run, Some(turn), h)),
                 Waited::Aborted => return Err(run.finish(Err(FailureKind::Aborted))),
                 Waited::Woken(_) => {}
             }
         }
         Ok((run, Some(turn), wait_first))
+    }
+
+    /// A hand-over that reached a waiter whose call was aborted meanwhile (its signal
+    /// fired just before a release of this process took its offer): the call ends
+    /// aborted, as its signal said, and the lock moved to it goes back (owner-checked, in
+    /// the background; its announcement wakes the other waiters).
+    fn handed_unless_aborted(&self, h: Handed, resources: &[String], call: &Call<'_>) -> Waited {
+        if !call.cancelled() {
+            return Waited::Handed(h);
+        }
+        let give_back = RELEASE_SCRIPT.evalsha(resources, &[h.value.as_str()]);
+        self.eval_in_background(&RELEASE_SCRIPT, give_back, 0..self.nodes.len());
+        Waited::Aborted
     }
 
     /// A place in the nodes' line for this acquire (see [`Quorum::seat`]); the turn's
@@ -799,7 +815,7 @@ impl Quorum {
     async fn wait_release(
         &self,
         turn: &Turn,
-        op: Op,
+        (op, resources): (Op, &[String]),
         call: &Call<'_>,
         pause: Duration,
         lined: bool,
@@ -836,7 +852,7 @@ impl Quorum {
             tokio::select! {
                 w = &mut wake => break Waited::Woken(w),
                 r = &mut rx, if rx_open => match r {
-                    Ok(h) => return Waited::Handed(h),
+                    Ok(h) => return self.handed_unless_aborted(h, resources, call),
                     Err(_) => rx_open = false,
                 },
                 _ = call.aborted() => break Waited::Aborted,
@@ -846,7 +862,7 @@ impl Quorum {
         if taken && rx_open {
             // A releaser took the offer: its answer comes within a command time-out.
             if let Ok(Ok(h)) = timer::timeout(self.command_timeout() * 2, rx).await {
-                return Waited::Handed(h);
+                return self.handed_unless_aborted(h, resources, call);
             }
         }
         if matches!(woken, Waited::Woken(true)) && turn.take_yield() && !lined {
@@ -939,7 +955,7 @@ impl Quorum {
                     let channels = call.kind.channels(resources);
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
-                self.wait_release(t, op, call, pause, lined(op, resources, call))
+                self.wait_release(t, (op, resources), call, pause, lined(op, resources, call))
                     .await
             }
             _ => tokio::select! {
