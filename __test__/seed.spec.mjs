@@ -3,7 +3,7 @@ import test from 'ava'
 
 import { clientsFor, lib, quick, resource, sleep, useServers, valuesOn } from './helpers.mjs'
 
-const { Redlock } = lib
+const { MemoryStore, Redlock } = lib
 const servers = useServers(test, 5)
 
 test('seed flow on one instance', async (t) => {
@@ -192,4 +192,18 @@ test('settings and clients are readable, with node-redlock defaults', async (t) 
   t.is(custom.settings.retryDelay, 0)
   t.is(custom.settings.driftFactor, 0)
   t.is(custom.clients.length, 3)
+})
+
+// Found by an audit: the seed's releaseLock of an expired lock retried for the whole retry
+// window and then rejected when most nodes were down (a Lock's release resolves).
+test('releaseLock of an expired lock resolves at once even with most nodes down, as a Lock\'s release does', async (t) => {
+  const stores = [new MemoryStore(), new MemoryStore(), new MemoryStore()]
+  const redlock = new Redlock(stores)
+  t.true(await redlock.acquireLock('seed:expired', 300))
+  stores[0].down()
+  stores[1].down()
+  await sleep(400)
+  const started = Date.now()
+  await t.notThrowsAsync(redlock.releaseLock('seed:expired', true))
+  t.true(Date.now() - started < 1_000, `resolved ${Date.now() - started} ms after the call`)
 })

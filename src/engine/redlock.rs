@@ -1892,7 +1892,7 @@ pub struct Redlock {
     quorum: Quorum,
     settings: Settings,
     /// The seed API's held locks: resource -> (value, fence).
-    held: Mutex<HashMap<String, (String, Option<i64>)>>,
+    held: Mutex<HashMap<String, (String, Option<i64>, f64)>>,
 }
 
 impl Redlock {
@@ -1912,7 +1912,7 @@ impl Redlock {
         &self.quorum
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<i64>)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<i64>, f64)>> {
         self.held.locked()
     }
 
@@ -2005,7 +2005,8 @@ impl Redlock {
         let [resource] = resources;
         let result = match exec.outcome {
             Ok(_) => {
-                self.held().insert(resource, (value, exec.fence));
+                self.held()
+                    .insert(resource, (value, exec.fence, exec.expiration_ms));
                 Some(true)
             }
             Err(FailureKind::Locked) => Some(false),
@@ -2017,24 +2018,31 @@ impl Redlock {
     /// The fencing token of the lock this instance holds on `resource` (seed API, with
     /// `fencing`).
     pub fn fence_of(&self, resource: &str) -> Option<i64> {
-        self.held().get(resource).and_then(|(_, fence)| *fence)
+        self.held().get(resource).and_then(|(_, fence, _)| *fence)
     }
 
     /// The seed's `releaseLock(resource, true)`: releases the lock this instance holds
     /// on `resource`, owner-checked. Nothing held: nothing to do. The execution's outcome
     /// is an error only when too many nodes could not be reached.
     pub async fn release_lock(&self, resource: String) -> Execution {
-        let Some((value, _)) = self.held().get(&resource).cloned() else {
+        let Some((value, _, expiration_ms)) = self.held().get(&resource).cloned() else {
             return Execution::nothing_to_do();
         };
         let resources = [resource];
+        // As a Lock's release: retried while the lock is valid; once expired, one short
+        // attempt, and no quorum is no failure (its keys expire by themselves).
         let exec = self
-            .release(&resources, &value, &Call::new(&self.settings))
+            .release_by(
+                &resources,
+                &value,
+                expiration_ms,
+                &Call::new(&self.settings),
+            )
             .await;
         if exec.outcome.is_ok() {
             let [resource] = resources;
             let mut held = self.held();
-            if held.get(&resource).is_some_and(|(v, _)| *v == value) {
+            if held.get(&resource).is_some_and(|(v, _, _)| *v == value) {
                 held.remove(&resource);
             }
         }
