@@ -1758,6 +1758,10 @@ type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
 
+/// The seed API's locks held, by resource: value, fence, and expiration (ms since the
+/// epoch).
+type Held = HashMap<String, (String, Option<i64>, f64)>;
+
 /// How long `quit()` lets its `QUIT`s go on at least, however long the stragglers took.
 const QUIT_LEAST: Duration = Duration::from_millis(20);
 
@@ -1892,7 +1896,7 @@ pub struct Redlock {
     quorum: Quorum,
     settings: Settings,
     /// The seed API's held locks: resource -> (value, fence).
-    held: Mutex<HashMap<String, (String, Option<i64>, f64)>>,
+    held: Mutex<Held>,
 }
 
 impl Redlock {
@@ -1912,7 +1916,7 @@ impl Redlock {
         &self.quorum
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<i64>, f64)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.locked()
     }
 
