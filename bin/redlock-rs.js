@@ -300,7 +300,7 @@ program
 
 program
   .command('demo')
-  .description("the seed's example: two contenders race for one lock on throwaway local redis-servers")
+  .description("the seed's example: two contenders race for one lock on throwaway local redis-servers (in-process MemoryStores when redis-server is not on PATH)")
   .action(() => import(path.join(__dirname, '..', 'scripts', 'demo.mjs')))
 
 program.parseAsync(process.argv).catch((e) => {
