@@ -478,6 +478,18 @@ fn run(
             Some(Data::Hash(h)) => h.get(arg(2)).map_or(Value::Nil, |v| bulk(v)),
             _ => Value::Nil,
         }),
+        "HMGET" => {
+            let hash = match st.live(arg(1)).map(|e| &e.data) {
+                Some(Data::Hash(h)) => Some(h),
+                _ => None,
+            };
+            Ok(Value::Array(
+                args.iter()
+                    .skip(2)
+                    .map(|f| hash.and_then(|h| h.get(f)).map_or(Value::Nil, |v| bulk(v)))
+                    .collect(),
+            ))
+        }
         "HSET" => {
             let entry = st.keys.entry(arg(1).to_string()).or_insert(Entry {
                 data: Data::Hash(HashMap::new()),
@@ -487,7 +499,11 @@ fn run(
                 return Err("WRONGTYPE Operation against a key holding the wrong kind of value".into());
             }
             let Data::Hash(h) = &mut entry.data else { unreachable!() };
-            let added = h.insert(arg(2).to_string(), arg(3).to_string()).is_none();
+            // Field and value pairs, as many as given.
+            let pairs = args[2..].chunks_exact(2);
+            let added = pairs
+                .filter(|p| h.insert(p[0].clone(), p[1].clone()).is_none())
+                .count();
             Ok(int(added as i64))
         }
         "INFO" => Ok(bulk(&format!(
@@ -500,7 +516,7 @@ fn run(
         // No replicas: none acknowledged.
         "WAIT" => Ok(int(0)),
         "SCRIPT" => Ok(bulk("")),
-        _ => Err(format!("ERR unknown command '{name}' (MemoryStore answers the lock commands and GET, SET, DEL, MGET, EXISTS, PTTL, HGET, HSET, INFO, PING)")),
+        _ => Err(format!("ERR unknown command '{name}' (MemoryStore answers the lock commands and GET, SET, DEL, MGET, EXISTS, PTTL, HGET, HMGET, HSET, INFO, PING)")),
     }
 }
 
@@ -892,6 +908,25 @@ mod tests {
         let (reply, after) = waiting_out_a_pause(MemoryStore::down).await;
         assert!(reply.is_err(), "{reply:?}");
         assert!(after < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn hset_takes_field_value_pairs_and_hmget_reads_several_fields() {
+        // The restart records: one field per sentinel of a Sentinel group.
+        let m = store();
+        let cmd = |args: &[&str]| {
+            let mut c = redis::cmd(args[0]);
+            for a in &args[1..] {
+                c.arg(*a);
+            }
+            c
+        };
+        let (r, _) = run_cmd(&m, &cmd(&["HSET", "h", "a", "1", "b", "2"]));
+        assert_eq!(r, Ok(Value::Int(2)));
+        let (r, _) = run_cmd(&m, &cmd(&["HMGET", "h", "a", "x", "b"]));
+        assert_eq!(r, Ok(Value::Array(vec![bulk("1"), Value::Nil, bulk("2")])));
+        let (r, _) = run_cmd(&m, &cmd(&["HMGET", "missing", "a"]));
+        assert_eq!(r, Ok(Value::Array(vec![Value::Nil])));
     }
 
     fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {
