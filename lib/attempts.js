@@ -4,7 +4,7 @@
 
 const { inspect } = require('node:util')
 
-const { shownClient } = require('./clients.js')
+const { inspectInstead, shownClient } = require('./clients.js')
 const { ResourceLockedError, lockedMessage } = require('./errors.js')
 
 /**
@@ -14,7 +14,7 @@ const { ResourceLockedError, lockedMessage } = require('./errors.js')
 function inspectStats(depth, options, show) {
   const votesAgainst = new Map([...this.votesAgainst].map(([client, error]) => [shownClient(client), error]))
   const shown = { membershipSize: this.membershipSize, quorumSize: this.quorumSize, votesFor: new Set([...this.votesFor].map(shownClient)), votesAgainst }
-  return show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })
+  return inspectInstead(shown, depth, options, show)
 }
 
 /** A node's error, with the client it came from (not listed by `util.inspect`). */

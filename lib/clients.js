@@ -327,4 +327,9 @@ function shownClient(client) {
   return { [inspect.custom]: () => text }
 }
 
-module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, keyPrefixOf, describeClient, shownClient }
+/** For `[inspect.custom](depth, options, show)`: `shown` inspected in the object's place. */
+function inspectInstead(shown, depth, options, show) {
+  return show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })
+}
+
+module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, keyPrefixOf, describeClient, shownClient, inspectInstead }

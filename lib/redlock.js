@@ -5,7 +5,7 @@
 const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 
-const { keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
+const { inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, failureError } = require('./errors.js')
@@ -432,7 +432,9 @@ class Redlock extends EventEmitter {
   async #release(lock, settings) {
     lockArg(lock)
     const id = this.#id()
-    const expiration = superseded.has(lock) ? NaN : (releasing.get(lock) ?? Number(lock.expiration))
+    // (Only a lock whose expiration is 0 can have a failed release behind it.)
+    const retried = lock.expiration === 0 ? releasing.get(lock) : undefined
+    const expiration = superseded.has(lock) ? NaN : (retried ?? Number(lock.expiration))
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
     const c = await this.#wait(id, undefined, lock.resources.length)
     invalidate(lock)
@@ -443,7 +445,7 @@ class Redlock extends EventEmitter {
       if (!superseded.has(lock)) releasing.set(lock, expiration)
       throw failureError(reasonOf(c), log)
     }
-    releasing.delete(lock)
+    if (retried !== undefined) releasing.delete(lock)
     return new ExecutionResult(log, startOf(c))
   }
 
@@ -531,7 +533,7 @@ class Redlock extends EventEmitter {
    */
   [inspect.custom](depth, options, show) {
     const shown = { clients: this.clients.map(shownClient), settings: this.settings }
-    return `Redlock ${show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })}`
+    return `Redlock ${inspectInstead(shown, depth, options, show)}`
   }
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */

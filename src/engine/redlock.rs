@@ -1264,18 +1264,12 @@ impl Quorum {
             decide(op, &ballot, confirmed, started, settings)
         };
         let _ = final_tx.send(outcome.is_ok());
-        let mut kept = false;
-        if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
-            // With the lock held by another owner on a quorum, the release of what this
-            // attempt set frees nothing: it is not announced (it would wake every waiter
-            // for an attempt bound to fail).
-            let quiet = ballot.held_elsewhere();
-            let kept_here = self.cleanup(&ballot.votes, &strays, &commands, quiet).await;
-            // The lock kept for this head is worth a quick retry after a split between
-            // waiting heads, not while another owner holds it on a quorum or nodes fail:
-            // neither passes in milliseconds (the head then waits for a release).
-            kept = kept_here && !quiet && ballot.tally.failed == 0;
-        }
+        let kept = match outcome {
+            Err(_) if matches!(op, Op::Acquire { .. }) => {
+                self.clean_up_loss(&ballot, &strays, &commands).await
+            }
+            _ => false,
+        };
         let queued = commands.reply == Reply::Line && ballot.queued();
         let Ballot {
             votes,
@@ -1296,6 +1290,20 @@ impl Quorum {
             },
             outcome,
         )
+    }
+
+    /// Removes what a lost acquire attempt set. `true` when the line kept the lock for this
+    /// head and a quick retry is worth it (see `crate::engine::line`).
+    async fn clean_up_loss(&self, ballot: &Ballot, strays: &[usize], commands: &Commands) -> bool {
+        // With the lock held by another owner on a quorum, the release of what this
+        // attempt set frees nothing: it is not announced (it would wake every waiter for
+        // an attempt bound to fail).
+        let quiet = ballot.held_elsewhere();
+        let kept_here = self.cleanup(&ballot.votes, strays, commands, quiet).await;
+        // The lock kept for this head is worth a quick retry after a split between waiting
+        // heads, not while another owner holds it on a quorum or nodes fail: neither
+        // passes in milliseconds (the head then waits for a release).
+        kept_here && !quiet && ballot.tally.failed == 0
     }
 
     /// One deadline for the whole attempt: no node waits past its command time-out, past
