@@ -35,6 +35,8 @@ use std::task::{Context, Poll, Waker};
 use futures::FutureExt;
 use napi::bindgen_prelude::*;
 
+use crate::engine::spin::Spin;
+
 /// Whether futures run on I/O threads: asked with `REDLOCK_RS_IO=thread`, or implied by
 /// `REDLOCK_RS_THREADS` (a number of I/O threads).
 pub fn on_io_threads() -> bool {
@@ -115,9 +117,12 @@ where
                 }));
                 s.len()
             });
+            if !alone {
+                l.spin.borrow_mut().forget();
+            }
             if !l.turning.get() {
                 if n >= START_AT || (alone && n == 1) {
-                    start_now(&l);
+                    start_now(&l, alone);
                 } else if n == 1 {
                     l.soon();
                 }
@@ -324,6 +329,12 @@ fn turn() {
     if !run_until_idle(&l) {
         return;
     }
+    {
+        let mut spin = l.spin.borrow_mut();
+        if spin.measuring() && result_ready() {
+            spin.done(std::time::Instant::now());
+        }
+    }
     for f in AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut())) {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
     }
@@ -337,13 +348,60 @@ fn turn() {
 /// Starts the futures spawned so far at once, so that their commands leave now; results
 /// that are ready go to JavaScript in the turn that `soon` asks for (this runs inside a
 /// call from JavaScript, which it does not call back).
-fn start_now(l: &imp::JsLoop) {
+fn start_now(l: &imp::JsLoop, lone: bool) {
     if run_until_idle(l) {
+        if lone {
+            poll_for_result(l);
+        }
         l.retime();
         if CUT.with(Cell::get) || AFTER_TURN.with(|a| !a.borrow().is_empty()) {
             l.soon();
         }
     }
+}
+
+/// Whether the operations in flight have nothing left to hand over: all finished, or a
+/// result is waiting for the end of the turn.
+fn result_ready() -> bool {
+    IN_FLIGHT.with(Cell::get) == 0 || AFTER_TURN.with(|a| !a.borrow().is_empty())
+}
+
+/// A lone operation has written its commands: polls for its result, when this thread's
+/// measurements say that polling gets it sooner than sleeping in the event loop (see
+/// `engine::spin`), for a bounded time; the result goes to JavaScript in the turn that
+/// `soon` asks for. Turned off with `REDLOCK_RS_SPIN=0`.
+fn poll_for_result(l: &imp::JsLoop) {
+    let now = std::time::Instant::now();
+    if result_ready() {
+        return;
+    }
+    let Some(budget) = l.spin.borrow_mut().start(now) else {
+        return;
+    };
+    let fd = EPOLL.with(Cell::get);
+    if fd < 0 || !spin_allowed() {
+        return;
+    }
+    loop {
+        if imp::readable(fd) {
+            READY.with(|r| r.set(true));
+            run_until_idle(l);
+            if result_ready() {
+                l.spin.borrow_mut().done(std::time::Instant::now());
+                return;
+            }
+        }
+        if now.elapsed() > budget {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Whether polling is allowed (not turned off with `REDLOCK_RS_SPIN=0`).
+fn spin_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("REDLOCK_RS_SPIN").map_or(true, |v| v != "0"))
 }
 
 #[cfg(target_os = "linux")]
@@ -451,6 +509,8 @@ mod imp {
     pub(super) struct JsLoop {
         pub(super) rt: tokio::runtime::Runtime,
         pub(super) turning: Cell<bool>,
+        /// The measured waits of lone operations (see `poll_for_result`).
+        pub(super) spin: RefCell<Spin>,
         poll: Handle,
         timer: Handle,
         check: Handle,
@@ -522,6 +582,7 @@ mod imp {
                 Some(JsLoop {
                     rt,
                     turning: Cell::new(false),
+                    spin: RefCell::new(Spin::new()),
                     poll,
                     timer,
                     check,
@@ -633,6 +694,7 @@ mod imp {
     pub(super) struct JsLoop {
         pub(super) rt: tokio::runtime::Runtime,
         pub(super) turning: Cell<bool>,
+        pub(super) spin: RefCell<Spin>,
     }
 
     impl JsLoop {

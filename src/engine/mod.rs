@@ -26,7 +26,8 @@
 //! * [`redlock`]: acquire / extend / release over N nodes, with retries, cleanup, fencing.
 //! * [`sync`]: locks that survive a panic; [`value`]: random lock values; [`timer`]:
 //!   the engine's timers, which say when they are due (for the event loop that drives a
-//!   runtime on the JavaScript thread).
+//!   runtime on the JavaScript thread); [`spin`]: whether a lone operation polls for its
+//!   result, measured.
 //! * `paths`: tests of the hard paths on in-process nodes.
 
 pub mod args;
@@ -44,6 +45,7 @@ pub mod quorum;
 pub mod redlock;
 pub mod scripts;
 pub mod settings;
+pub mod spin;
 pub mod shards;
 pub mod sync;
 pub mod timer;
