@@ -34,11 +34,14 @@ async function eventually(check, ms, what) {
   }
 }
 
-test.serial('A holds {1,2,3} (4 and 5 unreachable for it); 3 restarts empty; B is refused until the quarantine is over, then wins with a greater fence', async (t) => {
+/**
+ * The contract's scenario up to B: A holds `key` on {1,2,3} (it reaches 4 and 5 only
+ * through proxies that answer nothing), its record of node 3 is on node 1, and node 3
+ * restarted empty.
+ */
+async function restartedUnderA(t, settings) {
   const all = await servers(t, 5)
   const ports = all.map((s) => s.port)
-  const settings = { fencing: true, maxDuration: 3_000, retryCount: 0 }
-  // A reaches 4 and 5 only through proxies that answer nothing (a partition).
   const proxies = await Promise.all([all[3], all[4]].map((s) => new TcpProxy(s.port).start()))
   t.teardown(() => Promise.all(proxies.map((p) => p.stop())))
   for (const p of proxies) p.mode = 'blackhole'
@@ -46,14 +49,18 @@ test.serial('A holds {1,2,3} (4 and 5 unreachable for it); 3 restarts empty; B i
   const key = resource(t)
   const held = await a.acquire([key], 2_500)
   t.deepEqual((await valuesOn(all, key)).map(Boolean), [true, true, true, false, false])
-  // A recorded node 3's identity on the peers it reaches.
   const before = await runIdOf(all[2])
-  await eventually(async () => (await all[0].command('HGET', RECORDS, `127.0.0.1:${ports[2]}`)) === before, 2_000, 'the record of node 3 on node 1')
-
+  const recordOf3 = (i) => all[i].command('HGET', RECORDS, `127.0.0.1:${ports[2]}`)
+  await eventually(async () => (await recordOf3(0)) === before && (await recordOf3(1)) === before, 2_000, 'the record of node 3 on nodes 1 and 2')
   await all[2].kill()
   await all[2].start() // empty: it forgot A's lock
-  const restartedAt = Date.now()
   t.not(await runIdOf(all[2]), before)
+  return { all, ports, key, held, before, recordOf3, restartedAt: Date.now() }
+}
+
+test.serial('A holds {1,2,3} (4 and 5 unreachable for it); 3 restarts empty; B is refused until the quarantine is over, then wins with a greater fence', async (t) => {
+  const settings = { fencing: true, maxDuration: 3_000, retryCount: 0 }
+  const { all, ports, key, held, restartedAt } = await restartedUnderA(t, settings)
 
   // B reaches all five and never met node 3 before: its peers tell it that node 3 restarted.
   const b = redlockOf(t, ports, settings)
@@ -77,6 +84,40 @@ test.serial('A holds {1,2,3} (4 and 5 unreachable for it); 3 restarts empty; B i
   const after = await runIdOf(all[2])
   await eventually(async () => (await all[0].command('HGET', RECORDS, `127.0.0.1:${ports[2]}`)) === after, 2_000, 'the new record of node 3')
   await next.release()
+})
+
+test.serial('a call with a lower maxDuration does not shorten the quarantine, nor record the restarted node over its old identity', async (t) => {
+  const settings = { maxDuration: 20_000, retryCount: 0 }
+  const { ports, key, held, before, recordOf3 } = await restartedUnderA(t, settings)
+  await sleep(1_200)
+  const b = redlockOf(t, ports, settings)
+  const e = await t.throwsAsync(b.acquire([key], 500, { maxDuration: 1_000 }), { instanceOf: ExecutionError })
+  t.is(e.reason, 'quorum-unavailable')
+  t.regex(e.cause.errors.find((x) => x.message.includes(`:${ports[2]}:`)).message, /sits out lock acquisitions for another \d+ ms/)
+  // A new client with the defaults is refused too: the old identity is still on record.
+  const c = redlockOf(t, ports, { retryCount: 0 })
+  await t.throwsAsync(c.acquire([key], 500), { instanceOf: ExecutionError })
+  t.is(await recordOf3(0), before)
+  t.true(held.expiration > Date.now(), 'A still held its lock meanwhile')
+})
+
+test.serial('peers that answer a little slower than the others still tell a newcomer that a node restarted', async (t) => {
+  const settings = { maxDuration: 20_000, retryCount: 0 }
+  const { all, ports, key, held, before, recordOf3 } = await restartedUnderA(t, settings)
+  // B reaches nodes 1 and 2 (the only ones with A's record of node 3) 30 ms late each way.
+  const slow = await Promise.all([all[0], all[1]].map((s) => new TcpProxy(s.port).start()))
+  t.teardown(() => Promise.all(slow.map((p) => p.stop())))
+  for (const p of slow) {
+    p.mode = 'delay'
+    p.delayMs = 30
+  }
+  const b = new Redlock([slow[0].port, slow[1].port, ...ports.slice(2)].map((port) => new Redis({ port, connectTimeout: 1_000, commandTimeout: 1_000 })), settings)
+  t.teardown(() => b.quit())
+  const e = await t.throwsAsync(b.acquire([key], 1_000), { instanceOf: ExecutionError })
+  t.is(e.reason, 'quorum-unavailable')
+  t.deepEqual((await valuesOn(all, key)).map((v) => v === held.value), [true, true, false, false, false])
+  t.is(await recordOf3(0), before, 'the old identity stays on record')
+  t.is(await recordOf3(1), before)
 })
 
 test('a client that met the node before the restart notices it too (its own memory), without the peers', async (t) => {

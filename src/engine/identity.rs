@@ -11,7 +11,9 @@ pub const RECORDS_KEY: &str = "redlock-rs:nodes";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub run_id: String,
-    /// `uptime_in_seconds` (rounded down by the server, so never more than the truth).
+    /// A lower bound of how long it had been up when read: `uptime_in_seconds` less a
+    /// second. The server subtracts its start time in whole seconds from the time in
+    /// whole seconds, so it may say 1 a few milliseconds after starting.
     pub uptime: Duration,
     /// When it was read.
     pub seen_at: Instant,
@@ -31,7 +33,12 @@ impl Identity {
         };
         Some(Identity {
             run_id: field("run_id").filter(|r| !r.is_empty())?,
-            uptime: Duration::from_secs(field("uptime_in_seconds")?.parse().ok()?),
+            uptime: Duration::from_secs(
+                field("uptime_in_seconds")?
+                    .parse::<u64>()
+                    .ok()?
+                    .saturating_sub(1),
+            ),
             seen_at,
             promoted: field("second_repl_offset").is_some_and(|v| v != "-1"),
         })
@@ -54,7 +61,10 @@ mod tests {
         let now = Instant::now();
         let id = Identity::parse(INFO, now).unwrap();
         assert_eq!(id.run_id, "abc123");
-        assert_eq!(id.uptime, Duration::from_secs(42));
+        // 42 may mean 41.01 s: whole seconds of the clock, less whole seconds at start.
+        assert_eq!(id.uptime, Duration::from_secs(41));
+        let fresh = INFO.replace("uptime_in_seconds:42", "uptime_in_seconds:0");
+        assert_eq!(Identity::parse(&fresh, now).unwrap().uptime, Duration::ZERO);
         assert!(Identity::parse("# Server\r\nuptime_in_seconds:1\r\n", now).is_none());
     }
 }

@@ -532,10 +532,13 @@ impl Ballot {
     }
 }
 
+/// How long a restarted node sits out before a [`Redlock`] sets its own `maxDuration`.
+const DEFAULT_QUARANTINE: Duration = Duration::from_secs(300);
+
 impl Quorum {
     pub fn new(nodes: Vec<Arc<Node>>) -> Self {
         Quorum {
-            trust: Arc::new(Trust::new(nodes.len())),
+            trust: Arc::new(Trust::new(nodes.len(), DEFAULT_QUARANTINE)),
             nodes: Arc::new(nodes),
             queues: Arc::default(),
             stragglers: Arc::default(),
@@ -1325,15 +1328,7 @@ impl Quorum {
     /// the stragglers of a won attempt can finish in the background.
     fn send_votes(&self, op: Op, commands: &Arc<Commands>, settings: &Settings) -> Votes {
         let checked = matches!(op, Op::Acquire { .. }) && settings.restart_quarantine;
-        let max_duration = Duration::from_millis(settings.max_duration_ms);
-        Votes::send(
-            &self.nodes,
-            &self.trust,
-            op,
-            commands,
-            checked,
-            max_duration,
-        )
+        Votes::send(&self.nodes, &self.trust, op, commands, checked)
     }
 
     /// Collects votes until the outcome (and, for a loss, its reason) is known, `window`
@@ -1366,7 +1361,9 @@ impl Quorum {
             let counting = ballot.decision == Decision::Won && fenced;
             if (draining || counting) && grace.is_none() {
                 let wait = if counting {
-                    FENCE_GRACE.max(started.elapsed() * 2)
+                    // Half of what is left at most: the token is still to be written.
+                    let left = window.saturating_sub(started.elapsed());
+                    FENCE_GRACE.max(started.elapsed() * 2).min(left / 2)
                 } else {
                     DRAIN_GRACE.max(started.elapsed())
                 };
@@ -1908,7 +1905,11 @@ pub struct Redlock {
 }
 
 impl Redlock {
-    pub fn new(quorum: Quorum, settings: Settings) -> Self {
+    /// A Redlock over `quorum`'s nodes: restarted nodes sit out for the instance's
+    /// `maxDuration` (a call's lower `maxDuration` bounds only that call's durations).
+    pub fn new(mut quorum: Quorum, settings: Settings) -> Self {
+        let quarantine = Duration::from_millis(settings.max_duration_ms);
+        quorum.trust = Arc::new(Trust::new(quorum.nodes.len(), quarantine));
         Redlock {
             quorum,
             settings,

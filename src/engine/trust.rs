@@ -75,6 +75,10 @@ struct Checked {
     until: Option<Instant>,
     /// Whether its identity was recorded.
     recorded: bool,
+    /// The places of its record (in [`record_places`]' order) that did not answer when
+    /// it was checked: its identity is not recorded there (an older one there would be
+    /// overwritten unread).
+    unread: Vec<usize>,
     /// When it was found restarted (for messages).
     restarted_at: Option<Instant>,
 }
@@ -119,13 +123,17 @@ pub struct Trust {
     checked: Mutex<Vec<Option<NodeChecked>>>,
     /// Serialises the slow path per node, so that a reconnect is checked once.
     checking: Vec<tokio::sync::Mutex<()>>,
+    /// How long a restarted node sits out: the instance's `maxDuration` (never a call's,
+    /// which may be lower).
+    max_duration: Duration,
 }
 
 impl Trust {
-    pub fn new(n: usize) -> Self {
+    pub fn new(n: usize, max_duration: Duration) -> Self {
         Trust {
             checked: Mutex::new(vec![None; n]),
             checking: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+            max_duration,
         }
     }
 
@@ -142,7 +150,6 @@ impl Trust {
         nodes: &[Arc<Node>],
         i: usize,
         slot: impl Fn() -> u16,
-        max_duration: Duration,
     ) -> Result<(), NodeError> {
         let node = &nodes[i];
         // Only a cluster has shards to pick (a CRC of the key spared to other nodes).
@@ -161,7 +168,7 @@ impl Trust {
         }
         let epoch = node.identity_epoch();
         let remembered = self.checked()[i].as_ref().map(|c| c.units.clone());
-        let units = check(nodes, i, max_duration, remembered.unwrap_or_default()).await?;
+        let units = check(nodes, i, self.max_duration, remembered.unwrap_or_default()).await?;
         self.checked()[i] = Some(NodeChecked { epoch, units });
         self.verdict(nodes, i, slot).unwrap_or_else(|| {
             let reason = if node.config().cluster.is_some() {
@@ -245,9 +252,13 @@ async fn check(
         let sources = record_places(nodes, i, &seen.shard);
         let prior = remembered.iter().find(|c| c.name == seen.name).cloned();
         async move {
-            let mut known = read_records(&sources, &seen.fields, limit).await;
+            let (mut known, unread) = read_records(&sources, &seen.fields, limit).await;
             known.extend(prior.as_ref().map(|p| p.run_id.clone()));
-            keep_quarantine(judged(seen, &known, max_duration), prior)
+            let checked = Checked {
+                unread,
+                ..judged(seen, &known, max_duration)
+            };
+            keep_quarantine(checked, prior)
         }
     });
     let units = futures::future::join_all(judged).await;
@@ -323,6 +334,7 @@ fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
         until,
         recorded: false,
         restarted_at,
+        unread: Vec::new(),
     }
 }
 
@@ -367,61 +379,49 @@ fn record_places(
     }
 }
 
-/// The identities recorded as any of `fields` in the hashes at `sources`. Waits for every
-/// source, but not for a dead or frozen one: once half of them answered, the others get
-/// [`PEER_GRACE`] (or twice the time taken so far) more; nothing waits past
-/// [`PEER_WAIT`] or `command_timeout`.
+/// The identities recorded as any of `fields` in the hashes at `sources`, and the
+/// sources (their indexes) that did not answer. Waits for every source, for at most
+/// [`PEER_WAIT`] (or half of `command_timeout` when shorter, leaving the attempt time to
+/// vote): a peer that answers slower than the
+/// others may be the only one that recorded a restarted node's old identity. A peer that
+/// does not answer by then (down, frozen, cut off) is not heard: the check ends so that the
+/// attempt waiting for it can still vote.
 async fn read_records(
     sources: &[(Arc<Node>, String)],
     fields: &[String],
     command_timeout: Duration,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<usize>) {
     let mut reads: FuturesUnordered<_> = sources
         .iter()
-        .map(|(peer, key)| {
+        .enumerate()
+        .map(|(k, (peer, key))| {
             let mut hmget = redis::cmd("HMGET");
             hmget.arg(key).arg(fields);
-            async move {
-                let found = peer.send::<Vec<Option<String>>>(&hmget).await.ok();
-                found
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .collect::<Vec<String>>()
-            }
+            async move { (k, peer.send::<Vec<Option<String>>>(&hmget).await.ok()) }
         })
         .collect();
-    let peers = reads.len();
-    let started = Instant::now();
-    let mut until = started + command_timeout.min(PEER_WAIT);
-    let (mut answered, mut known) = (0, Vec::new());
-    while answered < peers {
-        match timer::timeout_at(until, reads.next()).await {
-            Ok(Some(record)) => {
-                answered += 1;
-                known.extend(record);
-                if answered * 2 >= peers {
-                    let grace = PEER_GRACE.max(started.elapsed() * 2);
-                    until = until.min(Instant::now() + grace);
-                }
-            }
-            _ => break,
+    let until = Instant::now() + (command_timeout / 2).min(PEER_WAIT);
+    let mut unread: Vec<usize> = (0..sources.len()).collect();
+    let mut known = Vec::new();
+    while let Ok(Some((k, record))) = timer::timeout_at(until, reads.next()).await {
+        if let Some(record) = record {
+            unread.retain(|u| *u != k);
+            known.extend(record.into_iter().flatten());
         }
     }
-    known
+    (known, unread)
 }
 
-/// How long the slower peers are waited for at least once half of them answered.
-const PEER_GRACE: Duration = Duration::from_millis(20);
-/// The longest wait for the peers' records. A peer that cannot answer this in time would
-/// not answer this client's vote in time either, so it is not in its quorum.
-const PEER_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait for the peers' records (a fresh client pays it once per connection
+/// when a peer does not answer).
+const PEER_WAIT: Duration = Duration::from_millis(250);
 
 /// Records `checked` (when given) as the trusted identity of node `i` or of its shard,
 /// in the background.
 fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
     let Some(c) = checked else { return };
-    for (place, key) in record_places(nodes, i, &c.shard) {
+    let places = record_places(nodes, i, &c.shard).into_iter().enumerate();
+    for (_, (place, key)) in places.filter(|(k, _)| !c.unread.contains(k)) {
         let mut hset = redis::cmd("HSET");
         hset.arg(key);
         for field in &c.fields {

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::Stream;
@@ -70,7 +69,6 @@ pub struct Votes {
     /// Whether a node must be trusted not to have forgotten locks to vote (acquires with
     /// restart safety: see [`Trust`]).
     checked: bool,
-    max_duration: Duration,
 }
 
 impl Votes {
@@ -82,7 +80,6 @@ impl Votes {
         op: Op,
         commands: &Arc<Commands>,
         checked: bool,
-        max_duration: Duration,
     ) -> Votes {
         let mut votes = Votes {
             requests: Vec::with_capacity(nodes.len()),
@@ -92,7 +89,6 @@ impl Votes {
             commands: commands.clone(),
             op,
             checked,
-            max_duration,
         };
         for i in 0..nodes.len() {
             let request = votes
@@ -130,10 +126,10 @@ impl Votes {
             self.trust.clone(),
             self.commands.clone(),
         );
-        let (op, checked, max_duration) = (self.op, self.checked, self.max_duration);
+        let (op, checked) = (self.op, self.checked);
         Box::pin(async move {
             let node = &nodes[i];
-            let admit = || trust.admit(&nodes, i, || commands.hash_slot(), max_duration);
+            let admit = || trust.admit(&nodes, i, || commands.hash_slot());
             if checked {
                 if let Err(e) = admit().await {
                     return failed(e);
@@ -320,6 +316,7 @@ fn unexpected(node: &Node, what: &str) -> NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::engine::kinds::Kind;
     use crate::engine::memory::MemoryStore;
     use crate::engine::settings::Settings;
@@ -396,9 +393,9 @@ mod tests {
     async fn every_node_answers_once_in_the_order_answers_come() {
         let (stores, nodes) = nodes(3);
         stores[1].down();
-        let trust = Arc::new(Trust::new(3));
+        let trust = Arc::new(Trust::new(3, Duration::from_secs(300)));
         let op = Op::Acquire { ttl_ms: 10_000 };
-        let mut votes = Votes::send(&nodes, &trust, op, &acquire("v"), false, Duration::ZERO);
+        let mut votes = Votes::send(&nodes, &trust, op, &acquire("v"), false);
         assert!(!votes.is_empty());
         let mut seen = Vec::new();
         while let Some((i, (vote, ..))) = votes.next().await {
