@@ -242,6 +242,49 @@ test('keys never collide with mutex keys of the same name', async (t) => {
   await Promise.all([mutex.release(), permit.release(), write.release()])
 })
 
+// Found by an audit: `x` and `{x}` shared their keys of the library's own.
+test('a name that is all hash tag, {x}, and the name inside it, x, are two resources for every kind', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: 0 })
+  const inner = resource(t).replace(/[{}]/g, '')
+  const tagged = `{${inner}}`
+  for (const name of [inner, tagged]) {
+    const sem = redlock.semaphore(name, 1)
+    await sem.acquire(5_000)
+    t.is(await sem.holders(), 1, `${name}: its own holder only`)
+    await redlock.readWriteLock(name).write.acquire(5_000)
+  }
+  // A waiter in the line of one is not handed the other's lock.
+  const held = await redlock.acquire([tagged], 5_000)
+  const waiting = new Redlock(clientsFor(t, all), { retryCount: -1, retryDelay: 5_000 })
+  const onTagged = waiting.acquire([tagged], 2_000)
+  onTagged.catch(() => {})
+  await sleep(300)
+  const d = await redlock.acquire([inner], 5_000)
+  const onInner = waiting.acquire([inner], 2_000)
+  await sleep(300)
+  const started = Date.now()
+  await d.release()
+  const got = await onInner
+  t.true(Date.now() - started < 1_500, `the waiter on ${inner} got it ${Date.now() - started} ms after its release`)
+  await Promise.all([got.release(), held.release()])
+  await onTagged.then((l) => l.release())
+})
+
+// After quit(), every call is refused as aborted, with the quit as its cause.
+test('after quit(): release and holders() are aborted, with the quit as cause', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: 0 })
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  await redlock.quit()
+  const released = await t.throwsAsync(lock.release(), { instanceOf: ExecutionError })
+  t.is(released.reason, 'aborted')
+  t.regex(String(released.cause?.message), /quit\(\) was called/)
+  const holders = await t.throwsAsync(redlock.semaphore(resource(t), 2).holders(), { instanceOf: ExecutionError })
+  t.is(holders.reason, 'aborted')
+  t.regex(String(holders.cause?.message), /quit\(\) was called/)
+})
+
 // Found by an audit: holders() waited for every node, so one frozen node held it for its
 // whole command time-out while acquires went on at once.
 test('holders() answers once a quorum has: a frozen node does not hold it for its command time-out', async (t) => {

@@ -310,6 +310,92 @@ test.serial('using() whose key is stolen: the signal aborts with LockLostError a
   for (const s of list) await s.command('DEL', key)
 })
 
+test.serial('using() with retryCount 0 still retries its extension while the lock has time left: a pause of two of three nodes shorter than that is survived', async (t) => {
+  const list = servers.slice(0, 3)
+  const clients = list.map((s) => new Redis({ port: s.port, commandTimeout: 100 }))
+  const redlock = new Redlock(clients, { retryCount: 0, retryDelay: 50, retryJitter: 10 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const outcome = await redlock.using([key], 1_500, async (signal, lock) => {
+    // The extension is due 500 ms before expiry, at about 1000 ms; the nodes are back 250 ms later.
+    await sleep(900)
+    list[1].pause()
+    list[2].pause()
+    await sleep(250)
+    list[1].resume()
+    list[2].resume()
+    await sleep(600)
+    return { aborted: signal.aborted, reason: signal.error?.reason, expiration: lock.expiration }
+  })
+  t.false(outcome.aborted, `lost: ${outcome.reason}`)
+  t.true(outcome.expiration > Date.now() - 1_000)
+})
+
+test.serial("a using() routine that extends or releases its lock itself: the extension follows it, and nothing is reported lost", async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock } = redlockOf(t, 'native', list)
+  const errors = []
+  redlock.on('error', (e) => errors.push(e))
+  const key = resource(t)
+  const seen = await redlock.using([key], 1_000, async (signal, lock) => {
+    const longer = await lock.extend(3_000)
+    t.is(lock.expiration, longer.expiration, "the routine's lock follows its own extension")
+    // Past the first expiration: the lock is still held, by the same value.
+    await sleep(1_500)
+    const values = await valuesOn(list, key)
+    return { aborted: signal.aborted, values, value: lock.value }
+  })
+  t.false(seen.aborted)
+  t.deepEqual(seen.values, [seen.value, seen.value, seen.value])
+  t.deepEqual(await valuesOn(list, key), [null, null, null], 'released at the end')
+  // Released by the routine: the extension stops, no loss is reported.
+  await redlock.using([key], 600, { automaticExtensionThreshold: 400 }, async (signal, lock) => {
+    await lock.release()
+    await sleep(800)
+    t.false(signal.aborted)
+  })
+  t.deepEqual(errors, [])
+})
+
+test.serial('using() with a threshold of 0 extends anyway, and with a duration past the 24.8-day timer limit keeps its lock', async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock } = redlockOf(t, 'native', list, { automaticExtensionThreshold: 0 })
+  const key = resource(t)
+  const kept = await redlock.using([key], 300, async (signal) => {
+    await sleep(800)
+    return !signal.aborted
+  })
+  t.true(kept, 'extended with a threshold of 0')
+  const month = 30 * 24 * 3600 * 1000
+  const { redlock: long } = redlockOf(t, 'native', list, { maxDuration: month })
+  const warnings = []
+  const onWarning = (w) => warnings.push(w)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  const held = await long.using([resource(t)], month, async (signal) => {
+    await sleep(200)
+    return !signal.aborted
+  })
+  t.true(held)
+  t.deepEqual(warnings.map(String), [])
+})
+
+test("after removeAllListeners(), a new 'error' listener hears failed votes again", async (t) => {
+  const list = servers.slice(0, 3)
+  const { redlock: holder } = redlockOf(t, 'native', list)
+  const key = resource(t)
+  const lock = await holder.acquire([key], 2_000)
+  for (const remove of [(r) => r.removeAllListeners('error'), (r) => r.removeAllListeners()]) {
+    const { redlock } = redlockOf(t, 'native', list, { retryCount: 0 })
+    remove(redlock)
+    const errors = []
+    redlock.on('error', (e) => errors.push(e))
+    await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
+    t.is(errors.length, 3)
+  }
+  await lock.release()
+})
+
 test("using(): the routine's error or result is never replaced by a release failure", async (t) => {
   const [server] = servers
   const client = new Redis({ port: server.port, commandTimeout: 300 })

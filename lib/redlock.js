@@ -8,7 +8,7 @@ const { inspect } = require('node:util')
 const { inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
-const { QUORUM_FAILED, ExecutionError, ResourceLockedError, failureError } = require('./errors.js')
+const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
 const { Lock, holdOf, lockArg } = require('./lock.js')
 const {
@@ -70,6 +70,12 @@ const superseded = new WeakSet()
  */
 const releasing = new WeakMap()
 
+/**
+ * The Holding (automatic extension) of each lock a `using()` routine holds, and of the
+ * Locks the routine got by extending it: an extend or release by the routine reaches it.
+ */
+const holdings = new WeakMap()
+
 /** Marks `lock` expired (used up); a lock object that cannot be written (frozen) stays as it is. */
 function invalidate(lock) {
   try {
@@ -106,22 +112,37 @@ const busy = new Set()
  * native side holds, and keep every Redlock alive.
  */
 function followListeners(redlock, native) {
-  // 'newListener' comes before the listener is added: an 'error' listener then makes two
-  // with the no-op, a 'clientError' listener one.
-  redlock.on('newListener', (event) => {
-    if (event === 'error' || event === 'clientError') native.setListening(true)
-  })
-  redlock.on('removeListener', (event) => {
-    if (event === 'error' || event === 'clientError') {
-      native.setListening(redlock.listenerCount('error') > 1 || redlock.listenerCount('clientError') > 0)
-    }
-  })
+  // 'newListener' comes before the listener is added.
+  const hooks = {
+    newListener: (event) => {
+      if (event === 'error' || event === 'clientError') native.setListening(true)
+    },
+    removeListener: (event) => {
+      if (event === 'error' || event === 'clientError') native.setListening(listening(redlock))
+    },
+  }
+  for (const [event, hook] of Object.entries(hooks)) redlock.on(event, hook)
+  return hooks
+}
+
+/** Adds again those of `hooks` (see `followListeners`) that were removed. */
+function keepFollowing(redlock, hooks) {
+  for (const [event, hook] of Object.entries(hooks)) {
+    if (redlock.listenerCount(event, hook) === 0) redlock.on(event, hook)
+  }
+}
+
+/** Whether anyone but the no-op listener listens for 'error' or 'clientError'. */
+function listening(redlock) {
+  return redlock.listenerCount('error') > redlock.listenerCount('error', noop) || redlock.listenerCount('clientError') > 0
 }
 
 class Redlock extends EventEmitter {
   #native
   /** `#native`'s handle, for lockAcquire, lockExtend and lockRelease. */
   #handle
+  /** The listeners that follow who listens for errors (see `followListeners`). */
+  #hooks
   #clients
   #pending = new Map()
   /** The attempt logs of settled operations whose last votes come later, by id. */
@@ -168,7 +189,7 @@ class Redlock extends EventEmitter {
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
-    followListeners(this, this.#native)
+    this.#hooks = followListeners(this, this.#native)
   }
 
   /**
@@ -191,7 +212,18 @@ class Redlock extends EventEmitter {
   }
 
   #listening() {
-    return this.listenerCount('error') > 1 || this.listenerCount('clientError') > 0
+    return listening(this)
+  }
+
+  /**
+   * EventEmitter's, but the listeners that tell the native side whether anyone listens
+   * stay (removing every listener would otherwise leave it deaf to the next ones).
+   */
+  removeAllListeners(...events) {
+    super.removeAllListeners(...events)
+    keepFollowing(this, this.#hooks)
+    this.#native.setListening(listening(this))
+    return this
   }
 
   /** A fresh operation id, under which the next native operation starts. */
@@ -418,6 +450,7 @@ class Redlock extends EventEmitter {
     try {
       return await this.#native.holders(this.#key(resource), permits)
     } catch (error) {
+      if (this.#closed !== undefined) throw abortedError(this.#closed, [])
       throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause: error })
     }
   }
@@ -431,6 +464,7 @@ class Redlock extends EventEmitter {
 
   async #release(lock, settings) {
     lockArg(lock)
+    holdings.get(lock)?.released()
     const id = this.#id()
     // (Only a lock whose expiration is 0 can have a failed release behind it.)
     const retried = lock.expiration === 0 ? releasing.get(lock) : undefined
@@ -443,7 +477,7 @@ class Redlock extends EventEmitter {
       // Its keys may still be on a quorum: a retry must release them, not take the lock
       // for expired.
       if (!superseded.has(lock)) releasing.set(lock, expiration)
-      throw failureError(reasonOf(c), log)
+      throw failureError(reasonOf(c), log, this.#abortedBy(undefined))
     }
     if (retried !== undefined) releasing.delete(lock)
     return new ExecutionResult(log, startOf(c))
@@ -467,6 +501,13 @@ class Redlock extends EventEmitter {
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   extend(lock, duration, settings) {
     return this.#extended(lock, duration, settings).then((extended) => {
+      const holding = holdings.get(lock)
+      if (holding !== undefined) {
+        holdings.set(extended, holding)
+        holding.follow(extended)
+        // The lock a using() routine holds stays current (its expiration follows).
+        if (holding.lock === lock) return extended
+      }
       invalidate(lock)
       superseded.add(lock)
       return extended
@@ -511,6 +552,7 @@ class Redlock extends EventEmitter {
     const holding = new Holding(this, lock, duration, settings, effective.automaticExtensionThreshold, (l, d, s, until) =>
       this.#extended(l, d, s, until),
     )
+    holdings.set(lock, holding)
     try {
       return await routine(holding.signal, lock)
     } finally {

@@ -32,6 +32,15 @@ const LOSS_MARGIN = 2
 const EXTENSION_MARGIN = 8
 
 /**
+ * An extension starts at least this many ms before the lock expires, whatever the
+ * threshold (one of 0 would start it only once the lock was lost).
+ */
+const MIN_LEAD = 50
+
+/** The longest delay of a Node.js timer (a longer one fires at once). */
+const MAX_DELAY = 0x7fffffff
+
+/**
  * The automatic extension of a lock held by `using()`: extends `threshold` ms before the
  * lock expires, and aborts `signal` when the lock has not been extended by its expiration.
  */
@@ -74,7 +83,10 @@ class Holding {
   #armLoss() {
     clearTimeout(this.#lossTimer)
     const left = Math.max(0, this.lock.expiration - Date.now() - LOSS_MARGIN)
-    this.#lossTimer = setTimeout(() => this.#lose(this.#waitingForNodes() ? 'quorum-unavailable' : 'expired'), left)
+    this.#lossTimer =
+      left > MAX_DELAY
+        ? setTimeout(() => this.#armLoss(), MAX_DELAY)
+        : setTimeout(() => this.#lose(this.#waitingForNodes() ? 'quorum-unavailable' : 'expired'), left)
   }
 
   /**
@@ -87,7 +99,12 @@ class Holding {
   }
 
   #schedule() {
-    const wait = Math.max(0, this.lock.expiration - Date.now() - this.threshold)
+    clearTimeout(this.#timer)
+    const wait = Math.max(0, this.lock.expiration - Date.now() - Math.max(this.threshold, MIN_LEAD))
+    if (wait > MAX_DELAY) {
+      this.#timer = setTimeout(() => this.#schedule(), MAX_DELAY)
+      return
+    }
     this.#timer = setTimeout(() => {
       this.#timer = undefined
       this.#extensionStarted = Date.now()
@@ -97,9 +114,10 @@ class Holding {
 
   async #extend() {
     try {
-      // The engine stops retrying a little before the lock expires.
+      // Retried until a little before the lock expires, however small retryCount is: the
+      // lock's time left bounds the retries.
       const until = this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
-      const extended = await this.extendFn(this.lock, this.duration, this.settings, until)
+      const extended = await this.extendFn(this.lock, this.duration, { ...this.settings, retryCount: -1 }, until)
       this.#extension = undefined
       if (this.signal.aborted) return
       // Kept also when the routine just ended: the release that follows retries while the
@@ -145,6 +163,25 @@ class Holding {
     if (lostChannel.hasSubscribers) {
       lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
     }
+  }
+
+  /**
+   * The routine extended its lock itself (`extended`, the new Lock): the lock follows,
+   * and the next automatic extension counts from its new expiration.
+   */
+  follow(extended) {
+    if (this.#done || this.signal.aborted) return
+    this.lock.expiration = extended.expiration
+    this.lock.attempts = extended.attempts
+    this.#armLoss()
+    if (this.#extension === undefined) this.#schedule()
+  }
+
+  /** The routine released its lock itself: nothing more to extend, no loss to report. */
+  released() {
+    this.#done = true
+    clearTimeout(this.#timer)
+    clearTimeout(this.#lossTimer)
   }
 
   /** Stops extending (waits for an extension in flight). */

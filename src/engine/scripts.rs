@@ -121,9 +121,11 @@ pub fn fence_key(resource: &str) -> String {
     scoped_key(resource, "fence")
 }
 
-/// A key of the library's own for `resource`, `<resource>:redlock-rs:<suffix>` with the
+/// A key of the library's own for `resource`, `{<resource>}:redlock-rs:<suffix>` with the
 /// resource as its hash tag (so every key of one resource is in one Cluster slot), never
-/// equal to a mutex key (a resource name).
+/// equal to a mutex key (a resource name). A name with a hash tag of its own (or a `}`)
+/// is kept as it is, `<resource>:redlock-rs:tagged:<suffix>`: the marker keeps `{x}`'s
+/// keys apart from `x`'s.
 pub fn scoped_key(resource: &str, suffix: &str) -> String {
     let tagged = resource
         .find('{')
@@ -135,7 +137,7 @@ pub fn scoped_key(resource: &str, suffix: &str) -> String {
     key.push_str(if bare { "" } else { "{" });
     key.push_str(resource);
     key.push_str(if bare {
-        ":redlock-rs:"
+        ":redlock-rs:tagged:"
     } else {
         "}:redlock-rs:"
     });
@@ -545,7 +547,13 @@ mod tests {
             assert_ne!(fence_key(r), r);
         }
         assert_eq!(fence_key("orders:42"), "{orders:42}:redlock-rs:fence");
-        assert_eq!(fence_key("{user:1}:cart"), "{user:1}:cart:redlock-rs:fence");
+        assert_eq!(
+            fence_key("{user:1}:cart"),
+            "{user:1}:cart:redlock-rs:tagged:fence"
+        );
+        // A name that is all hash tag, and the name inside it: two resources.
+        assert_ne!(scoped_key("{x}", "line"), scoped_key("x", "line"));
+        assert_eq!(scoped_key("{x}", "line"), "{x}:redlock-rs:tagged:line");
     }
 
     #[test]

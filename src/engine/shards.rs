@@ -173,7 +173,11 @@ mod tests {
         assert_eq!(c.ranges, vec![(100, 200), (10923, 16383)]);
         assert_eq!(c.name(), "slots 100-200,10923-16383");
         assert_eq!(c.identity.run_id, "c");
-        assert_eq!(c.identity.uptime, Duration::from_secs(6), "7 s reported: at least 6 s");
+        assert_eq!(
+            c.identity.uptime,
+            Duration::from_secs(6),
+            "7 s reported: at least 6 s"
+        );
         assert!(c.serves(150) && c.serves(16383) && !c.serves(201));
     }
 

@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn polls_first_then_keeps_the_faster_way() {
         let mut spin = Spin::default();
-        assert!(spin.start(Instant::now()).is_some(), "the first operation polls");
+        assert!(
+            spin.start(Instant::now()).is_some(),
+            "the first operation polls"
+        );
         let mut spin = Spin::default();
         // Polling is faster: nearly every operation polls, one in EXPLORE sleeps.
         let polls = run(&mut spin, 160, 40, 100);

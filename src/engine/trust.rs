@@ -380,12 +380,13 @@ fn record_places(
 }
 
 /// The identities recorded as any of `fields` in the hashes at `sources`, and the
-/// sources (their indexes) that did not answer. Waits for every source, for at most
-/// [`PEER_WAIT`] (or half of `command_timeout` when shorter, leaving the attempt time to
-/// vote): a peer that answers slower than the
-/// others may be the only one that recorded a restarted node's old identity. A peer that
-/// does not answer by then (down, frozen, cut off) is not heard: the check ends so that the
-/// attempt waiting for it can still vote.
+/// sources (their indexes) that did not answer.
+///
+/// Waits for [`enough`] of them, then [`PEER_GRACE`] (or as long again as that took) for
+/// the others; nothing waits past [`PEER_WAIT`] or `command_timeout`. Enough is what
+/// closes the restart hole: a client that held a lock on a quorum including this node
+/// recorded the node on the rest of that quorum, at least half of its peers, so any
+/// [`enough`] of them include one of those, however slow the others answer.
 async fn read_records(
     sources: &[(Arc<Node>, String)],
     fields: &[String],
@@ -400,7 +401,9 @@ async fn read_records(
             async move { (k, peer.send::<Vec<Option<String>>>(&hmget).await.ok()) }
         })
         .collect();
-    let until = Instant::now() + (command_timeout / 2).min(PEER_WAIT);
+    let started = Instant::now();
+    let mut until = started + command_timeout.min(PEER_WAIT);
+    let needed = enough(sources.len());
     let mut unread: Vec<usize> = (0..sources.len()).collect();
     let mut known = Vec::new();
     while let Ok(Some((k, record))) = timer::timeout_at(until, reads.next()).await {
@@ -408,13 +411,26 @@ async fn read_records(
             unread.retain(|u| *u != k);
             known.extend(record.into_iter().flatten());
         }
+        if sources.len() - unread.len() == needed {
+            until = until.min(Instant::now() + PEER_GRACE.max(started.elapsed()));
+        }
     }
     (known, unread)
 }
 
+/// How many of a node's `peers` must answer before the slower ones are given up on: more
+/// than the peers outside any quorum that includes the node (`peers` is N - 1 for N
+/// nodes; a quorum holds N / 2 of them, rounded down).
+fn enough(peers: usize) -> usize {
+    let n = peers + 1;
+    (peers - n / 2 + 1).min(peers)
+}
+
+/// How long the slower peers are waited for at least once enough of them answered.
+const PEER_GRACE: Duration = Duration::from_millis(20);
 /// The longest wait for the peers' records (a fresh client pays it once per connection
-/// when a peer does not answer).
-const PEER_WAIT: Duration = Duration::from_millis(250);
+/// when fewer than enough peers answer).
+const PEER_WAIT: Duration = Duration::from_millis(100);
 
 /// Records `checked` (when given) as the trusted identity of node `i` or of its shard,
 /// in the background.
@@ -447,6 +463,19 @@ mod tests {
             seen_at,
             promoted: false,
         }
+    }
+
+    #[test]
+    fn enough_peers_always_include_one_of_any_quorum() {
+        // N nodes: a node has N - 1 peers, a quorum N / 2 + 1 nodes.
+        for n in 1..=9usize {
+            let peers = n - 1;
+            let in_quorum = n / 2; // the node's peers in a quorum that includes it
+            let e = enough(peers);
+            assert!(e <= peers);
+            assert!(peers == 0 || e + in_quorum > peers, "n={n}: {e} of {peers}");
+        }
+        assert_eq!([enough(0), enough(1), enough(2), enough(4)], [0, 1, 2, 3]);
     }
 
     #[test]

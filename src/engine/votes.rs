@@ -316,11 +316,11 @@ fn unexpected(node: &Node, what: &str) -> NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::engine::kinds::Kind;
     use crate::engine::memory::MemoryStore;
     use crate::engine::settings::Settings;
     use futures::StreamExt;
+    use std::time::Duration;
 
     fn nodes(n: usize) -> (Vec<Arc<MemoryStore>>, Arc<Vec<Arc<Node>>>) {
         let t = Duration::from_millis(200);
