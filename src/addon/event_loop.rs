@@ -360,10 +360,11 @@ fn start_now(l: &imp::JsLoop, lone: bool) {
     }
 }
 
-/// Whether the operations in flight have nothing left to hand over: all finished, or a
-/// result is waiting for the end of the turn.
+/// Whether the lone operation in flight finished (its result, if it has one for
+/// JavaScript, waits for the end of the turn). The late votes of an operation already
+/// settled are not operations in flight.
 fn result_ready() -> bool {
-    IN_FLIGHT.with(Cell::get) == 0 || AFTER_TURN.with(|a| !a.borrow().is_empty())
+    IN_FLIGHT.with(Cell::get) == 0
 }
 
 /// A lone operation has written its commands: polls for its result, when this thread's

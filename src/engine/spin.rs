@@ -27,13 +27,16 @@ pub const CAP: Duration = Duration::from_micros(400);
 /// Polling must measure at least this much faster than sleeping to be kept.
 const GAIN: f64 = 0.9;
 
-/// A moving average of waits, in µs (weight 1/8 for the newest).
+/// A moving average of waits, in µs (weight 1/8 for the newest), each counted as [`CAP`]
+/// at most: an operation that waited for a retry delay or another owner's release says
+/// only that the wait was long, and must not hold the average up for hundreds of
+/// operations.
 #[derive(Clone, Copy, Debug, Default)]
 struct Average(Option<f64>);
 
 impl Average {
     fn add(&mut self, d: Duration) {
-        let us = d.as_secs_f64() * 1e6;
+        let us = micros(d.min(CAP));
         self.0 = Some(match self.0 {
             Some(avg) => avg + (us - avg) / 8.0,
             None => us,
@@ -64,15 +67,15 @@ impl Spin {
     /// A lone operation starts at `now`: how long to poll for its result (`None`: sleep).
     pub fn start(&mut self, now: Instant) -> Option<Duration> {
         self.count = self.count.wrapping_add(1);
-        let explore = self.count % EXPLORE == 0;
-        let poll = match (self.polled.0, self.slept.0) {
-            // Too far away: the wait is mostly the network.
-            (_, Some(slept)) if slept > micros(WORTH) => false,
+        let explore = self.count.is_multiple_of(EXPLORE);
+        // Too far away: the wait is mostly the network.
+        let far = self.slept.0.is_some_and(|s| s > micros(WORTH));
+        let faster = match (self.polled.0, self.slept.0) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(polled), Some(slept)) => polled < slept * GAIN,
-        } ^ explore;
-        let poll = poll && self.slept.0.is_none_or(|s| s <= micros(WORTH));
+        };
+        let poll = !far && (faster ^ explore);
         self.current = Some((now, poll));
         poll.then(|| self.budget())
     }
@@ -187,6 +190,19 @@ mod tests {
         let mut slow = Spin::default();
         run(&mut slow, 14, 250, 290);
         assert_eq!(slow.start(Instant::now()).map(|b| b <= CAP), Some(true));
+    }
+
+    #[test]
+    fn one_long_wait_is_soon_forgotten() {
+        let mut spin = Spin::default();
+        run(&mut spin, 100, 40, 100);
+        // One lone operation waits 200 ms for a retry.
+        let t = Instant::now();
+        let polled = spin.start(t).is_some();
+        spin.done(t + Duration::from_millis(200));
+        assert!(polled);
+        run(&mut spin, 100, 40, 100);
+        assert!(run(&mut spin, 32, 40, 100) >= 28);
     }
 
     #[test]
