@@ -229,6 +229,20 @@ test.serial('quit closes gracefully; later commands reject with "Connection is c
   await t.notThrowsAsync(c.quit(), 'quit twice is fine')
 })
 
+// Found by an audit: quit() right after construction failed the commands issued before it
+// (they waited for the connection, which quit() closed).
+test.serial('commands issued before quit(), while the client connects, still go out first', async (t) => {
+  const key = `clients:before-quit:${process.pid}`
+  for (const make of [() => new Redis({ port: server.port }), () => new RedisJsClient({ url: `redis://127.0.0.1:${server.port}` })]) {
+    const c = make()
+    const [set, got, quit] = await Promise.allSettled([c.set(key, 'v'), c.get(key), c.quit()])
+    t.deepEqual([set.status, got.value, quit.status], ['fulfilled', 'v', 'fulfilled'], String(set.reason))
+    t.is(await server.command('GET', key), 'v')
+    await server.command('DEL', key)
+    await t.throwsAsync(c.get(key), { message: /Connection is closed\./ })
+  }
+})
+
 // Found by an audit: a command that blocks without end (`BLPOP q 0`) kept its connection,
 // and the process, alive after quit(); a command waiting for a connection outlived quit()
 // until the connect time-out.

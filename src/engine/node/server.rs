@@ -216,12 +216,29 @@ impl Backend for Server {
     }
 
     /// `QUIT`, bounded by the command time-out; then the connection closes, and every
-    /// command still waiting (for its reply, or for a connection) fails.
+    /// command still waiting (for its reply, or for a connection) fails. Commands issued
+    /// before, while the connection was being made, still go first, as an ioredis
+    /// client's queued commands do, when it comes within [`QUIT_CONNECT_WAIT`] (or the
+    /// connect time-out).
     fn quit(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let previous = {
                 let mut st = self.lock_state();
                 std::mem::replace(&mut st.slot, Slot::Closed)
+            };
+            let previous = match previous {
+                Slot::Connecting(connecting) => {
+                    let wait = self.config.connect_timeout.min(QUIT_CONNECT_WAIT);
+                    match timer::timeout(wait, connecting).await {
+                        Ok(Ok((conn, _, _))) => {
+                            // The commands that waited for it write theirs first.
+                            tokio::task::yield_now().await;
+                            Slot::Ready(conn)
+                        }
+                        _ => Slot::Idle,
+                    }
+                }
+                other => other,
             };
             self.closing.notify_waiters();
             if let Some(subscriber) = self.subscriber.lock().await.take() {
@@ -247,6 +264,11 @@ impl Backend for Server {
         matches!(self.lock_state().slot, Slot::Closed)
     }
 }
+
+/// The longest `quit()` waits for a connection being made, for the commands issued
+/// before it (a local server connects in a millisecond; a silent one does not keep
+/// `quit()` waiting for the whole connect time-out).
+const QUIT_CONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// Closes a lean connection when dropped (see [`Server::quit`]).
 struct CloseOnDrop(Option<Lean>);
@@ -392,7 +414,9 @@ impl Server {
                 _ => None,
             };
         }
-        if matches!(st.slot, Slot::Closed) {
+        // Closed meanwhile: a connection made still serves the commands that waited for
+        // it (`quit()` sends its `QUIT` after theirs).
+        if matches!(st.slot, Slot::Closed) && result.is_err() {
             return Err(NodeError::Closed { addr: self.addr() });
         }
         result.map(|c| (c, generation))
