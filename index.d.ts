@@ -16,11 +16,11 @@ export interface IRedisClient {
 }
 
 export interface TlsOptions {
-  /** PEM CA certificate(s) to trust instead of the system's. */
-  ca?: string
+  /** PEM CA certificate(s) to trust instead of the system's (text or Buffers, as for node:tls). */
+  ca?: string | Buffer | Array<string | Buffer>
   /** PEM client certificate and key, for mutual TLS. */
-  cert?: string
-  key?: string
+  cert?: string | Buffer | Array<string | Buffer>
+  key?: string | Buffer | Array<string | Buffer>
   /**
    * The name the server's certificate must be valid for, also sent as SNI (node:tls'
    * `servername`): for a server reached by IP address or another name. Default: the host.
@@ -56,6 +56,8 @@ export interface RedisOptions {
   name?: string
   sentinelUsername?: string
   sentinelPassword?: string
+  /** TLS to the sentinels (as ioredis names it); `tls` is the master's. */
+  sentinelTLS?: boolean | TlsOptions
 }
 
 /** Options of `RedisJsClient`, as node-redis' `createClient` names them. */
@@ -65,7 +67,8 @@ export interface RedisJsClientOptions {
   username?: string
   password?: string
   database?: number
-  socket?: {
+  /** With `tls: true`, node-redis' `ca`, `cert`, `key`, `servername`, `rejectUnauthorized` here. */
+  socket?: TlsOptions & {
     host?: string
     port?: number
     tls?: boolean | TlsOptions
@@ -79,6 +82,7 @@ export interface RedisJsClientOptions {
   name?: string
   sentinelUsername?: string
   sentinelPassword?: string
+  sentinelTLS?: boolean | TlsOptions
 }
 
 /** The events of a client, as ioredis and node-redis name them. */

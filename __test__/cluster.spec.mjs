@@ -209,3 +209,32 @@ test('a shard whose master is down does not hold up locks on the other shards (c
   const e = await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: lib.ExecutionError })
   t.is(e.reason, 'quorum-unavailable')
 })
+
+// Found by an audit: a startup node's URL lost its credentials (NOAUTH on a cluster with a
+// password), ioredis' redisOptions and port-number startup nodes were not read.
+test('startup nodes as URLs with credentials, as port numbers, and redisOptions give every node its password', async (t) => {
+  const password = 'cluster-secret'
+  const servers = await startServers(3, { password, args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--masterauth', password] })
+  t.teardown(() => stopServers(servers))
+  await createCluster(servers, { cliArgs: ['-a', password, '--no-auth-warning'] })
+  const [a, b] = servers.map((s) => s.port)
+  const variants = [
+    new Cluster([`redis://:${password}@127.0.0.1:${a}`]),
+    new Cluster([a, b], { redisOptions: { password } }),
+  ]
+  for (const cluster of variants) {
+    t.teardown(() => cluster.quit())
+    const key = resource(t)
+    await cluster.set(key, 'v')
+    t.is(await cluster.get(key), 'v')
+    t.notRegex(String(cluster), new RegExp(password))
+  }
+  t.throws(() => new Cluster([`redis://127.0.0.1:${a}/3`]), { instanceOf: RangeError, message: /startupNodes\[0\].*only db 0/ })
+  // node-redis v5 createCluster: its root nodes and defaults are read.
+  const { createCluster: nodeRedisCluster } = require('redis')
+  const nr = nodeRedisCluster({ rootNodes: [{ url: `redis://127.0.0.1:${a}` }], defaults: { password } })
+  const redlock = new Redlock([nr], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const lock = await redlock.acquire([resource(t)], 2_000)
+  await lock.release()
+})

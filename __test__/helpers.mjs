@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 
-import { rawCommand, startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { startServers, stopServers } from '../scripts/redis-servers.mjs'
 
 const require = createRequire(import.meta.url)
 export const lib = require('../index.js')
@@ -66,7 +66,7 @@ export async function eventually(check, ms = 3000) {
 export async function clusterReady(servers) {
   const deadline = Date.now() + 20_000
   for (;;) {
-    const infos = await Promise.all(servers.map((s) => rawCommand(s.port, ['CLUSTER', 'INFO']).catch(() => '')))
+    const infos = await Promise.all(servers.map((s) => s.command('CLUSTER', 'INFO').catch(() => '')))
     if (infos.every((i) => i.includes('cluster_state:ok'))) return
     if (Date.now() > deadline) throw new Error('the cluster is not ready')
     await sleep(100)

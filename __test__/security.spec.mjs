@@ -117,6 +117,21 @@ test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused
   await insecure.quit()
 })
 
+// Found by an audit: node-redis' own TLS options (on the socket) were dropped, and a CA read
+// with fs.readFileSync (a Buffer) was refused.
+test("TLS options as node-redis and node:tls give them: socket.tls true with ca on the socket, Buffers, arrays", async (t) => {
+  const { tlsPort, read } = await tlsServer(t)
+  const ca = read('ca.crt')
+  const clients = [
+    new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { tls: true, ca } }),
+    new RedisJsClient({ socket: { host: '127.0.0.1', port: tlsPort, tls: true, ca: Buffer.from(ca) } }),
+    new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca: [Buffer.from(ca)] } }),
+  ]
+  t.teardown(() => Promise.all(clients.map((c) => c.quit())))
+  for (const c of clients) t.is(await c.call('PING'), 'PONG')
+  t.throws(() => new Redis({ port: tlsPort, tls: { ca: 42 } }), { instanceOf: TypeError, message: /options\.tls\.ca/ })
+})
+
 test('TLS: a self-signed server certificate given as tls.ca is trusted (as OpenSSL does); failures are said in plain words', async (t) => {
   const { server, tlsPort, read } = await tlsServer(t, { selfSigned: true })
   const ca = read('server.crt')

@@ -568,4 +568,12 @@ test('options that would send the locks elsewhere or change their keys are refus
   t.throws(() => new Redis({ keyPrefix: 'app:', lazyConnect: true }), { instanceOf: TypeError, message: /options\.keyPrefix/ })
   // ioredis' defaults (an empty keyPrefix) are no prefix at all.
   t.notThrows(() => new Redis({ keyPrefix: '', lazyConnect: true }))
+  // An ioredis Cluster's natMap (the nodes would be reached where the cluster announces them).
+  const natted = new IORedis.Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true, natMap: { '10.0.0.1:7000': { host: '127.0.0.1', port: 7000 } } })
+  t.teardown(() => natted.disconnect())
+  t.throws(() => new Redlock([natted]), { instanceOf: TypeError, message: /natMap/ })
+  // node-redis clients whose options are private: said plainly, with what to pass instead.
+  const { createSentinel } = require('redis')
+  const sentinel = createSentinel({ name: 'mymaster', sentinelRootNodes: [{ host: '127.0.0.1', port: 26379 }] })
+  t.throws(() => new Redlock([sentinel]), { instanceOf: TypeError, message: /clients\[0\] is a node-redis RedisSentinel.*new Redis\(\{ sentinels, name \}\)/ })
 })

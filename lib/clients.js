@@ -193,6 +193,11 @@ function startupNodeOf(node) {
 /** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */
 function fromIoredisCluster(client, options) {
   const ro = options.redisOptions || {}
+  const nat = options.natMap
+  if (typeof nat === 'function' || (nat && typeof nat === 'object' && Object.keys(nat).length > 0)) {
+    // The nodes would be reached at the addresses the cluster announces, not the mapped ones.
+    throw new TypeError("the ioredis Cluster's natMap is not supported: give new Cluster() startup nodes the cluster announces addresses this machine can reach.")
+  }
   return new Cluster(
     client.startupNodes.map(startupNodeOf),
     {
@@ -206,6 +211,32 @@ function fromIoredisCluster(client, options) {
   )
 }
 
+/**
+ * A node-redis v5 Cluster (`createCluster`): its root nodes (a URL or `socket: { host,
+ * port }` each), and the options every node gets (`defaults`).
+ */
+function fromNodeRedisCluster(options) {
+  const d = options.defaults || {}
+  const socket = d.socket || {}
+  return new Cluster(
+    options.rootNodes.map((n) => n?.url ?? { host: n?.socket?.host || '127.0.0.1', port: n?.socket?.port ?? 6379 }),
+    {
+      username: d.username || undefined,
+      password: d.password || undefined,
+      tls: socket.tls ? tlsOf(socket) : undefined,
+      connectTimeout: socket.connectTimeout || undefined,
+    },
+  )
+}
+
+/** The name of `client`'s class or of one it extends that is among `names`, if any. */
+function classAmong(client, names) {
+  for (let p = Object.getPrototypeOf(client ?? {}); p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    if (names.includes(p.constructor?.name)) return p.constructor.name
+  }
+  return undefined
+}
+
 /** A JS client connected through a unix socket: not supported (locks would go elsewhere). */
 function refuseUnixSocket(path, name) {
   if (typeof path === 'string' && path !== '') {
@@ -216,22 +247,26 @@ function refuseUnixSocket(path, name) {
 /** ioredis Redis (standalone, or a Sentinel group). */
 function fromIoredis(options) {
   refuseUnixSocket(options.path, 'the ioredis client\'s options.path')
+  const sentinel = Array.isArray(options.sentinels) && options.sentinels.length > 0
   return new Redis({
     host: options.host,
     port: options.port,
     username: options.username || undefined,
     password: options.password || undefined,
     db: options.db,
-    tls: tlsOf(options.tls),
+    // With sentinels, ioredis uses `tls` for the master only with enableTLSForSentinelMode,
+    // and `sentinelTLS` for the sentinels.
+    tls: sentinel && !options.enableTLSForSentinelMode ? undefined : tlsOf(options.tls),
     connectTimeout: options.connectTimeout || undefined,
     commandTimeout: options.commandTimeout || undefined,
     lazyConnect: options.lazyConnect === true,
-    ...(Array.isArray(options.sentinels) && options.sentinels.length > 0
+    ...(sentinel
       ? {
           sentinels: options.sentinels.map(({ host, port }) => ({ host, port })),
           name: options.name,
           sentinelUsername: options.sentinelUsername || undefined,
           sentinelPassword: options.sentinelPassword || undefined,
+          sentinelTLS: tlsOf(options.sentinelTLS),
         }
       : {}),
   })
@@ -260,11 +295,19 @@ function fromNodeRedis(options) {
  * ioredis and node-redis clients are read for their connection options and get a native
  * connection of their own (the JS client is never used for locks and never closed).
  */
-function nativeClientFor(client) {
+function nativeClientFor(client, index) {
   if (client instanceof NativeClient) return client
   if (/RedisMock/.test(client?.constructor?.name ?? '')) {
     // It looks like ioredis (options.port 6379): read as one, it would lock a real server.
     throw new TypeError('ioredis-mock clients are not supported (the locks would go to a real server on their host and port): use MemoryStore in tests, new Redlock([new MemoryStore()]).')
+  }
+  if (typeof client?.sendCommand === 'function' && Array.isArray(client._options?.rootNodes)) return fromNodeRedisCluster(client._options)
+  const hidden = typeof client?.sendCommand === 'function' && classAmong(client, ['RedisCluster', 'RedisSentinel', 'RedisClientPool'])
+  if (hidden) {
+    // Their options are private: nothing to read the servers from.
+    throw new TypeError(
+      `clients[${index}] is a node-redis ${hidden}, which cannot be read for its servers (its options are private): pass ${hidden === 'RedisCluster' ? "new Cluster([...startup nodes], options)" : hidden === 'RedisSentinel' ? "new Redis({ sentinels, name })" : 'a client made with createClient, or new Redis(url)'} from redlock-rs instead.`,
+    )
   }
   const options = client?.options
   if (options && typeof options === 'object') {

@@ -76,8 +76,45 @@ fn ms(env: &Env, name: &str, v: Option<f64>) -> Result<Option<Duration>> {
 }
 
 /// `tls: true | { ca, cert, key, servername, rejectUnauthorized }`.
+/// `o[key]`: PEM text as a string, a Buffer, or an array of those (joined).
+fn opt_pem(env: &Env, o: &Object, ctx: &str, key: &str) -> Result<Option<String>> {
+    let name = format!("{ctx}.{key}");
+    let pem = |v: Val| -> Result<String> {
+        match v {
+            Val::Str(s) => Ok(s),
+            Val::Buf(b) => String::from_utf8(b).map_err(|_| {
+                type_error(
+                    env,
+                    &name,
+                    "PEM text (a string or Buffer)",
+                    &Val::Other("binary data"),
+                )
+            }),
+            other => Err(type_error(
+                env,
+                &name,
+                "a string, a Buffer or an array of them",
+                &other,
+            )),
+        }
+    };
+    match field(o, key)? {
+        Val::Missing(_) => Ok(None),
+        Val::Array(items) => {
+            let parts = items
+                .into_iter()
+                .map(|item| classify(Some(item)).and_then(pem))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(parts.join("\n")))
+        }
+        other => pem(other).map(Some),
+    }
+}
+
+/// A TLS option named `ctx` (`options.tls`, `options.sentinelTLS`): `true`, or an object
+/// whose `ca`, `cert` and `key` are PEM strings or Buffers (or arrays of them), as Node's
+/// `tls.connect` takes them.
 fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
-    let ctx = format!("{ctx}.tls");
     match v {
         Val::Missing(_) | Val::Bool(false) => Ok(None),
         Val::Bool(true) => Ok(Some(TlsConfig {
@@ -85,13 +122,13 @@ fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
             ..TlsConfig::default()
         })),
         Val::Object(o) => Ok(Some(TlsConfig {
-            ca: opt_string(env, &o, &ctx, "ca")?,
-            cert: opt_string(env, &o, &ctx, "cert")?,
-            key: opt_string(env, &o, &ctx, "key")?,
-            servername: opt_string(env, &o, &ctx, "servername")?,
-            reject_unauthorized: opt_bool(env, &o, &ctx, "rejectUnauthorized")?.unwrap_or(true),
+            ca: opt_pem(env, &o, ctx, "ca")?,
+            cert: opt_pem(env, &o, ctx, "cert")?,
+            key: opt_pem(env, &o, ctx, "key")?,
+            servername: opt_string(env, &o, ctx, "servername")?,
+            reject_unauthorized: opt_bool(env, &o, ctx, "rejectUnauthorized")?.unwrap_or(true),
         })),
-        other => Err(type_error(env, &ctx, "a boolean or an object", &other)),
+        other => Err(type_error(env, ctx, "a boolean or an object", &other)),
     }
 }
 
@@ -141,6 +178,7 @@ fn sentinel_options(env: &Env, cfg: &mut NodeConfig, o: &Object, ctx: &str) -> R
         name: group,
         username: opt_string(env, o, ctx, "sentinelUsername")?,
         password: opt_string(env, o, ctx, "sentinelPassword")?,
+        tls: tls_option(env, &format!("{ctx}.sentinelTLS"), field(o, "sentinelTLS")?)?,
     });
     Ok(())
 }
@@ -193,7 +231,7 @@ fn ioredis_options(env: &Env, cfg: &mut NodeConfig, o: &Object) -> Result<bool> 
     if let Some(d) = opt_number(env, o, ctx, "db")? {
         cfg.db = check(env, args::db("options.db", d))?;
     }
-    if let Some(t) = tls_option(env, ctx, field(o, "tls")?)? {
+    if let Some(t) = tls_option(env, &format!("{ctx}.tls"), field(o, "tls")?)? {
         cfg.tls = Some(t);
     }
     common_timeouts(env, cfg, o, ctx, "connectTimeout")?;
@@ -291,6 +329,14 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
     let mut lazy = false;
     if let Val::Object(o) = &options {
         lazy = ioredis_options(env, &mut cfg, o)?;
+        // ioredis Cluster's per-node options, where the top level says nothing.
+        if let Val::Object(ro) = field(o, "redisOptions")? {
+            let mut per_node = NodeConfig::default();
+            ioredis_options(env, &mut per_node, &ro)?;
+            cfg.username = cfg.username.take().or(per_node.username);
+            cfg.password = cfg.password.take().or(per_node.password);
+            cfg.tls = cfg.tls.take().or(per_node.tls);
+        }
     } else if !matches!(options, Val::Missing(_)) {
         return Err(type_error(env, "options", "an object", &options));
     }
@@ -314,6 +360,7 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
                     None => 6379,
                 },
             ),
+            Val::Num(p) => ("127.0.0.1".into(), check(env, args::port(&name, p))?),
             Val::Str(s) => {
                 let mut node = NodeConfig::default();
                 let url = if s.contains("://") {
@@ -322,6 +369,20 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
                     format!("redis://{s}")
                 };
                 check(env, node.apply_url(&name, &url))?;
+                if node.db != 0 {
+                    return Err(js::throw(
+                        env,
+                        crate::engine::error::ArgError::range_error(format!(
+                            "{name}: a Redis Cluster has only db 0; got /{}.",
+                            node.db
+                        )),
+                    ));
+                }
+                // The credentials and TLS of a URL serve every node, where the options
+                // say nothing.
+                cfg.username = cfg.username.take().or(node.username);
+                cfg.password = cfg.password.take().or(node.password);
+                cfg.tls = cfg.tls.take().or(node.tls);
                 (node.host, node.port)
             }
             other => {
@@ -365,10 +426,16 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
             if let Some(p) = opt_number(env, &s, sctx, "port")? {
                 cfg.port = check(env, args::port("options.socket.port", p))?;
             }
-            if let Some(t) = tls_option(env, sctx, field(&s, "tls")?)? {
+            common_timeouts(env, &mut cfg, &s, sctx, "connectTimeout")?;
+            // node-redis: `socket.tls: true`, with `ca`, `cert`, `key`, `servername` and
+            // `rejectUnauthorized` on the socket options themselves (Node's tls options).
+            let tls = match field(&s, "tls")? {
+                Val::Bool(true) => tls_option(env, sctx, Val::Object(s))?,
+                other => tls_option(env, &format!("{sctx}.tls"), other)?,
+            };
+            if let Some(t) = tls {
                 cfg.tls = Some(t);
             }
-            common_timeouts(env, &mut cfg, &s, sctx, "connectTimeout")?;
         }
         other => return Err(type_error(env, "options.socket", "an object", &other)),
     }

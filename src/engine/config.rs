@@ -48,6 +48,8 @@ pub struct SentinelConfig {
     pub name: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS to the sentinels (ioredis' `sentinelTLS`); the master's is the node's own.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Everything needed to connect to one node.
@@ -312,6 +314,7 @@ mod tests {
                 name: "mymaster".into(),
                 username: None,
                 password: Some("hunter2".into()),
+                tls: None,
             }),
             ..NodeConfig::default()
         };

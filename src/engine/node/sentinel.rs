@@ -142,6 +142,7 @@ fn ask_all<'a>(
                 username: sentinel.username.clone(),
                 password: sentinel.password.clone(),
                 db: 0,
+                tls: sentinel.tls.clone(),
                 sentinel: None,
                 ..config.clone()
             };
