@@ -189,6 +189,20 @@ test('a bare number for --ttl or --wait is refused with a hint to add a unit (ex
   t.deepEqual(await valuesOn(servers, key), [null, null, null])
 })
 
+// Found by an audit: --wait 0ms was refused, and a huge --wait was an internal error (70).
+test('--wait 0ms means do not wait; a wait past 168h or past any number is a usage error (64)', async (t) => {
+  const key = resource(t)
+  const now = await run(['run', '--redis', redisUrls(), '--resource', key, '--ttl', '5s', '--wait', '0ms', '--', 'echo', 'ran'])
+  t.is(now.code, 0, now.stderr)
+  t.is(now.stdout.trim(), 'ran')
+  for (const [wait, why] of [['99999999h', /at most 168h/], ['9999999999999h', /too long/]]) {
+    const r = await run(['run', '--redis', redisUrls(), '--resource', key, '--ttl', '5s', '--wait', wait, '--', 'echo', 'ran'])
+    t.is(r.code, 64, r.stderr)
+    t.regex(r.stderr, why)
+    t.is(r.stdout, '')
+  }
+})
+
 test('a --ttl outside what the automatic extension needs is a usage error that names no internal setting', async (t) => {
   for (const ttl of ['100ms', '10m']) {
     const r = await run(['run', '--redis', redisUrls(), '--resource', resource(t), '--ttl', ttl, '--', 'echo', 'ran'])

@@ -50,7 +50,7 @@ const MAX_TTL = 300_000
 const UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
 /** "500ms", "30s", "2m", "1h": a unit is required. */
-function duration(text) {
+function duration(text, { zero = false } = {}) {
   const value = String(text).trim()
   if (/^\d+(?:\.\d+)?$/.test(value)) {
     const n = Number(value)
@@ -60,7 +60,18 @@ function duration(text) {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value)
   if (!m) throw new InvalidArgumentError('Expected a duration like 500ms, 30s, 2m or 1h.')
   const ms = Math.round(Number(m[1]) * UNITS[m[2]])
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new InvalidArgumentError('Expected a duration above 0.')
+  if (!Number.isSafeInteger(ms)) throw new InvalidArgumentError(`${value} is too long.`)
+  if (ms < 0 || (ms === 0 && !zero)) throw new InvalidArgumentError('Expected a duration above 0.')
+  return ms
+}
+
+/** The longest --wait (a week: longer waits are for a scheduler, not a lock). */
+const MAX_WAIT = 7 * 24 * 3_600_000
+
+/** --wait: 0 (do not wait) up to MAX_WAIT. */
+function wait(text) {
+  const ms = duration(text, { zero: true })
+  if (ms > MAX_WAIT) throw new InvalidArgumentError('The wait must be at most 168h (7 days).')
   return ms
 }
 
@@ -282,7 +293,7 @@ program
   .addOption(redisOption())
   .requiredOption('--resource <name>', 'the resource to lock')
   .requiredOption('--ttl <duration>', `lock time-to-live with a unit, ${MIN_TTL}ms to ${MAX_TTL / 60_000}m, e.g. 30s (extended while the command runs)`, ttl)
-  .option('--wait <duration>', 'how long to wait for the lock, with a unit, e.g. 60s (default: do not wait)', duration)
+  .option('--wait <duration>', 'how long to wait for the lock, with a unit, e.g. 60s, at most 168h (default: 0ms, do not wait)', wait)
   .option('--fence-env <var>', 'put the fencing token in this environment variable of the command')
   .addOption(new Option('--on-lost <what>', 'when the lock is lost mid-run').choices(['terminate', 'ignore']).default('terminate'))
   .argument('<command>', 'the command to run (after --)')
