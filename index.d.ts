@@ -374,6 +374,8 @@ export declare class Lock {
   readonly fence?: bigint
   release(): Promise<ExecutionResult>
   extend(duration: number): Promise<Lock>
+  /** `JSON.stringify(lock)`: resources, value, expiration, kind and the fence as a decimal string. */
+  toJSON(): { resources: string[]; value: string; expiration: number; kind: LockKind; fence?: string }
   /** `await using lock = await redlock.acquire(...)`: releases it (an expired lock is no error). */
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -435,6 +437,8 @@ export declare class Redlock extends EventEmitter {
    * released while requests of won acquires were still under way on a slow node, those
    * finish first (within `commandTimeout`).
    */
+  /** `JSON.stringify(redlock)`: the clients by address (passwords masked) and the settings. */
+  toJSON(): { clients: string[]; settings: Settings }
   quit(): Promise<void>
 
   on(event: 'error', listener: (error: Error) => void): this

@@ -58,6 +58,15 @@ class Lock {
     }
   }
 
+  /**
+   * `JSON.stringify(lock)`: what the lock is (the fence as a decimal string: JSON has no
+   * bigint), without its Redlock and clients (whose options may hold a password).
+   */
+  toJSON() {
+    const { resources, value, expiration, kind, fence } = this
+    return { resources, value, expiration, kind, ...(fence === undefined ? {} : { fence: String(fence) }) }
+  }
+
   /** Extends this lock by `duration` ms; resolves a new Lock (see `Redlock#extend`). */
   extend(duration) {
     return this.redlock.extend(this, duration)

@@ -5,7 +5,7 @@
 const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 
-const { inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
+const { describeClient, inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
@@ -576,6 +576,11 @@ class Redlock extends EventEmitter {
   [inspect.custom](depth, options, show) {
     const shown = { clients: this.clients.map(shownClient), settings: this.settings }
     return `Redlock ${inspectInstead(shown, depth, options, show)}`
+  }
+
+  /** `JSON.stringify(redlock)`: the clients by their address (passwords masked), and the settings. */
+  toJSON() {
+    return { clients: this.clients.map(describeClient), settings: this.settings }
   }
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */
