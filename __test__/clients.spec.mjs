@@ -135,6 +135,37 @@ test('Redis takes a port as a string of digits (as ioredis); Cluster reads as it
   t.is(cluster.port, server.port)
 })
 
+// Found by an audit: forms ioredis and node-redis take that were refused, and URLs shown wrong.
+test('ports as strings of digits in options, "host:port" as the address, URL db range, user names and IPv6 shown as URLs carry them', async (t) => {
+  const c = client(t, { port: String(server.port), lazyConnect: true })
+  t.is(await c.call('PING'), 'PONG')
+  const j = jsClient(t, { socket: { host: '127.0.0.1', port: String(server.port) } })
+  t.is(await j.call('PING'), 'PONG')
+  const hostPort = client(t, `127.0.0.1:${server.port}`)
+  t.is(hostPort.port, server.port)
+  t.is(await hostPort.call('PING'), 'PONG')
+  t.throws(() => new Redis(`redis://127.0.0.1:${server.port}/4294967295`), { instanceOf: TypeError, message: /database number from 0 to 2147483647/ })
+  const named = client(t, { port: 1, username: 'a@b:c', password: 'x', lazyConnect: true })
+  t.is(named.url, 'redis://a%40b%3Ac:***@127.0.0.1:1')
+  const six = new Cluster(['redis://[::1]:7000'], { lazyConnect: true })
+  t.teardown(() => six.quit())
+  t.regex(String(six), /\[::1\]:7000/)
+  t.throws(() => new Redis({ sentinels: [5], name: 'm', lazyConnect: true }), { instanceOf: TypeError, message: /options\.sentinels\[0\].*got number/ })
+  // A Redis server given as a sentinel: said the right way round.
+  const notSentinel = client(t, { sentinels: [{ host: '127.0.0.1', port: server.port }], name: 'm', connectTimeout: 1_000 })
+  const e = await t.throwsAsync(notSentinel.get('x'))
+  t.regex(e.message, /not a sentinel/)
+})
+
+test('call() refuses commands that would change the connection every command shares', async (t) => {
+  const c = client(t, server.port)
+  for (const args of [['SUBSCRIBE', 'x'], ['select', 1], ['CLIENT', 'REPLY', 'OFF'], ['MONITOR'], ['QUIT'], ['HELLO', 3]]) {
+    t.throws(() => c.call(...args), { instanceOf: TypeError, message: /^call\('[A-Z]+'\) is refused: / }, args.join(' '))
+  }
+  t.is(await c.call('CLIENT', 'GETNAME'), null, 'other CLIENT subcommands pass')
+  t.is(await c.call('PING'), 'PONG', 'the connection is as it was')
+})
+
 test('RedisJsClient: what the URL says wins over the other options, as in node-redis', async (t) => {
   const c = jsClient(t, { url: `redis://127.0.0.1:${server.port}/3`, database: 5, socket: { port: 1 } })
   t.is(c.port, server.port)

@@ -76,6 +76,38 @@ fn ms(env: &Env, name: &str, v: Option<f64>) -> Result<Option<Duration>> {
 }
 
 /// `tls: true | { ca, cert, key, servername, rejectUnauthorized }`.
+/// Why `call(command, first, ...)` must not run on the connection that every command (and
+/// lock) of the client shares: it would change that connection's state for all of them.
+fn changes_connection(command: &str, first: Option<&[u8]>) -> Option<&'static str> {
+    let is = |name: &str| command.trim().eq_ignore_ascii_case(name);
+    if ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"]
+        .into_iter()
+        .any(is)
+    {
+        return Some("it would turn the connection every command shares into a stream of messages (use a separate client for pub/sub).");
+    }
+    if is("SELECT") || is("RESET") || is("AUTH") || is("HELLO") {
+        return Some("it would change the database, user or protocol of the connection every command shares: give them in the options.");
+    }
+    if is("QUIT") {
+        return Some("use quit().");
+    }
+    if is("CLIENT") && first.is_some_and(|f| f.eq_ignore_ascii_case(b"REPLY")) {
+        return Some("with replies turned off, the commands sharing the connection would wait for replies that never come.");
+    }
+    None
+}
+
+/// `o.port`: a number, or a string of digits (as ioredis and node-redis take it).
+fn opt_port(env: &Env, o: &Object, ctx: &str) -> Result<Option<f64>> {
+    match field(o, "port")? {
+        Val::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(s.parse::<f64>().unwrap_or(f64::NAN)))
+        }
+        _ => opt_number(env, o, ctx, "port"),
+    }
+}
+
 /// `o[key]`: PEM text as a string, a Buffer, or an array of those (joined).
 fn opt_pem(env: &Env, o: &Object, ctx: &str, key: &str) -> Result<Option<String>> {
     let name = format!("{ctx}.{key}");
@@ -150,16 +182,12 @@ fn sentinel_options(env: &Env, cfg: &mut NodeConfig, o: &Object, ctx: &str) -> R
     let mut sentinels = Vec::with_capacity(list.len());
     for (i, item) in list.into_iter().enumerate() {
         let name = format!("{ctx}.sentinels[{i}]");
-        let Val::Object(s) = classify(Some(item))? else {
-            return Err(type_error(
-                env,
-                &name,
-                "an object { host, port }",
-                &Val::Other("other"),
-            ));
+        let s = match classify(Some(item))? {
+            Val::Object(s) => s,
+            other => return Err(type_error(env, &name, "an object { host, port }", &other)),
         };
         let host = opt_string(env, &s, &name, "host")?.unwrap_or_else(|| "127.0.0.1".into());
-        let port = match opt_number(env, &s, &name, "port")? {
+        let port = match opt_port(env, &s, &name)? {
             Some(p) => check(env, args::port(&format!("{name}.port"), p))?,
             None => 26379,
         };
@@ -223,7 +251,7 @@ fn ioredis_options(env: &Env, cfg: &mut NodeConfig, o: &Object) -> Result<bool> 
     if let Some(h) = opt_string(env, o, ctx, "host")? {
         cfg.host = h;
     }
-    if let Some(p) = opt_number(env, o, ctx, "port")? {
+    if let Some(p) = opt_port(env, o, ctx)? {
         cfg.port = check(env, args::port("options.port", p))?;
     }
     cfg.username = opt_string(env, o, ctx, "username")?.or(cfg.username.take());
@@ -255,8 +283,8 @@ fn common_timeouts(
     }
     if let Some(d) = ms(
         env,
-        "options.commandTimeout",
-        opt_number(env, o, "options", "commandTimeout")?,
+        &format!("{ctx}.commandTimeout"),
+        opt_number(env, o, ctx, "commandTimeout")?,
     )? {
         cfg.command_timeout = d;
     }
@@ -283,6 +311,10 @@ fn ioredis_args(env: &Env, a: [Val; 3]) -> Result<(NodeConfig, bool)> {
         other => other,
     };
     match a0 {
+        // "host:port" (or a bare host) reads as redis://host:port, as in ioredis.
+        Val::Str(url) if !url.contains("://") && !url.starts_with('/') => {
+            check(env, cfg.apply_url("url", &format!("redis://{url}")))?
+        }
         Val::Str(url) => check(env, cfg.apply_url("url", &url))?,
         Val::Num(p) => {
             cfg.port = check(env, args::port("port", p))?;
@@ -355,7 +387,7 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
         let (host, port) = match classify(Some(item))? {
             Val::Object(o) => (
                 opt_string(env, &o, &name, "host")?.unwrap_or_else(|| "127.0.0.1".into()),
-                match opt_number(env, &o, &name, "port")? {
+                match opt_port(env, &o, &name)? {
                     Some(p) => check(env, args::port(&format!("{name}.port"), p))?,
                     None => 6379,
                 },
@@ -423,7 +455,7 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
             if let Some(h) = opt_string(env, &s, sctx, "host")? {
                 cfg.host = h;
             }
-            if let Some(p) = opt_number(env, &s, sctx, "port")? {
+            if let Some(p) = opt_port(env, &s, sctx)? {
                 cfg.port = check(env, args::port("options.socket.port", p))?;
             }
             common_timeouts(env, &mut cfg, &s, sctx, "connectTimeout")?;
@@ -702,12 +734,22 @@ impl NativeClient {
             other => return Err(type_error(env, "args", "an array", &other)),
         };
         let mut cmd = redis::cmd(&name);
+        let mut first: Option<Vec<u8>> = None;
         for (i, a) in list.into_iter().enumerate() {
-            cmd.arg(js::bytes_arg(
+            let arg = js::bytes_arg(env, &format!("args[{i}]"), classify(Some(a))?)?;
+            if i == 0 {
+                first = Some(arg.clone());
+            }
+            cmd.arg(arg);
+        }
+        if let Some(why) = changes_connection(&name, first.as_deref()) {
+            return Err(js::throw(
                 env,
-                &format!("args[{i}]"),
-                classify(Some(a))?,
-            )?);
+                crate::engine::error::ArgError::type_error(format!(
+                    "call('{}') is refused: {why}",
+                    name.to_ascii_uppercase()
+                )),
+            ));
         }
         let node = self.node.clone();
         event_loop::promise(env, async move {

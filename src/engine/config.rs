@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::engine::error::ArgError;
 
@@ -143,11 +143,7 @@ impl NodeConfig {
 
     /// `host:port` (IPv6 hosts in brackets).
     pub fn host_port(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
     }
 
     /// The URL of this node with any password replaced by `***`.
@@ -157,10 +153,12 @@ impl NodeConfig {
         } else {
             "redis"
         };
+        // A user name as a URL carries it (`@`, `:` and `/` would read as something else).
+        let user = |u: &str| utf8_percent_encode(u, NON_ALPHANUMERIC).to_string();
         let auth = match (&self.username, &self.password) {
-            (Some(u), Some(_)) => format!("{u}:***@"),
+            (Some(u), Some(_)) => format!("{}:***@", user(u)),
             (None, Some(_)) => ":***@".to_string(),
-            (Some(u), None) => format!("{u}@"),
+            (Some(u), None) => format!("{}@", user(u)),
             (None, None) => String::new(),
         };
         let db = if self.db != 0 {
@@ -169,15 +167,11 @@ impl NodeConfig {
             String::new()
         };
         if let Some(nodes) = &self.cluster {
-            let hosts: Vec<String> = nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            let hosts: Vec<String> = nodes.iter().map(|(h, p)| host_port(h, *p)).collect();
             return format!("{scheme}://{auth}{}", hosts.join(","));
         }
         if let Some(s) = &self.sentinel {
-            let hosts: Vec<String> = s
-                .sentinels
-                .iter()
-                .map(|(h, p)| format!("{h}:{p}"))
-                .collect();
+            let hosts: Vec<String> = s.sentinels.iter().map(|(h, p)| host_port(h, *p)).collect();
             return format!("redis+sentinel://{auth}{}/{}{db}", hosts.join(","), s.name);
         }
         format!("{scheme}://{auth}{}{db}", self.host_port())
@@ -223,7 +217,11 @@ impl NodeConfig {
         if !path.is_empty() {
             self.db = path
                 .parse::<u32>()
-                .map_err(|_| bad("the path must be a database number, like /0"))?
+                .ok()
+                .filter(|db| i32::try_from(*db).is_ok())
+                .ok_or_else(|| {
+                    bad("the path must be a database number from 0 to 2147483647, like /0")
+                })?
                 .into();
         }
         if tls && self.tls.is_none() {
@@ -233,6 +231,15 @@ impl NodeConfig {
             });
         }
         Ok(())
+    }
+}
+
+/// `host:port`, an IPv6 address in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -97,9 +97,13 @@ pub fn plain_reason(raw: &str) -> String {
         let text = text.split(')').next().unwrap_or(text).trim_matches('"');
         return format!("{code} {text}").trim().to_string();
     }
-    // A server that refuses the commands every connection starts with (a Sentinel's port).
+    // A server that refuses the commands every connection starts with (a Sentinel's port),
+    // or a Redis server asked as a sentinel.
     if let Some(at) = lower.find("unknown command '") {
         let name = raw[at + 17..].split('\'').next().unwrap_or("");
+        if name.eq_ignore_ascii_case("sentinel") {
+            return "the server does not know the command 'SENTINEL': not a sentinel (a Redis server's port? sentinels usually listen on 26379)".to_string();
+        }
         return format!(
             "the server does not know the command '{name}': not a Redis server that takes the lock commands (a Sentinel's port?)"
         );
