@@ -234,6 +234,22 @@ test.serial('lazyConnect waits for the first command; otherwise the client conne
   client(t, { port: server.port })
   await sleep(100)
   t.is(await connectedClients(server.port), before + 2, 'eager client connected by itself')
+  // Listened to, a lazy client reports the connection its first command makes (found by an
+  // audit: no event came), and its failure.
+  const heard = []
+  const listened = client(t, { port: server.port, lazyConnect: true })
+  for (const e of ['connect', 'ready']) listened.on(e, () => heard.push(e))
+  await sleep(50)
+  t.deepEqual(heard, [], 'nothing before the first command')
+  await listened.get('x')
+  await sleep(20)
+  t.deepEqual(heard, ['connect', 'ready'])
+  const failing = client(t, { port: 1, lazyConnect: true, connectTimeout: 500 })
+  const errors = []
+  failing.on('error', (e) => errors.push(e))
+  await t.throwsAsync(failing.get('x'))
+  await sleep(20)
+  t.is(errors.length, 1)
 })
 
 test('commands issued before the connection is up wait for it', async (t) => {

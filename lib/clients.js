@@ -25,6 +25,8 @@ class ClientBase extends NativeClient {
   /** Whether listening for the connection starts watching it (not with lazyConnect). */
   #watchable = false
   #watching = false
+  /** lazyConnect, and someone listens: the first command's connection is watched. */
+  #watchFirstUse = false
 
   /** For the constructors: this client connects by itself (no lazyConnect). */
   connectsByItself() {
@@ -57,12 +59,46 @@ class ClientBase extends NativeClient {
     this.emit('end')
   }
 
-  /** A listener for `event` is being added: the connection is watched from then on. */
+  /**
+   * A listener for `event` is being added: the connection is watched from then on (with
+   * lazyConnect, from the first command on).
+   */
   [watchFor](event) {
-    if (this.#watchable && !this.#watching && (event === 'connect' || event === 'ready' || event === 'error')) {
+    if (this.#watching || !(event === 'connect' || event === 'ready' || event === 'error')) return
+    if (this.#watchable) {
       this.#watching = true
       this.connect().catch(noop)
+    } else {
+      this.#watchFirstUse = true
     }
+  }
+
+  /** A command is issued: a lazy client's first connect is watched when someone listens. */
+  #used() {
+    if (!this.#watchFirstUse) return
+    this.#watchFirstUse = false
+    this.#watching = true
+    this.connect().catch(noop)
+  }
+
+  get(key) {
+    this.#used()
+    return super.get(key)
+  }
+
+  pttl(key) {
+    this.#used()
+    return super.pttl(key)
+  }
+
+  callCommand(command, args) {
+    this.#used()
+    return super.callCommand(command, args)
+  }
+
+  delKeys(keys) {
+    this.#used()
+    return super.delKeys(keys)
   }
 
   /** `DEL key [key ...]`; arrays are flattened one level, as ioredis does. */
@@ -75,6 +111,7 @@ class ClientBase extends NativeClient {
    * with the server's reply: 'OK', `null` when NX or XX did not set, the old value with GET.
    */
   set(key, value, ...options) {
+    this.#used()
     if (options.length === 0 || (typeof key !== 'string' && !Buffer.isBuffer(key)) || value == null) return super.set(key, value)
     return this.callCommand('SET', [key, typeof value === 'boolean' ? String(value) : value, ...options.flat()])
   }
