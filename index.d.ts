@@ -431,14 +431,14 @@ export declare class Redlock extends EventEmitter {
   semaphore(resource: string, permits: number): Semaphore
   /** A read-write lock on `resource`. */
   readWriteLock(resource: string): ReadWriteLock
+  /** `JSON.stringify(redlock)`: the clients by address (passwords masked) and the settings. */
+  toJSON(): { clients: string[]; settings: Settings }
   /**
    * Closes the native connections of this instance (JS clients passed in stay open);
    * operations under way, and later ones, reject with `reason: 'aborted'`. When a lock was
    * released while requests of won acquires were still under way on a slow node, those
    * finish first (within `commandTimeout`).
    */
-  /** `JSON.stringify(redlock)`: the clients by address (passwords masked) and the settings. */
-  toJSON(): { clients: string[]; settings: Settings }
   quit(): Promise<void>
 
   on(event: 'error', listener: (error: Error) => void): this

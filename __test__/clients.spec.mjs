@@ -280,7 +280,13 @@ test.serial('quit closes gracefully; later commands reject with "Connection is c
 // (they waited for the connection, which quit() closed).
 test.serial('commands issued before quit(), while the client connects, still go out first', async (t) => {
   const key = `clients:before-quit:${process.pid}`
-  for (const make of [() => new Redis({ port: server.port }), () => new RedisJsClient({ url: `redis://127.0.0.1:${server.port}` })]) {
+  // Through a proxy that delays every byte: the connection is still being made at quit().
+  const { TcpProxy } = await import('../scripts/tcp-proxy.mjs')
+  const proxy = await new TcpProxy(server.port).start()
+  t.teardown(() => proxy.stop())
+  proxy.mode = 'delay'
+  proxy.delayMs = 20
+  for (const make of [() => new Redis({ port: proxy.port }), () => new RedisJsClient({ url: `redis://127.0.0.1:${proxy.port}` })]) {
     const c = make()
     const [set, got, quit] = await Promise.allSettled([c.set(key, 'v'), c.get(key), c.quit()])
     t.deepEqual([set.status, got.value, quit.status], ['fulfilled', 'v', 'fulfilled'], String(set.reason))

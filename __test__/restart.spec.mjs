@@ -104,12 +104,12 @@ test.serial('a call with a lower maxDuration does not shorten the quarantine, no
 test.serial('peers that answer a little slower than the others still tell a newcomer that a node restarted', async (t) => {
   const settings = { maxDuration: 20_000, retryCount: 0 }
   const { all, ports, key, held, before, recordOf3 } = await restartedUnderA(t, settings)
-  // B reaches nodes 1 and 2 (the only ones with A's record of node 3) 10 ms late each way.
+  // B reaches nodes 1 and 2 (the only ones with A's record of node 3) 5 ms late each way.
   const slow = await Promise.all([all[0], all[1]].map((s) => new TcpProxy(s.port).start()))
   t.teardown(() => Promise.all(slow.map((p) => p.stop())))
   for (const p of slow) {
     p.mode = 'delay'
-    p.delayMs = 10
+    p.delayMs = 5
   }
   const b = new Redlock([slow[0].port, slow[1].port, ...ports.slice(2)].map((port) => new Redis({ port, connectTimeout: 1_000, commandTimeout: 1_000 })), settings)
   t.teardown(() => b.quit())

@@ -393,6 +393,16 @@ test("after removeAllListeners(), a new 'error' listener hears failed votes agai
     await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
     t.is(errors.length, 3)
   }
+  // Only a 'clientError' listener after removing them all: no unhandled 'error' event (it
+  // would end the process), and the node failures reach it.
+  const dead = new Redis({ port: 1, connectTimeout: 200 })
+  const { redlock: lone } = { redlock: new Redlock([dead], { retryCount: 0 }) }
+  t.teardown(() => lone.quit())
+  lone.removeAllListeners()
+  const clientErrors = []
+  lone.on('clientError', (e) => clientErrors.push(e))
+  await t.throwsAsync(lone.acquire([key], 1_000), { instanceOf: ExecutionError })
+  t.is(clientErrors.length, 1)
   await lock.release()
 })
 

@@ -217,11 +217,13 @@ class Redlock extends EventEmitter {
 
   /**
    * EventEmitter's, but the listeners that tell the native side whether anyone listens
-   * stay (removing every listener would otherwise leave it deaf to the next ones).
+   * stay (removing every listener would otherwise leave it deaf to the next ones), and so
+   * does the no-op 'error' listener (an 'error' event with no listener would throw).
    */
   removeAllListeners(...events) {
     super.removeAllListeners(...events)
     keepFollowing(this, this.#hooks)
+    if (this.listenerCount('error', noop) === 0) this.on('error', noop)
     this.#native.setListening(listening(this))
     return this
   }
@@ -349,7 +351,7 @@ class Redlock extends EventEmitter {
     // reported as failed would be held with no Lock to release it): its error is thrown
     // on its own, as an uncaught exception, as using() does with its listeners'.
     try {
-      this.emit('error', error)
+      if (this.listenerCount('error') > 0) this.emit('error', error)
       if (vote === 'E') this.emit('clientError', error, client)
     } catch (thrown) {
       queueMicrotask(() => {

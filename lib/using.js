@@ -35,7 +35,7 @@ const EXTENSION_MARGIN = 8
  * An extension starts at least this many ms before the lock expires, whatever the
  * threshold (one of 0 would start it only once the lock was lost).
  */
-const MIN_LEAD = 50
+const MIN_LEAD = 100
 
 /** The longest delay of a Node.js timer (a longer one fires at once). */
 const MAX_DELAY = 0x7fffffff

@@ -66,7 +66,8 @@ export class TcpProxy extends ProxyBase {
         if (this.mode === 'delay') setTimeout(() => to.writable && to.write(data), this.delayMs)
         else if (to.writable) to.write(data)
       })
-      from.on('close', () => to.destroy())
+      // A close follows the bytes before it (delayed as they are).
+      from.on('close', () => (this.mode === 'delay' ? setTimeout(() => to.destroy(), this.delayMs) : to.destroy()))
     }
     pass(client, upstream, false)
     pass(upstream, client, true)

@@ -86,6 +86,9 @@ fn changes_connection(command: &str, first: Option<&[u8]>) -> Option<&'static st
     {
         return Some("it would turn the connection every command shares into a stream of messages (use a separate client for pub/sub).");
     }
+    if ["MULTI", "WATCH", "SYNC", "PSYNC"].into_iter().any(is) {
+        return Some("a transaction or replication stream on the connection every command shares would take in the other commands' (use a separate client).");
+    }
     if is("SELECT") || is("RESET") || is("AUTH") || is("HELLO") {
         return Some("it would change the database, user or protocol of the connection every command shares: give them in the options.");
     }
@@ -547,7 +550,7 @@ impl NativeClient {
             // Connect in the background; commands issued meanwhile wait for it. A failure
             // here is reported by the commands that need the connection.
             let n = node.clone();
-            event_loop::spawn(async move {
+            event_loop::spawn_unpolled(async move {
                 let _ = n.connect().await;
             });
         }
@@ -614,7 +617,7 @@ impl NativeClient {
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn connect<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let node = self.node.clone();
-        event_loop::promise(env, async move { node.connect().await.map_err(to_js_err) })
+        event_loop::promise_unpolled(env, async move { node.connect().await.map_err(to_js_err) })
     }
 
     #[napi(
@@ -762,7 +765,7 @@ impl NativeClient {
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let node = self.node.clone();
-        event_loop::promise(env, async move {
+        event_loop::promise_unpolled(env, async move {
             node.quit().await;
             Ok(())
         })

@@ -82,7 +82,17 @@ pub fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    start(fut, true)
+    start(fut, Start::Polled)
+}
+
+/// [`spawn`] for work that is no operation a caller waits for (a client's background
+/// connect, `connect()`, `quit()`): started inside the call the same way, but never
+/// polled for, nor measured as a lone operation (see `poll_for_result`).
+pub fn spawn_unpolled<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    start(fut, Start::Now)
 }
 
 /// [`spawn`], but never started inside the call when it is alone: an operation that an
@@ -92,10 +102,21 @@ pub fn spawn_abortable<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    start(fut, false)
+    start(fut, Start::Later)
 }
 
-fn start<F>(fut: F, alone_starts_now: bool)
+/// How a spawned future starts when nothing else is in flight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At once, inside the call, and its result polled for (an operation).
+    Polled,
+    /// At once, inside the call, not polled for.
+    Now,
+    /// In the event loop's check phase (an operation an `AbortSignal` may stop).
+    Later,
+}
+
+fn start<F>(fut: F, how: Start)
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -106,7 +127,7 @@ where
             let alone = IN_FLIGHT.with(|n| {
                 n.set(n.get() + 1);
                 n.get() == 1
-            }) && alone_starts_now
+            }) && how != Start::Later
                 && !BURST.with(Cell::get);
             let guard = InFlight;
             let n = STARTING.with(|s| {
@@ -117,12 +138,12 @@ where
                 }));
                 s.len()
             });
-            if !alone {
+            if !alone || how != Start::Polled {
                 l.spin.borrow_mut().forget();
             }
             if !l.turning.get() {
                 if n >= START_AT || (alone && n == 1) {
-                    start_now(&l, alone);
+                    start_now(&l, alone && how == Start::Polled);
                 } else if n == 1 {
                     l.soon();
                 }
@@ -159,24 +180,45 @@ pub fn after_turn(f: Box<dyn FnOnce()>) -> bool {
     true
 }
 
-/// A promise settled with the outcome of `fut` (a panic rejects it).
+/// A promise settled with the outcome of `fut` (a panic rejects it): a command's, polled
+/// for when it is alone (see [`spawn`]).
 pub fn promise<'env, T, F>(env: &'env Env, fut: F) -> Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    settled_by(env, fut, Start::Polled)
+}
+
+/// [`promise`] for work that is not polled for (see [`spawn_unpolled`]).
+pub fn promise_unpolled<'env, T, F>(env: &'env Env, fut: F) -> Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    settled_by(env, fut, Start::Now)
+}
+
+fn settled_by<'env, T, F>(env: &'env Env, fut: F, how: Start) -> Result<PromiseRaw<'env, T>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = Result<T>> + Send + 'static,
 {
     type Resolve<T> = Box<dyn FnOnce(Env) -> Result<T> + Send>;
     let (deferred, promise) = env.create_deferred::<T, Resolve<T>>()?;
-    spawn(async move {
-        match AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(Ok(v)) => deferred.resolve(Box::new(move |_| Ok(v))),
-            Ok(Err(e)) => deferred.reject(e),
-            Err(panic) => deferred.reject(Error::from_reason(format!(
-                "redlock-rs internal error: {}",
-                panic_message(&*panic)
-            ))),
-        }
-    });
+    start(
+        async move {
+            match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(v)) => deferred.resolve(Box::new(move |_| Ok(v))),
+                Ok(Err(e)) => deferred.reject(e),
+                Err(panic) => deferred.reject(Error::from_reason(format!(
+                    "redlock-rs internal error: {}",
+                    panic_message(&*panic)
+                ))),
+            }
+        },
+        how,
+    );
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
 }
 
@@ -376,15 +418,17 @@ fn poll_for_result(l: &imp::JsLoop) {
     if result_ready() {
         return;
     }
-    let Some(budget) = l.spin.borrow_mut().start(now) else {
-        return;
-    };
     let fd = EPOLL.with(Cell::get);
     if fd < 0 || !spin_allowed() {
         return;
     }
+    let Some(budget) = l.spin.borrow_mut().start(now) else {
+        return;
+    };
     loop {
-        if imp::readable(fd) {
+        // (A turn cut short, or whose last look for events woke a connection, left work
+        // in the runtime's queue that the descriptor no longer shows.)
+        if imp::readable(fd) || CUT.with(Cell::get) {
             READY.with(|r| r.set(true));
             run_until_idle(l);
             if result_ready() {

@@ -631,7 +631,7 @@ impl NativeRedlock {
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let inner = self.ops.inner.clone();
-        event_loop::promise(env, async move {
+        event_loop::promise_unpolled(env, async move {
             inner.quorum().quit().await;
             Ok(())
         })

@@ -490,7 +490,7 @@ fn run(
                     .collect(),
             ))
         }
-        "HSET" => {
+        "HSET" | "HSETNX" => {
             let entry = st.keys.entry(arg(1).to_string()).or_insert(Entry {
                 data: Data::Hash(HashMap::new()),
                 expires: None,
@@ -499,6 +499,13 @@ fn run(
                 return Err("WRONGTYPE Operation against a key holding the wrong kind of value".into());
             }
             let Data::Hash(h) = &mut entry.data else { unreachable!() };
+            if name == "HSETNX" {
+                let new = !h.contains_key(arg(2));
+                if new {
+                    h.insert(arg(2).to_string(), arg(3).to_string());
+                }
+                return Ok(int(new as i64));
+            }
             // Field and value pairs, as many as given.
             let pairs = args[2..].chunks_exact(2);
             let added = pairs
@@ -516,7 +523,7 @@ fn run(
         // No replicas: none acknowledged.
         "WAIT" => Ok(int(0)),
         "SCRIPT" => Ok(bulk("")),
-        _ => Err(format!("ERR unknown command '{name}' (MemoryStore answers the lock commands and GET, SET, DEL, MGET, EXISTS, PTTL, HGET, HMGET, HSET, INFO, PING)")),
+        _ => Err(format!("ERR unknown command '{name}' (MemoryStore answers the lock commands and GET, SET, DEL, MGET, EXISTS, PTTL, HGET, HMGET, HSET, HSETNX, INFO, PING)")),
     }
 }
 
@@ -927,6 +934,13 @@ mod tests {
         assert_eq!(r, Ok(Value::Array(vec![bulk("1"), Value::Nil, bulk("2")])));
         let (r, _) = run_cmd(&m, &cmd(&["HMGET", "missing", "a"]));
         assert_eq!(r, Ok(Value::Array(vec![Value::Nil])));
+        // HSETNX sets only a field that is not there.
+        let (r, _) = run_cmd(&m, &cmd(&["HSETNX", "h", "a", "9"]));
+        assert_eq!(r, Ok(Value::Int(0)));
+        let (r, _) = run_cmd(&m, &cmd(&["HSETNX", "h", "c", "3"]));
+        assert_eq!(r, Ok(Value::Int(1)));
+        let (r, _) = run_cmd(&m, &cmd(&["HMGET", "h", "a", "c"]));
+        assert_eq!(r, Ok(Value::Array(vec![bulk("1"), bulk("3")])));
     }
 
     fn eval(s: &LockScript, keys: &[&str], argv: &[&str]) -> redis::Cmd {

@@ -386,7 +386,9 @@ fn record_places(
 /// the others; nothing waits past [`PEER_WAIT`] or `command_timeout`. Enough is what
 /// closes the restart hole: a client that held a lock on a quorum including this node
 /// recorded the node on the rest of that quorum, at least half of its peers, so any
-/// [`enough`] of them include one of those, however slow the others answer.
+/// [`enough`] of them include one of those, when they answer within [`PEER_WAIT`]. Slower
+/// peers are not heard: a client that meets a restarted node through them alone trusts it
+/// (its identity is then recorded only where none was: see [`record`]).
 async fn read_records(
     sources: &[(Arc<Node>, String)],
     fields: &[String],
@@ -436,16 +438,33 @@ const PEER_WAIT: Duration = Duration::from_millis(100);
 /// in the background.
 fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
     let Some(c) = checked else { return };
-    let places = record_places(nodes, i, &c.shard).into_iter().enumerate();
-    for (_, (place, key)) in places.filter(|(k, _)| !c.unread.contains(k)) {
-        let mut hset = redis::cmd("HSET");
-        hset.arg(key);
-        for field in &c.fields {
-            hset.arg(field).arg(&c.run_id);
-        }
+    for (k, (place, key)) in record_places(nodes, i, &c.shard).into_iter().enumerate() {
+        // Where the record was not read, only where there is none (`HSETNX`): an older
+        // identity there is the evidence of a restart for the next client.
+        let commands: Vec<redis::Cmd> = if c.unread.contains(&k) {
+            c.fields
+                .iter()
+                .map(|field| {
+                    redis::cmd("HSETNX")
+                        .arg(&key)
+                        .arg(field)
+                        .arg(&c.run_id)
+                        .clone()
+                })
+                .collect()
+        } else {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&key);
+            for field in &c.fields {
+                hset.arg(field).arg(&c.run_id);
+            }
+            vec![hset]
+        };
         tokio::spawn(async move {
             let limit = place.config().command_timeout;
-            let _ = timer::timeout(limit, place.send::<i64>(&hset)).await;
+            for cmd in commands {
+                let _ = timer::timeout(limit, place.send::<i64>(&cmd)).await;
+            }
         });
     }
 }
