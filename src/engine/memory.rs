@@ -440,6 +440,31 @@ impl State {
 
 /// Runs one command; `published` collects release announcements. Long on purpose: one
 /// short arm per Redis command the store answers, side by side.
+/// `HSET key field value [field value ...]`, or `HSETNX key field value` (`only_new`):
+/// how many fields were added.
+fn hash_set(st: &mut State, only_new: bool, args: &[String]) -> Result<Value, String> {
+    let entry = st.keys.entry(args[0].clone()).or_insert(Entry {
+        data: Data::Hash(HashMap::new()),
+        expires: None,
+    });
+    let Data::Hash(h) = &mut entry.data else {
+        return Err("WRONGTYPE Operation against a key holding the wrong kind of value".into());
+    };
+    // Field and value pairs, as many as given (one for HSETNX).
+    let pairs = args[1..]
+        .chunks_exact(2)
+        .take(if only_new { 1 } else { usize::MAX });
+    let added = pairs
+        .filter(|p| {
+            if only_new && h.contains_key(&p[0]) {
+                return false;
+            }
+            h.insert(p[0].clone(), p[1].clone()).is_none()
+        })
+        .count();
+    Ok(int(added as i64))
+}
+
 fn run(
     st: &mut State,
     args: &[String],
@@ -490,29 +515,7 @@ fn run(
                     .collect(),
             ))
         }
-        "HSET" | "HSETNX" => {
-            let entry = st.keys.entry(arg(1).to_string()).or_insert(Entry {
-                data: Data::Hash(HashMap::new()),
-                expires: None,
-            });
-            if !matches!(entry.data, Data::Hash(_)) {
-                return Err("WRONGTYPE Operation against a key holding the wrong kind of value".into());
-            }
-            let Data::Hash(h) = &mut entry.data else { unreachable!() };
-            if name == "HSETNX" {
-                let new = !h.contains_key(arg(2));
-                if new {
-                    h.insert(arg(2).to_string(), arg(3).to_string());
-                }
-                return Ok(int(new as i64));
-            }
-            // Field and value pairs, as many as given.
-            let pairs = args[2..].chunks_exact(2);
-            let added = pairs
-                .filter(|p| h.insert(p[0].clone(), p[1].clone()).is_none())
-                .count();
-            Ok(int(added as i64))
-        }
+        "HSET" | "HSETNX" => hash_set(st, name == "HSETNX", &args[1..]),
         "INFO" => Ok(bulk(&format!(
             "# Server\r\nredis_version:memory\r\nrun_id:{}\r\nuptime_in_seconds:{}\r\n",
             st.run_id,

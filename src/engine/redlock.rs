@@ -1360,14 +1360,7 @@ impl Quorum {
             let draining = ballot.decision == Decision::Lost;
             let counting = ballot.decision == Decision::Won && fenced;
             if (draining || counting) && grace.is_none() {
-                let wait = if counting {
-                    // Half of what is left at most: the token is still to be written.
-                    let left = window.saturating_sub(started.elapsed());
-                    FENCE_GRACE.max(started.elapsed() * 2).min(left / 2)
-                } else {
-                    DRAIN_GRACE.max(started.elapsed())
-                };
-                grace = Some(Instant::now() + wait);
+                grace = Some(Instant::now() + grace_wait(counting, started.elapsed(), window));
             }
             // A lost acquire or extend whose reason the votes still out decide (another
             // owner's, or ours behind the failures) waits for them a while (see
@@ -1776,6 +1769,19 @@ const QUIT_LEAST: Duration = Duration::from_millis(20);
 /// when a node of the quorum that wrote them lost its data (a restart without
 /// persistence), as long as one of the others answers in time.
 const FENCE_GRACE: Duration = Duration::from_millis(5);
+
+/// How long an attempt decided `elapsed` into its `window` still waits for the nodes that
+/// have not answered: a won fenced one (`counting`) for more counters, at most half of
+/// what is left (the token is still to be written); a lost one for the cleanup.
+fn grace_wait(counting: bool, elapsed: Duration, window: Duration) -> Duration {
+    if counting {
+        FENCE_GRACE
+            .max(elapsed * 2)
+            .min(window.saturating_sub(elapsed) / 2)
+    } else {
+        DRAIN_GRACE.max(elapsed)
+    }
+}
 
 /// How long a lost acquire waits at least for the nodes that have not answered yet (or as
 /// long as the decision took), before it cleans up and reports.
