@@ -559,6 +559,7 @@ class Redlock extends EventEmitter {
       return await routine(holding.signal, lock)
     } finally {
       await holding.stop()
+      holdings.delete(lock)
       // A lost lock's keys were sent away when it was lost (in the background): the
       // routine's outcome does not wait for nodes that may not answer.
       if (!holding.signal.aborted) {

@@ -14,7 +14,9 @@
 //!   after its poll for I/O (or at once, 32 at a time, when more wait), so that the
 //!   operations started together write together; one started while nothing else is in
 //!   flight (a sequential caller's) starts at once, inside the call, unless an
-//!   `AbortSignal` may stop it ([`spawn_abortable`]);
+//!   `AbortSignal` may stop it ([`spawn_abortable`]); there it may also wait for its
+//!   replies by polling, for a bounded time, where that measures faster than sleeping in
+//!   the event loop (`poll_for_result`, `engine::spin`);
 //! * a libuv timer turns it too, when the runtime's next timer is due (retry delays,
 //!   time-outs: the engine's timers say when, `engine::timer`), and at least every 25 ms
 //!   while an operation is in flight and every 100 ms otherwise, for background work; it
