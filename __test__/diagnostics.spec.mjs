@@ -37,6 +37,10 @@ test.serial('acquire, extend and release are traced with their context and outco
   t.is(started.ctx.kind, 'mutex')
   const ended = acquires.find((e) => e.kind === 'asyncEnd')
   t.is(ended.ctx.fence, lock.fence)
+  // Every end has all three of attempts, fence and reason (found by an audit: a success
+  // had no reason key, a failure no fence key).
+  t.true(['attempts', 'fence', 'reason'].every((k) => k in ended.ctx))
+  t.is(ended.ctx.reason, undefined)
   t.is(ended.ctx.attempts.length, 1)
   t.is(ended.ctx.result, lock)
   t.is(extends_.find((e) => e.kind === 'start').ctx.duration, 3_000)
@@ -47,6 +51,7 @@ test.serial('acquire, extend and release are traced with their context and outco
   await t.throwsAsync(redlock.acquire([key], 1_000, { retryCount: 0 }))
   const failed = acquires.filter((e) => e.kind === 'error').at(-1)
   t.is(failed.ctx.reason, 'locked')
+  t.true('fence' in failed.ctx)
   t.is(failed.ctx.error.reason, 'locked')
   await holder.release()
 })

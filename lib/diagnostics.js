@@ -30,9 +30,11 @@ function traced(channel, redlock, resources, duration, kind, settings, operation
       const result = await operation()
       context.attempts = result?.attempts ?? result?.log?.toStats()
       context.fence = result?.fence
+      context.reason = undefined
       return result
     } catch (error) {
       context.attempts = error?.attempts
+      context.fence = undefined
       context.reason = error?.reason
       throw error
     }
