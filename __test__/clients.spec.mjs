@@ -157,6 +157,19 @@ test('ports as strings of digits in options, "host:port" as the address, URL db 
   t.regex(e.message, /not a sentinel/)
 })
 
+test("a Cluster takes ioredis' per-node redisOptions time-outs when the top level gives none", async (t) => {
+  const net = await import('node:net')
+  const silent = net.createServer(() => {})
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => silent.close())
+  const cluster = new Cluster([silent.address().port], { lazyConnect: true, redisOptions: { connectTimeout: 300 } })
+  t.teardown(() => cluster.quit())
+  const started = Date.now()
+  const e = await t.throwsAsync(cluster.get('x'))
+  t.regex(e.message, /300 ms/)
+  t.true(Date.now() - started < 5_000, `${Date.now() - started} ms (the default connectTimeout is 10 s)`)
+})
+
 test('call() refuses commands that would change the connection every command shares', async (t) => {
   const c = client(t, server.port)
   for (const args of [['SUBSCRIBE', 'x'], ['select', 1], ['CLIENT', 'REPLY', 'OFF'], ['MONITOR'], ['QUIT'], ['HELLO', 3]]) {

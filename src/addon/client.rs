@@ -371,6 +371,12 @@ fn cluster_args(env: &Env, nodes: Val, options: Val) -> Result<(NodeConfig, bool
             cfg.username = cfg.username.take().or(per_node.username);
             cfg.password = cfg.password.take().or(per_node.password);
             cfg.tls = cfg.tls.take().or(per_node.tls);
+            if matches!(field(o, "connectTimeout")?, Val::Missing(_)) {
+                cfg.connect_timeout = per_node.connect_timeout;
+            }
+            if matches!(field(o, "commandTimeout")?, Val::Missing(_)) {
+                cfg.command_timeout = per_node.command_timeout;
+            }
         }
     } else if !matches!(options, Val::Missing(_)) {
         return Err(type_error(env, "options", "an object", &options));
