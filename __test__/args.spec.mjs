@@ -113,6 +113,7 @@ test('bad command arguments are refused by the clients', (t) => {
   t.throws(() => c.get(), { instanceOf: TypeError, message: /^key must be/ })
   t.throws(() => c.set('k', {}), { instanceOf: TypeError, message: /^value must be/ })
   t.throws(() => c.set('k'), { instanceOf: TypeError, message: /^value must be/ })
+  t.throws(() => c.set('k', null), { instanceOf: TypeError, message: /got null\./ })
   t.throws(() => c.pttl(null), { instanceOf: TypeError, message: /^key must be/ })
   t.throws(() => c.del(), { instanceOf: TypeError, message: /at least one key/ })
   t.throws(() => c.del('a', {}), { instanceOf: TypeError, message: /^keys\[1\]/ })

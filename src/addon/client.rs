@@ -657,10 +657,11 @@ impl NativeClient {
         &self,
         env: &'env Env,
         key: Option<Unknown>,
-        value: Option<Unknown>,
+        value: Unknown,
     ) -> Result<PromiseRaw<'env, ()>> {
         let key = js::bytes_arg(env, "key", classify(key)?)?;
-        let value = match classify(value)? {
+        // (Not an Option: napi-rs reads null as missing, and the message must say null.)
+        let value = match classify(Some(value))? {
             Val::Bool(b) => b.to_string().into_bytes(),
             v @ (Val::Str(_) | Val::Buf(_) | Val::Num(_)) => js::bytes_arg(env, "value", v)?,
             other => {
