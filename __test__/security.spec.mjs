@@ -1,7 +1,6 @@
 // Authentication (password and ACL users) and TLS with a self-signed CA, on real servers;
 // wrong credentials fail clearly without showing the secret.
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
@@ -10,7 +9,7 @@ import util from 'node:util'
 import test from 'ava'
 
 import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
-import { createCluster, lib, resource } from './helpers.mjs'
+import { createCluster, lib, makeCertificates, resource, tlsServer } from './helpers.mjs'
 
 const { Cluster, Redis, RedisJsClient, Redlock } = lib
 const require = createRequire(import.meta.url)
@@ -41,55 +40,6 @@ test('ACL users: username and password by options and URL; locks work; wrong one
     await wrong.quit()
   }
 })
-
-/**
- * A CA, a server certificate for `san`, and a client certificate (mutual TLS), in `dir`;
- * with `selfSigned`, the server's certificate is its own CA (as `openssl req -x509` makes it).
- */
-function makeCertificates(dir, san = 'IP:127.0.0.1,DNS:localhost', selfSigned = false) {
-  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
-  if (selfSigned) {
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', `subjectAltName=${san}`, '-keyout', 'server.key', '-out', 'server.crt')
-    writeFileSync(path.join(dir, 'ca.crt'), readFileSync(path.join(dir, 'server.crt')))
-    return
-  }
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=redlock-rs test CA', '-keyout', 'ca.key', '-out', 'ca.crt')
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=redlock-rs test server', '-keyout', 'server.key', '-out', 'server.csr')
-  writeFileSync(path.join(dir, 'san.ext'), `subjectAltName=${san}\n`)
-  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'server.crt', '-extfile', 'san.ext')
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=redlock-rs test client', '-keyout', 'client.key', '-out', 'client.csr')
-  writeFileSync(path.join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n')
-  ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt', '-extfile', 'client.ext')
-}
-
-/**
- * A redis-server on a TLS port with certificates for `san` (see `makeCertificates`),
- * asking clients for a certificate when `authClients`; stopped and removed at the end.
- */
-async function tlsServer(t, { san, authClients = false, selfSigned = false } = {}) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-tls-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  makeCertificates(dir, san, selfSigned)
-  // Two free ports, each free when asked for: another test's server can take one before
-  // this one binds it (tests run in parallel), so a start that finds its port taken is
-  // tried again on new ones.
-  for (let tries = 1; ; tries++) {
-    const tlsPort = await freePort()
-    const server = new RedisServer({
-      args: ['--tls-port', String(tlsPort), '--tls-cert-file', path.join(dir, 'server.crt'), '--tls-key-file', path.join(dir, 'server.key'),
-        '--tls-ca-cert-file', path.join(dir, 'ca.crt'), '--tls-auth-clients', authClients ? 'yes' : 'no'],
-    })
-    try {
-      await server.start()
-    } catch (error) {
-      await server.stop()
-      if (tries < 5 && /already in use|exited at start/i.test(error.message)) continue
-      throw error
-    }
-    t.teardown(() => server.stop())
-    return { server, tlsPort, read: (file) => readFileSync(path.join(dir, file), 'utf8') }
-  }
-}
 
 test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
   const { server, tlsPort, read } = await tlsServer(t)

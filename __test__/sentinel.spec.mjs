@@ -10,7 +10,7 @@ import test from 'ava'
 import { RedisServer, freePort, rawCommand, redisServerBin, startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { TcpProxy } from '../scripts/tcp-proxy.mjs'
 import { createRequire } from 'node:module'
-import { lib, resource, sleep } from './helpers.mjs'
+import { lib, resource, sleep, tlsServer } from './helpers.mjs'
 
 const require = createRequire(import.meta.url)
 const IORedis = require('ioredis')
@@ -194,6 +194,38 @@ test('separate Sentinel groups of the same name are told apart: no restart is se
   // A second instance reads the records the first one left on every node.
   const lock = await redlock().acquire([resource(t)], 5_000)
   t.is(lock.resources.length, 1)
+  await lock.release()
+})
+
+// Found by an audit: `tls` went to the sentinels too, so a plain sentinel in front of a TLS
+// master could not be used (and an ioredis client's tls was read without
+// enableTLSForSentinelMode). Now `tls` is the master's and `sentinelTLS` the sentinels'.
+test('a TLS master behind a plain sentinel: tls is the master\'s, sentinelTLS the sentinels\'', async (t) => {
+  const { tlsPort, read, file } = await tlsServer(t)
+  const ca = read('ca.crt')
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-sentinel-tls-'))
+  const port = await freePort()
+  const conf = path.join(dir, 'sentinel.conf')
+  writeFileSync(conf, [
+    `port ${port}`, 'bind 127.0.0.1', 'protected-mode no', `dir ${dir}`, 'tls-replication yes',
+    `tls-cert-file ${file('server.crt')}`, `tls-key-file ${file('server.key')}`, `tls-ca-cert-file ${file('ca.crt')}`,
+    `sentinel monitor mymaster 127.0.0.1 ${tlsPort} 1`,
+  ].join('\n') + '\n')
+  const sentinel = spawn(redisServerBin(), [conf, '--sentinel'], { stdio: 'ignore' })
+  t.teardown(() => {
+    sentinel.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
+  await until(async () => Number(await masterOf(port)) === tlsPort, 10_000, 'the sentinel')
+  const group = { sentinels: [{ host: '127.0.0.1', port }], name: 'mymaster' }
+  const own = new Redis({ ...group, tls: { ca }, connectTimeout: 3_000 })
+  const io = new IORedis({ ...group, tls: { ca }, enableTLSForSentinelMode: true, lazyConnect: true })
+  t.teardown(() => io.disconnect())
+  const redlock = new Redlock([own, io], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const lock = await redlock.acquire([key], 2_000)
+  t.is(await own.get(key), lock.value, 'written through TLS, to the master the sentinel names')
   await lock.release()
 })
 
