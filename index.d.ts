@@ -150,6 +150,8 @@ export declare class Redis extends ClientBase {
   readonly host: string
   /** The port it connects to, as given (default 6379). */
   readonly port: number
+  /** The server's URL, the password masked (`redis://user:***@host:port/db`). */
+  readonly url: string
   /** The Redis Cluster client, as ioredis' `Redis.Cluster`. */
   static Cluster: typeof Cluster
 }
@@ -160,7 +162,12 @@ export declare class Redis extends ClientBase {
  * must share a hash slot (use a hash tag: `{order:42}:items`, `{order:42}:payment`).
  */
 export declare class Cluster extends ClientBase {
-  constructor(startupNodes: Array<{ host: string; port: number } | string>, options?: RedisOptions)
+  constructor(startupNodes: Array<{ host: string; port: number } | string | number>, options?: RedisOptions & { redisOptions?: RedisOptions })
+  /** The first startup node's host and port. */
+  readonly host: string
+  readonly port: number
+  /** The startup nodes as one URL, the password masked (`redis://:***@h1:7000,h2:7001`). */
+  readonly url: string
 }
 
 /** A Redis client shaped like node-redis' `createClient({ url })`. */
@@ -181,7 +188,11 @@ type NodeRedlockSettings = Pick<RedlockSettings, 'driftFactor' | 'retryCount' | 
  * redlock-rs' own (`fencing`, `waitReplicas`, `maxDuration`, `restartQuarantine`), which
  * `redlock.settings` always has.
  */
-export type Settings = NodeRedlockSettings & Partial<Omit<RedlockSettings, keyof NodeRedlockSettings>>
+export type Settings = NodeRedlockSettings &
+  Partial<Omit<RedlockSettings, keyof NodeRedlockSettings>> & {
+    /** Per call only (`acquire`, `using`, an Acquirer's): see `CallSettings`. */
+    signal?: AbortSignal
+  }
 
 /** The settings of one `acquire`, `extend` or `using` call: any `Settings`, and a signal to cancel it. */
 export type CallSettings = Partial<Settings> & {
@@ -194,20 +205,36 @@ export type CallSettings = Partial<Settings> & {
 
 /** What an ioredis `Redis` instance looks like to `new Redlock` (its `options` are read). */
 export interface IoredisLike {
-  options: { host?: string; port?: number; username?: string; password?: string; db?: number; tls?: unknown }
+  options: {
+    host?: string | undefined
+    port?: number | undefined
+    username?: string | undefined
+    password?: string | undefined
+    db?: number | undefined
+    tls?: unknown
+  }
   evalsha(...args: any[]): unknown
 }
 
 /** What an ioredis `Cluster` instance looks like to `new Redlock` (its startup nodes and options are read). */
 export interface IoredisClusterLike {
   isCluster: boolean
-  options: { redisOptions?: { username?: string; password?: string; tls?: unknown }; lazyConnect?: boolean }
+  options: {
+    redisOptions?: { username?: string | undefined; password?: string | undefined; tls?: unknown } | undefined
+    lazyConnect?: boolean | undefined
+  }
   evalsha(...args: any[]): unknown
 }
 
 /** What a node-redis v4/v5 client looks like to `new Redlock` (its `options` are read). */
 export interface NodeRedisLike {
-  options?: { url?: string; username?: string; password?: string; database?: number; socket?: unknown }
+  options?: {
+    url?: string | undefined
+    username?: string | undefined
+    password?: string | undefined
+    database?: number | undefined
+    socket?: unknown
+  }
   sendCommand(...args: any[]): unknown
 }
 
@@ -386,8 +413,9 @@ export declare class Redlock extends EventEmitter {
    * read for their connection options and get native connections of their own.
    */
   constructor(clients: Iterable<Client>, settings?: Partial<Settings>)
-  readonly clients: ReadonlyArray<Client>
-  readonly settings: Readonly<Required<Settings>>
+  /** The clients passed in (frozen): one vote each. */
+  readonly clients: IRedisClient[]
+  readonly settings: Readonly<Required<Omit<Settings, 'signal'>>>
 
   /**
    * Tries to lock `resource` for `ttl` ms (with this instance's retry settings).
