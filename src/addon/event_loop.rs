@@ -131,6 +131,13 @@ where
                 n.get() == 1
             }) && how != Start::Later
                 && !BURST.with(Cell::get);
+            // Polled for only when no result of another operation is on its way to
+            // JavaScript either (one finished, its caller's next operation yet to start):
+            // that caller would wait for this one's poll.
+            let lone = alone
+                && how == Start::Polled
+                && l.undelivered.get() == 0
+                && AFTER_TURN.with(|a| a.borrow().is_empty());
             let guard = InFlight;
             let n = STARTING.with(|s| {
                 let mut s = s.borrow_mut();
@@ -140,12 +147,12 @@ where
                 }));
                 s.len()
             });
-            if !alone || how != Start::Polled {
+            if !lone {
                 l.spin.borrow_mut().forget();
             }
             if !l.turning.get() {
                 if n >= START_AT || (alone && n == 1) {
-                    start_now(&l, alone && how == Start::Polled);
+                    start_now(&l, lone);
                 } else if n == 1 {
                     l.soon();
                 }
@@ -210,14 +217,25 @@ where
     let (deferred, promise) = env.create_deferred::<T, Resolve<T>>()?;
     start(
         async move {
-            match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(Ok(v)) => deferred.resolve(Box::new(move |_| Ok(v))),
-                Ok(Err(e)) => deferred.reject(e),
-                Err(panic) => deferred.reject(Error::from_reason(format!(
+            let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(Error::from_reason(format!(
                     "redlock-rs internal error: {}",
                     panic_message(&*panic)
                 ))),
-            }
+            };
+            // On its way to JavaScript (through the deferred's own channel) until settled.
+            let on_its_way = current().inspect(|l| l.undelivered.set(l.undelivered.get() + 1));
+            let counted = on_its_way.is_some();
+            drop(on_its_way);
+            deferred.resolve(Box::new(move |_| {
+                if counted {
+                    if let Some(l) = current() {
+                        l.undelivered.set(l.undelivered.get().saturating_sub(1));
+                    }
+                }
+                outcome
+            }));
         },
         how,
     );
@@ -379,7 +397,10 @@ fn turn() {
             spin.done(std::time::Instant::now());
         }
     }
-    for f in AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut())) {
+    let results = AFTER_TURN.with(|a| std::mem::take(&mut *a.borrow_mut()));
+    l.undelivered.set(l.undelivered.get() + results.len());
+    for f in results {
+        l.undelivered.set(l.undelivered.get().saturating_sub(1));
         let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
     }
     l.retime();
@@ -558,6 +579,8 @@ mod imp {
         pub(super) turning: Cell<bool>,
         /// The measured waits of lone operations (see `poll_for_result`).
         pub(super) spin: RefCell<Spin>,
+        /// Results of finished operations not handed to JavaScript yet (see `start`).
+        pub(super) undelivered: Cell<usize>,
         poll: Handle,
         timer: Handle,
         check: Handle,
@@ -630,6 +653,7 @@ mod imp {
                     rt,
                     turning: Cell::new(false),
                     spin: RefCell::new(Spin::new()),
+                    undelivered: Cell::new(0),
                     poll,
                     timer,
                     check,
@@ -742,6 +766,7 @@ mod imp {
         pub(super) rt: tokio::runtime::Runtime,
         pub(super) turning: Cell<bool>,
         pub(super) spin: RefCell<Spin>,
+        pub(super) undelivered: Cell<usize>,
     }
 
     impl JsLoop {

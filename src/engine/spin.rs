@@ -3,7 +3,8 @@
 //! A thread that sleeps while a reply is on its way pays for being woken when it comes:
 //! on a virtual machine the wake-up of an idle core can cost more than a round trip to a
 //! local Redis. So a thread that has nothing else to do (one operation in flight, a
-//! sequential caller's) may poll for the reply instead, for a bounded time. Whether that
+//! sequential caller's, and no other result on its way to JavaScript) may poll for the
+//! reply instead, for a bounded time. Whether that
 //! pays depends on the machine and on the servers' distance, so [`Spin`] measures it: it
 //! keeps the time from the start of a lone operation to its result with polling and
 //! without, uses the faster way, tries the other one every [`EXPLORE`]th operation to keep
@@ -80,10 +81,13 @@ impl Spin {
         poll.then(|| self.budget())
     }
 
-    /// How long a poll may last: twice the usual wait (the slower estimate when the other
-    /// is unknown), at most [`CAP`].
+    /// How long a poll may last: twice the usual wait (the shorter of the two estimates:
+    /// a poll that tries the slower way costs no more than a wait would), at most [`CAP`].
     fn budget(&self) -> Duration {
-        let usual = self.polled.0.or(self.slept.0).unwrap_or(micros(CAP));
+        let usual = match (self.polled.0, self.slept.0) {
+            (Some(p), Some(s)) => p.min(s),
+            (p, s) => p.or(s).unwrap_or(micros(CAP)),
+        };
         Duration::from_secs_f64((2.0 * usual / 1e6).min(CAP.as_secs_f64()))
     }
 
