@@ -3,7 +3,7 @@
 // as attempts end; settings are checked by name; signals abort; locks are disposable.
 import test from 'ava'
 
-import { RedisServer, startServers, stopServers } from '../scripts/redis-servers.mjs'
+import { RedisServer, freePort, startServers, stopServers } from '../scripts/redis-servers.mjs'
 import { clientsFor, eventually, lib, resource, sleep, valuesOn } from './helpers.mjs'
 
 const { Redis, Redlock, ExecutionError, LockLostError } = lib
@@ -316,6 +316,34 @@ test('settings.signal: aborting a waiting acquire rejects at once with reason ab
   t.is(e.reason, 'aborted')
   t.is(e.cause, why)
   await lock.release()
+})
+
+// Found by an audit: an attempt waited for the longest commandTimeout among the nodes, so
+// a frozen node with a short one held every attempt for the others' (5 s by default).
+test("a node's own commandTimeout bounds its vote, whatever the other nodes' are", async (t) => {
+  const all = await servers(t, 2)
+  const dead = await freePort()
+  const frozen = new Redis({ port: all[1].port, commandTimeout: 300 })
+  const clients = [new Redis({ port: all[0].port }), frozen, new Redis({ port: dead, connectTimeout: 300 })]
+  const redlock = new Redlock(clients, { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  await frozen.call('PING')
+  all[1].pause()
+  t.teardown(() => all[1].resume())
+  const key = resource(t)
+  const started = Date.now()
+  const e = await t.throwsAsync(redlock.acquire([key], 10_000), { instanceOf: ExecutionError })
+  const took = Date.now() - started
+  t.is(e.reason, 'quorum-unavailable')
+  t.regex(e.cause.errors.map((x) => x.message).join('\n'), new RegExp(`:${all[1].port}: no reply within 300 ms`))
+  t.true(took < 2_500, `decided after ${took} ms (the other nodes' time-out is 5000 ms)`)
+  all[1].resume()
+  // The frozen node's late SET is taken back (the cleanup was queued behind it).
+  await t.notThrowsAsync(async () => {
+    for (let i = 0; i < 50 && (await all[1].command('GET', key)) !== null; i++) await sleep(20)
+  })
+  t.is(await all[1].command('GET', key), null)
+  t.is(await all[0].command('GET', key), null)
 })
 
 test('settings.signal: an abort mid-attempt removes the keys the attempt set', async (t) => {

@@ -1351,12 +1351,10 @@ impl Quorum {
         let fenced = is_acquire && call.settings.fencing;
         let mut grace: Option<Instant> = None;
         let mut settle: Option<Instant> = None;
+        let early = self.own_deadlines(window, started);
         loop {
-            // A lost attempt waits a little for the nodes still answering (an acquire's
-            // keys are then removed before it reports, and the stats have every vote, as
-            // node-redlock's do), a won fenced one for more counters; a stopped node is
-            // not waited for then (a cleanup is queued behind the request), only a little
-            // longer while its vote decides the reason (below).
+            let own = self.time_out_own(&early, ballot);
+            // A decided attempt still waits a little for the other nodes (see `grace_wait`).
             let draining = ballot.decision == Decision::Lost;
             let counting = ballot.decision == Decision::Won && fenced;
             if (draining || counting) && grace.is_none() {
@@ -1376,7 +1374,9 @@ impl Quorum {
             }
             // The clock is read only while a grace or settling wait runs.
             let now = (grace.is_some() || settle.is_some()).then(Instant::now);
-            let in_grace = grace.filter(|g| now.is_some_and(|n| n < *g));
+            // (Nothing to wait for once every node voted or timed out at its own time-out.)
+            let all_in = own.is_none() && ballot.votes.iter().all(Option::is_some);
+            let in_grace = grace.filter(|g| !all_in && now.is_some_and(|n| n < *g));
             let settling = settle.filter(|u| open && now.is_some_and(|n| n < *u));
             if ballot.decision != Decision::Pending && in_grace.is_none() && settling.is_none() {
                 if open {
@@ -1385,7 +1385,7 @@ impl Quorum {
                 }
                 return false;
             }
-            let until = in_grace.max(settling).map(|u| u.min(started + window));
+            let until = earliest(in_grace.max(settling).map(|u| u.min(started + window)), own);
             // An abort is heard before any answer that came with it: an operation aborted
             // right after it started (its commands already sent) is aborted, not won.
             tokio::select! {
@@ -1396,10 +1396,12 @@ impl Quorum {
                     return true;
                 }
                 next = pending.next() => match next {
-                    Some((i, (vote, counter, slot, holder))) => {
+                    // (Not a node already timed out at its own time-out.)
+                    Some((i, (vote, counter, slot, holder))) if ballot.votes[i].is_none() => {
                         ballot.holders[i] = holder;
                         ballot.count(i, vote, counter, slot)
                     }
+                    Some(_) => {}
                     None => return false,
                 },
                 _ = timer::sleep_until_some(until) => {}
@@ -1409,6 +1411,41 @@ impl Quorum {
                 }
             }
         }
+    }
+
+    /// When the nodes whose own `commandTimeout` ends before the attempt's `window` time
+    /// out: their votes fail then, as their commands would (the window is the longest
+    /// time-out among the nodes).
+    fn own_deadlines(&self, window: Duration, started: Instant) -> Vec<(Instant, usize)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.config().command_timeout < window)
+            .map(|(i, n)| (started + n.config().command_timeout, i))
+            .collect()
+    }
+
+    /// Fails the votes of the nodes of `early` (see [`Quorum::own_deadlines`]) whose own
+    /// time-out passed with no answer; returns the next such time-out.
+    fn time_out_own(&self, early: &[(Instant, usize)], ballot: &mut Ballot) -> Option<Instant> {
+        if early.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut next = None;
+        for &(at, i) in early {
+            if ballot.votes[i].is_some() {
+                continue;
+            }
+            if at <= now {
+                let waited = self.nodes[i].config().command_timeout;
+                let error = timed_out(&self.nodes, waited)(i);
+                ballot.count(i, Vote::Failed(error), None, None);
+            } else {
+                next = earliest(next, Some(at));
+            }
+        }
+        next
     }
 
     /// Lets the requests of a won attempt still under way finish in the background (a
@@ -1770,9 +1807,21 @@ const QUIT_LEAST: Duration = Duration::from_millis(20);
 /// persistence), as long as one of the others answers in time.
 const FENCE_GRACE: Duration = Duration::from_millis(5);
 
+/// The earlier of two instants, either of which may be unknown.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// How long an attempt decided `elapsed` into its `window` still waits for the nodes that
 /// have not answered: a won fenced one (`counting`) for more counters, at most half of
-/// what is left (the token is still to be written); a lost one for the cleanup.
+/// what is left (the token is still to be written); a lost one for the nodes still
+/// answering (an acquire's keys are then removed before it reports, and the stats have
+/// every vote, as node-redlock's do). A stopped node is not waited for then (a cleanup is
+/// queued behind the request), only a little longer while its vote decides the reason
+/// (`SETTLE_GRACE`).
 fn grace_wait(counting: bool, elapsed: Duration, window: Duration) -> Duration {
     if counting {
         FENCE_GRACE
