@@ -225,9 +225,9 @@ where
                 ))),
             };
             // On its way to JavaScript (through the deferred's own channel) until settled.
-            let on_its_way = current().inspect(|l| l.undelivered.set(l.undelivered.get() + 1));
-            let counted = on_its_way.is_some();
-            drop(on_its_way);
+            let counted = current()
+                .inspect(|l| l.undelivered.set(l.undelivered.get() + 1))
+                .is_some();
             deferred.resolve(Box::new(move |_| {
                 if counted {
                     if let Some(l) = current() {
@@ -437,7 +437,7 @@ fn result_ready() -> bool {
 /// `engine::spin`), for a bounded time; the result goes to JavaScript in the turn that
 /// `soon` asks for. Turned off with `REDLOCK_RS_SPIN=0`.
 fn poll_for_result(l: &imp::JsLoop) {
-    let now = std::time::Instant::now();
+    // (An operation that finished in its first turn, a MemoryStore's, reads no clock.)
     if result_ready() {
         return;
     }
@@ -445,6 +445,7 @@ fn poll_for_result(l: &imp::JsLoop) {
     if fd < 0 || !spin_allowed() {
         return;
     }
+    let now = std::time::Instant::now();
     let Some(budget) = l.spin.borrow_mut().start(now) else {
         return;
     };

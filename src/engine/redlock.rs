@@ -1385,7 +1385,8 @@ impl Quorum {
                 }
                 return false;
             }
-            let until = earliest(in_grace.max(settling).map(|u| u.min(started + window)), own);
+            let until = in_grace.max(settling).map(|u| u.min(started + window));
+            let until = until.into_iter().chain(own).min();
             // An abort is heard before any answer that came with it: an operation aborted
             // right after it started (its commands already sent) is aborted, not won.
             tokio::select! {
@@ -1442,7 +1443,7 @@ impl Quorum {
                 let error = timed_out(&self.nodes, waited)(i);
                 ballot.count(i, Vote::Failed(error), None, None);
             } else {
-                next = earliest(next, Some(at));
+                next = next.into_iter().chain(Some(at)).min();
             }
         }
         next
@@ -1806,14 +1807,6 @@ const QUIT_LEAST: Duration = Duration::from_millis(20);
 /// when a node of the quorum that wrote them lost its data (a restart without
 /// persistence), as long as one of the others answers in time.
 const FENCE_GRACE: Duration = Duration::from_millis(5);
-
-/// The earlier of two instants, either of which may be unknown.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
 
 /// How long an attempt decided `elapsed` into its `window` still waits for the nodes that
 /// have not answered: a won fenced one (`counting`) for more counters, at most half of
