@@ -60,6 +60,12 @@ export interface RedisOptions {
   sentinelTLS?: boolean | TlsOptions
 }
 
+/**
+ * Options of `Cluster`: those of `Redis` for every node (a Cluster finds its masters
+ * itself: no `sentinels`), or under `redisOptions`, as ioredis names them.
+ */
+export type ClusterOptions = Omit<RedisOptions, 'sentinels'> & { redisOptions?: Omit<RedisOptions, 'sentinels'> }
+
 /** Options of `RedisJsClient`, as node-redis' `createClient` names them. */
 export interface RedisJsClientOptions {
   /** `redis://[[user]:pass@]host[:port][/db]` or `rediss://...`; default `redis://127.0.0.1:6379`. */
@@ -162,7 +168,7 @@ export declare class Redis extends ClientBase {
  * must share a hash slot (use a hash tag: `{order:42}:items`, `{order:42}:payment`).
  */
 export declare class Cluster extends ClientBase {
-  constructor(startupNodes: Array<{ host: string; port: number } | string | number>, options?: RedisOptions & { redisOptions?: RedisOptions })
+  constructor(startupNodes: Array<{ host: string; port: number } | string | number>, options?: ClusterOptions)
   /** The first startup node's host and port. */
   readonly host: string
   readonly port: number
@@ -412,7 +418,7 @@ export declare class Redlock extends EventEmitter {
    * One vote per client; the quorum is floor(N/2) + 1. ioredis and node-redis clients are
    * read for their connection options and get native connections of their own.
    */
-  constructor(clients: Iterable<Client>, settings?: Partial<Settings>)
+  constructor(clients: Iterable<Client>, settings?: Partial<Omit<Settings, 'signal'>>)
   /** The clients passed in (frozen): one vote each. */
   readonly clients: IRedisClient[]
   readonly settings: Readonly<Required<Omit<Settings, 'signal'>>>

@@ -598,6 +598,34 @@ test('resource names that are not well-formed Unicode (lone surrogates) are refu
   await t.throwsAsync(redlock.acquireLock('\uDC00', 1_000), { instanceOf: TypeError, message: /^resource must be well-formed/ })
   const fine = await redlock.acquire(['\uD83D\uDE00'], 1_000) // a whole surrogate pair is fine
   await fine.release()
+  // Nor does any other call that names a resource act on the other name's lock.
+  const fenced = new Redlock([new lib.MemoryStore()], { fencing: true })
+  t.true(await fenced.acquireLock('job\uFFFD', 10_000))
+  await t.throwsAsync(fenced.releaseLock('job\uD800', true), { instanceOf: TypeError, message: /^resource must be well-formed/ })
+  t.throws(() => fenced.fenceOf('job\uD800'), { instanceOf: TypeError, message: /^resource must be well-formed/ })
+  t.throws(() => fenced.semaphore('s\uD800', 2), { instanceOf: TypeError, message: /^resource must be well-formed/ })
+  t.throws(() => fenced.readWriteLock('\uDFFF'), { instanceOf: TypeError, message: /^resource must be well-formed/ })
+  t.is(typeof fenced.fenceOf('job\uFFFD'), 'bigint') // still held
+  await fenced.releaseLock('job\uFFFD', true)
+})
+
+test('the resources of a Lock are the names locked, whatever the caller does with its array meanwhile', async (t) => {
+  const store = new lib.MemoryStore()
+  const redlock = new Redlock([store], { retryCount: 0 })
+  const names = ['A']
+  const acquiring = redlock.acquire(names, 5_000)
+  names[0] = 'B'
+  const lock = await acquiring
+  t.deepEqual(lock.resources, ['A'])
+  await lock.release()
+  await (await redlock.acquire(['A'], 1_000)).release() // free again
+})
+
+test('extend() of no lock names the argument', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()])
+  for (const lock of [null, undefined, 'x']) {
+    await t.throwsAsync(redlock.extend(lock, 1_000), { instanceOf: TypeError, message: 'lock must be a Lock.' })
+  }
 })
 
 test.serial("using(): the signal aborts on a loss whatever the 'error' listeners do (none at all, or one that throws); lock.expiration keeps the moment of the loss", async (t) => {

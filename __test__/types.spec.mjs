@@ -24,14 +24,16 @@ function tsc(options, ...files) {
   })
 }
 
-test('index.d.ts accepts the seed example and refuses acquireLock(1, "x") and misspelt settings', async (t) => {
+test('index.d.ts accepts the seed example and refuses acquireLock(1, "x"), misspelt settings and options the constructors refuse', async (t) => {
   const { code, stdout } = await tsc(nodenext, '__test__/fixtures/seed-example.ts', '__test__/fixtures/bad-args.ts')
   const errors = stdout.split('\n').filter((l) => l.includes('error TS'))
   t.is(code, 2, stdout)
   t.deepEqual(errors, [
-    "__test__/fixtures/bad-args.ts(5,26): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.",
-    "__test__/fixtures/bad-args.ts(6,37): error TS2561: Object literal may only specify known properties, but 'retryCnt' does not exist in type 'CallSettings'. Did you mean to write 'retryCount'?",
-    "__test__/fixtures/bad-args.ts(7,18): error TS2339: Property 'memoryKeys' does not exist on type 'Redis'.",
+    "__test__/fixtures/bad-args.ts(6,26): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.",
+    "__test__/fixtures/bad-args.ts(7,37): error TS2561: Object literal may only specify known properties, but 'retryCnt' does not exist in type 'CallSettings'. Did you mean to write 'retryCount'?",
+    "__test__/fixtures/bad-args.ts(8,18): error TS2339: Property 'memoryKeys' does not exist on type 'Redis'.",
+    `__test__/fixtures/bad-args.ts(9,35): error TS2353: Object literal may only specify known properties, and 'signal' does not exist in type 'Partial<Omit<Settings, "signal">>'.`,
+    "__test__/fixtures/bad-args.ts(10,28): error TS2561: Object literal may only specify known properties, but 'sentinels' does not exist in type 'ClusterOptions'. Did you mean to write 'sentinelTLS'?",
   ])
 })
 

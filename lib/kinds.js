@@ -2,6 +2,8 @@
 // The lock kinds beyond the mutex: Semaphore and ReadWriteLock (and the Acquirer of one kind
 // of hold they are made of), and the symbols of the Redlock operations they call.
 
+const { wellFormedName } = require('./lock.js')
+
 /** Redlock's internal operations, for Semaphore and ReadWriteLock. */
 const acquireHold = Symbol('redlock-rs.acquireHold')
 const usingHold = Symbol('redlock-rs.usingHold')
@@ -22,6 +24,7 @@ class Acquirer {
     if (typeof resource !== 'string' || resource.length === 0) {
       throw new TypeError(`resource must be a non-empty string; got ${resource === '' ? 'an empty string' : typeof resource}.`)
     }
+    wellFormedName(resource, 'resource')
     this.#redlock = redlock
     this.#hold = hold
     Object.defineProperty(this, 'resource', { value: resource, enumerable: true })
@@ -49,7 +52,7 @@ class Semaphore extends Acquirer {
 
   constructor(redlock, resource, permits) {
     if (!Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
-      throw new RangeError(`permits must be an integer from 1 to ${MAX_PERMITS}; got ${String(permits)}.`)
+      throw new RangeError(`permits must be an integer from 1 to ${MAX_PERMITS}; got ${typeof permits === 'string' ? JSON.stringify(permits) : String(permits)}.`)
     }
     super(redlock, resource, { kind: 'permit', permits })
     this.#redlock = redlock

@@ -1,6 +1,6 @@
 'use strict'
 // A held lock (Lock), the native description of what a semaphore or read-write lock's Lock
-// holds (holdOf), and the check of a lock argument.
+// holds (holdOf), and the checks of a lock argument and of resource names.
 
 const { AttemptLog } = require('./attempts.js')
 
@@ -78,4 +78,21 @@ function lockArg(lock) {
   return lock
 }
 
-module.exports = { Lock, holdOf, lockArg }
+/**
+ * Throws a TypeError naming the first resource that is not well-formed Unicode (a lone
+ * surrogate): it could not be told apart from another such name once sent to Redis.
+ */
+function wellFormed(resources) {
+  if (!Array.isArray(resources)) return // the native call names what is wrong
+  for (let i = 0; i < resources.length; i++) wellFormedName(resources[i], 'resources', i)
+}
+
+/** `index`: the place of `value` in the array `name` (its name is built only for the error). */
+function wellFormedName(value, name, index) {
+  if (typeof value === 'string' && !value.isWellFormed()) {
+    const named = index === undefined ? name : `${name}[${index}]`
+    throw new TypeError(`${named} must be well-formed Unicode: it has a lone surrogate.`)
+  }
+}
+
+module.exports = { Lock, holdOf, lockArg, wellFormed, wellFormedName }

@@ -10,7 +10,7 @@ const { AttemptLog, ExecutionResult } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
-const { Lock, holdOf, lockArg } = require('./lock.js')
+const { Lock, holdOf, lockArg, wellFormed, wellFormedName } = require('./lock.js')
 const {
   NativeRedlock,
   lockAcquire,
@@ -39,23 +39,6 @@ const {
 const { Holding, emitError } = require('./using.js')
 
 const noop = () => {}
-
-/**
- * Throws a TypeError naming the first resource that is not well-formed Unicode (a lone
- * surrogate): it could not be told apart from another such name once sent to Redis.
- */
-function wellFormed(resources) {
-  if (!Array.isArray(resources)) return // the native call names what is wrong
-  for (let i = 0; i < resources.length; i++) wellFormedName(resources[i], 'resources', i)
-}
-
-/** `index`: the place of `value` in the array `name` (its name is built only for the error). */
-function wellFormedName(value, name, index) {
-  if (typeof value === 'string' && !value.isWellFormed()) {
-    const named = index === undefined ? name : `${name}[${index}]`
-    throw new TypeError(`${named} must be well-formed Unicode: it has a lone surrogate.`)
-  }
-}
 
 /**
  * Lock objects invalidated by their extend: their keys live on under the new Lock, so
@@ -396,6 +379,7 @@ class Redlock extends EventEmitter {
 
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
+    wellFormedName(resource, 'resource')
     const id = this.#id()
     this.#native.releaseLock(id, this.#key(resource), lockValue)
     const c = await this.#wait(id, undefined, 1)
@@ -405,6 +389,7 @@ class Redlock extends EventEmitter {
 
   /** The fencing token of the lock this instance holds on `resource` (seed API, with `fencing`). */
   fenceOf(resource) {
+    wellFormedName(resource, 'resource')
     const fence = this.#native.fenceOf(this.#key(resource))
     return fence == null ? undefined : BigInt(fence)
   }
@@ -437,14 +422,16 @@ class Redlock extends EventEmitter {
   async #acquire(resources, duration, settings, hold) {
     const signal = signalOf(settings)
     wellFormed(resources)
+    // The names as they are now: the caller may change its array while the call runs.
+    const names = Array.isArray(resources) ? [...resources] : resources
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const id = this.#id()
-    lockAcquire(this.#handle, id, this.#keys(resources), duration, settings, hold)
-    const c = await this.#wait(id, signal, resources.length)
-    const log = this.#log(c, resources.length)
+    lockAcquire(this.#handle, id, this.#keys(names), duration, settings, hold)
+    const c = await this.#wait(id, signal, names.length)
+    const log = this.#log(c, names.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
     const held = hold && { ...hold, slot: slotOf(c) }
-    return new Lock(this, [...resources], lockValueOf(c), log, expirationOf(c), fenceTokenOf(c), hold?.kind ?? 'mutex', held)
+    return new Lock(this, names, lockValueOf(c), log, expirationOf(c), fenceTokenOf(c), hold?.kind ?? 'mutex', held)
   }
 
   /** Live holders of semaphore `resource` of `permits`, as a quorum sees them. */
@@ -489,8 +476,9 @@ class Redlock extends EventEmitter {
    * Extends `lock` natively; resolves `{ expiration, log }` or throws the ExecutionError.
    * Retries stop at `until` (ms since the epoch; the lock's expiration by default).
    */
-  async #extend(lock, duration, settings, until = lock.expiration) {
+  async #extend(lock, duration, settings, until) {
     lockArg(lock)
+    until ??= lock.expiration
     const signal = signalOf(settings)
     const id = this.#id()
     lockExtend(this.#handle, id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdOf.get(lock))
