@@ -69,6 +69,56 @@ test('a lock on one cluster; multi-resource locks need one slot', async (t) => {
   t.is(await owner.command('GET', '{order:1}:items'), null)
 })
 
+test('names with a } and no hash tag (a}b, {}x) lock, wait, fence and release on a cluster: the library\'s keys stay in their slot', async (t) => {
+  const [servers] = clusters
+  const nodes = servers.map((s) => ({ host: '127.0.0.1', port: s.port }))
+  const redlock = new Redlock([new Cluster(nodes)], { retryCount: 3, retryDelay: 50 })
+  t.teardown(() => redlock.quit())
+  const tag = resource(t).replace(/[{}]/g, '')
+  for (const name of [`${tag}a}b`, `{}${tag}x`, `${tag}u{}v`]) {
+    const lock = await redlock.acquire([name], 2_000, { fencing: true })
+    t.is(typeof lock.fence, 'bigint', name)
+    t.is(await (await ownerOf(servers, name)).command('GET', name), lock.value, name)
+    const waiting = redlock.acquire([name], 2_000) // retries: joins the waiting line
+    await sleep(80)
+    await lock.release()
+    await (await waiting).release()
+    await redlock.using([name], 1_000, async () => {})
+    const permit = await redlock.semaphore(name, 2).acquire(1_000)
+    await permit.release()
+    const write = await redlock.readWriteLock(name).write.acquire(1_000)
+    await write.release()
+    t.is(await (await ownerOf(servers, name)).command('GET', name), null, name)
+  }
+})
+
+test('a release while the resource\'s slot migrates (TRYAGAIN for scripts on several keys) releases the lock', async (t) => {
+  const servers = clusters[1] // (its slots are put back as they were)
+  const nodes = servers.map((s) => ({ host: '127.0.0.1', port: s.port }))
+  const redlock = new Redlock([new Cluster(nodes, { commandTimeout: 1_000 })], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const key = resource(t)
+  const slot = String(await rawCommand(servers[0].port, ['CLUSTER', 'KEYSLOT', key]))
+  const source = await ownerOf(servers, key)
+  const target = servers.find((s) => s !== source)
+  const id = async (s) => String(await s.command('CLUSTER', 'MYID'))
+  await (await redlock.acquire([`{${key}}:warm`], 1_000)).release() // connected
+  await target.command('CLUSTER', 'SETSLOT', slot, 'IMPORTING', await id(source))
+  await source.command('CLUSTER', 'SETSLOT', slot, 'MIGRATING', await id(target))
+  t.teardown(async () => {
+    for (const s of servers) await s.command('CLUSTER', 'SETSLOT', slot, 'NODE', await id(source))
+  })
+  const reader = new Cluster(nodes) // follows ASK, as the locks' commands do
+  t.teardown(() => reader.quit())
+  const lock = await redlock.acquire([key], 10_000)
+  t.is(await reader.get(key), lock.value)
+  await lock.release()
+  t.is(await reader.get(key), null)
+  t.true(await redlock.acquireLock(key, 10_000))
+  await redlock.releaseLock(key, true)
+  t.is(await reader.get(key), null)
+})
+
 test('waiting across processes on a cluster: the waiting line lives in the resource\'s slot, and the waiter gets the lock at the release', async (t) => {
   const [servers] = clusters
   const nodes = servers.map((s) => ({ host: '127.0.0.1', port: s.port }))

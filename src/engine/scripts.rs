@@ -123,26 +123,67 @@ pub fn fence_key(resource: &str) -> String {
 
 /// A key of the library's own for `resource`, `{<resource>}:redlock-rs:<suffix>` with the
 /// resource as its hash tag (so every key of one resource is in one Cluster slot), never
-/// equal to a mutex key (a resource name). A name with a hash tag of its own (or a `}`)
-/// is kept as it is, `<resource>:redlock-rs:tagged:<suffix>`: the marker keeps `{x}`'s
-/// keys apart from `x`'s.
+/// equal to a mutex key (a resource name). A name with a hash tag of its own is kept as it
+/// is, `<resource>:redlock-rs:tagged:<suffix>`: the marker keeps `{x}`'s keys apart from
+/// `x`'s. A name with a `}` and no hash tag (`a}b`, `{}x`) cannot be put in a tag: its
+/// keys get a tag of the same slot (see [`slot_tag`]),
+/// `{<tag>}:redlock-rs:untagged:<length>:<resource>:<suffix>`.
 pub fn scoped_key(resource: &str, suffix: &str) -> String {
     let tagged = resource
         .find('{')
         .and_then(|open| resource[open + 1..].find('}').map(|len| len > 0))
         .unwrap_or(false);
-    let bare = tagged || resource.contains('}');
+    if !tagged && resource.contains('}') {
+        let tag = slot_tag(hash_slot(resource));
+        return format!(
+            "{{{tag}}}:redlock-rs:untagged:{}:{resource}:{suffix}",
+            resource.len()
+        );
+    }
     // (Pushed, not `format!`: two of these are built for every single-resource lock call.)
     let mut key = String::with_capacity(resource.len() + suffix.len() + 14);
-    key.push_str(if bare { "" } else { "{" });
+    key.push_str(if tagged { "" } else { "{" });
     key.push_str(resource);
-    key.push_str(if bare {
+    key.push_str(if tagged {
         ":redlock-rs:tagged:"
     } else {
         "}:redlock-rs:"
     });
     key.push_str(suffix);
     key
+}
+
+/// A short hash tag whose Cluster slot is `slot`: the first of `0`-`9a`-`z` strings by
+/// length, then in order, that hashes there (the same in every process). The table is
+/// built once, when a name first needs it.
+pub fn slot_tag(slot: u16) -> &'static str {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut tags = vec![String::new(); 16384];
+        let mut left = tags.len();
+        let mut len = 1;
+        while left > 0 {
+            let mut at = vec![0usize; len];
+            loop {
+                let tag: String = at.iter().map(|&d| DIGITS[d] as char).collect();
+                let slot = usize::from(hash_slot(&tag));
+                if tags[slot].is_empty() {
+                    tags[slot] = tag;
+                    left -= 1;
+                }
+                // The next string of this length (the last digit first), until it wraps.
+                let Some(i) = at.iter().rposition(|&d| d + 1 < DIGITS.len()) else {
+                    break;
+                };
+                at[i] += 1;
+                at[i + 1..].fill(0);
+            }
+            len += 1;
+        }
+        tags
+    });
+    &tags[usize::from(slot) % tags.len()]
 }
 
 /// Takes a free slot of a semaphore: the slot already ours (a resend), else the first free
@@ -478,6 +519,27 @@ pub static LINE_LEAVE_SCRIPT: LazyLock<LockScript> =
 pub static LINE_RELEASE_SCRIPT: LazyLock<LockScript> =
     LazyLock::new(|| LockScript::new(built(&LINE_RELEASE)));
 
+/// For the `EVALSHA` of a single resource's [`LINE_RELEASE`] (`evalsha` of `script`):
+/// the [`RELEASE`] of its lock key alone, with the same value and `quiet` (what a release
+/// does where the resource has no waiting line; a lost acquire's ticket is then not put
+/// back in the line). `None` for any other script.
+pub fn first_key_release(script: &LockScript, evalsha: &redis::Cmd) -> Option<redis::Cmd> {
+    if script.hash != LINE_RELEASE_SCRIPT.hash {
+        return None;
+    }
+    // EVALSHA hash numkeys key line expiry value quiet [ticket order lifetime]
+    let args: Vec<&[u8]> = evalsha
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let text = |i: usize| args.get(i).and_then(|a| std::str::from_utf8(a).ok());
+    let (key, value, quiet) = (text(3)?, text(6)?, text(7).unwrap_or(""));
+    Some(RELEASE_SCRIPT.evalsha(&[key.to_string()], &[value, quiet]))
+}
+
 /// A script source built once at start-up, for the program's lifetime.
 fn built(source: &'static LazyLock<String>) -> &'static str {
     source.as_str()
@@ -560,6 +622,48 @@ mod tests {
     fn release_announces_on_the_released_channel() {
         assert!(RELEASE.contains(&format!("'{RELEASED_PREFIX}' .. key")));
         assert_eq!(released_channel("a:b"), "redlock-rs:released:a:b");
+    }
+
+    #[test]
+    fn every_slot_has_a_tag_and_every_name_keeps_its_keys_in_its_slot() {
+        for slot in 0..16384u16 {
+            let tag = slot_tag(slot);
+            assert!(!tag.is_empty() && tag.len() <= 4, "{slot}: {tag}");
+            assert_eq!(hash_slot(tag), slot);
+        }
+        let names = [
+            "jobs", "a}b", "{}x", "u{}v", "}", "}{", "a}{b}", "{t}x", "x{", "{q",
+        ];
+        let mut keys = std::collections::HashSet::new();
+        for name in names {
+            for suffix in ["line", "line:exp", "fence", "sem:fence", "rw:w"] {
+                let key = scoped_key(name, suffix);
+                assert_eq!(hash_slot(&key), hash_slot(name), "{name} {suffix}: {key}");
+                assert_ne!(key, name);
+                assert!(keys.insert(key), "{name} {suffix}");
+            }
+        }
+        // A name's length keeps names and suffixes apart.
+        assert_ne!(
+            scoped_key("a}b:sem", "fence"),
+            scoped_key("a}b", "sem:fence")
+        );
+    }
+
+    #[test]
+    fn a_line_release_falls_back_to_its_lock_key_alone() {
+        let keys = ["job".to_string(), "l".to_string(), "e".to_string()];
+        let line = LINE_RELEASE_SCRIPT.evalsha(&keys, &["v", "quiet", "t", "3", "900"]);
+        let alone = first_key_release(&LINE_RELEASE_SCRIPT, &line).unwrap();
+        let expected = RELEASE_SCRIPT.evalsha(&["job".to_string()], &["v", "quiet"]);
+        assert_eq!(alone.get_packed_command(), expected.get_packed_command());
+        let plain = LINE_RELEASE_SCRIPT.evalsha(&keys, &["v", ""]);
+        let alone = first_key_release(&LINE_RELEASE_SCRIPT, &plain).unwrap();
+        let expected = RELEASE_SCRIPT.evalsha(&["job".to_string()], &["v", ""]);
+        assert_eq!(alone.get_packed_command(), expected.get_packed_command());
+        // Any other script has no such fallback.
+        let release = RELEASE_SCRIPT.evalsha(&["a".to_string(), "b".to_string()], &["v", ""]);
+        assert!(first_key_release(&RELEASE_SCRIPT, &release).is_none());
     }
 
     #[test]

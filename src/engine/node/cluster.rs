@@ -39,6 +39,12 @@ pub(super) async fn connect_cluster(
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.command_timeout)
         .retries(2)
+        // redis-rs waits 1.28 s at least before it retries a TRYAGAIN, CLUSTERDOWN or
+        // LOADING, longer than a command's time-out: a few ms, then the error is the
+        // engine's to handle (its retries, or a single-key release during a migration).
+        .min_retry_wait(5)
+        .max_retry_wait(100)
+        .retry_wait_formula(10, 2)
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(move |info: redis::PushInfo| {
             if info.kind == redis::PushKind::Disconnection {

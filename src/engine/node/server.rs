@@ -23,7 +23,7 @@ use crate::engine::config::NodeConfig;
 use crate::engine::error::{server_line, NodeError};
 use crate::engine::identity::Identity;
 use crate::engine::notify::Subscriber;
-use crate::engine::scripts::LockScript;
+use crate::engine::scripts::{first_key_release, LockScript, RELEASE_SCRIPT};
 use crate::engine::shards::Shard;
 use crate::engine::sync::{Unpoisoned, UnpoisonedRw};
 use crate::engine::timer;
@@ -90,6 +90,17 @@ async fn request(c: &mut Conn, cmd: &Cmd) -> redis::RedisResult<Value> {
     .and_then(Value::extract_error)
 }
 
+/// The `EVALSHA` of `script`, loading it first when the server answers `NOSCRIPT`.
+async fn eval(c: &mut Conn, script: &LockScript, evalsha: &Cmd) -> redis::RedisResult<Value> {
+    match request(c, evalsha).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load().query_async::<()>(c).await?;
+            request(c, evalsha).await
+        }
+        other => other,
+    }
+}
+
 impl Backend for Server {
     fn addr(&self) -> String {
         self.addr.read_now().clone()
@@ -139,12 +150,18 @@ impl Backend for Server {
         reply: Reply<'a>,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(self.run(None, reply, move |mut c| async move {
-            match request(&mut c, evalsha).await {
+            match eval(&mut c, script, evalsha).await {
+                // A Cluster slot in migration refuses a script on several keys while they
+                // are not all on one side (TRYAGAIN, until the migration ends): a
+                // single-resource release then releases its lock key alone (see
+                // `first_key_release`), as any other command on one key follows the slot.
                 Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain) =>
                 {
-                    script.load().query_async::<()>(&mut c).await?;
-                    request(&mut c, evalsha).await
+                    match first_key_release(script, evalsha) {
+                        Some(alone) => eval(&mut c, &RELEASE_SCRIPT, &alone).await,
+                        None => Err(e),
+                    }
                 }
                 other => other,
             }
