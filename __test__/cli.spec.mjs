@@ -57,6 +57,21 @@ test('exits 75 with a one-line reason when the lock cannot be had within --wait'
   t.regex(noWait.stderr, /held by another owner/)
 })
 
+test('--wait bounds the wait also when the nodes do not answer (a listener that never replies)', async (t) => {
+  const silent = net.createServer(() => {}) // accepts, never answers
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => silent.close())
+  const started = Date.now()
+  const r = await run(['run', '--redis', `127.0.0.1:${silent.address().port}`, '--resource', resource(t), '--ttl', '1s', '--wait', '1s', '--', 'echo', 'never'])
+  const took = Date.now() - started
+  t.is(r.code, 75)
+  t.is(r.stdout, '')
+  t.regex(r.stderr, /could not lock .*not acquired within 1000 ms/)
+  // The wait, then quit() waits for the connect under way (1 s at most); before, each
+  // retry waited for its own time-out (6.8 s).
+  t.true(took < 4_500, `took ${took} ms`)
+})
+
 test('two runs of the same resource never overlap', async (t) => {
   const key = resource(t)
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-cli-'))

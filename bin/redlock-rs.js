@@ -65,6 +65,9 @@ function duration(text, { zero = false } = {}) {
   return ms
 }
 
+/** How long past --wait a wait for nodes that answer too slowly is stopped (ms). */
+const WAIT_SLACK = 200
+
 /** The longest --wait (a week: longer waits are for a scheduler, not a lock). */
 const MAX_WAIT = 7 * 24 * 3_600_000
 
@@ -207,8 +210,18 @@ async function run(command, args, opts, cmd) {
     else waiting.abort(new Error(`${signal} received`))
   }
   for (const signal of FORWARDED) process.on(signal, forward)
+  // --wait bounds the wait whatever the nodes do: the retries span it, but an attempt on
+  // nodes that do not answer takes up to their time-outs. Shortly past it, the wait stops.
+  let late = false
+  const deadline = opts.wait
+    ? setTimeout(() => {
+        late = true
+        waiting.abort(new Error(`not acquired within ${opts.wait} ms`))
+      }, opts.wait + WAIT_SLACK)
+    : undefined
   try {
     const status = await redlock.using([opts.resource], opts.ttl, { signal: waiting.signal }, async (signal, lock) => {
+      clearTimeout(deadline)
       if (received) return signalStatus(received)
       const env = { ...process.env }
       if (opts.fenceEnv) env[opts.fenceEnv] = String(lock.fence)
@@ -231,6 +244,8 @@ async function run(command, args, opts, cmd) {
   } catch (e) {
     if (received && !child) {
       process.exitCode = signalStatus(received) // stopped while waiting for the lock
+    } else if (late && !child) {
+      fail(`could not lock ${opts.resource}: not acquired within ${opts.wait} ms (the Redis nodes answered too slowly).`, EX_TEMPFAIL)
     } else if (e instanceof lib().ExecutionError) {
       fail(`could not lock ${opts.resource}: ${why(e, count, opts)}.`, exitCodeOf(e))
     } else if (!child && (e instanceof TypeError || e instanceof RangeError)) {
@@ -240,6 +255,7 @@ async function run(command, args, opts, cmd) {
       fail(`could not lock ${opts.resource}: ${oneLine(e?.message ?? e)}.`, EX_SOFTWARE)
     }
   } finally {
+    clearTimeout(deadline)
     for (const signal of FORWARDED) process.off(signal, forward)
     await redlock.quit()
   }
