@@ -1,6 +1,8 @@
 // Failure semantics on real servers: using() reports a lost lock no later than its
 // expiration; failures carry a reason and their nodes' errors in plain words; events come
 // as attempts end; settings are checked by name; signals abort; locks are disposable.
+import diagnostics from 'node:diagnostics_channel'
+
 import test from 'ava'
 
 import { RedisServer, freePort, startServers, stopServers } from '../scripts/redis-servers.mjs'
@@ -619,6 +621,47 @@ test('the resources of a Lock are the names locked, whatever the caller does wit
   t.deepEqual(lock.resources, ['A'])
   await lock.release()
   await (await redlock.acquire(['A'], 1_000)).release() // free again
+})
+
+test("using(): the routine's own extend waits for the automatic extension under way (the nodes and lock.expiration then agree)", async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores, { automaticExtensionThreshold: 200 })
+  const key = resource(t)
+  const spans = []
+  const tracing = diagnostics.tracingChannel('redlock-rs:extend')
+  const hooks = {
+    start: (c) => c.resources?.[0] === key && spans.push((c.span = { duration: c.duration, start: performance.now() })),
+    asyncEnd: (c) => c.span && (c.span.end = performance.now()),
+  }
+  tracing.subscribe(hooks)
+  t.teardown(() => tracing.unsubscribe(hooks))
+  await redlock.using([key], 400, async (signal, lock) => {
+    await sleep(lock.expiration - Date.now() - 240)
+    for (const s of stores) s.pause(150) // the automatic extension (due 200 ms before expiry) waits
+    await sleep(80)
+    const extended = await lock.extend(150)
+    t.false(signal.aborted)
+    t.is(lock.expiration, extended.expiration)
+    const pttl = await stores[0].pttl(key)
+    t.true(lock.expiration - Date.now() <= pttl + 5, `lock.expiration ${lock.expiration - Date.now()} ms ahead, the keys ${pttl}`)
+  })
+  t.deepEqual(spans.map((s) => s.duration).slice(0, 2), [400, 150])
+  const [automatic, own] = spans
+  t.true(own.start >= automatic.end, 'the routine\'s extend started after the automatic one ended')
+})
+
+test('using(): an extend in flight when the lock is given up rejects with the loss, not a Lock whose keys are gone', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()])
+  const key = resource(t)
+  const controller = new AbortController()
+  await redlock.using([key], 2_000, { signal: controller.signal }, async (signal, lock) => {
+    const extending = lock.extend(10_000)
+    controller.abort(new Error('shutting down'))
+    const lost = await t.throwsAsync(extending, { instanceOf: LockLostError })
+    t.is(lost.reason, 'aborted')
+    t.true(signal.aborted)
+  })
+  await (await redlock.acquire([key], 1_000, { retryCount: 0 })).release() // the keys went
 })
 
 test('extend() of no lock names the argument', async (t) => {

@@ -490,7 +490,10 @@ class Redlock extends EventEmitter {
 
   /** Extends `lock` to `duration` ms from now; resolves a new Lock, the old one is invalidated. */
   extend(lock, duration, settings) {
-    return this.#extended(lock, duration, settings).then((extended) => {
+    // A lock a using() routine holds is extended in turn with the automatic extensions.
+    const held = holdings.get(lock)
+    const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(() => this.#extended(lock, duration, settings))
+    return extending.then((extended) => {
       const holding = holdings.get(lock)
       if (holding !== undefined) {
         holdings.set(extended, holding)

@@ -49,6 +49,10 @@ class Holding {
   #timer
   #lossTimer
   #extension
+  /** The routine's own extensions, one after the other (see `manual`). */
+  #turns = Promise.resolve()
+  /** How many of them are queued or under way. */
+  #manual = 0
   /** When the extension under way started (ms since the epoch). */
   #extensionStarted = 0
   #done = false
@@ -107,6 +111,8 @@ class Holding {
     }
     this.#timer = setTimeout(() => {
       this.#timer = undefined
+      // (The routine's own extension under way schedules the next one when it ends.)
+      if (this.#manual > 0) return
       this.#extensionStarted = Date.now()
       this.#extension = this.#extend()
     }, wait)
@@ -163,6 +169,31 @@ class Holding {
     if (lostChannel.hasSubscribers) {
       lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
     }
+  }
+
+  /**
+   * Runs `extend`, an extension of the lock by the routine itself, never at the same time
+   * as another extension: the nodes would keep the TTL of whichever landed last, and the
+   * lock the expiration of whichever settled last. It waits for the automatic extension
+   * under way (and the routine's earlier ones), and none starts until it ends. A lock
+   * given up meanwhile (lost, or aborted) is not extended: it rejects with the loss.
+   */
+  manual(extend) {
+    this.#manual++
+    clearTimeout(this.#timer)
+    const turn = this.#turns.then(async () => {
+      if (this.#extension) await this.#extension
+      try {
+        if (this.signal.aborted) throw this.signal.error
+        const extended = await extend()
+        if (this.signal.aborted) throw this.signal.error
+        return extended
+      } finally {
+        if (--this.#manual === 0 && !this.#done && !this.signal.aborted && this.#extension === undefined) this.#schedule()
+      }
+    })
+    this.#turns = turn.catch(noop)
+    return turn
   }
 
   /**
