@@ -134,6 +134,38 @@ test('a client that met the node before the restart notices it too (its own memo
   await t.notThrowsAsync(redlock.acquire([resource(t)], 1_000, { restartQuarantine: false }).then((l) => l.release()))
 })
 
+test.serial('clients that name a node differently (localhost, 127.0.0.1) meet each other\'s records: a restart is noticed', async (t) => {
+  const all = await servers(t, 3)
+  const settings = { retryCount: 0, maxDuration: 20_000 }
+  const named = (host) => {
+    const redlock = new Redlock(all.map((s) => new Redis({ host, port: s.port, ...opts })), settings)
+    t.teardown(() => redlock.quit())
+    return redlock
+  }
+  const a = named('localhost')
+  await (await a.acquire([resource(t)], 1_000)).release() // A meets every node
+  const key = resource(t)
+  all[2].pause()
+  const held = await a.acquire([key], 15_000) // on nodes 1 and 2
+  all[2].resume()
+  await eventually(async () => (await all[2].command('GET', key)) !== null, 2_000, 'the straggler on node 3')
+  await all[2].command('DEL', key) // as if node 3 never got it
+  const before = await runIdOf(all[1])
+  await eventually(async () => (await all[0].command('HGET', RECORDS, `localhost:${all[1].port}`)) === before, 2_000, 'the record of node 2')
+  await all[1].kill()
+  await all[1].start() // empty: it forgot A's lock
+  const b = named('127.0.0.1') // meets nodes 2 and 3 only
+  all[0].pause()
+  try {
+    const refused = await t.throwsAsync(b.acquire([key], 5_000), { instanceOf: ExecutionError })
+    t.is(refused.reason, 'quorum-unavailable')
+    t.regex(refused.cause.errors.map((e) => e.message).join('\n'), /restarted or replaced/)
+  } finally {
+    all[0].resume()
+  }
+  t.true(held.expiration > Date.now(), 'A still holds its lock')
+})
+
 test('fresh servers are usable at once, and record each other', async (t) => {
   const all = await servers(t, 3)
   const redlock = redlockOf(t, all.map((s) => s.port), { retryCount: 0 })

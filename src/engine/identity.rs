@@ -20,6 +20,9 @@ pub struct Identity {
     /// Whether it was promoted from replica to master since it started (a failover): its
     /// uptime then says nothing about when it took over.
     pub promoted: bool,
+    /// Its address as the connection reached it, as records name it (see
+    /// [`Identity::reached_at`]), when known.
+    pub peer: Option<String>,
 }
 
 impl Identity {
@@ -41,7 +44,25 @@ impl Identity {
             ),
             seen_at,
             promoted: field("second_repl_offset").is_some_and(|v| v != "-1"),
+            peer: None,
         })
+    }
+
+    /// This identity, read through a connection to `peer`: the server's address as
+    /// records name it, whatever name a client gave it (`localhost`, a host name, an IP),
+    /// so that clients that name it differently meet each other's records. Every loopback
+    /// address is `localhost` (one client's `localhost` may be `::1`, another's
+    /// `127.0.0.1`); an IPv4 address in IPv6 form is the IPv4 one.
+    pub fn reached_at(self, peer: Option<std::net::SocketAddr>) -> Identity {
+        let peer = peer.map(|a| {
+            let ip = a.ip().to_canonical();
+            if ip.is_loopback() {
+                format!("localhost:{}", a.port())
+            } else {
+                std::net::SocketAddr::new(ip, a.port()).to_string()
+            }
+        });
+        Identity { peer, ..self }
     }
 
     /// How long the server has been up at `now`.
@@ -53,6 +74,26 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_reached_is_named_by_its_address_every_loopback_one_localhost() {
+        let id = Identity::parse(INFO, Instant::now()).unwrap();
+        assert_eq!(id.peer, None);
+        let at = |a: &str| id.clone().reached_at(a.parse().ok()).peer;
+        assert_eq!(at("127.0.0.1:6379").as_deref(), Some("localhost:6379"));
+        assert_eq!(at("127.0.0.2:6379").as_deref(), Some("localhost:6379"));
+        assert_eq!(at("[::1]:6379").as_deref(), Some("localhost:6379"));
+        assert_eq!(at("10.0.0.5:7000").as_deref(), Some("10.0.0.5:7000"));
+        assert_eq!(
+            at("[::ffff:10.0.0.5]:7000").as_deref(),
+            Some("10.0.0.5:7000")
+        );
+        assert_eq!(
+            at("[2001:db8::1]:6379").as_deref(),
+            Some("[2001:db8::1]:6379")
+        );
+        assert_eq!(at("not an address"), None);
+    }
 
     const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\nuptime_in_seconds:42\r\n";
 

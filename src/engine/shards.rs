@@ -216,6 +216,7 @@ mod tests {
             uptime: Duration::ZERO,
             seen_at: now,
             promoted: false,
+            peer: None,
         };
         let everything = Shard {
             ranges: vec![(0, 16383)],

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::{Identity, RECORDS_KEY};
 use crate::engine::node::Node;
@@ -288,9 +289,9 @@ async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
         return Ok(node
             .identity()
             .map(|identity| Seen {
+                fields: fields_of(node.config(), &identity),
                 identity,
                 name: node.config().identity_name(),
-                fields: node.config().identity_fields(),
                 addr: node.addr(),
                 shard: None,
             })
@@ -311,6 +312,21 @@ async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
             addr: s.addr,
         })
         .collect())
+}
+
+/// The record fields of a node (see `NodeConfig::identity_fields`), and for a server
+/// reached directly also its address as the connection reached it (see
+/// [`Identity::reached_at`]): clients that name one server differently (`localhost` and
+/// `127.0.0.1`, a host name and its IP) then meet each other's records. (A Sentinel
+/// group's master changes: it is named by the group.)
+fn fields_of(config: &NodeConfig, identity: &Identity) -> Vec<String> {
+    let mut fields = config.identity_fields();
+    if let Some(peer) = identity.peer.as_ref().filter(|_| config.sentinel.is_none()) {
+        if !fields.contains(peer) {
+            fields.push(peer.clone());
+        }
+    }
+    fields
 }
 
 /// What is concluded about `seen`, given the identities `known` for it.
@@ -481,6 +497,7 @@ mod tests {
             uptime: Duration::from_secs(uptime_s),
             seen_at,
             promoted: false,
+            peer: None,
         }
     }
 

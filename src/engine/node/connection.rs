@@ -78,7 +78,9 @@ pub(super) async fn connect_plain(
 pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Identity>), NodeError> {
     let addr = config.host_port();
     let work = async {
-        let mut conn = Conn::Lean(connect_lean(config).await?);
+        let lean = connect_lean(config).await?;
+        let peer = lean.peer();
+        let mut conn = Conn::Lean(lean);
         let mut pipe = redis::pipe();
         for script in scripts::all() {
             pipe.add_command(script.load()).ignore();
@@ -91,7 +93,9 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
             .query_async::<String>(&mut conn)
             .await
         {
-            Ok(info) => Identity::parse(&info, std::time::Instant::now()),
+            Ok(info) => {
+                Identity::parse(&info, std::time::Instant::now()).map(|id| id.reached_at(peer))
+            }
             Err(e) if e.code() == Some("NOPERM") => None,
             Err(e) => return Err(e),
         };

@@ -34,6 +34,7 @@ impl Backend for MemoryBackend {
             uptime: Duration::from_secs(uptime.as_secs()),
             seen_at: Instant::now(),
             promoted: false,
+            peer: None,
         })
     }
 

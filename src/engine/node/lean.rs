@@ -78,6 +78,8 @@ impl Wake for SocketWaker {
 pub(super) struct Lean {
     handle: Arc<Handle>,
     db: i64,
+    /// The server's address as this connection reached it (its host name resolved).
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// What the clones of a [`Lean`] share; dropped with the last of them.
@@ -135,10 +137,17 @@ impl Lean {
         tls: Option<LeanTls>,
     ) -> io::Result<Lean> {
         let stream = tcp(host, port).await?;
-        Ok(match tls {
+        let peer = stream.peer_addr().ok();
+        let lean = match tls {
             None => Lean::start(stream, db),
             Some(tls) => Lean::start(tls.over(stream).await?, db),
-        })
+        };
+        Ok(Lean { peer, ..lean })
+    }
+
+    /// The server's address as this connection reached it.
+    pub(super) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer
     }
 
     /// Starts the connection task over `stream`.
@@ -170,6 +179,7 @@ impl Lean {
         Lean {
             handle: Arc::new(Handle { shared }),
             db,
+            peer: None,
         }
     }
 
