@@ -301,6 +301,26 @@ test('holders() answers once a quorum has: a frozen node does not hold it for it
   for (const lock of held) await lock.release()
 })
 
+test('holders() without a quorum says which nodes failed and how, as acquire does (cause: an AggregateError naming each node)', async (t) => {
+  const all = await startServers(3)
+  t.teardown(() => stopServers(all))
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), { retryCount: 0 })
+  const sem = redlock.semaphore(resource(t), 2)
+  t.is(await sem.holders(), 0)
+  await all[0].kill()
+  all[1].pause()
+  t.teardown(() => all[1].resume())
+  const failed = await t.throwsAsync(sem.holders(), { instanceOf: ExecutionError })
+  t.is(failed.reason, 'quorum-unavailable')
+  t.is(failed.message, 'The operation was unable to achieve a quorum during its retry window.')
+  t.true(failed.cause instanceof AggregateError)
+  const messages = failed.cause.errors.map((e) => e.message).sort()
+  t.is(messages.length, 2)
+  t.regex(messages.join('\n'), new RegExp(`127\\.0\\.0\\.1:${all[0].port}: `))
+  t.regex(messages.join('\n'), new RegExp(`127\\.0\\.0\\.1:${all[1].port}: no reply within 300 ms`))
+  t.true(failed.cause.errors.every((e) => redlock.clients.includes(e.client)))
+})
+
 test('bad input: permits, resource and duration are checked with TypeError / RangeError', async (t) => {
   const redlock = new Redlock([new Redis({ port: 1, lazyConnect: true })])
   for (const permits of [0, -1, 1.5, NaN, '2', undefined]) {

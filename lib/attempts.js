@@ -25,6 +25,16 @@ function nodeError(message, client) {
 }
 
 /**
+ * The errors of the nodes that failed (`[client, message]` pairs, of `n` nodes) as one
+ * AggregateError; undefined when none failed.
+ */
+function nodeErrors(failed, n) {
+  if (failed.length === 0) return undefined
+  const errors = failed.map(([client, message]) => nodeError(message, client))
+  return new AggregateError(errors, `${errors.length} of ${n} Redis node${n === 1 ? '' : 's'} failed: ${errors.map((e) => e.message).join('; ')}`)
+}
+
+/**
  * The attempts of an operation as the engine reports them (one string per attempt, one
  * character per client), turned into node-redlock's `Promise<ExecutionStats>[]` only
  * when somebody reads them.
@@ -82,13 +92,11 @@ class AttemptLog {
   /** The node errors of the last attempt, as an AggregateError (undefined when none failed). */
   lastErrors() {
     const last = this.attempts.length - 1
-    const errors = []
+    const failed = []
     this.eachAgainst((vote, client, message) => {
-      if (vote === 'E') errors.push(nodeError(message, client))
+      if (vote === 'E') failed.push([client, message])
     }, last)
-    if (errors.length === 0) return undefined
-    const n = this.clients.length
-    return new AggregateError(errors, `${errors.length} of ${n} Redis node${n === 1 ? '' : 's'} failed: ${errors.map((e) => e.message).join('; ')}`)
+    return nodeErrors(failed, this.clients.length)
   }
 
   toStats() {
@@ -135,4 +143,4 @@ class ExecutionResult {
   }
 }
 
-module.exports = { AttemptLog, ExecutionResult }
+module.exports = { AttemptLog, ExecutionResult, nodeErrors }

@@ -6,7 +6,7 @@ const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 
 const { describeClient, inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
-const { AttemptLog, ExecutionResult } = require('./attempts.js')
+const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
@@ -440,7 +440,10 @@ class Redlock extends EventEmitter {
       return await this.#native.holders(this.#key(resource), permits)
     } catch (error) {
       if (this.#closed !== undefined) throw abortedError(this.#closed, [])
-      throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause: error })
+      // The message's lines after the first: `index<TAB>message` of each node that failed.
+      const failed = String(error?.message).split('\n').slice(1).map((line) => line.split('\t'))
+      const cause = nodeErrors(failed.map(([i, message]) => [this.clients[Number(i)], message]), this.clients.length) ?? error
+      throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause })
     }
   }
 

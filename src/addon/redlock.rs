@@ -18,6 +18,7 @@ use crate::addon::event_loop;
 use crate::addon::js::{self, check, classify, field, opt_bool, opt_number, type_error, Val};
 use crate::engine::args;
 use crate::engine::error::ArgError;
+use crate::engine::error::NodeError;
 use crate::engine::kinds::Kind;
 use crate::engine::quorum::FailureKind;
 use crate::engine::redlock::{
@@ -161,9 +162,17 @@ pub struct HoldKind {
     pub slot: Option<u32>,
 }
 
-/// The message of a semaphore read without a quorum of answers.
-const QUORUM_UNAVAILABLE: &str =
-    "The operation was unable to achieve a quorum during its retry window.";
+/// The message of a semaphore read without a quorum of answers: a line, then a line
+/// `index<TAB>message` for each node that failed (the JavaScript layer makes the error's
+/// `cause` of them).
+fn unavailable(failed: &[(usize, NodeError)]) -> String {
+    let mut message =
+        String::from("The operation was unable to achieve a quorum during its retry window.");
+    for (i, e) in failed {
+        message.push_str(&format!("\n{i}\t{}", e.to_string().replace('\n', " ")));
+    }
+    message
+}
 
 /// The hold an operation is about; semaphores and read-write locks name one resource.
 fn kind_arg(env: &Env, kind: Option<HoldKind>, resources: &[String]) -> Result<Kind> {
@@ -623,7 +632,7 @@ impl NativeRedlock {
                 .quorum()
                 .holders(&resource, permits)
                 .await
-                .ok_or_else(|| Error::from_reason(QUORUM_UNAVAILABLE))
+                .map_err(|failed| Error::from_reason(unavailable(&failed)))
         })
     }
 

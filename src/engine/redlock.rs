@@ -1672,7 +1672,11 @@ impl Quorum {
     /// Decided once a quorum answered, as an attempt is: the other nodes get twice as long
     /// as that took ([`DRAIN_GRACE`] at least), so a stopped node does not hold the call
     /// for its whole command time-out.
-    pub async fn holders(&self, resource: &str, permits: u32) -> Option<u32> {
+    pub async fn holders(
+        &self,
+        resource: &str,
+        permits: u32,
+    ) -> Result<u32, Vec<(usize, NodeError)>> {
         let mut mget = redis::cmd("MGET");
         mget.arg(crate::engine::kinds::slot_keys(resource, permits));
         let limit = self.command_timeout();
@@ -1680,32 +1684,35 @@ impl Quorum {
         let mut reads: FuturesUnordered<_> = self
             .nodes
             .iter()
-            .map(|node| {
+            .enumerate()
+            .map(|(i, node)| {
                 let mget = &mget;
                 async move {
-                    timer::timeout(limit, node.send::<Vec<Option<String>>>(mget))
+                    let read = timer::timeout(limit, node.send::<Vec<Option<String>>>(mget))
                         .await
-                        .ok()?
-                        .ok()
+                        .unwrap_or_else(|_| Err(timed_out(&self.nodes, limit)(i)));
+                    (i, read)
                 }
             })
             .collect();
         let quorum = crate::engine::quorum::quorum_of(self.nodes.len());
         let mut answers: Vec<Vec<Option<String>>> = Vec::with_capacity(self.nodes.len());
+        let mut failed = Vec::new();
         while answers.len() < quorum {
             match reads.next().await {
-                Some(answer) => answers.extend(answer),
-                None => return None,
+                Some((_, Ok(answer))) => answers.push(answer),
+                Some((i, Err(e))) => failed.push((i, e)),
+                None => return Err(failed),
             }
         }
         let grace = (started.elapsed() * 2).max(DRAIN_GRACE);
         let _ = timer::timeout(grace, async {
-            while let Some(answer) = reads.next().await {
-                answers.extend(answer);
+            while let Some((_, answer)) = reads.next().await {
+                answers.extend(answer.ok());
             }
         })
         .await;
-        Some(count_held(&answers, permits as usize, quorum))
+        Ok(count_held(&answers, permits as usize, quorum))
     }
 
     /// Ends the operations under way, lets the requests of won acquires still under way
