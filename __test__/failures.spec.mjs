@@ -579,6 +579,26 @@ test('quit() ends the operations under way (reason aborted, quit as cause) and e
   t.is(later.reason, 'aborted')
 })
 
+test('quit() during a using() routine: the routine hears it at once (LockLostError, reason aborted, quit as cause) and the lock goes before the connections close', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all))
+  const key = resource(t)
+  let heard
+  const running = redlock.using([key], 10_000, async (signal) => {
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    heard = signal.error
+    return 'done'
+  })
+  await eventually(async () => (await valuesOn(all, key)).every(Boolean), 1_000)
+  await redlock.quit()
+  t.is(await running, 'done')
+  t.true(heard instanceof LockLostError)
+  t.is(heard.reason, 'aborted')
+  t.regex(heard.message, /was released: redlock\.quit\(\) was called/)
+  t.regex(heard.cause?.message ?? '', /quit\(\)/)
+  t.deepEqual(await valuesOn(all, key), [null, null, null])
+})
+
 // Found by an audit: quit() waited for a release's straggler (one command time-out), then
 // for the frozen node's QUIT (another one).
 test("quit() after a release with a frozen node takes one command time-out, as README says, not two", async (t) => {
@@ -639,13 +659,13 @@ test("using(): the routine's own extend waits for the automatic extension under 
     await sleep(lock.expiration - Date.now() - 240)
     for (const s of stores) s.pause(150) // the automatic extension (due 200 ms before expiry) waits
     await sleep(80)
-    const extended = await lock.extend(150)
+    const extended = await lock.extend(1_000) // (beyond the threshold: no extension follows at once)
     t.false(signal.aborted)
     t.is(lock.expiration, extended.expiration)
     const pttl = await stores[0].pttl(key)
     t.true(lock.expiration - Date.now() <= pttl + 5, `lock.expiration ${lock.expiration - Date.now()} ms ahead, the keys ${pttl}`)
   })
-  t.deepEqual(spans.map((s) => s.duration).slice(0, 2), [400, 150])
+  t.deepEqual(spans.map((s) => s.duration).slice(0, 2), [400, 1_000])
   const [automatic, own] = spans
   t.true(own.start >= automatic.end, 'the routine\'s extend started after the automatic one ended')
 })

@@ -137,6 +137,8 @@ class Redlock extends EventEmitter {
   #keepAlive = null
   /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
   #closed = undefined
+  /** The holdings of the using() routines running (their locks go at `quit()`). */
+  #running = new Set()
   /** The operations under way with each AbortSignal (see #onAbort). */
   #bySignal = new WeakMap()
 
@@ -549,9 +551,11 @@ class Redlock extends EventEmitter {
       this.#extended(l, d, s, until),
     )
     holdings.set(lock, holding)
+    this.#running.add(holding)
     try {
       return await routine(holding.signal, lock)
     } finally {
+      this.#running.delete(holding)
       await holding.stop()
       holdings.delete(lock)
       // A lost lock's keys were sent away when it was lost (in the background): the
@@ -582,7 +586,13 @@ class Redlock extends EventEmitter {
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */
   async quit() {
-    this.#closed ??= AbortSignal.abort(new Error('redlock.quit() was called.'))
+    if (this.#closed === undefined) {
+      const quitting = new Error('redlock.quit() was called.')
+      // The using() routines running hear it at once, and their locks go before the
+      // connections close.
+      await Promise.all([...this.#running].map((holding) => holding.quit(quitting)))
+      this.#closed ??= AbortSignal.abort(quitting)
+    }
     // The native connections close after the requests still under way that have work left
     // (within the command time-out): the process stays alive for them.
     const closing = setInterval(noop, 0x7fffffff)

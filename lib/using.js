@@ -73,7 +73,19 @@ class Holding {
     else given?.addEventListener?.('abort', this.#userAbort, { once: true })
   }
 
-  #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
+  #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, 'settings.signal was aborted')
+
+  /** The release under way of a lock given up. */
+  #releasing
+
+  /**
+   * `redlock.quit()` was called (`cause`): the routine hears it at once (reason
+   * 'aborted') and the lock goes; resolves once its release settled.
+   */
+  quit(cause) {
+    this.#lose('aborted', undefined, cause, 'redlock.quit() was called')
+    return this.#releasing ?? Promise.resolve()
+  }
 
   get signal() {
     return this.#controller.signal
@@ -141,16 +153,17 @@ class Holding {
 
   /**
    * Gives the lock up: the routine's signal aborts with a LockLostError for `reason` and
-   * the keys go. `byUser`: `settings.signal` was aborted (no loss to report as an event).
+   * the keys go. `byUser`: why the user gave it up (`settings.signal` aborted, `quit()`):
+   * no loss to report as an event.
    */
-  #lose(reason, error, cause = error?.cause instanceof AggregateError ? error.cause : error, byUser = false) {
+  #lose(reason, error, cause = error?.cause instanceof AggregateError ? error.cause : error, byUser = undefined) {
     if (this.#done || this.signal.aborted) return
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
     const { lock, redlock } = this
     const on = lock.resources.join(', ')
     const message = byUser
-      ? `The lock on ${on} was released: settings.signal was aborted.`
+      ? `The lock on ${on} was released: ${byUser}.`
       : `The lock on ${on} could not be extended and may have been lost.`
     const lost = new LockLostError(message, { cause, reason })
     lost.expiration = lock.expiration
@@ -159,6 +172,7 @@ class Holding {
     // a new holder's keys stay), retried while the lock would still be valid; the lock
     // keeps the moment of its loss as its expiration (a release sets 0).
     const releasing = redlock.release(lock, this.settings).catch(noop)
+    this.#releasing = releasing
     const lostAt = Math.min(lock.expiration, Date.now())
     lock.expiration = lostAt
     releasing.then(() => (lock.expiration = lostAt))
