@@ -31,6 +31,10 @@ test('bad resources are refused with the argument named', async (t) => {
     t.regex(err.message, /^resource must be a non-empty string/)
     await t.throwsAsync(redlock.releaseLock(resource, true), { instanceOf: TypeError })
   }
+  // What was given is said as it was: null is not undefined.
+  await t.throwsAsync(redlock.acquireLock(null, 1000), { message: /got null\.$/ })
+  t.throws(() => redlock.fenceOf(null), { instanceOf: TypeError, message: /got null\.$/ })
+  await t.throwsAsync(redlock.acquire(null, 1000), { instanceOf: TypeError, message: /^resources must be .*got null\.$/ })
   await t.throwsAsync(redlock.releaseLock('r', 'yes'), { instanceOf: TypeError, message: /lockValue/ })
 })
 
@@ -114,7 +118,9 @@ test('bad command arguments are refused by the clients', (t) => {
   t.throws(() => c.set('k', {}), { instanceOf: TypeError, message: /^value must be/ })
   t.throws(() => c.set('k'), { instanceOf: TypeError, message: /^value must be/ })
   t.throws(() => c.set('k', null), { instanceOf: TypeError, message: /got null\./ })
-  t.throws(() => c.pttl(null), { instanceOf: TypeError, message: /^key must be/ })
+  t.throws(() => c.pttl(null), { instanceOf: TypeError, message: /^key must be .*got null\.$/ })
+  t.throws(() => c.get(null), { instanceOf: TypeError, message: /got null\.$/ })
+  t.throws(() => c.call(null), { instanceOf: TypeError, message: /^command must be .*got null\.$/ })
   t.throws(() => c.del(), { instanceOf: TypeError, message: /at least one key/ })
   t.throws(() => c.del('a', {}), { instanceOf: TypeError, message: /^keys\[1\]/ })
   t.throws(() => c.call(), { instanceOf: TypeError, message: /^command must be/ })

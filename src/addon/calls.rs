@@ -35,11 +35,12 @@ fn arg<T: FromNapiValue>(env: &Env, v: sys::napi_value) -> Result<T> {
 }
 
 fn acquire(ops: &Arc<Ops>, env: &Env, a: &[sys::napi_value; ARGS]) -> Result<()> {
-    let (id, resources, duration) = (arg(env, a[0])?, arg(env, a[1])?, arg(env, a[2])?);
+    // (The resources as given, `null` too: `Option` would read `null` as not given.)
+    let (id, resources, duration) = (arg(env, a[0])?, arg::<Unknown>(env, a[1])?, arg(env, a[2])?);
     ops.acquire(
         env,
         id,
-        resources,
+        Some(resources),
         duration,
         arg(env, a[3])?,
         arg(env, a[4])?,

@@ -634,9 +634,9 @@ impl NativeClient {
     pub fn get<'env>(
         &self,
         env: &'env Env,
-        key: Option<Unknown>,
+        key: Unknown,
     ) -> Result<PromiseRaw<'env, Option<String>>> {
-        let key = js::bytes_arg(env, "key", classify(key)?)?;
+        let key = js::bytes_arg(env, "key", classify(Some(key))?)?;
         let node = self.node.clone();
         event_loop::promise(env, async move {
             let v: Option<Vec<u8>> = node
@@ -656,10 +656,10 @@ impl NativeClient {
     pub fn set<'env>(
         &self,
         env: &'env Env,
-        key: Option<Unknown>,
+        key: Unknown,
         value: Unknown,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let key = js::bytes_arg(env, "key", classify(key)?)?;
+        let key = js::bytes_arg(env, "key", classify(Some(key))?)?;
         // (Not an Option: napi-rs reads null as missing, and the message must say null.)
         let value = match classify(Some(value))? {
             Val::Bool(b) => b.to_string().into_bytes(),
@@ -681,12 +681,8 @@ impl NativeClient {
         ts_args_type = "key: string | Buffer",
         ts_return_type = "Promise<number>"
     )]
-    pub fn pttl<'env>(
-        &self,
-        env: &'env Env,
-        key: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, i64>> {
-        let key = js::bytes_arg(env, "key", classify(key)?)?;
+    pub fn pttl<'env>(&self, env: &'env Env, key: Unknown) -> Result<PromiseRaw<'env, i64>> {
+        let key = js::bytes_arg(env, "key", classify(Some(key))?)?;
         self.send(env, redis::cmd("PTTL").arg(key).clone())
     }
 
@@ -696,12 +692,8 @@ impl NativeClient {
         ts_args_type = "keys: Array<string | Buffer>",
         ts_return_type = "Promise<number>"
     )]
-    pub fn del_keys<'env>(
-        &self,
-        env: &'env Env,
-        keys: Option<Unknown>,
-    ) -> Result<PromiseRaw<'env, i64>> {
-        let list = match classify(keys)? {
+    pub fn del_keys<'env>(&self, env: &'env Env, keys: Unknown) -> Result<PromiseRaw<'env, i64>> {
+        let list = match classify(Some(keys))? {
             Val::Array(items) => items,
             other => return Err(type_error(env, "keys", "an array", &other)),
         };
@@ -731,14 +723,14 @@ impl NativeClient {
     pub fn call_command<'env>(
         &self,
         env: &'env Env,
-        command: Option<Unknown>,
-        args: Option<Unknown>,
+        command: Unknown,
+        args: Unknown,
     ) -> Result<PromiseRaw<'env, Reply>> {
-        let name = match classify(command)? {
+        let name = match classify(Some(command))? {
             Val::Str(s) if !s.trim().is_empty() => s,
             other => return Err(type_error(env, "command", "a non-empty string", &other)),
         };
-        let list = match classify(args)? {
+        let list = match classify(Some(args))? {
             Val::Array(items) => items,
             Val::Missing(_) => Vec::new(),
             other => return Err(type_error(env, "args", "an array", &other)),

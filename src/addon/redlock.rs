@@ -554,10 +554,10 @@ impl NativeRedlock {
         &self,
         env: Env,
         id: u32,
-        resource: Option<Unknown>,
+        resource: Unknown,
         ttl: Option<Unknown>,
     ) -> Result<()> {
-        let resource = resource_arg(&env, "resource", resource)?;
+        let resource = resource_arg(&env, "resource", Some(resource))?;
         let ttl = duration_arg(&env, "ttl", ttl, self.ops.inner.settings())?;
         let op = self.ops.op(
             id,
@@ -581,8 +581,8 @@ impl NativeRedlock {
     /// The fencing token (decimal) of the lock this instance holds on `resource` (seed
     /// API, with `fencing`), if any.
     #[napi(catch_unwind, ts_args_type = "resource: string")]
-    pub fn fence_of(&self, env: Env, resource: Option<Unknown>) -> Result<Option<String>> {
-        let resource = resource_arg(&env, "resource", resource)?;
+    pub fn fence_of(&self, env: Env, resource: Unknown) -> Result<Option<String>> {
+        let resource = resource_arg(&env, "resource", Some(resource))?;
         Ok(self.ops.inner.fence_of(&resource).map(|f| f.to_string()))
     }
 
@@ -596,10 +596,10 @@ impl NativeRedlock {
         &self,
         env: Env,
         id: u32,
-        resource: Option<Unknown>,
+        resource: Unknown,
         lock_value: Option<Unknown>,
     ) -> Result<()> {
-        let resource = resource_arg(&env, "resource", resource)?;
+        let resource = resource_arg(&env, "resource", Some(resource))?;
         let release = match classify(lock_value)? {
             Val::Bool(b) => b,
             Val::Missing(_) => false,
