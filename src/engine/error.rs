@@ -149,15 +149,15 @@ fn tls_words(lower: &str, raw: &str) -> String {
     let words = [
         (
             "unknownissuer",
-            "the server's certificate is not signed by a trusted CA (give its CA as tls.ca)",
+            "the server's certificate is not signed by a trusted CA (give its CA as tls.ca, or socket.ca for node-redis)",
         ),
         (
             "causedasendentity",
-            "the server's certificate is a CA certificate (give it as tls.ca to trust it directly)",
+            "the server's certificate is a CA certificate (give it as tls.ca, or socket.ca for node-redis, to trust it directly)",
         ),
         (
             "notvalidforname",
-            "the server's certificate is not valid for name expected (the host, or tls.servername)",
+            "the server's certificate is not valid for name expected (the host, or tls.servername, or socket.servername for node-redis)",
         ),
         ("expired", "the server's certificate has expired"),
         ("notvalidyet", "the server's certificate is not valid yet"),
