@@ -101,15 +101,16 @@ test.serial('a call with a lower maxDuration does not shorten the quarantine, no
   t.true(held.expiration > Date.now(), 'A still held its lock meanwhile')
 })
 
-test.serial('peers that answer a little slower than the others still tell a newcomer that a node restarted', async (t) => {
+for (const [delay, what] of [[5, 'a little slower than the others'], [40, '80 ms away (a new client waits for them up to 1 s, half its commandTimeout at most)']]) {
+test.serial(`peers that answer ${what} still tell a newcomer that a node restarted`, async (t) => {
   const settings = { maxDuration: 20_000, retryCount: 0 }
   const { all, ports, key, held, before, recordOf3 } = await restartedUnderA(t, settings)
-  // B reaches nodes 1 and 2 (the only ones with A's record of node 3) 5 ms late each way.
+  // B reaches nodes 1 and 2 (the only ones with A's record of node 3) `delay` ms late each way.
   const slow = await Promise.all([all[0], all[1]].map((s) => new TcpProxy(s.port).start()))
   t.teardown(() => Promise.all(slow.map((p) => p.stop())))
   for (const p of slow) {
     p.mode = 'delay'
-    p.delayMs = 5
+    p.delayMs = delay
   }
   const b = new Redlock([slow[0].port, slow[1].port, ...ports.slice(2)].map((port) => new Redis({ port, connectTimeout: 1_000, commandTimeout: 1_000 })), settings)
   t.teardown(() => b.quit())
@@ -119,6 +120,7 @@ test.serial('peers that answer a little slower than the others still tell a newc
   t.is(await recordOf3(0), before, 'the old identity stays on record')
   t.is(await recordOf3(1), before)
 })
+}
 
 test('a client that met the node before the restart notices it too (its own memory), without the peers', async (t) => {
   const [server] = await servers(t, 1)

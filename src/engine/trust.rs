@@ -399,7 +399,7 @@ fn record_places(
 /// sources (their indexes) that did not answer.
 ///
 /// Waits for [`enough`] of them, then [`PEER_GRACE`] (or as long again as that took) for
-/// the others; nothing waits past [`PEER_WAIT`] or `command_timeout`. Enough is what
+/// the others; nothing waits past [`PEER_WAIT`] or half the `command_timeout`. Enough is what
 /// closes the restart hole: a client that held a lock on a quorum including this node
 /// recorded the node on the rest of that quorum, at least half of its peers, so any
 /// [`enough`] of them include one of those, when they answer within [`PEER_WAIT`]. Slower
@@ -420,7 +420,9 @@ async fn read_records(
         })
         .collect();
     let started = Instant::now();
-    let mut until = started + command_timeout.min(PEER_WAIT);
+    // (Half the time-out at most: the node's vote in the attempt that waits for this
+    // check must still fit in the attempt.)
+    let mut until = started + (command_timeout / 2).min(PEER_WAIT);
     let needed = enough(sources.len());
     let mut unread: Vec<usize> = (0..sources.len()).collect();
     let mut known = Vec::new();
@@ -447,8 +449,9 @@ fn enough(peers: usize) -> usize {
 /// How long the slower peers are waited for at least once enough of them answered.
 const PEER_GRACE: Duration = Duration::from_millis(20);
 /// The longest wait for the peers' records (a fresh client pays it once per connection
-/// when fewer than enough peers answer).
-const PEER_WAIT: Duration = Duration::from_millis(100);
+/// when fewer than enough peers answer). Long enough for a peer that is slow, not gone:
+/// with 100 ms, a peer 150 ms away hid a restart it recorded (an audit's two holders).
+const PEER_WAIT: Duration = Duration::from_secs(1);
 
 /// Records `checked` (when given) as the trusted identity of node `i` or of its shard,
 /// in the background.
