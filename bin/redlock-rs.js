@@ -65,7 +65,10 @@ function duration(text, { zero = false } = {}) {
   return ms
 }
 
-/** How long past --wait a wait for nodes that answer too slowly is stopped (ms). */
+/**
+ * How long past --wait a wait for nodes that answer too slowly is stopped (ms; a tenth
+ * of the wait when longer: the retries that span it take their own time too).
+ */
 const WAIT_SLACK = 200
 
 /** The longest --wait (a week: longer waits are for a scheduler, not a lock). */
@@ -217,12 +220,14 @@ async function run(command, args, opts, cmd) {
     ? setTimeout(() => {
         late = true
         waiting.abort(new Error(`not acquired within ${opts.wait} ms`))
-      }, opts.wait + WAIT_SLACK)
+      }, opts.wait + Math.max(WAIT_SLACK, opts.wait / 10))
     : undefined
   try {
     const status = await redlock.using([opts.resource], opts.ttl, { signal: waiting.signal }, async (signal, lock) => {
       clearTimeout(deadline)
       if (received) return signalStatus(received)
+      // (The wait ended as the lock came: it is given up, the command does not run.)
+      if (late || signal.aborted) throw signal.error
       const env = { ...process.env }
       if (opts.fenceEnv) env[opts.fenceEnv] = String(lock.fence)
       child = spawn(command, args, { stdio: 'inherit', env })

@@ -40,6 +40,9 @@ const { Holding, emitError } = require('./using.js')
 
 const noop = () => {}
 
+/** How long `quit()` waits for the releases of the locks of the using() routines running (ms). */
+const QUIT_RELEASE_WAIT = 1_000
+
 /**
  * Lock objects invalidated by their extend: their keys live on under the new Lock, so
  * their expiration (0) says nothing about them; released as a lock of unknown expiration.
@@ -137,6 +140,8 @@ class Redlock extends EventEmitter {
   #keepAlive = null
   /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
   #closed = undefined
+  /** The end of `quit()`, once called: later operations wait for it (see `#quit`). */
+  #quitting = undefined
   /** The holdings of the using() routines running (their locks go at `quit()`). */
   #running = new Set()
   /** The operations under way with each AbortSignal (see #onAbort). */
@@ -370,6 +375,7 @@ class Redlock extends EventEmitter {
 
   /** `true`: acquired; `false`: another owner holds it; `null`: too many instances failed. */
   async acquireLock(resource, ttl) {
+    if (this.#quitting !== undefined) await this.#quitting
     wellFormedName(resource, 'resource')
     const id = this.#id()
     this.#native.acquireLock(id, this.#key(resource), ttl) // bad arguments throw here
@@ -381,6 +387,7 @@ class Redlock extends EventEmitter {
 
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
+    if (this.#quitting !== undefined) await this.#quitting
     wellFormedName(resource, 'resource')
     const id = this.#id()
     this.#native.releaseLock(id, this.#key(resource), lockValue)
@@ -422,6 +429,7 @@ class Redlock extends EventEmitter {
   }
 
   async #acquire(resources, duration, settings, hold) {
+    if (this.#quitting !== undefined) await this.#quitting
     const signal = signalOf(settings)
     wellFormed(resources)
     // The names as they are now: the caller may change its array while the call runs.
@@ -438,13 +446,18 @@ class Redlock extends EventEmitter {
 
   /** Live holders of semaphore `resource` of `permits`, as a quorum sees them. */
   async [holdersOf](resource, permits) {
+    if (this.#quitting !== undefined) await this.#quitting
     try {
       return await this.#native.holders(this.#key(resource), permits)
     } catch (error) {
       if (this.#closed !== undefined) throw abortedError(this.#closed, [])
       // The message's lines after the first: `index<TAB>message` of each node that failed.
-      const failed = String(error?.message).split('\n').slice(1).map((line) => line.split('\t'))
-      const cause = nodeErrors(failed.map(([i, message]) => [this.clients[Number(i)], message]), this.clients.length) ?? error
+      const failed = String(error?.message)
+        .split('\n')
+        .slice(1)
+        .map((line) => /^(\d+)\t(.*)$/.exec(line))
+        .filter((m) => m !== null && Number(m[1]) < this.clients.length)
+      const cause = nodeErrors(failed.map(([, i, message]) => [this.clients[Number(i)], message]), this.clients.length) ?? error
       throw new ExecutionError(QUORUM_FAILED, [], { reason: 'quorum-unavailable', cause })
     }
   }
@@ -457,6 +470,7 @@ class Redlock extends EventEmitter {
   }
 
   async #release(lock, settings) {
+    if (this.#quitting !== undefined) await this.#quitting
     lockArg(lock)
     holdings.get(lock)?.released()
     const id = this.#id()
@@ -482,14 +496,23 @@ class Redlock extends EventEmitter {
    * Retries stop at `until` (ms since the epoch; the lock's expiration by default).
    */
   async #extend(lock, duration, settings, until) {
+    if (this.#quitting !== undefined) await this.#quitting
     lockArg(lock)
     until ??= lock.expiration
     const signal = signalOf(settings)
     const id = this.#id()
+    const started = Date.now()
     lockExtend(this.#handle, id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdOf.get(lock))
     const c = await this.#wait(id, signal, lock.resources.length)
     const log = this.#log(c, lock.resources.length)
-    if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
+    if (!succeeded(c)) {
+      // The nodes that took it hold the keys for `duration` from when they did: a shorter
+      // one than the lock had left shortens the lock, even though the extend failed.
+      const df = settings?.driftFactor ?? this.settings.driftFactor
+      const shortest = started + duration - (Math.round(df * duration) + 2)
+      if (shortest < lock.expiration) lock.expiration = shortest
+      throw failureError(reasonOf(c), log, this.#abortedBy(signal))
+    }
     return { expiration: expirationOf(c), log }
   }
 
@@ -497,7 +520,7 @@ class Redlock extends EventEmitter {
   extend(lock, duration, settings) {
     // A lock a using() routine holds is extended in turn with the automatic extensions.
     const held = holdings.get(lock)
-    const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(() => this.#extended(lock, duration, settings))
+    const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(lock, () => this.#extended(lock, duration, settings))
     return extending.then((extended) => {
       const holding = holdings.get(lock)
       if (holding !== undefined) {
@@ -553,6 +576,9 @@ class Redlock extends EventEmitter {
     holdings.set(lock, holding)
     this.#running.add(holding)
     try {
+      // (Given up before it could start: `settings.signal` aborted meanwhile. The lock is
+      // gone; the routine does not run without it.)
+      if (holding.signal.aborted) throw holding.signal.error
       return await routine(holding.signal, lock)
     } finally {
       this.#running.delete(holding)
@@ -585,14 +611,24 @@ class Redlock extends EventEmitter {
   }
 
   /** Closes the native connections of this instance (JS clients passed in are left open). */
-  async quit() {
-    if (this.#closed === undefined) {
-      const quitting = new Error('redlock.quit() was called.')
-      // The using() routines running hear it at once, and their locks go before the
-      // connections close.
-      await Promise.all([...this.#running].map((holding) => holding.quit(quitting)))
-      this.#closed ??= AbortSignal.abort(quitting)
+  quit() {
+    this.#quitting ??= this.#quit()
+    return this.#quitting
+  }
+
+  async #quit() {
+    const quitting = new Error('redlock.quit() was called.')
+    // The using() routines running hear it at once, and their locks' releases start now
+    // (before `#quitting` holds back every later operation until the connections are
+    // closed, which then refuses it); they are waited for a while.
+    const releases = [...this.#running].map((holding) => holding.quit(quitting))
+    if (releases.length > 0) {
+      let timer
+      const bound = new Promise((resolve) => (timer = setTimeout(resolve, QUIT_RELEASE_WAIT)))
+      await Promise.race([Promise.all(releases), bound])
+      clearTimeout(timer)
     }
+    this.#closed ??= AbortSignal.abort(quitting)
     // The native connections close after the requests still under way that have work left
     // (within the command time-out): the process stays alive for them.
     const closing = setInterval(noop, 0x7fffffff)

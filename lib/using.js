@@ -190,9 +190,10 @@ class Holding {
    * as another extension: the nodes would keep the TTL of whichever landed last, and the
    * lock the expiration of whichever settled last. It waits for the automatic extension
    * under way (and the routine's earlier ones), and none starts until it ends. A lock
-   * given up meanwhile (lost, or aborted) is not extended: it rejects with the loss.
+   * given up meanwhile (lost, or aborted) is not extended: it rejects with the loss. One
+   * that failed but shortened `lock` (see `Redlock#extend`) moves the loss forward.
    */
-  manual(extend) {
+  manual(lock, extend) {
     this.#manual++
     clearTimeout(this.#timer)
     const turn = this.#turns.then(async () => {
@@ -202,6 +203,12 @@ class Holding {
         const extended = await extend()
         if (this.signal.aborted) throw this.signal.error
         return extended
+      } catch (error) {
+        if (lock.expiration < this.lock.expiration && !this.#done && !this.signal.aborted) {
+          this.lock.expiration = lock.expiration
+          this.#armLoss()
+        }
+        throw error
       } finally {
         if (--this.#manual === 0 && !this.#done && !this.signal.aborted && this.#extension === undefined) this.#schedule()
       }

@@ -169,7 +169,8 @@ fn unavailable(failed: &[(usize, NodeError)]) -> String {
     let mut message =
         String::from("The operation was unable to achieve a quorum during its retry window.");
     for (i, e) in failed {
-        message.push_str(&format!("\n{i}\t{}", e.to_string().replace('\n', " ")));
+        let said = e.to_string().replace(['\n', '\t'], " ");
+        message.push_str(&format!("\n{i}\t{said}"));
     }
     message
 }

@@ -50,13 +50,15 @@ impl Identity {
 
     /// This identity, read through a connection to `peer`: the server's address as
     /// records name it, whatever name a client gave it (`localhost`, a host name, an IP),
-    /// so that clients that name it differently meet each other's records. Every loopback
-    /// address is `localhost` (one client's `localhost` may be `::1`, another's
-    /// `127.0.0.1`); an IPv4 address in IPv6 form is the IPv4 one.
+    /// so that clients that name it differently meet each other's records. `127.0.0.1`
+    /// and `::1` are `localhost` (one client's `localhost` may be `::1`, another's
+    /// `127.0.0.1`); other loopback addresses (`127.0.0.2`) name servers of their own. An
+    /// IPv4 address in IPv6 form is the IPv4 one.
     pub fn reached_at(self, peer: Option<std::net::SocketAddr>) -> Identity {
         let peer = peer.map(|a| {
             let ip = a.ip().to_canonical();
-            if ip.is_loopback() {
+            let local = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
+            if local {
                 format!("localhost:{}", a.port())
             } else {
                 std::net::SocketAddr::new(ip, a.port()).to_string()
@@ -81,7 +83,7 @@ mod tests {
         assert_eq!(id.peer, None);
         let at = |a: &str| id.clone().reached_at(a.parse().ok()).peer;
         assert_eq!(at("127.0.0.1:6379").as_deref(), Some("localhost:6379"));
-        assert_eq!(at("127.0.0.2:6379").as_deref(), Some("localhost:6379"));
+        assert_eq!(at("127.0.0.2:6379").as_deref(), Some("127.0.0.2:6379"));
         assert_eq!(at("[::1]:6379").as_deref(), Some("localhost:6379"));
         assert_eq!(at("10.0.0.5:7000").as_deref(), Some("10.0.0.5:7000"));
         assert_eq!(

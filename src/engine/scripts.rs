@@ -114,9 +114,8 @@ for _, key in ipairs(KEYS) do redis.call('set', key, ARGV[1]) end
 return 0
 "#;
 
-/// The key of the fencing counter of `resource`: in the same Redis Cluster slot as the
-/// resource (its hash tag, or the whole name as the tag; a name with a `}` and no hash
-/// tag cannot be put in a tag, and may land elsewhere), and never expiring.
+/// The key of the fencing counter of `resource` (see [`scoped_key`]): in the same Redis
+/// Cluster slot as the resource, and never expiring.
 pub fn fence_key(resource: &str) -> String {
     scoped_key(resource, "fence")
 }

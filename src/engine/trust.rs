@@ -315,13 +315,15 @@ async fn seen(node: &Node) -> Result<Vec<Seen>, NodeError> {
 }
 
 /// The record fields of a node (see `NodeConfig::identity_fields`), and for a server
-/// reached directly also its address as the connection reached it (see
+/// reached directly over plain TCP also its address as the connection reached it (see
 /// [`Identity::reached_at`]): clients that name one server differently (`localhost` and
 /// `127.0.0.1`, a host name and its IP) then meet each other's records. (A Sentinel
-/// group's master changes: it is named by the group.)
+/// group's master changes: it is named by the group. Over TLS one address may serve
+/// many servers, told apart by the name the client asks for, SNI.)
 fn fields_of(config: &NodeConfig, identity: &Identity) -> Vec<String> {
     let mut fields = config.identity_fields();
-    if let Some(peer) = identity.peer.as_ref().filter(|_| config.sentinel.is_none()) {
+    let direct = config.sentinel.is_none() && config.tls.is_none();
+    if let Some(peer) = identity.peer.as_ref().filter(|_| direct) {
         if !fields.contains(peer) {
             fields.push(peer.clone());
         }
@@ -449,9 +451,10 @@ fn enough(peers: usize) -> usize {
 /// How long the slower peers are waited for at least once enough of them answered.
 const PEER_GRACE: Duration = Duration::from_millis(20);
 /// The longest wait for the peers' records (a fresh client pays it once per connection
-/// when fewer than enough peers answer). Long enough for a peer that is slow, not gone:
-/// with 100 ms, a peer 150 ms away hid a restart it recorded (an audit's two holders).
-const PEER_WAIT: Duration = Duration::from_secs(1);
+/// when fewer than enough peers answer). Long enough for a peer that is slow, not gone
+/// (with 100 ms, peers 40 ms away hid a restart they recorded: two holders); short
+/// enough that a frozen minority holds a new client's first acquire up only that long.
+const PEER_WAIT: Duration = Duration::from_millis(250);
 
 /// Records `checked` (when given) as the trusted identity of node `i` or of its shard,
 /// in the background.
@@ -491,6 +494,26 @@ fn record(nodes: &[Arc<Node>], i: usize, checked: Option<Checked>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_reached_over_plain_tcp_is_also_recorded_by_its_peer_address() {
+        let reached = id("r", 0, Instant::now()).reached_at("127.0.0.1:7000".parse().ok());
+        let named = |host: &str| NodeConfig {
+            host: host.into(),
+            port: 7000,
+            ..NodeConfig::default()
+        };
+        assert_eq!(fields_of(&named("localhost"), &reached), ["localhost:7000"]);
+        assert_eq!(fields_of(&named("127.0.0.1"), &reached), ["127.0.0.1:7000", "localhost:7000"]);
+        // Over TLS, one address may serve many servers (SNI): the name given only.
+        let tls = NodeConfig {
+            tls: Some(Default::default()),
+            ..named("db.example.com")
+        };
+        assert_eq!(fields_of(&tls, &reached), ["db.example.com:7000"]);
+        // No address known (the ACL forbade INFO, a MemoryStore): the name given only.
+        assert_eq!(fields_of(&named("h"), &id("r", 0, Instant::now())), ["h:7000"]);
+    }
 
     const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\nuptime_in_seconds:42\r\n";
 
