@@ -72,7 +72,7 @@ test('a lock on one cluster; multi-resource locks need one slot', async (t) => {
 test('names with a } and no hash tag (a}b, {}x) lock, wait, fence and release on a cluster: the library\'s keys stay in their slot', async (t) => {
   const [servers] = clusters
   const nodes = servers.map((s) => ({ host: '127.0.0.1', port: s.port }))
-  const redlock = new Redlock([new Cluster(nodes)], { retryCount: 3, retryDelay: 50 })
+  const redlock = new Redlock([new Cluster(nodes)], { retryCount: 10, retryDelay: 50, retryJitter: 0 })
   t.teardown(() => redlock.quit())
   const tag = resource(t).replace(/[{}]/g, '')
   for (const name of [`${tag}a}b`, `{}${tag}x`, `${tag}u{}v`]) {

@@ -6,6 +6,8 @@
 
 use std::sync::LazyLock;
 
+use crate::engine::sync::Unpoisoned;
+
 use redis::Script;
 
 /// Sets every key to the value with `PX` ttl if none of them is held by another value.
@@ -152,37 +154,33 @@ pub fn scoped_key(resource: &str, suffix: &str) -> String {
     key
 }
 
-/// A short hash tag whose Cluster slot is `slot`: the first of `0`-`9a`-`z` strings by
-/// length, then in order, that hashes there (the same in every process). The table is
-/// built once, when a name first needs it.
-pub fn slot_tag(slot: u16) -> &'static str {
-    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let tags = TAGS.get_or_init(|| {
-        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let mut tags = vec![String::new(); 16384];
-        let mut left = tags.len();
-        let mut len = 1;
-        while left > 0 {
-            let mut at = vec![0usize; len];
-            loop {
-                let tag: String = at.iter().map(|&d| DIGITS[d] as char).collect();
-                let slot = usize::from(hash_slot(&tag));
-                if tags[slot].is_empty() {
-                    tags[slot] = tag;
-                    left -= 1;
-                }
-                // The next string of this length (the last digit first), until it wraps.
-                let Some(i) = at.iter().rposition(|&d| d + 1 < DIGITS.len()) else {
-                    break;
-                };
+/// A short hash tag whose Cluster slot is `slot`: the first of the `0`-`9a`-`z` strings,
+/// by length, then in order, that hashes there (the same in every process). Found when a
+/// name first needs it (about 16000 strings tried, a millisecond or two), then kept.
+pub fn slot_tag(slot: u16) -> String {
+    static FOUND: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+    let slot = slot % 16384;
+    if let Some((_, tag)) = FOUND.locked().iter().find(|(s, _)| *s == slot) {
+        return tag.clone();
+    }
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut at: Vec<usize> = vec![0];
+    let tag = loop {
+        let tag: String = at.iter().map(|&d| DIGITS[d] as char).collect();
+        if hash_slot(&tag) == slot {
+            break tag;
+        }
+        // The next string of this length (the last digit first), else the first one longer.
+        match at.iter().rposition(|&d| d + 1 < DIGITS.len()) {
+            Some(i) => {
                 at[i] += 1;
                 at[i + 1..].fill(0);
             }
-            len += 1;
+            None => at = vec![0; at.len() + 1],
         }
-        tags
-    });
-    &tags[usize::from(slot) % tags.len()]
+    };
+    FOUND.locked().push((slot, tag.clone()));
+    tag
 }
 
 /// Takes a free slot of a semaphore: the slot already ours (a resend), else the first free
@@ -628,7 +626,7 @@ mod tests {
         for slot in 0..16384u16 {
             let tag = slot_tag(slot);
             assert!(!tag.is_empty() && tag.len() <= 4, "{slot}: {tag}");
-            assert_eq!(hash_slot(tag), slot);
+            assert_eq!(hash_slot(&tag), slot);
         }
         let names = [
             "jobs", "a}b", "{}x", "u{}v", "}", "}{", "a}{b}", "{t}x", "x{", "{q",

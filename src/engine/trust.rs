@@ -504,7 +504,10 @@ mod tests {
             ..NodeConfig::default()
         };
         assert_eq!(fields_of(&named("localhost"), &reached), ["localhost:7000"]);
-        assert_eq!(fields_of(&named("127.0.0.1"), &reached), ["127.0.0.1:7000", "localhost:7000"]);
+        assert_eq!(
+            fields_of(&named("127.0.0.1"), &reached),
+            ["127.0.0.1:7000", "localhost:7000"]
+        );
         // Over TLS, one address may serve many servers (SNI): the name given only.
         let tls = NodeConfig {
             tls: Some(Default::default()),
@@ -512,7 +515,10 @@ mod tests {
         };
         assert_eq!(fields_of(&tls, &reached), ["db.example.com:7000"]);
         // No address known (the ACL forbade INFO, a MemoryStore): the name given only.
-        assert_eq!(fields_of(&named("h"), &id("r", 0, Instant::now())), ["h:7000"]);
+        assert_eq!(
+            fields_of(&named("h"), &id("r", 0, Instant::now())),
+            ["h:7000"]
+        );
     }
 
     const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\nuptime_in_seconds:42\r\n";
