@@ -259,8 +259,12 @@ test('waitReplicas: acquired once the replica acknowledged; refused (and cleaned
   await lock.release()
   replica.pause()
   const started = Date.now()
-  await t.throwsAsync(redlock.acquire([key], 2_000), { instanceOf: lib.ExecutionError })
+  const refused = await t.throwsAsync(redlock.acquire([key], 2_000), { instanceOf: lib.ExecutionError })
   t.true(Date.now() - started < 3_000)
+  // The cause says which master could not have it acknowledged, and how far it got.
+  t.is(refused.reason, 'quorum-unavailable')
+  t.true(refused.cause instanceof AggregateError)
+  t.regex(refused.cause.errors[0].message, new RegExp(`:${master.port}: 0 of the 1 replicas asked for \\(waitReplicas\\) acknowledged the lock within \\d+ ms`))
   t.is(await master.command('GET', key), null, 'the unacknowledged lock was removed')
   t.throws(() => new Redlock([new Redis({ lazyConnect: true })], { waitReplicas: -1 }), { instanceOf: RangeError, message: /waitReplicas/ })
 })

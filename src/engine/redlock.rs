@@ -299,6 +299,9 @@ impl Cancel {
     }
 }
 
+/// How late a server may end a `WAIT` after its time-out (its cron runs 10 times a second).
+const WAIT_LATE: Duration = Duration::from_millis(100);
+
 /// The shortest time worth an attempt: a retry that would have less before the deadline
 /// is not started.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
@@ -1253,14 +1256,21 @@ impl Quorum {
             drop(pending);
         }
         let confirmation = match ballot.decision {
-            Decision::Won => {
+            Decision::Won => Some(
                 self.confirm(op, &commands, &ballot, settings, window, started)
-                    .await
-            }
+                    .await,
+            ),
             _ => None,
         };
-        let confirmed = confirmation.is_some();
-        let fence = confirmation.flatten();
+        // A node whose write was not confirmed (too few replicas in time) failed: its vote
+        // says why.
+        if let Some(Err(failed)) = &confirmation {
+            for (i, e) in failed {
+                ballot.votes[*i] = Some(Vote::Failed(e.clone()));
+            }
+        }
+        let confirmed = matches!(confirmation, Some(Ok(_)));
+        let fence = confirmation.and_then(Result::ok).flatten();
         let outcome = if aborted {
             Err(FailureKind::Aborted)
         } else {
@@ -1513,26 +1523,23 @@ impl Quorum {
         settings: &Settings,
         window: Duration,
         started: Instant,
-    ) -> Option<Option<i64>> {
+    ) -> Result<Option<i64>, Vec<(usize, NodeError)>> {
         if !matches!(op, Op::Acquire { .. }) {
-            return Some(None);
+            return Ok(None);
         }
         let mut fence = None;
         if settings.fencing {
             let left = window.saturating_sub(started.elapsed());
             let first = next_fence(&ballot.counters);
-            fence = Some(self.claim_fence(&commands.fence_keys, first, left).await?);
+            let claimed = self.claim_fence(&commands.fence_keys, first, left).await;
+            fence = Some(claimed.ok_or_else(Vec::new)?);
         }
         if settings.wait_replicas > 0 {
             let left = window.saturating_sub(started.elapsed());
-            if !self
-                .wait_replicas(&ballot.votes, settings.wait_replicas, left)
-                .await
-            {
-                return None;
-            }
+            self.wait_replicas(&ballot.votes, settings.wait_replicas, left)
+                .await?;
         }
-        Some(fence)
+        Ok(fence)
     }
 
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
@@ -1593,26 +1600,48 @@ impl Quorum {
     }
 
     /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
-    /// it); `true` when a quorum of them had it acknowledged by enough replicas in time.
-    async fn wait_replicas(&self, votes: &[Option<Vote>], replicas: u64, within: Duration) -> bool {
+    /// it): `Ok` when a quorum of them had it acknowledged by enough replicas in time,
+    /// else the nodes that did not, and why.
+    async fn wait_replicas(
+        &self,
+        votes: &[Option<Vote>],
+        replicas: u64,
+        within: Duration,
+    ) -> Result<(), Vec<(usize, NodeError)>> {
+        // (A server ends a WAIT up to a cron tick, 100 ms, after its time-out: asked for
+        // that much less, it answers how many replicas acknowledged within the window.)
+        let ms = within.saturating_sub(WAIT_LATE).as_millis().max(1) as u64;
         let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(within.as_millis().max(1) as u64);
-        let acked = futures::future::join_all(
-            self.nodes
-                .iter()
-                .zip(votes)
-                .filter(|(_, v)| matches!(v, Some(Vote::For)))
-                .map(|(node, _)| node.send::<u64>(&cmd)),
-        );
-        match timer::timeout(within + Duration::from_millis(50), acked).await {
-            Ok(results) => {
-                let enough = results
-                    .into_iter()
-                    .filter(|r| matches!(r, Ok(n) if *n >= replicas))
-                    .count();
-                enough >= crate::engine::quorum::quorum_of(self.nodes.len())
-            }
-            Err(_) => false,
+        cmd.arg(replicas).arg(ms);
+        let waits = self
+            .nodes
+            .iter()
+            .zip(votes)
+            .enumerate()
+            .filter(|(_, (_, v))| matches!(v, Some(Vote::For)))
+            .map(|(i, (node, _))| {
+                let cmd = &cmd;
+                async move {
+                    let acked = timer::timeout(within + Duration::from_millis(50), node.send::<u64>(cmd)).await;
+                    let failed = match acked {
+                        Ok(Ok(n)) if n >= replicas => return None,
+                        Ok(Ok(n)) => NodeError::Command {
+                            addr: node.addr(),
+                            reason: format!("{n} of the {replicas} replicas asked for (waitReplicas) acknowledged the lock within {ms} ms"),
+                        },
+                        Ok(Err(e)) => e,
+                        Err(_) => timed_out(&self.nodes, within)(i),
+                    };
+                    Some((i, failed))
+                }
+            });
+        let results = futures::future::join_all(waits).await;
+        let asked = results.len();
+        let failed: Vec<(usize, NodeError)> = results.into_iter().flatten().collect();
+        if asked - failed.len() >= crate::engine::quorum::quorum_of(self.nodes.len()) {
+            Ok(())
+        } else {
+            Err(failed)
         }
     }
 
