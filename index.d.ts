@@ -325,12 +325,16 @@ export declare class LockLostError extends Error {
 export declare class MemoryStore extends ClientBase {
   /** `name` shows in errors (default `memory-<n>`); `commandTimeout` (ms, default 1000) ends calls to a paused store. */
   constructor(options?: { name?: string; commandTimeout?: number })
-  /** Calls fail at once, like a dead node (those waiting out a `pause` too), until `up()`. */
+  /**
+   * Calls fail at once, like a node cut off (those waiting out a `pause` too), until `up()`;
+   * its keys and identity stay (a killed and restarted Redis is `down()`, `clear()`, `up()`).
+   */
   down(): void
   up(): void
   /**
-   * Calls hang for `ms` (until the caller's command time-out), like a server under SIGSTOP;
-   * the calls already waiting too: `pause(0)` ends a pause, as SIGCONT.
+   * Calls hang for `ms` (until the caller's command time-out; those that gave up still run
+   * when it ends), like a server under SIGSTOP; the calls already waiting too: `pause(0)`
+   * ends a pause, as SIGCONT.
    */
   pause(ms: number): void
   /** Loses every key, like a restart without persistence (its identity changes too). */

@@ -90,6 +90,37 @@ test('pause(ms): calls hang until the command time-out, like a frozen server', a
   const took = Date.now() - started
   t.true(took >= 150 && took < 900, `${took} ms`)
   await t.throwsAsync(store.get('p'), { message: /no reply within 200 ms/ })
+  // A command that gave up still runs when the pause ends, as one sent to a stopped server.
+  await t.throwsAsync(store.set('late', 'v'), { message: /no reply within 200 ms/ })
+  store.pause(0)
+  await sleep(20)
+  t.is(await store.get('late'), 'v')
+})
+
+test("the store's commands answer as Redis does: SET's options and errors, WRONGTYPE, arity, binary keys and values", async (t) => {
+  const store = new MemoryStore()
+  t.teardown(() => store.quit())
+  t.is(await store.call('SET', 'x', 'v', 'XX'), null)
+  t.is(await store.get('x'), null)
+  await t.throwsAsync(store.call('SET', 'x', 'v', 'NX', 'XX'), { message: /ERR syntax error/ })
+  await t.throwsAsync(store.call('SET', 'x', 'v', 'PX', '0'), { message: /ERR invalid expire time in 'set' command/ })
+  await t.throwsAsync(store.call('SET', 'x', 'v', 'PX', 'abc'), { message: /ERR value is not an integer or out of range/ })
+  t.is(await store.call('SET', 'x', 'v', 'PX', '10000'), 'OK')
+  t.is(await store.call('SET', 'x', 'w', 'KEEPTTL'), 'OK')
+  t.true((await store.pttl('x')) > 9_000)
+  t.is(await store.call('SET', 'x', 'y', 'PXAT', String(Date.now() - 1_000)), 'OK')
+  t.is(await store.get('x'), null, 'a past PXAT: the key goes')
+  t.is(await store.call('SET', 'x', 'new', 'GET'), null)
+  t.is(await store.call('SET', 'x', 'newer', 'GET'), 'new')
+  t.is(await store.del('x', 'x'), 1)
+  await store.call('HSET', 'h', 'f', 'v')
+  await t.throwsAsync(store.get('h'), { message: /WRONGTYPE/ })
+  await t.throwsAsync(store.call('HGET', 'x2', 'f').then(() => store.set('s', 'v')).then(() => store.call('HGET', 's', 'f')), { message: /WRONGTYPE/ })
+  await t.throwsAsync(store.call('GET', 'a', 'b'), { message: /wrong number of arguments for 'get' command/ })
+  t.is(await store.call('PING', 'hello'), 'hello')
+  await store.set(Buffer.from([0xff]), Buffer.from([0x61, 0xfe]))
+  t.is(await store.get(Buffer.from([0xfe])), null, 'binary keys stay apart')
+  t.deepEqual(Buffer.from(await store.call('GET', Buffer.from([0xff]))), Buffer.from([0x61, 0xfe]))
 })
 
 test('clear(): every key is lost, like a restart without persistence, and the store sits out as a restarted node', async (t) => {

@@ -76,7 +76,43 @@ fn int(n: i64) -> Value {
 }
 
 fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
+    Value::BulkString(bytes_of(s))
+}
+
+/// Bytes as the store's text, losslessly: valid UTF-8 as it is, each byte of an invalid
+/// sequence as a private-use character (U+10FF80 to U+10FFFF), so that binary keys and
+/// values stay apart and come back as they went in (see [`bytes_of`]).
+fn text_of(mut bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(valid) => {
+                text.push_str(valid);
+                return text;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(rest.len());
+                for b in &rest[..bad] {
+                    text.push(char::from_u32(0x10_FF00 + u32::from(*b)).unwrap_or('\u{FFFD}'));
+                }
+                bytes = &rest[bad..];
+            }
+        }
+    }
+}
+
+/// The bytes of the store's text (see [`text_of`]).
+fn bytes_of(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u32::from(c) {
+            b @ 0x10_FF80..=0x10_FFFF => bytes.push((b - 0x10_FF00) as u8),
+            _ => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    bytes
 }
 
 fn pair(a: i64, b: i64) -> Value {
@@ -241,10 +277,7 @@ impl MemoryStore {
                 _ => Vec::new(),
             })
             .collect();
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args: Vec<String> = args.iter().map(|a| text_of(a)).collect();
         let (published, reply) = {
             let mut st = self.lock();
             let mut published = Vec::new();
@@ -252,7 +285,7 @@ impl MemoryStore {
             (published, reply)
         };
         for (channel, value) in published {
-            self.subscriber.dispatch(&channel, value.as_bytes());
+            self.subscriber.dispatch(&channel, &bytes_of(&value));
         }
         reply.map_err(|line| NodeError::Reply {
             addr: self.addr(),
@@ -287,6 +320,15 @@ impl State {
 
     fn exists(&mut self, key: &str) -> bool {
         self.live(key).is_some()
+    }
+
+    /// The string at `key`, as `GET` reads it: `WRONGTYPE` for a key of another type.
+    fn string(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.live(key).map(|e| &e.data) {
+            Some(Data::Str(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(WRONGTYPE.into()),
+            None => Ok(None),
+        }
     }
 
     fn set(&mut self, key: &str, value: &str, px: Option<u64>) {
@@ -475,6 +517,7 @@ fn run(
         .map(|a| a.to_ascii_uppercase())
         .unwrap_or_default();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    arity(&name, args.len() - 1)?;
     match name.as_str() {
         "EVALSHA" => {
             let n: usize = arg(2).parse().map_err(|_| "ERR bad number of keys".to_string())?;
@@ -482,8 +525,8 @@ fn run(
             let argv = &args[(3 + n).min(args.len())..];
             script(st, arg(1), keys, argv, published)
         }
-        "SET" => Ok(set_command(st, args)),
-        "GET" => Ok(st.get(arg(1)).map_or(Value::Nil, |v| bulk(&v))),
+        "SET" => set_command(st, args),
+        "GET" => Ok(st.string(arg(1))?.map_or(Value::Nil, |v| bulk(&v))),
         "MGET" => Ok(Value::Array(
             args[1..]
                 .iter()
@@ -491,22 +534,27 @@ fn run(
                 .collect(),
         )),
         "DEL" => {
-            let live: Vec<&String> = args[1..].iter().filter(|k| st.exists(k)).collect();
-            live.iter().for_each(|k| {
-                st.keys.remove(*k);
-            });
-            Ok(int(live.len() as i64))
+            let mut deleted = 0;
+            for k in &args[1..] {
+                if st.exists(k) {
+                    st.keys.remove(k);
+                    deleted += 1;
+                }
+            }
+            Ok(int(deleted))
         }
         "EXISTS" => Ok(int(args[1..].iter().filter(|k| st.exists(k)).count() as i64)),
         "PTTL" => Ok(int(st.pttl(arg(1)))),
         "HGET" => Ok(match st.live(arg(1)).map(|e| &e.data) {
             Some(Data::Hash(h)) => h.get(arg(2)).map_or(Value::Nil, |v| bulk(v)),
-            _ => Value::Nil,
+            Some(_) => return Err(WRONGTYPE.into()),
+            None => Value::Nil,
         }),
         "HMGET" => {
             let hash = match st.live(arg(1)).map(|e| &e.data) {
                 Some(Data::Hash(h)) => Some(h),
-                _ => None,
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => None,
             };
             Ok(Value::Array(
                 args.iter()
@@ -521,6 +569,7 @@ fn run(
             st.run_id,
             st.started.elapsed().as_secs()
         ))),
+        "PING" if args.len() == 2 => Ok(bulk(arg(1))),
         "PING" => Ok(Value::SimpleString("PONG".into())),
         "QUIT" => Ok(ok()),
         // No replicas: none acknowledged.
@@ -530,46 +579,102 @@ fn run(
     }
 }
 
-/// `SET key value [NX] [PX ms] [GET]`.
-fn set_command(st: &mut State, args: &[String]) -> Value {
-    let (key, value) = (
-        args.get(1).cloned().unwrap_or_default(),
-        args.get(2).cloned().unwrap_or_default(),
-    );
-    let mut nx = false;
-    let mut get = false;
-    let mut px = None;
+/// Redis' reply to a command on a key of another type.
+const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// Refuses a call of `name` with `n` arguments that Redis refuses (as it says it).
+fn arity(name: &str, n: usize) -> Result<(), String> {
+    let (least, most) = match name {
+        "GET" | "PTTL" => (1, 1),
+        "SET" => (2, usize::MAX),
+        "MGET" | "DEL" | "EXISTS" | "HMGET" => (1, usize::MAX),
+        "HGET" => (2, 2),
+        "PING" => (0, 1),
+        _ => return Ok(()),
+    };
+    let least = if name == "HMGET" { 2 } else { least };
+    if (least..=most).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "ERR wrong number of arguments for '{}' command",
+            name.to_ascii_lowercase()
+        ))
+    }
+}
+
+/// When a key set now expires: `SET`'s `EX`, `PX`, `EXAT` or `PXAT` and its number.
+/// `Ok(None)`: already past (an `EXAT` / `PXAT` before now: the key goes).
+fn expiry(flag: &str, value: &str) -> Result<Option<Instant>, String> {
+    let n: i64 = value
+        .parse()
+        .map_err(|_| "ERR value is not an integer or out of range".to_string())?;
+    if n <= 0 {
+        return Err("ERR invalid expire time in 'set' command".into());
+    }
+    let ms = match flag {
+        "EX" | "EXAT" => n.checked_mul(1000),
+        _ => Some(n),
+    }
+    .ok_or("ERR invalid expire time in 'set' command")?;
+    let left = if flag.ends_with("AT") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        ms - now
+    } else {
+        ms
+    };
+    Ok((left > 0).then(|| Instant::now() + Duration::from_millis(left as u64)))
+}
+
+/// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`, with
+/// Redis' replies and errors.
+fn set_command(st: &mut State, args: &[String]) -> Result<Value, String> {
+    let (key, value) = (args[1].as_str(), args[2].as_str());
+    let (mut only, mut get, mut ttl, mut keep) = (None, false, None, false);
+    let syntax = || "ERR syntax error".to_string();
     let mut i = 3;
     while i < args.len() {
-        match args[i].to_ascii_uppercase().as_str() {
-            "NX" => nx = true,
+        let flag = args[i].to_ascii_uppercase();
+        match flag.as_str() {
+            "NX" | "XX" if only.is_none() => only = Some(flag == "NX"),
             "GET" => get = true,
-            "PX" => {
-                px = args.get(i + 1).and_then(|v| v.parse().ok());
+            "KEEPTTL" if ttl.is_none() => keep = true,
+            "EX" | "PX" | "EXAT" | "PXAT" if ttl.is_none() && !keep => {
                 i += 1;
+                ttl = Some(expiry(&flag, args.get(i).ok_or_else(syntax)?)?);
             }
-            "EX" => {
-                px = args
-                    .get(i + 1)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(|s| s * 1000);
-                i += 1;
-            }
-            _ => {}
+            _ => return Err(syntax()),
         }
         i += 1;
     }
-    let old = st.get(&key);
-    let stored = !(nx && st.exists(&key));
+    let old = if get { st.string(key)? } else { None };
+    let exists = st.exists(key);
+    let stored = only.is_none_or(|nx| nx != exists);
     if stored {
-        st.set(&key, &value, px);
+        let expires = match ttl {
+            Some(at) => at,
+            None if keep => st.live(key).and_then(|e| e.expires),
+            None => None,
+        };
+        if ttl == Some(None) {
+            st.keys.remove(key);
+        } else {
+            st.keys.insert(
+                key.to_string(),
+                Entry {
+                    data: Data::Str(value.to_string()),
+                    expires,
+                },
+            );
+        }
     }
-    match (get, old, stored) {
+    Ok(match (get, old, stored) {
         (true, Some(v), _) => bulk(&v),
-        (true, None, _) => Value::Nil,
+        (true, None, _) | (false, _, false) => Value::Nil,
         (false, _, true) => ok(),
-        (false, _, false) => Value::Nil,
-    }
+    })
 }
 
 /// The lock scripts, natively, with the Lua scripts' exact decisions: one function per
@@ -921,6 +1026,22 @@ mod tests {
     }
 
     #[test]
+    fn binary_text_comes_back_as_it_went_in_and_stays_apart() {
+        for bytes in [
+            &b"plain"[..],
+            &[0xff],
+            &[0xfe],
+            &[0x61, 0xfe, 0x62],
+            &[0xe2, 0x82],
+            "é€".as_bytes(),
+        ] {
+            assert_eq!(bytes_of(&text_of(bytes)), bytes);
+        }
+        assert_ne!(text_of(&[0xff]), text_of(&[0xfe]));
+        assert_eq!(text_of(b"plain"), "plain");
+    }
+
+    #[test]
     fn hset_takes_field_value_pairs_and_hmget_reads_several_fields() {
         // The restart records: one field per sentinel of a Sentinel group.
         let m = store();
@@ -959,7 +1080,7 @@ mod tests {
         let args: Vec<String> = cmd
             .args_iter()
             .map(|a| match a {
-                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                redis::Arg::Simple(b) => text_of(b),
                 _ => String::new(),
             })
             .collect();

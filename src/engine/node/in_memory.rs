@@ -54,14 +54,24 @@ impl Backend for MemoryBackend {
         reply: Reply<'a>,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
-            let answer = async {
-                let value = self.0.execute(cmd).await?;
-                reply(value).map_err(|e| NodeError::Protocol {
-                    addr: self.0.addr(),
-                    reason: e.to_string(),
-                })
+            let value = match wait {
+                None => self.0.execute(cmd).await?,
+                // A command that times out (a paused store) still runs when the pause ends,
+                // as one sent to a stopped server does when it resumes.
+                Some(_) => {
+                    let (store, cmd) = (self.0.clone(), cmd.clone());
+                    let run = tokio::spawn(async move { store.execute(&cmd).await });
+                    let ran = within(wait, run, || self.0.addr()).await?;
+                    ran.map_err(|e| NodeError::Protocol {
+                        addr: self.0.addr(),
+                        reason: e.to_string(),
+                    })??
+                }
             };
-            within(wait, answer, || self.0.addr()).await?
+            reply(value).map_err(|e| NodeError::Protocol {
+                addr: self.0.addr(),
+                reason: e.to_string(),
+            })
         })
     }
 
