@@ -30,6 +30,10 @@ for (const [mode, env] of [
     t.deepEqual(await runFixture(env), { sections: 80, overlaps: 0 })
   })
 
+  test(`on ${mode}: a worker terminated while it waits for a lock ends its acquire (it never takes the lock)`, async (t) => {
+    t.deepEqual(await runFixture(env, fixtureFile('worker-terminated.mjs')), { held: false })
+  })
+
   test(`on ${mode}: 3000 operations finishing together, more than one call of the callback carries, each settle once with their own results`, async (t) => {
     t.deepEqual(await runFixture(env, fixtureFile('big-batch.mjs')), {
       locks: 1500,

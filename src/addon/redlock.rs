@@ -175,6 +175,34 @@ fn unavailable(failed: &[(usize, NodeError)]) -> String {
     message
 }
 
+thread_local! {
+    /// The instances made on this thread whose operations run on the I/O threads (see
+    /// [`end_with_environment`]), and whether the environment's teardown ends them.
+    static ON_IO_THREADS: std::cell::RefCell<(Vec<std::sync::Weak<Ops>>, bool)> =
+        const { std::cell::RefCell::new((Vec::new(), false)) };
+}
+
+/// With the engine on the I/O threads, operations outlive the JavaScript environment that
+/// started them (a worker terminated): a waiting acquire would take a lock that nobody
+/// can release. The environment's teardown ends those of its instances (as on the
+/// JavaScript thread, where they go with its runtime).
+fn end_with_environment(env: &Env, ops: &Arc<Ops>) {
+    let hook = ON_IO_THREADS.with(|o| {
+        let mut o = o.borrow_mut();
+        o.0.retain(|w| w.strong_count() > 0);
+        o.0.push(Arc::downgrade(ops));
+        !std::mem::replace(&mut o.1, true)
+    });
+    if hook {
+        let _ = env.add_env_cleanup_hook((), |_| {
+            let live = ON_IO_THREADS.with(|o| std::mem::take(&mut *o.borrow_mut()).0);
+            for ops in live.iter().filter_map(std::sync::Weak::upgrade) {
+                ops.inner.quorum().close_now();
+            }
+        });
+    }
+}
+
 /// The hold an operation is about; semaphores and read-write locks name one resource.
 fn kind_arg(env: &Env, kind: Option<HoldKind>, resources: &[String]) -> Result<Kind> {
     let Some(k) = kind else {
@@ -494,14 +522,17 @@ impl NativeRedlock {
         let settings =
             read_settings(&env, "settings", settings, &Settings::default(), false)?.settings;
         let cluster = nodes.iter().any(|n| n.config().cluster.is_some());
-        let ops = Ops {
+        let ops = Arc::new(Ops {
             inner: Arc::new(Redlock::new(Quorum::new(nodes), settings)),
             completer: Completer::new(&env, complete)?,
             listening: AtomicBool::default(),
             cancels: Mutex::default(),
             cluster,
-        };
-        Ok(NativeRedlock { ops: Arc::new(ops) })
+        });
+        if !event_loop::runs_here() {
+            end_with_environment(&env, &ops);
+        }
+        Ok(NativeRedlock { ops })
     }
 
     #[napi(getter)]

@@ -1753,6 +1753,12 @@ impl Quorum {
     /// All of it within one command time-out (and [`QUIT_LEAST`] more at worst): the
     /// `QUIT`s get what the stragglers left of it (a connection whose `QUIT` is cut short
     /// is closed all the same, see `Server::quit`).
+    /// Ends the operations under way, and every later one, at once (the environment that
+    /// started them is gone: nobody can hear their results, nor release what they take).
+    pub fn close_now(&self) {
+        self.closed.cancel();
+    }
+
     pub async fn quit(&self) {
         self.closed.cancel();
         let limit = self.command_timeout();
