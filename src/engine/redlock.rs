@@ -1531,8 +1531,7 @@ impl Quorum {
         if settings.fencing {
             let left = window.saturating_sub(started.elapsed());
             let first = next_fence(&ballot.counters);
-            let claimed = self.claim_fence(&commands.fence_keys, first, left).await;
-            fence = Some(claimed.ok_or_else(Vec::new)?);
+            fence = Some(self.claim_fence(&commands.fence_keys, first, left).await?);
         }
         if settings.wait_replicas > 0 {
             let left = window.saturating_sub(started.elapsed());
@@ -1648,28 +1647,43 @@ impl Quorum {
     /// Claims fencing token `fence` (or the next one free) on a quorum within `within`:
     /// each node raises its counters to it only when they are all below it, so two
     /// concurrent holders (semaphore permits, readers) never get the same token; a claim
-    /// refused by a quorum is tried again above the highest counter seen. `None` when no
-    /// quorum confirmed in time.
-    async fn claim_fence(&self, keys: &[String], mut fence: i64, within: Duration) -> Option<i64> {
+    /// refused by a quorum is tried again above the highest counter seen. `Err` when no
+    /// quorum confirmed in time: the nodes that failed or did not answer, and why.
+    async fn claim_fence(
+        &self,
+        keys: &[String],
+        mut fence: i64,
+        within: Duration,
+    ) -> Result<i64, Vec<(usize, NodeError)>> {
         let deadline = Instant::now() + within;
         loop {
             let cmd = FENCE_SCRIPT.evalsha(keys, &[&fence.to_string()]);
             let mut tally = Tally::new(self.nodes.len());
             let mut higher = fence;
+            let mut failed: Vec<(usize, NodeError)> = Vec::new();
+            let mut answered = vec![false; self.nodes.len()];
             let mut claims: FuturesUnordered<_> = self
                 .nodes
                 .iter()
-                .map(|node| node.eval::<i64>(&FENCE_SCRIPT, &cmd))
+                .enumerate()
+                .map(|(i, node)| {
+                    let cmd = &cmd;
+                    async move { (i, node.eval::<i64>(&FENCE_SCRIPT, cmd).await) }
+                })
                 .collect();
             let decided = timer::timeout_at(deadline, async {
-                while let Some(result) = claims.next().await {
+                while let Some((i, result)) = claims.next().await {
+                    answered[i] = true;
                     let now = match result {
                         Ok(0) => tally.vote_for(),
                         Ok(high) => {
                             higher = higher.max(high);
                             tally.vote_locked()
                         }
-                        Err(_) => tally.vote_failed(),
+                        Err(e) => {
+                            failed.push((i, e));
+                            tally.vote_failed()
+                        }
                     };
                     if now != Decision::Pending {
                         return now;
@@ -1679,9 +1693,15 @@ impl Quorum {
             })
             .await;
             match decided {
-                Ok(Decision::Won) => return Some(fence),
+                Ok(Decision::Won) => return Ok(fence),
                 Ok(_) if tally.failure_kind() == FailureKind::Locked => fence = higher + 1,
-                _ => return None,
+                _ => {
+                    // The nodes that failed, and those that did not answer in time.
+                    let late = timed_out(&self.nodes, within);
+                    let silent = (0..self.nodes.len()).filter(|i| !answered[*i]);
+                    failed.extend(silent.map(|i| (i, late(i))));
+                    return Err(failed);
+                }
             }
         }
     }
