@@ -605,7 +605,7 @@ test('quit() during a using() routine: the routine hears it at once (LockLostErr
   t.deepEqual(await valuesOn(all, key), [null, null, null])
 })
 
-test('using(): a routine whose settings.signal aborted as its lock came does not run (the lock goes; LockLostError, reason aborted)', async (t) => {
+test('using(): a routine whose settings.signal aborted as its lock came does not run (the lock goes; aborted, as an abort a moment earlier)', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()])
   const key = resource(t)
   const controller = new AbortController()
@@ -619,10 +619,11 @@ test('using(): a routine whose settings.signal aborted as its lock came does not
     redlock.using([key], 5_000, { signal: controller.signal }, async () => {
       ran = true
     }),
-    { instanceOf: LockLostError },
+    { instanceOf: ExecutionError, message: 'The operation was aborted.' },
   )
   t.false(ran)
   t.is(lost.reason, 'aborted')
+  t.is(lost.cause?.message, 'stop')
   await (await redlock.acquire([key], 1_000, { retryCount: 0 })).release() // the lock went
 })
 
@@ -729,6 +730,65 @@ test('a failed extend whose shorter TTL the nodes took shortens the lock: it nev
     lost = signal.error
   })
   t.true(lost instanceof LockLostError)
+})
+
+test('a failed extend that reached no node leaves the lock as it was; a frozen Lock still gets the ExecutionError', async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores, { retryCount: 0 })
+  const lock = await redlock.acquire([resource(t)], 10_000)
+  const before = lock.expiration
+  await t.throwsAsync(redlock.extend(lock, 1_000, { signal: AbortSignal.abort() }), { instanceOf: ExecutionError })
+  t.is(lock.expiration, before, 'nothing was sent: not shortened')
+  const frozen = Object.freeze(await redlock.acquire([resource(t)], 10_000))
+  stores[1].down()
+  stores[2].down()
+  const e = await t.throwsAsync(redlock.extend(frozen, 1_000), { instanceOf: ExecutionError })
+  t.is(e.reason, 'quorum-unavailable')
+})
+
+test("using(): an extend of an older Lock of the routine's lock that is refused does not end the routine's lock", async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores, { automaticExtensionThreshold: 300 })
+  const key = resource(t)
+  await redlock.using([key], 500, async (signal, lock) => {
+    const older = await lock.extend(500) // node-redlock's habit: a new Lock object
+    await sleep(650) // the automatic extensions keep the lock; `older` expired meanwhile
+    await t.throwsAsync(older.extend(500), { instanceOf: ExecutionError, message: /already-expired/ })
+    await sleep(20)
+    t.false(signal.aborted)
+    t.deepEqual(await Promise.all(stores.map((s) => s.keys().includes(key))), [true, true, true])
+  })
+})
+
+test('a release right after quit() still goes out; an acquire then is refused', async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores)
+  const lock = await redlock.acquire([resource(t)], 10_000)
+  const [quit, release, acquire] = await Promise.allSettled([redlock.quit(), lock.release(), redlock.acquire([resource(t)], 1_000)])
+  t.is(quit.status, 'fulfilled')
+  t.is(release.status, 'fulfilled')
+  t.is(acquire.status, 'rejected')
+  t.is(acquire.reason.reason, 'aborted')
+})
+
+test("quit() while a using() routine's acquire is under way: the routine never runs", async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores, { retryCount: -1, retryDelay: 20, retryJitter: 0 })
+  const running = redlock.using([resource(t)], 5_000, async (signal) => {
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+  })
+  await sleep(20)
+  for (const s of stores) s.pause(300)
+  let ran = false
+  const late = redlock.using([resource(t)], 5_000, async () => {
+    ran = true
+  })
+  await sleep(50)
+  await redlock.quit()
+  await running
+  const e = await t.throwsAsync(late, { instanceOf: ExecutionError })
+  t.is(e.reason, 'aborted')
+  t.false(ran)
 })
 
 test('extend() of no lock names the argument', async (t) => {

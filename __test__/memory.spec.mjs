@@ -121,6 +121,9 @@ test("the store's commands answer as Redis does: SET's options and errors, WRONG
   await store.set(Buffer.from([0xff]), Buffer.from([0x61, 0xfe]))
   t.is(await store.get(Buffer.from([0xfe])), null, 'binary keys stay apart')
   t.deepEqual(Buffer.from(await store.call('GET', Buffer.from([0xff]))), Buffer.from([0x61, 0xfe]))
+  await store.set('\u{10FFFF}', 'x\u{10FFFF}y') // text the store's binary marks look like
+  t.is(await store.get('\u{10FFFF}'), 'x\u{10FFFF}y')
+  t.is(await store.get(Buffer.from([0xff])), 'a\ufffd', 'still apart from the binary key')
 })
 
 test('clear(): every key is lost, like a restart without persistence, and the store sits out as a restarted node', async (t) => {

@@ -142,6 +142,8 @@ class Redlock extends EventEmitter {
   #closed = undefined
   /** The end of `quit()`, once called: later operations wait for it (see `#quit`). */
   #quitting = undefined
+  /** What `quit()` says to the operations it ends. */
+  #quitError = undefined
   /** The holdings of the using() routines running (their locks go at `quit()`). */
   #running = new Set()
   /** The operations under way with each AbortSignal (see #onAbort). */
@@ -387,7 +389,6 @@ class Redlock extends EventEmitter {
 
   /** Releases this instance's lock on `resource` when `lockValue` is `true`. */
   async releaseLock(resource, lockValue) {
-    if (this.#quitting !== undefined) await this.#quitting
     wellFormedName(resource, 'resource')
     const id = this.#id()
     this.#native.releaseLock(id, this.#key(resource), lockValue)
@@ -470,7 +471,6 @@ class Redlock extends EventEmitter {
   }
 
   async #release(lock, settings) {
-    if (this.#quitting !== undefined) await this.#quitting
     lockArg(lock)
     holdings.get(lock)?.released()
     const id = this.#id()
@@ -506,11 +506,13 @@ class Redlock extends EventEmitter {
     const c = await this.#wait(id, signal, lock.resources.length)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) {
-      // The nodes that took it hold the keys for `duration` from when they did: a shorter
-      // one than the lock had left shortens the lock, even though the extend failed.
+      // The nodes that took it (or may have: no answer) hold the keys for `duration` from
+      // when they did: a shorter one than the lock had left shortens the lock, even though
+      // the extend failed.
+      const reached = log.attempts.some((votes) => /[FE?]/.test(votes))
       const df = settings?.driftFactor ?? this.settings.driftFactor
       const shortest = started + duration - (Math.round(df * duration) + 2)
-      if (shortest < lock.expiration) lock.expiration = shortest
+      if (reached && shortest < lock.expiration && !Object.isFrozen(lock)) lock.expiration = shortest
       throw failureError(reasonOf(c), log, this.#abortedBy(signal))
     }
     return { expiration: expirationOf(c), log }
@@ -576,9 +578,13 @@ class Redlock extends EventEmitter {
     holdings.set(lock, holding)
     this.#running.add(holding)
     try {
-      // (Given up before it could start: `settings.signal` aborted meanwhile. The lock is
-      // gone; the routine does not run without it.)
-      if (holding.signal.aborted) throw holding.signal.error
+      // (Given up before it could start: `settings.signal` aborted, or `quit()` was called,
+      // meanwhile. The lock goes; the routine does not run without it.)
+      if (this.#quitting !== undefined && !holding.signal.aborted) holding.quit(this.#quitError)
+      if (holding.signal.aborted) {
+        const given = signalOf(settings)
+        throw abortedError(given?.aborted ? given : { reason: this.#quitError }, lock.attempts)
+      }
       return await routine(holding.signal, lock)
     } finally {
       this.#running.delete(holding)
@@ -617,11 +623,13 @@ class Redlock extends EventEmitter {
   }
 
   async #quit() {
-    const quitting = new Error('redlock.quit() was called.')
-    // The using() routines running hear it at once, and their locks' releases start now
-    // (before `#quitting` holds back every later operation until the connections are
-    // closed, which then refuses it); they are waited for a while.
+    const quitting = (this.#quitError = new Error('redlock.quit() was called.'))
+    // The using() routines running hear it at once, and their locks' releases start now;
+    // they are waited for a while. Meanwhile `#quitting` holds every later operation back
+    // (but releases) until the connections are closed, which then refuses it; those
+    // started in this same turn (a release right after the call) go out first.
     const releases = [...this.#running].map((holding) => holding.quit(quitting))
+    await null
     if (releases.length > 0) {
       let timer
       const bound = new Promise((resolve) => (timer = setTimeout(resolve, QUIT_RELEASE_WAIT)))

@@ -191,7 +191,7 @@ class Holding {
    * lock the expiration of whichever settled last. It waits for the automatic extension
    * under way (and the routine's earlier ones), and none starts until it ends. A lock
    * given up meanwhile (lost, or aborted) is not extended: it rejects with the loss. One
-   * that failed but shortened `lock` (see `Redlock#extend`) moves the loss forward.
+   * that failed but shortened the lock (see `Redlock#extend`) moves the loss forward.
    */
   manual(lock, extend) {
     this.#manual++
@@ -204,10 +204,9 @@ class Holding {
         if (this.signal.aborted) throw this.signal.error
         return extended
       } catch (error) {
-        if (lock.expiration < this.lock.expiration && !this.#done && !this.signal.aborted) {
-          this.lock.expiration = lock.expiration
-          this.#armLoss()
-        }
+        // (Only this lock's own failed extend moves its loss: an older Lock of it may have
+        // been refused without reaching the nodes.)
+        if (lock === this.lock && !this.#done && !this.signal.aborted) this.#armLoss()
         throw error
       } finally {
         if (--this.#manual === 0 && !this.#done && !this.signal.aborted && this.#extension === undefined) this.#schedule()

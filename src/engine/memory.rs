@@ -80,19 +80,28 @@ fn bulk(s: &str) -> Value {
 }
 
 /// Bytes as the store's text, losslessly: valid UTF-8 as it is, each byte of an invalid
-/// sequence as a private-use character (U+10FF80 to U+10FFFF), so that binary keys and
-/// values stay apart and come back as they went in (see [`bytes_of`]).
+/// sequence as a private-use character (U+10FF80 to U+10FFFF), and a real character of
+/// that range (or [`ESCAPE`]) after [`ESCAPE`], so that binary keys and values stay apart
+/// from every text and come back as they went in (see [`bytes_of`]).
 fn text_of(mut bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len());
+    let push_valid = |text: &mut String, valid: &str| {
+        for c in valid.chars() {
+            if (ESCAPE..=0x10_FFFF).contains(&u32::from(c)) {
+                text.push(char::from_u32(ESCAPE).unwrap_or('\u{FFFD}'));
+            }
+            text.push(c);
+        }
+    };
     loop {
         match std::str::from_utf8(bytes) {
             Ok(valid) => {
-                text.push_str(valid);
+                push_valid(&mut text, valid);
                 return text;
             }
             Err(e) => {
                 let (valid, rest) = bytes.split_at(e.valid_up_to());
-                text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                push_valid(&mut text, std::str::from_utf8(valid).unwrap_or_default());
                 let bad = e.error_len().unwrap_or(rest.len());
                 for b in &rest[..bad] {
                     text.push(char::from_u32(0x10_FF00 + u32::from(*b)).unwrap_or('\u{FFFD}'));
@@ -103,13 +112,21 @@ fn text_of(mut bytes: &[u8]) -> String {
     }
 }
 
+/// What marks the next character of the store's text as itself (see [`text_of`]).
+const ESCAPE: u32 = 0x10_FF7F;
+
 /// The bytes of the store's text (see [`text_of`]).
 fn bytes_of(text: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(text.len());
+    let mut literal = false;
     for c in text.chars() {
         match u32::from(c) {
-            b @ 0x10_FF80..=0x10_FFFF => bytes.push((b - 0x10_FF00) as u8),
-            _ => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            ESCAPE if !literal => literal = true,
+            b @ 0x10_FF80..=0x10_FFFF if !literal => bytes.push((b - 0x10_FF00) as u8),
+            _ => {
+                literal = false;
+                bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            }
         }
     }
     bytes
@@ -227,7 +244,7 @@ impl MemoryStore {
             .keys
             .keys()
             .filter(|k| !bookkeeping(k))
-            .cloned()
+            .map(|k| String::from_utf8_lossy(&bytes_of(k)).into_owned())
             .collect();
         keys.sort();
         keys
@@ -1034,10 +1051,12 @@ mod tests {
             &[0x61, 0xfe, 0x62],
             &[0xe2, 0x82],
             "é€".as_bytes(),
+            "x\u{10FFFF}\u{10FF7F}\u{10FF80}y".as_bytes(),
         ] {
             assert_eq!(bytes_of(&text_of(bytes)), bytes);
         }
         assert_ne!(text_of(&[0xff]), text_of(&[0xfe]));
+        assert_ne!(text_of(&[0xff]), text_of("\u{10FFFF}".as_bytes()));
         assert_eq!(text_of(b"plain"), "plain");
     }
 

@@ -1242,7 +1242,7 @@ impl Quorum {
             .await;
         let late = ballot.decision == Decision::Won && !pending.is_empty();
         let won_slot = ballot.best_slot().map(|(s, _)| s).filter(|_| by_slot);
-        let strays = ballot.settle_slots();
+        let mut strays = ballot.settle_slots();
         // The complete votes go out only if this attempt is the operation's win (they then
         // complete its last attempt's stats).
         let (final_tx, final_rx) = tokio::sync::oneshot::channel::<bool>();
@@ -1266,6 +1266,10 @@ impl Quorum {
         // says why.
         if let Some(Err(failed)) = &confirmation {
             for (i, e) in failed {
+                // (It set the lock there, whatever failed after: the cleanup goes there.)
+                if matches!(ballot.votes[*i], Some(Vote::For)) {
+                    strays.push(*i);
+                }
                 ballot.votes[*i] = Some(Vote::Failed(e.clone()));
             }
         }
@@ -1568,7 +1572,7 @@ impl Quorum {
                     answered.push(node);
                     false
                 }
-                Some(Vote::Locked) if strays.contains(&i) => {
+                Some(Vote::Locked | Vote::Failed(_)) if strays.contains(&i) => {
                     answered.push(node);
                     false
                 }
@@ -1764,6 +1768,12 @@ impl Quorum {
         Ok(count_held(&answers, permits as usize, quorum))
     }
 
+    /// Ends the operations under way, and every later one, at once (the environment that
+    /// started them is gone: nobody can hear their results, nor release what they take).
+    pub fn close_now(&self) {
+        self.closed.cancel();
+    }
+
     /// Ends the operations under way, lets the requests of won acquires still under way
     /// finish when a lock was released meanwhile (within the command time-out: one that
     /// lands after its lock's release takes it away again, which it cannot do on a closed
@@ -1773,12 +1783,6 @@ impl Quorum {
     /// All of it within one command time-out (and [`QUIT_LEAST`] more at worst): the
     /// `QUIT`s get what the stragglers left of it (a connection whose `QUIT` is cut short
     /// is closed all the same, see `Server::quit`).
-    /// Ends the operations under way, and every later one, at once (the environment that
-    /// started them is gone: nobody can hear their results, nor release what they take).
-    pub fn close_now(&self) {
-        self.closed.cancel();
-    }
-
     pub async fn quit(&self) {
         self.closed.cancel();
         let limit = self.command_timeout();
