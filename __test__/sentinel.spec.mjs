@@ -154,6 +154,32 @@ test('clients find the master through the sentinels and follow it through a fail
   await both.release()
 })
 
+test('a sentinel naming a master that is gone does not keep clients from the one most name; an idle client asks the sentinels again before its first command', async (t) => {
+  const { master, replica, sentinels, group } = await sentinelGroup(t)
+  // A sentinel out of date, listed first: it names a master nobody listens on.
+  const stale = await startSentinels(await freePort(), 1)
+  t.teardown(() => stale.stop())
+  const listed = [{ host: '127.0.0.1', port: stale.sentinels[0].port }, ...group.sentinels]
+  await until(async () => (await rawCommand(stale.sentinels[0].port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster'])) !== null, 10_000, 'the stale sentinel')
+  const opts = { sentinels: listed, name: 'mymaster', connectTimeout: 1_000, commandTimeout: 500 }
+  for (let i = 0; i < 5; i++) {
+    const fresh = new Redis(opts)
+    await fresh.set(`fresh-${i}`, 'v')
+    await fresh.quit()
+  }
+  t.is(await master.command('GET', 'fresh-4'), 'v')
+
+  const idle = new Redis(opts)
+  t.teardown(() => idle.quit())
+  await idle.set('before', 'failover')
+  await until(async () => (await rawCommand(sentinels[0].port, ['SENTINEL', 'FAILOVER', 'mymaster'])) === 'OK', 20_000, 'the failover to start')
+  await until(async () => Number(await masterOf(sentinels[0].port)) === replica.port, 15_000, 'the failover')
+  await sleep(2_100) // idle past the time the sentinels' answer is trusted
+  t.log(`the old master says it is a ${(await master.command('ROLE'))[0]}`)
+  await idle.set('after', 'failover')
+  t.is(await replica.command('GET', 'after'), 'failover', 'written to the master the sentinels name')
+})
+
 test('a frozen master (SIGSTOP) is left for the replica the sentinels promote; commands meanwhile fail within their time-out', async (t) => {
   const { master, replica, sentinels, group } = await sentinelGroup(t)
   const client = new Redis({ ...group, connectTimeout: 500, commandTimeout: 300 })

@@ -17,21 +17,65 @@ use crate::engine::timer;
 /// How often, while commands flow, the sentinels are asked again which master they name.
 const MASTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long since the sentinels were last asked before a command waits for their answer
+/// (a client idle that long may have missed a failover: its first command would go to a
+/// deposed master, which may still take it).
+const MASTER_CHECK_STALE: Duration = Duration::from_secs(2);
+
 /// Watches for a failover while connected: a deposed master may keep answering (and
 /// granting locks) until the sentinels reconfigure it, seconds later, and a frozen one
 /// never answers again. So, at most once per [`MASTER_CHECK_INTERVAL`] while commands
 /// flow, the sentinels are asked in the background which master they name; when most of
 /// those that answer name another than the one connected, the connection is marked moved,
-/// and the next command drops it and connects to the new master.
+/// and the next command drops it and connects to the new master. A command that comes
+/// after [`MASTER_CHECK_STALE`] without any waits for their answer first (see
+/// [`MasterWatch::confirm`]).
 #[derive(Default)]
 pub(super) struct MasterWatch {
     checked_at: Mutex<Option<Instant>>,
     checking: AtomicBool,
     /// The generation of the connection found to be to a deposed master (0: none).
     moved: AtomicU64,
+    /// One wait for the sentinels' answer at a time (see [`MasterWatch::confirm`]).
+    confirming: tokio::sync::Mutex<()>,
 }
 
 impl MasterWatch {
+    /// The sentinels named the master just now (a connection was made to it).
+    pub(super) fn checked_now(&self) {
+        *self.checked_at.locked() = Some(Instant::now());
+    }
+
+    /// Whether a command must wait for the sentinels' answer before it uses the
+    /// connection (they were not asked for [`MASTER_CHECK_STALE`]).
+    pub(super) fn due(&self) -> bool {
+        self.checked_at
+            .locked()
+            .is_none_or(|t| t.elapsed() >= MASTER_CHECK_STALE)
+    }
+
+    /// Asks the sentinels now, and waits for their answer (once for every command that
+    /// found it [`MasterWatch::due`]), whether they still name `connected`, the master of
+    /// the connection of `generation`; marks it moved when they do not.
+    pub(super) async fn confirm(
+        &self,
+        sentinel: &SentinelConfig,
+        config: &NodeConfig,
+        connected: String,
+        generation: u64,
+    ) {
+        let _one = self.confirming.lock().await;
+        if !self.due() {
+            return;
+        }
+        if let Some(named) = named_by_most(sentinel, config).await {
+            if master_config(config, named).host_port() != connected {
+                self.moved.store(generation, Ordering::Release);
+            }
+        }
+        self.checked_now();
+    }
+
     /// Whether the connection of `generation` was found to be to a master the sentinels no
     /// longer name (cleared once asked).
     pub(super) fn moved(&self, generation: u64) -> bool {
@@ -62,18 +106,23 @@ impl MasterWatch {
         }
         let (watch, sentinel, config) = (self.clone(), sentinel.clone(), config.clone());
         tokio::spawn(async move {
-            if let Some((host, port)) = named_by_most(&sentinel, &config).await {
-                let named = NodeConfig {
-                    host,
-                    port,
-                    ..config
-                };
-                if named.host_port() != connected {
+            if let Some(named) = named_by_most(&sentinel, &config).await {
+                if master_config(&config, named).host_port() != connected {
                     watch.moved.store(generation, Ordering::Release);
                 }
             }
             watch.checking.store(false, Ordering::Release);
         });
+    }
+}
+
+/// The configuration of the master at `(host, port)` of the group of `config`.
+fn master_config(config: &NodeConfig, (host, port): (String, u16)) -> NodeConfig {
+    NodeConfig {
+        host,
+        port,
+        sentinel: None,
+        ..config.clone()
     }
 }
 
@@ -84,17 +133,26 @@ pub(super) async fn connect_master(
     config: &NodeConfig,
 ) -> Result<Connected, NodeError> {
     let work = async {
-        let (host, port) = discover_master(sentinel, config).await?;
-        let master = NodeConfig {
-            host,
-            port,
-            sentinel: None,
-            ..config.clone()
-        };
-        let client = build_client(&master)?;
-        let (mut conn, identity) = connect_to(&master).await?;
-        check_master(&mut conn, &master).await?;
-        Ok((conn, Some((client, master.host_port())), identity))
+        // The master most sentinels name first; another named only if it cannot be had
+        // (a sentinel out of date may name a master that is gone, or demoted).
+        let mut failed = None;
+        for named in discover_masters(sentinel, config).await? {
+            let master = master_config(config, named);
+            let connected = async {
+                let client = build_client(&master)?;
+                let (mut conn, identity) = connect_to(&master).await?;
+                check_master(&mut conn, &master).await?;
+                Ok::<_, NodeError>((conn, Some((client, master.host_port())), identity))
+            };
+            match connected.await {
+                Ok(c) => return Ok(c),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        Err(failed.unwrap_or_else(|| NodeError::Connect {
+            addr: config.addr(),
+            reason: "no sentinel named the master".into(),
+        }))
     };
     match timer::timeout(config.connect_timeout, work).await {
         Ok(result) => result,
@@ -163,24 +221,39 @@ fn ask_all<'a>(
         .collect()
 }
 
-/// Asks every sentinel at once for the address of the master; the first that names one
-/// wins (a dead or frozen sentinel holds nobody up).
-async fn discover_master(
+/// Asks every sentinel at once for the address of the master: the masters they name,
+/// most named first. Decided as soon as one is named by more than half of all the
+/// sentinels (a dead or frozen sentinel holds nobody up then); otherwise once every
+/// sentinel answered or timed out.
+async fn discover_masters(
     sentinel: &SentinelConfig,
     config: &NodeConfig,
-) -> Result<(String, u16), NodeError> {
+) -> Result<Vec<(String, u16)>, NodeError> {
+    let all = sentinel.sentinels.len();
     let mut asks = ask_all(sentinel, config);
+    let mut named: Vec<((String, u16), usize)> = Vec::new();
     let mut reasons = Vec::new();
     while let Some(answer) = asks.next().await {
         match answer {
-            Ok(master) => return Ok(master),
+            Ok(master) => match named.iter_mut().find(|(m, _)| *m == master) {
+                Some((_, n)) => *n += 1,
+                None => named.push((master, 1)),
+            },
             Err(reason) => reasons.push(reason),
         }
+        if named.iter().any(|(_, n)| n * 2 > all) {
+            break;
+        }
     }
-    Err(NodeError::Connect {
-        addr: config.addr(),
-        reason: format!("no sentinel named the master: {}", reasons.join("; ")),
-    })
+    if named.is_empty() {
+        return Err(NodeError::Connect {
+            addr: config.addr(),
+            reason: format!("no sentinel named the master: {}", reasons.join("; ")),
+        });
+    }
+    // (Stable: of masters named as often, the one named first comes first.)
+    named.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    Ok(named.into_iter().map(|(m, _)| m).collect())
 }
 
 /// The master that more than half of the sentinels that answered name (`None` when none

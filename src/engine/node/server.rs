@@ -170,7 +170,9 @@ impl Backend for Server {
 
     fn send_now(&self, cmd: &Cmd) -> Option<Sent> {
         let mut st = self.lock_state();
-        self.watch_master(&mut st);
+        if !self.watch_master(&mut st) {
+            return None;
+        }
         match &st.slot {
             Slot::Ready(Conn::Lean(l)) => Some(Sent {
                 generation: st.generation,
@@ -348,11 +350,35 @@ impl Server {
     /// The shared connection when it is up (no waiting, nothing started).
     fn ready(&self) -> Option<(Conn, u64)> {
         let mut st = self.lock_state();
-        self.watch_master(&mut st);
+        if !self.watch_master(&mut st) {
+            return None;
+        }
         match &st.slot {
             Slot::Ready(c) => Some((c.clone(), st.generation)),
             _ => None,
         }
+    }
+
+    /// For Sentinel: waits for the sentinels' answer when it is due (see `MasterWatch`),
+    /// before a command uses the connection.
+    async fn confirm_master(&self) {
+        let Some(sentinel) = &self.config.sentinel else {
+            return;
+        };
+        if !self.master_watch.due() {
+            return;
+        }
+        let generation = {
+            let st = self.lock_state();
+            if !matches!(st.slot, Slot::Ready(_)) {
+                return; // (connecting finds the master the sentinels name)
+            }
+            st.generation
+        };
+        let confirm = self
+            .master_watch
+            .confirm(sentinel, &self.config, self.addr(), generation);
+        let _ = timer::timeout(self.config.command_timeout, confirm).await;
     }
 
     /// The shared connection, establishing it if needed. Concurrent callers share one
@@ -401,6 +427,9 @@ impl Server {
         let mut st = self.lock_state();
         let result = result.map(|(conn, found, identity)| {
             if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
+                if self.config.sentinel.is_some() {
+                    self.master_watch.checked_now();
+                }
                 if let Some((client, addr)) = found {
                     *self.client.write_now() = client;
                     *self.addr.write_now() = addr;
@@ -441,20 +470,25 @@ impl Server {
 
     /// For Sentinel, on every command: drops a connection found to be to a deposed master
     /// (the command then connects to the master the sentinels name), and has the sentinels
-    /// asked again when it is time (see [`MasterWatch`]).
-    fn watch_master(&self, st: &mut State) {
+    /// asked again when it is time (see [`MasterWatch`]). `false` when the command must
+    /// first wait for their answer ([`Server::confirm_master`]).
+    fn watch_master(&self, st: &mut State) -> bool {
         let Some(sentinel) = &self.config.sentinel else {
-            return;
+            return true;
         };
         if !matches!(st.slot, Slot::Ready(_)) {
-            return;
+            return true;
         }
         if self.master_watch.moved(st.generation) {
             st.slot = Slot::Idle;
-            return;
+            return true;
+        }
+        if self.master_watch.due() {
+            return false;
         }
         self.master_watch
             .check(sentinel, &self.config, self.addr(), st.generation);
+        true
     }
 
     /// Forgets the connection of `generation` so the next command reconnects.
@@ -507,6 +541,7 @@ impl Server {
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<redis::Value, RedisError>>,
     {
+        self.confirm_master().await;
         let (conn, generation) = match self.ready() {
             Some(ready) => ready,
             None => self.connection().await?,
