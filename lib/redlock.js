@@ -629,7 +629,7 @@ class Redlock extends EventEmitter {
     // (but releases) until the connections are closed, which then refuses it; those
     // started in this same turn (a release right after the call) go out first.
     const releases = [...this.#running].map((holding) => holding.quit(quitting))
-    await null
+    await Promise.resolve()
     if (releases.length > 0) {
       let timer
       const bound = new Promise((resolve) => (timer = setTimeout(resolve, QUIT_RELEASE_WAIT)))
