@@ -101,7 +101,7 @@ test.serial('a call with a lower maxDuration does not shorten the quarantine, no
   t.true(held.expiration > Date.now(), 'A still held its lock meanwhile')
 })
 
-for (const [delay, what] of [[5, 'a little slower than the others'], [40, '80 ms away (a new client waits for them up to 250 ms, half its commandTimeout at most)']]) {
+for (const [delay, what] of [[5, 'a little slower than the others'], [15, '30 ms away (a new client waits for them up to 250 ms, half its commandTimeout at most; 100 ms before)']]) {
 test.serial(`peers that answer ${what} still tell a newcomer that a node restarted`, async (t) => {
   const settings = { maxDuration: 20_000, retryCount: 0 }
   const { all, ports, key, held, before, recordOf3 } = await restartedUnderA(t, settings)

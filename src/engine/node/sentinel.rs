@@ -68,7 +68,10 @@ impl MasterWatch {
         if !self.due() {
             return;
         }
-        if let Some(named) = named_by_most(sentinel, config).await {
+        // Sentinels that do not answer in time are not waited for (as those that refuse
+        // the connection): what the others say decides, and none answering leaves the
+        // connection as it is.
+        if let Some(named) = named_by_most(sentinel, config, confirm_wait(config)).await {
             if master_config(config, named).host_port() != connected {
                 self.moved.store(generation, Ordering::Release);
             }
@@ -106,7 +109,8 @@ impl MasterWatch {
         }
         let (watch, sentinel, config) = (self.clone(), sentinel.clone(), config.clone());
         tokio::spawn(async move {
-            if let Some(named) = named_by_most(&sentinel, &config).await {
+            let within = config.command_timeout.max(config.connect_timeout);
+            if let Some(named) = named_by_most(&sentinel, &config, within).await {
                 if master_config(&config, named).host_port() != connected {
                     watch.moved.store(generation, Ordering::Release);
                 }
@@ -115,6 +119,16 @@ impl MasterWatch {
         });
     }
 }
+
+/// How long a command waits for the sentinels' answer (see [`MasterWatch::confirm`]):
+/// half its time-out, so that the command still fits in it.
+fn confirm_wait(config: &NodeConfig) -> Duration {
+    config.command_timeout / 2
+}
+
+/// How long the other sentinels are waited for once one answered, when no master is
+/// named by most of them yet (a frozen sentinel holds nobody up past it).
+const SENTINEL_GRACE: Duration = Duration::from_millis(50);
 
 /// The configuration of the master at `(host, port)` of the group of `config`.
 fn master_config(config: &NodeConfig, (host, port): (String, u16)) -> NodeConfig {
@@ -233,7 +247,15 @@ async fn discover_masters(
     let mut asks = ask_all(sentinel, config);
     let mut named: Vec<((String, u16), usize)> = Vec::new();
     let mut reasons = Vec::new();
-    while let Some(answer) = asks.next().await {
+    let started = Instant::now();
+    let mut until: Option<Instant> = None;
+    let last = started + config.connect_timeout;
+    while let Ok(Some(answer)) = timer::timeout_at(until.unwrap_or(last), asks.next()).await {
+        if until.is_none() && answer.is_ok() {
+            // The first master named: the others get a little longer (see
+            // [`SENTINEL_GRACE`]).
+            until = Some(Instant::now() + SENTINEL_GRACE.max(started.elapsed()));
+        }
         match answer {
             Ok(master) => match named.iter_mut().find(|(m, _)| *m == master) {
                 Some((_, n)) => *n += 1,
@@ -256,11 +278,15 @@ async fn discover_masters(
     Ok(named.into_iter().map(|(m, _)| m).collect())
 }
 
-/// The master that more than half of the sentinels that answered name (`None` when none
-/// does): one sentinel out of date does not move a client off a healthy master. Decided
-/// as soon as one master is named by more than half of all the sentinels, so that a
-/// frozen one does not hold the answer up.
-async fn named_by_most(sentinel: &SentinelConfig, config: &NodeConfig) -> Option<(String, u16)> {
+/// The master that more than half of the sentinels that answered within `within` name
+/// (`None` when none does): one sentinel out of date does not move a client off a healthy
+/// master. Decided as soon as one master is named by more than half of all the
+/// sentinels, so that a frozen one does not hold the answer up.
+async fn named_by_most(
+    sentinel: &SentinelConfig,
+    config: &NodeConfig,
+    within: Duration,
+) -> Option<(String, u16)> {
     let all = sentinel.sentinels.len();
     let mut asks = ask_all(sentinel, config);
     let mut answers: Vec<(String, u16)> = Vec::new();
@@ -270,7 +296,8 @@ async fn named_by_most(sentinel: &SentinelConfig, config: &NodeConfig) -> Option
             .find(|a| answers.iter().filter(|b| b == a).count() * 2 > of)
             .cloned()
     };
-    while let Some(answer) = asks.next().await {
+    let deadline = Instant::now() + within;
+    while let Ok(Some(answer)) = timer::timeout_at(deadline, asks.next()).await {
         answers.extend(answer.ok());
         if let Some(master) = named(&answers, all) {
             return Some(master);

@@ -375,10 +375,9 @@ impl Server {
             }
             st.generation
         };
-        let confirm = self
-            .master_watch
-            .confirm(sentinel, &self.config, self.addr(), generation);
-        let _ = timer::timeout(self.config.command_timeout, confirm).await;
+        self.master_watch
+            .confirm(sentinel, &self.config, self.addr(), generation)
+            .await;
     }
 
     /// The shared connection, establishing it if needed. Concurrent callers share one
