@@ -84,6 +84,11 @@ export declare class NativeRedlock {
    * rejects when fewer than a quorum of nodes answer.
    */
   holders(resource: string, permits: number): Promise<number>
+  /**
+   * Ends the acquires under way and every later one, and keeps releases from handing a
+   * lock over (the start of `quit()`).
+   */
+  stopAcquires(): void
   /** Closes the connections of every client of this instance. */
   quit(): Promise<void>
 }

@@ -605,6 +605,25 @@ test('quit() during a using() routine: the routine hears it at once (LockLostErr
   t.deepEqual(await valuesOn(all, key), [null, null, null])
 })
 
+test("quit() with a using() routine and a waiter for the same lock: the waiter ends (aborted), and the routine's lock is not handed to it", async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all))
+  const key = resource(t)
+  const routine = redlock.using([key], 10_000, (signal) => new Promise((resolve) => signal.addEventListener('abort', resolve)))
+  await eventually(async () => (await valuesOn(all, key)).every(Boolean), 1_000)
+  const waiter = redlock.acquire([key], 10_000).then(
+    () => 'won',
+    (e) => e.reason,
+  )
+  await sleep(100)
+  const release = (await redlock.acquire([resource(t)], 1_000)).release() // one under way at quit()
+  await redlock.quit()
+  await routine
+  t.is(await waiter, 'aborted')
+  await t.notThrowsAsync(release)
+  t.deepEqual(await valuesOn(all, key), [null, null, null])
+})
+
 test('using(): a routine whose settings.signal aborted as its lock came does not run (the lock goes; aborted, as an abort a moment earlier)', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()])
   const key = resource(t)

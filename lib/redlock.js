@@ -146,6 +146,8 @@ class Redlock extends EventEmitter {
   #quitError = undefined
   /** The holdings of the using() routines running (their locks go at `quit()`). */
   #running = new Set()
+  /** The releases under way (`quit()` waits for them a while). */
+  #releases = new Set()
   /** The operations under way with each AbortSignal (see #onAbort). */
   #bySignal = new WeakMap()
 
@@ -465,9 +467,15 @@ class Redlock extends EventEmitter {
 
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
-    if (!traces.release.hasSubscribers) return this.#release(lock, settings)
     const kind = lock?.kind ?? 'mutex'
-    return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
+    const releasing = traces.release.hasSubscribers
+      ? traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
+      : this.#release(lock, settings)
+    // (`quit()` lets the releases under way finish before it closes the connections.)
+    this.#releases.add(releasing)
+    const forget = () => this.#releases.delete(releasing)
+    releasing.then(forget, forget)
+    return releasing
   }
 
   async #release(lock, settings) {
@@ -624,19 +632,24 @@ class Redlock extends EventEmitter {
 
   async #quit() {
     const quitting = (this.#quitError = new Error('redlock.quit() was called.'))
-    // The using() routines running hear it at once, and their locks' releases start now;
-    // they are waited for a while. Meanwhile `#quitting` holds every later operation back
-    // (but releases) until the connections are closed, which then refuses it; those
-    // started in this same turn (a release right after the call) go out first.
-    const releases = [...this.#running].map((holding) => holding.quit(quitting))
+    this.#closed ??= AbortSignal.abort(quitting) // (the cause of what quit() ends)
+    // The acquires under way end first (as aborted, leaving nothing on the nodes), so that
+    // no release below hands its lock to one of them. The using() routines running hear
+    // it at once, and their locks' releases start now; releases under way are waited for
+    // a while. Meanwhile `#quitting` holds every later operation back (but releases) until
+    // the connections are closed, which then refuses it; those started in this same turn
+    // (a release right after the call) go out first.
+    this.#native.stopAcquires()
+    for (const holding of this.#running) holding.quit(quitting)
     await Promise.resolve()
+    // Those and every other release under way (one started with quit()) finish first.
+    const releases = [...this.#releases]
     if (releases.length > 0) {
       let timer
       const bound = new Promise((resolve) => (timer = setTimeout(resolve, QUIT_RELEASE_WAIT)))
-      await Promise.race([Promise.all(releases), bound])
+      await Promise.race([Promise.allSettled(releases), bound])
       clearTimeout(timer)
     }
-    this.#closed ??= AbortSignal.abort(quitting)
     // The native connections close after the requests still under way that have work left
     // (within the command time-out): the process stays alive for them.
     const closing = setInterval(noop, 0x7fffffff)

@@ -668,6 +668,13 @@ impl NativeRedlock {
         })
     }
 
+    /// Ends the acquires under way and every later one, and keeps releases from handing a
+    /// lock over (the start of `quit()`).
+    #[napi(catch_unwind)]
+    pub fn stop_acquires(&self) {
+        self.ops.inner.quorum().stop_acquires();
+    }
+
     /// Closes the connections of every client of this instance.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {

@@ -100,6 +100,9 @@ pub struct Quorum {
     /// Set by `quit()`: every operation under way ends (aborted), and every later one
     /// at once.
     closed: Arc<Cancel>,
+    /// Aborts the acquires under way and every later one, and keeps releases from handing
+    /// a lock over (see [`Quorum::stop_acquires`]); set by `quit()` too.
+    stopping: Arc<Cancel>,
 }
 
 /// The requests of won acquires still under way on slow nodes. A lock may be released
@@ -546,6 +549,7 @@ impl Quorum {
             queues: Arc::default(),
             stragglers: Arc::default(),
             closed: Arc::default(),
+            stopping: Arc::default(),
         }
     }
 
@@ -572,8 +576,13 @@ impl Quorum {
         value: &str,
         call: &Call<'_>,
     ) -> Execution {
+        // (An acquire also ends when acquires are stopped: see `Quorum::stop_acquires`.)
+        let stop = match op {
+            Op::Acquire { .. } => &self.stopping,
+            _ => &self.closed,
+        };
         let call = &Call {
-            closed: Some(&self.closed),
+            closed: Some(stop),
             ..*call
         };
         let (mut run, mut turn, wait_first) = match self.start(op, resources, value, call).await {
@@ -738,7 +747,10 @@ impl Quorum {
         if op == Op::Release {
             self.stragglers.note_release(value, self.command_timeout());
             let line = call.kind.line(resources);
-            if let Some(offer) = self.queues.releasing(&line, call.kind == Kind::Mutex) {
+            let offered = (!self.stopping.is_cancelled())
+                .then(|| self.queues.releasing(&line, call.kind == Kind::Mutex))
+                .flatten();
+            if let Some(offer) = offered {
                 if let Some(stats) = self.hand_over(&line, resources, value, offer).await {
                     return Err(run.handed_over(stats, value));
                 }
@@ -1771,7 +1783,16 @@ impl Quorum {
     /// Ends the operations under way, and every later one, at once (the environment that
     /// started them is gone: nobody can hear their results, nor release what they take).
     pub fn close_now(&self) {
+        self.stopping.cancel();
         self.closed.cancel();
+    }
+
+    /// Ends the acquires under way and every later one (they clean up what they set, and
+    /// leave the nodes' waiting lines), and keeps releases from handing a lock over to a
+    /// waiter: `quit()` first, so that the locks it releases then go, not to a waiter it
+    /// is about to end.
+    pub fn stop_acquires(&self) {
+        self.stopping.cancel();
     }
 
     /// Ends the operations under way, lets the requests of won acquires still under way
@@ -1784,6 +1805,7 @@ impl Quorum {
     /// `QUIT`s get what the stragglers left of it (a connection whose `QUIT` is cut short
     /// is closed all the same, see `Server::quit`).
     pub async fn quit(&self) {
+        self.stopping.cancel();
         self.closed.cancel();
         let limit = self.command_timeout();
         let started = Instant::now();
