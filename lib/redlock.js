@@ -142,12 +142,11 @@ class Redlock extends EventEmitter {
   #closed = undefined
   /** The end of `quit()`, once called: later operations wait for it (see `#quit`). */
   #quitting = undefined
-  /** What `quit()` says to the operations it ends. */
-  #quitError = undefined
   /** The holdings of the using() routines running (their locks go at `quit()`). */
   #running = new Set()
-  /** The releases under way (`quit()` waits for them a while). */
-  #releases = new Set()
+  /** How many releases are under way, and what `quit()` waits for them with. */
+  #releasing = 0
+  #released = undefined
   /** The operations under way with each AbortSignal (see #onAbort). */
   #bySignal = new WeakMap()
 
@@ -467,15 +466,9 @@ class Redlock extends EventEmitter {
 
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
+    if (!traces.release.hasSubscribers) return this.#release(lock, settings)
     const kind = lock?.kind ?? 'mutex'
-    const releasing = traces.release.hasSubscribers
-      ? traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
-      : this.#release(lock, settings)
-    // (`quit()` lets the releases under way finish before it closes the connections.)
-    this.#releases.add(releasing)
-    const forget = () => this.#releases.delete(releasing)
-    releasing.then(forget, forget)
-    return releasing
+    return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
   }
 
   async #release(lock, settings) {
@@ -486,7 +479,14 @@ class Redlock extends EventEmitter {
     const retried = lock.expiration === 0 ? releasing.get(lock) : undefined
     const expiration = superseded.has(lock) ? NaN : (retried ?? Number(lock.expiration))
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
-    const c = await this.#wait(id, undefined, lock.resources.length)
+    // (Counted: `quit()` lets the releases under way finish before it closes the connections.)
+    this.#releasing++
+    let c
+    try {
+      c = await this.#wait(id, undefined, lock.resources.length)
+    } finally {
+      if (--this.#releasing === 0) this.#released?.()
+    }
     invalidate(lock)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) {
@@ -588,10 +588,10 @@ class Redlock extends EventEmitter {
     try {
       // (Given up before it could start: `settings.signal` aborted, or `quit()` was called,
       // meanwhile. The lock goes; the routine does not run without it.)
-      if (this.#quitting !== undefined && !holding.signal.aborted) holding.quit(this.#quitError)
+      if (this.#quitting !== undefined && !holding.signal.aborted) holding.quit(this.#closed.reason)
       if (holding.signal.aborted) {
         const given = signalOf(settings)
-        throw abortedError(given?.aborted ? given : { reason: this.#quitError }, lock.attempts)
+        throw abortedError(given?.aborted ? given : this.#closed, lock.attempts)
       }
       return await routine(holding.signal, lock)
     } finally {
@@ -631,8 +631,8 @@ class Redlock extends EventEmitter {
   }
 
   async #quit() {
-    const quitting = (this.#quitError = new Error('redlock.quit() was called.'))
-    this.#closed ??= AbortSignal.abort(quitting) // (the cause of what quit() ends)
+    this.#closed = AbortSignal.abort(new Error('redlock.quit() was called.')) // (the cause of what quit() ends)
+    const quitting = this.#closed.reason
     // The acquires under way end first (as aborted, leaving nothing on the nodes), so that
     // no release below hands its lock to one of them. The using() routines running hear
     // it at once, and their locks' releases start now; releases under way are waited for
@@ -643,11 +643,10 @@ class Redlock extends EventEmitter {
     for (const holding of this.#running) holding.quit(quitting)
     await Promise.resolve()
     // Those and every other release under way (one started with quit()) finish first.
-    const releases = [...this.#releases]
-    if (releases.length > 0) {
+    if (this.#releasing > 0) {
       let timer
       const bound = new Promise((resolve) => (timer = setTimeout(resolve, QUIT_RELEASE_WAIT)))
-      await Promise.race([Promise.allSettled(releases), bound])
+      await Promise.race([new Promise((resolve) => (this.#released = resolve)), bound])
       clearTimeout(timer)
     }
     // The native connections close after the requests still under way that have work left

@@ -75,16 +75,12 @@ class Holding {
 
   #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, 'settings.signal was aborted')
 
-  /** The release under way of a lock given up. */
-  #releasing
-
   /**
    * `redlock.quit()` was called (`cause`): the routine hears it at once (reason
-   * 'aborted') and the lock goes; resolves once its release settled.
+   * 'aborted') and the lock goes.
    */
   quit(cause) {
     this.#lose('aborted', undefined, cause, 'redlock.quit() was called')
-    return this.#releasing ?? Promise.resolve()
   }
 
   get signal() {
@@ -172,7 +168,6 @@ class Holding {
     // a new holder's keys stay), retried while the lock would still be valid; the lock
     // keeps the moment of its loss as its expiration (a release sets 0).
     const releasing = redlock.release(lock, this.settings).catch(noop)
-    this.#releasing = releasing
     const lostAt = Math.min(lock.expiration, Date.now())
     lock.expiration = lostAt
     releasing.then(() => (lock.expiration = lostAt))

@@ -604,12 +604,12 @@ fn arity(name: &str, n: usize) -> Result<(), String> {
     let (least, most) = match name {
         "GET" | "PTTL" => (1, 1),
         "SET" => (2, usize::MAX),
-        "MGET" | "DEL" | "EXISTS" | "HMGET" => (1, usize::MAX),
+        "MGET" | "DEL" | "EXISTS" => (1, usize::MAX),
+        "HMGET" => (2, usize::MAX),
         "HGET" => (2, 2),
         "PING" => (0, 1),
         _ => return Ok(()),
     };
-    let least = if name == "HMGET" { 2 } else { least };
     if (least..=most).contains(&n) {
         Ok(())
     } else {

@@ -1267,26 +1267,15 @@ impl Quorum {
             // on the same connection, so the cleanup lands after them.
             drop(pending);
         }
-        let confirmation = match ballot.decision {
-            Decision::Won => Some(
-                self.confirm(op, &commands, &ballot, settings, window, started)
-                    .await,
-            ),
-            _ => None,
-        };
-        // A node whose write was not confirmed (too few replicas in time) failed: its vote
-        // says why.
-        if let Some(Err(failed)) = &confirmation {
-            for (i, e) in failed {
-                // (It set the lock there, whatever failed after: the cleanup goes there.)
-                if matches!(ballot.votes[*i], Some(Vote::For)) {
-                    strays.push(*i);
-                }
-                ballot.votes[*i] = Some(Vote::Failed(e.clone()));
-            }
-        }
-        let confirmed = matches!(confirmation, Some(Ok(_)));
-        let fence = confirmation.and_then(Result::ok).flatten();
+        let (confirmed, fence) = self
+            .confirm_win(
+                op,
+                &commands,
+                (&mut ballot, &mut strays),
+                settings,
+                (window, started),
+            )
+            .await;
         let outcome = if aborted {
             Err(FailureKind::Aborted)
         } else {
@@ -1319,6 +1308,38 @@ impl Quorum {
             },
             outcome,
         )
+    }
+
+    /// Confirms a won attempt (see [`Quorum::confirm`]): whether it is confirmed, and its
+    /// fence. A node whose part failed (a fence claim, too few replicas in time) fails
+    /// its vote, saying why; it set the lock there all the same, so the cleanup of a loss
+    /// goes there (`strays`).
+    async fn confirm_win(
+        &self,
+        op: Op,
+        commands: &Commands,
+        (ballot, strays): (&mut Ballot, &mut Vec<usize>),
+        settings: &Settings,
+        (window, started): (Duration, Instant),
+    ) -> (bool, Option<i64>) {
+        if ballot.decision != Decision::Won {
+            return (false, None);
+        }
+        match self
+            .confirm(op, commands, ballot, settings, window, started)
+            .await
+        {
+            Ok(fence) => (true, fence),
+            Err(failed) => {
+                for (i, e) in failed {
+                    if matches!(ballot.votes[i], Some(Vote::For)) {
+                        strays.push(i);
+                    }
+                    ballot.votes[i] = Some(Vote::Failed(e));
+                }
+                (false, None)
+            }
+        }
     }
 
     /// Removes what a lost acquire attempt set. `true` when the line kept the lock for this
