@@ -6,10 +6,19 @@ const QUORUM_FAILED = 'The operation was unable to achieve a quorum during its r
 const EXPIRED = 'Cannot extend an already-expired lock.'
 const ABORTED = 'The operation was aborted.'
 
+/**
+ * Makes `message` an own enumerable field, as node-redlock's errors declare it, so that
+ * JSON loggers and `{ ...error }` keep it.
+ */
+function listMessage(error) {
+  Object.defineProperty(error, 'message', { value: error.message, enumerable: true, writable: true, configurable: true })
+}
+
 /** A client voted against because another owner holds a resource. */
 class ResourceLockedError extends Error {
   constructor(message) {
     super(message)
+    listMessage(this)
     this.name = 'ResourceLockedError'
   }
 }
@@ -22,6 +31,7 @@ class ResourceLockedError extends Error {
 class ExecutionError extends Error {
   constructor(message, attempts, options) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    listMessage(this)
     this.name = 'ExecutionError'
     this.attempts = attempts
     this.reason = options?.reason ?? 'internal'
@@ -32,6 +42,7 @@ class ExecutionError extends Error {
 class LockLostError extends Error {
   constructor(message, options) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    listMessage(this)
     this.name = 'LockLostError'
     this.reason = options?.reason ?? 'expired'
   }

@@ -64,21 +64,27 @@ mod tests {
     #[tokio::test]
     async fn a_tie_retried_counts_its_attempts_and_leaves_nothing() {
         // The retries run the line's script, whose cleanup keeps the lock for the waiter's
-        // own ticket: that must not wake the waiter into retries that do not count.
+        // own ticket: that must neither wake the waiter into retries that do not count
+        // nor cut the retry delay (the tie lasts the retry window, as other failures do).
         let (stores, redlock) = stores(4);
         hold(&stores[0], "k").await;
         hold(&stores[1], "k").await;
         let settings = Settings {
             retry_count: 2,
-            retry_delay_ms: 10,
+            retry_delay_ms: 30,
             retry_jitter_ms: 0,
             ..*redlock.settings()
         };
+        let started = Instant::now();
         let (_, exec) = redlock
             .acquire(&["k".into()], 1_000, &Call::new(&settings))
             .await;
         assert_eq!(exec.outcome, Err(FailureKind::Locked));
         assert_eq!(exec.attempt_count, 3);
+        assert!(
+            started.elapsed() >= Duration::from_millis(60),
+            "two retry delays"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(keys(&stores[2..]), vec![Vec::<String>::new(); 2]);
     }

@@ -612,13 +612,9 @@ impl Quorum {
             let (stats, outcome) = self
                 .attempt_in_turn(op, resources, &value, call, (&mut seat, &turn))
                 .await;
-            // Told to stay queued while the lock was free, or the cleanup kept the lock
-            // for this head: retry soon (see `crate::engine::line`).
-            queued = if stats.queued || stats.kept {
-                queued + 1
-            } else {
-                0
-            };
+            // Told to stay queued while the lock was free: retry soon (see
+            // `crate::engine::line`).
+            queued = if stats.queued { queued + 1 } else { 0 };
             let counted = !stats.queued;
             let against = stats.tally.against() > 0;
             run.keep(stats);
@@ -638,9 +634,7 @@ impl Quorum {
                 .await
             {
                 // A retry after being told to stay queued does not count against
-                // retryCount either: the lock was free, and is about to change hands. One
-                // after a cleanup that kept the lock for this head does (a tie with a
-                // holder that keeps its nodes would otherwise retry without end).
+                // retryCount either: the lock was free, and is about to change hands.
                 Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
