@@ -27,11 +27,10 @@
 //! * a head told to stay queued while the lock is free retries after a short pause that
 //!   doubles (the head before it is about to take the lock, or is gone), not after a
 //!   whole retry delay; one whose lost attempt's cleanup kept the lock for its own ticket
-//!   (a split between waiting heads) retries after the short pause too, doubling with
-//!   each such retry in a row and counted against `retryCount` (a holder that keeps its
-//!   nodes would otherwise make it retry without end), unless another owner held the
-//!   lock on a quorum or a node failed: then it waits for a release or the retry delay,
-//!   as neither passes in milliseconds.
+//!   waits for a release or the retry delay, as after any other loss: after a split
+//!   between waiting heads, the other head's cleanup keeps the lock for it there too and
+//!   announces it, which wakes it (a quick retry instead cut the retry window of a tie
+//!   with owners that keep their nodes to a fifth, with no gain across processes).
 //!
 //! The order uses the wall clocks of the waiting processes: a process whose clock runs
 //! behind comes first more often. That costs fairness, never safety.

@@ -353,7 +353,7 @@ pub const LEFT_PREFIX: &str = "redlock-rs:left:";
 /// the value kept (which wakes only that waiter), even when `quiet` is `'quiet'` (that
 /// waiter needs the wake-up, whoever holds the other nodes), or, unless quiet, with
 /// `freed` when the lock is free (which wakes every waiter but the one it names). Returns 1 when released, 2 when the lock was kept for `own`
-/// (the releasing waiter's own ticket: not announced, the waiter retries soon on its own
+/// (the releasing waiter's own ticket: not announced: the waiter retries on its own
 /// and must not wake itself into retries that do not count), else 0.
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
