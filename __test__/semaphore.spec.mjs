@@ -210,6 +210,26 @@ test('a waiter on a full semaphore is woken by the release, not by its retry del
   await lock.release()
 })
 
+test("a reader kept out by a waiting writer's mark is woken when the writer gives up, not by its retry delay", async (t) => {
+  const all = await servers(t, 3)
+  const [first, writer, reader] = [0, 1, 2].map(() => new Redlock(clientsFor(t, all), { retryCount: 3, retryDelay: 3_000, retryJitter: 0 }))
+  const name = resource(t)
+  const held = await first.readWriteLock(name).read.acquire(10_000)
+  const controller = new AbortController()
+  const writing = writer.readWriteLock(name).write.acquire(10_000, { signal: controller.signal })
+  await sleep(100) // the writer waits, its mark keeps new readers out
+  const reading = reader.readWriteLock(name).read.acquire(10_000)
+  await sleep(300)
+  const aborted = Date.now()
+  controller.abort()
+  const err = await t.throwsAsync(writing, { instanceOf: ExecutionError })
+  t.is(err.reason, 'aborted')
+  const lock = await reading
+  t.true(Date.now() - aborted < 1_000, `woken ${Date.now() - aborted} ms after the writer gave up`)
+  await lock.release()
+  await held.release()
+})
+
 test('fences of permits, reads and writes strictly increase, one sequence per resource', async (t) => {
   const all = await servers(t, 3)
   const redlock = new Redlock(clientsFor(t, all), { fencing: true, retryCount: 0 })

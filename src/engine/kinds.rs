@@ -82,8 +82,14 @@ impl Kind {
                 .map(|k| released_channel(k))
                 .collect(),
             Kind::Read | Kind::Write => {
-                let [w, readers, ..] = rw_keys(r);
-                vec![released_channel(&w), released_channel(&readers)]
+                let [w, readers, wait, _] = rw_keys(r);
+                let mut channels = vec![released_channel(&w), released_channel(&readers)];
+                if self == Kind::Read {
+                    // A waiting writer's mark keeps new readers out: its removal (the
+                    // writer gave up) lets them in.
+                    channels.push(released_channel(&wait));
+                }
+                channels
             }
         }
     }
@@ -565,7 +571,9 @@ mod tests {
         assert!(!packed.contains("{sem}:redlock-rs:sem:1"));
         let c = Commands::build(Op::Acquire { ttl_ms: 10 }, kind, &r, "v", &s);
         assert_eq!(kind.channels(&r).len(), 4);
-        assert_eq!(Kind::Read.channels(&r), Kind::Write.channels(&r));
+        let (read, write) = (Kind::Read.channels(&r), Kind::Write.channels(&r));
+        assert_eq!(read[..2], write[..]);
+        assert_eq!(read[2], released_channel(&rw_keys("sem")[2]));
         assert_eq!(c.reply, Reply::Slot);
         assert!(Kind::Read.shared() && !Kind::Write.shared());
     }

@@ -691,14 +691,15 @@ impl Quorum {
 
     /// A write acquire that failed takes back its mark that keeps new readers out while it
     /// waits (owner-checked, in the background, queued before anything the caller sends
-    /// next on the same connections): a failed call removes what it set. (Another writer
-    /// still waiting puts its own mark back with its next attempt.)
+    /// next on the same connections): a failed call removes what it set, and the readers
+    /// it kept out hear it. (Another writer still waiting puts its own mark back with its
+    /// next attempt.)
     fn leave_write_wait(&self, op: Op, resources: &[String], value: &str, call: &Call<'_>) {
         let (Op::Acquire { .. }, Kind::Write, [resource]) = (op, call.kind, resources) else {
             return;
         };
         let [_, _, wait, _] = rw_keys(resource);
-        let leave = RELEASE_SCRIPT.evalsha(&[wait], &[value, "quiet"]);
+        let leave = RELEASE_SCRIPT.evalsha(&[wait], &[value, ""]);
         self.eval_in_background(&RELEASE_SCRIPT, leave, 0..self.nodes.len());
     }
 
