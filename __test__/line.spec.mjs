@@ -7,9 +7,10 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import { TcpProxy } from '../scripts/tcp-proxy.mjs'
 import { clientsFor, eventually, lib, resource, sleep, useServers, valuesOn } from './helpers.mjs'
 
-const { Redlock, ExecutionError } = lib
+const { Redlock, Redis, ExecutionError } = lib
 const servers = useServers(test, 3)
 const fixture = fileURLToPath(new URL('./fixtures/line-waiter.mjs', import.meta.url))
 
@@ -122,15 +123,14 @@ test('a waiter that dies first in line holds the released lock back only until i
   t.deepEqual(await lineOn(key), [[], [], []], 'the dead ticket expired, the new one left')
 })
 
-test('an attempt lost to another owner keeps the lock for itself where it held it, and retries when that owner\'s release is announced', async (t) => {
+test("an attempt lost to another owner frees what it took where it is alone in the line, and retries when that owner's release is announced", async (t) => {
   // The waiter is first in line on every server. The holder's release frees one server
   // only (another owner holds the other two): it keeps that one for the waiter, which then
-  // loses 1 to 2. The cleanup of that attempt must keep the server for the waiter's own
-  // ticket (a cleanup that failed on the server once left the reservation behind, and the
-  // waiter slept its whole retry delay, 10 s here, with the lock about to be free). With
-  // the lock held on a quorum by another owner the waiter then waits for that owner's
-  // release (it used to retry every 2 ms, counting retries, which shrank the retry window
-  // to nothing and spun with retryCount -1): announced, it wakes the waiter at once.
+  // loses 1 to 2. Alone in the line there, the cleanup of that attempt frees the server
+  // (kept for the waiter's own ticket, it would sit reserved while the waiter sleeps:
+  // with the lock held on a quorum by another owner the waiter waits for that owner's
+  // release, or its retry delay, 10 s here). Announced, that release wakes the waiter at
+  // once, and it takes every server.
   const holder = new Redlock(clientsFor(t, servers))
   const key = resource(t)
   const lock = await holder.acquire([key], 10_000)
@@ -138,13 +138,12 @@ test('an attempt lost to another owner keeps the lock for itself where it held i
   // Another owner on two of the three servers.
   for (const s of servers.slice(1)) await s.command('SET', key, 'another-owner', 'PX', '10000')
   await lock.release().catch(() => {}) // not ours on a quorum any more: it may fail
-  // The waiter's attempt after the release takes the first server and loses there...
-  await eventually(async () => {
-    const [first] = await valuesOn(servers, key)
-    return first === `redlock-rs:reserved:${ticket}`
-  }, 5_000)
+  // The waiter's attempt after the release takes the first server (kept for it), loses,
+  // and frees it again; its ticket stays first in the line there.
+  await eventually(async () => (await valuesOn(servers, key))[0] === null, 5_000)
+  t.deepEqual((await lineOn(key))[0], [ticket])
   await sleep(100)
-  // ...keeps it, and takes the lock as soon as the other owner's release is announced.
+  t.is((await valuesOn(servers, key))[0], null, 'nothing sits reserved for the sleeping waiter')
   const gone = Date.now()
   for (const s of servers.slice(1)) {
     await s.command('DEL', key)
@@ -153,6 +152,49 @@ test('an attempt lost to another owner keeps the lock for itself where it held i
   const acquired = await got
   t.true(Date.now() - gone < 5_000, `acquired ${Date.now() - gone} ms after the other owner left`)
   await acquired.release()
+})
+
+test('two heads that split an even vote after a release: the older one gets the lock in milliseconds, not after a retry delay', async (t) => {
+  // Two nodes. A reaches the first at once and the second 20 ms late each way; B the
+  // first 3 ms late each way and the second at once. After the release both heads race:
+  // each takes its near node and loses on the other. B's cleanup on the second node runs
+  // before A's command gets there, with only B's ticket in that node's line, and A's own
+  // cleanup keeps the first node for A: the heads must still sort it out (a version that
+  // waited for a release after a kept cleanup left the nodes reserved for A and for B,
+  // unannounced, for a whole retry delay: 1 s here).
+  const nodes = servers.slice(0, 2)
+  const proxied = async (delays) =>
+    Promise.all(
+      nodes.map(async (s, i) => {
+        if (!delays[i]) return s.port
+        const proxy = await new TcpProxy(s.port).start()
+        proxy.mode = 'delay'
+        proxy.delayMs = delays[i]
+        t.teardown(() => proxy.stop())
+        return proxy.port
+      }),
+    )
+  const redlockOn = (ports) => {
+    const redlock = new Redlock(ports.map((port) => new Redis({ port })), { retryCount: 20, retryDelay: 1_000, retryJitter: 0 })
+    t.teardown(() => redlock.quit())
+    return redlock
+  }
+  const holder = redlockOn(nodes.map((s) => s.port))
+  const a = redlockOn(await proxied([0, 20]))
+  const b = redlockOn(await proxied([3, 0]))
+  const key = resource(t)
+  const held = await holder.acquire([key], 10_000)
+  const gotA = a.acquire([key], 5_000)
+  await sleep(15) // A's wait began first: A is first in the nodes' line
+  const gotB = b.acquire([key], 5_000)
+  gotB.catch(() => {})
+  await sleep(300) // both lost their first attempt and wait for the release
+  const released = Date.now()
+  await held.release()
+  const lock = await gotA
+  t.true(Date.now() - released < 500, `A acquired ${Date.now() - released} ms after the release`)
+  await lock.release()
+  await (await gotB).release()
 })
 
 test('a waiter that leaves the line while the lock is kept for it frees the lock and wakes the others', async (t) => {

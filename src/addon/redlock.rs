@@ -136,6 +136,7 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         late: false,
         slot: None,
         queued: false,
+        kept: false,
     };
     votes_only(id, CompletionStatus::Late, &stats)
 }

@@ -26,11 +26,16 @@
 //!   line and the other heads sleep on;
 //! * a head told to stay queued while the lock is free retries after a short pause that
 //!   doubles (the head before it is about to take the lock, or is gone), not after a
-//!   whole retry delay; one whose lost attempt's cleanup kept the lock for its own ticket
-//!   waits for a release or the retry delay, as after any other loss: after a split
-//!   between waiting heads, the other head's cleanup keeps the lock for it there too and
-//!   announces it, which wakes it (a quick retry instead cut the retry window of a tie
-//!   with owners that keep their nodes to a fifth, with no gain across processes).
+//!   whole retry delay; the cleanup of a head's lost attempt keeps the lock for its own
+//!   ticket only where another ticket waits behind it (a split between waiting heads),
+//!   and frees it where the head is alone in the line (an attempt lost to owners that
+//!   keep their nodes: it then waits its retry delay, so the retry window stays whole,
+//!   and nothing sits reserved meanwhile); a head whose cleanup kept the lock for it
+//!   retries after the short pause too, doubling with
+//!   each such retry in a row and counted against `retryCount` (a holder that keeps its
+//!   nodes would otherwise make it retry without end), unless another owner held the
+//!   lock on a quorum or a node failed: then it waits for a release or the retry delay,
+//!   as neither passes in milliseconds.
 //!
 //! The order uses the wall clocks of the waiting processes: a process whose clock runs
 //! behind comes first more often. That costs fairness, never safety.

@@ -443,6 +443,9 @@ impl State {
             return 0;
         }
         let head = self.line_head(line, expiry);
+        let alone = self.zset(line).len() == 1;
+        self.tidy(line);
+        let head = head.filter(|h| !(alone && Some(h.as_str()) == own));
         let for_own = own.is_some() && head.as_deref() == own;
         let said = match head {
             Some(head) => {

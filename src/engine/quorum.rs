@@ -37,6 +37,9 @@ pub struct AttemptStats {
     /// Whether a node found the lock free but another waiter first in its line (see
     /// [`crate::engine::line`]).
     pub queued: bool,
+    /// Whether the cleanup of this lost attempt left the lock kept for this waiter's own
+    /// ticket on a node (it then retries soon).
+    pub kept: bool,
 }
 
 /// The quorum size for `n` nodes.

@@ -19,7 +19,9 @@ use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
 use crate::engine::quorum::{Decision, FailureKind, Tally};
-use crate::engine::scripts::{LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, RELEASE_SCRIPT};
+use crate::engine::scripts::{
+    LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, LINE_RELEASE_SCRIPT, RELEASE_SCRIPT,
+};
 use crate::engine::settings::Settings;
 use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
@@ -610,9 +612,13 @@ impl Quorum {
             let (stats, outcome) = self
                 .attempt_in_turn(op, resources, &value, call, (&mut seat, &turn))
                 .await;
-            // Told to stay queued while the lock was free: retry soon (see
-            // `crate::engine::line`).
-            queued = if stats.queued { queued + 1 } else { 0 };
+            // Told to stay queued while the lock was free, or the cleanup kept the lock
+            // for this head: retry soon (see `crate::engine::line`).
+            queued = if stats.queued || stats.kept {
+                queued + 1
+            } else {
+                0
+            };
             let counted = !stats.queued;
             let against = stats.tally.against() > 0;
             run.keep(stats);
@@ -632,7 +638,10 @@ impl Quorum {
                 .await
             {
                 // A retry after being told to stay queued does not count against
-                // retryCount either: the lock was free, and is about to change hands.
+                // retryCount either: the lock was free, and is about to change hands. One
+                // after a cleanup that kept the lock for this head does (a tie with a
+                // holder that keeps its nodes and other waiters in the line would
+                // otherwise retry without end).
                 Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
@@ -1066,6 +1075,7 @@ impl Quorum {
             late,
             slot: None,
             queued: false,
+            kept: false,
         };
         let delivered = self.deliver(resources, offer, validity, stats.clone());
         let _ = delivered_tx.send(delivered);
@@ -1274,9 +1284,12 @@ impl Quorum {
             decide(op, &ballot, confirmed, started, settings)
         };
         let _ = final_tx.send(outcome.is_ok());
-        if outcome.is_err() && matches!(op, Op::Acquire { .. }) {
-            self.clean_up_loss(&ballot, &strays, &commands).await;
-        }
+        let kept = match outcome {
+            Err(_) if matches!(op, Op::Acquire { .. }) => {
+                self.clean_up_loss(&ballot, &strays, &commands).await
+            }
+            _ => false,
+        };
         let queued = commands.reply == Reply::Line && ballot.queued();
         let Ballot {
             votes,
@@ -1293,6 +1306,7 @@ impl Quorum {
                 late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),
                 queued,
+                kept,
             },
             outcome,
         )
@@ -1330,13 +1344,18 @@ impl Quorum {
         }
     }
 
-    /// Removes what a lost acquire attempt set.
-    async fn clean_up_loss(&self, ballot: &Ballot, strays: &[usize], commands: &Commands) {
+    /// Removes what a lost acquire attempt set. `true` when the line kept the lock for this
+    /// head and a quick retry is worth it (see `crate::engine::line`).
+    async fn clean_up_loss(&self, ballot: &Ballot, strays: &[usize], commands: &Commands) -> bool {
         // With the lock held by another owner on a quorum, the release of what this
         // attempt set frees nothing: it is not announced (it would wake every waiter for
         // an attempt bound to fail).
         let quiet = ballot.held_elsewhere();
-        self.cleanup(&ballot.votes, strays, commands, quiet).await;
+        let kept_here = self.cleanup(&ballot.votes, strays, commands, quiet).await;
+        // The lock kept for this head is worth a quick retry after a split between waiting
+        // heads, not while another owner holds it on a quorum or nodes fail: neither
+        // passes in milliseconds (the head then waits for a release).
+        kept_here && !quiet && ballot.tally.failed == 0
     }
 
     /// One deadline for the whole attempt: no node waits past its command time-out, past
@@ -1563,14 +1582,16 @@ impl Quorum {
 
     /// Removes what a failed acquire may have set: waits for the nodes that voted for it
     /// (they answer), and sends the release in the background to nodes that never
-    /// answered (it is queued behind the acquire on the same connection).
+    /// answered (it is queued behind the acquire on the same connection). `true` when a
+    /// node kept the lock for this waiter's own ticket (see
+    /// [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
     async fn cleanup(
         &self,
         votes: &[Option<Vote>],
         strays: &[usize],
         commands: &Commands,
         quiet: bool,
-    ) {
+    ) -> bool {
         let limit = self.command_timeout();
         let release = match commands.quiet_release().filter(|_| quiet) {
             Some(r) => r,
@@ -1601,7 +1622,7 @@ impl Quorum {
                 }));
             }
         }
-        let _ = timer::timeout(
+        let released = timer::timeout(
             limit,
             futures::future::join_all(
                 answered
@@ -1610,6 +1631,10 @@ impl Quorum {
             ),
         )
         .await;
+        // Only the line's release says "kept for your ticket"; the others count the keys
+        // they deleted (two, for a lock on two resources).
+        let line = std::ptr::eq(script, &*LINE_RELEASE_SCRIPT);
+        line && released.is_ok_and(|r| r.iter().any(|r| matches!(r, Ok(KEPT_FOR_OWN))))
     }
 
     /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
@@ -1837,6 +1862,10 @@ fn fresh_value(turn: &Option<Turn>) -> String {
     }
     value
 }
+
+/// What the line's release answers when it kept the lock for the releasing waiter's own
+/// ticket (see [`LINE_RELEASE`](crate::engine::scripts::LINE_RELEASE)).
+const KEPT_FOR_OWN: i64 = 2;
 
 /// Whether `op` on `resources` waits in the nodes' line (see `crate::engine::line`): an
 /// acquire of a plain mutex on one resource, without fencing.

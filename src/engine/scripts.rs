@@ -353,8 +353,11 @@ pub const LEFT_PREFIX: &str = "redlock-rs:left:";
 /// the value kept (which wakes only that waiter), even when `quiet` is `'quiet'` (that
 /// waiter needs the wake-up, whoever holds the other nodes), or, unless quiet, with
 /// `freed` when the lock is free (which wakes every waiter but the one it names). Returns 1 when released, 2 when the lock was kept for `own`
-/// (the releasing waiter's own ticket: not announced: the waiter retries on its own
-/// and must not wake itself into retries that do not count), else 0.
+/// (the releasing waiter's own ticket: not announced, the waiter retries soon on its own
+/// and must not wake itself into retries that do not count), else 0. A lock is kept for
+/// `own` only when another ticket waits behind it: alone in the line, it is freed (the
+/// cleanup of an attempt lost to owners that keep their nodes, after which the waiter
+/// waits its retry delay: the retry window stays whole, and nothing sits reserved).
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
@@ -365,6 +368,7 @@ if redis.call('exists', KEYS[2]) == 0 then
 else
   {NOW}
   {LINE_HEAD}
+  if head and head == own and redis.call('zcard', KEYS[2]) == 1 then head = nil end
   kept_for = head
   if head then
     local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
