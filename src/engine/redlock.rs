@@ -1568,8 +1568,10 @@ impl Quorum {
         let mut fence = None;
         if settings.fencing {
             let left = window.saturating_sub(started.elapsed());
-            self.known_counters(&ballot.counters, &commands.fence_keys, left)
-                .await?;
+            if settings.restart_quarantine {
+                self.known_counters(&ballot.counters, &commands.fence_keys, left)
+                    .await?;
+            }
             let first = next_fence(&ballot.counters);
             fence = Some(self.claim_fence(&commands.fence_keys, first, left).await?);
         }
