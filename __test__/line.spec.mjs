@@ -197,6 +197,26 @@ test('two heads that split an even vote after a release: the older one gets the 
   await (await gotB).release()
 })
 
+test('a lock that expires (its holder never released it) is kept for the first waiter in line, who is told at once', async (t) => {
+  // The first waiter sleeps 10 s between retries. A waiter behind it, retrying every 50 ms,
+  // is the first to find the expired lock free: it keeps it for the first waiter's ticket
+  // and announces that, instead of being told to wait while the lock sits free for the
+  // first waiter's whole retry delay.
+  const holder = new Redlock(clientsFor(t, servers))
+  const key = resource(t)
+  const lock = await holder.acquire([key], 1_500) // never released
+  const { got, ticket } = await patientWaiterInLine(t, key)
+  const behind = new Redlock(clientsFor(t, servers), { retryCount: -1, retryDelay: 50, retryJitter: 0 })
+  const second = behind.acquire([key], 1_000)
+  second.catch(() => {})
+  const first = await got
+  const late = Date.now() - lock.expiration
+  t.true(late < 2_000, `the first waiter got the lock ${late} ms after it expired (its retry delay: 10 s)`)
+  t.false(ticket === undefined)
+  await first.release()
+  await (await second).release()
+})
+
 test('a waiter that leaves the line while the lock is kept for it frees the lock and wakes the others', async (t) => {
   // W waits in line; the lock is then kept for W's ticket, unannounced (W sleeps on), and
   // W gives up. Its leave must free the lock and say so to the waiters without a ticket:

@@ -908,7 +908,11 @@ fn read_release(
     Ok(int(removed as i64))
 }
 
-fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Result<Value, String> {
+fn line_acquire(
+    st: &mut State,
+    c: &Call,
+    published: &mut Vec<(String, String)>,
+) -> Result<Value, String> {
     let [lock, line, expiry] = line_script_keys(c)?;
     let (value, ticket, hold) = (c.value(), c.a(2), c.ms(4));
     let held = st.get(lock);
@@ -932,6 +936,17 @@ fn line_acquire(st: &mut State, c: &Call, _: &mut Vec<(String, String)>) -> Resu
         }
         return Ok(int(1));
     }
+    let held = match (held, head) {
+        // Free, another ticket first (the lock expired): kept for it, and announced.
+        (None, Some(head)) => {
+            let left = st.zset(expiry).get(&head).copied().unwrap_or(0) - st.now_ms();
+            let kept = format!("{RESERVED_PREFIX}{head}");
+            st.set(lock, &kept, Some(left.max(1) as u64));
+            published.push((format!("{RELEASED_PREFIX}{lock}"), kept.clone()));
+            Some(kept)
+        }
+        (held, _) => held,
+    };
     st.join_line([line, expiry], ticket, c.a(3).parse().unwrap_or(0), hold);
     Ok(bulk(held.as_deref().unwrap_or("")))
 }

@@ -293,8 +293,11 @@ return {{1, high}}
 /// and the line is empty or this ticket is its first; the ticket then leaves the line
 /// there (an attempt lost elsewhere puts it back with its cleanup, see [`LINE_RELEASE`], so
 /// that the nodes keep the same line). Otherwise the ticket joins the line (or stays,
-/// renewed) and nothing else is written. Returns 1 when set (or already ours: a resend), else the holder's value, or
-/// `''` when the lock is free but another ticket comes first.
+/// renewed) and nothing else is written, unless the lock is free with another ticket first
+/// (it expired: its holder never released it): it is then kept for that ticket and
+/// announced, as [`LINE_RELEASE`] does (that waiter may be sleeping its retry delay).
+/// Returns 1 when set (or already ours: a resend), else the holder's value (or the value
+/// kept).
 pub static LINE_ACQUIRE: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
@@ -315,6 +318,12 @@ if not v and (not head or head == ARGV[3]) then
     redis.call('zrem', KEYS[3], ARGV[3])
   end
   return 1
+end
+if not v then
+  local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
+  v = '{RESERVED_PREFIX}' .. head
+  redis.call('set', KEYS[1], v, 'PX', math.max(1, left))
+  redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], v)
 end
 redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
 redis.call('zadd', KEYS[3], now + tonumber(ARGV[5]), ARGV[3])
