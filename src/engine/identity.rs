@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 /// The hash, on every node, of the identities clients trusted for the other nodes.
 pub const RECORDS_KEY: &str = "redlock-rs:nodes";
 
-/// The key that marks a server as one that lost its data (a restart without persistence,
-/// found by a changed identity): set on that server by the client that finds it, so that
-/// every client meeting it later knows that its fencing counters may be missing (see
-/// `Trust::lost`). Gone with the data at its next restart, which is found again.
-pub const LOST_KEY: &str = "redlock-rs:lost";
-
 /// Who a server is, as read when connecting to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -18,7 +18,7 @@ use crate::engine::line::{queued_pause, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
-use crate::engine::quorum::{quorum_of, Decision, FailureKind, Tally};
+use crate::engine::quorum::{Decision, FailureKind, Tally};
 use crate::engine::scripts::{
     LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, LINE_RELEASE_SCRIPT, RELEASE_SCRIPT,
 };
@@ -639,8 +639,9 @@ impl Quorum {
             {
                 // A retry after being told to stay queued does not count against
                 // retryCount either: the lock was free, and is about to change hands. One
-                // after a cleanup that kept the lock for this head does (a tie with holders
-                // that keep their nodes, and waiters behind, would retry without end).
+                // after a cleanup that kept the lock for this head does (a tie with a
+                // holder that keeps its nodes and other waiters in the line would
+                // otherwise retry without end).
                 Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
@@ -1568,10 +1569,6 @@ impl Quorum {
         let mut fence = None;
         if settings.fencing {
             let left = window.saturating_sub(started.elapsed());
-            if settings.restart_quarantine {
-                self.known_counters(&ballot.counters, &commands.fence_keys, left)
-                    .await?;
-            }
             let first = next_fence(&ballot.counters);
             fence = Some(self.claim_fence(&commands.fence_keys, first, left).await?);
         }
@@ -1684,65 +1681,6 @@ impl Quorum {
         } else {
             Err(failed)
         }
-    }
-
-    /// Whether the fencing counters read (`counters`, by node) are enough to stay above
-    /// every earlier token: a quorum of them known, or all but those of the nodes that lost
-    /// their data when more than a minority did (nothing is kept then). A node that lost its
-    /// data in a restart without persistence (see [`Trust::lost`]) reads 0 for a counter
-    /// it lost: its reading counts only when it has every counter of `keys` (written
-    /// there since; one `MGET`, asked only of such nodes). `Err`: those nodes, and why.
-    async fn known_counters(
-        &self,
-        counters: &[Option<i64>],
-        keys: &[String],
-        within: Duration,
-    ) -> Result<(), Vec<(usize, NodeError)>> {
-        let n = self.nodes.len();
-        let lost: Vec<usize> = (0..n).filter(|&i| self.trust.lost(i)).collect();
-        let suspects: Vec<usize> = lost
-            .iter()
-            .copied()
-            .filter(|&i| counters[i].is_some())
-            .collect();
-        if suspects.is_empty() {
-            return Ok(());
-        }
-        let mut mget = redis::cmd("MGET");
-        mget.arg(keys);
-        let mget = &mget;
-        let reads = suspects.iter().map(|&i| {
-            let node = &self.nodes[i];
-            async move {
-                let read = timer::timeout(within, node.send::<Vec<Option<String>>>(mget)).await;
-                let whole = matches!(&read, Ok(Ok(values)) if values.iter().all(Option::is_some));
-                (i, whole)
-            }
-        });
-        let unknown: Vec<usize> = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .filter_map(|(i, whole)| (!whole).then_some(i))
-            .collect();
-        let read = counters.iter().flatten().count();
-        let needed = quorum_of(n).min(n - lost.len());
-        if read - unknown.len() >= needed {
-            return Ok(());
-        }
-        let reason = "restarted without its data (or replaced in a failover): its fencing counter of this resource is unknown until a token is written there again, and too few other nodes answered with theirs".to_string();
-        Err(unknown
-            .into_iter()
-            .map(|i| {
-                let addr = self.nodes[i].addr();
-                (
-                    i,
-                    NodeError::Command {
-                        addr,
-                        reason: reason.clone(),
-                    },
-                )
-            })
-            .collect())
     }
 
     /// Claims fencing token `fence` (or the next one free) on a quorum within `within`:
