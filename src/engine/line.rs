@@ -24,18 +24,17 @@
 //! * a release keeps the lock for the first ticket of the line instead of deleting it,
 //!   and its announcement wakes only that ticket's head, so newcomers cannot jump the
 //!   line and the other heads sleep on;
-//! * a head told to stay queued while the lock is free retries after a short pause that
-//!   doubles (the head before it is about to take the lock, or is gone), not after a
-//!   whole retry delay; the cleanup of a head's lost attempt keeps the lock for its own
-//!   ticket only where another ticket waits behind it (a split between waiting heads),
-//!   and frees it where the head is alone in the line (an attempt lost to owners that
-//!   keep their nodes: it then waits its retry delay, so the retry window stays whole,
-//!   and nothing sits reserved meanwhile); a head whose cleanup kept the lock for it
-//!   retries after the short pause too, doubling with
-//!   each such retry in a row and counted against `retryCount` (a holder that keeps its
-//!   nodes would otherwise make it retry without end), unless another owner held the
-//!   lock on a quorum or a node failed: then it waits for a release or the retry delay,
-//!   as neither passes in milliseconds.
+//! * a lock found free (it expired) while another ticket is first is kept for that ticket
+//!   and announced, as a release does: its waiter may be sleeping its retry delay;
+//! * the cleanup of a head's lost attempt keeps the lock for its own ticket only where
+//!   another ticket waits behind it (a split between waiting heads), and frees it where
+//!   the head is alone in the line (an attempt lost to owners that keep their nodes: it
+//!   then waits its retry delay, and nothing sits reserved meanwhile); a head whose
+//!   cleanup kept the lock for it retries after a short pause that doubles with each such
+//!   retry in a row, unless another owner held the lock on a quorum or a node failed
+//!   (then it waits for a release or the retry delay, as neither passes in
+//!   milliseconds); those retries count against `retryCount` only once the pause is back
+//!   to the retry delay, so the retry window stays whole (and bounds them).
 //!
 //! The order uses the wall clocks of the waiting processes: a process whose clock runs
 //! behind comes first more often. That costs fairness, never safety.
@@ -177,6 +176,12 @@ pub fn queued_pause(streak: u32, pause: Duration) -> Duration {
         .min(pause)
 }
 
+/// Whether the pause of a streak of `streak` retries soon is shorter than `pause`, the
+/// shortest retry pause.
+pub fn shortened(streak: u32, pause: Duration) -> bool {
+    streak > 0 && queued_pause(streak, pause) < pause
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +194,9 @@ mod tests {
             .collect();
         assert_eq!(pauses, [2, 4, 8, 16, 32, 50, 50]);
         assert_eq!(queued_pause(100, delay), delay);
+        let shorter: Vec<bool> = (0..=7).map(|s| shortened(s, delay)).collect();
+        assert_eq!(shorter, [false, true, true, true, true, true, false, false]);
+        assert!(!shortened(1, Duration::ZERO));
     }
 
     #[test]

@@ -366,6 +366,35 @@ mod tests {
         assert_eq!(exec.attempts.len(), 3, "it went on retrying");
     }
 
+    #[tokio::test]
+    async fn a_tie_lasts_the_retry_window_with_waiters_of_other_processes_behind() {
+        // Another owner keeps one of two nodes; two processes wait on the other. The first
+        // in line finds its cleanup kept the free node for it (the second waits behind):
+        // its quick retries must not use up retryCount before the retry window ends.
+        let (stores, _) = stores(2);
+        hold(&stores[0], "k").await;
+        let settings = Settings {
+            retry_count: 10,
+            retry_delay_ms: 20,
+            retry_jitter_ms: 0,
+            ..Settings::default()
+        };
+        let waiters = [process(&stores), process(&stores)].map(|redlock| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let (_, exec) = redlock
+                    .acquire(&["k".into()], 1_000, &Call::new(&settings))
+                    .await;
+                (exec.outcome, started.elapsed())
+            })
+        });
+        for waiter in waiters {
+            let (outcome, took) = waiter.await.unwrap();
+            assert_eq!(outcome, Err(FailureKind::Locked));
+            assert!(took >= Duration::from_millis(200), "gave up after {took:?}");
+        }
+    }
+
     /// A quorum of its own (a process of its own) over `stores`.
     fn process(stores: &[Arc<MemoryStore>]) -> Arc<Redlock> {
         let nodes = stores

@@ -14,7 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
 use crate::engine::kinds::{rw_keys, Commands, Kind, Reply};
-use crate::engine::line::{queued_pause, Seat};
+use crate::engine::line::{queued_pause, shortened, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
@@ -613,13 +613,11 @@ impl Quorum {
                 .attempt_in_turn(op, resources, &value, call, (&mut seat, &turn))
                 .await;
             // Told to stay queued while the lock was free, or the cleanup kept the lock
-            // for this head: retry soon (see `crate::engine::line`).
-            queued = if stats.queued || stats.kept {
-                queued + 1
-            } else {
-                0
-            };
-            let counted = !stats.queued;
+            // for this head: retry soon (see `crate::engine::line`), counted only once the
+            // pause is the retry delay's (a tie lasts the retry window, which bounds them).
+            queued = (queued + 1) * u32::from(stats.queued || stats.kept);
+            let quick = stats.kept && shortened(queued, call.settings.retry_pause(0.0));
+            let counted = !(stats.queued || quick);
             let against = stats.tally.against() > 0;
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
@@ -638,10 +636,7 @@ impl Quorum {
                 .await
             {
                 // A retry after being told to stay queued does not count against
-                // retryCount either: the lock was free, and is about to change hands. One
-                // after a cleanup that kept the lock for this head does (a tie with a
-                // holder that keeps its nodes and other waiters in the line would
-                // otherwise retry without end).
+                // retryCount either: the lock was free, and is about to change hands.
                 Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
