@@ -48,7 +48,7 @@ async function patientWaiterInLine(t, key, options = {}) {
     return (await lineOn(key)).every((l) => l.length === 1)
   }, 10_000)
   const [ticket] = (await lineOn(key))[0]
-  return { got, ticket }
+  return { got, ticket, redlock }
 }
 
 /** A lock on a fresh key, and a waiter process that has taken its place in the line on every server. */
@@ -215,6 +215,25 @@ test('a lock that expires (its holder never released it) is kept for the first w
   t.false(ticket === undefined)
   await first.release()
   await (await second).release()
+})
+
+test('a waiter whose Redlock quits while it is first in line takes its ticket out of the lines: the next waiter gets the lock at the release', async (t) => {
+  const holder = new Redlock(clientsFor(t, servers))
+  const key = resource(t)
+  const lock = await holder.acquire([key], 10_000)
+  const { got, redlock } = await patientWaiterInLine(t, key)
+  const next = new Redlock(clientsFor(t, servers), PATIENT)
+  const second = next.acquire([key], 5_000)
+  second.catch(() => {})
+  await sleep(100)
+  await redlock.quit()
+  t.is((await t.throwsAsync(got, { instanceOf: ExecutionError })).reason, 'aborted')
+  t.deepEqual(await lineOn(key), [[], [], []], 'its ticket left every line')
+  const released = Date.now()
+  await lock.release()
+  const taken = await second
+  t.true(Date.now() - released < 2_000, `the next waiter got the lock ${Date.now() - released} ms after the release`)
+  await taken.release()
 })
 
 test('a waiter that leaves the line while the lock is kept for it frees the lock and wakes the others', async (t) => {

@@ -42,6 +42,7 @@
 //! Only a plain mutex on one resource uses the line (no fencing: the fenced acquire has
 //! its own script); its first attempt is still the plain `SET NX PX GET`.
 
+use crate::engine::sync::{Entered, Pending};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,11 @@ pub struct Seat {
     left: Vec<bool>,
     nodes: Arc<Vec<Arc<Node>>>,
     limit: Duration,
+    /// Counts the seat while it lives, and then its leave on the nodes: `quit()` waits
+    /// for both before it closes the connections (a ticket left in the lines holds the
+    /// next waiter back until it expires).
+    waiting: Arc<Pending>,
+    _seated: Entered,
 }
 
 impl Seat {
@@ -80,6 +86,7 @@ impl Seat {
         ttl_ms: u64,
         nodes: Arc<Vec<Arc<Node>>>,
         limit: Duration,
+        waiting: &Arc<Pending>,
     ) -> Self {
         Seat {
             ticket: random_value(),
@@ -93,6 +100,8 @@ impl Seat {
             left: vec![false; nodes.len()],
             nodes,
             limit,
+            _seated: waiting.enter(),
+            waiting: waiting.clone(),
         }
     }
 
@@ -152,8 +161,10 @@ impl Drop for Seat {
         let leave = Arc::new(LINE_LEAVE_SCRIPT.evalsha(&self.keys, args));
         for (node, _) in self.nodes.iter().zip(&self.left).filter(|(_, l)| !**l) {
             let (node, leave) = (node.clone(), leave.clone());
+            let leaving = self.waiting.enter();
             runtime.spawn(timer::timeout(self.limit, async move {
                 let _ = node.eval::<i64>(&LINE_LEAVE_SCRIPT, &leave).await;
+                drop(leaving);
             }));
         }
     }

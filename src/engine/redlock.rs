@@ -2,7 +2,7 @@
 //! early decisions, validity on a monotonic clock, retries with jitter, and cleanup of
 //! failed attempts.
 
-use crate::engine::sync::Unpoisoned;
+use crate::engine::sync::{Entered, Pending, Unpoisoned};
 use crate::engine::timer;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +97,8 @@ pub struct Quorum {
     /// Local lines of waiters, so that one waiter per process contends remotely.
     queues: Arc<Queues>,
     stragglers: Arc<Stragglers>,
+    /// The waiting heads' seats in the nodes' lines, and their leaves (see [`Seat`]).
+    seats: Arc<Pending>,
     /// Set by `quit()`: every operation under way ends (aborted), and every later one
     /// at once.
     closed: Arc<Cancel>,
@@ -110,10 +112,8 @@ pub struct Quorum {
 /// released meanwhile are noted, and a straggler that lands with one removes it again.
 #[derive(Default)]
 struct Stragglers {
-    running: std::sync::atomic::AtomicUsize,
+    running: Arc<Pending>,
     released: Mutex<Released>,
-    /// Told when the last straggler ends.
-    idle: tokio::sync::Notify,
 }
 
 /// The values released while stragglers run: looked up by value, dropped by age.
@@ -140,38 +140,29 @@ impl Released {
 
 /// One straggler task, counted while it lives (so that releases are noted for it). Made
 /// before the task is spawned: a release that comes before it first runs is noted too.
-struct Straggler(Arc<Stragglers>);
+struct Straggler {
+    stragglers: Arc<Stragglers>,
+    _running: Entered,
+}
 
 impl Straggler {
     fn enter(stragglers: &Arc<Stragglers>) -> Straggler {
-        stragglers
-            .running
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Straggler(stragglers.clone())
+        Straggler {
+            stragglers: stragglers.clone(),
+            _running: stragglers.running.enter(),
+        }
     }
 
     /// Whether `value` was released in the last `limit`.
     fn was_released(&self, value: &str, limit: Duration) -> bool {
-        self.0.was_released(value, limit)
-    }
-}
-
-impl Drop for Straggler {
-    fn drop(&mut self) {
-        let was = self
-            .0
-            .running
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        if was == 1 {
-            self.0.idle.notify_waiters();
-        }
+        self.stragglers.was_released(value, limit)
     }
 }
 
 impl Stragglers {
     /// Notes a release of `value` while stragglers run (they live at most `limit`).
     fn note_release(&self, value: &str, limit: Duration) {
-        if self.running.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        if self.running.running() == 0 {
             return;
         }
         let now = Instant::now();
@@ -195,15 +186,7 @@ impl Stragglers {
 
     /// Returns once no straggler runs.
     async fn idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.running.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.running.idle().await
     }
 
     /// Whether `value` was released in the last `limit` (one look-up).
@@ -548,6 +531,7 @@ impl Quorum {
             nodes: Arc::new(nodes),
             queues: Arc::default(),
             stragglers: Arc::default(),
+            seats: Arc::default(),
             closed: Arc::default(),
             stopping: Arc::default(),
         }
@@ -906,6 +890,7 @@ impl Quorum {
             ttl_ms,
             self.nodes.clone(),
             limit,
+            &self.seats,
         ))
     }
 
@@ -1827,8 +1812,11 @@ impl Quorum {
         self.closed.cancel();
         let limit = self.command_timeout();
         let started = Instant::now();
+        // The waiting heads end (aborted) and take their tickets out of the nodes' lines.
+        let _ = timer::timeout(limit, self.seats.idle()).await;
         if self.stragglers.any_released(limit) {
-            let _ = timer::timeout(limit, self.stragglers.idle()).await;
+            let left = limit.saturating_sub(started.elapsed());
+            let _ = timer::timeout(left, self.stragglers.idle()).await;
         }
         let left = limit.saturating_sub(started.elapsed()).max(QUIT_LEAST);
         let _ = timer::timeout(
@@ -2263,12 +2251,7 @@ mod tests {
             "trimmed on look-up"
         );
         drop(straggler);
-        assert_eq!(
-            stragglers
-                .running
-                .load(std::sync::atomic::Ordering::Acquire),
-            0
-        );
+        assert_eq!(stragglers.running.running(), 0);
     }
 
     fn permit_ballot(votes: &[(Vote, Option<u32>)], n: usize) -> Ballot {

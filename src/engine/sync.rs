@@ -2,7 +2,8 @@
 //! consistent at each step (single assignments, whole-entry inserts), so a lock poisoned by
 //! a panic elsewhere is still safe to use, and using it keeps the process serving locks.
 
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `lock()` / `read()` / `write()` that recover a poisoned lock.
 pub trait Unpoisoned<T> {
@@ -34,6 +35,52 @@ impl<T> UnpoisonedRw<T> for RwLock<T> {
     }
     fn write_now(&self) -> RwLockWriteGuard<'_, T> {
         self.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Tasks counted while they live, and a wait for the last to end (`quit()` waits, for a
+/// bounded time, for work that must reach the nodes before their connections close).
+#[derive(Default)]
+pub struct Pending {
+    running: AtomicUsize,
+    /// Told when the last task ends.
+    idle: tokio::sync::Notify,
+}
+
+/// One task of a [`Pending`], counted until it is dropped.
+pub struct Entered(Arc<Pending>);
+
+impl Pending {
+    /// Counts a task until the guard returned is dropped.
+    pub fn enter(self: &Arc<Self>) -> Entered {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Entered(self.clone())
+    }
+
+    /// How many tasks are counted now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Returns once no task is counted.
+    pub async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
