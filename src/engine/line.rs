@@ -187,8 +187,8 @@ pub fn queued_pause(streak: u32, pause: Duration) -> Duration {
         .min(pause)
 }
 
-/// Whether the pause of a streak of `streak` retries soon is shorter than `pause`, the
-/// shortest retry pause.
+/// Whether the pause of a streak of `streak` retries soon is shorter than `pause` (the
+/// retry delay).
 pub fn shortened(streak: u32, pause: Duration) -> bool {
     streak > 0 && queued_pause(streak, pause) < pause
 }

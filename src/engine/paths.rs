@@ -370,29 +370,34 @@ mod tests {
     async fn a_tie_lasts_the_retry_window_with_waiters_of_other_processes_behind() {
         // Another owner keeps one of two nodes; two processes wait on the other. The first
         // in line finds its cleanup kept the free node for it (the second waits behind):
-        // its quick retries must not use up retryCount before the retry window ends.
+        // its quick retries (pauses of 2, 4, 8 ... ms while under the retry delay) must
+        // not use up retryCount, whatever the jitter (as large as the delay here).
         let (stores, _) = stores(2);
         hold(&stores[0], "k").await;
         let settings = Settings {
-            retry_count: 10,
-            retry_delay_ms: 20,
-            retry_jitter_ms: 0,
+            retry_count: 3,
+            retry_delay_ms: 40,
+            retry_jitter_ms: 40,
             ..Settings::default()
         };
         let waiters = [process(&stores), process(&stores)].map(|redlock| {
             tokio::spawn(async move {
-                let started = Instant::now();
                 let (_, exec) = redlock
                     .acquire(&["k".into()], 1_000, &Call::new(&settings))
                     .await;
-                (exec.outcome, started.elapsed())
+                (exec.outcome, exec.attempt_count)
             })
         });
+        let mut attempts = Vec::new();
         for waiter in waiters {
-            let (outcome, took) = waiter.await.unwrap();
+            let (outcome, count) = waiter.await.unwrap();
             assert_eq!(outcome, Err(FailureKind::Locked));
-            assert!(took >= Duration::from_millis(200), "gave up after {took:?}");
+            attempts.push(count);
         }
+        // 4 counted attempts each; the first in line's quick ones (2, 4, 8, 16, 32 ms) on
+        // top of its own.
+        assert!(attempts.iter().all(|&a| a >= 4), "{attempts:?}");
+        assert!(attempts.iter().any(|&a| a >= 4 + 5), "{attempts:?}");
     }
 
     /// A quorum of its own (a process of its own) over `stores`.

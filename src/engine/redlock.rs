@@ -600,7 +600,8 @@ impl Quorum {
             // for this head: retry soon (see `crate::engine::line`), counted only once the
             // pause is the retry delay's (a tie lasts the retry window, which bounds them).
             queued = (queued + 1) * u32::from(stats.queued || stats.kept);
-            let quick = stats.kept && shortened(queued, call.settings.retry_pause(0.0));
+            let delay = Duration::from_millis(call.settings.retry_delay_ms);
+            let quick = stats.kept && shortened(queued, delay);
             let counted = !(stats.queued || quick);
             let against = stats.tally.against() > 0;
             run.keep(stats);
