@@ -86,6 +86,79 @@ test.serial('A holds {1,2,3} (4 and 5 unreachable for it); 3 restarts empty; B i
   await next.release()
 })
 
+test.serial('fences stay above earlier ones after a node restarts empty, also for a later quorum of that node and one that never saw the last token', async (t) => {
+  // Three nodes. X, cut off from node 1, takes tokens on {2, 3}; node 3 restarts empty and
+  // sits out its quarantine; Y, cut off from node 2, then reaches node 1 (never saw X's
+  // tokens) and node 3 (forgot them). Node 2 kept its data, so a majority did: Y must not
+  // get a token at or below X's. Node 3 reads 0 for the counter it lost: Y is refused
+  // until node 2 answers again (or a token was written to node 3 since).
+  const all = await servers(t, 3)
+  const settings = { fencing: true, maxDuration: 1_500, retryCount: 0 }
+  const proxied = async () => {
+    const proxies = await Promise.all(all.map((s) => new TcpProxy(s.port).start()))
+    t.teardown(() => Promise.all(proxies.map((p) => p.stop())))
+    return proxies
+  }
+  const [px, py] = [await proxied(), await proxied()]
+  const [x, y] = [px, py].map((ps) => redlockOf(t, ps.map((p) => p.port), settings))
+  const key = resource(t)
+  for (const r of [x, y]) await (await r.acquire([`${key}:warm-up`], 500)).release() // every node met, and recorded
+  px[0].mode = 'blackhole'
+  let last
+  for (let k = 0; k < 3; k++) {
+    last = await x.acquire([key], 500)
+    await last.release()
+  }
+  await all[2].kill()
+  await all[2].start() // empty: it forgot X's tokens
+  await sleep(1_500) // and it sits out its quarantine (its uptime is in whole seconds: a little longer)
+
+  py[1].mode = 'blackhole'
+  let refused
+  const quarantined = (e) => e?.cause?.errors?.some((x) => /sits out lock acquisitions/.test(x.message))
+  await eventually(async () => !quarantined((refused = await y.acquire([key], 500).then(() => null, (e) => e))), 5_000, 'the end of the quarantine')
+  t.true(refused instanceof ExecutionError, 'Y is refused')
+  t.is(refused.reason, 'quorum-unavailable')
+  const lost = refused.cause?.errors?.find((e) => e.message.includes(`:${py[2].port}:`))
+  t.regex(lost?.message ?? String(refused.cause), /restarted without its data .* fencing counter of this resource is unknown/)
+  // A client that never met node 3 before learns it from node 3 itself.
+  const z = redlockOf(t, py.map((p) => p.port), settings)
+  await t.throwsAsync(z.acquire([key], 500), { instanceOf: ExecutionError })
+
+  // With node 2 back, the token is read where it was kept, and written to node 3 again.
+  py[1].mode = 'pass'
+  py[1].reset()
+  const next = await y.acquire([key], 500, { retryCount: 5 })
+  t.true(next.fence > last.fence, `fence ${next.fence} after ${last.fence}`)
+  await next.release()
+  // Node 3 knows the counter again (its mark says so once the token reached it): node 2
+  // is not needed any more.
+  const fenceKey = `{${key}}:redlock-rs:fence`
+  await eventually(async () => (await all[2].command('HGET', 'redlock-rs:data-lost', fenceKey)) !== null, 2_000, 'the counter named known again')
+  py[1].mode = 'blackhole'
+  py[1].reset()
+  const after = await z.acquire([key], 500, { retryCount: 5 })
+  t.true(after.fence > next.fence, `fence ${after.fence} after ${next.fence}`)
+  await after.release()
+
+  // Later X, cut off from node 3 now, takes a token on {1, 2}, and node 1 restarts empty.
+  // Node 3's mark (counter known again, but older than that token) must not let Y, cut
+  // off from node 2, read its token from {1, 3}.
+  px[0].mode = 'pass'
+  px[0].reset()
+  px[2].mode = 'blackhole'
+  px[2].reset()
+  const latest = await x.acquire([key], 500, { retryCount: 5 })
+  await latest.release()
+  await all[0].kill()
+  await all[0].start()
+  await sleep(1_500)
+  py[1].mode = 'blackhole'
+  py[1].reset()
+  await eventually(async () => !quarantined((refused = await y.acquire([key], 500).then(() => null, (e) => e))), 5_000, 'the end of the quarantine')
+  t.true(refused instanceof ExecutionError, `Y is refused (not given ${refused?.fence} after ${latest.fence})`)
+})
+
 test.serial('a call with a lower maxDuration does not shorten the quarantine, nor record the restarted node over its old identity', async (t) => {
   const settings = { maxDuration: 20_000, retryCount: 0 }
   const { ports, key, held, before, recordOf3 } = await restartedUnderA(t, settings)

@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 /// The hash, on every node, of the identities clients trusted for the other nodes.
 pub const RECORDS_KEY: &str = "redlock-rs:nodes";
 
+/// The hash that marks a server as one that lost its data (a restart without persistence,
+/// or a replica promoted in its place: found by a changed identity), set on that server
+/// by the client that finds it, so that every client meeting it later knows that its
+/// fencing counters may be missing or stale (see `Trust::lost`). Its fields other than
+/// `run_id` name the fencing counters written there since by a claim whose read had a
+/// quorum of known counters: those are known again. Gone with the data at its next
+/// restart, which is found again.
+pub const LOST_KEY: &str = "redlock-rs:data-lost";
+
 /// Who a server is, as read when connecting to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use crate::engine::error::NodeError;
-use crate::engine::identity::RECORDS_KEY;
+use crate::engine::identity::{LOST_KEY, RECORDS_KEY};
 use crate::engine::notify::Subscriber;
 use crate::engine::scripts::{
     LockScript, ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCED_ACQUIRE_SCRIPT, FENCE_SCRIPT,
@@ -238,8 +238,9 @@ impl MemoryStore {
         let mut st = self.lock();
         let now = Instant::now();
         st.keys.retain(|_, e| e.expires.is_none_or(|x| x > now));
-        let bookkeeping =
-            |k: &str| k == RECORDS_KEY || k.ends_with("fence") && k.contains(":redlock-rs:");
+        let bookkeeping = |k: &str| {
+            k == RECORDS_KEY || k == LOST_KEY || k.ends_with("fence") && k.contains(":redlock-rs:")
+        };
         let mut keys: Vec<String> = st
             .keys
             .keys()

@@ -13,12 +13,13 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
+use crate::engine::identity::LOST_KEY;
 use crate::engine::kinds::{rw_keys, Commands, Kind, Reply};
 use crate::engine::line::{queued_pause, shortened, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
 use crate::engine::queue::{Offer, Queues, Turn};
-use crate::engine::quorum::{Decision, FailureKind, Tally};
+use crate::engine::quorum::{quorum_of, Decision, FailureKind, Tally};
 use crate::engine::scripts::{
     LockScript, FENCE_SCRIPT, HANDOVER_SCRIPT, LINE_RELEASE_SCRIPT, RELEASE_SCRIPT,
 };
@@ -1549,9 +1550,16 @@ impl Quorum {
         }
         let mut fence = None;
         if settings.fencing {
+            let keys = &commands.fence_keys;
             let left = window.saturating_sub(started.elapsed());
+            let relearn = match settings.restart_quarantine {
+                true => self.known_counters(&ballot.counters, keys, left).await?,
+                false => Vec::new(),
+            };
             let first = next_fence(&ballot.counters);
-            fence = Some(self.claim_fence(&commands.fence_keys, first, left).await?);
+            let claimed = self.claim_fence(keys, first, left).await?;
+            self.relearned(&relearn, keys, claimed);
+            fence = Some(claimed);
         }
         if settings.wait_replicas > 0 {
             let left = window.saturating_sub(started.elapsed());
@@ -1661,6 +1669,105 @@ impl Quorum {
             Ok(())
         } else {
             Err(failed)
+        }
+    }
+
+    /// Whether the fencing counters read (`counters`, by node) are enough to stay above
+    /// every earlier token. A node that lost its data (a restart without persistence, or a
+    /// replica promoted in its place: see [`Trust::lost`]) may lack a counter, or hold a
+    /// stale one, so its reading counts only where its mark names every counter of `keys`
+    /// as written there since (one `HMGET`, asked only of such nodes): the others must
+    /// make a quorum. When more than a minority lost them, nothing is kept to read: the
+    /// counters are read as they are. `Ok`: the marked nodes that do not know the counters
+    /// yet (they know them once the token is claimed there, see [`Quorum::relearned`]);
+    /// `Err`: the marked nodes read, and why their reading does not count.
+    async fn known_counters(
+        &self,
+        counters: &[Option<i64>],
+        keys: &[String],
+        within: Duration,
+    ) -> Result<Vec<usize>, Vec<(usize, NodeError)>> {
+        let n = self.nodes.len();
+        let marked: Vec<usize> = (0..n).filter(|&i| self.trust.lost(i)).collect();
+        if marked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(LOST_KEY).arg(keys);
+        let hmget = &hmget;
+        let reads = marked.iter().filter(|&&i| counters[i].is_some()).map(|&i| {
+            let node = &self.nodes[i];
+            async move {
+                let read = timer::timeout(within, node.send::<Vec<Option<String>>>(hmget)).await;
+                (
+                    i,
+                    matches!(&read, Ok(Ok(named)) if named.iter().all(Option::is_some)),
+                )
+            }
+        });
+        let relearnt: Vec<usize> = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(|(i, known)| known.then_some(i))
+            .collect();
+        let unknown: Vec<usize> = marked
+            .into_iter()
+            .filter(|i| !relearnt.contains(i))
+            .collect();
+        let quorum = quorum_of(n);
+        let known = (0..n)
+            .filter(|i| counters[*i].is_some() && !unknown.contains(i))
+            .count();
+        if unknown.len() >= quorum || known >= quorum {
+            return Ok(unknown);
+        }
+        let reason = "restarted without its data (or replaced by a replica): its fencing counter of this resource is unknown until a token is claimed there again, and too few other nodes answered with theirs".to_string();
+        Err(unknown
+            .into_iter()
+            .filter(|&i| counters[i].is_some())
+            .map(|i| {
+                let addr = self.nodes[i].addr();
+                (
+                    i,
+                    NodeError::Command {
+                        addr,
+                        reason: reason.clone(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Names the counters of `keys` as known again in the marks of the nodes of `relearn`,
+    /// once each has raised its counters to `fence` (the token just claimed, above every
+    /// earlier one: it was read from a quorum of known counters): the claim is sent there
+    /// again (it only ever raises counters; a resend finds them raised), then the mark is
+    /// written. In the background.
+    fn relearned(&self, relearn: &[usize], keys: &[String], fence: i64) {
+        if relearn.is_empty() {
+            return;
+        }
+        let claim = Arc::new(FENCE_SCRIPT.evalsha(keys, &[&fence.to_string()]));
+        let mut hset = redis::cmd("HSET");
+        hset.arg(LOST_KEY);
+        for key in keys {
+            hset.arg(key).arg(1);
+        }
+        let (hset, limit) = (Arc::new(hset), self.command_timeout());
+        let single = keys.len() == 1;
+        for &i in relearn {
+            let (node, claim, hset) = (self.nodes[i].clone(), claim.clone(), hset.clone());
+            tokio::spawn(timer::timeout(limit, async move {
+                // Raised now (0), or by the claim itself (the token: for one counter; the
+                // highest of several says nothing of the others).
+                let raised = match node.eval::<i64>(&FENCE_SCRIPT, &claim).await {
+                    Ok(high) => high == 0 || (high == fence && single),
+                    Err(_) => false,
+                };
+                if raised {
+                    let _ = node.send::<redis::Value>(&hset).await;
+                }
+            }));
         }
     }
 

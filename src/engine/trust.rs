@@ -20,7 +20,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
-use crate::engine::identity::{Identity, RECORDS_KEY};
+use crate::engine::identity::{Identity, LOST_KEY, RECORDS_KEY};
 use crate::engine::node::Node;
 
 /// What a client concludes about a node it (re)connected to.
@@ -82,6 +82,9 @@ struct Checked {
     unread: Vec<usize>,
     /// When it was found restarted (for messages).
     restarted_at: Option<Instant>,
+    /// Whether this server lost its data since fencing counters may have been written
+    /// there (see [`lost_data`]).
+    lost: bool,
 }
 
 /// A shard's slots, and the key (on another shard) that records it.
@@ -185,6 +188,16 @@ impl Trust {
         })
     }
 
+    /// Whether node `i`'s server lost its data (a restart without persistence, or a
+    /// failover) since fencing counters may have been written there, as its last check
+    /// found: a counter missing there is not known to be zero. (A cluster's shards are
+    /// never found so.)
+    pub fn lost(&self, i: usize) -> bool {
+        self.checked()[i]
+            .as_ref()
+            .is_some_and(|c| c.units.iter().any(|u| u.lost))
+    }
+
     /// [`Trust::admit`] when it needs no wait: `None` when it would wait (a cluster, or a
     /// node not checked since it connected).
     pub fn admit_now(&self, nodes: &[Arc<Node>], i: usize) -> Option<Result<(), NodeError>> {
@@ -252,11 +265,17 @@ async fn check(
     let judged = seen(&nodes[i]).await?.into_iter().map(|seen| {
         let sources = record_places(nodes, i, &seen.shard);
         let prior = remembered.iter().find(|c| c.name == seen.name).cloned();
+        let node = nodes[i].clone();
         async move {
-            let (mut known, unread) = read_records(&sources, &seen.fields, limit).await;
+            let ((mut known, unread), marked) = futures::join!(
+                read_records(&sources, &seen.fields, limit),
+                marked_lost(&node, &seen, limit)
+            );
             known.extend(prior.as_ref().map(|p| p.run_id.clone()));
+            let lost = lost_data(&node, &seen, &known, limit).await || marked;
             let checked = Checked {
                 unread,
+                lost,
                 ..judged(seen, &known, max_duration)
             };
             keep_quarantine(checked, prior)
@@ -264,6 +283,35 @@ async fn check(
     });
     let units = futures::future::join_all(judged).await;
     Ok(carry_quarantined(units, remembered, Instant::now()))
+}
+
+/// Whether another client marked the server behind `seen` as one that lost its data
+/// ([`LOST_KEY`]; not for a cluster's shards, which are not marked).
+async fn marked_lost(node: &Node, seen: &Seen, limit: Duration) -> bool {
+    if seen.shard.is_some() {
+        return false;
+    }
+    let mut exists = redis::cmd("EXISTS");
+    exists.arg(LOST_KEY);
+    let wait = (limit / 2).min(PEER_WAIT);
+    matches!(
+        timer::timeout(wait, node.send::<i64>(&exists)).await,
+        Ok(Ok(1))
+    )
+}
+
+/// Whether the server behind `seen` replaced an identity recorded for it (`known`): it
+/// restarted, or a failover put another in its place, and so may lack fencing counters
+/// written before. Marked so on the server ([`LOST_KEY`]) for the clients that meet it
+/// later, when the records will name it. A cluster's shards are not marked.
+async fn lost_data(node: &Node, seen: &Seen, known: &[String], limit: Duration) -> bool {
+    if seen.shard.is_some() || known.iter().all(|r| *r == seen.identity.run_id) {
+        return false;
+    }
+    let mut mark = redis::cmd("HSET");
+    mark.arg(LOST_KEY).arg("run_id").arg(&seen.identity.run_id);
+    let _ = timer::timeout(limit, node.send::<redis::Value>(&mark)).await;
+    true
 }
 
 /// `units`, with the shards still in quarantine at `now` that this check left out (their
@@ -353,6 +401,7 @@ fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
         recorded: false,
         restarted_at,
         unread: Vec::new(),
+        lost: false,
     }
 }
 
