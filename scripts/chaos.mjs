@@ -867,12 +867,14 @@ async function main() {
   await Promise.all(workers.map((w) => w.exit))
 
   // Lock keys left on the nodes (read directly, not through the proxies). The fence
-  // counters and the nodes' identity records are meant to stay.
+  // counters, the nodes' identity records and the marks of restarted nodes are meant to
+  // stay.
+  const kept = new Set(['redlock-rs:nodes', 'redlock-rs:data-lost'])
   const leftKeys = []
   for (const [i, n] of nodes.entries()) {
     const all = await rawCommand(n.server.port, ['KEYS', '*'])
     for (const key of all) {
-      if (key === 'redlock-rs:nodes' || key.endsWith(':redlock-rs:fence')) continue
+      if (kept.has(key) || key.endsWith(':redlock-rs:fence')) continue
       leftKeys.push({ node: `node ${i + 1}`, key, pttl: await rawCommand(n.server.port, ['PTTL', key]) })
     }
   }
