@@ -12,8 +12,9 @@ pub const RECORDS_KEY: &str = "redlock-rs:nodes";
 /// by the client that finds it, so that every client meeting it later knows that its
 /// fencing counters may be missing or stale (see `Trust::lost`). Its fields other than
 /// `run_id` name the fencing counters written there since by a claim whose read had a
-/// quorum of known counters: those are known again. Gone with the data at its next
-/// restart, which is found again.
+/// quorum of known counters, each with the `run_id` of the server it was written on: those
+/// are known again while that server runs (a mark restored from a snapshot, or replicated
+/// to a replica promoted later, names another server's).
 pub const LOST_KEY: &str = "redlock-rs:data-lost";
 
 /// Who a server is, as read when connecting to it.

@@ -1676,9 +1676,9 @@ impl Quorum {
     /// every earlier token. A node that lost its data (a restart without persistence, or a
     /// replica promoted in its place: see [`Trust::lost`]) may lack a counter, or hold a
     /// stale one, so its reading counts only where its mark names every counter of `keys`
-    /// as written there since (one `HMGET`, asked only of such nodes): the others must
-    /// make a quorum. When more than a minority lost them, nothing is kept to read: the
-    /// counters are read as they are. `Ok`: the marked nodes that do not know the counters
+    /// as written there since, under its current `run_id` (one `HMGET`, asked only of such
+    /// nodes): the others must make a quorum. When they cannot (half the nodes or more
+    /// lost them), nothing is kept to read: the counters are read as they are. `Ok`: the marked nodes that do not know the counters
     /// yet (they know them once the token is claimed there, see [`Quorum::relearned`]);
     /// `Err`: the marked nodes read, and why their reading does not count.
     async fn known_counters(
@@ -1698,11 +1698,16 @@ impl Quorum {
         let reads = marked.iter().filter(|&&i| counters[i].is_some()).map(|&i| {
             let node = &self.nodes[i];
             async move {
+                // Named under the server's current identity: a mark restored from a
+                // snapshot, or replicated to a promoted replica, names counters that
+                // another server (or another time) wrote.
+                let Some(run_id) = node.identity().map(|id| id.run_id) else {
+                    return (i, false);
+                };
                 let read = timer::timeout(within, node.send::<Vec<Option<String>>>(hmget)).await;
-                (
-                    i,
-                    matches!(&read, Ok(Ok(named)) if named.iter().all(Option::is_some)),
-                )
+                let known = matches!(&read, Ok(Ok(named))
+                    if named.iter().all(|n| n.as_deref() == Some(run_id.as_str())));
+                (i, known)
             }
         });
         let relearnt: Vec<usize> = futures::future::join_all(reads)
@@ -1718,7 +1723,7 @@ impl Quorum {
         let known = (0..n)
             .filter(|i| counters[*i].is_some() && !unknown.contains(i))
             .count();
-        if unknown.len() >= quorum || known >= quorum {
+        if n - unknown.len() < quorum || known >= quorum {
             return Ok(unknown);
         }
         let reason = "restarted without its data (or replaced by a replica): its fencing counter of this resource is unknown until a token is claimed there again, and too few other nodes answered with theirs".to_string();
@@ -1748,15 +1753,20 @@ impl Quorum {
             return;
         }
         let claim = Arc::new(FENCE_SCRIPT.evalsha(keys, &[&fence.to_string()]));
-        let mut hset = redis::cmd("HSET");
-        hset.arg(LOST_KEY);
-        for key in keys {
-            hset.arg(key).arg(1);
-        }
-        let (hset, limit) = (Arc::new(hset), self.command_timeout());
+        let limit = self.command_timeout();
         let single = keys.len() == 1;
         for &i in relearn {
-            let (node, claim, hset) = (self.nodes[i].clone(), claim.clone(), hset.clone());
+            // Named under the identity the claim meets: a server that restarted since
+            // does not match it.
+            let Some(run_id) = self.nodes[i].identity().map(|id| id.run_id) else {
+                continue;
+            };
+            let mut hset = redis::cmd("HSET");
+            hset.arg(LOST_KEY);
+            for key in keys {
+                hset.arg(key).arg(&run_id);
+            }
+            let (node, claim) = (self.nodes[i].clone(), claim.clone());
             tokio::spawn(timer::timeout(limit, async move {
                 // Raised now (0), or by the claim itself (the token: for one counter; the
                 // highest of several says nothing of the others).

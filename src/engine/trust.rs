@@ -286,7 +286,9 @@ async fn check(
 }
 
 /// Whether another client marked the server behind `seen` as one that lost its data
-/// ([`LOST_KEY`]; not for a cluster's shards, which are not marked).
+/// ([`LOST_KEY`]; not for a cluster's shards, which are not marked), or this client could
+/// not tell in time (a slow link, an ACL): taken as marked, which costs only a fenced
+/// acquire the known counters of the others.
 async fn marked_lost(node: &Node, seen: &Seen, limit: Duration) -> bool {
     if seen.shard.is_some() {
         return false;
@@ -294,9 +296,9 @@ async fn marked_lost(node: &Node, seen: &Seen, limit: Duration) -> bool {
     let mut exists = redis::cmd("EXISTS");
     exists.arg(LOST_KEY);
     let wait = (limit / 2).min(PEER_WAIT);
-    matches!(
+    !matches!(
         timer::timeout(wait, node.send::<i64>(&exists)).await,
-        Ok(Ok(1))
+        Ok(Ok(0))
     )
 }
 
