@@ -1674,13 +1674,15 @@ impl Quorum {
 
     /// Whether the fencing counters read (`counters`, by node) are enough to stay above
     /// every earlier token. A node that lost its data (a restart without persistence, or a
-    /// replica promoted in its place: see [`Trust::lost`]) may lack a counter, or hold a
-    /// stale one, so its reading counts only where its mark names every counter of `keys`
-    /// as written there since, under its current `run_id` (one `HMGET`, asked only of such
-    /// nodes): the others must make a quorum. When they cannot (half the nodes or more
-    /// lost them), nothing is kept to read: the counters are read as they are. `Ok`: the marked nodes that do not know the counters
-    /// yet (they know them once the token is claimed there, see [`Quorum::relearned`]);
-    /// `Err`: the marked nodes read, and why their reading does not count.
+    /// replica promoted in its place: see [`Trust::lost`], which also names nodes whose
+    /// mark could not be read on connecting) may lack a counter or hold a stale one: its
+    /// mark is read (one `HMGET`, asked only of such nodes), and its reading counts only
+    /// where there is no mark, or the mark names every counter of `keys` as rewritten on
+    /// this server (see [`mark_of`]). The others must make a quorum. When the nodes without
+    /// a mark read cannot (half the nodes or more lost their data), nothing is kept to
+    /// read: the counters are read as they are. `Ok`: the nodes that may be marked and do
+    /// not know the counters yet (they do once the token is claimed there, see
+    /// [`Quorum::relearned`]); `Err`: the nodes whose reading does not count, and why.
     async fn known_counters(
         &self,
         counters: &[Option<i64>],
@@ -1688,48 +1690,54 @@ impl Quorum {
         within: Duration,
     ) -> Result<Vec<usize>, Vec<(usize, NodeError)>> {
         let n = self.nodes.len();
+        // Marked, or not known to be unmarked (the check on connecting did not tell): the
+        // marks of those that voted are read now, with the attempt's time.
         let marked: Vec<usize> = (0..n).filter(|&i| self.trust.lost(i)).collect();
-        if marked.is_empty() {
-            return Ok(Vec::new());
+        let suspects: Vec<usize> = marked
+            .iter()
+            .copied()
+            .filter(|&i| counters[i].is_some())
+            .collect();
+        if suspects.is_empty() {
+            return Ok(marked);
         }
         let mut hmget = redis::cmd("HMGET");
-        hmget.arg(LOST_KEY).arg(keys);
+        hmget.arg(LOST_KEY).arg("run_id").arg(keys);
         let hmget = &hmget;
-        let reads = marked.iter().filter(|&&i| counters[i].is_some()).map(|&i| {
+        let reads = suspects.iter().map(|&i| {
             let node = &self.nodes[i];
             async move {
-                // Named under the server's current identity: a mark restored from a
-                // snapshot, or replicated to a promoted replica, names counters that
-                // another server (or another time) wrote.
-                let Some(run_id) = node.identity().map(|id| id.run_id) else {
-                    return (i, false);
-                };
                 let read = timer::timeout(within, node.send::<Vec<Option<String>>>(hmget)).await;
-                let known = matches!(&read, Ok(Ok(named))
-                    if named.iter().all(|n| n.as_deref() == Some(run_id.as_str())));
-                (i, known)
+                (i, mark_of(node, read.ok().and_then(Result::ok)))
             }
         });
-        let relearnt: Vec<usize> = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .filter_map(|(i, known)| known.then_some(i))
-            .collect();
-        let unknown: Vec<usize> = marked
-            .into_iter()
-            .filter(|i| !relearnt.contains(i))
-            .collect();
+        let marks = futures::future::join_all(reads).await;
+        let of = |mark: Mark| -> Vec<usize> {
+            marks
+                .iter()
+                .filter(|(_, m)| *m == mark)
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        let (lost, unread) = (of(Mark::Lost), of(Mark::Unread));
         let quorum = quorum_of(n);
         let known = (0..n)
-            .filter(|i| counters[*i].is_some() && !unknown.contains(i))
+            .filter(|i| counters[*i].is_some() && !lost.contains(i) && !unread.contains(i))
             .count();
-        if n - unknown.len() < quorum || known >= quorum {
-            return Ok(unknown);
+        // (Only marks read count as lost data here: a mark that could not be read must
+        // not make the counters be read as they are.)
+        if n - lost.len() < quorum || known >= quorum {
+            let settled = of(Mark::Known).into_iter().chain(of(Mark::None));
+            let settled: Vec<usize> = settled.collect();
+            return Ok(marked
+                .into_iter()
+                .filter(|i| !settled.contains(i))
+                .collect());
         }
         let reason = "restarted without its data (or replaced by a replica): its fencing counter of this resource is unknown until a token is claimed there again, and too few other nodes answered with theirs".to_string();
-        Err(unknown
+        Err(lost
             .into_iter()
-            .filter(|&i| counters[i].is_some())
+            .chain(unread)
             .map(|i| {
                 let addr = self.nodes[i].addr();
                 (
@@ -1746,8 +1754,8 @@ impl Quorum {
     /// Names the counters of `keys` as known again in the marks of the nodes of `relearn`,
     /// once each has raised its counters to `fence` (the token just claimed, above every
     /// earlier one: it was read from a quorum of known counters): the claim is sent there
-    /// again (it only ever raises counters; a resend finds them raised), then the mark is
-    /// written. In the background.
+    /// again (it only ever raises counters; a resend finds them raised), then the mark, if
+    /// there is one, names them. In the background.
     fn relearned(&self, relearn: &[usize], keys: &[String], fence: i64) {
         if relearn.is_empty() {
             return;
@@ -1761,8 +1769,10 @@ impl Quorum {
             let Some(run_id) = self.nodes[i].identity().map(|id| id.run_id) else {
                 continue;
             };
+            // (With the mark's own field: were the server replaced meanwhile, the new one
+            // is still marked, and names nothing under its own `run_id`.)
             let mut hset = redis::cmd("HSET");
-            hset.arg(LOST_KEY);
+            hset.arg(LOST_KEY).arg("run_id").arg(&run_id);
             for key in keys {
                 hset.arg(key).arg(&run_id);
             }
@@ -1774,7 +1784,11 @@ impl Quorum {
                     Ok(high) => high == 0 || (high == fence && single),
                     Err(_) => false,
                 };
-                if raised {
+                // Only where the mark is (a node not known to be unmarked may have none:
+                // naming counters would make one).
+                let mut marked = redis::cmd("HGET");
+                marked.arg(LOST_KEY).arg("run_id");
+                if raised && matches!(node.send::<Option<String>>(&marked).await, Ok(Some(_))) {
                     let _ = node.send::<redis::Value>(&hset).await;
                 }
             }));
@@ -2083,6 +2097,36 @@ fn timed_out(nodes: &[Arc<Node>], after: Duration) -> impl Fn(usize) -> NodeErro
     move |i| NodeError::Timeout {
         addr: nodes[i].addr(),
         ms,
+    }
+}
+
+/// What a fence read learns from a node's mark (see [`Quorum::known_counters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// No mark: the server never lost its data (as far as any client found).
+    None,
+    /// Marked, and it names every counter read as rewritten on this server.
+    Known,
+    /// Marked, and some counter read is not named for this server: unknown.
+    Lost,
+    /// Not read in time (or no identity to judge it by): unknown.
+    Unread,
+}
+
+/// The [`Mark`] of `node` from its `HMGET` of the mark's `run_id` and the counters'
+/// fields (`None`: not read). A counter is named for the server it was rewritten on: a
+/// mark restored from a snapshot, or replicated to a replica promoted later, names
+/// another server's.
+fn mark_of(node: &Node, read: Option<Vec<Option<String>>>) -> Mark {
+    let (Some(fields), Some(run_id)) = (read, node.identity().map(|id| id.run_id)) else {
+        return Mark::Unread;
+    };
+    match fields.split_first() {
+        Some((None, _)) => Mark::None,
+        Some((Some(_), named)) if named.iter().all(|f| f.as_deref() == Some(&run_id)) => {
+            Mark::Known
+        }
+        _ => Mark::Lost,
     }
 }
 
