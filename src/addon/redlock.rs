@@ -135,7 +135,6 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         fence: None,
         late: false,
         slot: None,
-        queued: false,
         kept: false,
     };
     votes_only(id, CompletionStatus::Late, &stats)

@@ -6,8 +6,8 @@
 //! waiting head takes a *ticket* on every node, in a sorted set next to the lock, ordered
 //! by the time its wait began (the tie broken by the ticket). Its retries run
 //! [`LINE_ACQUIRE`](crate::engine::scripts::LINE_ACQUIRE), which sets the lock only for
-//! the first ticket of the line (or when the line is empty): the other heads are told to
-//! stay queued and write nothing, so the oldest waiter wins on every node and nobody has
+//! the first ticket of the line (or when the line is empty): the other heads take their
+//! places and write nothing else, so the oldest waiter wins on every node and nobody has
 //! to clean up.
 //!
 //! Safety does not depend on the line: the lock is still set only where it is free, so
@@ -52,7 +52,7 @@ use crate::engine::scripts::{scoped_key, LINE_ACQUIRE_SCRIPT, LINE_LEAVE_SCRIPT}
 use crate::engine::timer;
 use crate::engine::value::random_value;
 
-/// The shortest pause of a head told to stay queued while the lock is free.
+/// The shortest pause of a head whose lost attempt's cleanup kept the lock for it.
 pub const QUEUED_PAUSE: Duration = Duration::from_millis(2);
 
 /// One waiting head's place in the lines of the nodes.
@@ -179,8 +179,8 @@ pub fn line_keys(resource: &str) -> [String; 2] {
     ]
 }
 
-/// The pause of a head told to stay queued `streak` times in a row while the lock was
-/// free: [`QUEUED_PAUSE`], doubling, never over `pause` (the retry delay).
+/// The pause of a head whose cleanup kept the lock for it `streak` times in a row:
+/// [`QUEUED_PAUSE`], doubling, never over `pause` (the retry delay).
 pub fn queued_pause(streak: u32, pause: Duration) -> Duration {
     QUEUED_PAUSE
         .saturating_mul(1 << streak.saturating_sub(1).min(16))

@@ -449,12 +449,7 @@ impl State {
         let head = head.filter(|h| !(alone && Some(h.as_str()) == own));
         let for_own = own.is_some() && head.as_deref() == own;
         let said = match head {
-            Some(head) => {
-                let left = self.zset(expiry).get(&head).copied().unwrap_or(0) - self.now_ms();
-                let kept = format!("{RESERVED_PREFIX}{head}");
-                self.set(lock, &kept, Some(left.max(1) as u64));
-                kept
-            }
+            Some(head) => self.keep_for(lock, expiry, &head),
             None => {
                 self.keys.remove(lock);
                 freed.to_string()
@@ -467,6 +462,15 @@ impl State {
             published.push((format!("{RELEASED_PREFIX}{lock}"), said));
         }
         1
+    }
+
+    /// Keeps `lock` for ticket `head` until the ticket expires (its expiry in `expiry`):
+    /// the value kept (see `scripts::KEEP_FOR`).
+    fn keep_for(&mut self, lock: &str, expiry: &str, head: &str) -> String {
+        let left = self.zset(expiry).get(head).copied().unwrap_or(0) - self.now_ms();
+        let kept = format!("{RESERVED_PREFIX}{head}");
+        self.set(lock, &kept, Some(left.max(1) as u64));
+        kept
     }
 
     /// The first member of sorted set `key` (by score, then member, as Redis orders).
@@ -939,9 +943,7 @@ fn line_acquire(
     let held = match (held, head) {
         // Free, another ticket first (the lock expired): kept for it, and announced.
         (None, Some(head)) => {
-            let left = st.zset(expiry).get(&head).copied().unwrap_or(0) - st.now_ms();
-            let kept = format!("{RESERVED_PREFIX}{head}");
-            st.set(lock, &kept, Some(left.max(1) as u64));
+            let kept = st.keep_for(lock, expiry, &head);
             published.push((format!("{RELEASED_PREFIX}{lock}"), kept.clone()));
             Some(kept)
         }

@@ -34,9 +34,6 @@ pub struct AttemptStats {
     pub late: bool,
     /// The semaphore slot a won permit acquire holds.
     pub slot: Option<u32>,
-    /// Whether a node found the lock free but another waiter first in its line (see
-    /// [`crate::engine::line`]).
-    pub queued: bool,
     /// Whether the cleanup of this lost attempt left the lock kept for this waiter's own
     /// ticket on a node (it then retries soon).
     pub kept: bool,

@@ -14,7 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
 use crate::engine::identity::LOST_KEY;
-use crate::engine::kinds::{rw_keys, Commands, Kind, Reply};
+use crate::engine::kinds::{rw_keys, Commands, Kind};
 use crate::engine::line::{queued_pause, shortened, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
@@ -438,15 +438,6 @@ impl Ballot {
         })
     }
 
-    /// Whether a node voted against without naming a holder: for a line-honouring acquire,
-    /// the lock was free there but another waiter came first.
-    fn queued(&self) -> bool {
-        self.votes
-            .iter()
-            .zip(&self.holders)
-            .any(|(v, h)| matches!(v, Some(Vote::Locked)) && h.is_none())
-    }
-
     fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>, slot: Option<u32>) {
         let now = count(&mut self.tally, &vote);
         self.votes[i] = Some(vote);
@@ -582,10 +573,9 @@ impl Quorum {
         // A waiting head's place in the nodes' line (taken by its first attempt after a
         // wait, else by its second: a first `SET NX` cannot jump the line, as a release
         // keeps the lock for the line's first; left when dropped: see
-        // `crate::engine::line`), and how often in a row it was told to stay queued while
-        // the lock was free.
+        // `crate::engine::line`), and how often in a row its cleanup kept the lock for it.
         let mut seat: Option<Seat> = None;
-        let mut queued = 0;
+        let mut kept = 0;
         loop {
             run.begin_attempt();
             if run.attempt_count > 1 && matches!(op, Op::Acquire { .. }) {
@@ -597,13 +587,12 @@ impl Quorum {
             let (stats, outcome) = self
                 .attempt_in_turn(op, resources, &value, call, (&mut seat, &turn))
                 .await;
-            // Told to stay queued while the lock was free, or the cleanup kept the lock
-            // for this head: retry soon (see `crate::engine::line`), counted only once the
-            // pause is the retry delay's (a tie lasts the retry window, which bounds them).
-            queued = (queued + 1) * u32::from(stats.queued || stats.kept);
+            // The cleanup kept the lock for this head: retry soon (see
+            // `crate::engine::line`), counted only once the pause is the retry delay's (a
+            // tie lasts the retry window, which bounds the others).
+            kept = (kept + 1) * u32::from(stats.kept);
             let delay = Duration::from_millis(call.settings.retry_delay_ms);
-            let quick = stats.kept && shortened(queued, delay);
-            let counted = !(stats.queued || quick);
+            let quick = shortened(kept, delay);
             let against = stats.tally.against() > 0;
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
@@ -618,12 +607,10 @@ impl Quorum {
             }
             run.report(call, against);
             match self
-                .pause_before_retry(&turn, op, outcome, resources, call, queued)
+                .pause_before_retry(&turn, op, outcome, resources, call, kept)
                 .await
             {
-                // A retry after being told to stay queued does not count against
-                // retryCount either: the lock was free, and is about to change hands.
-                Waited::Woken(woken) => run.woken = woken || (queued > 0 && !counted),
+                Waited::Woken(woken) => run.woken = woken || quick,
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
                     return self.end(run, (op, resources, call), value, Err(FailureKind::Aborted))
@@ -939,11 +926,11 @@ impl Quorum {
         outcome: Result<i64, FailureKind>,
         resources: &[String],
         call: &Call<'_>,
-        queued: u32,
+        kept: u32,
     ) -> Waited {
         let mut pause = call.settings.retry_pause(random_unit());
-        if queued > 0 {
-            pause = queued_pause(queued, pause);
+        if kept > 0 {
+            pause = queued_pause(kept, pause);
         }
         if let Some(d) = call.deadline {
             let room = d.saturating_duration_since(Instant::now());
@@ -1056,7 +1043,6 @@ impl Quorum {
             fence: None,
             late,
             slot: None,
-            queued: false,
             kept: false,
         };
         let delivered = self.deliver(resources, offer, validity, stats.clone());
@@ -1272,7 +1258,6 @@ impl Quorum {
             }
             _ => false,
         };
-        let queued = commands.reply == Reply::Line && ballot.queued();
         let Ballot {
             votes,
             tally,
@@ -1287,7 +1272,6 @@ impl Quorum {
                 fence: fence.filter(|_| outcome.is_ok()),
                 late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),
-                queued,
                 kept,
             },
             outcome,
@@ -1665,7 +1649,7 @@ impl Quorum {
         let results = futures::future::join_all(waits).await;
         let asked = results.len();
         let failed: Vec<(usize, NodeError)> = results.into_iter().flatten().collect();
-        if asked - failed.len() >= crate::engine::quorum::quorum_of(self.nodes.len()) {
+        if asked - failed.len() >= quorum_of(self.nodes.len()) {
             Ok(())
         } else {
             Err(failed)
@@ -1727,12 +1711,13 @@ impl Quorum {
         // (Only marks read count as lost data here: a mark that could not be read must
         // not make the counters be read as they are.)
         if n - lost.len() < quorum || known >= quorum {
-            let settled = of(Mark::Known).into_iter().chain(of(Mark::None));
-            let settled: Vec<usize> = settled.collect();
-            return Ok(marked
-                .into_iter()
-                .filter(|i| !settled.contains(i))
-                .collect());
+            // Those whose marks were read and need nothing: no mark, or the counters named.
+            let settled = |i: &usize| {
+                marks
+                    .iter()
+                    .any(|(j, m)| j == i && matches!(m, Mark::None | Mark::Known))
+            };
+            return Ok(marked.into_iter().filter(|i| !settled(i)).collect());
         }
         let reason = "restarted without its data (or replaced by a replica): its fencing counter of this resource is unknown until a token is claimed there again, and too few other nodes answered with theirs".to_string();
         Err(lost
@@ -1895,7 +1880,7 @@ impl Quorum {
                 }
             })
             .collect();
-        let quorum = crate::engine::quorum::quorum_of(self.nodes.len());
+        let quorum = quorum_of(self.nodes.len());
         let mut answers: Vec<Vec<Option<String>>> = Vec::with_capacity(self.nodes.len());
         let mut failed = Vec::new();
         while answers.len() < quorum {

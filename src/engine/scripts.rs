@@ -299,6 +299,7 @@ return {{1, high}}
 /// Returns 1 when set (or already ours: a resend), else the holder's value (or the value
 /// kept).
 pub static LINE_ACQUIRE: LazyLock<String> = LazyLock::new(|| {
+    let keep_for = KEEP_FOR.as_str();
     format!(
         r#"
 local v = redis.call('get', KEYS[1])
@@ -320,9 +321,7 @@ if not v and (not head or head == ARGV[3]) then
   return 1
 end
 if not v then
-  local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
-  v = '{RESERVED_PREFIX}' .. head
-  redis.call('set', KEYS[1], v, 'PX', math.max(1, left))
+  v = {keep_for}
   redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], v)
 end
 redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
@@ -350,6 +349,14 @@ end"#;
 /// The value of a lock kept for the first ticket of its line (followed by the ticket).
 pub const RESERVED_PREFIX: &str = "redlock-rs:reserved:";
 
+/// Keeps lock `KEYS[1]` for ticket `head` until the ticket expires (by its expiry in
+/// `KEYS[3]`; needs `now`), as the value of the expression: the value kept.
+static KEEP_FOR: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "(function() local kept = '{RESERVED_PREFIX}' .. head; redis.call('set', KEYS[1], kept, 'PX', math.max(1, tonumber(redis.call('zscore', KEYS[3], head)) - now)); return kept end)()"
+    )
+});
+
 /// The announcement of a lock freed because the ticket it was kept for left the line with
 /// no ticket after it (followed by the ticket): it wakes every waiter, and stands for the
 /// release of [`RESERVED_PREFIX`] + ticket, the value the lock had.
@@ -368,6 +375,7 @@ pub const LEFT_PREFIX: &str = "redlock-rs:left:";
 /// cleanup of an attempt lost to owners that keep their nodes, after which the waiter
 /// waits its retry delay: the retry window stays whole, and nothing sits reserved).
 static PASS_ON: LazyLock<String> = LazyLock::new(|| {
+    let keep_for = KEEP_FOR.as_str();
     format!(
         r#"
 if redis.call('get', KEYS[1]) ~= mine then return 0 end
@@ -380,9 +388,7 @@ else
   if head and head == own and redis.call('zcard', KEYS[2]) == 1 then head = nil end
   kept_for = head
   if head then
-    local left = tonumber(redis.call('zscore', KEYS[3], head)) - now
-    said = '{RESERVED_PREFIX}' .. head
-    redis.call('set', KEYS[1], said, 'PX', math.max(1, left))
+    said = {keep_for}
   else
     redis.call('del', KEYS[1])
   end

@@ -83,7 +83,7 @@ struct Checked {
     /// When it was found restarted (for messages).
     restarted_at: Option<Instant>,
     /// Whether this server lost its data since fencing counters may have been written
-    /// there (see [`lost_data`]).
+    /// there (see [`lost_data`]), or may have: its mark could not be read in time.
     lost: bool,
 }
 
@@ -189,9 +189,9 @@ impl Trust {
     }
 
     /// Whether node `i`'s server lost its data (a restart without persistence, or a
-    /// failover) since fencing counters may have been written there, as its last check
-    /// found: a counter missing there is not known to be zero. (A cluster's shards are
-    /// never found so.)
+    /// failover) since fencing counters may have been written there, or may have (its mark
+    /// could not be read in time), as its last check found: a fence read reads its mark
+    /// again. (A cluster's shards are never found so.)
     pub fn lost(&self, i: usize) -> bool {
         self.checked()[i]
             .as_ref()
@@ -287,8 +287,7 @@ async fn check(
 
 /// Whether another client marked the server behind `seen` as one that lost its data
 /// ([`LOST_KEY`]; not for a cluster's shards, which are not marked), or this client could
-/// not tell in time (a slow link, an ACL): taken as marked, which costs only a fenced
-/// acquire the known counters of the others.
+/// not tell in time (a slow link, an ACL): then a fenced acquire reads the mark itself.
 async fn marked_lost(node: &Node, seen: &Seen, limit: Duration) -> bool {
     if seen.shard.is_some() {
         return false;
