@@ -133,10 +133,17 @@ test('TLS: servername checks the certificate against a name other than the host;
   const anonymous = client({ ca, servername: 'redis.test' })
   await t.throwsAsync(anonymous.get('x'), { message: new RegExp(`127\\.0\\.0\\.1:${tlsPort}: `) })
   await anonymous.quit()
-  // A bad option is a clear error, not a crash.
-  const garbled = client({ ca: 'not a certificate', servername: 'redis.test' })
-  await t.throwsAsync(garbled.get('x'), { message: /TLS|certificate|CA/ })
-  await garbled.quit()
+  // A file that is not what its field needs is a TypeError naming the field, when the
+  // client is made (not a failed connect later).
+  for (const [tls, field] of [
+    [{ ca: 'not a certificate', servername: 'redis.test' }, /options\.tls\.ca must be PEM text of certificates/],
+    [{ ca, cert: key, key }, /options\.tls\.cert must be PEM text of certificates/],
+    [{ ca, cert, key: cert }, /options\.tls\.key must be PEM text of a private key/],
+    [{ ca, cert }, /options\.tls\.cert and options\.tls\.key go together/],
+  ]) {
+    t.throws(() => client(tls), { instanceOf: TypeError, message: field })
+  }
+  t.throws(() => new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { tls: true, ca: 'garbage' } }), { instanceOf: TypeError, message: /\.ca must be PEM text/ })
 })
 
 test('a Redis Cluster over TLS with a private CA: the CA reaches every shard\'s connection', async (t) => {

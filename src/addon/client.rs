@@ -156,13 +156,17 @@ fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
             reject_unauthorized: true,
             ..TlsConfig::default()
         })),
-        Val::Object(o) => Ok(Some(TlsConfig {
-            ca: opt_pem(env, &o, ctx, "ca")?,
-            cert: opt_pem(env, &o, ctx, "cert")?,
-            key: opt_pem(env, &o, ctx, "key")?,
-            servername: opt_string(env, &o, ctx, "servername")?,
-            reject_unauthorized: opt_bool(env, &o, ctx, "rejectUnauthorized")?.unwrap_or(true),
-        })),
+        Val::Object(o) => {
+            let tls = TlsConfig {
+                ca: opt_pem(env, &o, ctx, "ca")?,
+                cert: opt_pem(env, &o, ctx, "cert")?,
+                key: opt_pem(env, &o, ctx, "key")?,
+                servername: opt_string(env, &o, ctx, "servername")?,
+                reject_unauthorized: opt_bool(env, &o, ctx, "rejectUnauthorized")?.unwrap_or(true),
+            };
+            args::tls_pem(ctx, &tls).map_err(|e| js::throw(env, e))?;
+            Ok(Some(tls))
+        }
         other => Err(type_error(env, ctx, "a boolean or an object", &other)),
     }
 }

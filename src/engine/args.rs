@@ -1,5 +1,6 @@
 //! Validation of the values users pass. Every error names the argument.
 
+use crate::engine::config::TlsConfig;
 use crate::engine::error::ArgError;
 
 /// The largest duration accepted: JavaScript's `Number.MAX_SAFE_INTEGER` ms, which also
@@ -64,6 +65,43 @@ pub fn non_negative_ms(name: &str, value: f64) -> Result<u64, ArgError> {
     Ok(value as u64)
 }
 
+/// The PEM texts of TLS settings named `ctx` (`options.tls`): `ca` and `cert` hold
+/// certificates, `key` a private key, and `cert` and `key` come together. Checked when a
+/// client is made, so that a wrong file is a `TypeError` naming the field, not a failed
+/// connect.
+pub fn tls_pem(ctx: &str, tls: &TlsConfig) -> Result<(), ArgError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |field: &str, pem: &str| match CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(list) if !list.is_empty() => Ok(()),
+        _ => Err(ArgError::type_error(format!(
+            "{ctx}.{field} must be PEM text of certificates (-----BEGIN CERTIFICATE-----); \
+             none could be read from it."
+        ))),
+    };
+    if let Some(ca) = &tls.ca {
+        certs("ca", ca)?;
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            certs("cert", cert)?;
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
+                ArgError::type_error(format!(
+                    "{ctx}.key must be PEM text of a private key (-----BEGIN PRIVATE KEY-----); \
+                     none could be read from it."
+                ))
+            })?;
+            Ok(())
+        }
+        (None, None) => Ok(()),
+        (Some(_), None) | (None, Some(_)) => Err(ArgError::type_error(format!(
+            "{ctx}.cert and {ctx}.key go together (a client certificate and its key): give both or neither."
+        ))),
+    }
+}
+
 /// A resource name: a non-empty string.
 pub fn resource(name: impl std::fmt::Display, value: &str) -> Result<(), ArgError> {
     if value.is_empty() {
@@ -113,6 +151,34 @@ pub fn show(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::engine::error::ArgErrorKind;
+
+    #[test]
+    fn tls_pem_names_the_field_that_holds_no_pem() {
+        let tls = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| TlsConfig {
+            ca: ca.map(str::to_owned),
+            cert: cert.map(str::to_owned),
+            key: key.map(str::to_owned),
+            ..TlsConfig::default()
+        };
+        assert_eq!(tls_pem("o.tls", &tls(None, None, None)), Ok(()));
+        for (bad, field) in [
+            (tls(Some("garbage"), None, None), "o.tls.ca must be PEM"),
+            (tls(Some(""), None, None), "o.tls.ca must be PEM"),
+            (tls(None, Some("x"), Some("y")), "o.tls.cert must be PEM"),
+            (
+                tls(None, Some("x"), None),
+                "o.tls.cert and o.tls.key go together",
+            ),
+            (
+                tls(None, None, Some("y")),
+                "o.tls.cert and o.tls.key go together",
+            ),
+        ] {
+            let e = tls_pem("o.tls", &bad).unwrap_err();
+            assert_eq!(e.kind, ArgErrorKind::Type);
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
+    }
 
     #[test]
     fn durations() {
