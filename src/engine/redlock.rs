@@ -109,90 +109,81 @@ pub struct Quorum {
 }
 
 /// The requests of won acquires still under way on slow nodes. A lock may be released
-/// before such a request lands (a node that was still connecting, say); the values
-/// released meanwhile are noted, and a straggler that lands with one removes it again.
+/// before such a request lands (a node that was still connecting, say); a release of a
+/// value that stragglers run for is noted, and a straggler that lands with it removes it
+/// again. Only the values of running stragglers are kept (not every value released while
+/// any ran: at 50k releases a second and a 5 s command time-out that was 250k values).
 #[derive(Default)]
 struct Stragglers {
     running: Arc<Pending>,
-    released: Mutex<Released>,
+    watched: Mutex<HashMap<String, Watched>>,
 }
 
-/// The values released while stragglers run: looked up by value, dropped by age.
+/// The stragglers of one value, and whether it was released since the first began.
 #[derive(Default)]
-struct Released {
-    at: HashMap<String, Instant>,
-    order: VecDeque<(String, Instant)>,
+struct Watched {
+    stragglers: usize,
+    released: bool,
 }
 
-impl Released {
-    /// Forgets the values released more than `limit` ago (no straggler lives longer).
-    fn trim(&mut self, now: Instant, limit: Duration) {
-        while let Some((value, at)) = self.order.front() {
-            if now.saturating_duration_since(*at) <= limit {
-                break;
-            }
-            if self.at.get(value) == Some(at) {
-                self.at.remove(value);
-            }
-            self.order.pop_front();
-        }
-    }
-}
-
-/// One straggler task, counted while it lives (so that releases are noted for it). Made
-/// before the task is spawned: a release that comes before it first runs is noted too.
+/// One straggler task for `value`, counted while it lives (so that a release of its value
+/// is noted). Made before the task is spawned and before the lock reaches its caller: a
+/// release that comes before the task first runs is noted too.
 struct Straggler {
     stragglers: Arc<Stragglers>,
+    value: String,
     _running: Entered,
 }
 
 impl Straggler {
-    fn enter(stragglers: &Arc<Stragglers>) -> Straggler {
+    fn enter(stragglers: &Arc<Stragglers>, value: &str) -> Straggler {
+        let mut watched = stragglers.watched.locked();
+        watched.entry(value.to_string()).or_default().stragglers += 1;
         Straggler {
             stragglers: stragglers.clone(),
+            value: value.to_string(),
             _running: stragglers.running.enter(),
         }
     }
 
-    /// Whether `value` was released in the last `limit`.
-    fn was_released(&self, value: &str, limit: Duration) -> bool {
-        self.stragglers.was_released(value, limit)
+    /// Whether its value was released since the straggler began.
+    fn was_released(&self) -> bool {
+        let watched = self.stragglers.watched.locked();
+        watched.get(&self.value).is_some_and(|w| w.released)
+    }
+}
+
+impl Drop for Straggler {
+    fn drop(&mut self) {
+        let mut watched = self.stragglers.watched.locked();
+        if let Some(w) = watched.get_mut(&self.value) {
+            w.stragglers -= 1;
+            if w.stragglers == 0 {
+                watched.remove(&self.value);
+            }
+        }
     }
 }
 
 impl Stragglers {
-    /// Notes a release of `value` while stragglers run (they live at most `limit`).
-    fn note_release(&self, value: &str, limit: Duration) {
+    /// Notes a release of `value`, if stragglers run for it.
+    fn note_release(&self, value: &str) {
         if self.running.running() == 0 {
             return;
         }
-        let now = Instant::now();
-        let mut released = self.released.locked();
-        released.trim(now, limit);
-        released.at.insert(value.to_string(), now);
-        released.order.push_back((value.to_string(), now));
+        if let Some(w) = self.watched.locked().get_mut(value) {
+            w.released = true;
+        }
     }
 
-    /// The values released in the last `limit` while stragglers ran.
-    fn released_within(&self, limit: Duration) -> std::sync::MutexGuard<'_, Released> {
-        let mut released = self.released.locked();
-        released.trim(Instant::now(), limit);
-        released
-    }
-
-    /// Whether a value was released in the last `limit` while stragglers ran.
-    fn any_released(&self, limit: Duration) -> bool {
-        !self.released_within(limit).order.is_empty()
+    /// Whether a running straggler's value was released (it has a key to take back).
+    fn any_released(&self) -> bool {
+        self.watched.locked().values().any(|w| w.released)
     }
 
     /// Returns once no straggler runs.
     async fn idle(&self) {
         self.running.idle().await
-    }
-
-    /// Whether `value` was released in the last `limit` (one look-up).
-    fn was_released(&self, value: &str, limit: Duration) -> bool {
-        self.released_within(limit).at.contains_key(value)
     }
 }
 
@@ -715,7 +706,7 @@ impl Quorum {
             return Err(run.finish(Err(FailureKind::Aborted)));
         }
         if op == Op::Release {
-            self.stragglers.note_release(value, self.command_timeout());
+            self.stragglers.note_release(value);
             let line = call.kind.line(resources);
             let offered = (!self.stopping.is_cancelled())
                 .then(|| self.queues.releasing(&line, call.kind == Kind::Mutex))
@@ -967,7 +958,7 @@ impl Quorum {
         mut votes: Vec<Option<Vote>>,
         late: Option<(LateVotes, tokio::sync::oneshot::Receiver<bool>)>,
     ) {
-        let straggler = Straggler::enter(&self.stragglers);
+        let straggler = Straggler::enter(&self.stragglers, new);
         let nodes = self.nodes.clone();
         let (old, new, resources) = (old.to_string(), new.to_string(), resources.to_vec());
         let limit = self.command_timeout();
@@ -975,7 +966,7 @@ impl Quorum {
             let _ = timer::timeout(limit, async {
                 while let Some((i, vote)) = moves.next().await {
                     let stale = match vote {
-                        Vote::For if straggler.was_released(&new, limit) => Some(&new),
+                        Vote::For if straggler.was_released() => Some(&new),
                         Vote::For => None,
                         _ => Some(&old),
                     };
@@ -1478,7 +1469,7 @@ impl Quorum {
         if pending.is_empty() {
             return;
         }
-        let straggler = Straggler::enter(&self.stragglers);
+        let straggler = Straggler::enter(&self.stragglers, &commands.value);
         let nodes = self.nodes.clone();
         let commands = commands.clone();
         let mut votes = ballot.votes.clone();
@@ -1488,7 +1479,7 @@ impl Quorum {
                 while let Some((i, (vote, _, slot, _))) = pending.next().await {
                     let c = &*commands;
                     if c.is_acquire && vote == Vote::For {
-                        if straggler.was_released(&c.value, limit) {
+                        if straggler.was_released() {
                             let _ = nodes[i].eval::<i64>(c.release_script, c.release()).await;
                         } else if slot != won_slot {
                             let stray = c.release_slots_except(won_slot);
@@ -1931,7 +1922,7 @@ impl Quorum {
         let started = Instant::now();
         // The waiting heads end (aborted) and take their tickets out of the nodes' lines.
         let _ = timer::timeout(limit, self.seats.idle()).await;
-        if self.stragglers.any_released(limit) {
+        if self.stragglers.any_released() {
             let left = limit.saturating_sub(started.elapsed());
             let _ = timer::timeout(left, self.stragglers.idle()).await;
         }
@@ -2360,7 +2351,10 @@ mod tests {
     async fn idle_returns_once_the_last_straggler_ends() {
         let stragglers = Arc::new(Stragglers::default());
         stragglers.idle().await; // none running
-        let (a, b) = (Straggler::enter(&stragglers), Straggler::enter(&stragglers));
+        let (a, b) = (
+            Straggler::enter(&stragglers, "v"),
+            Straggler::enter(&stragglers, "w"),
+        );
         let waiting = tokio::spawn({
             let s = stragglers.clone();
             async move { s.idle().await }
@@ -2377,27 +2371,34 @@ mod tests {
     }
 
     #[test]
-    fn releases_are_noted_only_while_stragglers_run_and_only_for_their_lifetime() {
+    fn releases_are_noted_only_for_the_values_of_running_stragglers() {
         let stragglers = Arc::new(Stragglers::default());
-        let limit = Duration::from_millis(400);
-        stragglers.note_release("before", limit);
-        let straggler = Straggler::enter(&stragglers);
-        assert!(!straggler.was_released("before", limit), "nobody listened");
+        stragglers.note_release("v");
+        let first = Straggler::enter(&stragglers, "v");
+        assert!(!first.was_released(), "released before it began");
+        let other = Straggler::enter(&stragglers, "w");
         for i in 0..1_000 {
-            stragglers.note_release(&format!("v{i}"), limit);
+            stragglers.note_release(&format!("x{i}"));
         }
-        assert!(straggler.was_released("v0", limit) && straggler.was_released("v999", limit));
-        assert!(!straggler.was_released("v1000", limit));
-        std::thread::sleep(limit + Duration::from_millis(50));
-        assert!(
-            !straggler.was_released("v999", limit),
-            "older than any straggler"
+        assert!(!first.was_released() && !other.was_released());
+        assert!(!stragglers.any_released());
+        assert_eq!(
+            stragglers.watched.locked().len(),
+            2,
+            "nothing kept for others"
         );
+        let second = Straggler::enter(&stragglers, "v");
+        stragglers.note_release("v");
+        assert!(first.was_released() && second.was_released() && !other.was_released());
+        assert!(stragglers.any_released());
+        drop(first);
         assert!(
-            stragglers.released.locked().order.is_empty(),
-            "trimmed on look-up"
+            second.was_released(),
+            "kept while one of its stragglers runs"
         );
-        drop(straggler);
+        drop((second, other));
+        assert!(stragglers.watched.locked().is_empty());
+        assert!(!stragglers.any_released());
         assert_eq!(stragglers.running.running(), 0);
     }
 
