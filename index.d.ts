@@ -472,7 +472,9 @@ export declare class Redlock extends EventEmitter {
   /** `JSON.stringify(redlock)`: the clients by address (passwords masked) and the settings. */
   toJSON(): { clients: string[]; settings: Settings }
   /**
-   * Closes the native connections of this instance (JS clients passed in stay open);
+   * Closes the native connections of this instance, those of the `Redis` / `RedisJsClient` /
+   * `Cluster` objects passed in included (as node-redlock quits its clients); ioredis and
+   * node-redis clients passed in stay open (their connections carry no lock traffic);
    * operations under way, and later ones, reject with `reason: 'aborted'`. When a lock was
    * released while requests of won acquires were still under way on a slow node, those
    * finish first (within `commandTimeout`).

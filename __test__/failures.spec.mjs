@@ -810,10 +810,11 @@ test("quit() while a using() routine's acquire is under way: the routine never r
   t.false(ran)
 })
 
-test('extend() of no lock names the argument', async (t) => {
+test('extend() and release() of no lock (or an object without resources and value) name the argument', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()])
-  for (const lock of [null, undefined, 'x']) {
+  for (const lock of [null, undefined, 'x', {}, { resources: ['a'] }, { value: 'v' }]) {
     await t.throwsAsync(redlock.extend(lock, 1_000), { instanceOf: TypeError, message: 'lock must be a Lock.' })
+    await t.throwsAsync(redlock.release(lock), { instanceOf: TypeError, message: 'lock must be a Lock.' })
   }
 })
 

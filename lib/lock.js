@@ -73,8 +73,11 @@ class Lock {
   }
 }
 
+/** `lock` as release and extend take it: a Lock, or an object with its `resources` and `value`. */
 function lockArg(lock) {
-  if (lock === null || typeof lock !== 'object') throw new TypeError('lock must be a Lock.')
+  if (lock === null || typeof lock !== 'object' || !Array.isArray(lock.resources) || typeof lock.value !== 'string') {
+    throw new TypeError('lock must be a Lock.')
+  }
   return lock
 }
 

@@ -7,7 +7,7 @@ const { inspect } = require('node:util')
 
 const { describeClient, inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
-const { traces, traced } = require('./diagnostics.js')
+const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
 const { Lock, holdOf, lockArg, wellFormed, wellFormedName } = require('./lock.js')
@@ -425,7 +425,7 @@ class Redlock extends EventEmitter {
   /** Acquires a hold of `hold.kind` (a mutex when `hold` is undefined). */
   [acquireHold](resources, duration, settings, hold) {
     // (Untraced, without the closure: an acquire and a release are every lock cycle.)
-    if (!traces.acquire.hasSubscribers) return this.#acquire(resources, duration, settings, hold)
+    if (!subscribed(traces.acquire)) return this.#acquire(resources, duration, settings, hold)
     const kind = hold?.kind ?? 'mutex'
     return traced(traces.acquire, this, resources, duration, kind, settings, () => this.#acquire(resources, duration, settings, hold))
   }
@@ -466,7 +466,7 @@ class Redlock extends EventEmitter {
 
   /** Releases `lock` (owner-checked, idempotent). */
   release(lock, settings) {
-    if (!traces.release.hasSubscribers) return this.#release(lock, settings)
+    if (!subscribed(traces.release)) return this.#release(lock, settings)
     const kind = lock?.kind ?? 'mutex'
     return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
   }
@@ -624,7 +624,10 @@ class Redlock extends EventEmitter {
     return { clients: this.clients.map(describeClient), settings: this.settings }
   }
 
-  /** Closes the native connections of this instance (JS clients passed in are left open). */
+  /**
+   * Closes the native connections of this instance, those of the redlock-rs clients passed
+   * in included; ioredis and node-redis clients passed in are left open.
+   */
   quit() {
     this.#quitting ??= this.#quit()
     return this.#quitting
