@@ -41,6 +41,33 @@ test('ACL users: username and password by options and URL; locks work; wrong one
   }
 })
 
+// Found by an audit: Redis 7 gives a new ACL user no channels (acl-pubsub-default
+// resetchannels), so `ACL SETUSER app on >pw ~* +@all` could acquire but never release:
+// the release script's PUBLISH (the waiters' wake-up) failed the whole script.
+test('an ACL user without channel permissions (Redis 7 default) acquires, extends, releases, waits and hands over', async (t) => {
+  const server = await new RedisServer({ password: 'admin-secret' }).start()
+  t.teardown(() => server.stop())
+  await server.command('ACL', 'SETUSER', 'app', 'on', '>app-secret', '~*', 'resetchannels', '+@all')
+  const client = () => new Redis({ port: server.port, username: 'app', password: 'app-secret' })
+  const [a, b] = [new Redlock([client()], { retryCount: 0 }), new Redlock([client()], { retryDelay: 50, retryCount: 40 })]
+  t.teardown(() => Promise.all([a.quit(), b.quit()]))
+  const key = resource(t)
+  const admin = (...args) => rawCommand(server.port, args, { password: 'admin-secret' })
+  const lock = await (await a.acquire([key], 1_000)).extend(2_000)
+  await lock.release()
+  t.is(await admin('EXISTS', key), 0)
+  // Contended: a waiter of another instance gets it after the release (by its retries, as
+  // it may not subscribe), and a waiter of the same instance by a hand-over.
+  const held = await a.acquire([key], 2_000)
+  const waiting = b.acquire([key], 1_000)
+  const queued = a.acquire([key], 1_000, { retryCount: 40, retryDelay: 50 })
+  await new Promise((r) => setTimeout(r, 100))
+  await held.release()
+  const [first, second] = await Promise.all([waiting, queued].map((p) => p.then(async (l) => (await l.release(), l.value))))
+  t.not(first, second)
+  t.is(await admin('EXISTS', key), 0)
+})
+
 test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
   const { server, tlsPort, read } = await tlsServer(t)
   const ca = read('ca.crt')

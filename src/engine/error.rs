@@ -61,9 +61,19 @@ pub fn plain_reason(raw: &str) -> String {
     if has("cluster support disabled") {
         return "the server is not part of a Redis Cluster (cluster support disabled): use Redis, not Cluster, for it".into();
     }
-    if has("noperm") {
-        return "permission denied (NOPERM): this user's ACL does not allow the lock commands"
+    if has("noperm") && has("keys") {
+        return "permission denied (NOPERM): this user's ACL does not allow a key the lock uses: \
+                allow the resource names and, for waiting lines, fencing, semaphores and \
+                read-write locks, `{<resource>}:redlock-rs:*` too (README: ACL users)"
             .into();
+    }
+    if has("noperm") && has("command") {
+        return format!(
+            "permission denied (NOPERM): this user's ACL does not allow a command the lock uses ({raw})"
+        );
+    }
+    if has("noperm") {
+        return format!("permission denied (NOPERM): {raw}");
     }
     if has("connection refused") {
         return "connection refused (is redis-server listening there?)".into();
@@ -337,6 +347,14 @@ mod tests {
                 "the server is not part of a Redis Cluster",
             ),
             ("ResponseError: ERR something new", "the server answered: ERR something new"),
+            (
+                "NOPERM: this user has no permissions to access one of the keys used as arguments",
+                "permission denied (NOPERM): this user's ACL does not allow a key the lock uses: allow the resource names and",
+            ),
+            (
+                "NOPERM: this user has no permissions to run the 'evalsha' command",
+                "permission denied (NOPERM): this user's ACL does not allow a command the lock uses (NOPERM: this user has no permissions to run the 'evalsha' command)",
+            ),
         ];
         for (raw, plain) in cases {
             let got = plain_reason(raw);

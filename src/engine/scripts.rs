@@ -57,7 +57,7 @@ for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
     if ARGV[2] ~= 'quiet' then
-      redis.call('publish', 'redlock-rs:released:' .. key, ARGV[1])
+      redis.pcall('publish', 'redlock-rs:released:' .. key, ARGV[1])
     end
     n = n + 1
   end
@@ -78,7 +78,7 @@ end
 for _, key in ipairs(KEYS) do
   redis.call('set', key, ARGV[2], 'PX', ARGV[3])
 end
-return 1 + redis.call('pubsub', 'numsub', 'redlock-rs:released:' .. KEYS[1])[2]
+return 1 + (redis.pcall('pubsub', 'numsub', 'redlock-rs:released:' .. KEYS[1])[2] or 0)
 "#;
 
 /// [`ACQUIRE`] that also reads the fencing counters. `KEYS`: the resources, then their
@@ -254,7 +254,7 @@ return 1
 /// `ARGV`: value. Returns how many were removed.
 pub const READ_RELEASE: &str = r#"
 local n = redis.call('zrem', KEYS[1], ARGV[1])
-if n > 0 then redis.call('publish', 'redlock-rs:released:' .. KEYS[1], ARGV[1]) end
+if n > 0 then redis.pcall('publish', 'redlock-rs:released:' .. KEYS[1], ARGV[1]) end
 return n
 "#;
 
@@ -322,7 +322,7 @@ if not v and (not head or head == ARGV[3]) then
 end
 if not v then
   v = {keep_for}
-  redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], v)
+  redis.pcall('publish', '{RELEASED_PREFIX}' .. KEYS[1], v)
 end
 redis.call('zadd', KEYS[2], ARGV[4], ARGV[3])
 redis.call('zadd', KEYS[3], now + tonumber(ARGV[5]), ARGV[3])
@@ -395,7 +395,7 @@ else
 end
 if own and kept_for == own then return 2 end
 if quiet ~= 'quiet' or said ~= freed then
-  redis.call('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
+  redis.pcall('publish', '{RELEASED_PREFIX}' .. KEYS[1], said)
 end
 return 1
 "#
