@@ -64,6 +64,45 @@ test('fencing tokens, waiting woken by a release, semaphores and read-write lock
   await w.release()
 })
 
+// Found by an audit: with the holder on a bare quorum and a store free, two waiting fenced
+// acquires (or permits, or writers) each took that store, lost, and announced its release,
+// which woke the other at once: on MemoryStores (every step ready at once) the JavaScript
+// thread ran nothing else for the holder's whole TTL.
+for (const kind of ['mutex', 'permit', 'write']) {
+  test(`${kind}: two waiters do not wake each other with their cleanups while a holder keeps the lock (fencing)`, async (t) => {
+    const stores = [0, 1, 2].map((i) => new MemoryStore({ name: `ping-${kind}-${i}` }))
+    const [a, b, c] = [0, 1, 2].map(() => new Redlock(stores, { fencing: true, retryCount: -1, retryDelay: 30, retryJitter: 20 }))
+    t.teardown(() => Promise.all([a, b, c].map((r) => r.quit())))
+    const take = (r) => (kind === 'permit' ? r.semaphore('ping', 1).acquire(2_000) : kind === 'write' ? r.readWriteLock('ping').write.acquire(2_000) : r.acquire(['ping'], 2_000))
+    const first = await take(a)
+    const waiting = [take(b), take(c)]
+    await sleep(50)
+    await first.release()
+    waiting.push(take(a)) // three waiters now; one of them wins
+    const left = new Map(waiting.map((p, i) => [i, p.then((lock) => ({ lock, i }))]))
+    const next = async () => {
+      const { lock, i } = await Promise.race(left.values())
+      left.delete(i)
+      return lock
+    }
+    const holder = await next()
+    // The holder's own work: a short timer fires while it holds the lock.
+    const before = Date.now()
+    await sleep(5)
+    t.true(Date.now() - before < 500, `a 5 ms timer fired after ${Date.now() - before} ms`)
+    await sleep(300)
+    t.true(Date.now() < holder.expiration)
+    await holder.release()
+    // The other two get it in turn. Each tried about once per retry delay while it waited
+    // (about 10 times in 350 ms), not at every cleanup of the other.
+    while (left.size > 0) {
+      const lock = await next()
+      t.true(lock.attempts.length < 40, `${lock.attempts.length} attempts`)
+      await lock.release()
+    }
+  })
+}
+
 test('down(): calls fail at once; a minority down is tolerated, a majority is quorum-unavailable', async (t) => {
   const { stores, redlock } = quorum(t, 3, { retryCount: 0 })
   stores[0].down()

@@ -143,7 +143,12 @@ where
                 let mut s = s.borrow_mut();
                 s.push(Box::pin(async move {
                     let _in_flight = guard;
-                    fut.await
+                    let mut fut = std::pin::pin!(fut);
+                    std::future::poll_fn(|cx| {
+                        count_poll();
+                        fut.as_mut().poll(cx)
+                    })
+                    .await
                 }));
                 s.len()
             });
@@ -274,6 +279,8 @@ thread_local! {
     static TURN: RefCell<Option<Waker>> = const { RefCell::new(None) };
     /// How often the runtime wanted to park during the turn in progress.
     static PARKS: Cell<u32> = const { Cell::new(0) };
+    /// How often the turn in progress polled JavaScript's operations.
+    static POLLS: Cell<u32> = const { Cell::new(0) };
     /// A timer that never fires (see `JsLoop::push_back_sentinel`).
     static SENTINEL: RefCell<Option<Pin<Box<tokio::time::Sleep>>>> = const { RefCell::new(None) };
     /// Whether the runtime's descriptor is known to be readable (the turn's first park).
@@ -308,6 +315,29 @@ const START_AT: usize = 32;
 /// A turn parks at most this often before it returns to the event loop (which then turns
 /// it again at once): JavaScript gets its results even while replies keep coming.
 const MAX_PARKS: u32 = 32;
+
+/// A turn polls JavaScript's operations at most this often before it returns to the event
+/// loop (which then turns it again at once). Operations whose every step is ready at
+/// once (`MemoryStore`s) and that wake each other never let the runtime park: found by an
+/// audit, two waiting fenced acquires woke each other for a holder's whole TTL, and the
+/// JavaScript thread ran nothing else meanwhile. A turn of 32 operations polls each a few
+/// times.
+const MAX_POLLS: u32 = 1024;
+
+/// Counts a poll of an operation towards [`MAX_POLLS`]; past it, the turn ends (cut short).
+fn count_poll() {
+    let polls = POLLS.with(|p| {
+        p.set(p.get() + 1);
+        p.get()
+    });
+    if polls == MAX_POLLS {
+        IDLE.with(|i| i.set(true));
+        CUT.with(|c| c.set(true));
+        if let Some(w) = TURN.with(|t| t.borrow_mut().take()) {
+            w.wake();
+        }
+    }
+}
 
 /// The future a turn blocks on: ready once the park hook found the runtime idle.
 struct Quiesce;
@@ -366,6 +396,7 @@ fn run_until_idle(l: &imp::JsLoop) -> bool {
         return false;
     }
     PARKS.with(|p| p.set(0));
+    POLLS.with(|p| p.set(0));
     IDLE.with(|i| i.set(false));
     CUT.with(|c| c.set(false));
     TIMERS_LOOKED.with(|t| t.set(false));

@@ -14,7 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
 use crate::engine::identity::LOST_KEY;
-use crate::engine::kinds::{rw_keys, Commands, Kind};
+use crate::engine::kinds::{rw_keys, Commands, Kind, Reply};
 use crate::engine::line::{queued_pause, shortened, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
@@ -415,6 +415,22 @@ impl Ballot {
             .iter()
             .zip(&self.holders)
             .any(|(v, h)| matches!(v, Some(Vote::Locked)) && h.is_some())
+    }
+
+    /// Whether other owners hold the lock on a quorum of the nodes, as far as votes that
+    /// name no holder tell (a lock script's vote against: another owner's key, one or
+    /// several owners; for a permit, every slot held; votes that name holders are
+    /// [`Ballot::held_elsewhere`]'s), not counting the `strays` (where
+    /// this attempt took another slot): what this attempt set, on fewer nodes than a
+    /// quorum, then gives nobody a quorum. (Announcing its release woke two waiting fenced
+    /// acquires, or permits, into each other's cleanups for as long as the holder kept the
+    /// lock: found by an audit.)
+    fn locked_on_a_quorum(&self, strays: &[usize]) -> bool {
+        let quorum = self.votes.len() / 2 + 1;
+        let unnamed = |i: usize| self.holders[i].is_none() && !strays.contains(&i);
+        let locked = self.votes.iter().enumerate();
+        let locked = locked.filter(|&(i, v)| matches!(v, Some(Vote::Locked)) && unnamed(i));
+        locked.count() >= quorum
     }
 
     /// Whether one other owner holds the lock on a quorum of the nodes (as their `SET NX
@@ -1307,7 +1323,8 @@ impl Quorum {
         // With the lock held by another owner on a quorum, the release of what this
         // attempt set frees nothing: it is not announced (it would wake every waiter for
         // an attempt bound to fail).
-        let quiet = ballot.held_elsewhere();
+        let unnamed = commands.reply != Reply::Line && ballot.locked_on_a_quorum(strays);
+        let quiet = ballot.held_elsewhere() || unnamed;
         let kept_here = self.cleanup(&ballot.votes, strays, commands, quiet).await;
         // The lock kept for this head is worth a quick retry after a split between waiting
         // heads, not while another owner holds it on a quorum or nodes fail: neither
@@ -2408,6 +2425,36 @@ mod tests {
             b.count(i, v.clone(), None, *slot);
         }
         b
+    }
+
+    #[test]
+    fn a_lock_held_on_a_quorum_by_votes_naming_no_holder_makes_a_quiet_cleanup() {
+        let ballot = |votes: &[Vote]| {
+            let mut b = Ballot::new(votes.len(), false);
+            for (i, v) in votes.iter().enumerate() {
+                b.count(i, v.clone(), None, None);
+            }
+            b
+        };
+        let (l, f) = (Vote::Locked, Vote::For);
+        assert!(ballot(&[l.clone(), l.clone(), f.clone()]).locked_on_a_quorum(&[]));
+        assert!(!ballot(&[l.clone(), f.clone(), f.clone()]).locked_on_a_quorum(&[]));
+        let five = [l.clone(), l.clone(), f.clone(), f.clone(), l.clone()];
+        assert!(ballot(&five).locked_on_a_quorum(&[]));
+        // Holders named (`SET NX GET`), two owners: a split, left to `held_elsewhere`.
+        let mut named = ballot(&[l.clone(), l.clone(), f.clone()]);
+        named.holders = vec![Some(1), Some(2), None];
+        assert!(!named.locked_on_a_quorum(&[]) && !named.held_elsewhere());
+        // A permit attempt's stray (another slot it took) is not another owner's.
+        let mut permits =
+            permit_ballot(&[(l.clone(), None), (f.clone(), Some(1)), (f, Some(0))], 3);
+        let strays = permits.settle_slots();
+        assert!(!strays.is_empty());
+        assert!(!permits.locked_on_a_quorum(&strays));
+        assert!(
+            permits.locked_on_a_quorum(&[]),
+            "counted without the strays"
+        );
     }
 
     #[test]
