@@ -152,9 +152,13 @@ export declare class Redis extends ClientBase {
   constructor(url: string, options?: RedisOptions)
   constructor(port: number, host?: string, options?: RedisOptions)
   constructor(port: number, options?: RedisOptions)
-  /** The host it connects to, as given (default "127.0.0.1"). */
+  /**
+   * The host it connects to, as given (default "127.0.0.1"). With `sentinels` it is not
+   * used (the sentinels name the master; `url` names the sentinels and the group), as
+   * ioredis' `options.host`.
+   */
   readonly host: string
-  /** The port it connects to, as given (default 6379). */
+  /** The port it connects to, as given (default 6379; with `sentinels`, as `host`). */
   readonly port: number
   /** The server's URL, the password masked (`redis://user:***@host:port/db`). */
   readonly url: string
@@ -181,6 +185,7 @@ export declare class RedisJsClient extends ClientBase {
   constructor(options?: RedisJsClientOptions)
   /** The server's URL, the password masked (`redis://user:***@host:port/db`). */
   readonly url: string
+  /** The host and port it connects to (with `sentinels`, not used: see `Redis#host`). */
   readonly host: string
   readonly port: number
 }

@@ -201,6 +201,12 @@ test('RedisJsClient takes node-redis options', async (t) => {
   t.is(await viaSocket.get('clients:db2'), null)
   const viaUrlDb = client(t, `redis://127.0.0.1:${server.port}/2`)
   t.is(await viaUrlDb.get('clients:db2'), 'two')
+  // Found by an audit: ioredis reads `?db=` (and `?password=`) from the query, and the
+  // lock keys of a client that ignored it went to db 0, where other processes never look.
+  const viaQuery = client(t, `redis://127.0.0.1:${server.port}?db=2`)
+  t.is(await viaQuery.get('clients:db2'), 'two')
+  t.is(await client(t, `redis://127.0.0.1:${server.port}/0?db=2`).get('clients:db2'), null, 'the path wins, as in ioredis')
+  t.throws(() => new Redis(`redis://127.0.0.1:${server.port}?db=two`), { instanceOf: TypeError, message: /db in the query/ })
 })
 
 test('password authentication, and a wrong password fails without showing the secret', async (t) => {

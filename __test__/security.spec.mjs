@@ -103,6 +103,8 @@ test("TLS options as node-redis and node:tls give them: socket.tls true with ca 
     new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { tls: true, ca } }),
     new RedisJsClient({ socket: { host: '127.0.0.1', port: tlsPort, tls: true, ca: Buffer.from(ca) } }),
     new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca: [Buffer.from(ca)] } }),
+    // A rediss:// URL sets socket.tls itself, as in node-redis (found by an audit).
+    new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { ca } }),
   ]
   t.teardown(() => Promise.all(clients.map((c) => c.quit())))
   for (const c of clients) t.is(await c.call('PING'), 'PONG')

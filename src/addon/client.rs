@@ -473,9 +473,15 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
             }
             common_timeouts(env, &mut cfg, &s, sctx, "connectTimeout")?;
             // node-redis: `socket.tls: true`, with `ca`, `cert`, `key`, `servername` and
-            // `rejectUnauthorized` on the socket options themselves (Node's tls options).
+            // `rejectUnauthorized` on the socket options themselves (Node's tls options); a
+            // `rediss://` URL sets `socket.tls` itself.
+            let rediss = url.as_deref().is_some_and(|u| {
+                u.get(..9)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("rediss://"))
+            });
             let tls = match field(&s, "tls")? {
                 Val::Bool(true) => tls_option(env, sctx, Val::Object(s))?,
+                Val::Missing(_) if rediss => tls_option(env, sctx, Val::Object(s))?,
                 other => tls_option(env, &format!("{sctx}.tls"), other)?,
             };
             if let Some(t) = tls {

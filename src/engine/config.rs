@@ -224,6 +224,25 @@ impl NodeConfig {
                 })?
                 .into();
         }
+        // As ioredis reads them: `?db=`, `?password=`, `?username=` where the path and the
+        // user part do not say (other options of the query are ioredis' own, ignored).
+        for (key, value) in url.query_pairs() {
+            match &*key {
+                "db" if path.is_empty() => {
+                    self.db = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|db| i32::try_from(*db).is_ok())
+                        .ok_or_else(|| {
+                            bad("db in the query must be a database number from 0 to 2147483647")
+                        })?
+                        .into();
+                }
+                "password" if url.password().is_none() => self.password = Some(value.into_owned()),
+                "username" if url.username().is_empty() => self.username = Some(value.into_owned()),
+                _ => {}
+            }
+        }
         if tls && self.tls.is_none() {
             self.tls = Some(TlsConfig {
                 reject_unauthorized: true,
@@ -278,6 +297,23 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("s@cret"));
         assert_eq!(c.db, 3);
         assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn query_options_as_ioredis_reads_them() {
+        let c = parse("redis://h:1?db=4&password=p%40w&username=u&family=6").unwrap();
+        assert_eq!(
+            (c.db, c.password.as_deref(), c.username.as_deref()),
+            (4, Some("p@w"), Some("u"))
+        );
+        // The path and the user part win, as in ioredis.
+        let c = parse("redis://a:b@h:1/2?db=4&password=p&username=u").unwrap();
+        assert_eq!(
+            (c.db, c.password.as_deref(), c.username.as_deref()),
+            (2, Some("b"), Some("a"))
+        );
+        let e = parse("redis://h:1?db=x&password=hunter2").unwrap_err();
+        assert!(e.message.contains("db in the query") && !e.message.contains("hunter2"));
     }
 
     #[test]
