@@ -14,7 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
 use crate::engine::identity::LOST_KEY;
-use crate::engine::kinds::{rw_keys, Commands, Kind, Reply};
+use crate::engine::kinds::{rw_keys, Commands, Kind};
 use crate::engine::line::{queued_pause, shortened, Seat};
 use crate::engine::node::Node;
 use crate::engine::notify::{Signal, Watch};
@@ -417,22 +417,6 @@ impl Ballot {
             .any(|(v, h)| matches!(v, Some(Vote::Locked)) && h.is_some())
     }
 
-    /// Whether other owners hold the lock on a quorum of the nodes, as far as votes that
-    /// name no holder tell (a lock script's vote against: another owner's key, one or
-    /// several owners; for a permit, every slot held; votes that name holders are
-    /// [`Ballot::held_elsewhere`]'s), not counting the `strays` (where
-    /// this attempt took another slot): what this attempt set, on fewer nodes than a
-    /// quorum, then gives nobody a quorum. (Announcing its release woke two waiting fenced
-    /// acquires, or permits, into each other's cleanups for as long as the holder kept the
-    /// lock: found by an audit.)
-    fn locked_on_a_quorum(&self, strays: &[usize]) -> bool {
-        let quorum = self.votes.len() / 2 + 1;
-        let unnamed = |i: usize| self.holders[i].is_none() && !strays.contains(&i);
-        let locked = self.votes.iter().enumerate();
-        let locked = locked.filter(|&(i, v)| matches!(v, Some(Vote::Locked)) && unnamed(i));
-        locked.count() >= quorum
-    }
-
     /// Whether one other owner holds the lock on a quorum of the nodes (as their `SET NX
     /// GET` replies showed): then the lock is not free, whatever this attempt removes.
     fn held_elsewhere(&self) -> bool {
@@ -583,6 +567,9 @@ impl Quorum {
         // `crate::engine::line`), and how often in a row its cleanup kept the lock for it.
         let mut seat: Option<Seat> = None;
         let mut kept = 0;
+        // Attempts lost in a split in a row (see [`WAKE_SPREAD`]).
+        let mut split_losses = 0;
+        let mut woken_at: Option<Instant> = None;
         loop {
             run.begin_attempt();
             if run.attempt_count > 1 && matches!(op, Op::Acquire { .. }) {
@@ -601,6 +588,11 @@ impl Quorum {
             let delay = Duration::from_millis(call.settings.retry_delay_ms);
             let quick = shortened(kept, delay);
             let against = stats.tally.against() > 0;
+            // (A split: the attempt took some nodes, so others' attempts did too.)
+            let split = stats.tally.votes_for > 0;
+            split_losses = (split_losses + 1) * u32::from(split);
+            // How long a woken attempt took: the spread must outlast it to part the heads.
+            let took = woken_at.take().map_or(Duration::ZERO, |at| at.elapsed());
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
             let hopeless = matches!(op, Op::Extend { .. })
@@ -614,10 +606,20 @@ impl Quorum {
             }
             run.report(call, against);
             match self
-                .pause_before_retry(&turn, op, outcome, resources, call, kept)
+                .pause_before_retry(
+                    &turn,
+                    op,
+                    outcome,
+                    resources,
+                    call,
+                    (kept, split_losses, took),
+                )
                 .await
             {
-                Waited::Woken(woken) => run.woken = woken || quick,
+                Waited::Woken(woken) => {
+                    run.woken = woken || quick;
+                    woken_at = woken.then(Instant::now);
+                }
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
                     return self.end(run, (op, resources, call), value, Err(FailureKind::Aborted))
@@ -751,7 +753,13 @@ impl Quorum {
             let pause = call.settings.retry_pause(random_unit());
             let lined = lined(op, resources, call);
             match self
-                .wait_release(&turn, (op, resources), call, pause, lined)
+                .wait_release(
+                    &turn,
+                    (op, resources),
+                    call,
+                    pause,
+                    (lined, 0, Duration::ZERO),
+                )
                 .await
             {
                 Waited::Handed(h) => return Err(self.handed(run, Some(turn), h)),
@@ -806,14 +814,16 @@ impl Quorum {
     /// Waits for a release of the resources (announced, or the pause ran out), or for a
     /// holder of this process to hand the lock over: the head offers to take it over when
     /// the call allows one (a mutex, no fencing, no replica wait).
-    /// `lined`: the acquire uses the nodes' line (see [`lined`]).
+    /// `lined`: the acquire uses the nodes' line (see [`lined`]); `split_losses`: the
+    /// attempts in a row that a release woke and that were lost in a split, the last of
+    /// which `took` so long (see [`WAKE_SPREAD`]).
     async fn wait_release(
         &self,
         turn: &Turn,
         (op, resources): (Op, &[String]),
         call: &Call<'_>,
         pause: Duration,
-        lined: bool,
+        (lined, split_losses, took): (bool, u32, Duration),
     ) -> Waited {
         // Not `released()`: dropping a subscription that died since the caller subscribed
         // would leave this wait deaf for the whole pause (the death's wake-up is what
@@ -865,6 +875,13 @@ impl Quorum {
             // processes, woken by the same release, try first. (With the nodes' line, the
             // release kept the lock for the first of them already.)
             timer::sleep(YIELD_GRACE).await;
+        }
+        if matches!(woken, Waited::Woken(true)) && !lined && split_losses > 0 {
+            let delay = wake_delay((split_losses, took), settings.retry_delay_ms, random_unit());
+            tokio::select! {
+                _ = timer::sleep(delay) => {}
+                _ = call.aborted() => return Waited::Aborted,
+            }
         }
         woken
     }
@@ -933,7 +950,7 @@ impl Quorum {
         outcome: Result<i64, FailureKind>,
         resources: &[String],
         call: &Call<'_>,
-        kept: u32,
+        (kept, split_losses, took): (u32, u32, Duration),
     ) -> Waited {
         let mut pause = call.settings.retry_pause(random_unit());
         if kept > 0 {
@@ -951,7 +968,9 @@ impl Quorum {
                     let channels = call.kind.channels(resources);
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
-                self.wait_release(t, (op, resources), call, pause, lined(op, resources, call))
+                let lined = lined(op, resources, call);
+                let wake = (lined, split_losses, took);
+                self.wait_release(t, (op, resources), call, pause, wake)
                     .await
             }
             _ => tokio::select! {
@@ -1323,8 +1342,7 @@ impl Quorum {
         // With the lock held by another owner on a quorum, the release of what this
         // attempt set frees nothing: it is not announced (it would wake every waiter for
         // an attempt bound to fail).
-        let unnamed = commands.reply != Reply::Line && ballot.locked_on_a_quorum(strays);
-        let quiet = ballot.held_elsewhere() || unnamed;
+        let quiet = ballot.held_elsewhere();
         let kept_here = self.cleanup(&ballot.votes, strays, commands, quiet).await;
         // The lock kept for this head is worth a quick retry after a split between waiting
         // heads, not while another owner holds it on a quorum or nodes fail: neither
@@ -1374,9 +1392,24 @@ impl Quorum {
         let fenced = is_acquire && call.settings.fencing;
         let mut grace: Option<Instant> = None;
         let mut settle: Option<Instant> = None;
+        let mut split: Option<Instant> = None;
         let early = self.own_deadlines(window, started);
         loop {
             let own = self.time_out_own(&early, ballot);
+            // Split between contenders, with nodes still silent: see [`SPLIT_GRACE`].
+            let t = &ballot.tally;
+            let splitting = is_acquire
+                && ballot.decision == Decision::Pending
+                && t.votes_for > 0
+                && t.locked > 0;
+            if splitting {
+                let now = Instant::now();
+                let until = *split.get_or_insert(now + SPLIT_GRACE.max(started.elapsed() * 4));
+                if now >= until {
+                    ballot.fail_missing(timed_out(&self.nodes, started.elapsed()));
+                    continue;
+                }
+            }
             // A decided attempt still waits a little for the other nodes (see `grace_wait`).
             let draining = ballot.decision == Decision::Lost;
             let counting = ballot.decision == Decision::Won && fenced;
@@ -1408,7 +1441,8 @@ impl Quorum {
                 }
                 return false;
             }
-            let until = in_grace.max(settling).map(|u| u.min(started + window));
+            let until = in_grace.max(settling).max(split.filter(|_| splitting));
+            let until = until.map(|u| u.min(started + window));
             let until = until.into_iter().chain(own).min();
             // An abort is heard before any answer that came with it: an operation aborted
             // right after it started (its commands already sent) is aborted, not won.
@@ -2009,6 +2043,35 @@ async fn wait_for(released: &Signal, pause: Duration) -> bool {
 /// The compare-and-sets of a hand-over still under way, by node index.
 type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 
+/// A release wakes every waiting head that hears it, in every process and instance; where
+/// no line on the nodes orders them (fenced and multi-resource mutexes, permits, read-write
+/// locks) and the head's last attempt was lost in a split (it took some nodes, so others
+/// took the rest: the wake-ups are then the cleanups' announcements), it
+/// waits a random part of a spread before its next attempt: that attempt's duration when a
+/// wake-up started it (this much at least), doubled for each such loss in a row, up to the
+/// retry delay. A loss to a
+/// holder of a quorum starts again without a wait (a release's first wake-up is not
+/// delayed: the heads woken would lose to any acquire that comes without one). Found by an
+/// audit:
+/// without it, heads woken together split the nodes together, and with a node paused each
+/// split lasted its command time-out, after which the cleanups' announcements woke them
+/// together again (no acquire for 14 s of 15); permit heads whose attempts split the slots
+/// woke each other with their cleanups, an attempt every 0.5 ms; and the heads woken first
+/// in a process always won.
+const WAKE_SPREAD: Duration = Duration::from_millis(2);
+
+/// The wait of a head woken by a release before its attempt (see [`WAKE_SPREAD`]), after
+/// `split_losses` (> 0) such attempts lost in a split in a row, the last of which `took` so
+/// long, for a random `unit` in `[0, 1)`.
+fn wake_delay((split_losses, took): (u32, Duration), retry_delay_ms: u64, unit: f64) -> Duration {
+    let spread = took
+        .max(WAKE_SPREAD)
+        .saturating_mul(1 << split_losses.min(20));
+    spread
+        .min(Duration::from_millis(retry_delay_ms).max(WAKE_SPREAD))
+        .mul_f64(unit)
+}
+
 /// How long a head whose process just had its hand-overs in a row lets the other
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
@@ -2047,6 +2110,16 @@ fn grace_wait(counting: bool, elapsed: Duration, window: Duration) -> Duration {
 /// How long a lost acquire waits at least for the nodes that have not answered yet (or as
 /// long as the decision took), before it cleans up and reports.
 const DRAIN_GRACE: Duration = Duration::from_millis(5);
+
+/// How long an acquire whose votes split between contenders (some for it, some for another
+/// owner) waits at least (or four times as long as its votes so far took) for the nodes
+/// still silent before it counts them as timed out and is lost: a node that stopped
+/// answering would otherwise hold every contender's attempt, and the key each took on the
+/// others, for its whole command time-out, and the contenders, retrying together, split
+/// again (found by an audit: with one of three nodes paused, fenced and multi-resource
+/// mutexes and permits across processes stalled for good). Slower nodes than that only
+/// cost the attempt, which a retry makes up.
+const SPLIT_GRACE: Duration = Duration::from_millis(5);
 
 /// How long a lost acquire or extend waits at least (or twice as long as the decision
 /// took) for the votes that decide whether it was lost to another owner or to failures;
@@ -2428,33 +2501,15 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_held_on_a_quorum_by_votes_naming_no_holder_makes_a_quiet_cleanup() {
-        let ballot = |votes: &[Vote]| {
-            let mut b = Ballot::new(votes.len(), false);
-            for (i, v) in votes.iter().enumerate() {
-                b.count(i, v.clone(), None, None);
-            }
-            b
-        };
-        let (l, f) = (Vote::Locked, Vote::For);
-        assert!(ballot(&[l.clone(), l.clone(), f.clone()]).locked_on_a_quorum(&[]));
-        assert!(!ballot(&[l.clone(), f.clone(), f.clone()]).locked_on_a_quorum(&[]));
-        let five = [l.clone(), l.clone(), f.clone(), f.clone(), l.clone()];
-        assert!(ballot(&five).locked_on_a_quorum(&[]));
-        // Holders named (`SET NX GET`), two owners: a split, left to `held_elsewhere`.
-        let mut named = ballot(&[l.clone(), l.clone(), f.clone()]);
-        named.holders = vec![Some(1), Some(2), None];
-        assert!(!named.locked_on_a_quorum(&[]) && !named.held_elsewhere());
-        // A permit attempt's stray (another slot it took) is not another owner's.
-        let mut permits =
-            permit_ballot(&[(l.clone(), None), (f.clone(), Some(1)), (f, Some(0))], 3);
-        let strays = permits.settle_slots();
-        assert!(!strays.is_empty());
-        assert!(!permits.locked_on_a_quorum(&strays));
-        assert!(
-            permits.locked_on_a_quorum(&[]),
-            "counted without the strays"
-        );
+    fn the_wake_spread_outlasts_the_last_attempt_and_doubles_up_to_the_retry_delay() {
+        let ms = Duration::from_millis;
+        // At least WAKE_SPREAD; the last attempt's duration when longer; doubled per loss.
+        assert_eq!(wake_delay((1, ms(0)), 1_000, 0.5), WAKE_SPREAD);
+        assert_eq!(wake_delay((1, ms(30)), 1_000, 0.5), ms(30));
+        assert_eq!(wake_delay((3, ms(30)), 1_000, 0.5), ms(120));
+        // Never past the retry delay, however many losses.
+        assert_eq!(wake_delay((40, ms(30)), 200, 0.999), ms(200).mul_f64(0.999));
+        assert_eq!(wake_delay((2, ms(1)), 200, 0.0), Duration::ZERO);
     }
 
     #[test]
