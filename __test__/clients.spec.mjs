@@ -207,6 +207,8 @@ test('RedisJsClient takes node-redis options', async (t) => {
   t.is(await viaQuery.get('clients:db2'), 'two')
   t.is(await client(t, `redis://127.0.0.1:${server.port}/0?db=2`).get('clients:db2'), null, 'the path wins, as in ioredis')
   t.throws(() => new Redis(`redis://127.0.0.1:${server.port}?db=two`), { instanceOf: TypeError, message: /db in the query/ })
+  // node-redis ignores the query: so does RedisJsClient (its processes and node-redis' meet in one db).
+  t.is(await jsClient(t, { url: `redis://127.0.0.1:${server.port}?db=2` }).get('clients:db2'), null)
 })
 
 test('password authentication, and a wrong password fails without showing the secret', async (t) => {

@@ -105,6 +105,8 @@ test("TLS options as node-redis and node:tls give them: socket.tls true with ca 
     new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca: [Buffer.from(ca)] } }),
     // A rediss:// URL sets socket.tls itself, as in node-redis (found by an audit).
     new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { ca } }),
+    // Empty PEM fields are absent, as for Node's tls (`ca: process.env.CA ?? ''`).
+    new Redis({ host: '127.0.0.1', port: tlsPort, tls: { ca: '', cert: '', key: Buffer.alloc(0), rejectUnauthorized: false } }),
   ]
   t.teardown(() => Promise.all(clients.map((c) => c.quit())))
   for (const c of clients) t.is(await c.call('PING'), 'PONG')

@@ -133,17 +133,19 @@ fn opt_pem(env: &Env, o: &Object, ctx: &str, key: &str) -> Result<Option<String>
             )),
         }
     };
-    match field(o, key)? {
-        Val::Missing(_) => Ok(None),
+    let text = match field(o, key)? {
+        Val::Missing(_) => return Ok(None),
         Val::Array(items) => {
             let parts = items
                 .into_iter()
                 .map(|item| classify(Some(item)).and_then(pem))
                 .collect::<Result<Vec<_>>>()?;
-            Ok(Some(parts.join("\n")))
+            parts.join("\n")
         }
-        other => pem(other).map(Some),
-    }
+        other => pem(other)?,
+    };
+    // Empty (`ca: process.env.CA ?? ''`, `[]`, an empty Buffer) is absent, as for Node's tls.
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }
 
 /// A TLS option named `ctx` (`options.tls`, `options.sentinelTLS`): `true`, or an object
@@ -503,7 +505,7 @@ fn node_redis_args(env: &Env, a0: Val) -> Result<(NodeConfig, bool)> {
     // it has one (else `socket.port`, else 6379).
     if let Some(url) = url {
         let port = cfg.port;
-        check(env, cfg.apply_url("options.url", &url))?;
+        check(env, cfg.apply_node_redis_url("options.url", &url))?;
         if !NodeConfig::url_has_port(&url) {
             cfg.port = port;
         }

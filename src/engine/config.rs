@@ -185,6 +185,15 @@ impl NodeConfig {
     /// Applies a `redis://[user:pass@]host[:port][/db]` or `rediss://...` URL on top of
     /// these settings. `name` is the argument's name, for messages.
     pub fn apply_url(&mut self, name: &str, input: &str) -> Result<(), ArgError> {
+        self.apply_url_with(name, input, true)
+    }
+
+    /// [`NodeConfig::apply_url`] as node-redis reads a URL: its query is ignored.
+    pub fn apply_node_redis_url(&mut self, name: &str, input: &str) -> Result<(), ArgError> {
+        self.apply_url_with(name, input, false)
+    }
+
+    fn apply_url_with(&mut self, name: &str, input: &str, query: bool) -> Result<(), ArgError> {
         // Never echo the URL: it may carry a password.
         let bad =
             |why: &str| ArgError::type_error(format!("{name} is not a valid Redis URL: {why}."));
@@ -224,9 +233,11 @@ impl NodeConfig {
                 })?
                 .into();
         }
-        // As ioredis reads them: `?db=`, `?password=`, `?username=` where the path and the
-        // user part do not say (other options of the query are ioredis' own, ignored).
-        for (key, value) in url.query_pairs() {
+        // As ioredis reads them: `?db=` where the path does not say, `?password=` and
+        // `?username=` where the URL has no user part (other options of the query are
+        // ioredis' own, ignored; node-redis ignores the query).
+        let user_part = !url.username().is_empty() || url.password().is_some();
+        for (key, value) in url.query_pairs().filter(|_| query) {
             match &*key {
                 "db" if path.is_empty() => {
                     self.db = value
@@ -238,8 +249,8 @@ impl NodeConfig {
                         })?
                         .into();
                 }
-                "password" if url.password().is_none() => self.password = Some(value.into_owned()),
-                "username" if url.username().is_empty() => self.username = Some(value.into_owned()),
+                "password" if !user_part => self.password = Some(value.into_owned()),
+                "username" if !user_part => self.username = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -312,6 +323,22 @@ mod tests {
             (c.db, c.password.as_deref(), c.username.as_deref()),
             (2, Some("b"), Some("a"))
         );
+        // Any user part: the query's user and password are ignored, as ioredis does.
+        let c = parse("redis://:pw@h:1?username=alice").unwrap();
+        assert_eq!(
+            (c.password.as_deref(), c.username.as_deref()),
+            (Some("pw"), None)
+        );
+        let c = parse("redis://alice@h:1?password=pw").unwrap();
+        assert_eq!(
+            (c.password.as_deref(), c.username.as_deref()),
+            (None, Some("alice"))
+        );
+        // node-redis ignores the query.
+        let mut c = NodeConfig::default();
+        c.apply_node_redis_url("url", "redis://h:1?db=4&password=p")
+            .unwrap();
+        assert_eq!((c.db, c.password.as_deref()), (0, None));
         let e = parse("redis://h:1?db=x&password=hunter2").unwrap_err();
         assert!(e.message.contains("db in the query") && !e.message.contains("hunter2"));
     }
