@@ -810,12 +810,14 @@ test("quit() while a using() routine's acquire is under way: the routine never r
   t.false(ran)
 })
 
-test('extend() and release() of no lock (or an object without resources and value) name the argument', async (t) => {
+test('extend() and release() of no lock (or an object without resources and value) name the argument; a wrong field is named', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()])
-  for (const lock of [null, undefined, 'x', {}, { resources: ['a'] }, { value: 'v' }]) {
+  for (const lock of [null, undefined, 'x', {}, { kind: 'mutex' }]) {
     await t.throwsAsync(redlock.extend(lock, 1_000), { instanceOf: TypeError, message: 'lock must be a Lock.' })
     await t.throwsAsync(redlock.release(lock), { instanceOf: TypeError, message: 'lock must be a Lock.' })
   }
+  // A lock-shaped object with a wrong field: the field is named.
+  await t.throwsAsync(redlock.extend({ resources: 'a', value: 'v' }, 1_000), { instanceOf: TypeError, message: /resources must be an array/ })
 })
 
 test.serial("using(): the signal aborts on a loss whatever the 'error' listeners do (none at all, or one that throws); lock.expiration keeps the moment of the loss", async (t) => {

@@ -73,9 +73,12 @@ class Lock {
   }
 }
 
-/** `lock` as release and extend take it: a Lock, or an object with its `resources` and `value`. */
+/**
+ * `lock` as release and extend take it: a Lock, or an object with its `resources` and
+ * `value` (what is wrong with those is said by the native call, naming the field).
+ */
 function lockArg(lock) {
-  if (lock === null || typeof lock !== 'object' || !Array.isArray(lock.resources) || typeof lock.value !== 'string') {
+  if (lock === null || typeof lock !== 'object' || (lock.resources === undefined && lock.value === undefined)) {
     throw new TypeError('lock must be a Lock.')
   }
   return lock
