@@ -7,7 +7,10 @@ mod addon;
 pub mod engine;
 
 /// Rust-side allocations (connections, replies, per-attempt state) use mimalloc: the
-/// system allocator was a tenth of the addon's CPU time under load.
+/// system allocator was a tenth of the addon's CPU time under load. Built with its
+/// local-dynamic TLS model: with the default (initial-exec), a second copy of the addon in
+/// one process (two versions of the package in a monorepo, say) failed to load ("cannot
+/// allocate memory in static TLS block"); measured no slower (`benchmark/ab.mjs`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

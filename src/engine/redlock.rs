@@ -815,8 +815,8 @@ impl Quorum {
     /// holder of this process to hand the lock over: the head offers to take it over when
     /// the call allows one (a mutex, no fencing, no replica wait).
     /// `lined`: the acquire uses the nodes' line (see [`lined`]); `split_losses`: the
-    /// attempts in a row that a release woke and that were lost in a split, the last of
-    /// which `took` so long (see [`WAKE_SPREAD`]).
+    /// attempts lost in a split in a row, the last of which `took` so long when a wake-up
+    /// started it (see [`WAKE_SPREAD`]).
     async fn wait_release(
         &self,
         turn: &Turn,
@@ -2043,21 +2043,18 @@ async fn wait_for(released: &Signal, pause: Duration) -> bool {
 /// The compare-and-sets of a hand-over still under way, by node index.
 type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 
-/// A release wakes every waiting head that hears it, in every process and instance; where
+/// A release wakes every waiting head that hears it, in every process and instance. Where
 /// no line on the nodes orders them (fenced and multi-resource mutexes, permits, read-write
 /// locks) and the head's last attempt was lost in a split (it took some nodes, so others
-/// took the rest: the wake-ups are then the cleanups' announcements), it
-/// waits a random part of a spread before its next attempt: that attempt's duration when a
-/// wake-up started it (this much at least), doubled for each such loss in a row, up to the
-/// retry delay. A loss to a
-/// holder of a quorum starts again without a wait (a release's first wake-up is not
-/// delayed: the heads woken would lose to any acquire that comes without one). Found by an
-/// audit:
-/// without it, heads woken together split the nodes together, and with a node paused each
-/// split lasted its command time-out, after which the cleanups' announcements woke them
-/// together again (no acquire for 14 s of 15); permit heads whose attempts split the slots
-/// woke each other with their cleanups, an attempt every 0.5 ms; and the heads woken first
-/// in a process always won.
+/// took the rest: the wake-ups are then the cleanups' announcements), it waits a random
+/// part of a spread before its next attempt: that attempt's duration when a wake-up
+/// started it (this much at least), doubled for each such loss in a row, up to the retry
+/// delay. A loss to a holder of a quorum starts again without a wait (a release's first
+/// wake-up is not delayed: the heads woken would lose to any acquire that comes without
+/// one). Found by audits: heads woken together split the nodes together, again and again
+/// (for ever with `retryJitter: 0`); permit heads whose attempts split the slots woke
+/// each other with their cleanups, an attempt every 0.5 ms. (With a node paused, each
+/// split also lasted its command time-out: see [`SPLIT_GRACE`].)
 const WAKE_SPREAD: Duration = Duration::from_millis(2);
 
 /// The wait of a head woken by a release before its attempt (see [`WAKE_SPREAD`]), after
