@@ -266,3 +266,29 @@ test('on a platform without a prebuilt addon, the message names it, the prebuilt
     t.regex(r.stderr, /clone the redlock-rs repository, install a Rust toolchain \(https:\/\/rustup\.rs\), run `npm install && npm run build`/)
   }
 })
+
+// Found while comparing two builds in one process: the second copy of the addon failed to
+// load ("cannot allocate memory in static TLS block", mimalloc's initial-exec TLS), as it
+// would with two versions of the package in one app.
+test('two copies of the addon (two versions of the package) load and lock in one process', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-two-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  for (const copy of ['a', 'b']) {
+    cpSync(root, path.join(dir, copy), { recursive: true, filter: (f) => !/node_modules|target|\.git$|__test__|benchmark/.test(f) })
+  }
+  const script = `
+    const ports = process.env.REDIS_PORTS.split(',').map(Number)
+    const [a, b] = ['a', 'b'].map((c) => require(${JSON.stringify(dir)} + '/' + c))
+    const main = async () => {
+      for (const lib of [a, b]) {
+        const redlock = new lib.Redlock(ports.map((port) => new lib.Redis({ port })))
+        await (await redlock.acquire(['two-copies'], 1000)).release()
+        await redlock.quit()
+      }
+      console.log('both locked')
+    }
+    main().catch((e) => { console.error(e); process.exit(1) })`
+  const r = await sh(process.execPath, ['-e', script], dir, { REDIS_PORTS: servers.map((s) => s.port).join(',') })
+  t.is(r.code, 0, r.stderr)
+  t.is(r.stdout.trim(), 'both locked')
+})
