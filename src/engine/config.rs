@@ -224,14 +224,9 @@ impl NodeConfig {
         }
         let path = url.path().trim_matches('/');
         if !path.is_empty() {
-            self.db = path
-                .parse::<u32>()
-                .ok()
-                .filter(|db| i32::try_from(*db).is_ok())
-                .ok_or_else(|| {
-                    bad("the path must be a database number from 0 to 2147483647, like /0")
-                })?
-                .into();
+            self.db = db_number(path).ok_or_else(|| {
+                bad("the path must be a database number from 0 to 2147483647, like /0")
+            })?;
         }
         // As ioredis reads them: `?db=` where the path does not say, `?password=` and
         // `?username=` where the URL has no user part (other options of the query are
@@ -240,14 +235,9 @@ impl NodeConfig {
         for (key, value) in url.query_pairs().filter(|_| query) {
             match &*key {
                 "db" if path.is_empty() => {
-                    self.db = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|db| i32::try_from(*db).is_ok())
-                        .ok_or_else(|| {
-                            bad("db in the query must be a database number from 0 to 2147483647")
-                        })?
-                        .into();
+                    self.db = db_number(&value).ok_or_else(|| {
+                        bad("db in the query must be a database number from 0 to 2147483647")
+                    })?;
                 }
                 "password" if !user_part => self.password = Some(value.into_owned()),
                 "username" if !user_part => self.username = Some(value.into_owned()),
@@ -262,6 +252,12 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A database number of a URL: 0 to `i32::MAX`.
+fn db_number(text: &str) -> Option<i64> {
+    let db = text.parse::<u32>().ok()?;
+    i32::try_from(db).ok().map(i64::from)
 }
 
 /// `host:port`, an IPv6 address in brackets.
