@@ -33,6 +33,22 @@ pub enum NodeError {
     },
 }
 
+/// A `NOPERM` in plain words: a key or a command the ACL denies, and what to allow.
+fn noperm_words(lower: &str, raw: &str) -> String {
+    if lower.contains("keys") {
+        return "permission denied (NOPERM): this user's ACL does not allow a key the lock uses: \
+                allow the resource names and, for waiting lines, fencing, semaphores and \
+                read-write locks, `{<resource>}:redlock-rs:*` too (README: ACL users)"
+            .into();
+    }
+    if lower.contains("command") {
+        return format!(
+            "permission denied (NOPERM): this user's ACL does not allow a command the lock uses ({raw})"
+        );
+    }
+    format!("permission denied (NOPERM): {raw}")
+}
+
 /// A driver's error text in plain words that say what happened: refused, timed out,
 /// authentication required or failed, TLS; the Redis error code is kept in brackets.
 /// Never a raw pipeline dump, never a secret (the driver's texts carry none).
@@ -61,19 +77,8 @@ pub fn plain_reason(raw: &str) -> String {
     if has("cluster support disabled") {
         return "the server is not part of a Redis Cluster (cluster support disabled): use Redis, not Cluster, for it".into();
     }
-    if has("noperm") && has("keys") {
-        return "permission denied (NOPERM): this user's ACL does not allow a key the lock uses: \
-                allow the resource names and, for waiting lines, fencing, semaphores and \
-                read-write locks, `{<resource>}:redlock-rs:*` too (README: ACL users)"
-            .into();
-    }
-    if has("noperm") && has("command") {
-        return format!(
-            "permission denied (NOPERM): this user's ACL does not allow a command the lock uses ({raw})"
-        );
-    }
     if has("noperm") {
-        return format!("permission denied (NOPERM): {raw}");
+        return noperm_words(&lower, raw);
     }
     if has("connection refused") {
         return "connection refused (is redis-server listening there?)".into();

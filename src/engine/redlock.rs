@@ -288,6 +288,37 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 /// themselves (its `expiration` had the drift taken off), so the release only tidies up.
 const EXPIRED_RELEASE_WINDOW: Duration = Duration::from_millis(100);
 
+/// What paces one operation's retries: the nodes' line keeping the lock for its head
+/// (quick retries, see `crate::engine::line`) and splits (see [`WAKE_SPREAD`]).
+#[derive(Default)]
+struct Pace {
+    /// How often in a row the cleanup kept the lock for this head.
+    kept: u32,
+    /// Attempts lost in a split in a row.
+    split_losses: u32,
+    /// When the wake-up that started the attempt under way came.
+    woken_at: Option<Instant>,
+    /// How long the last attempt took, when a wake-up started it: the spread must outlast
+    /// it to part the heads.
+    took: Duration,
+}
+
+impl Pace {
+    /// Takes in a finished attempt. `true` when its retry comes soon, counted only once
+    /// the pause is the retry delay's (the cleanup kept the lock for this head: a tie
+    /// lasts the retry window, which bounds the others).
+    fn attempted(&mut self, stats: &AttemptStats, retry_delay_ms: u64) -> bool {
+        self.kept = (self.kept + 1) * u32::from(stats.kept);
+        // (A split: the attempt took some nodes, so others' attempts did too.)
+        self.split_losses = (self.split_losses + 1) * u32::from(stats.tally.votes_for > 0);
+        self.took = self
+            .woken_at
+            .take()
+            .map_or(Duration::ZERO, |at| at.elapsed());
+        shortened(self.kept, Duration::from_millis(retry_delay_ms))
+    }
+}
+
 /// The running state of one operation's retries.
 struct Retries {
     start_ms: f64,
@@ -564,12 +595,9 @@ impl Quorum {
         // A waiting head's place in the nodes' line (taken by its first attempt after a
         // wait, else by its second: a first `SET NX` cannot jump the line, as a release
         // keeps the lock for the line's first; left when dropped: see
-        // `crate::engine::line`), and how often in a row its cleanup kept the lock for it.
+        // `crate::engine::line`), and what paces its retries.
         let mut seat: Option<Seat> = None;
-        let mut kept = 0;
-        // Attempts lost in a split in a row (see [`WAKE_SPREAD`]).
-        let mut split_losses = 0;
-        let mut woken_at: Option<Instant> = None;
+        let mut pace = Pace::default();
         loop {
             run.begin_attempt();
             if run.attempt_count > 1 && matches!(op, Op::Acquire { .. }) {
@@ -581,18 +609,8 @@ impl Quorum {
             let (stats, outcome) = self
                 .attempt_in_turn(op, resources, &value, call, (&mut seat, &turn))
                 .await;
-            // The cleanup kept the lock for this head: retry soon (see
-            // `crate::engine::line`), counted only once the pause is the retry delay's (a
-            // tie lasts the retry window, which bounds the others).
-            kept = (kept + 1) * u32::from(stats.kept);
-            let delay = Duration::from_millis(call.settings.retry_delay_ms);
-            let quick = shortened(kept, delay);
+            let quick = pace.attempted(&stats, call.settings.retry_delay_ms);
             let against = stats.tally.against() > 0;
-            // (A split: the attempt took some nodes, so others' attempts did too.)
-            let split = stats.tally.votes_for > 0;
-            split_losses = (split_losses + 1) * u32::from(split);
-            // How long a woken attempt took: the spread must outlast it to part the heads.
-            let took = woken_at.take().map_or(Duration::ZERO, |at| at.elapsed());
             run.keep(stats);
             // Extending a lock that is gone can never succeed: no point retrying.
             let hopeless = matches!(op, Op::Extend { .. })
@@ -606,19 +624,12 @@ impl Quorum {
             }
             run.report(call, against);
             match self
-                .pause_before_retry(
-                    &turn,
-                    op,
-                    outcome,
-                    resources,
-                    call,
-                    (kept, split_losses, took),
-                )
+                .pause_before_retry(&turn, op, outcome, resources, call, &pace)
                 .await
             {
                 Waited::Woken(woken) => {
                     run.woken = woken || quick;
-                    woken_at = woken.then(Instant::now);
+                    pace.woken_at = woken.then(Instant::now);
                 }
                 Waited::Handed(h) => return self.handed(run, turn, h),
                 Waited::Aborted => {
@@ -950,11 +961,11 @@ impl Quorum {
         outcome: Result<i64, FailureKind>,
         resources: &[String],
         call: &Call<'_>,
-        (kept, split_losses, took): (u32, u32, Duration),
+        pace: &Pace,
     ) -> Waited {
         let mut pause = call.settings.retry_pause(random_unit());
-        if kept > 0 {
-            pause = queued_pause(kept, pause);
+        if pace.kept > 0 {
+            pause = queued_pause(pace.kept, pause);
         }
         if let Some(d) = call.deadline {
             let room = d.saturating_duration_since(Instant::now());
@@ -969,7 +980,7 @@ impl Quorum {
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
                 let lined = lined(op, resources, call);
-                let wake = (lined, split_losses, took);
+                let wake = (lined, pace.split_losses, pace.took);
                 self.wait_release(t, (op, resources), call, pause, wake)
                     .await
             }
@@ -1396,20 +1407,7 @@ impl Quorum {
         let early = self.own_deadlines(window, started);
         loop {
             let own = self.time_out_own(&early, ballot);
-            // Split between contenders, with nodes still silent: see [`SPLIT_GRACE`].
-            let t = &ballot.tally;
-            let splitting = is_acquire
-                && ballot.decision == Decision::Pending
-                && t.votes_for > 0
-                && t.locked > 0;
-            if splitting {
-                let now = Instant::now();
-                let until = *split.get_or_insert(now + SPLIT_GRACE.max(started.elapsed() * 4));
-                if now >= until {
-                    ballot.fail_missing(timed_out(&self.nodes, started.elapsed()));
-                    continue;
-                }
-            }
+            let splitting = is_acquire && self.cut_split(ballot, &mut split, started);
             // A decided attempt still waits a little for the other nodes (see `grace_wait`).
             let draining = ballot.decision == Decision::Lost;
             let counting = ballot.decision == Decision::Won && fenced;
@@ -1469,6 +1467,28 @@ impl Quorum {
                 }
             }
         }
+    }
+
+    /// Whether the votes of a pending acquire split between contenders with nodes still
+    /// silent (see [`SPLIT_GRACE`]): `split` is when they count as timed out, which makes
+    /// the attempt lost once it passed.
+    fn cut_split(
+        &self,
+        ballot: &mut Ballot,
+        split: &mut Option<Instant>,
+        started: Instant,
+    ) -> bool {
+        let t = &ballot.tally;
+        if ballot.decision != Decision::Pending || t.votes_for == 0 || t.locked == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let until = *split.get_or_insert(now + SPLIT_GRACE.max(started.elapsed() * 4));
+        if now < until {
+            return true;
+        }
+        ballot.fail_missing(timed_out(&self.nodes, started.elapsed()));
+        false
     }
 
     /// When the nodes whose own `commandTimeout` ends before the attempt's `window` time
