@@ -98,6 +98,9 @@ pub struct Quorum {
     /// Local lines of waiters, so that one waiter per process contends remotely.
     queues: Arc<Queues>,
     stragglers: Arc<Stragglers>,
+    /// By node: whether its vote in the last attempt that heard from it was a time-out (a
+    /// stopped node: see [`SPLIT_GRACE`]).
+    silent: Arc<Vec<std::sync::atomic::AtomicBool>>,
     /// The waiting heads' seats in the nodes' lines, and their leaves (see [`Seat`]).
     seats: Arc<Pending>,
     /// Set by `quit()`: every operation under way ends (aborted), and every later one
@@ -301,6 +304,8 @@ struct Pace {
     /// How long the last attempt took, when a wake-up started it: the spread must outlast
     /// it to part the heads.
     took: Duration,
+    /// What is left of the retry window (the spread never outlasts it).
+    room: Option<Duration>,
 }
 
 impl Pace {
@@ -542,6 +547,7 @@ impl Quorum {
     pub fn new(nodes: Vec<Arc<Node>>) -> Self {
         Quorum {
             trust: Arc::new(Trust::new(nodes.len(), DEFAULT_QUARANTINE)),
+            silent: Arc::new(nodes.iter().map(|_| Default::default()).collect()),
             nodes: Arc::new(nodes),
             queues: Arc::default(),
             stragglers: Arc::default(),
@@ -623,6 +629,8 @@ impl Quorum {
                 return self.end(run, (op, resources, call), value, outcome);
             }
             run.report(call, against);
+            let window = call.settings.retry_window();
+            pace.room = window.map(|w| w.saturating_sub(run.started.elapsed()));
             match self
                 .pause_before_retry(&turn, op, outcome, resources, call, &pace)
                 .await
@@ -769,7 +777,7 @@ impl Quorum {
                     (op, resources),
                     call,
                     pause,
-                    (lined, 0, Duration::ZERO),
+                    (lined, 0, Duration::ZERO, None),
                 )
                 .await
             {
@@ -827,14 +835,14 @@ impl Quorum {
     /// the call allows one (a mutex, no fencing, no replica wait).
     /// `lined`: the acquire uses the nodes' line (see [`lined`]); `split_losses`: the
     /// attempts lost in a split in a row, the last of which `took` so long when a wake-up
-    /// started it (see [`WAKE_SPREAD`]).
+    /// started it, and `room` left of the retry window (see [`WAKE_SPREAD`]).
     async fn wait_release(
         &self,
         turn: &Turn,
         (op, resources): (Op, &[String]),
         call: &Call<'_>,
         pause: Duration,
-        (lined, split_losses, took): (bool, u32, Duration),
+        (lined, split_losses, took, room): (bool, u32, Duration, Option<Duration>),
     ) -> Waited {
         // Not `released()`: dropping a subscription that died since the caller subscribed
         // would leave this wait deaf for the whole pause (the death's wake-up is what
@@ -889,6 +897,7 @@ impl Quorum {
         }
         if matches!(woken, Waited::Woken(true)) && !lined && split_losses > 0 {
             let delay = wake_delay((split_losses, took), settings.retry_delay_ms, random_unit());
+            let delay = room.map_or(delay, |r| delay.min(r));
             tokio::select! {
                 _ = timer::sleep(delay) => {}
                 _ = call.aborted() => return Waited::Aborted,
@@ -980,7 +989,7 @@ impl Quorum {
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
                 let lined = lined(op, resources, call);
-                let wake = (lined, pace.split_losses, pace.took);
+                let wake = (lined, pace.split_losses, pace.took, pace.room);
                 self.wait_release(t, (op, resources), call, pause, wake)
                     .await
             }
@@ -1259,6 +1268,7 @@ impl Quorum {
         let aborted = self
             .collect_votes(op, &mut pending, &mut ballot, window, started, call)
             .await;
+        self.note_silence(&ballot.votes);
         let late = ballot.decision == Decision::Won && !pending.is_empty();
         let won_slot = ballot.best_slot().map(|(s, _)| s).filter(|_| by_slot);
         let mut strays = ballot.settle_slots();
@@ -1482,6 +1492,12 @@ impl Quorum {
         if ballot.decision != Decision::Pending || t.votes_for == 0 || t.locked == 0 {
             return false;
         }
+        // Only nodes that timed out last time too are given up on early: a node that is
+        // only slow (a remote one) is waited for, as it may decide the attempt.
+        let silent = |i: usize| self.silent[i].load(std::sync::atomic::Ordering::Relaxed);
+        if !(0..ballot.votes.len()).all(|i| ballot.votes[i].is_some() || silent(i)) {
+            return false;
+        }
         let now = Instant::now();
         let until = *split.get_or_insert(now + SPLIT_GRACE.max(started.elapsed() * 4));
         if now < until {
@@ -1489,6 +1505,16 @@ impl Quorum {
         }
         ballot.fail_missing(timed_out(&self.nodes, started.elapsed()));
         false
+    }
+
+    /// Notes which nodes timed out in an attempt, and which answered (see [`SPLIT_GRACE`]).
+    fn note_silence(&self, votes: &[Option<Vote>]) {
+        for (flag, vote) in self.silent.iter().zip(votes) {
+            if let Some(vote) = vote {
+                let timed_out = matches!(vote, Vote::Failed(NodeError::Timeout { .. }));
+                flag.store(timed_out, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// When the nodes whose own `commandTimeout` ends before the attempt's `window` time
@@ -2130,12 +2156,14 @@ const DRAIN_GRACE: Duration = Duration::from_millis(5);
 
 /// How long an acquire whose votes split between contenders (some for it, some for another
 /// owner) waits at least (or four times as long as its votes so far took) for the nodes
-/// still silent before it counts them as timed out and is lost: a node that stopped
-/// answering would otherwise hold every contender's attempt, and the key each took on the
-/// others, for its whole command time-out, and the contenders, retrying together, split
-/// again (found by an audit: with one of three nodes paused, fenced and multi-resource
-/// mutexes and permits across processes stalled for good). Slower nodes than that only
-/// cost the attempt, which a retry makes up.
+/// still silent, when each of them timed out in the last attempt that heard from it,
+/// before it counts them as timed out and is lost: a node that stopped answering would
+/// otherwise hold every contender's attempt, and the key each took on the others, for its
+/// whole command time-out, and the contenders, retrying together, split again (found by an
+/// audit: with one of three nodes paused, fenced and multi-resource mutexes and permits
+/// across processes stalled for good). A node that answers, however slowly, is waited for
+/// (a review found a plain mutex failing with one stale key and a healthy node 30 ms
+/// away).
 const SPLIT_GRACE: Duration = Duration::from_millis(5);
 
 /// How long a lost acquire or extend waits at least (or twice as long as the decision
