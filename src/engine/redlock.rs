@@ -98,9 +98,10 @@ pub struct Quorum {
     /// Local lines of waiters, so that one waiter per process contends remotely.
     queues: Arc<Queues>,
     stragglers: Arc<Stragglers>,
-    /// By node: whether its vote in the last attempt that heard from it was a time-out (a
-    /// stopped node: see [`SPLIT_GRACE`]).
-    silent: Arc<Vec<std::sync::atomic::AtomicBool>>,
+    /// By node: when (ms after `epoch`, plus one; 0: not since it last answered) a request
+    /// of an attempt last timed out there, its whole command time-out (see [`SPLIT_GRACE`]).
+    silent: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    epoch: Instant,
     /// The waiting heads' seats in the nodes' lines, and their leaves (see [`Seat`]).
     seats: Arc<Pending>,
     /// Set by `quit()`: every operation under way ends (aborted), and every later one
@@ -548,6 +549,7 @@ impl Quorum {
         Quorum {
             trust: Arc::new(Trust::new(nodes.len(), DEFAULT_QUARANTINE)),
             silent: Arc::new(nodes.iter().map(|_| Default::default()).collect()),
+            epoch: Instant::now(),
             nodes: Arc::new(nodes),
             queues: Arc::default(),
             stragglers: Arc::default(),
@@ -1494,7 +1496,11 @@ impl Quorum {
         }
         // Only nodes that timed out last time too are given up on early: a node that is
         // only slow (a remote one) is waited for, as it may decide the attempt.
-        let silent = |i: usize| self.silent[i].load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let silent = |i: usize| {
+            let at = self.silent[i].load(std::sync::atomic::Ordering::Relaxed);
+            at != 0 && now.saturating_sub(at) < SILENT_FOR.as_millis() as u64
+        };
         if !(0..ballot.votes.len()).all(|i| ballot.votes[i].is_some() || silent(i)) {
             return false;
         }
@@ -1507,12 +1513,22 @@ impl Quorum {
         false
     }
 
-    /// Notes which nodes timed out in an attempt, and which answered (see [`SPLIT_GRACE`]).
+    /// Notes which nodes let an attempt's request time out (their whole command time-out:
+    /// one given up on early says nothing new), and which answered (see [`SPLIT_GRACE`]).
     fn note_silence(&self, votes: &[Option<Vote>]) {
-        for (flag, vote) in self.silent.iter().zip(votes) {
-            if let Some(vote) = vote {
-                let timed_out = matches!(vote, Vote::Failed(NodeError::Timeout { .. }));
-                flag.store(timed_out, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        for (i, vote) in votes.iter().enumerate() {
+            let full = self.nodes[i].config().command_timeout;
+            match vote {
+                Some(Vote::Failed(NodeError::Timeout { ms, .. }))
+                    if Duration::from_millis(*ms) >= full =>
+                {
+                    self.silent[i].store(now, Relaxed)
+                }
+                // (Given up on early: no news.)
+                Some(Vote::Failed(NodeError::Timeout { .. })) | None => {}
+                Some(_) => self.silent[i].store(0, Relaxed),
             }
         }
     }
@@ -2156,8 +2172,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(5);
 
 /// How long an acquire whose votes split between contenders (some for it, some for another
 /// owner) waits at least (or four times as long as its votes so far took) for the nodes
-/// still silent, when each of them timed out in the last attempt that heard from it,
-/// before it counts them as timed out and is lost: a node that stopped answering would
+/// still silent, when each of them let a request time out in the last [`SILENT_FOR`] and
+/// has not answered since, before it counts them as timed out and is lost: a node that stopped answering would
 /// otherwise hold every contender's attempt, and the key each took on the others, for its
 /// whole command time-out, and the contenders, retrying together, split again (found by an
 /// audit: with one of three nodes paused, fenced and multi-resource mutexes and permits
@@ -2165,6 +2181,11 @@ const DRAIN_GRACE: Duration = Duration::from_millis(5);
 /// (a review found a plain mutex failing with one stale key and a healthy node 30 ms
 /// away).
 const SPLIT_GRACE: Duration = Duration::from_millis(5);
+
+/// How long after a node let a request time out [`SPLIT_GRACE`] gives up on it early in a
+/// split. After that it is waited for again (its whole command time-out, if it is still
+/// stopped): a node that had one hiccup and is only slow now is not cut off for good.
+const SILENT_FOR: Duration = Duration::from_secs(1);
 
 /// How long a lost acquire or extend waits at least (or twice as long as the decision
 /// took) for the votes that decide whether it was lost to another owner or to failures;
