@@ -323,6 +323,17 @@ impl Pace {
             .map_or(Duration::ZERO, |at| at.elapsed());
         shortened(self.kept, Duration::from_millis(retry_delay_ms))
     }
+
+    /// The wait of a head woken by a release before its attempt (see [`WAKE_SPREAD`]),
+    /// after `split_losses` (> 0) attempts lost in a split in a row, for a random `unit` in
+    /// `[0, 1)`: never past the retry window's `room`.
+    fn wake_delay(&self, retry_delay_ms: u64, unit: f64) -> Duration {
+        let spread = (self.took.max(WAKE_SPREAD)).saturating_mul(1 << self.split_losses.min(20));
+        let delay = spread
+            .min(Duration::from_millis(retry_delay_ms).max(WAKE_SPREAD))
+            .mul_f64(unit);
+        self.room.map_or(delay, |r| delay.min(r))
+    }
 }
 
 /// The running state of one operation's retries.
@@ -774,13 +785,7 @@ impl Quorum {
             let pause = call.settings.retry_pause(random_unit());
             let lined = lined(op, resources, call);
             match self
-                .wait_release(
-                    &turn,
-                    (op, resources),
-                    call,
-                    pause,
-                    (lined, 0, Duration::ZERO, None),
-                )
+                .wait_release(&turn, (op, resources), call, pause, (lined, None))
                 .await
             {
                 Waited::Handed(h) => return Err(self.handed(run, Some(turn), h)),
@@ -835,16 +840,15 @@ impl Quorum {
     /// Waits for a release of the resources (announced, or the pause ran out), or for a
     /// holder of this process to hand the lock over: the head offers to take it over when
     /// the call allows one (a mutex, no fencing, no replica wait).
-    /// `lined`: the acquire uses the nodes' line (see [`lined`]); `split_losses`: the
-    /// attempts lost in a split in a row, the last of which `took` so long when a wake-up
-    /// started it, and `room` left of the retry window (see [`WAKE_SPREAD`]).
+    /// `lined`: the acquire uses the nodes' line (see [`lined`]); `pace`: what its retries
+    /// met so far (a head lost in a split waits a spread when woken: see [`WAKE_SPREAD`]).
     async fn wait_release(
         &self,
         turn: &Turn,
         (op, resources): (Op, &[String]),
         call: &Call<'_>,
         pause: Duration,
-        (lined, split_losses, took, room): (bool, u32, Duration, Option<Duration>),
+        (lined, pace): (bool, Option<&Pace>),
     ) -> Waited {
         // Not `released()`: dropping a subscription that died since the caller subscribed
         // would leave this wait deaf for the whole pause (the death's wake-up is what
@@ -897,9 +901,9 @@ impl Quorum {
             // release kept the lock for the first of them already.)
             timer::sleep(YIELD_GRACE).await;
         }
-        if matches!(woken, Waited::Woken(true)) && !lined && split_losses > 0 {
-            let delay = wake_delay((split_losses, took), settings.retry_delay_ms, random_unit());
-            let delay = room.map_or(delay, |r| delay.min(r));
+        let spread = pace.filter(|p| p.split_losses > 0 && !lined);
+        if let (Waited::Woken(true), Some(pace)) = (&woken, spread) {
+            let delay = pace.wake_delay(settings.retry_delay_ms, random_unit());
             tokio::select! {
                 _ = timer::sleep(delay) => {}
                 _ = call.aborted() => return Waited::Aborted,
@@ -990,8 +994,7 @@ impl Quorum {
                     let channels = call.kind.channels(resources);
                     t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
                 }
-                let lined = lined(op, resources, call);
-                let wake = (lined, pace.split_losses, pace.took, pace.room);
+                let wake = (lined(op, resources, call), Some(pace));
                 self.wait_release(t, (op, resources), call, pause, wake)
                     .await
             }
@@ -1496,7 +1499,7 @@ impl Quorum {
         }
         // Only nodes that timed out last time too are given up on early: a node that is
         // only slow (a remote one) is waited for, as it may decide the attempt.
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let now = self.silence_clock();
         let silent = |i: usize| {
             let at = self.silent[i].load(std::sync::atomic::Ordering::Relaxed);
             at != 0 && now.saturating_sub(at) < SILENT_FOR.as_millis() as u64
@@ -1515,22 +1518,28 @@ impl Quorum {
 
     /// Notes which nodes let an attempt's request time out (their whole command time-out:
     /// one given up on early says nothing new), and which answered (see [`SPLIT_GRACE`]).
+    /// (Every attempt comes here: an answer reads the flag and writes nothing unless it
+    /// was set, and the clock is read only for a time-out.)
     fn note_silence(&self, votes: &[Option<Vote>]) {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        for (i, vote) in votes.iter().enumerate() {
-            let full = self.nodes[i].config().command_timeout;
+        for (i, (flag, vote)) in self.silent.iter().zip(votes).enumerate() {
             match vote {
                 Some(Vote::Failed(NodeError::Timeout { ms, .. }))
-                    if Duration::from_millis(*ms) >= full =>
+                    if Duration::from_millis(*ms) >= self.nodes[i].config().command_timeout =>
                 {
-                    self.silent[i].store(now, Relaxed)
+                    flag.store(self.silence_clock(), Relaxed)
                 }
                 // (Given up on early: no news.)
                 Some(Vote::Failed(NodeError::Timeout { .. })) | None => {}
-                Some(_) => self.silent[i].store(0, Relaxed),
+                Some(_) if flag.load(Relaxed) != 0 => flag.store(0, Relaxed),
+                Some(_) => {}
             }
         }
+    }
+
+    /// The clock of `silent`: ms after `epoch`, plus one (0 stands for none).
+    fn silence_clock(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 
     /// When the nodes whose own `commandTimeout` ends before the attempt's `window` time
@@ -2119,18 +2128,6 @@ type PendingMoves = FuturesUnordered<BoxFuture<'static, (usize, Vote)>>;
 /// split also lasted its command time-out: see [`SPLIT_GRACE`].)
 const WAKE_SPREAD: Duration = Duration::from_millis(2);
 
-/// The wait of a head woken by a release before its attempt (see [`WAKE_SPREAD`]), after
-/// `split_losses` (> 0) such attempts lost in a split in a row, the last of which `took` so
-/// long, for a random `unit` in `[0, 1)`.
-fn wake_delay((split_losses, took): (u32, Duration), retry_delay_ms: u64, unit: f64) -> Duration {
-    let spread = took
-        .max(WAKE_SPREAD)
-        .saturating_mul(1 << split_losses.min(20));
-    spread
-        .min(Duration::from_millis(retry_delay_ms).max(WAKE_SPREAD))
-        .mul_f64(unit)
-}
-
 /// How long a head whose process just had its hand-overs in a row lets the other
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
@@ -2569,6 +2566,14 @@ mod tests {
     #[test]
     fn the_wake_spread_outlasts_the_last_attempt_and_doubles_up_to_the_retry_delay() {
         let ms = Duration::from_millis;
+        let wake_delay = |(split_losses, took), retry_delay_ms, unit| {
+            let pace = Pace {
+                split_losses,
+                took,
+                ..Pace::default()
+            };
+            pace.wake_delay(retry_delay_ms, unit)
+        };
         // At least WAKE_SPREAD; the last attempt's duration when longer; doubled per loss.
         assert_eq!(wake_delay((1, ms(0)), 1_000, 0.5), WAKE_SPREAD);
         assert_eq!(wake_delay((1, ms(30)), 1_000, 0.5), ms(30));
