@@ -34,21 +34,22 @@ const lostChannel = diagnostics.channel('redlock-rs:lost')
 /**
  * Runs `operation()` of `redlock` traced on `channel` when someone subscribes, with the
  * context `{ resources, duration, kind, settings }` (built only then; `settings`: the
- * instance's with the call's on top) filled in at the end from its result or error.
+ * instance's with the call's on top) filled in at the end from its result or error;
+ * `fence`: the lock's fencing token, for a release (whose result has none).
  */
-function traced(channel, redlock, resources, duration, kind, settings, operation) {
+function traced(channel, redlock, resources, duration, kind, settings, operation, fence) {
   if (!subscribed(channel)) return operation()
   const context = { resources, duration, kind, settings: { ...redlock.settings, ...settings } }
   return channel.tracePromise(async () => {
     try {
       const result = await operation()
       context.attempts = result?.attempts ?? result?.log?.toStats()
-      context.fence = result?.fence
+      context.fence = result?.fence ?? fence
       context.reason = undefined
       return result
     } catch (error) {
       context.attempts = error?.attempts
-      context.fence = undefined
+      context.fence = fence
       context.reason = error?.reason
       throw error
     }

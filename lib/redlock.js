@@ -468,7 +468,7 @@ class Redlock extends EventEmitter {
   release(lock, settings) {
     if (!subscribed(traces.release)) return this.#release(lock, settings)
     const kind = lock?.kind ?? 'mutex'
-    return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings))
+    return traced(traces.release, this, lock?.resources, undefined, kind, settings, () => this.#release(lock, settings), lock?.fence)
   }
 
   async #release(lock, settings) {
