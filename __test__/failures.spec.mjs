@@ -150,6 +150,7 @@ test("an extend refused where the lock's keys are gone is 'expired'; where anoth
   t.is(expired.reason, 'expired')
   t.is(expired.message, 'Cannot extend an already-expired lock.')
   t.is(expired.attempts.length, 1, 'no retry: the lock cannot come back')
+  t.true(gone.expiration <= Date.now(), `the lock is no longer held, yet claims ${gone.expiration - Date.now()} ms`)
   t.is((await expired.attempts[0]).votesAgainst.size, 3, 'every vote, also those after the decision')
   t.deepEqual(await valuesOn(all, gone.resources[0]), [null, null, null], 'nothing written')
 
@@ -159,6 +160,51 @@ test("an extend refused where the lock's keys are gone is 'expired'; where anoth
   const locked = await t.throwsAsync(taken.extend(10_000), { instanceOf: ExecutionError })
   t.is(locked.reason, 'locked')
   t.is(locked.message, 'The operation was unable to achieve a quorum during its retry window.')
+  t.true(taken.expiration <= Date.now(), `the lock is no longer held, yet claims ${taken.expiration - Date.now()} ms`)
+})
+
+test.serial("using(): the routine's own extend against frozen nodes: the loss says why (quorum-unavailable, the nodes' time-outs), in time", async (t) => {
+  const stores = [0, 1, 2].map(() => new lib.MemoryStore({ commandTimeout: 5_000 }))
+  const redlock = new Redlock(stores)
+  t.teardown(() => stores.forEach((s) => s.pause(0)))
+  let seen
+  await redlock.using([resource(t)], 1_000, async (signal, lock) => {
+    await sleep(50)
+    stores[0].pause(60_000)
+    stores[1].pause(60_000)
+    const extending = lock.extend(2_000).catch((e) => e)
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    seen = { at: Date.now(), error: signal.error, extend: await extending }
+  })
+  t.is(seen.extend.reason, 'quorum-unavailable')
+  t.true(seen.error instanceof LockLostError)
+  t.is(seen.error.reason, 'quorum-unavailable', 'not expired: an extension was waiting for the nodes')
+  t.true(seen.error.cause instanceof AggregateError)
+  t.true(seen.at <= seen.error.expiration + TIMER_SLACK, `aborted ${seen.at - seen.error.expiration} ms after the expiration`)
+})
+
+test.serial('using(): hundreds of locks lost at once (a quorum of nodes gone) each hear of it no later than their expiration', async (t) => {
+  const stores = [0, 1, 2].map(() => new lib.MemoryStore())
+  const redlock = new Redlock(stores)
+  const n = 300
+  let started = 0
+  const late = []
+  const routine = (signal) =>
+    new Promise((resolve) => {
+      started++
+      signal.addEventListener('abort', () => {
+        // (Date.now() is whole ms: strictly past the expiration is late whatever the rounding.)
+        const past = Date.now() - signal.error.expiration
+        if (past > 0) late.push(past)
+        resolve()
+      })
+    })
+  const jobs = Array.from({ length: n }, (_, i) => redlock.using([`${resource(t)}:${i}`], 1_000, routine))
+  while (started < n) await sleep(1)
+  stores[0].down()
+  stores[1].down()
+  await Promise.all(jobs)
+  t.deepEqual(late, [], `${late.length} of ${n} losses heard after their expiration`)
 })
 
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {

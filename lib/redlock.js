@@ -520,8 +520,13 @@ class Redlock extends EventEmitter {
       const reached = log.attempts.some((votes) => /[FE?]/.test(votes))
       const df = settings?.driftFactor ?? this.settings.driftFactor
       const shortest = started + duration - (Math.round(df * duration) + 2)
-      if (reached && shortest < lock.expiration && !Object.isFrozen(lock)) lock.expiration = shortest
-      throw failureError(reasonOf(c), log, this.#abortedBy(signal))
+      const reason = reasonOf(c)
+      if (!Object.isFrozen(lock)) {
+        if (reached && shortest < lock.expiration) lock.expiration = shortest
+        // Gone or taken on too many nodes to make a quorum: the lock is no longer held.
+        if (reason === 'expired' || reason === 'locked') lock.expiration = Math.min(lock.expiration, Date.now())
+      }
+      throw failureError(reason, log, this.#abortedBy(signal))
     }
     return { expiration: expirationOf(c), log }
   }
@@ -530,7 +535,7 @@ class Redlock extends EventEmitter {
   extend(lock, duration, settings) {
     // A lock a using() routine holds is extended in turn with the automatic extensions.
     const held = holdings.get(lock)
-    const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(lock, () => this.#extended(lock, duration, settings))
+    const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(lock, (until) => this.#extended(lock, duration, settings, until))
     return extending.then((extended) => {
       const holding = holdings.get(lock)
       if (holding !== undefined) {

@@ -32,6 +32,20 @@ const LOSS_MARGIN = 2
 const EXTENSION_MARGIN = 8
 
 /**
+ * Locks held by `using()` in this process. Their losses can fall due together (a quorum
+ * of nodes gone under hundreds of locks extended in step), and the JavaScript thread
+ * handles them one after the other (the failed extension's error, the abort, the
+ * release: about 0.05-0.1 ms each), so each loss is reported earlier by
+ * [`PER_HOLDING`] ms per lock held, at most [`MAX_LEAD`] ms: the last of them still in time.
+ */
+let holdings = 0
+const PER_HOLDING = 0.1
+const MAX_LEAD = 50
+
+/** How long before a lock's expiration its loss is reported (ms). */
+const lossLead = () => LOSS_MARGIN + Math.min(MAX_LEAD, holdings * PER_HOLDING)
+
+/**
  * An extension starts at least this many ms before the lock expires, whatever the
  * threshold (one of 0 would start it only once the lock was lost).
  */
@@ -55,9 +69,14 @@ class Holding {
   #manual = 0
   /** When the extension under way started (ms since the epoch). */
   #extensionStarted = 0
+  /** The error of the routine's own extension that failed last, none succeeding since. */
+  #failure
   #done = false
+  /** Whether this lock counts in `holdings`. */
+  #held = true
 
   constructor(redlock, lock, duration, settings, threshold, extend) {
+    holdings++
     this.redlock = redlock
     this.lock = lock
     this.duration = duration
@@ -94,11 +113,22 @@ class Holding {
    */
   #armLoss() {
     clearTimeout(this.#lossTimer)
-    const left = Math.max(0, this.lock.expiration - Date.now() - LOSS_MARGIN)
+    const left = Math.max(0, this.lock.expiration - Date.now() - lossLead())
     this.#lossTimer =
       left > MAX_DELAY
         ? setTimeout(() => this.#armLoss(), MAX_DELAY)
-        : setTimeout(() => this.#lose(this.#waitingForNodes() ? 'quorum-unavailable' : 'expired'), left)
+        : setTimeout(() => this.#lossDue(), left)
+  }
+
+  /**
+   * The lock was not extended in time: lost with the reason 'quorum-unavailable' when an
+   * extension is still waiting for the nodes, with the error of the routine's own
+   * extension when that failed last, else 'expired'.
+   */
+  #lossDue() {
+    if (this.#waitingForNodes()) this.#lose('quorum-unavailable')
+    else if (this.#failure !== undefined) this.#lose(this.#failure?.reason ?? 'internal', this.#failure)
+    else this.#lose('expired')
   }
 
   /**
@@ -107,7 +137,8 @@ class Holding {
    * time to extend, waits for nobody: the lock simply expired.
    */
   #waitingForNodes() {
-    return this.#extension !== undefined && this.#extensionStarted < this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
+    if (this.#manual > 0) return true
+    return this.#extension !== undefined && this.#extensionStarted < this.lock.expiration - lossLead() - EXTENSION_MARGIN
   }
 
   #schedule() {
@@ -130,7 +161,7 @@ class Holding {
     try {
       // Retried until a little before the lock expires, however small retryCount is: the
       // lock's time left bounds the retries.
-      const until = this.lock.expiration - LOSS_MARGIN - EXTENSION_MARGIN
+      const until = this.lock.expiration - lossLead() - EXTENSION_MARGIN
       const extended = await this.extendFn(this.lock, this.duration, { ...this.settings, retryCount: -1 }, until)
       this.#extension = undefined
       if (this.signal.aborted) return
@@ -138,12 +169,15 @@ class Holding {
       // extended lock is valid.
       this.lock.expiration = extended.expiration
       this.lock.attempts = extended.attempts
+      this.#failure = undefined
       if (this.#done) return
       this.#armLoss()
       this.#schedule()
     } catch (error) {
       this.#extension = undefined
-      this.#lose(error?.reason ?? 'internal', error)
+      // (One started too late to ask the nodes says less than the routine's own that failed.)
+      const failed = error?.attempts?.length === 0 && this.#failure !== undefined ? this.#failure : error
+      this.#lose(failed?.reason ?? 'internal', failed)
     }
   }
 
@@ -154,6 +188,7 @@ class Holding {
    */
   #lose(reason, error, cause = error?.cause instanceof AggregateError ? error.cause : error, byUser = undefined) {
     if (this.#done || this.signal.aborted) return
+    this.#unhold()
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
     const { lock, redlock } = this
@@ -195,13 +230,18 @@ class Holding {
       if (this.#extension) await this.#extension
       try {
         if (this.signal.aborted) throw this.signal.error
-        const extended = await extend()
+        // Retried, like the automatic extensions, until a little before the loss is due:
+        // its own failure (its reason, the nodes' errors) is what the loss then reports.
+        const extended = await extend(lock === this.lock ? this.lock.expiration - lossLead() - EXTENSION_MARGIN : undefined)
         if (this.signal.aborted) throw this.signal.error
         return extended
       } catch (error) {
         // (Only this lock's own failed extend moves its loss: an older Lock of it may have
         // been refused without reaching the nodes.)
-        if (lock === this.lock && !this.#done && !this.signal.aborted) this.#armLoss()
+        if (lock === this.lock && !this.#done && !this.signal.aborted) {
+          this.#failure = error
+          this.#armLoss()
+        }
         throw error
       } finally {
         if (--this.#manual === 0 && !this.#done && !this.signal.aborted && this.#extension === undefined) this.#schedule()
@@ -219,12 +259,21 @@ class Holding {
     if (this.#done || this.signal.aborted) return
     this.lock.expiration = extended.expiration
     this.lock.attempts = extended.attempts
+    this.#failure = undefined
     this.#armLoss()
     if (this.#extension === undefined) this.#schedule()
   }
 
+  /** This lock no longer counts in `holdings` (once). */
+  #unhold() {
+    if (!this.#held) return
+    this.#held = false
+    holdings--
+  }
+
   /** The routine released its lock itself: nothing more to extend, no loss to report. */
   released() {
+    this.#unhold()
     this.#done = true
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
@@ -232,6 +281,7 @@ class Holding {
 
   /** Stops extending (waits for an extension in flight). */
   async stop() {
+    this.#unhold()
     this.#done = true
     this.settings?.signal?.removeEventListener?.('abort', this.#userAbort)
     clearTimeout(this.#timer)
