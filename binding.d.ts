@@ -89,8 +89,11 @@ export declare class NativeRedlock {
    * lock over (the start of `quit()`).
    */
   stopAcquires(): void
-  /** Closes the connections of every client of this instance. */
-  quit(): Promise<void>
+  /**
+   * Closes the connections of every client of this instance but those at the indices
+   * `keep` (connections other instances share).
+   */
+  quit(keep?: Array<number> | undefined | null): Promise<void>
 }
 
 /** The statuses of a [`Completion`] (exported to JavaScript as an object of numbers). */

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import test from 'ava'
 
 import Redlock, { ExecutionError, Lock, LockLostError, Redis, RedisJsClient, ResourceLockedError } from '../index.js'
-import { rawCommand } from '../scripts/redis-servers.mjs'
+import { RedisServer, rawCommand } from '../scripts/redis-servers.mjs'
 import { resource, sleep, useServers, valuesOn } from './helpers.mjs'
 
 const require = createRequire(import.meta.url)
@@ -121,6 +121,53 @@ test('JS clients are read for their options, never used for lock traffic and nev
   await js.connect()
   t.is(await js.ping(), 'PONG')
   js.disconnect()
+})
+
+test("Redlocks made per call over the same JS client share one connection (node-redlock's per-request pattern); one's quit() leaves it to the others", async (t) => {
+  const own = new RedisServer()
+  await own.start()
+  t.teardown(() => own.stop())
+  const connections = async () => (await rawCommand(own.port, ['CLIENT', 'LIST'])).split('\n').filter(Boolean).length - 1
+  const js = new IORedis({ port: own.port, host: '127.0.0.1', lazyConnect: true })
+  const nr = createClient({ url: `redis://127.0.0.1:${own.port}` })
+  // Found by an audit: each Redlock opened connections of its own, closed only when it was
+  // garbage collected; 1300 calls ran a process out of file descriptors (ulimit -n 1024).
+  for (let i = 0; i < 300; i++) {
+    const redlock = new Redlock([js, nr])
+    await (await redlock.acquire([`${resource(t)}:${i % 3}`], 1_000)).release()
+  }
+  t.is(await connections(), 2, 'one connection per JS client')
+  const [a, b] = [new Redlock([js]), new Redlock([js])]
+  await (await a.acquire([resource(t)], 1_000)).release()
+  await a.quit()
+  const lock = await b.acquire([resource(t)], 1_000)
+  t.is(lock.attempts.length, 1, 'the connection another Redlock shares stays open after one quits')
+  await lock.release()
+  t.is(await connections(), 2)
+  await b.quit()
+  // The per-call Redlocks never quit: they keep theirs, as node-redlock keeps the client.
+  t.is(await connections(), 2)
+  const last = new Redlock([js])
+  await (await last.acquire([resource(t)], 1_000)).release()
+  await last.quit()
+  t.is(await connections(), 2)
+  t.is(js.status, 'wait', 'the ioredis client was not touched')
+})
+
+test('a Redlock alone over a JS client closes its connection at quit()', async (t) => {
+  const own = new RedisServer()
+  await own.start()
+  t.teardown(() => own.stop())
+  const connections = async () => (await rawCommand(own.port, ['CLIENT', 'LIST'])).split('\n').filter(Boolean).length - 1
+  const redlock = new Redlock([new IORedis({ port: own.port, host: '127.0.0.1', lazyConnect: true })])
+  await (await redlock.acquire([resource(t)], 1_000)).release()
+  t.is(await connections(), 1)
+  await redlock.quit()
+  t.is(await connections(), 0)
+  const again = new Redlock(redlock.clients)
+  await (await again.acquire([resource(t)], 1_000)).release()
+  t.is(await connections(), 1, 'a new Redlock after the last quit() connects anew')
+  await again.quit()
 })
 
 test('ioredis and node-redis connection options are carried over (db, password)', async (t) => {

@@ -328,12 +328,48 @@ function fromNodeRedis(options) {
 }
 
 /**
+ * The native clients made for ioredis and node-redis clients, by client, with how many
+ * Redlocks use each and have not quit: every Redlock made with the same client shares one
+ * connection (code written for node-redlock may make a Redlock per request over one
+ * shared client, and never quit it, which would close that client).
+ */
+const derived = new WeakMap()
+
+/**
  * The native client for an entry of `new Redlock(clients)`: our own clients as they are;
  * ioredis and node-redis clients are read for their connection options and get a native
- * connection of their own (the JS client is never used for locks and never closed).
+ * connection, shared by the Redlocks made with that client (the JS client is never used
+ * for locks and never closed). A Redlock that quits says so with `leaveShared`.
  */
 function nativeClientFor(client, index) {
   if (client instanceof NativeClient) return client
+  const shared = derived.get(client)
+  if (shared !== undefined) {
+    shared.users++
+    return shared.native
+  }
+  const native = readClient(client, index)
+  if (native !== client) derived.set(client, { native, users: 1 })
+  return native
+}
+
+/**
+ * A Redlock made with `clients` quits (or was never made): the indices of those whose
+ * native connections other Redlocks still use, which stay open.
+ */
+function leaveShared(clients) {
+  const keep = []
+  clients.forEach((client, i) => {
+    const shared = derived.get(client)
+    if (shared === undefined) return
+    if (--shared.users > 0) keep.push(i)
+    else derived.delete(client)
+  })
+  return keep
+}
+
+/** A native client for an ioredis or node-redis client, from its options (see nativeClientFor). */
+function readClient(client, index) {
   if (/RedisMock/.test(client?.constructor?.name ?? '')) {
     // It looks like ioredis (options.port 6379): read as one, it would lock a real server.
     throw new TypeError('ioredis-mock clients are not supported (the locks would go to a real server on their host and port): use MemoryStore in tests, new Redlock([new MemoryStore()]).')
@@ -412,4 +448,4 @@ function inspectInstead(shown, depth, options, show) {
   return show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })
 }
 
-module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, keyPrefixOf, describeClient, shownClient, inspectInstead }
+module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, leaveShared, keyPrefixOf, describeClient, shownClient, inspectInstead }

@@ -5,7 +5,7 @@
 const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 
-const { describeClient, inspectInstead, keyPrefixOf, nativeClientFor, shownClient } = require('./clients.js')
+const { describeClient, inspectInstead, keyPrefixOf, leaveShared, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
@@ -175,9 +175,15 @@ class Redlock extends EventEmitter {
       throw new TypeError(`clients must all have the same keyPrefix; got ${[...prefixes].map((p) => JSON.stringify(p)).join(', ')}.`)
     }
     this.#prefix = prefixes.values().next().value ?? ''
-    const natives = list.map(nativeClientFor)
-    const self = new WeakRef(this)
-    this.#native = new NativeRedlock(natives, settings, (...batch) => self.deref()?.#settle(completionsOf(batch)))
+    const natives = []
+    try {
+      list.forEach((client, i) => natives.push(nativeClientFor(client, i)))
+      const self = new WeakRef(this)
+      this.#native = new NativeRedlock(natives, settings, (...batch) => self.deref()?.#settle(completionsOf(batch)))
+    } catch (error) {
+      leaveShared(list.slice(0, natives.length))
+      throw error
+    }
     this.#handle = this.#native.handle
     this.#clients = list
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
@@ -661,7 +667,7 @@ class Redlock extends EventEmitter {
     // (within the command time-out): the process stays alive for them.
     const closing = setInterval(noop, 0x7fffffff)
     try {
-      await this.#native.quit()
+      await this.#native.quit(leaveShared(this.#clients))
     } finally {
       clearInterval(closing)
     }

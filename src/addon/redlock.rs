@@ -674,12 +674,22 @@ impl NativeRedlock {
         self.ops.inner.quorum().stop_acquires();
     }
 
-    /// Closes the connections of every client of this instance.
+    /// Closes the connections of every client of this instance but those at the indices
+    /// `keep` (connections other instances share).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn quit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+    pub fn quit<'env>(
+        &self,
+        env: &'env Env,
+        keep: Option<Vec<u32>>,
+    ) -> Result<PromiseRaw<'env, ()>> {
         let inner = self.ops.inner.clone();
+        let keep: Vec<usize> = keep
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
         event_loop::promise_unpolled(env, async move {
-            inner.quorum().quit().await;
+            inner.quorum().quit(&keep).await;
             Ok(())
         })
     }

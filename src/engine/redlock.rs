@@ -2032,12 +2032,13 @@ impl Quorum {
     /// finish when a lock was released meanwhile (within the command time-out: one that
     /// lands after its lock's release takes it away again, which it cannot do on a closed
     /// connection; a CLI run that released and quit at once left its lock on a node that
-    /// was still connecting), and closes every node's connection.
+    /// was still connecting), and closes every node's connection but those at the indices
+    /// `keep` (shared with other instances).
     ///
     /// All of it within one command time-out (and [`QUIT_LEAST`] more at worst): the
     /// `QUIT`s get what the stragglers left of it (a connection whose `QUIT` is cut short
     /// is closed all the same, see `Server::quit`).
-    pub async fn quit(&self) {
+    pub async fn quit(&self, keep: &[usize]) {
         self.stopping.cancel();
         self.closed.cancel();
         let limit = self.command_timeout();
@@ -2051,7 +2052,13 @@ impl Quorum {
         let left = limit.saturating_sub(started.elapsed()).max(QUIT_LEAST);
         let _ = timer::timeout(
             left,
-            futures::future::join_all(self.nodes.iter().map(|n| n.quit())),
+            futures::future::join_all(
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !keep.contains(i))
+                    .map(|(_, n)| n.quit()),
+            ),
         )
         .await;
     }
