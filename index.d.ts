@@ -312,13 +312,26 @@ export declare class ExecutionError extends Error {
   readonly cause?: unknown
 }
 
-/** An automatic extension in `using()` failed: the lock may have been lost. */
-export declare class LockLostError extends Error {
-  constructor(message: string, options?: { reason?: FailureReason; cause?: unknown })
+/**
+ * The lock of a `using()` routine could not be kept: its extension failed (or none came in
+ * time) and the lock may have been lost. An ExecutionError, as node-redlock's
+ * `signal.error` (the failed extension's) is, with node-redlock's message for its reason.
+ */
+export declare class LockLostError extends ExecutionError {
+  constructor(
+    message: string,
+    options?: { reason?: FailureReason; cause?: unknown; attempts?: ReadonlyArray<Promise<ExecutionStats>> },
+  )
+  /** The failed extension's attempts (none when no extension failed: the lock simply expired). */
+  readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
   /** Why the extension failed, as for ExecutionError. */
   readonly reason: FailureReason
   /** When nodes failed: an `AggregateError` of their errors, as for ExecutionError; else the error that ended the lock. */
   readonly cause?: unknown
+  /** The lock's resources (set when `using()` loses it). */
+  readonly resources?: string[]
+  /** The lock's expiration when it was lost (ms since the epoch; set when `using()` loses it). */
+  readonly expiration?: number
 }
 
 /**

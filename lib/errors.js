@@ -38,15 +38,21 @@ class ExecutionError extends Error {
   }
 }
 
-/** An automatic extension in `using()` failed: the lock may have been lost. */
-class LockLostError extends Error {
+/**
+ * The lock a `using()` routine held could not be kept: its extension failed (or none came
+ * in time) and the lock may have been lost. An ExecutionError, as node-redlock's
+ * `signal.error` (the failed extension's) is, with node-redlock's message for its reason
+ * (`lostMessage`); `attempts`: the failed extension's (none when no extension failed).
+ */
+class LockLostError extends ExecutionError {
   constructor(message, options) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
-    listMessage(this)
+    super(message, options?.attempts ?? [], { reason: options?.reason ?? 'expired', cause: options?.cause })
     this.name = 'LockLostError'
-    this.reason = options?.reason ?? 'expired'
   }
 }
+
+/** node-redlock's message for an operation that failed for `reason`. */
+const messageOf = (reason) => (reason === 'expired' ? EXPIRED : reason === 'aborted' ? ABORTED : QUORUM_FAILED)
 
 const lockedMessage = (requested) => `The operation was applied to: 0 of the ${requested} requested resources.`
 
@@ -58,8 +64,7 @@ function abortedError(signal, attempts) {
 /** The error of an operation that failed for `reason`, with the attempts of `log` (an AttemptLog). */
 function failureError(reason, log, signal) {
   if (reason === 'aborted') return abortedError(signal, log.toStats())
-  const message = reason === 'expired' ? EXPIRED : QUORUM_FAILED
-  return new ExecutionError(message, log.toStats(), { reason, cause: log.lastErrors() })
+  return new ExecutionError(messageOf(reason), log.toStats(), { reason, cause: log.lastErrors() })
 }
 
 module.exports = {
@@ -68,6 +73,7 @@ module.exports = {
   ExecutionError,
   LockLostError,
   lockedMessage,
+  messageOf,
   abortedError,
   failureError,
 }

@@ -3,7 +3,7 @@
 // expires, and aborts the routine's signal with a LockLostError when it could not.
 
 const { lostChannel } = require('./diagnostics.js')
-const { LockLostError } = require('./errors.js')
+const { LockLostError, messageOf } = require('./errors.js')
 
 const noop = () => {}
 
@@ -92,14 +92,14 @@ class Holding {
     else given?.addEventListener?.('abort', this.#userAbort, { once: true })
   }
 
-  #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, 'settings.signal was aborted')
+  #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
 
   /**
    * `redlock.quit()` was called (`cause`): the routine hears it at once (reason
    * 'aborted') and the lock goes.
    */
   quit(cause) {
-    this.#lose('aborted', undefined, cause, 'redlock.quit() was called')
+    this.#lose('aborted', undefined, cause, true)
   }
 
   get signal() {
@@ -183,20 +183,18 @@ class Holding {
 
   /**
    * Gives the lock up: the routine's signal aborts with a LockLostError for `reason` and
-   * the keys go. `byUser`: why the user gave it up (`settings.signal` aborted, `quit()`):
+   * the keys go. `byUser`: the user gave it up (`settings.signal` aborted, `quit()`):
    * no loss to report as an event.
    */
-  #lose(reason, error, cause = error?.cause instanceof AggregateError ? error.cause : error, byUser = undefined) {
+  #lose(reason, error, cause = error?.cause instanceof AggregateError ? error.cause : error, byUser = false) {
     if (this.#done || this.signal.aborted) return
     this.#unhold()
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
     const { lock, redlock } = this
-    const on = lock.resources.join(', ')
-    const message = byUser
-      ? `The lock on ${on} was released: ${byUser}.`
-      : `The lock on ${on} could not be extended and may have been lost.`
-    const lost = new LockLostError(message, { cause, reason })
+    // (node-redlock's message for the reason; what and why in the fields.)
+    const lost = new LockLostError(messageOf(reason), { cause, reason, attempts: error?.attempts })
+    lost.resources = lock.resources
     lost.expiration = lock.expiration
     this.signal.error = lost
     // The lock is no longer to be relied on: our keys that are left go now (owner-checked:
