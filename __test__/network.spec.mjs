@@ -42,7 +42,7 @@ for (const mode of ['blackhole', 'delay', 'reset', 'garbage']) {
     await t.throwsAsync(within(t, 3_000, clients[0].get('x')))
     // Back to normal: the node votes again.
     proxies[0].mode = 'pass'
-    proxies[0].reset() // the old connection carries stale replies: drop it
+    proxies[0].reset() // the old connection lost replies: drop it (see below for when it is not)
     let onFirst = false
     for (let i = 0; i < 20 && !onFirst; i++) {
       const again = await redlock.acquire([resource(t)], 5_000)
@@ -54,6 +54,32 @@ for (const mode of ['blackhole', 'delay', 'reset', 'garbage']) {
     t.is(await clients[0].get('x'), null)
   })
 }
+
+test.serial('a connection that dies without a word (new ones work) is replaced after a command time-out; a paused server keeps its connection', async (t) => {
+  const { proxies, clients, redlock } = await proxied(t)
+  // Found by an audit: the dead connection was kept for ever, every command on the node
+  // timing out (0 of 20 acquires on one node in 18 s).
+  proxies[0].silence()
+  proxies[1].silence()
+  // The first command after the silence waits out its time-out (nothing tells it apart
+  // from a slow reply); the next ones find the connection stuck and replace it.
+  for (const c of clients.slice(0, 2)) await t.throwsAsync(c.get('x'), { message: /no reply within 300 ms/ })
+  // (Retried: a fresh connection made within 10 ms takes the vote, else the next one.)
+  const lock = await within(t, 1_000, redlock.acquire([resource(t)], 5_000, { retryCount: 3, retryDelay: 50 }))
+  t.deepEqual(await valuesOn(servers, lock.resources[0]), [lock.value, lock.value, lock.value])
+  await lock.release()
+  t.is(await clients[0].get('x'), null)
+  // A server that is paused: a fresh connection would not answer either, so the one it
+  // has is kept, and the commands queued on it are answered once it wakes.
+  servers[2].pause()
+  try {
+    await t.throwsAsync(clients[2].set('paused', '1'), { message: /no reply within 300 ms/ })
+    await t.throwsAsync(clients[2].get('paused'), { message: /no reply within 300 ms/ })
+  } finally {
+    servers[2].resume()
+  }
+  t.is(await clients[2].get('paused'), '1', 'the SET queued on the kept connection ran')
+})
 
 test('a majority blackholed: a clear failure within the time-outs, no hang', async (t) => {
   const { proxies, clients, redlock } = await proxied(t)
@@ -128,6 +154,17 @@ test('a hostile reply (arrays nested 100 000 deep, a 20 MB value where a number 
   const wrong = await t.throwsAsync(within(t, 5_000, huge.pttl('x')))
   t.true(wrong.message.length < 500, `a message of ${wrong.message.length} characters`)
   t.regex(wrong.message, /unexpected reply/)
+})
+
+test('a reply without end (an array of 2^31 elements that keep coming) rejects, and the connection is dropped, not kept growing', async (t) => {
+  // Found by an audit: the client parsed and kept all of it, gigabytes within seconds.
+  const chunk = ':1\r\n'.repeat(100_000)
+  const endless = await hostileServer(t, () => '*2147483647\r\n' + chunk.repeat(12))
+  const client = new Redis({ port: endless, connectTimeout: TIMEOUT, commandTimeout: TIMEOUT })
+  t.teardown(() => client.quit())
+  const err = await t.throwsAsync(within(t, 3_000, client.get('x')))
+  t.regex(err.message, new RegExp(`127\\.0\\.0\\.1:${endless}: .*more than a million elements`))
+  t.is(await client.call('PING'), 'PONG', 'a fresh connection')
 })
 
 test('a node known down is not waited for again at every call, and is used again when it answers', async (t) => {

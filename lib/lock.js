@@ -84,13 +84,19 @@ function lockArg(lock) {
   return lock
 }
 
+/** The longest array the native calls take (`MAX_ARRAY` in src/addon/js.rs). */
+const MAX_ARRAY = 1 << 20
+
 /**
  * Throws a TypeError naming the first resource that is not well-formed Unicode (a lone
  * surrogate): it could not be told apart from another such name once sent to Redis.
+ * Whether `resources` is an array to read (and copy): anything else, or one too long (a
+ * sparse `new Array(5e8)`), is left for the native call to refuse at once.
  */
 function wellFormed(resources) {
-  if (!Array.isArray(resources)) return // the native call names what is wrong
+  if (!Array.isArray(resources) || resources.length > MAX_ARRAY) return false
   for (let i = 0; i < resources.length; i++) wellFormedName(resources[i], 'resources', i)
+  return true
 }
 
 /** `index`: the place of `value` in the array `name` (its name is built only for the error). */

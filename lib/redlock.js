@@ -439,9 +439,8 @@ class Redlock extends EventEmitter {
   async #acquire(resources, duration, settings, hold) {
     if (this.#quitting !== undefined) await this.#quitting
     const signal = signalOf(settings)
-    wellFormed(resources)
     // The names as they are now: the caller may change its array while the call runs.
-    const names = Array.isArray(resources) ? [...resources] : resources
+    const names = wellFormed(resources) ? [...resources] : resources
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const id = this.#id()
     lockAcquire(this.#handle, id, this.#keys(names), duration, settings, hold)

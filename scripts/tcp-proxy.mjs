@@ -52,11 +52,22 @@ export class ProxyBase {
 }
 
 export class TcpProxy extends ProxyBase {
+  /** The connections open now that carry nothing more (see `silence`). */
+  #silenced = new WeakSet()
+
+  /**
+   * The connections open now go silent for good, with no FIN or RST (a crashed host, a
+   * lost NAT entry); new ones pass as the mode says.
+   */
+  silence() {
+    for (const s of this.sockets) this.#silenced.add(s)
+  }
+
   /** mode: 'pass' | 'delay' | 'blackhole' | 'reset' | 'garbage' */
   relay(client, upstream) {
     const pass = (from, to, replies) => {
       from.on('data', (chunk) => {
-        if (this.mode === 'blackhole') return
+        if (this.mode === 'blackhole' || this.#silenced.has(from)) return
         if (this.mode === 'reset') {
           client.resetAndDestroy()
           upstream.destroy()

@@ -35,7 +35,12 @@ impl Val<'_> {
     }
 }
 
-/// Classifies `v`; `undefined` and `null` are both [`Val::Missing`].
+/// The longest array an argument may be (a lock of a million resources is no lock anyone
+/// means; the JavaScript layer checks the same bound, `MAX_ARRAY` in lib/lock.js).
+pub const MAX_ARRAY: u32 = 1 << 20;
+
+/// Classifies `v`; `undefined` and `null` are both [`Val::Missing`]; an array longer than
+/// [`MAX_ARRAY`] is [`Val::Other`].
 pub fn classify<'env>(v: Option<Unknown<'env>>) -> Result<Val<'env>> {
     let Some(v) = v else {
         return Ok(Val::Missing("undefined"));
@@ -54,7 +59,15 @@ pub fn classify<'env>(v: Option<Unknown<'env>>) -> Result<Val<'env>> {
                 Val::Buf(Buffer::from_napi_value(env, raw)?.to_vec())
             }
             ValueType::Object if v.is_array()? => {
-                Val::Array(Vec::<Unknown>::from_napi_value(env, raw)?)
+                let mut len = 0;
+                check_status!(napi::sys::napi_get_array_length(env, raw, &mut len))?;
+                if len > MAX_ARRAY {
+                    // (A sparse `new Array(5e8)` read element by element would take
+                    // gigabytes and seconds before its first hole is refused.)
+                    Val::Other("an array of more than 1048576 elements")
+                } else {
+                    Val::Array(Vec::<Unknown>::from_napi_value(env, raw)?)
+                }
             }
             ValueType::Object => Val::Object(Object::from_napi_value(env, raw)?),
             ValueType::BigInt => Val::Other("bigint"),

@@ -22,6 +22,17 @@ pub(super) enum Conn {
     Cluster(ClusterConnection),
 }
 
+impl Conn {
+    /// Whether the connection left its first command unanswered past the command time-out
+    /// (see `Lean::stuck`; a cluster's connection reconnects by itself).
+    pub(super) fn stuck(&self) -> bool {
+        match self {
+            Conn::Lean(l) => l.stuck(),
+            Conn::Cluster(_) => false,
+        }
+    }
+}
+
 impl redis::aio::ConnectionLike for Conn {
     fn req_packed_command<'a>(
         &'a mut self,
@@ -117,7 +128,14 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
 /// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
 /// database (`SELECT`), as redis-rs' handshake leaves its own.
 async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
-    let mut conn = Lean::connect(&config.host, config.port, config.db, lean_tls(config)?).await?;
+    let mut conn = Lean::connect(
+        &config.host,
+        config.port,
+        config.db,
+        lean_tls(config)?,
+        config.command_timeout,
+    )
+    .await?;
     if let Some(password) = &config.password {
         let mut auth = redis::cmd("AUTH");
         if let Some(user) = &config.username {

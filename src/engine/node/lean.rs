@@ -23,6 +23,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
 
@@ -38,12 +39,24 @@ use crate::engine::sync::Unpoisoned;
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this size shrink back when empty.
 const KEPT: usize = 256 * 1024;
+/// The most reads in one turn of the connection task: a reply that keeps coming (a large
+/// one, or one without end) lets the runtime's other tasks, and the event loop whose
+/// thread runs them, in between.
+const READS_PER_TURN: usize = 64;
 /// The longest bulk string a server sends (its default `proto-max-bulk-len`).
 const MAX_BULK: i64 = 512 * 1024 * 1024;
 /// The deepest nesting of arrays taken in a reply: Redis' own replies nest a few levels;
 /// tens of thousands (a broken or hostile server) would overflow the stack of whatever
 /// walks the value (dropping it, converting it for JavaScript).
 const MAX_DEPTH: usize = 512;
+/// The most elements a reply's arrays hold at once while it is parsed: lock replies hold a
+/// few; a server that sends an endless array (`*2147483647` and then elements without end)
+/// would otherwise take all the memory there is.
+const MAX_HELD: usize = 1 << 20;
+/// Why a connection is given up when a reply that began does not end within the command
+/// time-out (a server that stalls mid-reply, or sends one without end): the commands
+/// waiting and the next ones are sent again on a fresh connection.
+const STUCK: &str = "a reply that did not end within the command time-out";
 
 thread_local! {
     /// How many times the socket of a lean connection woke its task on this thread.
@@ -89,6 +102,9 @@ struct Handle {
 
 struct Shared {
     state: Mutex<State>,
+    /// How long the first command waiting may go unanswered before the connection counts
+    /// as stuck (the node's command time-out).
+    stuck_after: Duration,
 }
 
 struct State {
@@ -96,6 +112,9 @@ struct State {
     out: Vec<u8>,
     /// Who waits for the next replies, in the order the commands were appended.
     waiting: VecDeque<Waiter>,
+    /// When each of them was appended (a reply lost on the way leaves every later one
+    /// handed to the waiter before its own: the first waiter then is an old one).
+    appended: VecDeque<Instant>,
     /// Wakes the connection task, when it is not scheduled already.
     task: Option<Waker>,
     /// Why the connection is gone, once it is.
@@ -129,18 +148,20 @@ impl Waiter {
 impl Lean {
     /// Connects to `host:port` (no Nagle delay; over TLS when `tls` is given) and starts
     /// the connection task on the current runtime. No command is sent; `db` is only what
-    /// [`Lean::get_db`] reports.
+    /// [`Lean::get_db`] reports. A command unanswered for `stuck_after` gives the
+    /// connection up (see [`STUCK`]).
     pub(super) async fn connect(
         host: &str,
         port: u16,
         db: i64,
         tls: Option<LeanTls>,
+        stuck_after: Duration,
     ) -> io::Result<Lean> {
         let stream = tcp(host, port).await?;
         let peer = stream.peer_addr().ok();
         let lean = match tls {
-            None => Lean::start(stream, db),
-            Some(tls) => Lean::start(tls.over(stream).await?, db),
+            None => Lean::start(stream, db, stuck_after),
+            Some(tls) => Lean::start(tls.over(stream).await?, db, stuck_after),
         };
         Ok(Lean { peer, ..lean })
     }
@@ -151,7 +172,7 @@ impl Lean {
     }
 
     /// Starts the connection task over `stream`.
-    fn start<S>(stream: S, db: i64) -> Lean
+    fn start<S>(stream: S, db: i64, stuck_after: Duration) -> Lean
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -159,10 +180,12 @@ impl Lean {
             state: Mutex::new(State {
                 out: Vec::with_capacity(READ_CHUNK),
                 waiting: VecDeque::new(),
+                appended: VecDeque::new(),
                 task: None,
                 failed: None,
                 dropped: false,
             }),
+            stuck_after,
         });
         tokio::spawn(Task {
             shared: shared.clone(),
@@ -194,6 +217,7 @@ impl Lean {
             }
             pack(&mut st.out);
             st.waiting.push_back(waiter);
+            st.appended.push_back(Instant::now());
             st.task.take()
         };
         if let Some(t) = task {
@@ -203,6 +227,14 @@ impl Lean {
 }
 
 impl Shared {
+    /// Whether the first command waiting has waited past the command time-out.
+    fn stuck(&self) -> bool {
+        let st = self.state.locked();
+        st.appended
+            .front()
+            .is_some_and(|at| at.elapsed() > self.stuck_after)
+    }
+
     /// Has the connection task close the socket; the commands still waiting fail.
     fn shut(&self) {
         let task = {
@@ -223,6 +255,13 @@ impl Drop for Handle {
 }
 
 impl Lean {
+    /// Whether the first command waiting has gone unanswered past the command time-out: the
+    /// server stopped answering, or the connection is dead without a word from its peer
+    /// (see `Server::replace_stuck`).
+    pub(super) fn stuck(&self) -> bool {
+        self.handle.shared.stuck()
+    }
+
     /// Closes the connection now, whoever else holds it: the commands still waiting fail
     /// and the socket closes (after `QUIT`, a blocked command such as `BLPOP q 0` would
     /// otherwise keep both for ever).
@@ -360,6 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             }
         }
         self.socket_waker.0.register(cx.waker());
+        let task = cx.waker();
         let waker = Waker::from(self.socket_waker.clone());
         let cx = &mut Context::from_waker(&waker);
         // Through tokio's `AsyncRead`/`AsyncWrite`: a short read or write marks the
@@ -376,7 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
         if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
             return Err(io_failure(e));
         }
-        loop {
+        for _ in 0..READS_PER_TURN {
             if self.filled == self.rbuf.len() {
                 // Full: what is parsed goes, or the buffer doubles.
                 if self.read > 0 {
@@ -404,6 +444,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             }
             self.deliver()?;
         }
+        // More to read, perhaps: the next turn goes on.
+        task.wake_by_ref();
+        Ok(())
     }
 
     /// Parses every complete reply read and hands each to its waiter.
@@ -415,15 +458,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
         {
             self.replies.push(v);
         }
-        if self.read == self.filled {
+        let partial = if self.read == self.filled {
             self.filled = 0;
             self.read = 0;
             if self.rbuf.len() > KEPT {
                 // After a large reply: back to the first size.
                 self.rbuf = vec![0; READ_CHUNK];
             }
-        }
+            !self.decoder.open.is_empty()
+        } else {
+            true
+        };
         if self.replies.is_empty() {
+            // A reply coming in parts: it too must end within the command time-out.
+            if partial && self.shared.stuck() {
+                return Err((io::ErrorKind::ConnectionAborted, STUCK));
+            }
             return Ok(());
         }
         // Each reply to its waiter, in order (a one-shot send only wakes the waiter).
@@ -451,6 +501,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
                     None
                 }
             };
+            st.appended.pop_front();
             match (st.waiting.pop_front(), one) {
                 (Some(Waiter::One(tx)), Some(v)) => drop(tx.send(Ok(v))),
                 (Some(Waiter::Many { got, tx, .. }), _) => drop(tx.send(Ok(got))),
@@ -470,6 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             let mut st = self.shared.state.locked();
             st.failed = Some((kind, why));
             st.task = None;
+            st.appended.clear();
             std::mem::take(&mut st.waiting)
         };
         for w in waiting {
@@ -484,6 +536,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
 struct Decoder {
     /// Open arrays: how many elements each still needs, and those it has.
     open: Vec<(usize, Vec<Value>)>,
+    /// How many elements they hold in all (at most [`MAX_HELD`]).
+    held: usize,
 }
 
 /// One item of the stream: a whole value, or the header of a non-empty array.
@@ -517,12 +571,17 @@ impl Decoder {
                 let Some((left, items)) = self.open.last_mut() else {
                     return Ok(Some(value));
                 };
+                if self.held >= MAX_HELD {
+                    return Err("a reply of more than a million elements");
+                }
                 items.push(value);
+                self.held += 1;
                 *left -= 1;
                 if *left > 0 {
                     break;
                 }
                 let (_, items) = self.open.pop().expect("an open array");
+                self.held -= items.len();
                 value = Value::Array(items);
             }
         }

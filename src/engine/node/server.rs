@@ -174,7 +174,8 @@ impl Backend for Server {
             return None;
         }
         match &st.slot {
-            Slot::Ready(Conn::Lean(l)) => Some(Sent {
+            // (A stuck connection is for `run` to probe.)
+            Slot::Ready(Conn::Lean(l)) if !l.stuck() => Some(Sent {
                 generation: st.generation,
                 reply: l.send_one(cmd),
             }),
@@ -243,6 +244,7 @@ impl Backend for Server {
         Box::pin(async move {
             let previous = {
                 let mut st = self.lock_state();
+                st.probe = None;
                 std::mem::replace(&mut st.slot, Slot::Closed)
             };
             let previous = match previous {
@@ -309,6 +311,10 @@ pub(super) enum Slot {
     Closed,
 }
 
+/// How long a command that finds its connection stuck waits for the fresh connection tried
+/// in its place (see [`Server::replace_stuck`]) before it goes on the stuck one.
+const PROBE_LOOK: Duration = Duration::from_millis(10);
+
 pub(super) struct State {
     /// Bumped whenever the slot changes, so a stale failure never drops a newer connection.
     generation: u64,
@@ -318,6 +324,12 @@ pub(super) struct State {
     /// last error instead of each waiting the whole time-out. The first call after it
     /// probes. A refused connection is cheap and is retried at once.
     down: Option<Down>,
+    /// Whether a connection was made once: a command waits for a reconnection no longer
+    /// than its own time-out (as a command of ioredis, queued while it reconnects, does);
+    /// only the first connection has the whole connect time-out.
+    connected: bool,
+    /// A fresh connection tried in place of a stuck one (see [`Server::replace_stuck`]).
+    probe: Option<ConnectFuture>,
 }
 
 impl State {
@@ -327,6 +339,8 @@ impl State {
             generation: 0,
             slot: Slot::Idle,
             down: None,
+            connected: false,
+            probe: None,
         }
     }
 }
@@ -425,17 +439,9 @@ impl Server {
     ) -> Result<(Conn, u64), NodeError> {
         let mut st = self.lock_state();
         let result = result.map(|(conn, found, identity)| {
+            st.connected = true;
             if st.generation == generation && matches!(st.slot, Slot::Connecting(_)) {
-                if self.config.sentinel.is_some() {
-                    self.master_watch.checked_now();
-                }
-                if let Some((client, addr)) = found {
-                    *self.client.write_now() = client;
-                    *self.addr.write_now() = addr;
-                }
-                *self.identity.locked() = identity;
-                self.identity_epoch
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.adopt(found, identity);
             }
             conn
         });
@@ -465,6 +471,79 @@ impl Server {
             return Err(NodeError::Closed { addr: self.addr() });
         }
         result.map(|c| (c, generation))
+    }
+
+    /// A new connection's server: for Sentinel, the master's client and address; its
+    /// identity (read again, so a restart behind it is seen).
+    fn adopt(&self, found: Option<(Client, String)>, identity: Option<Identity>) {
+        if self.config.sentinel.is_some() {
+            self.master_watch.checked_now();
+        }
+        if let Some((client, addr)) = found {
+            *self.client.write_now() = client;
+            *self.addr.write_now() = addr;
+        }
+        *self.identity.locked() = identity;
+        self.identity_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The connection `stuck` left its first command unanswered past the command time-out:
+    /// its peer is gone without a word (a crashed host, a lost NAT entry; the kernel would
+    /// keep it for many minutes), replies were lost, or the server itself is not answering
+    /// (paused, busy). A fresh connection, tried in the background, tells which: made, it
+    /// takes the stuck one's place for the next command (the stuck one's commands fail and
+    /// are sent again on it); not made, the server is not answering, the stuck connection
+    /// is kept (its commands are answered when the server wakes), and the next command
+    /// tries again. This command goes on the connection returned: the fresh one when it
+    /// is made within [`PROBE_LOOK`], else the stuck one.
+    async fn replace_stuck(&self, stuck: (Conn, u64)) -> (Conn, u64) {
+        let probe = {
+            let mut st = self.lock_state();
+            if st
+                .probe
+                .as_ref()
+                .is_some_and(|p| matches!(p.peek(), Some(Err(_))))
+            {
+                st.probe = None; // (failed: tried anew)
+            }
+            let (config, drops) = (self.config.clone(), self.drops.clone());
+            st.probe
+                .get_or_insert_with(|| {
+                    let probe = establish(config, drops).boxed().shared();
+                    // (Driven to its end whether or not a command is there to see it.)
+                    tokio::spawn(probe.clone().map(drop));
+                    probe
+                })
+                .clone()
+        };
+        // A short look: a dead connection's replacement is made in a few round trips.
+        let _ = timer::timeout(PROBE_LOOK, probe).await;
+        let mut st = self.lock_state();
+        let probed = match st.probe.as_ref().and_then(|p| p.peek()) {
+            Some(Ok(probed)) => probed.clone(),
+            _ => return stuck, // (still trying, or failed)
+        };
+        st.probe = None;
+        let (conn, found, identity) = probed;
+        if st.generation != stuck.1 || !matches!(st.slot, Slot::Ready(_)) {
+            return stuck; // (moved on meanwhile: the probe's connection goes)
+        }
+        st.generation += 1;
+        if let Slot::Ready(Conn::Lean(old)) =
+            std::mem::replace(&mut st.slot, Slot::Ready(conn.clone()))
+        {
+            old.close();
+        }
+        // The same server (the probe read its identity): what was checked of it holds.
+        let same = matches!(
+            (&*self.identity.locked(), &identity),
+            (Some(was), Some(is)) if was.run_id == is.run_id && was.promoted == is.promoted
+        );
+        if !same {
+            self.adopt(found, identity);
+        }
+        (conn, st.generation)
     }
 
     /// For Sentinel, on every command: drops a connection found to be to a deposed master
@@ -542,19 +621,31 @@ impl Server {
     {
         self.confirm_master().await;
         let (conn, generation) = match self.ready() {
+            Some(stuck) if stuck.0.stuck() => self.replace_stuck(stuck).await,
             Some(ready) => ready,
-            None => self.connection().await?,
+            None => self.reconnection(wait).await?,
         };
         let first = self.bounded(wait, op(conn)).await?;
         if let Some(done) = self.settle_try(generation, first, &mut *reply) {
             return done;
         }
-        let (conn, generation) = self.connection().await?;
+        let (conn, generation) = self.reconnection(wait).await?;
         let v = self
             .bounded(wait, op(conn))
             .await?
             .map_err(|e| self.map_error(e, generation))?;
         reply(v).map_err(|e| self.map_error(e.into(), generation))
+    }
+
+    /// The shared connection ([`Server::connection`]); after the first one, waited for
+    /// within `wait` (a command's time-out: a server that stopped answering, whose
+    /// connection was given up, must not hold its commands for the connect time-out).
+    async fn reconnection(&self, wait: Option<Duration>) -> Result<(Conn, u64), NodeError> {
+        if self.lock_state().connected {
+            self.bounded(wait, self.connection()).await?
+        } else {
+            self.connection().await
+        }
     }
 
     /// The outcome of a first try on the connection of `generation`: the reply handed to
