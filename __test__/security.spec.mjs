@@ -68,6 +68,30 @@ test('an ACL user without channel permissions (Redis 7 default) acquires, extend
   t.is(await admin('EXISTS', key), 0)
 })
 
+test('a server that echoes a refused AUTH with its arguments (Redis 5 to 6.0, AUTH renamed away): the password stays out of errors and events', async (t) => {
+  const net = await import('node:net')
+  const secret = 'hunter2-S3CRET'
+  // Every command refused as Redis before 6.2 refuses an unknown one, arguments echoed.
+  const server = net.createServer((socket) => {
+    socket.on('data', (d) => {
+      const [name, ...args] = d.toString('latin1').split('\r\n').filter((_, i) => i % 2 === 0 && i > 0)
+      socket.write(`-ERR unknown command \`${name}\`, with args beginning with: ${args.map((a) => `\`${a}\`, `).join('')}\r\n`)
+    })
+    socket.on('error', () => {})
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  const client = new Redis({ port: server.address().port, password: secret, connectTimeout: 500, commandTimeout: 500 })
+  const redlock = new Redlock([client], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const events = []
+  redlock.on('clientError', (e) => events.push(util.inspect(e)))
+  const direct = await t.throwsAsync(client.get('k'))
+  t.regex(direct.message, /does not know the command 'AUTH'/)
+  const failed = await t.throwsAsync(redlock.acquire([resource(t)], 1_000))
+  for (const text of [direct.message, util.inspect(direct), util.inspect(failed, { depth: null }), ...events]) t.false(text.includes(secret), text)
+})
+
 test('TLS (rediss://) with a self-signed CA; an untrusted certificate is refused', async (t) => {
   const { server, tlsPort, read } = await tlsServer(t)
   const ca = read('ca.crt')

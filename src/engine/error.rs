@@ -112,10 +112,14 @@ pub fn plain_reason(raw: &str) -> String {
         let text = text.split(')').next().unwrap_or(text).trim_matches('"');
         return format!("{code} {text}").trim().to_string();
     }
-    // A server that refuses the commands every connection starts with (a Sentinel's port),
-    // or a Redis server asked as a sentinel.
-    if let Some(at) = lower.find("unknown command '") {
-        let name = raw[at + 17..].split('\'').next().unwrap_or("");
+    // A server that refuses the commands every connection starts with (a Sentinel's port,
+    // an `AUTH` renamed away), or a Redis server asked as a sentinel. (Redis before 6.2
+    // quotes with backticks, and echoes the arguments: a password, for `AUTH`.)
+    if let Some(at) = lower
+        .find("unknown command '")
+        .or_else(|| lower.find("unknown command `"))
+    {
+        let name = raw[at + 17..].split(['\'', '`']).next().unwrap_or("");
         if name.eq_ignore_ascii_case("sentinel") {
             return "the server does not know the command 'SENTINEL': not a sentinel (a Redis server's port? sentinels usually listen on 26379)".to_string();
         }
@@ -123,10 +127,25 @@ pub fn plain_reason(raw: &str) -> String {
             "the server does not know the command '{name}': not a Redis server that takes the lock commands (a Sentinel's port?)"
         );
     }
-    // A reply of the server, without the driver's type name before it.
+    // A reply of the server, without the driver's type name before it (of a pipeline's
+    // list of errors, the first).
     match raw.find("ResponseError: ") {
-        Some(at) => format!("the server answered: {}", &raw[at + 15..]),
-        None => raw.to_string(),
+        Some(at) => {
+            let text = &raw[at + 15..];
+            let text = text.split("), (Index ").next().unwrap_or(text);
+            let text = text.strip_suffix(")]").unwrap_or(text);
+            format!("the server answered: {}", without_args(text))
+        }
+        None => without_args(raw).to_string(),
+    }
+}
+
+/// `text` without the arguments a server's refusal echoes ("with args beginning with:
+/// ..."): they may be a password (`AUTH`'s) or a value.
+fn without_args(text: &str) -> &str {
+    match text.to_ascii_lowercase().find(", with args beginning with") {
+        Some(at) => &text[..at],
+        None => text,
     }
 }
 
@@ -137,7 +156,7 @@ pub fn server_line(code: &str, detail: Option<&str>) -> Option<String> {
     if matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM") {
         return None;
     }
-    Some(match detail {
+    Some(match detail.map(without_args) {
         Some(d) if !d.is_empty() => clip(&format!("{code} {d}")).into_owned(),
         _ => clip(code).into_owned(),
     })
@@ -372,6 +391,28 @@ mod tests {
             "ERR unknown command"
         );
         assert_eq!(plain_reason("something else"), "something else");
+        // Redis before 6.2 quotes with backticks and echoes the arguments: AUTH's password.
+        let renamed = plain_reason(
+            "ResponseError: unknown command `AUTH`, with args beginning with: `hunter2`, ",
+        );
+        assert!(renamed.starts_with("the server does not know the command 'AUTH'"));
+        assert!(!renamed.contains("hunter2"), "{renamed}");
+        let echoed = server_line(
+            "ERR",
+            Some("unknown command `FOO`, with args beginning with: `s3cret`, "),
+        );
+        assert_eq!(echoed.as_deref(), Some("ERR unknown command `FOO`"));
+        // A pipeline's dump of the same error for each command: the first, whole.
+        assert_eq!(
+            plain_reason("Pipeline failures: [(Index 0, error: ResponseError: ERR SCRIPT is disabled), (Index 1, error: ResponseError: ERR SCRIPT is disabled)]"),
+            "the server answered: ERR SCRIPT is disabled"
+        );
+        assert_eq!(
+            plain_reason(
+                "Pipeline failures: [(Index 0, error: ResponseError: ERR SCRIPT is disabled)]"
+            ),
+            "the server answered: ERR SCRIPT is disabled"
+        );
     }
 
     #[test]
