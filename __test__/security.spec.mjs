@@ -250,6 +250,14 @@ test('util.inspect of errors, their attempts, locks and Redlocks made of ioredis
   t.true(lock instanceof Error)
   const shown = [util.inspect(lock, { depth: Infinity }), util.inspect(await Promise.all(lock.attempts), { depth: Infinity }), util.inspect(redlock, { depth: Infinity })]
   for (const text of shown) t.false(text.includes(secret), text)
+  // Hidden properties too (found by an audit: a node error's client was one).
+  t.false(util.inspect(lock, { depth: Infinity, showHidden: true }).includes(secret))
+  const wrongSecret = 'wrong-inspect-secret'
+  const refused = new Redlock([new IORedis({ port: server.port, password: wrongSecret, lazyConnect: true })], { retryCount: 0 })
+  t.teardown(() => refused.quit())
+  const failed = await t.throwsAsync(refused.acquire([resource(t)], 2_000))
+  t.truthy(failed.cause.errors[0].client, 'the client is still there to read')
+  t.false(util.inspect(failed, { depth: Infinity, showHidden: true }).includes(wrongSecret))
   t.regex(shown[1], /node-redis\(redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\)/)
   t.regex(shown[2], /ioredis\(localhost:\d+\)/)
   // The objects themselves are still what the stats and errors hold (the two refusals

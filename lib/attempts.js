@@ -20,9 +20,29 @@ function inspectStats(depth, options, show) {
 /** A node's error, with the client it came from (not listed by `util.inspect`). */
 function nodeError(message, client) {
   const error = new Error(message)
-  Object.defineProperty(error, 'client', { value: client, writable: true, configurable: true, enumerable: false })
-  return error
+  clientOf.set(error, client)
+  return Object.setPrototypeOf(error, NODE_ERROR)
 }
+
+/** The client of each node error (see NODE_ERROR). */
+const clientOf = new WeakMap()
+
+/**
+ * A node error's prototype: an Error's, with `client` read through it, so that the client
+ * (an ioredis client has its password in its options) is not an own property that
+ * `util.inspect(error, { showHidden: true })` would print.
+ */
+const NODE_ERROR = Object.create(Error.prototype, {
+  client: {
+    get() {
+      return clientOf.get(this)
+    },
+    set(client) {
+      clientOf.set(this, client)
+    },
+    configurable: true,
+  },
+})
 
 /**
  * The errors of the nodes that failed (`[client, message]` pairs, of `n` nodes) as one
