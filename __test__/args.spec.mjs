@@ -22,6 +22,7 @@ test('bad ttl values are refused with the argument named', async (t) => {
     t.regex(err.message, /^ttl /, err.message)
   }
   t.regex((await t.throwsAsync(redlock.acquireLock('r', 1.5))).message, /^ttl must be an integer value in milliseconds\./)
+  t.regex((await t.throwsAsync(redlock.acquireLock('r', null))).message, /Got null\./, 'null named as null (an audit found it named undefined)')
 })
 
 test('bad resources are refused with the argument named', async (t) => {

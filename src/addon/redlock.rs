@@ -586,10 +586,11 @@ impl NativeRedlock {
         env: Env,
         id: u32,
         resource: Unknown,
-        ttl: Option<Unknown>,
+        ttl: Unknown,
     ) -> Result<()> {
         let resource = resource_arg(&env, "resource", Some(resource))?;
-        let ttl = duration_arg(&env, "ttl", ttl, self.ops.inner.settings())?;
+        // (Taken as it is: an optional argument would make `null` look like `undefined`.)
+        let ttl = duration_arg(&env, "ttl", Some(ttl), self.ops.inner.settings())?;
         let op = self.ops.op(
             id,
             CallSettings {
