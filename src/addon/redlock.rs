@@ -581,13 +581,7 @@ impl NativeRedlock {
         catch_unwind,
         ts_args_type = "id: number, resource: string, ttl: number"
     )]
-    pub fn acquire_lock(
-        &self,
-        env: Env,
-        id: u32,
-        resource: Unknown,
-        ttl: Unknown,
-    ) -> Result<()> {
+    pub fn acquire_lock(&self, env: Env, id: u32, resource: Unknown, ttl: Unknown) -> Result<()> {
         let resource = resource_arg(&env, "resource", Some(resource))?;
         // (Taken as it is: an optional argument would make `null` look like `undefined`.)
         let ttl = duration_arg(&env, "ttl", Some(ttl), self.ops.inner.settings())?;
