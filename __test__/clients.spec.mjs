@@ -100,6 +100,17 @@ test('a blocking command waits as long as it asked to block, on top of the comma
   await server.command('RPUSH', 'clients:q2', 'precious')
   t.deepEqual(await popped, ['clients:q2', 'precious'], 'the value went to the caller that waited for it')
   t.is(await c.call('PING'), 'PONG', 'the connection goes on')
+  // A command behind a blocking one past the command time-out does not take the
+  // connection for a stuck one (which would be replaced, the blocking command cut).
+  const id = await c.call('CLIENT', 'ID')
+  const blocked = c.call('BLPOP', 'clients:q3', 0)
+  await new Promise((r) => setTimeout(r, 600))
+  const behind = c.call('PING').catch((e) => e)
+  await server.command('RPUSH', 'clients:q3', 'kept')
+  t.deepEqual(await blocked, ['clients:q3', 'kept'])
+  t.is(await behind, 'PONG')
+  t.is(await server.command('LLEN', 'clients:q3'), 0)
+  t.is(await c.call('CLIENT', 'ID'), id, 'the same connection')
 })
 
 test('clients are event emitters as ioredis and node-redis clients are: connect/ready, error, close/end', async (t) => {

@@ -37,6 +37,25 @@ pub fn block_time(args: &[&[u8]]) -> Option<Option<Duration>> {
     Some(Some(Duration::from_micros((ms * 1000.0) as u64)))
 }
 
+/// [`block_time`] of `cmd`, looked into only for the names of blocking commands (every
+/// lock command, on the connection's hot path, is spared the work).
+pub fn of_cmd(cmd: &redis::Cmd) -> Option<Option<Duration>> {
+    let redis::Arg::Simple(first) = cmd.args_iter().next()? else {
+        return None;
+    };
+    if !matches!(first.first()?.to_ascii_uppercase(), b'B' | b'X' | b'W') {
+        return None;
+    }
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => b,
+            _ => &b""[..],
+        })
+        .collect();
+    block_time(&args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

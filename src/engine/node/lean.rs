@@ -112,9 +112,11 @@ struct State {
     out: Vec<u8>,
     /// Who waits for the next replies, in the order the commands were appended.
     waiting: VecDeque<Waiter>,
-    /// When each of them was appended (a reply lost on the way leaves every later one
-    /// handed to the waiter before its own: the first waiter then is an old one).
-    appended: VecDeque<Instant>,
+    /// By when each of them is to be answered (when it was appended, and the command
+    /// time-out, and the time a blocking command asked to block; `None`: blocking without
+    /// end). A reply lost on the way leaves every later one handed to the waiter before
+    /// its own: the first waiter then is an old one.
+    due: VecDeque<Option<Instant>>,
     /// Wakes the connection task, when it is not scheduled already.
     task: Option<Waker>,
     /// Why the connection is gone, once it is.
@@ -180,7 +182,7 @@ impl Lean {
             state: Mutex::new(State {
                 out: Vec::with_capacity(READ_CHUNK),
                 waiting: VecDeque::new(),
-                appended: VecDeque::new(),
+                due: VecDeque::new(),
                 task: None,
                 failed: None,
                 dropped: false,
@@ -208,7 +210,12 @@ impl Lean {
 
     /// Appends a command (written by `pack`) and who waits for its replies, and wakes the
     /// connection task unless it is scheduled already.
-    fn send(&self, pack: impl FnOnce(&mut Vec<u8>), waiter: Waiter) {
+    fn send(
+        &self,
+        pack: impl FnOnce(&mut Vec<u8>),
+        waiter: Waiter,
+        blocks: Option<Option<Duration>>,
+    ) {
         let task = {
             let mut st = self.handle.shared.state.locked();
             if let Some((kind, why)) = st.failed {
@@ -217,7 +224,12 @@ impl Lean {
             }
             pack(&mut st.out);
             st.waiting.push_back(waiter);
-            st.appended.push_back(Instant::now());
+            let patience = match blocks {
+                None => Some(self.handle.shared.stuck_after),
+                Some(None) => None,
+                Some(Some(block)) => Some(self.handle.shared.stuck_after + block),
+            };
+            st.due.push_back(patience.map(|p| Instant::now() + p));
             st.task.take()
         };
         if let Some(t) = task {
@@ -230,9 +242,9 @@ impl Shared {
     /// Whether the first command waiting has waited past the command time-out.
     fn stuck(&self) -> bool {
         let st = self.state.locked();
-        st.appended
+        st.due
             .front()
-            .is_some_and(|at| at.elapsed() > self.stuck_after)
+            .is_some_and(|due| due.is_some_and(|due| Instant::now() > due))
     }
 
     /// Has the connection task close the socket; the commands still waiting fail.
@@ -274,7 +286,11 @@ impl Lean {
     /// Sends `cmd` now; the reply comes through the [`Sent`] (a future of its own).
     pub(super) fn send_one(&self, cmd: &Cmd) -> Sent {
         let (tx, rx) = oneshot::channel();
-        self.send(|out| cmd.write_packed_command(out), Waiter::One(tx));
+        self.send(
+            |out| cmd.write_packed_command(out),
+            Waiter::One(tx),
+            super::blocking::of_cmd(cmd),
+        );
         Sent(rx)
     }
 }
@@ -313,7 +329,11 @@ impl redis::aio::ConnectionLike for Lean {
             got: Vec::with_capacity(count),
             tx,
         };
-        self.send(|out| out.extend(pipeline.get_packed_pipeline()), waiter);
+        self.send(
+            |out| out.extend(pipeline.get_packed_pipeline()),
+            waiter,
+            None,
+        );
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(gone())) })
     }
 
@@ -501,7 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
                     None
                 }
             };
-            st.appended.pop_front();
+            st.due.pop_front();
             match (st.waiting.pop_front(), one) {
                 (Some(Waiter::One(tx)), Some(v)) => drop(tx.send(Ok(v))),
                 (Some(Waiter::Many { got, tx, .. }), _) => drop(tx.send(Ok(got))),
@@ -521,7 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             let mut st = self.shared.state.locked();
             st.failed = Some((kind, why));
             st.task = None;
-            st.appended.clear();
+            st.due.clear();
             std::mem::take(&mut st.waiting)
         };
         for w in waiting {

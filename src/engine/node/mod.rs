@@ -148,14 +148,7 @@ impl Node {
         &self,
         cmd: redis::Cmd,
     ) -> Result<T, NodeError> {
-        let args: Vec<&[u8]> = cmd
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(b) => b,
-                _ => &b""[..],
-            })
-            .collect();
-        let wait = match blocking::block_time(&args) {
+        let wait = match blocking::of_cmd(&cmd) {
             None => Some(self.config.command_timeout),
             Some(None) => None,
             Some(Some(block)) => Some(self.config.command_timeout + block),
