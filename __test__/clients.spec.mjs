@@ -111,6 +111,9 @@ test('a blocking command waits as long as it asked to block, on top of the comma
   t.is(await behind, 'PONG')
   t.is(await server.command('LLEN', 'clients:q3'), 0)
   t.is(await c.call('CLIENT', 'ID'), id, 'the same connection')
+  // A block time past what a clock can add (the server refuses it) is no crash.
+  await t.throwsAsync(c.call('BLPOP', 'clients:q4', '1e300'), { message: /timeout/ })
+  t.is(await c.call('PING'), 'PONG')
 })
 
 test('clients are event emitters as ioredis and node-redis clients are: connect/ready, error, close/end', async (t) => {

@@ -42,7 +42,7 @@ class ExecutionError extends Error {
  * The lock a `using()` routine held could not be kept: its extension failed (or none came
  * in time) and the lock may have been lost. An ExecutionError, as node-redlock's
  * `signal.error` (the failed extension's) is, with node-redlock's message for its reason
- * (`lostMessage`); `attempts`: the failed extension's (none when no extension failed).
+ * (`messageOf`); `attempts`: the failed extension's (none when no extension failed).
  */
 class LockLostError extends ExecutionError {
   constructor(message, options) {

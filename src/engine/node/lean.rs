@@ -150,8 +150,9 @@ impl Waiter {
 impl Lean {
     /// Connects to `host:port` (no Nagle delay; over TLS when `tls` is given) and starts
     /// the connection task on the current runtime. No command is sent; `db` is only what
-    /// [`Lean::get_db`] reports. A command unanswered for `stuck_after` gives the
-    /// connection up (see [`STUCK`]).
+    /// [`Lean::get_db`] reports. A command unanswered for `stuck_after` makes the
+    /// connection stuck ([`Lean::stuck`]); a reply that began and does not end within it
+    /// gives the connection up ([`STUCK`]).
     pub(super) async fn connect(
         host: &str,
         port: u16,
@@ -229,7 +230,9 @@ impl Lean {
                 Some(None) => None,
                 Some(Some(block)) => Some(self.handle.shared.stuck_after + block),
             };
-            st.due.push_back(patience.map(|p| Instant::now() + p));
+            // (A block past what an Instant holds is one without end.)
+            st.due
+                .push_back(patience.and_then(|p| Instant::now().checked_add(p)));
             st.task.take()
         };
         if let Some(t) = task {

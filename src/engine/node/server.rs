@@ -367,10 +367,16 @@ impl Server {
         if !self.watch_master(&mut st) {
             return None;
         }
-        match &st.slot {
-            Slot::Ready(c) => Some((c.clone(), st.generation)),
-            _ => None,
+        let Slot::Ready(c) = &st.slot else {
+            return None;
+        };
+        let c = c.clone();
+        // A fresh connection tried while this one was stuck, which answers again: not
+        // needed (see `replace_stuck`).
+        if st.probe.as_ref().is_some_and(|p| p.peek().is_some()) && !c.stuck() {
+            st.probe = None;
         }
+        Some((c, st.generation))
     }
 
     /// For Sentinel: waits for the sentinels' answer when it is due (see `MasterWatch`),
