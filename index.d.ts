@@ -438,9 +438,15 @@ export declare class Lock {
 export declare class Redlock extends EventEmitter {
   /**
    * One vote per client; the quorum is floor(N/2) + 1. ioredis and node-redis clients are
-   * read for their connection options and get native connections of their own.
+   * read for their connection options and get native connections (shared by the Redlocks
+   * made with the same client). `scripts`: node-redlock's third argument, taken only
+   * empty (redlock-rs runs its own Lua scripts; custom ones are a TypeError).
    */
-  constructor(clients: Iterable<Client>, settings?: Partial<Omit<Settings, 'signal'>>)
+  constructor(
+    clients: Iterable<Client>,
+    settings?: Partial<Omit<Settings, 'signal'>>,
+    scripts?: { readonly acquireScript?: undefined; readonly extendScript?: undefined; readonly releaseScript?: undefined },
+  )
   /** The clients passed in (frozen): one vote each. */
   readonly clients: IRedisClient[]
   readonly settings: Readonly<Required<Omit<Settings, 'signal'>>>

@@ -29,11 +29,12 @@ test('index.d.ts accepts the seed example and refuses acquireLock(1, "x"), missp
   const errors = stdout.split('\n').filter((l) => l.includes('error TS'))
   t.is(code, 2, stdout)
   t.deepEqual(errors, [
-    "__test__/fixtures/bad-args.ts(6,26): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.",
-    "__test__/fixtures/bad-args.ts(7,37): error TS2561: Object literal may only specify known properties, but 'retryCnt' does not exist in type 'CallSettings'. Did you mean to write 'retryCount'?",
-    "__test__/fixtures/bad-args.ts(8,18): error TS2339: Property 'memoryKeys' does not exist on type 'Redis'.",
-    `__test__/fixtures/bad-args.ts(9,35): error TS2353: Object literal may only specify known properties, and 'signal' does not exist in type 'Partial<Omit<Settings, "signal">>'.`,
-    "__test__/fixtures/bad-args.ts(10,28): error TS2561: Object literal may only specify known properties, but 'sentinels' does not exist in type 'ClusterOptions'. Did you mean to write 'sentinelTLS'?",
+    "__test__/fixtures/bad-args.ts(7,26): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.",
+    "__test__/fixtures/bad-args.ts(8,37): error TS2561: Object literal may only specify known properties, but 'retryCnt' does not exist in type 'CallSettings'. Did you mean to write 'retryCount'?",
+    "__test__/fixtures/bad-args.ts(9,18): error TS2339: Property 'memoryKeys' does not exist on type 'Redis'.",
+    `__test__/fixtures/bad-args.ts(10,35): error TS2353: Object literal may only specify known properties, and 'signal' does not exist in type 'Partial<Omit<Settings, "signal">>'.`,
+    "__test__/fixtures/bad-args.ts(11,28): error TS2561: Object literal may only specify known properties, but 'sentinels' does not exist in type 'ClusterOptions'. Did you mean to write 'sentinelTLS'?",
+    "__test__/fixtures/bad-args.ts(12,39): error TS2322: Type 'string' is not assignable to type 'undefined'.",
   ])
 })
 
