@@ -4,7 +4,7 @@ import { createRequire } from 'node:module'
 
 import test from 'ava'
 
-import Redlock, { ExecutionError, Lock, LockLostError, Redis, RedisJsClient, ResourceLockedError } from '../index.js'
+import Redlock, { ExecutionError, Lock, LockLostError, MemoryStore, Redis, RedisJsClient, ResourceLockedError } from '../index.js'
 import { RedisServer, rawCommand } from '../scripts/redis-servers.mjs'
 import { resource, sleep, useServers, valuesOn } from './helpers.mjs'
 
@@ -522,6 +522,15 @@ test('regression 3: keys from a failed attempt do not block the next contender',
   const { redlock: second } = redlockOf(t, 'native', list, { retryCount: 0 })
   const lock = await second.acquire([key], 1_000)
   await lock.release()
+})
+
+test("release() invalidates the lock at once, as node-redlock's does (expiration 0 before the nodes answer)", async (t) => {
+  const redlock = new Redlock([new MemoryStore()])
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  const releasing = lock.release()
+  t.is(lock.expiration, 0)
+  await releasing
+  t.is(lock.expiration, 0)
 })
 
 test('regression 4: releasing an expired lock resolves at once', async (t) => {

@@ -484,6 +484,9 @@ class Redlock extends EventEmitter {
     const retried = lock.expiration === 0 ? releasing.get(lock) : undefined
     const expiration = superseded.has(lock) ? NaN : (retried ?? Number(lock.expiration))
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
+    // No longer to be relied on from now (node-redlock's release too invalidates the lock
+    // at once).
+    invalidate(lock)
     // (Counted: `quit()` lets the releases under way finish before it closes the connections.)
     this.#releasing++
     let c
@@ -492,7 +495,6 @@ class Redlock extends EventEmitter {
     } finally {
       if (--this.#releasing === 0) this.#released?.()
     }
-    invalidate(lock)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) {
       // Its keys may still be on a quorum: a retry must release them, not take the lock

@@ -200,8 +200,8 @@ class Holding {
     // The lock is no longer to be relied on: our keys that are left go now (owner-checked:
     // a new holder's keys stay), retried while the lock would still be valid; the lock
     // keeps the moment of its loss as its expiration (a release sets 0).
-    const releasing = redlock.release(lock, this.settings).catch(noop)
     const lostAt = Math.min(lock.expiration, Date.now())
+    const releasing = redlock.release(lock, this.settings).catch(noop)
     lock.expiration = lostAt
     releasing.then(() => (lock.expiration = lostAt))
     // The routine hears of it before any listener below can get in the way.
