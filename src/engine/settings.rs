@@ -45,13 +45,20 @@ pub fn check_key(ctx: &str, key: &str) -> Result<(), ArgError> {
     if KEYS.contains(&key) {
         return Ok(());
     }
-    let closest = KEYS
+    let lower = key.to_ascii_lowercase();
+    let (distance, closest) = KEYS
         .iter()
-        .min_by_key(|k| edit_distance(&k.to_ascii_lowercase(), &key.to_ascii_lowercase()))
-        .copied()
-        .unwrap_or("retryCount");
+        .map(|k| (edit_distance(&k.to_ascii_lowercase(), &lower), *k))
+        .min()
+        .unwrap_or((usize::MAX, "retryCount"));
+    // A guess only for a slip of a few letters (`ttl` is no `signal`).
+    let guess = if distance <= (key.chars().count() / 3).max(2) {
+        format!(" did you mean {closest}?")
+    } else {
+        String::new()
+    };
     Err(ArgError::type_error(format!(
-        "{ctx}.{key} is not a setting: did you mean {closest}? Settings are {}.",
+        "{ctx}.{key} is not a setting:{guess} Settings are {}.",
         KEYS.join(", ")
     )))
 }
@@ -336,6 +343,14 @@ mod tests {
         for key in KEYS {
             assert!(check_key("settings", key).is_ok());
         }
+        // Nothing close: no guess (an audit got "settings.ttl ...: did you mean signal?").
+        let e = check_key("settings", "ttl").unwrap_err();
+        assert!(!e.message.contains("did you mean"), "{}", e.message);
+        assert!(
+            e.message.contains("Settings are driftFactor"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
