@@ -112,20 +112,8 @@ pub fn plain_reason(raw: &str) -> String {
         let text = text.split(')').next().unwrap_or(text).trim_matches('"');
         return format!("{code} {text}").trim().to_string();
     }
-    // A server that refuses the commands every connection starts with (a Sentinel's port,
-    // an `AUTH` renamed away), or a Redis server asked as a sentinel. (Redis before 6.2
-    // quotes with backticks, and echoes the arguments: a password, for `AUTH`.)
-    if let Some(at) = lower
-        .find("unknown command '")
-        .or_else(|| lower.find("unknown command `"))
-    {
-        let name = raw[at + 17..].split(['\'', '`']).next().unwrap_or("");
-        if name.eq_ignore_ascii_case("sentinel") {
-            return "the server does not know the command 'SENTINEL': not a sentinel (a Redis server's port? sentinels usually listen on 26379)".to_string();
-        }
-        return format!(
-            "the server does not know the command '{name}': not a Redis server that takes the lock commands (a Sentinel's port?)"
-        );
+    if let Some(words) = unknown_command_words(&lower, raw) {
+        return words;
     }
     // A reply of the server, without the driver's type name before it (of a pipeline's
     // list of errors, the first).
@@ -138,6 +126,22 @@ pub fn plain_reason(raw: &str) -> String {
         }
         None => without_args(raw).to_string(),
     }
+}
+
+/// A server that refuses the commands every connection starts with (a Sentinel's port, an
+/// `AUTH` renamed away), or a Redis server asked as a sentinel, in plain words. (Redis
+/// before 6.2 quotes with backticks, and echoes the arguments: a password, for `AUTH`.)
+fn unknown_command_words(lower: &str, raw: &str) -> Option<String> {
+    let at = lower
+        .find("unknown command '")
+        .or_else(|| lower.find("unknown command `"))?;
+    let name = raw[at + 17..].split(['\'', '`']).next().unwrap_or("");
+    if name.eq_ignore_ascii_case("sentinel") {
+        return Some("the server does not know the command 'SENTINEL': not a sentinel (a Redis server's port? sentinels usually listen on 26379)".to_string());
+    }
+    Some(format!(
+        "the server does not know the command '{name}': not a Redis server that takes the lock commands (a Sentinel's port?)"
+    ))
 }
 
 /// `text` without the arguments a server's refusal echoes ("with args beginning with:
