@@ -81,6 +81,27 @@ test.serial('a connection that dies without a word (new ones work) is replaced a
   t.is(await clients[2].get('paused'), '1', 'the SET queued on the kept connection ran')
 })
 
+test('a connection that is only slow (its replies lag past the time-out) runs each command once, also when a fresh one takes its place', async (t) => {
+  // Found by an audit of the stuck-connection rule: the slow connection was closed when a
+  // fresh one was made, and an INCR on it, already run, was sent again (counted twice).
+  const proxy = await new TcpProxy(servers[0].port).start()
+  t.teardown(() => proxy.stop())
+  const client = new Redis({ port: proxy.port, connectTimeout: TIMEOUT, commandTimeout: TIMEOUT })
+  t.teardown(() => client.quit())
+  const key = resource(t)
+  await client.get('warm-up')
+  proxy.hold(1_000)
+  const slow = client.get('x').catch((e) => e)
+  await new Promise((r) => setTimeout(r, 200))
+  const incr = client.call('INCR', key).catch((e) => e)
+  await new Promise((r) => setTimeout(r, 130))
+  t.is(await client.call('PING'), 'PONG', 'the overdue GET makes the next command try a fresh connection')
+  t.true((await slow) instanceof Error, 'the GET timed out')
+  await incr
+  await new Promise((r) => setTimeout(r, 1_200))
+  t.is(await servers[0].command('GET', key), '1', 'the INCR ran once')
+})
+
 test('a majority blackholed: a clear failure within the time-outs, no hang', async (t) => {
   const { proxies, clients, redlock } = await proxied(t)
   proxies[0].mode = 'blackhole'

@@ -54,6 +54,13 @@ export class ProxyBase {
 export class TcpProxy extends ProxyBase {
   /** The connections open now that carry nothing more (see `silence`). */
   #silenced = new WeakSet()
+  /** The connections open now whose replies lag (see `hold`), by socket: by how long. */
+  #held = new WeakMap()
+
+  /** The replies on the connections open now lag `ms` (a slow link); new ones pass. */
+  hold(ms) {
+    for (const s of this.sockets) this.#held.set(s, ms)
+  }
 
   /**
    * The connections open now go silent for good, with no FIN or RST (a crashed host, a
@@ -74,7 +81,9 @@ export class TcpProxy extends ProxyBase {
           return
         }
         const data = replies && this.mode === 'garbage' ? Buffer.from('?garbage\r\n$-7\r\n*x\r\n') : chunk
-        if (this.mode === 'delay') setTimeout(() => to.writable && to.write(data), this.delayMs)
+        const held = replies ? this.#held.get(from) : undefined
+        if (held !== undefined) setTimeout(() => to.writable && to.write(data), held)
+        else if (this.mode === 'delay') setTimeout(() => to.writable && to.write(data), this.delayMs)
         else if (to.writable) to.write(data)
       })
       // A close follows the bytes before it (delayed as they are).

@@ -53,10 +53,6 @@ const MAX_DEPTH: usize = 512;
 /// few; a server that sends an endless array (`*2147483647` and then elements without end)
 /// would otherwise take all the memory there is.
 const MAX_HELD: usize = 1 << 20;
-/// Why a connection is given up when a reply that began does not end within the command
-/// time-out (a server that stalls mid-reply, or sends one without end): the commands
-/// waiting and the next ones are sent again on a fresh connection.
-const STUCK: &str = "a reply that did not end within the command time-out";
 
 thread_local! {
     /// How many times the socket of a lean connection woke its task on this thread.
@@ -151,8 +147,7 @@ impl Lean {
     /// Connects to `host:port` (no Nagle delay; over TLS when `tls` is given) and starts
     /// the connection task on the current runtime. No command is sent; `db` is only what
     /// [`Lean::get_db`] reports. A command unanswered for `stuck_after` makes the
-    /// connection stuck ([`Lean::stuck`]); a reply that began and does not end within it
-    /// gives the connection up ([`STUCK`]).
+    /// connection stuck ([`Lean::stuck`]).
     pub(super) async fn connect(
         host: &str,
         port: u16,
@@ -481,22 +476,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
         {
             self.replies.push(v);
         }
-        let partial = if self.read == self.filled {
+        if self.read == self.filled {
             self.filled = 0;
             self.read = 0;
             if self.rbuf.len() > KEPT {
                 // After a large reply: back to the first size.
                 self.rbuf = vec![0; READ_CHUNK];
             }
-            !self.decoder.open.is_empty()
-        } else {
-            true
-        };
+        }
         if self.replies.is_empty() {
-            // A reply coming in parts: it too must end within the command time-out.
-            if partial && self.shared.stuck() {
-                return Err((io::ErrorKind::ConnectionAborted, STUCK));
-            }
             return Ok(());
         }
         // Each reply to its waiter, in order (a one-shot send only wakes the waiter).

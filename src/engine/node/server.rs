@@ -498,8 +498,8 @@ impl Server {
     /// its peer is gone without a word (a crashed host, a lost NAT entry; the kernel would
     /// keep it for many minutes), replies were lost, or the server itself is not answering
     /// (paused, busy). A fresh connection, tried in the background, tells which: made, it
-    /// takes the stuck one's place for the next command (the stuck one's commands fail and
-    /// are sent again on it); not made, the server is not answering, the stuck connection
+    /// takes the stuck one's place for the next commands (those on the stuck one finish
+    /// there); not made, the server is not answering, the stuck connection
     /// is kept (its commands are answered when the server wakes), and the next command
     /// tries again. This command goes on the connection returned: the fresh one when it
     /// is made within [`PROBE_LOOK`], else the stuck one.
@@ -536,11 +536,11 @@ impl Server {
             return stuck; // (moved on meanwhile: the probe's connection goes)
         }
         st.generation += 1;
-        if let Slot::Ready(Conn::Lean(old)) =
-            std::mem::replace(&mut st.slot, Slot::Ready(conn.clone()))
-        {
-            old.close();
-        }
+        // The stuck one is not closed: a command on it that is still waiting may have run
+        // on a server that is only slow (an INCR sent again would count twice). It closes
+        // once the last of them is done with it (a vote sent at once on it is sent again,
+        // as lock scripts may be).
+        st.slot = Slot::Ready(conn.clone());
         // The same server (the probe read its identity): what was checked of it holds.
         let same = matches!(
             (&*self.identity.locked(), &identity),
