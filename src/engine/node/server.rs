@@ -245,6 +245,9 @@ impl Backend for Server {
             let previous = {
                 let mut st = self.lock_state();
                 st.probe = None;
+                if let Some(Conn::Lean(stuck)) = st.stuck.take() {
+                    stuck.close();
+                }
                 std::mem::replace(&mut st.slot, Slot::Closed)
             };
             let previous = match previous {
@@ -330,6 +333,9 @@ pub(super) struct State {
     connected: bool,
     /// A fresh connection tried in place of a stuck one (see [`Server::replace_stuck`]).
     probe: Option<ConnectFuture>,
+    /// The last stuck connection replaced, kept open for the commands still waiting on it
+    /// (closed when the next one is replaced, or at `quit()`).
+    stuck: Option<Conn>,
 }
 
 impl State {
@@ -341,6 +347,7 @@ impl State {
             down: None,
             connected: false,
             probe: None,
+            stuck: None,
         }
     }
 }
@@ -537,10 +544,11 @@ impl Server {
         }
         st.generation += 1;
         // The stuck one is not closed: a command on it that is still waiting may have run
-        // on a server that is only slow (an INCR sent again would count twice). It closes
-        // once the last of them is done with it (a vote sent at once on it is sent again,
-        // as lock scripts may be).
-        st.slot = Slot::Ready(conn.clone());
+        // on a server that is only slow, and would be sent again on the fresh one (an INCR
+        // counted twice, a fence claimed twice). Its commands finish there or time out.
+        if let Slot::Ready(stuck) = std::mem::replace(&mut st.slot, Slot::Ready(conn.clone())) {
+            st.stuck = Some(stuck);
+        }
         // The same server (the probe read its identity): what was checked of it holds.
         let same = matches!(
             (&*self.identity.locked(), &identity),
