@@ -1087,6 +1087,22 @@ test('a release that fails is retried for real: while the nodes are down it is r
   await eventually(async () => (await valuesOn(all, key)).every((v) => v === null))
 })
 
+test('a second release while the first is under way is refused as the first is, not taken for expired', async (t) => {
+  // Found by an audit: release() invalidating the lock at once made a second one, before
+  // the first had failed, read expiration 0 and resolve while a quorum still held the keys.
+  const all = await servers(t, 3)
+  t.teardown(() => all.forEach((s) => s.resume()))
+  const redlock = new Redlock(clientsFor(t, all, { connectTimeout: 300, commandTimeout: 300 }), { retryCount: 1, retryDelay: 50, retryJitter: 0 })
+  const lock = await redlock.acquire([resource(t)], 10_000)
+  all[0].pause()
+  all[1].pause()
+  const first = lock.release().catch((e) => e)
+  await sleep(20)
+  const second = await t.throwsAsync(lock.release(), { instanceOf: ExecutionError })
+  t.is(second.reason, 'quorum-unavailable')
+  t.is((await first).reason, 'quorum-unavailable')
+})
+
 test('settings.signal is refused by new Redlock(): a signal belongs to an operation', (t) => {
   const error = t.throws(() => new Redlock([new Redis({ port: 1, lazyConnect: true })], { signal: new AbortController().signal }), { instanceOf: TypeError })
   t.regex(error.message, /settings\.signal/)

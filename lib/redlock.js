@@ -50,9 +50,9 @@ const QUIT_RELEASE_WAIT = 1_000
 const superseded = new WeakSet()
 
 /**
- * The expiration of locks whose release failed: no longer to be relied on (expiration 0:
- * some nodes may have released them), but a retried release tries the nodes again until
- * then, as the first did.
+ * The expiration of locks whose release is under way or failed: no longer to be relied on
+ * (expiration 0, set when a release starts), but a release meanwhile or after tries the
+ * nodes until then, as the first did.
  */
 const releasing = new WeakMap()
 
@@ -480,10 +480,13 @@ class Redlock extends EventEmitter {
     lockArg(lock)
     holdings.get(lock)?.released()
     const id = this.#id()
-    // (Only a lock whose expiration is 0 can have a failed release behind it.)
+    // (Only a lock whose expiration is 0 can have a release under way or failed behind it.)
     const retried = lock.expiration === 0 ? releasing.get(lock) : undefined
     const expiration = superseded.has(lock) ? NaN : (retried ?? Number(lock.expiration))
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
+    // Its keys may be on a quorum until this release is done: a release meanwhile, or
+    // after it failed, must release them, not take the lock for expired.
+    if (!superseded.has(lock)) releasing.set(lock, expiration)
     // No longer to be relied on from now (node-redlock's release too invalidates the lock
     // at once).
     invalidate(lock)
@@ -496,13 +499,8 @@ class Redlock extends EventEmitter {
       if (--this.#releasing === 0) this.#released?.()
     }
     const log = this.#log(c, lock.resources.length)
-    if (!succeeded(c)) {
-      // Its keys may still be on a quorum: a retry must release them, not take the lock
-      // for expired.
-      if (!superseded.has(lock)) releasing.set(lock, expiration)
-      throw failureError(reasonOf(c), log, this.#abortedBy(undefined))
-    }
-    if (retried !== undefined) releasing.delete(lock)
+    if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(undefined))
+    releasing.delete(lock)
     return new ExecutionResult(log, startOf(c))
   }
 
