@@ -1103,6 +1103,46 @@ test('a second release while the first is under way is refused as the first is, 
   t.is((await first).reason, 'quorum-unavailable')
 })
 
+test('an extend under way when the lock is released gives a Lock that claims nothing, for every kind', async (t) => {
+  // Found by an audit: the extension (out first) was undone by the release, yet its Lock
+  // claimed 10 s, while a second holder came in at once.
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores, { retryCount: 0 })
+  const key = resource(t)
+  const kinds = {
+    mutex: () => redlock.acquire([key], 5_000),
+    permit: () => redlock.semaphore(`${key}:s`, 1).acquire(5_000),
+    write: () => redlock.readWriteLock(`${key}:rw`).write.acquire(5_000),
+  }
+  for (const [kind, take] of Object.entries(kinds)) {
+    const lock = await take()
+    const extending = lock.extend(10_000)
+    await lock.release()
+    const extended = await extending
+    t.is(extended.expiration, 0, kind)
+    const next = await take()
+    await next.release()
+  }
+})
+
+test.serial("using(): the routine's own release during an automatic extension leaves lock.expiration at 0", async (t) => {
+  // Found by an audit: the extension, answered after the release, set the expiration back.
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores)
+  t.teardown(() => stores.forEach((s) => s.pause(0)))
+  let after
+  await redlock.using([resource(t)], 400, { automaticExtensionThreshold: 300 }, async (signal, lock) => {
+    await sleep(60)
+    stores[0].pause(250)
+    stores[1].pause(250)
+    await sleep(80) // the automatic extension (at 100 ms) waits for the paused stores
+    await lock.release()
+    await sleep(100)
+    after = lock.expiration
+  })
+  t.is(after, 0)
+})
+
 test('settings.signal is refused by new Redlock(): a signal belongs to an operation', (t) => {
   const error = t.throws(() => new Redlock([new Redis({ port: 1, lazyConnect: true })], { signal: new AbortController().signal }), { instanceOf: TypeError })
   t.regex(error.message, /settings\.signal/)

@@ -56,6 +56,9 @@ const superseded = new WeakSet()
  */
 const releasing = new WeakMap()
 
+/** Locks whose release has started: an extension that lands before it goes with it. */
+const releaseStarted = new WeakSet()
+
 /**
  * The Holding (automatic extension) of each lock a `using()` routine holds, and of the
  * Locks the routine got by extending it: an extend or release by the routine reaches it.
@@ -487,6 +490,7 @@ class Redlock extends EventEmitter {
     // Its keys may be on a quorum until this release is done: a release meanwhile, or
     // after it failed, must release them, not take the lock for expired.
     if (!superseded.has(lock)) releasing.set(lock, expiration)
+    releaseStarted.add(lock)
     // No longer to be relied on from now (node-redlock's release too invalidates the lock
     // at once).
     invalidate(lock)
@@ -542,6 +546,14 @@ class Redlock extends EventEmitter {
     const held = holdings.get(lock)
     const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(lock, (until) => this.#extended(lock, duration, settings, until))
     return extending.then((extended) => {
+      if (releaseStarted.has(lock)) {
+        // Released meanwhile (the extension went out first, the release after it): the
+        // new Lock claims nothing, and a release retried later tries until its keys' end.
+        const pending = releasing.get(lock)
+        if (pending !== undefined) releasing.set(lock, Math.max(pending, extended.expiration))
+        invalidate(extended)
+        return extended
+      }
       const holding = holdings.get(lock)
       if (holding !== undefined) {
         holdings.set(extended, holding)

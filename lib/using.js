@@ -74,6 +74,8 @@ class Holding {
   #done = false
   /** Whether this lock counts in `holdings`. */
   #held = true
+  /** Whether the routine released its lock itself. */
+  #released = false
 
   constructor(redlock, lock, duration, settings, threshold, extend) {
     holdings++
@@ -164,7 +166,8 @@ class Holding {
       const until = this.lock.expiration - lossLead() - EXTENSION_MARGIN
       const extended = await this.extendFn(this.lock, this.duration, { ...this.settings, retryCount: -1 }, until)
       this.#extension = undefined
-      if (this.signal.aborted) return
+      // (Released by the routine meanwhile: what the extension set went with the release.)
+      if (this.signal.aborted || this.#released) return
       // Kept also when the routine just ended: the release that follows retries while the
       // extended lock is valid.
       this.lock.expiration = extended.expiration
@@ -272,6 +275,7 @@ class Holding {
   /** The routine released its lock itself: nothing more to extend, no loss to report. */
   released() {
     this.#unhold()
+    this.#released = true
     this.#done = true
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
