@@ -845,10 +845,13 @@ test('a release right after quit() still goes out; an acquire then is refused', 
 test("quit() while a using() routine's acquire is under way: the routine never runs", async (t) => {
   const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
   const redlock = new Redlock(stores, { retryCount: -1, retryDelay: 20, retryJitter: 0 })
+  let holding = false
   const running = redlock.using([resource(t)], 5_000, async (signal) => {
+    holding = true
     await new Promise((resolve) => signal.addEventListener('abort', resolve))
   })
-  await sleep(20)
+  // (Its lock held before the stores pause: on a busy machine 20 ms may not be enough.)
+  while (!holding) await sleep(5)
   for (const s of stores) s.pause(300)
   let ran = false
   const late = redlock.using([resource(t)], 5_000, async () => {
