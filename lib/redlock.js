@@ -50,14 +50,12 @@ const QUIT_RELEASE_WAIT = 1_000
 const superseded = new WeakSet()
 
 /**
- * The expiration of locks whose release is under way or failed: no longer to be relied on
- * (expiration 0, set when a release starts), but a release meanwhile or after tries the
- * nodes until then, as the first did.
+ * The expiration of locks whose release is under way or failed (0 once one succeeded; an
+ * entry at all: a release started, which an extension landing after it learns): no longer
+ * to be relied on (expiration 0, set when a release starts), but a release meanwhile or
+ * after tries the nodes until then, as the first did.
  */
 const releasing = new WeakMap()
-
-/** Locks whose release has started: an extension that lands before it goes with it. */
-const releaseStarted = new WeakSet()
 
 /**
  * The Holding (automatic extension) of each lock a `using()` routine holds, and of the
@@ -489,8 +487,7 @@ class Redlock extends EventEmitter {
     lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
     // Its keys may be on a quorum until this release is done: a release meanwhile, or
     // after it failed, must release them, not take the lock for expired.
-    if (!superseded.has(lock)) releasing.set(lock, expiration)
-    releaseStarted.add(lock)
+    releasing.set(lock, expiration)
     // No longer to be relied on from now (node-redlock's release too invalidates the lock
     // at once).
     invalidate(lock)
@@ -504,7 +501,7 @@ class Redlock extends EventEmitter {
     }
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(undefined))
-    releasing.delete(lock)
+    releasing.set(lock, 0)
     return new ExecutionResult(log, startOf(c))
   }
 
@@ -546,11 +543,11 @@ class Redlock extends EventEmitter {
     const held = holdings.get(lock)
     const extending = held === undefined ? this.#extended(lock, duration, settings) : held.manual(lock, (until) => this.#extended(lock, duration, settings, until))
     return extending.then((extended) => {
-      if (releaseStarted.has(lock)) {
+      const pending = releasing.get(lock)
+      if (pending !== undefined) {
         // Released meanwhile (the extension went out first, the release after it): the
         // new Lock claims nothing, and a release retried later tries until its keys' end.
-        const pending = releasing.get(lock)
-        if (pending !== undefined) releasing.set(lock, Math.max(pending, extended.expiration))
+        if (pending !== 0) releasing.set(lock, Math.max(pending, extended.expiration))
         invalidate(extended)
         return extended
       }

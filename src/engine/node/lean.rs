@@ -211,12 +211,17 @@ impl Lean {
         pack: impl FnOnce(&mut Vec<u8>),
         waiter: Waiter,
         blocks: Option<Option<Duration>>,
-    ) {
+        unless_stuck: bool,
+    ) -> bool {
         let task = {
             let mut st = self.handle.shared.state.locked();
             if let Some((kind, why)) = st.failed {
                 drop(st);
-                return waiter.fail(kind, why);
+                waiter.fail(kind, why);
+                return true;
+            }
+            if unless_stuck && st.overdue() {
+                return false;
             }
             pack(&mut st.out);
             st.waiting.push_back(waiter);
@@ -233,16 +238,23 @@ impl Lean {
         if let Some(t) = task {
             t.wake();
         }
+        true
+    }
+}
+
+impl State {
+    /// Whether the first command waiting has waited past the time it was due by.
+    fn overdue(&self) -> bool {
+        self.due
+            .front()
+            .is_some_and(|due| due.is_some_and(|due| Instant::now() > due))
     }
 }
 
 impl Shared {
     /// Whether the first command waiting has waited past the command time-out.
     fn stuck(&self) -> bool {
-        let st = self.state.locked();
-        st.due
-            .front()
-            .is_some_and(|due| due.is_some_and(|due| Instant::now() > due))
+        self.state.locked().overdue()
     }
 
     /// Has the connection task close the socket; the commands still waiting fail.
@@ -288,8 +300,23 @@ impl Lean {
             |out| cmd.write_packed_command(out),
             Waiter::One(tx),
             super::blocking::of_cmd(cmd),
+            false,
         );
         Sent(rx)
+    }
+
+    /// [`Lean::send_one`], unless the connection is stuck ([`Lean::stuck`]): `None` then,
+    /// nothing sent (one look at the connection's state for both).
+    pub(super) fn send_unless_stuck(&self, cmd: &Cmd) -> Option<Sent> {
+        let (tx, rx) = oneshot::channel();
+        let blocks = super::blocking::of_cmd(cmd);
+        self.send(
+            |out| cmd.write_packed_command(out),
+            Waiter::One(tx),
+            blocks,
+            true,
+        )
+        .then_some(Sent(rx))
     }
 }
 
@@ -331,6 +358,7 @@ impl redis::aio::ConnectionLike for Lean {
             |out| out.extend(pipeline.get_packed_pipeline()),
             waiter,
             None,
+            false,
         );
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(gone())) })
     }

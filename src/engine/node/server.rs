@@ -175,9 +175,9 @@ impl Backend for Server {
         }
         match &st.slot {
             // (A stuck connection is for `run` to probe.)
-            Slot::Ready(Conn::Lean(l)) if !l.stuck() => Some(Sent {
+            Slot::Ready(Conn::Lean(l)) => l.send_unless_stuck(cmd).map(|reply| Sent {
                 generation: st.generation,
-                reply: l.send_one(cmd),
+                reply,
             }),
             _ => None,
         }
