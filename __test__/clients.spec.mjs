@@ -3,7 +3,7 @@ import util from 'node:util'
 
 import test from 'ava'
 
-import { RedisServer, rawCommand } from '../scripts/redis-servers.mjs'
+import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
 import { lib, sleep, useServers } from './helpers.mjs'
 
 const { Cluster, Redis, RedisJsClient } = lib
@@ -400,4 +400,31 @@ test.serial('a connection the server kills is replaced by one new connection, th
   t.is(await c.call('ECHO', 'again'), 'again')
   t.is(await c.call('CLIENT', 'GETNAME'), null, 'a new connection (the name was on the killed one)')
   t.is(await connectedClients(server.port), before)
+})
+
+// Found by an audit: a command issued while nothing listened at the address yet (a server
+// starting with the app, or restarting) failed at once with "connection refused", where
+// ioredis and node-redis queue it until they connect.
+test.serial('a command issued before the server listens, or while it restarts, waits for it within its time-outs', async (t) => {
+  const late = new RedisServer({ port: await freePort() })
+  t.teardown(() => late.stop())
+  const c = client(t, { port: late.port, connectTimeout: 3000, commandTimeout: 3000 })
+  const js = jsClient(t, { url: late.url, socket: { connectTimeout: 3000 } })
+  const early = [c.set('early', 'a'), js.get('early')]
+  await sleep(300)
+  await late.start()
+  await Promise.all(early)
+  t.is(await js.get('early'), 'a')
+  await late.kill('SIGKILL')
+  const during = c.get('early')
+  await sleep(300)
+  await late.start()
+  t.is(await during, null, 'a new server without persistence: the key is gone, the command went through')
+  // Nothing listening until the time-out: refused, naming the address, within the time-out.
+  await late.kill('SIGKILL')
+  const started = Date.now()
+  const short = client(t, { port: late.port, connectTimeout: 300, commandTimeout: 300 })
+  const e = await t.throwsAsync(short.get('k'))
+  t.regex(e.message, new RegExp(`127\\.0\\.0\\.1:${late.port}.*refused`))
+  t.true(Date.now() - started < 2000)
 })

@@ -291,3 +291,24 @@ test('a MemoryStore is not recorded on the Redis servers: the next process (or a
   t.deepEqual(stores[0].keys(), lock.resources)
   await lock.release()
 })
+
+// Found by an audit: connections dropped twice in a row (CLIENT KILL, as a proxy or a
+// failover does) made the next acquire fail on every node ("the server changed while its
+// identity was being checked"): the check's own command reconnected, and that was taken
+// for a change of server. The servers never restarted; the key is free.
+test.serial('connections dropped while their server is checked are checked again, not refused: the servers did not change', async (t) => {
+  const list = await servers(t, 3)
+  const redlock = redlockOf(t, list.map((s) => s.port), { retryCount: 0 })
+  const kill = () => Promise.all(list.map((s) => s.command('CLIENT', 'KILL', 'TYPE', 'normal')))
+  for (let round = 0; round < 5; round++) {
+    const first = await redlock.acquire([resource(t)], 2000)
+    await kill()
+    await first.release() // sent again on new connections
+    await kill()
+    const name = resource(t)
+    const lock = await redlock.acquire([name], 2000)
+    t.true((await valuesOn(list, name)).filter((v) => v === lock.value).length >= 2)
+    await lock.release()
+    t.true(await redlock.acquireLock(resource(t), 2000))
+  }
+})

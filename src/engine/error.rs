@@ -81,7 +81,7 @@ pub fn plain_reason(raw: &str) -> String {
         return noperm_words(&lower, raw);
     }
     if has("connection refused") {
-        return "connection refused (is redis-server listening there?)".into();
+        return REFUSED.into();
     }
     if has("certificate") || has("tls") || has("handshake") || has("unknownissuer") {
         return format!("TLS failed: {}", tls_words(&lower, raw));
@@ -226,7 +226,15 @@ fn tls_words(lower: &str, raw: &str) -> String {
     }
 }
 
+/// [`plain_reason`] of a connect that found nothing listening at the address.
+const REFUSED: &str = "connection refused (is redis-server listening there?)";
+
 impl NodeError {
+    /// Whether nothing listens at the address (yet): a server starting or restarting.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, NodeError::Connect { reason, .. } if reason == REFUSED)
+    }
+
     /// Whether the server refused the command's syntax (an option it does not know).
     pub fn is_syntax_error(&self) -> bool {
         matches!(self, NodeError::Command { reason, .. } | NodeError::Reply { line: reason, .. }

@@ -103,6 +103,10 @@ impl Checked {
     }
 }
 
+/// How many times [`Trust::admit`] checks a node whose connection keeps being replaced
+/// while it is checked.
+const RECHECKS: usize = 3;
+
 /// An identity read, before it is judged.
 struct Seen {
     identity: Identity,
@@ -170,10 +174,20 @@ impl Trust {
         if let Some(done) = self.verdict(nodes, i, slot) {
             return done;
         }
-        let epoch = node.identity_epoch();
-        let remembered = self.checked()[i].as_ref().map(|c| c.units.clone());
-        let units = check(nodes, i, self.max_duration, remembered.unwrap_or_default()).await?;
-        self.checked()[i] = Some(NodeChecked { epoch, units });
+        // A connection dropped while it was checked (the check's own commands reconnect
+        // it) is checked again, on the new connection: a few times, a drop each time.
+        for _ in 0..RECHECKS {
+            let epoch = node.identity_epoch();
+            let remembered = self.checked()[i].as_ref().map(|c| c.units.clone());
+            let units = check(nodes, i, self.max_duration, remembered.unwrap_or_default()).await?;
+            self.checked()[i] = Some(NodeChecked { epoch, units });
+            if let Some(done) = self.verdict(nodes, i, slot) {
+                return done;
+            }
+            if node.identity_epoch() == epoch {
+                break;
+            }
+        }
         self.verdict(nodes, i, slot).unwrap_or_else(|| {
             let reason = if node.config().cluster.is_some() {
                 format!("the master of hash slot {slot} did not answer INFO (down, or the cluster is changing)")

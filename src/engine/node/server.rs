@@ -358,6 +358,10 @@ struct Down {
     error: NodeError,
 }
 
+/// How long a user's command waits before it tries again a server not listening.
+const FIRST_LISTEN_PAUSE: Duration = Duration::from_millis(10);
+const MAX_LISTEN_PAUSE: Duration = Duration::from_millis(200);
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -654,11 +658,38 @@ impl Server {
     /// The shared connection ([`Server::connection`]); after the first one, waited for
     /// within `wait` (a command's time-out: a server that stopped answering, whose
     /// connection was given up, must not hold its commands for the connect time-out).
+    ///
+    /// A user's command (`wait` given) finds a server not listening (yet: starting, or
+    /// restarting) tried again until its time is up, or before a first connection until
+    /// the connect time-out, as ioredis and node-redis queue commands while they
+    /// reconnect. A lock's command fails at once: its vote is counted as unavailable.
     async fn reconnection(&self, wait: Option<Duration>) -> Result<(Conn, u64), NodeError> {
-        if self.lock_state().connected {
-            self.bounded(wait, self.connection()).await?
-        } else {
-            self.connection().await
+        let connected = self.lock_state().connected;
+        let bound = wait.filter(|_| connected);
+        let Some(wait) = wait else {
+            return self.bounded(bound, self.connection()).await?;
+        };
+        let end = Instant::now()
+            + if connected {
+                wait
+            } else {
+                self.config.connect_timeout
+            };
+        self.bounded(bound, self.until_listening(end)).await?
+    }
+
+    /// [`Server::connection`], tried again while nothing listens at the address, until
+    /// `end`.
+    async fn until_listening(&self, end: Instant) -> Result<(Conn, u64), NodeError> {
+        let mut pause = FIRST_LISTEN_PAUSE;
+        loop {
+            match self.connection().await {
+                Err(e) if e.is_refused() && Instant::now() + pause < end => {
+                    timer::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_LISTEN_PAUSE);
+                }
+                other => return other,
+            }
         }
     }
 
