@@ -1150,3 +1150,35 @@ test('settings.signal is refused by new Redlock(): a signal belongs to an operat
   const error = t.throws(() => new Redlock([new Redis({ port: 1, lazyConnect: true })], { signal: new AbortController().signal }), { instanceOf: TypeError })
   t.regex(error.message, /settings\.signal/)
 })
+
+// Found by an audit: quit() closed the connections without waiting for the cleanup of the
+// acquires it aborted, so hundreds of acquires rejected as 'aborted' left their keys on a
+// quorum for their whole TTL (no Lock to release them with), and a writer's wait mark
+// stayed, keeping new readers out.
+test('acquires ended by quit() leave nothing on the nodes: no lock keys, no writer wait marks', async (t) => {
+  const all = await servers(t, 3)
+  const other = new Redlock(clientsFor(t, all))
+  t.teardown(() => other.quit())
+  for (let round = 0; round < 6; round++) {
+    const redlock = new Redlock(all.map((s) => new Redis({ port: s.port })))
+    await (await redlock.acquire([resource(t)], 1000)).release() // connected
+    const names = Array.from({ length: 20 }, () => resource(t))
+    const acquires = names.map((name) => redlock.acquire([name], 10000, { retryCount: 0 }).catch((e) => e))
+    // A writer waiting for a reader of another instance: its mark keeps new readers out.
+    const rw = resource(t)
+    const reader = await other.readWriteLock(rw).read.acquire(10000)
+    const writer = redlock.readWriteLock(rw).write.acquire(5000, { retryCount: 10 }).catch((e) => e)
+    await (round % 2 ? new Promise((r) => setImmediate(r)) : sleep(100))
+    await redlock.quit()
+    const ended = await Promise.all(acquires)
+    t.is((await writer).reason, 'aborted')
+    for (const [i, name] of names.entries()) {
+      if (!(ended[i] instanceof Error)) continue
+      t.is(ended[i].reason, 'aborted')
+      t.deepEqual(await valuesOn(all, name), [null, null, null], `${name} was left after an aborted acquire`)
+    }
+    t.deepEqual(await Promise.all(all.map((s) => s.command('EXISTS', `{${rw}}:redlock-rs:rw:wait`))), [0, 0, 0])
+    const second = await other.readWriteLock(rw).read.acquire(1000, { retryCount: 0 })
+    await Promise.all([second.release(), reader.release()])
+  }
+})

@@ -104,6 +104,9 @@ pub struct Quorum {
     epoch: Instant,
     /// The waiting heads' seats in the nodes' lines, and their leaves (see [`Seat`]).
     seats: Arc<Pending>,
+    /// Operations under way, and the cleanups they left running (see
+    /// [`Quorum::spawn_within`]): `quit()` lets them end before it closes the connections.
+    working: Arc<Pending>,
     /// Set by `quit()`: every operation under way ends (aborted), and every later one
     /// at once.
     closed: Arc<Cancel>,
@@ -565,6 +568,7 @@ impl Quorum {
             queues: Arc::default(),
             stragglers: Arc::default(),
             seats: Arc::default(),
+            working: Arc::default(),
             closed: Arc::default(),
             stopping: Arc::default(),
         }
@@ -593,6 +597,7 @@ impl Quorum {
         value: &str,
         call: &Call<'_>,
     ) -> Execution {
+        let _working = self.working.enter();
         // (An acquire also ends when acquires are stopped: see `Quorum::stop_acquires`.)
         let stop = match op {
             Op::Acquire { .. } => &self.stopping,
@@ -721,6 +726,21 @@ impl Quorum {
         self.eval_in_background(&RELEASE_SCRIPT, leave, 0..self.nodes.len());
     }
 
+    /// Spawns `work` (what must reach the nodes: a cleanup, a mark) within `limit`,
+    /// counted while it runs: `quit()` waits for it (bounded) before it closes the
+    /// connections.
+    fn spawn_within(
+        &self,
+        limit: Duration,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let counted = self.working.enter();
+        tokio::spawn(async move {
+            let _ = timer::timeout(limit, work).await;
+            drop(counted);
+        });
+    }
+
     /// Runs `evalsha` (of `script`) on the nodes `on` in the background, each bounded by
     /// the command time-out.
     fn eval_in_background(
@@ -733,9 +753,9 @@ impl Quorum {
         let evalsha = Arc::new(evalsha);
         for i in on {
             let (node, evalsha) = (self.nodes[i].clone(), evalsha.clone());
-            tokio::spawn(timer::timeout(limit, async move {
+            self.spawn_within(limit, async move {
                 let _ = node.eval::<i64>(script, &evalsha).await;
-            }));
+            });
         }
     }
 
@@ -1178,9 +1198,9 @@ impl Quorum {
                 continue;
             }
             let release = RELEASE_SCRIPT.evalsha(resources, &[old]);
-            tokio::spawn(timer::timeout(limit, async move {
+            self.spawn_within(limit, async move {
                 let _ = node.eval::<i64>(&RELEASE_SCRIPT, &release).await;
-            }));
+            });
             if !won && vote != &Some(Vote::Locked) {
                 let release = RELEASE_SCRIPT.evalsha(resources, &[new]);
                 let node = self.nodes[i].clone();
@@ -1217,14 +1237,14 @@ impl Quorum {
         let release = RELEASE_SCRIPT.evalsha(resources, &[&h.value]);
         let nodes = self.nodes.clone();
         let limit = self.command_timeout();
-        tokio::spawn(timer::timeout(limit, async move {
+        self.spawn_within(limit, async move {
             futures::future::join_all(
                 nodes
                     .iter()
                     .map(|n| n.eval::<i64>(&RELEASE_SCRIPT, &release)),
             )
             .await;
-        }));
+        });
         false
     }
 
@@ -1703,9 +1723,9 @@ impl Quorum {
             };
             if unanswered {
                 let (node, release) = (node.clone(), release.clone());
-                tokio::spawn(timer::timeout(limit, async move {
+                self.spawn_within(limit, async move {
                     let _ = node.eval::<i64>(script, &release).await;
-                }));
+                });
             }
         }
         let released = timer::timeout(
@@ -1875,7 +1895,7 @@ impl Quorum {
                 hset.arg(key).arg(&run_id);
             }
             let (node, claim) = (self.nodes[i].clone(), claim.clone());
-            tokio::spawn(timer::timeout(limit, async move {
+            self.spawn_within(limit, async move {
                 // Raised now (0), or by the claim itself (the token: for one counter; the
                 // highest of several says nothing of the others).
                 let raised = match node.eval::<i64>(&FENCE_SCRIPT, &claim).await {
@@ -1889,7 +1909,7 @@ impl Quorum {
                 if raised && matches!(node.send::<Option<String>>(&marked).await, Ok(Some(_))) {
                     let _ = node.send::<redis::Value>(&hset).await;
                 }
-            }));
+            });
         }
     }
 
@@ -2045,6 +2065,10 @@ impl Quorum {
         let started = Instant::now();
         // The waiting heads end (aborted) and take their tickets out of the nodes' lines.
         let _ = timer::timeout(limit, self.seats.idle()).await;
+        // The operations under way end (aborted) and clean up what they set; the writers
+        // among them take their marks back.
+        let left = limit.saturating_sub(started.elapsed());
+        let _ = timer::timeout(left, self.working.idle()).await;
         if self.stragglers.any_released() {
             let left = limit.saturating_sub(started.elapsed());
             let _ = timer::timeout(left, self.stragglers.idle()).await;
