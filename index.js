@@ -5,6 +5,7 @@
 //
 // This file only re-exports; the code is in lib/, by concern:
 // - native.js: loading the addon, and decoding its completion tuples;
+// - abort.js: one 'abort' listener per AbortSignal, whatever waits for it;
 // - clients.js: Redis, Cluster, MemoryStore, RedisJsClient, and reading JS clients' options;
 // - errors.js: ResourceLockedError, ExecutionError, LockLostError;
 // - attempts.js: the attempts of an operation (AttemptLog, ExecutionResult);

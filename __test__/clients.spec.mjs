@@ -428,3 +428,34 @@ test.serial('a command issued before the server listens, or while it restarts, w
   t.regex(e.message, new RegExp(`127\\.0\\.0\\.1:${late.port}.*refused`))
   t.true(Date.now() - started < 2000)
 })
+
+// Found by an audit: a Redlock's quit() closed the clients passed in without their 'close'
+// and 'end' (shutdown code awaiting 'end' never went on), a lazy client connected by lock
+// traffic never said 'connect' or 'ready', and a client quit while connecting said
+// 'connect' and 'ready' after quit().
+test.serial("clients passed to a Redlock say what happens to them: 'ready' when locks connect a lazy one, 'close' and 'end' at the Redlock's quit(); never 'ready' after quit()", async (t) => {
+  const { once } = await import('node:events')
+  const lazy = new Redis({ port: server.port, lazyConnect: true })
+  const js = new RedisJsClient({ url: `redis://127.0.0.1:${server.port}` })
+  const events = []
+  for (const [name, c] of [['lazy', lazy], ['js', js]]) for (const e of ['connect', 'ready', 'close', 'end']) c.on(e, () => events.push(`${name} ${e}`))
+  const redlock = new lib.Redlock([lazy, js])
+  const ready = once(lazy, 'ready')
+  await (await redlock.acquire([`events:${process.pid}`], 1000)).release()
+  await ready
+  const ended = Promise.all([once(lazy, 'end'), once(js, 'end')])
+  await redlock.quit()
+  await ended
+  t.deepEqual(events.filter((e) => e.startsWith('lazy')), ['lazy connect', 'lazy ready', 'lazy close', 'lazy end'])
+  t.deepEqual(events.filter((e) => e.startsWith('js')).slice(-2), ['js close', 'js end'])
+  await t.throwsAsync(lazy.get('k'), { message: /Connection is closed/ })
+  // quit() while connecting: no 'connect' or 'ready' after it.
+  for (const make of [() => new Redis({ port: server.port }), () => new RedisJsClient({ url: `redis://127.0.0.1:${server.port}` })]) {
+    const c = make()
+    const seen = []
+    for (const e of ['connect', 'ready', 'close', 'end']) c.on(e, () => seen.push(e))
+    await c.quit()
+    await sleep(20)
+    t.deepEqual(seen, ['close', 'end'])
+  }
+})

@@ -1182,3 +1182,37 @@ test('acquires ended by quit() leave nothing on the nodes: no lock keys, no writ
     await Promise.all([second.release(), reader.release()])
   }
 })
+
+// Found by two audits: every using() put its own 'abort' listener on settings.signal, so a
+// shared shutdown signal given to more than 10 routines at once made Node.js warn of a
+// leak (MaxListenersExceededWarning); acquires already shared one listener.
+test('one shared signal given to many using() routines and acquires at once carries one listener, and no warning', async (t) => {
+  const { getEventListeners } = await import('node:events')
+  const warnings = []
+  const onWarning = (w) => warnings.push(w)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  const redlock = new Redlock([new lib.MemoryStore()])
+  t.teardown(() => redlock.quit())
+  const controller = new AbortController()
+  const { signal } = controller
+  const counts = []
+  let entered = 0
+  let allIn
+  const everyoneIn = new Promise((r) => (allIn = r))
+  const routines = Array.from({ length: 20 }, (_, i) =>
+    redlock.using([`shared-signal:${i}`], 5000, { signal }, async () => {
+      if (++entered === 20) allIn()
+      await everyoneIn
+      counts.push(getEventListeners(signal, 'abort').length)
+    }),
+  )
+  const waiting = Array.from({ length: 20 }, () => redlock.acquire(['shared-signal:0'], 5000, { signal, retryCount: -1 }).catch((e) => e))
+  await Promise.all(routines)
+  t.true(counts.every((n) => n === 1), `listeners on the signal: ${counts}`)
+  controller.abort()
+  for (const e of await Promise.all(waiting)) if (e instanceof Error) t.is(e.reason, 'aborted')
+  t.is(getEventListeners(signal, 'abort').length, 0)
+  await sleep(10)
+  t.deepEqual(warnings.map((w) => w.name), [])
+})

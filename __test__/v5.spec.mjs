@@ -648,8 +648,23 @@ test('options that would send the locks elsewhere or change their keys are refus
   const natted = new IORedis.Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true, natMap: { '10.0.0.1:7000': { host: '127.0.0.1', port: 7000 } } })
   t.teardown(() => natted.disconnect())
   t.throws(() => new Redlock([natted]), { instanceOf: TypeError, message: /natMap/ })
+  // So is an ioredis Sentinel client's (found by an audit: it was ignored, the locks went to
+  // the master the sentinels name, not where ioredis itself writes).
+  const sentinelNatted = new IORedis({ sentinels: [{ host: '127.0.0.1', port: 26379 }], name: 'mymaster', lazyConnect: true, natMap: { '10.0.0.1:6379': { host: '127.0.0.1', port: 6380 } } })
+  t.teardown(() => sentinelNatted.disconnect())
+  t.throws(() => new Redlock([sentinelNatted]), { instanceOf: TypeError, message: /natMap/ })
   // node-redis clients whose options are private: said plainly, with what to pass instead.
   const { createSentinel } = require('redis')
   const sentinel = createSentinel({ name: 'mymaster', sentinelRootNodes: [{ host: '127.0.0.1', port: 26379 }] })
   t.throws(() => new Redlock([sentinel]), { instanceOf: TypeError, message: /clients\[0\] is a node-redis RedisSentinel.*new Redis\(\{ sentinels, name \}\)/ })
+})
+
+// Found by an audit: a node-redis client made with neither url nor socket (node-redis'
+// README's createClient(), localhost:6379) was refused as "not a client".
+test("node-redis clients made with node-redis' defaults (no url, no socket) are read as localhost:6379", (t) => {
+  for (const options of [undefined, { database: 3 }, { password: 'x' }]) {
+    const redlock = new Redlock([createClient(options), redis4.createClient(options)])
+    t.deepEqual(redlock.toJSON().clients, ['node-redis(localhost:6379)', 'node-redis(localhost:6379)'])
+    redlock.quit()
+  }
 })

@@ -9,6 +9,8 @@ const { NativeClient } = require('./native.js')
 
 const noop = () => {}
 const watchFor = Symbol('watchFor')
+/** What a Redlock tells the clients passed in (see ClientBase). */
+const lockUse = { used: Symbol('used'), awaitsUse: Symbol('awaitsUse'), closed: Symbol('closed') }
 
 /**
  * What the client classes add to the native client, among which the events of ioredis' and
@@ -22,6 +24,8 @@ const watchFor = Symbol('watchFor')
 class ClientBase extends NativeClient {
   #connected = false
   #ended = false
+  /** quit() was called (it may still wait for the connection). */
+  #quitCalled = false
   /** Whether listening for the connection starts watching it (not with lazyConnect). */
   #watchable = false
   #watching = false
@@ -38,7 +42,7 @@ class ClientBase extends NativeClient {
     const connecting = super.connect()
     connecting.then(
       () => {
-        if (this.#connected || this.#ended) return
+        if (this.#connected || this.#ended || this.#quitCalled) return
         this.#connected = true
         this.emit('connect')
         this.emit('ready')
@@ -50,13 +54,32 @@ class ClientBase extends NativeClient {
     return connecting
   }
 
-  /** Closes gracefully; later commands reject with "Connection is closed.". */
+  /**
+   * Closes gracefully; later commands reject with "Connection is closed.". No 'connect' or
+   * 'ready' once called, even when a connect under way ends after.
+   */
   async quit() {
+    this.#quitCalled = true
     await super.quit()
+    this[lockUse.closed]()
+  }
+
+  /** Closed (by its `quit()`, or a Redlock's, as node-redlock quits its clients): 'close' and 'end', once. */
+  [lockUse.closed]() {
     if (this.#ended) return
     this.#ended = true
     this.emit('close')
     this.emit('end')
+  }
+
+  /** A Redlock's operation uses this client's connection: watched as a command's would be. */
+  [lockUse.used]() {
+    this.#used()
+  }
+
+  /** Whether a Redlock's operations must tell this client of their use: lazyConnect, not watched yet. */
+  get [lockUse.awaitsUse]() {
+    return !this.#watchable && !this.#watching
   }
 
   /**
@@ -227,11 +250,15 @@ function startupNodeOf(node) {
   return node
 }
 
+/** Whether ioredis' `natMap` option maps any address (a function, or a non-empty object). */
+function hasNatMap(nat) {
+  return typeof nat === 'function' || (nat !== null && typeof nat === 'object' && Object.keys(nat).length > 0)
+}
+
 /** ioredis Cluster: startup nodes, and the per-node options in redisOptions. */
 function fromIoredisCluster(client, options) {
   const ro = options.redisOptions || {}
-  const nat = options.natMap
-  if (typeof nat === 'function' || (nat && typeof nat === 'object' && Object.keys(nat).length > 0)) {
+  if (hasNatMap(options.natMap)) {
     // The nodes would be reached at the addresses the cluster announces, not the mapped ones.
     throw new TypeError("the ioredis Cluster's natMap is not supported: give new Cluster() startup nodes the cluster announces addresses this machine can reach.")
   }
@@ -285,6 +312,10 @@ function refuseUnixSocket(path, name) {
 function fromIoredis(options) {
   refuseUnixSocket(options.path, 'the ioredis client\'s options.path')
   const sentinel = Array.isArray(options.sentinels) && options.sentinels.length > 0
+  if (sentinel && hasNatMap(options.natMap)) {
+    // The master would be reached where the sentinels name it, not at the mapped address.
+    throw new TypeError("the ioredis client's natMap is not supported: give new Redis({ sentinels, name }) sentinels that name addresses this machine can reach.")
+  }
   return new Redis({
     host: options.host,
     port: options.port,
@@ -388,6 +419,8 @@ function readClient(client, index) {
     if (typeof client.evalsha === 'function' && 'port' in options) return fromIoredis(options)
     if (typeof client.sendCommand === 'function' && ('url' in options || 'socket' in options)) return fromNodeRedis(options)
   }
+  // node-redis' createClient() with neither url nor socket (localhost:6379, its default).
+  if (typeof client?.sendCommand === 'function' && classAmong(client, ['RedisClient'])) return fromNodeRedis(options ?? {})
   return client // not a client: the native constructor names it in a TypeError
 }
 
@@ -448,4 +481,4 @@ function inspectInstead(shown, depth, options, show) {
   return show(shown, { ...options, depth: options.depth === null ? null : Math.max(0, depth) })
 }
 
-module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, leaveShared, keyPrefixOf, describeClient, shownClient, inspectInstead }
+module.exports = { Redis, Cluster, MemoryStore, RedisJsClient, tlsOf, nativeClientFor, leaveShared, keyPrefixOf, describeClient, shownClient, inspectInstead, lockUse, ClientBase }

@@ -5,7 +5,8 @@
 const { EventEmitter } = require('node:events')
 const { inspect } = require('node:util')
 
-const { describeClient, inspectInstead, keyPrefixOf, leaveShared, nativeClientFor, shownClient } = require('./clients.js')
+const { onAbort } = require('./abort.js')
+const { ClientBase, describeClient, inspectInstead, keyPrefixOf, leaveShared, lockUse, nativeClientFor, shownClient } = require('./clients.js')
 const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
@@ -148,9 +149,6 @@ class Redlock extends EventEmitter {
   /** How many releases are under way, and what `quit()` waits for them with. */
   #releasing = 0
   #released = undefined
-  /** The operations under way with each AbortSignal (see #onAbort). */
-  #bySignal = new WeakMap()
-
   /** The ioredis `keyPrefix` of the clients passed in ('' for none): put before every key. */
   #prefix = ''
 
@@ -187,6 +185,8 @@ class Redlock extends EventEmitter {
     }
     this.#handle = this.#native.handle
     this.#clients = list
+    const lazy = list.filter((c) => c instanceof ClientBase && c[lockUse.awaitsUse])
+    if (lazy.length > 0) this.#lazy = lazy
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
     this.#hooks = followListeners(this, this.#native)
@@ -230,8 +230,16 @@ class Redlock extends EventEmitter {
 
   /** A fresh operation id, under which the next native operation starts. */
   #id() {
+    if (this.#lazy !== null) for (const c of this.#lazy) c[lockUse.used]()
     return (this.#nextId = (this.#nextId + 1) >>> 0)
   }
+
+  /**
+   * The lazyConnect clients passed in (null: none), told of each operation: their first
+   * connection is watched as a command's would be ('connect', 'ready'), as with
+   * node-redlock, whose lock commands connect them.
+   */
+  #lazy = null
 
   /**
    * Resolves with the completion tuple of operation `id` (just started natively). With an
@@ -244,43 +252,12 @@ class Redlock extends EventEmitter {
         // Checked first (above), then aborted before it sends anything.
         this.#native.abort(id)
       } else if (signal) {
-        const done = this.#onAbort(signal, id)
+        const done = onAbort(signal, () => this.#native.abort(id))
         settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
       }
       this.#pending.set(id, settle)
       if (this.#pending.size === 1) this.#keepAliveIfBusy()
     })
-  }
-
-  /**
-   * Aborts operation `id` when `signal` aborts; returns what stops that. One listener per
-   * signal for all of this instance's operations under way with it (one shared shutdown
-   * signal given to many calls would otherwise pass Node.js' listener limit and warn).
-   */
-  #onAbort(signal, id) {
-    let ids = this.#bySignal.get(signal)
-    if (ids === undefined) {
-      ids = new Set()
-      const onAbort = () => {
-        this.#bySignal.delete(signal)
-        for (const waiting of ids) this.#native.abort(waiting)
-      }
-      ids.stop = () => {
-        try {
-          signal.removeEventListener('abort', onAbort)
-        } catch {} // a signal's own failure must not keep the result from its caller
-      }
-      this.#bySignal.set(signal, ids)
-      signal.addEventListener('abort', onAbort, { once: true })
-    }
-    ids.add(id)
-    return () => {
-      ids.delete(id)
-      if (ids.size === 0 && this.#bySignal.get(signal) === ids) {
-        this.#bySignal.delete(signal)
-        ids.stop()
-      }
-    }
   }
 
   #settle(batch) {
@@ -679,6 +656,8 @@ class Redlock extends EventEmitter {
     } finally {
       clearInterval(closing)
     }
+    // Our own clients passed in are closed too: they say so, as after their own quit().
+    for (const c of this.#clients) if (c instanceof ClientBase) c[lockUse.closed]()
     if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
     this.#keepAlive = null
   }

@@ -2,6 +2,7 @@
 // The automatic extension of a lock held by `using()` (Holding): extends the lock before it
 // expires, and aborts the routine's signal with a LockLostError when it could not.
 
+const { onAbort } = require('./abort.js')
 const { lostChannel } = require('./diagnostics.js')
 const { LockLostError, messageOf } = require('./errors.js')
 
@@ -91,8 +92,11 @@ class Holding {
     // signal aborts, reason 'aborted', the abort's reason as cause) and the lock goes.
     const given = settings?.signal
     if (given?.aborted) this.#userAbort()
-    else given?.addEventListener?.('abort', this.#userAbort, { once: true })
+    else if (given) this.#stopUserAbort = onAbort(given, this.#userAbort)
   }
+
+  /** Takes this routine off `settings.signal` (see lib/abort.js). */
+  #stopUserAbort = () => {}
 
   #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
 
@@ -285,7 +289,7 @@ class Holding {
   async stop() {
     this.#unhold()
     this.#done = true
-    this.settings?.signal?.removeEventListener?.('abort', this.#userAbort)
+    this.#stopUserAbort()
     clearTimeout(this.#timer)
     clearTimeout(this.#lossTimer)
     if (this.#extension) await this.#extension
