@@ -280,3 +280,42 @@ test('util.inspect of errors, their attempts, locks and Redlocks made of ioredis
   t.is(JSON.parse(JSON.stringify(withFence)).fence, String(withFence.fence))
   await withFence.release()
 })
+
+// Found by an audit: README's list of the commands a limited ACL user needs lacked those
+// the waiting-line scripts run (ZADD, ZRANGE, TIME, ...): a contended acquire failed on
+// every node. The list is read from README itself.
+test("an ACL user with exactly README's commands and key patterns runs every kind of lock, contended", async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const commands = /or at least `([A-Z\s]+)`/.exec(readme)[1].split(/\s+/).filter(Boolean)
+  t.true(commands.includes('EVALSHA'))
+  const server = await new RedisServer({ password: 'admin-secret' }).start()
+  t.teardown(() => server.stop())
+  const admin = (...args) => rawCommand(server.port, args, { password: 'admin-secret' })
+  await admin('ACL', 'SETUSER', 'locker', 'on', '>s', '~locks:*', '~{locks:*}:redlock-rs:*', '~redlock-rs:*', '&redlock-rs:*', '-@all', ...commands.map((c) => `+${c.toLowerCase()}`))
+  const client = () => new Redis({ port: server.port, username: 'locker', password: 's', commandTimeout: 1000 })
+  const settings = { retryDelay: 50, retryCount: 60, fencing: true }
+  const [a, b] = [new Redlock([client()], settings), new Redlock([client()], settings)]
+  const errors = []
+  for (const r of [a, b]) r.on('error', (e) => errors.push(e.message))
+  t.teardown(() => Promise.all([a.quit(), b.quit()]))
+  const key = `locks:${resource(t)}`
+  const first = await a.acquire([key], 2000)
+  const waiter = b.acquire([key], 2000)
+  await new Promise((r) => setTimeout(r, 120))
+  await (await first.extend(2000)).release()
+  const second = await waiter
+  t.true(second.fence > first.fence)
+  await second.release()
+  const sem = [a.semaphore(key, 1), b.semaphore(key, 1)]
+  const permit = await sem[0].acquire(2000)
+  const next = sem[1].acquire(2000)
+  await new Promise((r) => setTimeout(r, 120))
+  await permit.release()
+  await (await next).release()
+  const read = await a.readWriteLock(key).read.acquire(2000)
+  const write = b.readWriteLock(key).write.acquire(2000)
+  await new Promise((r) => setTimeout(r, 120))
+  await read.release()
+  await (await write).release()
+  t.deepEqual(errors.filter((m) => /NOPERM|permission|can't run/i.test(m)), [])
+})
