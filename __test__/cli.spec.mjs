@@ -186,7 +186,7 @@ test('bad arguments are usage errors', async (t) => {
 test('an empty --resource is a usage error (exit 64), not an internal one; nothing is run', async (t) => {
   const r = await run(['run', '--redis', redisUrls(), '--resource', '', '--ttl', '5s', '--', 'echo', 'ran'])
   t.is(r.code, 64, r.stderr)
-  t.regex(r.stderr, /non-empty string/)
+  t.regex(r.stderr, /--resource.*non-empty name/)
   t.is(r.stdout, '')
 })
 
@@ -300,4 +300,33 @@ test('--help documents the exit codes, 75 (run: the lock could not be had) and 6
     t.regex(r.stdout, /^ {2}69 +status: too few of the Redis nodes answered/m, args.join(' '))
     t.regex(r.stdout, /^ {2}75 +run: the lock could not be had \(held by another owner/m, args.join(' '))
   }
+})
+
+// Found by an audit: Ctrl-C in a terminal reaches the whole foreground process group, the
+// command included, and the CLI passed it on again: the command heard SIGINT twice (a
+// second Ctrl-C often means "stop now"). Run in a pseudo-terminal (util-linux' `script`).
+test('Ctrl-C in a terminal reaches the command once', async (t) => {
+  const counter = path.join(mkdtempSync(path.join(os.tmpdir(), 'redlock-cli-')), 'counter.js')
+  const { writeFileSync } = await import('node:fs')
+  writeFileSync(
+    counter,
+    "let n = 0\nprocess.on('SIGINT', () => { if (++n === 1) setTimeout(() => { console.log(`sigints=${n}`); process.exit(0) }, 300) })\nconsole.log('ready')\nsetInterval(() => {}, 1000)\n",
+  )
+  t.teardown(() => rmSync(path.dirname(counter), { recursive: true, force: true }))
+  const key = resource(t)
+  const line = [process.execPath, cli, 'run', '--redis', redisUrls(), '--resource', key, '--ttl', '5s', '--', process.execPath, counter].join(' ')
+  const term = spawn('script', ['-qfec', line, '/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  let out = ''
+  let sent = false
+  term.stdout.on('data', (d) => {
+    out += d
+    if (!sent && out.includes('ready')) {
+      sent = true
+      setTimeout(() => term.stdin.write('\x03'), 100) // Ctrl-C, typed
+    }
+  })
+  const code = await new Promise((resolve) => term.on('exit', resolve))
+  t.regex(out, /sigints=1\b/)
+  t.is(code, 0)
+  t.deepEqual(await valuesOn(servers, key), [null, null, null], 'released after')
 })

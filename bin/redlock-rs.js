@@ -28,6 +28,8 @@ const EX_SOFTWARE = 70
 const EX_TEMPFAIL = 75
 /** The signals passed on to the command (and that stop a wait for the lock). */
 const FORWARDED = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM']
+/** The signals a terminal sends to its foreground process group (the command gets them too). */
+const FROM_TERMINAL = new Set(['SIGINT', 'SIGQUIT'])
 /** The exit status of a process that signal `name` ended: 128 + its number, as shells give it. */
 const signalStatus = (name) => 128 + (constants.signals[name] ?? 0)
 
@@ -89,6 +91,12 @@ function ttl(text) {
     )
   }
   return ms
+}
+
+/** A resource name: not empty (the library would refuse it, naming its own argument). */
+function resourceName(text) {
+  if (text === '') throw new InvalidArgumentError('Expected a non-empty name.')
+  return text
 }
 
 /** Splits the list; each entry is checked (without echoing passwords) by `addresses`. */
@@ -209,8 +217,14 @@ async function run(command, args, opts, cmd) {
   const waiting = new AbortController()
   const forward = (signal) => {
     received = signal
-    if (child) child.kill(signal)
-    else waiting.abort(new Error(`${signal} received`))
+    if (child) {
+      // From a terminal, Ctrl-C and Ctrl-\ reach the whole foreground process group, the
+      // command included: sent again, it would hear them twice (and a second Ctrl-C
+      // often means "stop now", skipping its graceful end).
+      if (!(process.stdin.isTTY && FROM_TERMINAL.has(signal))) child.kill(signal)
+    } else {
+      waiting.abort(new Error(`${signal} received`))
+    }
   }
   for (const signal of FORWARDED) process.on(signal, forward)
   // --wait bounds the wait whatever the nodes do: the retries span it, but an attempt on
@@ -312,7 +326,7 @@ program
   .command('run')
   .description('run a command while holding a lock; exits with its status, or 75 when the lock cannot be had (held by another owner, or Redis unavailable)')
   .addOption(redisOption())
-  .requiredOption('--resource <name>', 'the resource to lock')
+  .requiredOption('--resource <name>', 'the resource to lock', resourceName)
   .requiredOption('--ttl <duration>', `lock time-to-live with a unit, ${MIN_TTL}ms to ${MAX_TTL / 60_000}m, e.g. 30s (extended while the command runs)`, ttl)
   .option('--wait <duration>', 'how long to wait for the lock, with a unit, e.g. 60s, at most 168h (default: 0ms, do not wait)', wait)
   .option('--fence-env <var>', 'put the fencing token in this environment variable of the command')
