@@ -288,3 +288,49 @@ test('startup nodes as URLs with credentials, as port numbers, and redisOptions 
   const lock = await redlock.acquire([resource(t)], 2_000)
   await lock.release()
 })
+
+// Found by an audit: a failover that lost a lock (the replica had not received it, then
+// CLUSTER FAILOVER TAKEOVER, the old master alive) moved the slot to the promoted master
+// without a connection dropped (MOVED is followed), so a client connected before it never
+// checked that master again and took the lost lock at once: two holders. A fresh client
+// was refused (the promoted master sits out).
+test('after a failover that lost a lock, a client connected before it does not take the lock: the slot\'s new master sits out', async (t) => {
+  const servers = await startServers(6, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] })
+  t.teardown(() => stopServers(servers))
+  await createCluster(servers, { replicas: 1 })
+  const nodes = () => [new Cluster(servers.slice(0, 3).map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const key = resource(t)
+  const owner = await ownerOf(servers, key)
+  const ownerId = await owner.command('CLUSTER', 'MYID')
+  let replica
+  for (const deadline = Date.now() + 20_000; replica === undefined && Date.now() < deadline; await sleep(100)) {
+    const lines = (await owner.command('CLUSTER', 'NODES')).split('\n')
+    const line = lines.find((l) => l.split(' ')[3] === ownerId && !l.includes('fail'))
+    const port = line && Number(line.split(' ')[1].split(':')[1].split('@')[0])
+    const candidate = servers.find((s) => s.port === port)
+    if (candidate && (await candidate.command('INFO', 'replication')).includes('master_link_status:up')) replica = candidate
+  }
+  t.truthy(replica, 'the shard has a replica in sync')
+  const [holder, rival] = [new Redlock(nodes(), { retryCount: 0 }), new Redlock(nodes(), { retryCount: 2, retryDelay: 50 })]
+  t.teardown(() => Promise.all([holder.quit(), rival.quit()]))
+  for (const r of [holder, rival]) await (await r.acquire([`${key}:warm`], 1000)).release()
+  // The replica loses its link (it can no longer authenticate): the lock is not replicated.
+  await replica.command('CONFIG', 'SET', 'masteruser', 'nobody-here')
+  await replica.command('CONFIG', 'SET', 'masterauth', 'wrong')
+  await replica.command('CLIENT', 'KILL', 'TYPE', 'master')
+  await sleep(200)
+  const lock = await holder.acquire([key], 20_000)
+  t.is(await owner.command('GET', key), lock.value)
+  t.is(await replica.command('CLUSTER', 'FAILOVER', 'TAKEOVER'), 'OK')
+  await replica.command('CONFIG', 'SET', 'masteruser', '')
+  await replica.command('CONFIG', 'SET', 'masterauth', '')
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(100)) {
+    if ((await owner.command('ROLE'))[0] === 'slave') break
+  }
+  t.is(await replica.command('GET', key), null, 'the failover lost the lock')
+  const refused = await t.throwsAsync(rival.acquire([key], 5_000), { instanceOf: lib.ExecutionError })
+  t.is(refused.reason, 'quorum-unavailable')
+  t.regex(refused.cause.errors[0].message, /changed \(a failover\)|restarted or replaced .* sits out/)
+  t.is(await replica.command('GET', key), null, 'the refused attempts left nothing')
+  t.true(Date.now() < lock.expiration)
+})

@@ -79,11 +79,11 @@ export async function clusterReady(servers) {
 /**
  * Makes `servers` (started with `--cluster-enabled yes`) one cluster of masters with
  * `redis-cli --cluster create` at `ports` (default: their ports), `cliArgs` before it
- * (e.g. TLS), and waits until it is ready.
+ * (e.g. TLS), with `replicas` per master, and waits until it is ready.
  */
-export async function createCluster(servers, { ports = servers.map((s) => s.port), cliArgs = [] } = {}) {
+export async function createCluster(servers, { ports = servers.map((s) => s.port), cliArgs = [], replicas = 0 } = {}) {
   const addrs = ports.map((p) => `127.0.0.1:${p}`)
-  await promisify(execFile)('redis-cli', [...cliArgs, '--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes'])
+  await promisify(execFile)('redis-cli', [...cliArgs, '--cluster', 'create', ...addrs, '--cluster-replicas', String(replicas), '--cluster-yes'])
   await clusterReady(servers)
   return servers
 }

@@ -230,6 +230,12 @@ fn tls_words(lower: &str, raw: &str) -> String {
 const REFUSED: &str = "connection refused (is redis-server listening there?)";
 
 impl NodeError {
+    /// Whether the user's ACL denied the command (`NOPERM`).
+    pub fn is_noperm(&self) -> bool {
+        matches!(self, NodeError::Command { reason, .. } | NodeError::Reply { line: reason, .. }
+            if reason.contains("NOPERM"))
+    }
+
     /// Whether nothing listens at the address (yet): a server starting or restarting.
     pub fn is_refused(&self) -> bool {
         matches!(self, NodeError::Connect { reason, .. } if reason == REFUSED)

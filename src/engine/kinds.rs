@@ -403,9 +403,13 @@ impl Commands {
 
     /// The Redis Cluster hash slot of the keys (they share one: see `same_slot`).
     pub fn hash_slot(&self) -> u16 {
-        self.release_keys
-            .first()
+        self.first_key()
             .map_or(0, |k| crate::engine::scripts::hash_slot(k))
+    }
+
+    /// The first key this attempt sets (they share one hash slot).
+    pub fn first_key(&self) -> Option<&String> {
+        self.release_keys.first()
     }
 
     /// Releases what a permit acquire took on a node, except slot `kept` (the slot won).

@@ -511,6 +511,14 @@ impl LockScript {
     }
 }
 
+/// The `run_id` of the server that runs it: sent with a key (`KEYS[1]`), on a Redis
+/// Cluster it runs on that key's master, whichever it is now (MOVED is followed).
+const SERVER_RUN_ID: &str = r#"
+return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+"#;
+
+pub static SERVER_RUN_ID_SCRIPT: LazyLock<LockScript> =
+    LazyLock::new(|| LockScript::new(SERVER_RUN_ID));
 pub static ACQUIRE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(ACQUIRE));
 pub static EXTEND_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(EXTEND));
 pub static RELEASE_SCRIPT: LazyLock<LockScript> = LazyLock::new(|| LockScript::new(RELEASE));

@@ -22,6 +22,7 @@ use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::{Identity, LOST_KEY, RECORDS_KEY};
 use crate::engine::node::Node;
+use crate::engine::scripts::{hash_slot, SERVER_RUN_ID_SCRIPT};
 
 /// What a client concludes about a node it (re)connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,9 @@ impl Checked {
         }
     }
 }
+
+/// A [`NodeChecked::epoch`] no connection has: the node is checked again.
+const STALE: u64 = u64::MAX;
 
 /// How many times [`Trust::admit`] checks a node whose connection keeps being replaced
 /// while it is checked.
@@ -199,6 +203,48 @@ impl Trust {
                 addr: node.addr(),
                 reason,
             })
+        })
+    }
+
+    /// For node `i`, a Redis Cluster: `Ok` when the master that holds `key` now (MOVED and
+    /// ASK followed) is one its last check judged and trusted (the slot's, or another
+    /// master's during a slot migration), or there is nothing to compare (the ACL forbids
+    /// `INFO`); else an error that says so, and the node is checked again by its next
+    /// admission (a promoted master then sits out as a restarted one does). A failover
+    /// moves slots without dropping a connection, so that check would not come by itself.
+    pub async fn same_master(
+        &self,
+        nodes: &[Arc<Node>],
+        i: usize,
+        key: &str,
+    ) -> Result<(), NodeError> {
+        let slot = hash_slot(key);
+        let node = &nodes[i];
+        let ask = SERVER_RUN_ID_SCRIPT.evalsha(&[key.to_string()], &[]);
+        let now = match node
+            .eval::<Option<String>>(&SERVER_RUN_ID_SCRIPT, &ask)
+            .await
+        {
+            Ok(Some(run_id)) => run_id,
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_noperm() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut checked = self.checked();
+        let Some(c) = checked[i].as_mut() else {
+            return Ok(());
+        };
+        let at = Instant::now();
+        let trusted = |u: &Checked| u.run_id == now && u.until.is_none_or(|end| end <= at);
+        if !c.units.iter().any(|u| u.serves(slot)) || c.units.iter().any(trusted) {
+            return Ok(());
+        }
+        c.epoch = STALE;
+        Err(NodeError::Command {
+            addr: node.addr(),
+            reason: format!(
+                "the master of hash slot {slot} changed (a failover) since it was checked: checked again with the next attempt"
+            ),
         })
     }
 

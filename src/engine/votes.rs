@@ -144,6 +144,15 @@ impl Votes {
                     return failed(e);
                 }
             }
+            // A cluster's failover moves a slot to another master without a connection
+            // dropped (MOVED is followed): the master that voted for it is the one checked.
+            if checked && answer.0 == Vote::For && node.config().cluster.is_some() {
+                if let Some(key) = commands.first_key() {
+                    if let Err(e) = trust.same_master(&nodes, i, key).await {
+                        return failed(e);
+                    }
+                }
+            }
             answer
         })
     }
