@@ -289,28 +289,60 @@ test('startup nodes as URLs with credentials, as port numbers, and redisOptions 
   await lock.release()
 })
 
+/** A cluster of three masters with one replica each; stopped after the test. */
+async function clusterWithReplicas(t) {
+  const servers = await startServers(6, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] })
+  t.teardown(() => stopServers(servers))
+  return createCluster(servers, { replicas: 1 })
+}
+
+/** The replica of master `owner` among `servers`, once it is in sync. */
+async function replicaOf(servers, owner) {
+  const ownerId = await owner.command('CLUSTER', 'MYID')
+  for (const deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(100)) {
+    const lines = (await owner.command('CLUSTER', 'NODES')).split('\n')
+    const line = lines.find((l) => l.split(' ')[3] === ownerId && !l.includes('fail'))
+    const port = line && Number(line.split(' ')[1].split(':')[1].split('@')[0])
+    const candidate = servers.find((s) => s.port === port)
+    if (candidate && (await candidate.command('INFO', 'replication')).includes('master_link_status:up')) return candidate
+  }
+  throw new Error(`no replica of ${owner.port} in sync`)
+}
+
+// Found by an audit: waitReplicas sent a keyless WAIT, which redis-rs sends to every master
+// and answers with the least count: one lagging replica anywhere in the cluster failed
+// every lock, with a message untrue of the lock's own master.
+test("waitReplicas on a cluster waits for the replicas of the lock's own master", async (t) => {
+  const servers = await clusterWithReplicas(t)
+  const key = resource(t)
+  const owner = await ownerOf(servers, key)
+  const other = servers.slice(0, 3).find((s) => s !== owner && s.port !== owner.port)
+  const [ownReplica, otherReplica] = [await replicaOf(servers, owner), await replicaOf(servers, other)]
+  t.not(ownReplica, otherReplica)
+  const redlock = new Redlock([new Cluster(servers.slice(0, 3).map((s) => ({ host: '127.0.0.1', port: s.port })), { commandTimeout: 1_000 })], { retryCount: 0, waitReplicas: 1 })
+  t.teardown(() => redlock.quit())
+  otherReplica.child.kill('SIGSTOP')
+  t.teardown(() => otherReplica.child.kill('SIGCONT'))
+  // (A cluster just made may answer its first WAITs late: a few tries.)
+  let acquired = null
+  for (let tries = 0; acquired === null && tries < 5; tries++) {
+    acquired = await redlock.acquire([key], 5_000).catch(() => null)
+  }
+  t.truthy(acquired, "the lock's master has its replica: the lock is acknowledged")
+  await acquired?.release()
+})
+
 // Found by an audit: a failover that lost a lock (the replica had not received it, then
 // CLUSTER FAILOVER TAKEOVER, the old master alive) moved the slot to the promoted master
 // without a connection dropped (MOVED is followed), so a client connected before it never
 // checked that master again and took the lost lock at once: two holders. A fresh client
 // was refused (the promoted master sits out).
 test('after a failover that lost a lock, a client connected before it does not take the lock: the slot\'s new master sits out', async (t) => {
-  const servers = await startServers(6, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] })
-  t.teardown(() => stopServers(servers))
-  await createCluster(servers, { replicas: 1 })
+  const servers = await clusterWithReplicas(t)
   const nodes = () => [new Cluster(servers.slice(0, 3).map((s) => ({ host: '127.0.0.1', port: s.port })))]
   const key = resource(t)
   const owner = await ownerOf(servers, key)
-  const ownerId = await owner.command('CLUSTER', 'MYID')
-  let replica
-  for (const deadline = Date.now() + 20_000; replica === undefined && Date.now() < deadline; await sleep(100)) {
-    const lines = (await owner.command('CLUSTER', 'NODES')).split('\n')
-    const line = lines.find((l) => l.split(' ')[3] === ownerId && !l.includes('fail'))
-    const port = line && Number(line.split(' ')[1].split(':')[1].split('@')[0])
-    const candidate = servers.find((s) => s.port === port)
-    if (candidate && (await candidate.command('INFO', 'replication')).includes('master_link_status:up')) replica = candidate
-  }
-  t.truthy(replica, 'the shard has a replica in sync')
+  const replica = await replicaOf(servers, owner)
   const [holder, rival] = [new Redlock(nodes(), { retryCount: 0 }), new Redlock(nodes(), { retryCount: 2, retryDelay: 50 })]
   t.teardown(() => Promise.all([holder.quit(), rival.quit()]))
   for (const r of [holder, rival]) await (await r.acquire([`${key}:warm`], 1000)).release()

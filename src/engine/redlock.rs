@@ -1680,7 +1680,8 @@ impl Quorum {
         }
         if settings.wait_replicas > 0 {
             let left = window.saturating_sub(started.elapsed());
-            self.wait_replicas(&ballot.votes, settings.wait_replicas, left)
+            let key = commands.first_key().map_or("", String::as_str);
+            self.wait_replicas(&ballot.votes, (settings.wait_replicas, key), left)
                 .await?;
         }
         Ok(fence)
@@ -1744,12 +1745,13 @@ impl Quorum {
     }
 
     /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
-    /// it): `Ok` when a quorum of them had it acknowledged by enough replicas in time,
-    /// else the nodes that did not, and why.
+    /// it, on a cluster that of the master of `key`, the lock's first key): `Ok` when a
+    /// quorum of them had it acknowledged by enough replicas in time, else the nodes that
+    /// did not, and why.
     async fn wait_replicas(
         &self,
         votes: &[Option<Vote>],
-        replicas: u64,
+        (replicas, key): (u64, &str),
         within: Duration,
     ) -> Result<(), Vec<(usize, NodeError)>> {
         // (A server ends a WAIT up to a cron tick, 100 ms, after its time-out: asked for
@@ -1766,7 +1768,7 @@ impl Quorum {
             .map(|(i, (node, _))| {
                 let cmd = &cmd;
                 async move {
-                    let acked = timer::timeout(within + Duration::from_millis(50), node.send::<u64>(cmd)).await;
+                    let acked = timer::timeout(within + Duration::from_millis(50), node.send_at::<u64>(cmd, key)).await;
                     let failed = match acked {
                         Ok(Ok(n)) if n >= replicas => return None,
                         Ok(Ok(n)) => NodeError::Command {

@@ -59,6 +59,19 @@ pub trait Backend: Send + Sync {
         reply: Reply<'a>,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
 
+    /// Runs `cmd`, which names no key, as [`Backend::command`] does (without a time-out
+    /// of its own) where `key` is: on a Redis Cluster, on the master of its hash slot (a
+    /// `WAIT` there counts the replicas of the connection that wrote the key); anything
+    /// else has one place.
+    fn command_at<'a>(
+        &'a self,
+        cmd: &'a Cmd,
+        _key: &'a str,
+        reply: Reply<'a>,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
+        self.command(cmd, None, reply)
+    }
+
     /// Runs the prebuilt `EVALSHA` of `script` as [`Backend::command`] does, without a
     /// time-out of its own; a server that answers `NOSCRIPT` gets the script loaded again
     /// and the `EVALSHA` once more.

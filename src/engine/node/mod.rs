@@ -186,6 +186,20 @@ impl Node {
         self.answer(out)
     }
 
+    /// Runs a command that names no key where `key` is (see [`Backend::command_at`]). No
+    /// time-out of its own.
+    pub async fn send_at<T: FromRedisValue + Send>(
+        &self,
+        cmd: &redis::Cmd,
+        key: &str,
+    ) -> Result<T, NodeError> {
+        let mut out = None;
+        self.backend
+            .command_at(cmd, key, &mut keep(&mut out))
+            .await?;
+        self.answer(out)
+    }
+
     /// Runs a prebuilt `EVALSHA` of `script`, loading the script again after `NOSCRIPT`.
     /// No time-out of its own: lock operations bound the whole attempt with one deadline.
     pub async fn eval<T: FromRedisValue + Send>(

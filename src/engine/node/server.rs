@@ -23,7 +23,7 @@ use crate::engine::config::NodeConfig;
 use crate::engine::error::{server_line, NodeError};
 use crate::engine::identity::Identity;
 use crate::engine::notify::Subscriber;
-use crate::engine::scripts::{first_key_release, LockScript, RELEASE_SCRIPT};
+use crate::engine::scripts::{first_key_release, hash_slot, LockScript, RELEASE_SCRIPT};
 use crate::engine::shards::Shard;
 use crate::engine::sync::{Unpoisoned, UnpoisonedRw};
 use crate::engine::timer;
@@ -140,6 +140,28 @@ impl Backend for Server {
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(self.run(wait, reply, move |mut c| async move {
             request(&mut c, cmd).await
+        }))
+    }
+
+    fn command_at<'a>(
+        &'a self,
+        cmd: &'a Cmd,
+        key: &'a str,
+        reply: Reply<'a>,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        Box::pin(self.run(None, reply, move |mut c| async move {
+            match &mut c {
+                Conn::Cluster(cluster) => {
+                    let at = Route::new(hash_slot(key), SlotAddr::Master);
+                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(at));
+                    cluster
+                        .route_command(cmd.clone(), routing)
+                        .await
+                        .and_then(Value::extract_error)
+                }
+                _ => request(&mut c, cmd).await,
+            }
         }))
     }
 
