@@ -98,6 +98,10 @@ pub fn plain_reason(raw: &str) -> String {
     if has("failed to lookup address") || has("name or service not known") {
         return "host not found (DNS)".into();
     }
+    // (redis-rs' Cluster says so of what no Redis server sends: an HTTP reply, say.)
+    if has("parse error at") {
+        return "a reply that is not the Redis protocol: is a Redis server listening there?".into();
+    }
     if has("incompatible type") || has("response type not") {
         return "unexpected reply: not of the type the command returns".into();
     }
@@ -363,6 +367,10 @@ mod tests {
                 "authentication failed",
             ),
             ("Connection refused (os error 111)", "connection refused"),
+            (
+                "Failed to create initial connections - Io: Incompatible type - Parse error at 1",
+                "a reply that is not the Redis protocol",
+            ),
             ("invalid peer certificate: UnknownIssuer", "TLS failed"),
             (
                 "Connection reset by peer (os error 104)",
