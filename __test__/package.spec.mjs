@@ -46,7 +46,7 @@ async function pack(cwd, dest, folders = ['.']) {
 }
 
 // The JavaScript layer's modules, which index.js re-exports.
-const LIB_FILES = ['attempts', 'clients', 'diagnostics', 'errors', 'kinds', 'lock', 'native', 'redlock', 'using'].map((m) => `lib/${m}.js`)
+const LIB_FILES = ['abort', 'attempts', 'clients', 'diagnostics', 'errors', 'kinds', 'lock', 'native', 'redlock', 'using'].map((m) => `lib/${m}.js`)
 // What the root package holds, in a clone and in a release alike: no .node file.
 const ROOT_FILES = [
   'LICENSE', 'README.md', 'bin/redlock-rs.js', 'binding.d.ts', 'binding.js', 'index.d.mts', 'index.d.ts', 'index.js', 'index.mjs',
