@@ -302,31 +302,35 @@ test('--help documents the exit codes, 75 (run: the lock could not be had) and 6
   }
 })
 
-// Found by an audit: Ctrl-C in a terminal reaches the whole foreground process group, the
-// command included, and the CLI passed it on again: the command heard SIGINT twice (a
-// second Ctrl-C often means "stop now"). Run in a pseudo-terminal (util-linux' `script`).
-test('Ctrl-C in a terminal reaches the command once', async (t) => {
-  const counter = path.join(mkdtempSync(path.join(os.tmpdir(), 'redlock-cli-')), 'counter.js')
+// A regression hunt found that not passing SIGINT on when stdin is a terminal (to spare the
+// command a second Ctrl-C) swallowed a SIGINT sent to the CLI alone (kill -INT <pid>, a
+// parent's child.kill): the command never heard it and the lock stayed held.
+test('a SIGINT sent to the CLI alone reaches the command also when stdin is a terminal', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const counter = path.join(dir, 'counter.js')
+  const pidFile = path.join(dir, 'cli.pid')
   const { writeFileSync } = await import('node:fs')
-  writeFileSync(
-    counter,
-    "let n = 0\nprocess.on('SIGINT', () => { if (++n === 1) setTimeout(() => { console.log(`sigints=${n}`); process.exit(0) }, 300) })\nconsole.log('ready')\nsetInterval(() => {}, 1000)\n",
-  )
-  t.teardown(() => rmSync(path.dirname(counter), { recursive: true, force: true }))
+  writeFileSync(counter, "process.on('SIGINT', () => { console.log('heard SIGINT'); process.exit(0) })\nconsole.log('ready')\nsetInterval(() => {}, 1000)\n")
   const key = resource(t)
-  const line = [process.execPath, cli, 'run', '--redis', redisUrls(), '--resource', key, '--ttl', '5s', '--', process.execPath, counter].join(' ')
+  const line = `sh -c 'echo $$ > ${pidFile}; exec ${process.execPath} ${cli} run --redis ${redisUrls()} --resource ${key} --ttl 5s -- ${process.execPath} ${counter}'`
   const term = spawn('script', ['-qfec', line, '/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] })
   let out = ''
-  let sent = false
   term.stdout.on('data', (d) => {
     out += d
-    if (!sent && out.includes('ready')) {
-      sent = true
-      setTimeout(() => term.stdin.write('\x03'), 100) // Ctrl-C, typed
-    }
   })
-  const code = await new Promise((resolve) => term.on('exit', resolve))
-  t.regex(out, /sigints=1\b/)
+  const exited = new Promise((resolve) => term.on('exit', resolve))
+  await eventuallyTrue(() => out.includes('ready'))
+  process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGINT')
+  const code = await Promise.race([exited, sleep(5_000).then(() => 'still running')])
+  if (code === 'still running') term.kill('SIGKILL')
+  t.regex(out, /heard SIGINT/)
   t.is(code, 0)
   t.deepEqual(await valuesOn(servers, key), [null, null, null], 'released after')
 })
+
+async function eventuallyTrue(check) {
+  for (const deadline = Date.now() + 10_000; !check(); await sleep(20)) {
+    if (Date.now() > deadline) throw new Error('timed out')
+  }
+}

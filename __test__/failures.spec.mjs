@@ -1216,3 +1216,36 @@ test('one shared signal given to many using() routines and acquires at once carr
   await sleep(10)
   t.deepEqual(warnings.map((w) => w.name), [])
 })
+
+// A regression hunt found that with one 'abort' listener per signal, a routine whose Lock
+// the user froze threw inside that listener and kept every later operation on the signal
+// from hearing the abort (a waiting acquire with retryCount -1 never ended).
+test('a frozen Lock in one using() routine keeps no other operation on the same signal from hearing its abort', async (t) => {
+  const store = new lib.MemoryStore()
+  const redlock = new Redlock([store])
+  t.teardown(() => redlock.quit())
+  const controller = new AbortController()
+  const { signal } = controller
+  await redlock.acquire(['frozen:held'], 10_000)
+  const aborted = []
+  let started = 0
+  const both = new Promise((resolve) => {
+    const routine = (name, freeze) =>
+      redlock.using([`frozen:${name}`], 5000, { signal }, async (s, lock) => {
+        if (freeze) Object.freeze(lock)
+        if (++started === 2) resolve()
+        await new Promise((r) => s.addEventListener('abort', r))
+        aborted.push(name)
+      })
+    return [routine('first', true), routine('second', false)]
+  })
+  const routines = await Promise.race([both.then(() => null), sleep(5000)])
+  t.is(routines, null)
+  const waiter = redlock.acquire(['frozen:held'], 5000, { signal, retryCount: -1 }).catch((e) => e)
+  await sleep(50)
+  controller.abort()
+  const ended = await Promise.race([waiter, sleep(3000).then(() => 'still waiting')])
+  t.is(ended.reason, 'aborted')
+  await sleep(20)
+  t.deepEqual(aborted.sort(), ['first', 'second'])
+})

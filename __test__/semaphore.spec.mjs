@@ -357,3 +357,24 @@ test('bad input: permits, resource and duration are checked with TypeError / Ran
     t.throws(() => new lib.ReadWriteLock(notARedlock, 's'), { instanceOf: TypeError, message: /redlock must be a Redlock/ })
   }
 })
+
+// Found by an audit: a read, write or permit Lock rebuilt with `new Lock(...)` (from its
+// JSON) or copied (`{ ...lock }`) was released as a mutex: release() resolved and freed
+// nothing, and the holder's keys stayed until their TTL.
+test('a read or write Lock rebuilt from its JSON, or copied, releases its hold; a copied permit is refused, not released as a mutex', async (t) => {
+  const redlock = new lib.Redlock([new lib.MemoryStore()], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const rw = redlock.readWriteLock('rebuilt:rw')
+  const write = await rw.write.acquire(5000)
+  const json = JSON.parse(JSON.stringify(write))
+  await redlock.release(new lib.Lock(redlock, json.resources, json.value, [], json.expiration, undefined, json.kind))
+  const read = await rw.read.acquire(5000)
+  await redlock.release({ ...read })
+  await (await rw.write.acquire(5000)).release()
+  const semaphore = redlock.semaphore('rebuilt:sem', 1)
+  const permit = await semaphore.acquire(5000)
+  await t.throwsAsync(redlock.release({ ...permit }), { instanceOf: TypeError, message: /permit not returned by acquire/ })
+  t.is(await semaphore.holders(), 1)
+  await permit.release()
+  t.is(await semaphore.holders(), 0)
+})

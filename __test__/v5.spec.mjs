@@ -667,4 +667,40 @@ test("node-redis clients made with node-redis' defaults (no url, no socket) are 
     t.deepEqual(redlock.toJSON().clients, ['node-redis(localhost:6379)', 'node-redis(localhost:6379)'])
     redlock.quit()
   }
+  // (A regression hunt found an application's own wrapper class named RedisClient taken
+  // for one, its own host and port dropped.)
+  class RedisClient {
+    options = { host: '127.0.0.1', port: 6390 }
+    isOpen = false
+    sendCommand() {}
+    duplicate() {}
+  }
+  t.throws(() => new Redlock([new RedisClient()]), { instanceOf: TypeError, message: /clients\[0\] must be/ })
+})
+
+// Found by an audit: listening with events.errorMonitor alone (as monitoring code does)
+// heard no 'error' event: the votes against were reported only to 'error' or
+// 'clientError' listeners.
+test("events.errorMonitor listeners hear the votes against, as with node-redlock", async (t) => {
+  const { errorMonitor } = await import('node:events')
+  const stores = [new MemoryStore(), new MemoryStore(), new MemoryStore()]
+  stores[1].down()
+  stores[2].down()
+  const redlock = new Redlock(stores, { retryCount: 1, retryDelay: 10, retryJitter: 0 })
+  t.teardown(() => redlock.quit())
+  const seen = []
+  redlock.on(errorMonitor, (e) => seen.push(e.message))
+  await t.throwsAsync(redlock.acquire(['monitored'], 1000), { instanceOf: ExecutionError })
+  t.is(seen.length, 4, seen.join('; '))
+})
+
+// Found by an audit: a lock that reached its quorum with no validity left (a duration too
+// short for the drift) failed as 'quorum-unavailable' with no cause and every node's vote
+// for it, which read as a contradiction.
+test("a quorum reached with no validity left says so in the error's cause", async (t) => {
+  const redlock = new Redlock([new MemoryStore(), new MemoryStore(), new MemoryStore()], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  const e = await t.throwsAsync(redlock.acquire(['too-short'], 3), { instanceOf: ExecutionError })
+  t.is(e.reason, 'quorum-unavailable')
+  t.regex(e.cause.message, /no validity was left/)
 })

@@ -28,8 +28,6 @@ const EX_SOFTWARE = 70
 const EX_TEMPFAIL = 75
 /** The signals passed on to the command (and that stop a wait for the lock). */
 const FORWARDED = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM']
-/** The signals a terminal sends to its foreground process group (the command gets them too). */
-const FROM_TERMINAL = new Set(['SIGINT', 'SIGQUIT'])
 /** The exit status of a process that signal `name` ended: 128 + its number, as shells give it. */
 const signalStatus = (name) => 128 + (constants.signals[name] ?? 0)
 
@@ -217,14 +215,11 @@ async function run(command, args, opts, cmd) {
   const waiting = new AbortController()
   const forward = (signal) => {
     received = signal
-    if (child) {
-      // From a terminal, Ctrl-C and Ctrl-\ reach the whole foreground process group, the
-      // command included: sent again, it would hear them twice (and a second Ctrl-C
-      // often means "stop now", skipping its graceful end).
-      if (!(process.stdin.isTTY && FROM_TERMINAL.has(signal))) child.kill(signal)
-    } else {
-      waiting.abort(new Error(`${signal} received`))
-    }
+    // (Ctrl-C in a terminal reaches the whole foreground process group, the command
+    // included, which then hears it twice, as under `npm exec`: where a signal came from
+    // cannot be told, and one sent to this process alone must reach the command.)
+    if (child) child.kill(signal)
+    else waiting.abort(new Error(`${signal} received`))
   }
   for (const signal of FORWARDED) process.on(signal, forward)
   // --wait bounds the wait whatever the nodes do: the retries span it, but an attempt on

@@ -13,7 +13,17 @@ function onAbort(signal, fn) {
     fns = new Set()
     const fire = () => {
       waiting.delete(signal)
-      for (const f of fns) f()
+      // One that throws must not keep the others from hearing the abort: its error is
+      // thrown on its own, as an uncaught exception.
+      for (const f of fns) {
+        try {
+          f()
+        } catch (thrown) {
+          queueMicrotask(() => {
+            throw thrown
+          })
+        }
+      }
     }
     fns.stop = () => {
       try {

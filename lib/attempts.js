@@ -109,6 +109,14 @@ class AttemptLog {
     })
   }
 
+  /** Whether a quorum voted for the last attempt (it failed for want of validity, then). */
+  lastWon() {
+    const attempt = this.attempts[this.attempts.length - 1] ?? ''
+    let votesFor = 0
+    for (const vote of attempt) if (vote === 'F') votesFor++
+    return votesFor >= Math.floor(this.clients.length / 2) + 1
+  }
+
   /** The node errors of the last attempt, as an AggregateError (undefined when none failed). */
   lastErrors() {
     const last = this.attempts.length - 1

@@ -419,8 +419,17 @@ function readClient(client, index) {
     if (typeof client.evalsha === 'function' && 'port' in options) return fromIoredis(options)
     if (typeof client.sendCommand === 'function' && ('url' in options || 'socket' in options)) return fromNodeRedis(options)
   }
-  // node-redis' createClient() with neither url nor socket (localhost:6379, its default).
-  if (typeof client?.sendCommand === 'function' && classAmong(client, ['RedisClient'])) return fromNodeRedis(options ?? {})
+  // node-redis' createClient() with neither url nor socket (localhost:6379, its default):
+  // its class, its shape, and none of the options another client would name a server by.
+  if (
+    typeof client?.sendCommand === 'function' &&
+    typeof client.isOpen === 'boolean' &&
+    typeof client.duplicate === 'function' &&
+    classAmong(client, ['RedisClient']) &&
+    !(options && typeof options === 'object' && ['host', 'port', 'path'].some((k) => k in options))
+  ) {
+    return fromNodeRedis(options ?? {})
+  }
   return client // not a client: the native constructor names it in a TypeError
 }
 

@@ -64,7 +64,12 @@ function abortedError(signal, attempts) {
 /** The error of an operation that failed for `reason`, with the attempts of `log` (an AttemptLog). */
 function failureError(reason, log, signal) {
   if (reason === 'aborted') return abortedError(signal, log.toStats())
-  return new ExecutionError(messageOf(reason), log.toStats(), { reason, cause: log.lastErrors() })
+  let cause = log.lastErrors()
+  if (cause === undefined && reason === 'quorum-unavailable' && log.lastWon()) {
+    // No node failed: the quorum came, but with no validity left.
+    cause = new Error('a quorum voted for it, but no validity was left: the duration is too short for the clock drift allowed (driftFactor) and the time the attempt took.')
+  }
+  return new ExecutionError(messageOf(reason), log.toStats(), { reason, cause })
 }
 
 module.exports = {

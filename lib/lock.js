@@ -77,6 +77,24 @@ class Lock {
  * `lock` as release and extend take it: a Lock, or an object with its `resources` and
  * `value` (what is wrong with those is said by the native call, naming the field).
  */
+/**
+ * The native hold of `lock`: the one its acquire gave, else (a Lock rebuilt with `new
+ * Lock(...)`, or a copy such as `{ ...lock }`) what its kind tells: nothing for a mutex, the
+ * kind for a read or write hold. A permit's slot is known only to the Lock its acquire
+ * returned: released as a mutex, a copy would free nothing and resolve all the same.
+ */
+function holdFor(lock) {
+  const hold = holdOf.get(lock)
+  if (hold !== undefined) return hold
+  const kind = lock.kind
+  if (kind === undefined || kind === 'mutex') return undefined
+  if (kind === 'read' || kind === 'write') return { kind }
+  if (kind === 'permit') {
+    throw new TypeError('lock is a semaphore permit not returned by acquire() (rebuilt, or copied): the slot it holds is not known; release or extend the Lock that acquire() returned.')
+  }
+  throw new TypeError(`lock.kind must be 'mutex', 'permit', 'read' or 'write'; got ${typeof kind === 'string' ? JSON.stringify(kind) : typeof kind}.`)
+}
+
 function lockArg(lock) {
   if (lock === null || typeof lock !== 'object' || (lock.resources === undefined && lock.value === undefined)) {
     throw new TypeError('lock must be a Lock.')
@@ -107,4 +125,4 @@ function wellFormedName(value, name, index) {
   }
 }
 
-module.exports = { Lock, holdOf, lockArg, wellFormed, wellFormedName }
+module.exports = { Lock, holdFor, lockArg, wellFormed, wellFormedName }

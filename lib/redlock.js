@@ -2,7 +2,7 @@
 // Redlock (an EventEmitter): starts each operation natively under an id, settles its promise
 // from the completion, and turns that into a Lock or an ExecutionError, emitting the votes.
 
-const { EventEmitter } = require('node:events')
+const { EventEmitter, errorMonitor } = require('node:events')
 const { inspect } = require('node:util')
 
 const { onAbort } = require('./abort.js')
@@ -11,7 +11,7 @@ const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
-const { Lock, holdOf, lockArg, wellFormed, wellFormedName } = require('./lock.js')
+const { Lock, holdFor, lockArg, wellFormed, wellFormedName } = require('./lock.js')
 const {
   NativeRedlock,
   lockAcquire,
@@ -103,10 +103,10 @@ function followListeners(redlock, native) {
   // 'newListener' comes before the listener is added.
   const hooks = {
     newListener: (event) => {
-      if (event === 'error' || event === 'clientError') native.setListening(true)
+      if (HEARD.has(event)) native.setListening(true)
     },
     removeListener: (event) => {
-      if (event === 'error' || event === 'clientError') native.setListening(listening(redlock))
+      if (HEARD.has(event)) native.setListening(listening(redlock))
     },
   }
   for (const [event, hook] of Object.entries(hooks)) redlock.on(event, hook)
@@ -120,9 +120,16 @@ function keepFollowing(redlock, hooks) {
   }
 }
 
-/** Whether anyone but the no-op listener listens for 'error' or 'clientError'. */
+/** The events whose listeners make the votes against reported (errorMonitor: 'error' too). */
+const HEARD = new Set(['error', 'clientError', errorMonitor])
+
+/** Whether anyone but the no-op listener listens for 'error' (or watches it) or 'clientError'. */
 function listening(redlock) {
-  return redlock.listenerCount('error') > redlock.listenerCount('error', noop) || redlock.listenerCount('clientError') > 0
+  return (
+    redlock.listenerCount('error') > redlock.listenerCount('error', noop) ||
+    redlock.listenerCount('clientError') > 0 ||
+    redlock.listenerCount(errorMonitor) > 0
+  )
 }
 
 class Redlock extends EventEmitter {
@@ -461,7 +468,7 @@ class Redlock extends EventEmitter {
     // (Only a lock whose expiration is 0 can have a release under way or failed behind it.)
     const retried = lock.expiration === 0 ? releasing.get(lock) : undefined
     const expiration = superseded.has(lock) ? NaN : (retried ?? Number(lock.expiration))
-    lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdOf.get(lock))
+    lockRelease(this.#handle, id, this.#keys(lock.resources), lock.value, expiration, settings, holdFor(lock))
     // Its keys may be on a quorum until this release is done: a release meanwhile, or
     // after it failed, must release them, not take the lock for expired.
     releasing.set(lock, expiration)
@@ -493,7 +500,7 @@ class Redlock extends EventEmitter {
     const signal = signalOf(settings)
     const id = this.#id()
     const started = Date.now()
-    lockExtend(this.#handle, id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdOf.get(lock))
+    lockExtend(this.#handle, id, this.#keys(lock.resources), lock.value, Number(until), duration, settings, holdFor(lock))
     const c = await this.#wait(id, signal, lock.resources.length)
     const log = this.#log(c, lock.resources.length)
     if (!succeeded(c)) {
@@ -546,7 +553,7 @@ class Redlock extends EventEmitter {
     const kind = lock?.kind ?? 'mutex'
     return traced(traces.extend, this, lock?.resources, duration, kind, settings, async () => {
       const { expiration, log } = await this.#extend(lock, duration, settings, until)
-      return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdOf.get(lock))
+      return new Lock(this, lock.resources, lock.value, log, expiration, lock.fence, lock.kind, holdFor(lock))
     })
   }
 

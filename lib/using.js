@@ -8,6 +8,13 @@ const { LockLostError, messageOf } = require('./errors.js')
 
 const noop = () => {}
 
+/** Sets `lock.expiration` (a frozen lock, the user's doing, keeps its own). */
+function follows(lock, expiration) {
+  try {
+    lock.expiration = expiration
+  } catch {}
+}
+
 /**
  * Emits `error` as an 'error' event of `emitter` when anyone listens (none: nothing to
  * throw). A listener that throws does not stop the caller: its error is thrown on its
@@ -174,7 +181,7 @@ class Holding {
       if (this.signal.aborted || this.#released) return
       // Kept also when the routine just ended: the release that follows retries while the
       // extended lock is valid.
-      this.lock.expiration = extended.expiration
+      follows(this.lock, extended.expiration)
       this.lock.attempts = extended.attempts
       this.#failure = undefined
       if (this.#done) return
@@ -209,8 +216,8 @@ class Holding {
     // keeps the moment of its loss as its expiration (a release sets 0).
     const lostAt = Math.min(lock.expiration, Date.now())
     const releasing = redlock.release(lock, this.settings).catch(noop)
-    lock.expiration = lostAt
-    releasing.then(() => (lock.expiration = lostAt))
+    follows(lock, lostAt)
+    releasing.then(() => follows(lock, lostAt))
     // The routine hears of it before any listener below can get in the way.
     this.#controller.abort(lost)
     if (byUser) return
@@ -262,7 +269,7 @@ class Holding {
    */
   follow(extended) {
     if (this.#done || this.signal.aborted) return
-    this.lock.expiration = extended.expiration
+    follows(this.lock, extended.expiration)
     this.lock.attempts = extended.attempts
     this.#failure = undefined
     this.#armLoss()
