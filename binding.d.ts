@@ -116,6 +116,11 @@ export declare const enum CompletionStatus {
    * completed, whose attempt string marked the votes still coming with `?`.
    */
   Late = 7,
+  /**
+   * Not a completion: one node's failure in an attempt still under way, for events (its
+   * attempt string has that node's vote alone; the attempt's own report leaves it out).
+   */
+  Failed = 8,
 }
 
 /** What a semaphore or read-write lock operation holds (`undefined`: a mutex). */

@@ -292,6 +292,34 @@ test.serial("events: 'error' / 'clientError' arrive as each attempt ends, not in
   await lock.release()
 })
 
+// Found by an audit: a node's failure was told when its attempt ended, with the others'
+// (a refused node's event came only when a paused node timed out, a second later).
+test.serial("events: a node's failure comes as its vote comes in, before its attempt ends, and once", async (t) => {
+  const all = await servers(t, 2)
+  const dead = await freePort()
+  const clients = [new Redis({ port: dead, commandTimeout: 1000 }), ...all.map((s) => new Redis({ port: s.port, commandTimeout: 1000 }))]
+  const redlock = new Redlock(clients, { retryCount: 1, retryDelay: 50, retryJitter: 0 })
+  t.teardown(() => redlock.quit())
+  await (await redlock.acquire([resource(t)], 1_000)).release() // connected
+  const seen = []
+  const started = Date.now()
+  redlock.on('clientError', (error, client) => seen.push({ at: Date.now() - started, node: clients.indexOf(client), message: error.message }))
+  const errors = []
+  redlock.on('error', (error) => errors.push(error.message))
+  all[1].pause()
+  t.teardown(() => all[1].resume())
+  const e = await t.throwsAsync(redlock.acquire([resource(t)], 5_000), { instanceOf: ExecutionError })
+  all[1].resume()
+  const took = Date.now() - started
+  t.is(e.reason, 'quorum-unavailable')
+  t.deepEqual(seen.map((s) => s.node), [0, 2, 0, 2], JSON.stringify(seen))
+  t.true(seen[0].at < 500, `the refused node's event came ${seen[0].at} ms in, the attempt ended at ${seen[1].at}`)
+  t.true(seen[1].at >= 900)
+  t.true(seen[2].at < seen[3].at - 500)
+  t.true(seen[3].at <= took)
+  t.is(errors.length, 4, 'each failure told once')
+})
+
 test.serial("events: a vote that fails after the lock was won still comes as 'error' / 'clientError', when it fails", async (t) => {
   const all = await servers(t, 3)
   const clients = clientsFor(t, all, { commandTimeout: 300 })

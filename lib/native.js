@@ -58,7 +58,7 @@ if (typeof lockAcquire !== 'function') {
 }
 
 // Completion statuses, as the addon exports them (src/addon/completion.rs).
-const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late: LATE } = CompletionStatus
+const { Done: DONE, Locked: LOCKED, Internal: INTERNAL, Progress: PROGRESS, Late: LATE, Failed: FAILED } = CompletionStatus
 
 // A batch of completions arrives as the arguments of one call (src/addon/completion.rs,
 // `Batch`): for each, the numbers id, status, flags, expiration, start, slot, errorCount,
@@ -79,6 +79,8 @@ class Completion {
     this.errors = errors
     this.fence = fence
     this.slot = slot
+    /** The indices of the nodes whose failures in the last attempt were told already (FAILED). */
+    this.heard = undefined
   }
 }
 
@@ -127,6 +129,11 @@ const expirationOf = (c) => c.expiration
 const startOf = (c) => c.start
 /** One string per attempt (the last 100), one vote character per client ('?': to come, LATE). */
 const attemptsOf = (c) => c.attempts
+/** The nodes whose failures in the last attempt were emitted as they came (a Set, or undefined). */
+const heardOf = (c) => c.heard
+const setHeard = (c, heard) => {
+  c.heard = heard
+}
 /** The messages of the attempts' 'E' votes, in order. */
 const errorsOf = (c) => c.errors
 /** The complete votes of the last attempt, in a LATE completion (its only attempt string). */
@@ -147,6 +154,7 @@ module.exports = {
   INTERNAL,
   PROGRESS,
   LATE,
+  FAILED,
   completionsOf,
   idOf,
   statusOf,
@@ -157,6 +165,8 @@ module.exports = {
   expirationOf,
   startOf,
   attemptsOf,
+  heardOf,
+  setHeard,
   errorsOf,
   lateAttemptOf,
   fenceTokenOf,

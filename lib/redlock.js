@@ -22,6 +22,9 @@ const {
   INTERNAL,
   PROGRESS,
   LATE,
+  FAILED,
+  heardOf,
+  setHeard,
   idOf,
   statusOf,
   succeeded,
@@ -254,13 +257,14 @@ class Redlock extends EventEmitter {
    */
   #wait(id, signal, requested) {
     return new Promise((resolve, reject) => {
-      let settle = { resolve, reject, requested }
+      // (`heard`: the nodes whose failures in the attempt under way were told already.)
+      let settle = { resolve, reject, requested, heard: undefined }
       if (signal?.aborted) {
         // Checked first (above), then aborted before it sends anything.
         this.#native.abort(id)
       } else if (signal) {
         const done = onAbort(signal, () => this.#native.abort(id))
-        settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
+        settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested, heard: undefined }
       }
       this.#pending.set(id, settle)
       if (this.#pending.size === 1) this.#keepAliveIfBusy()
@@ -313,19 +317,33 @@ class Redlock extends EventEmitter {
     }
     const waiter = this.#pending.get(id)
     if (waiter === undefined) return
+    if (status === FAILED) {
+      // A node's failure as its vote came in: its events now, not again when its attempt
+      // ends (its only vote in the attempt string).
+      const attempts = attemptsOf(c)
+      this.#emitVotes(new AttemptLog(this.#clients, attempts, errorsOf(c), waiter.requested), 0)
+      ;(waiter.heard ??= new Set()).add(attempts[0].indexOf('E'))
+      return
+    }
     if (status === PROGRESS) {
-      this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0)
+      this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0, waiter.heard)
+      waiter.heard = undefined
       return
     }
     this.#pending.delete(id)
+    if (waiter.heard !== undefined) setHeard(c, waiter.heard)
     if (status === INTERNAL) waiter.reject(new ExecutionError(messageOf(c), [], { reason: 'internal' }))
     else waiter.resolve(c)
   }
 
-  /** Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s attempts from `from` on. */
-  #emitVotes(log, from) {
+  /**
+   * Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s
+   * attempts from `from` on, but the failures of the nodes in `heard` (told as they came).
+   */
+  #emitVotes(log, from, heard) {
     if (!this.#listening()) return
-    log.eachAgainst(this.#emitVote, from)
+    if (heard === undefined) log.eachAgainst(this.#emitVote, from)
+    else log.eachAgainst((vote, client, message, i) => vote === 'E' && heard.has(i) || this.#emitVote(vote, client, message), from)
   }
 
   /** Emits 'error' (and 'clientError' for a node failure) for one vote against. */
@@ -361,7 +379,7 @@ class Redlock extends EventEmitter {
         this.#keepAliveIfBusy()
       }
     }
-    this.#emitVotes(log, attempts.length - 1)
+    this.#emitVotes(log, attempts.length - 1, heardOf(c))
     return log
   }
 

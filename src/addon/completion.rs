@@ -170,6 +170,9 @@ pub enum CompletionStatus {
     /// Not a completion: the complete votes of the last attempt of an operation already
     /// completed, whose attempt string marked the votes still coming with `?`.
     Late = 7,
+    /// Not a completion: one node's failure in an attempt still under way, for events (its
+    /// attempt string has that node's vote alone; the attempt's own report leaves it out).
+    Failed = 8,
 }
 
 impl Completion {

@@ -126,6 +126,22 @@ fn progress(id: u32, stats: &AttemptStats) -> Completion {
     votes_only(id, CompletionStatus::Progress, stats)
 }
 
+/// Node `i`'s failure (of `n` nodes) in an attempt still under way, for its events.
+fn failed(id: u32, n: usize, i: usize, e: &NodeError) -> Completion {
+    let mut votes = vec![None; n];
+    votes[i] = Some(Vote::Failed(e.clone()));
+    let stats = AttemptStats {
+        tally: crate::engine::quorum::Tally::new(n),
+        votes,
+        holders: Vec::new(),
+        fence: None,
+        late: false,
+        slot: None,
+        kept: false,
+    };
+    votes_only(id, CompletionStatus::Failed, &stats)
+}
+
 /// The complete votes of an operation's last attempt, decided before every node answered.
 fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
     let stats = AttemptStats {
@@ -448,8 +464,15 @@ impl Op {
                 ops.completer.push(progress(id, stats));
             }
         };
+        let n = ops.inner.quorum().nodes().len();
+        let heard = |i: usize, e: &NodeError| {
+            if ops.listening.load(Ordering::Relaxed) {
+                ops.completer.push(failed(id, n, i, e));
+            }
+        };
         let call = Call {
             progress: Some(&report),
+            failed: Some(&heard),
             late: Some(&late_votes),
             cancel: self.cancel.as_deref(),
             kind: self.kind,

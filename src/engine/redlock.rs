@@ -203,6 +203,9 @@ pub struct Call<'a> {
     pub deadline: Option<Instant>,
     /// Hears every attempt that is not the operation's last, as it ends (events).
     pub progress: Option<&'a (dyn Fn(&AttemptStats) + Send + Sync)>,
+    /// Hears each node's failure as its vote comes in (the node's index, the error),
+    /// before its attempt ends (events).
+    pub failed: Option<&'a (dyn Fn(usize, &NodeError) + Send + Sync)>,
     /// Aborts the operation (`settings.signal`).
     pub cancel: Option<&'a Cancel>,
     /// Aborts every operation of the instance (`quit()`): set by [`Quorum::execute`].
@@ -219,6 +222,7 @@ impl<'a> Call<'a> {
             settings,
             deadline: None,
             progress: None,
+            failed: None,
             cancel: None,
             closed: None,
             late: None,
@@ -1489,6 +1493,9 @@ impl Quorum {
                 next = pending.next() => match next {
                     // (Not a node already timed out at its own time-out.)
                     Some((i, (vote, counter, slot, holder))) if ballot.votes[i].is_none() => {
+                        if let (Vote::Failed(e), Some(heard)) = (&vote, call.failed) {
+                            heard(i, e);
+                        }
                         ballot.holders[i] = holder;
                         ballot.count(i, vote, counter, slot)
                     }
