@@ -366,3 +366,20 @@ test('after a failover that lost a lock, a client connected before it does not t
   t.is(await replica.command('GET', key), null, 'the refused attempts left nothing')
   t.true(Date.now() < lock.expiration)
 })
+
+// A regression hunt found that the failover check (the run_id of the master that took the
+// key, read by a script) failed every acquire on a cluster for an ACL user without INFO
+// (`+@all -@dangerous`): there was nothing to compare with, and the script was refused.
+test('an ACL user without INFO (+@all -@dangerous) locks on a cluster', async (t) => {
+  const servers = clusters[2]
+  for (const s of servers) await s.command('ACL', 'SETUSER', 'no-info', 'on', '>pw', '~*', '&*', '+@all', '-@dangerous')
+  t.teardown(() => Promise.all(servers.map((s) => s.command('ACL', 'DELUSER', 'no-info'))))
+  const cluster = new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })), { username: 'no-info', password: 'pw' })
+  const redlock = new Redlock([cluster], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  for (const name of ['a', 'b', 'c', 'd']) {
+    const lock = await redlock.acquire([`${resource(t)}:${name}`], 5_000)
+    await lock.release()
+  }
+  t.pass()
+})

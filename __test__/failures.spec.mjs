@@ -1277,3 +1277,27 @@ test('a frozen Lock in one using() routine keeps no other operation on the same 
   await sleep(20)
   t.deepEqual(aborted.sort(), ['first', 'second'])
 })
+
+// A regression hunt found that quit(), which lets the cleanups of the operations it ends
+// reach the nodes, waited its whole command time-out for a node that never connected
+// (a cleanup waited for its connection): nothing had been sent there.
+test.serial('quit() does not wait for the cleanup of a node that never connected', async (t) => {
+  const all = await servers(t, 2)
+  const silent = (await import('node:net')).createServer(() => {})
+  await new Promise((r) => silent.listen(0, '127.0.0.1', r))
+  t.teardown(() => silent.close())
+  const clients = [...all.map((s) => new Redis({ port: s.port, commandTimeout: 5000 })), new Redis({ port: silent.address().port, connectTimeout: 5000, commandTimeout: 5000 })]
+  const redlock = new Redlock(clients)
+  const other = new Redlock(all.map((s) => new Redis({ port: s.port })))
+  t.teardown(() => other.quit())
+  const key = resource(t)
+  const held = await other.acquire([key], 10_000)
+  const acquire = redlock.acquire([key], 5_000, { retryCount: -1 }).catch((e) => e)
+  await sleep(100)
+  const started = Date.now()
+  await redlock.quit()
+  const took = Date.now() - started
+  t.is((await acquire).reason, 'aborted')
+  t.true(took < 3000, `quit() took ${took} ms`)
+  await held.release()
+})

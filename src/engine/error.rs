@@ -234,10 +234,11 @@ fn tls_words(lower: &str, raw: &str) -> String {
 const REFUSED: &str = "connection refused (is redis-server listening there?)";
 
 impl NodeError {
-    /// Whether the user's ACL denied the command (`NOPERM`).
+    /// Whether the user's ACL denied the command (`NOPERM`; inside a script, Redis 7.0
+    /// says "can't run this command", 7.2 "ACL failure in script").
     pub fn is_noperm(&self) -> bool {
         matches!(self, NodeError::Command { reason, .. } | NodeError::Reply { line: reason, .. }
-            if reason.contains("NOPERM"))
+            if ["NOPERM", "can't run this command", "ACL failure"].iter().any(|w| reason.contains(w)))
     }
 
     /// Whether nothing listens at the address (yet): a server starting or restarting.

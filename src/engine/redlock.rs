@@ -2075,7 +2075,13 @@ impl Quorum {
         // The waiting heads end (aborted) and take their tickets out of the nodes' lines.
         let _ = timer::timeout(limit, self.seats.idle()).await;
         // The operations under way end (aborted) and clean up what they set; the writers
-        // among them take their marks back.
+        // among them take their marks back: on the connections that are up (a node still
+        // connecting was sent nothing, and is not waited for).
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !keep.contains(&i) {
+                node.stop_connecting();
+            }
+        }
         let left = limit.saturating_sub(started.elapsed());
         let _ = timer::timeout(left, self.working.idle()).await;
         if self.stragglers.any_released() {

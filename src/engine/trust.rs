@@ -220,6 +220,11 @@ impl Trust {
     ) -> Result<(), NodeError> {
         let slot = hash_slot(key);
         let node = &nodes[i];
+        // Nothing to compare with (the ACL forbids INFO, or no shard serves the slot): no ask.
+        let serves = |c: &NodeChecked| c.units.iter().any(|u| u.serves(slot));
+        if !self.checked()[i].as_ref().is_some_and(serves) {
+            return Ok(());
+        }
         let ask = SERVER_RUN_ID_SCRIPT.evalsha(&[key.to_string()], &[]);
         let now = match node
             .eval::<Option<String>>(&SERVER_RUN_ID_SCRIPT, &ask)
@@ -236,7 +241,7 @@ impl Trust {
         };
         let at = Instant::now();
         let trusted = |u: &Checked| u.run_id == now && u.until.is_none_or(|end| end <= at);
-        if !c.units.iter().any(|u| u.serves(slot)) || c.units.iter().any(trusted) {
+        if !serves(c) || c.units.iter().any(trusted) {
             return Ok(());
         }
         c.epoch = STALE;
