@@ -410,10 +410,15 @@ test.serial('a command issued before the server listens, or while it restarts, w
   t.teardown(() => late.stop())
   const c = client(t, { port: late.port, connectTimeout: 3000, commandTimeout: 3000 })
   const js = jsClient(t, { url: late.url, socket: { connectTimeout: 3000 } })
-  const early = [c.set('early', 'a'), js.get('early')]
+  // Watched (someone listens): its first connect fails; the command that connects it later
+  // says 'connect' and 'ready' (a regression hunt found them never emitted).
+  const events = []
+  for (const e of ['error', 'connect', 'ready']) c.on(e, () => events.push(e))
+  const early = [c.set('early', 'a').then(() => events.push('set')), js.get('early')]
   await sleep(300)
   await late.start()
   await Promise.all(early)
+  t.deepEqual(events.filter((e) => e !== 'error'), ['connect', 'ready', 'set'])
   t.is(await js.get('early'), 'a')
   await late.kill('SIGKILL')
   const during = c.get('early')

@@ -287,6 +287,8 @@ async function status(name, opts, cmd) {
     const rows = await Promise.all(
       clients.map(async (c) => {
         try {
+          // (A node not listening is said at once: a command would wait for it to listen.)
+          await c.connect()
           const [value, ttl] = await Promise.all([c.get(name), c.pttl(name)])
           answered += 1
           return `${c.url}: ${value === null ? 'free' : `${value} (${ttl} ms left)`}`

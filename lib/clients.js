@@ -41,12 +41,7 @@ class ClientBase extends NativeClient {
   connect() {
     const connecting = super.connect()
     connecting.then(
-      () => {
-        if (this.#connected || this.#ended || this.#quitCalled) return
-        this.#connected = true
-        this.emit('connect')
-        this.emit('ready')
-      },
+      () => this.#up(),
       (error) => {
         if (this.listenerCount('error') > 0) this.emit('error', error)
       },
@@ -104,24 +99,44 @@ class ClientBase extends NativeClient {
     this.connect().catch(noop)
   }
 
+  /** Connected (first time): 'connect' and 'ready', once, never after quit(). */
+  #up() {
+    if (this.#connected || this.#ended || this.#quitCalled) return
+    this.#connected = true
+    this.emit('connect')
+    this.emit('ready')
+  }
+
+  /**
+   * `reply`, the promise of a command issued by a watched client not yet connected (its
+   * first connect failed, the server came up later): its answer says the client is up.
+   */
+  #noted(reply) {
+    if (!this.#watching || this.#connected) return reply
+    return reply.then((value) => {
+      this.#up()
+      return value
+    })
+  }
+
   get(key) {
     this.#used()
-    return super.get(key)
+    return this.#noted(super.get(key))
   }
 
   pttl(key) {
     this.#used()
-    return super.pttl(key)
+    return this.#noted(super.pttl(key))
   }
 
   callCommand(command, args) {
     this.#used()
-    return super.callCommand(command, args)
+    return this.#noted(super.callCommand(command, args))
   }
 
   delKeys(keys) {
     this.#used()
-    return super.delKeys(keys)
+    return this.#noted(super.delKeys(keys))
   }
 
   /** `DEL key [key ...]`; arrays are flattened one level, as ioredis does. */
@@ -135,7 +150,7 @@ class ClientBase extends NativeClient {
    */
   set(key, value, ...options) {
     this.#used()
-    if (options.length === 0 || (typeof key !== 'string' && !Buffer.isBuffer(key)) || value == null) return super.set(key, value)
+    if (options.length === 0 || (typeof key !== 'string' && !Buffer.isBuffer(key)) || value == null) return this.#noted(super.set(key, value))
     return this.callCommand('SET', [key, typeof value === 'boolean' ? String(value) : value, ...options.flat()])
   }
 
