@@ -22,7 +22,7 @@ use crate::engine::error::NodeError;
 use crate::engine::kinds::Kind;
 use crate::engine::quorum::FailureKind;
 use crate::engine::redlock::{
-    AttemptStats, Call, Cancel, Execution, LateVotes, Quorum, Redlock, Vote,
+    AttemptStats, Call, Cancel, Execution, LateVotes, Quorum, Redlock, Reports, Vote,
 };
 use crate::engine::scripts::hash_slot;
 use crate::engine::settings::{self, Settings, SettingsPatch};
@@ -432,6 +432,27 @@ fn same_slot(env: &Env, cluster: bool, resources: &[String]) -> Result<()> {
     ))
 }
 
+/// An operation's events, as completions (only while someone listens).
+struct Reporter<'a> {
+    id: u32,
+    ops: &'a Ops,
+}
+
+impl Reports for Reporter<'_> {
+    fn attempt(&self, stats: &AttemptStats) {
+        if self.ops.listening.load(Ordering::Relaxed) {
+            self.ops.completer.push(progress(self.id, stats));
+        }
+    }
+
+    fn failed(&self, i: usize, e: &NodeError) {
+        if self.ops.listening.load(Ordering::Relaxed) {
+            let n = self.ops.inner.quorum().nodes().len();
+            self.ops.completer.push(failed(self.id, n, i, e));
+        }
+    }
+}
+
 /// Everything an operation's future needs.
 struct Op {
     id: u32,
@@ -459,20 +480,9 @@ impl Op {
             let completer = ops.completer.clone();
             Box::new(move |votes| completer.push(late(id, votes)))
         };
-        let report = |stats: &AttemptStats| {
-            if ops.listening.load(Ordering::Relaxed) {
-                ops.completer.push(progress(id, stats));
-            }
-        };
-        let n = ops.inner.quorum().nodes().len();
-        let heard = |i: usize, e: &NodeError| {
-            if ops.listening.load(Ordering::Relaxed) {
-                ops.completer.push(failed(id, n, i, e));
-            }
-        };
+        let reports = Reporter { id, ops };
         let call = Call {
-            progress: Some(&report),
-            failed: Some(&heard),
+            progress: Some(&reports),
             late: Some(&late_votes),
             cancel: self.cancel.as_deref(),
             kind: self.kind,

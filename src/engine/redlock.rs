@@ -194,6 +194,15 @@ impl Stragglers {
     }
 }
 
+/// What an operation tells as it goes (its events): the attempts that are not its last,
+/// and each node's failure as its vote comes in.
+pub trait Reports: Send + Sync {
+    /// An attempt that is not the operation's last, as it ends (a node voted against it).
+    fn attempt(&self, stats: &AttemptStats);
+    /// Node `i` failed (`e`): its vote came in, before its attempt ended.
+    fn failed(&self, i: usize, e: &NodeError);
+}
+
 /// What one operation is given besides its arguments.
 #[derive(Clone, Copy)]
 pub struct Call<'a> {
@@ -202,10 +211,7 @@ pub struct Call<'a> {
     /// starts after it.
     pub deadline: Option<Instant>,
     /// Hears every attempt that is not the operation's last, as it ends (events).
-    pub progress: Option<&'a (dyn Fn(&AttemptStats) + Send + Sync)>,
-    /// Hears each node's failure as its vote comes in (the node's index, the error),
-    /// before its attempt ends (events).
-    pub failed: Option<&'a (dyn Fn(usize, &NodeError) + Send + Sync)>,
+    pub progress: Option<&'a dyn Reports>,
     /// Aborts the operation (`settings.signal`).
     pub cancel: Option<&'a Cancel>,
     /// Aborts every operation of the instance (`quit()`): set by [`Quorum::execute`].
@@ -222,7 +228,6 @@ impl<'a> Call<'a> {
             settings,
             deadline: None,
             progress: None,
-            failed: None,
             cancel: None,
             closed: None,
             late: None,
@@ -399,7 +404,7 @@ impl Retries {
     /// Tells `call.progress` of the attempt just kept, when a node voted against it.
     fn report(&self, call: &Call<'_>, against: bool) {
         if let (Some(progress), true, Some(last)) = (call.progress, against, self.attempts.back()) {
-            progress(last);
+            progress.attempt(last);
         }
     }
 
@@ -1493,8 +1498,8 @@ impl Quorum {
                 next = pending.next() => match next {
                     // (Not a node already timed out at its own time-out.)
                     Some((i, (vote, counter, slot, holder))) if ballot.votes[i].is_none() => {
-                        if let (Vote::Failed(e), Some(heard)) = (&vote, call.failed) {
-                            heard(i, e);
+                        if let (Vote::Failed(e), Some(reports)) = (&vote, call.progress) {
+                            reports.failed(i, e);
                         }
                         ballot.holders[i] = holder;
                         ballot.count(i, vote, counter, slot)
