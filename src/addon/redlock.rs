@@ -123,27 +123,23 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
 
 /// An attempt that is not the operation's last, for the events of its votes against.
 fn progress(id: u32, stats: &AttemptStats) -> Completion {
-    votes_only(id, CompletionStatus::Progress, stats)
+    votes_only(id, CompletionStatus::Progress, stats.votes.clone())
 }
 
 /// Node `i`'s failure (of `n` nodes) in an attempt still under way, for its events.
 fn failed(id: u32, n: usize, i: usize, e: &NodeError) -> Completion {
     let mut votes = vec![None; n];
     votes[i] = Some(Vote::Failed(e.clone()));
-    let stats = AttemptStats {
-        tally: crate::engine::quorum::Tally::new(n),
-        votes,
-        holders: Vec::new(),
-        fence: None,
-        late: false,
-        slot: None,
-        kept: false,
-    };
-    votes_only(id, CompletionStatus::Failed, &stats)
+    votes_only(id, CompletionStatus::Failed, votes)
 }
 
 /// The complete votes of an operation's last attempt, decided before every node answered.
 fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
+    votes_only(id, CompletionStatus::Late, votes)
+}
+
+/// A message of `status` that carries one attempt's votes and nothing else.
+fn votes_only(id: u32, status: CompletionStatus, votes: Vec<Option<Vote>>) -> Completion {
     let stats = AttemptStats {
         tally: crate::engine::quorum::Tally::new(votes.len()),
         votes,
@@ -153,12 +149,7 @@ fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
         slot: None,
         kept: false,
     };
-    votes_only(id, CompletionStatus::Late, &stats)
-}
-
-/// A message of `status` that carries one attempt's votes and nothing else.
-fn votes_only(id: u32, status: CompletionStatus, stats: &AttemptStats) -> Completion {
-    let (attempts, errors) = encode_votes(std::iter::once(stats));
+    let (attempts, errors) = encode_votes(std::iter::once(&stats));
     Completion {
         attempts,
         errors,
