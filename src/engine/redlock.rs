@@ -27,7 +27,7 @@ use crate::engine::settings::Settings;
 use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
-use crate::engine::votes::Votes;
+use crate::engine::votes::{Answer, Votes};
 
 /// How many attempts an execution remembers (node-redlock keeps every one, which grows
 /// without bound with `retryCount: -1`).
@@ -487,6 +487,16 @@ impl Ballot {
             *n += 1;
             *n >= quorum
         })
+    }
+
+    /// Node `i`'s answer came in: counted, its holder kept, and a failure reported at once
+    /// (events).
+    fn answered(&mut self, i: usize, (vote, counter, slot, holder): Answer, call: &Call<'_>) {
+        if let (Vote::Failed(e), Some(reports)) = (&vote, call.progress) {
+            reports.failed(i, e);
+        }
+        self.holders[i] = holder;
+        self.count(i, vote, counter, slot)
     }
 
     fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>, slot: Option<u32>) {
@@ -1497,13 +1507,7 @@ impl Quorum {
                 }
                 next = pending.next() => match next {
                     // (Not a node already timed out at its own time-out.)
-                    Some((i, (vote, counter, slot, holder))) if ballot.votes[i].is_none() => {
-                        if let (Vote::Failed(e), Some(reports)) = (&vote, call.progress) {
-                            reports.failed(i, e);
-                        }
-                        ballot.holders[i] = holder;
-                        ballot.count(i, vote, counter, slot)
-                    }
+                    Some((i, answer)) if ballot.votes[i].is_none() => ballot.answered(i, answer, call),
                     Some(_) => {}
                     None => return false,
                 },
