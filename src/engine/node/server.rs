@@ -696,18 +696,15 @@ impl Server {
     /// the connect time-out, as ioredis and node-redis queue commands while they
     /// reconnect. A lock's command fails at once: its vote is counted as unavailable.
     async fn reconnection(&self, wait: Option<Duration>) -> Result<(Conn, u64), NodeError> {
-        let connected = self.lock_state().connected;
-        let bound = wait.filter(|_| connected);
         let Some(wait) = wait else {
-            return self.bounded(bound, self.connection()).await?;
+            return self.connection().await;
         };
-        let end = Instant::now()
-            + if connected {
-                wait
-            } else {
-                self.config.connect_timeout
-            };
-        self.bounded(bound, self.until_listening(end)).await?
+        if !self.lock_state().connected {
+            let end = Instant::now() + self.config.connect_timeout;
+            return self.until_listening(end).await;
+        }
+        let end = Instant::now() + wait;
+        self.bounded(Some(wait), self.until_listening(end)).await?
     }
 
     /// [`Server::connection`], tried again while nothing listens at the address, until
