@@ -400,6 +400,10 @@ export declare class ReadWriteLock {
 
 /** A held lock. */
 export declare class Lock {
+  /**
+   * Rebuilds a Lock (from its JSON, say): a mutex, read or write hold releases and extends
+   * as the original; a semaphore permit cannot be rebuilt (its release is a TypeError).
+   */
   constructor(
     redlock: Redlock,
     resources: string[],

@@ -74,10 +74,6 @@ class Lock {
 }
 
 /**
- * `lock` as release and extend take it: a Lock, or an object with its `resources` and
- * `value` (what is wrong with those is said by the native call, naming the field).
- */
-/**
  * The native hold of `lock`: the one its acquire gave, else (a Lock rebuilt with `new
  * Lock(...)`, or a copy such as `{ ...lock }`) what its kind tells: nothing for a mutex, the
  * kind for a read or write hold. A permit's slot is known only to the Lock its acquire
@@ -95,6 +91,10 @@ function holdFor(lock) {
   throw new TypeError(`lock.kind must be 'mutex', 'permit', 'read' or 'write'; got ${typeof kind === 'string' ? JSON.stringify(kind) : typeof kind}.`)
 }
 
+/**
+ * `lock` as release and extend take it: a Lock, or an object with its `resources` and
+ * `value` (what is wrong with those is said by the native call, naming the field).
+ */
 function lockArg(lock) {
   if (lock === null || typeof lock !== 'object' || (lock.resources === undefined && lock.value === undefined)) {
     throw new TypeError('lock must be a Lock.')
