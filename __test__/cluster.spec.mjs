@@ -383,3 +383,45 @@ test('an ACL user without INFO (+@all -@dangerous) locks on a cluster', async (t
   }
   t.pass()
 })
+
+// Found by a regression hunt: shards are recorded by their slots, so after a reshard (one
+// slot moved) a master that restarted empty met no record under its new name and was
+// trusted at once: a second holder of a lock it had forgotten. Records are now matched by
+// overlapping slots; the master that took the slot is the same server, still trusted.
+test('after a reshard, a shard master that restarts empty still sits out; the one that took slots over does not', async (t) => {
+  const servers = await startCluster()
+  t.teardown(() => stopServers(servers))
+  const nodes = () => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const first = new Redlock(nodes(), { retryCount: 0 })
+  t.teardown(() => first.quit())
+  const key = resource(t)
+  const owner = await ownerOf(servers, key)
+  const lock = await first.acquire([key], 30_000)
+  await sleep(100) // recorded (on another shard) in the background
+  // One slot of the owner's, not the key's, moves to another master.
+  const slots = await rawCommand(owner.port, ['CLUSTER', 'SLOTS'])
+  const [from] = slots.find(([, , [, port]]) => port === owner.port)
+  const keySlot = await rawCommand(owner.port, ['CLUSTER', 'KEYSLOT', key])
+  const moved = from === keySlot ? from + 1 : from
+  const taker = servers.find((s) => s !== owner)
+  const takerId = await taker.command('CLUSTER', 'MYID')
+  for (const s of servers) await s.command('CLUSTER', 'SETSLOT', String(moved), 'NODE', takerId)
+  await clusterReady(servers)
+  let onTaker = null
+  for (let n = 0; onTaker === null; n++) {
+    if ((await rawCommand(owner.port, ['CLUSTER', 'KEYSLOT', `{${n}}`])) === moved) onTaker = `{${n}}:${key}`
+  }
+  const second = new Redlock(nodes(), { retryCount: 0 })
+  t.teardown(() => second.quit())
+  await (await second.acquire([onTaker], 1_000)).release()
+  // The owner restarts without its data.
+  await owner.kill()
+  await owner.start()
+  await clusterReady(servers)
+  const third = new Redlock(nodes(), { retryCount: 0 })
+  t.teardown(() => third.quit())
+  const refused = await t.throwsAsync(third.acquire([key], 1_000), { instanceOf: lib.ExecutionError })
+  t.regex(refused.cause.errors[0].message, /restarted or replaced .* sits out/)
+  t.true(Date.now() < lock.expiration)
+  await (await third.acquire([onTaker], 1_000)).release()
+})

@@ -1279,9 +1279,10 @@ test('a frozen Lock in one using() routine keeps no other operation on the same 
 })
 
 // A regression hunt found that quit(), which lets the cleanups of the operations it ends
-// reach the nodes, waited its whole command time-out for a node that never connected
-// (a cleanup waited for its connection): nothing had been sent there.
-test.serial('quit() does not wait for the cleanup of a node that never connected', async (t) => {
+// reach the nodes, waited its whole command time-out for a node that never connected (a
+// cleanup waited for its connection). It waits a second at most for them, then the node's
+// own quit() lets queued commands out if the connection comes within a second.
+test.serial('quit() does not wait the command time-out for the cleanup of a node that never connected', async (t) => {
   const all = await servers(t, 2)
   const silent = (await import('node:net')).createServer(() => {})
   await new Promise((r) => silent.listen(0, '127.0.0.1', r))
@@ -1300,4 +1301,27 @@ test.serial('quit() does not wait for the cleanup of a node that never connected
   t.is((await acquire).reason, 'aborted')
   t.true(took < 3000, `quit() took ${took} ms`)
   await held.release()
+})
+
+// Found by a regression hunt: an operation aborted while it waited to retry told its last
+// attempt's votes against twice (once as the attempt ended, once as the operation did).
+test('events: an operation aborted between attempts tells each vote against once', async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  stores[2].down()
+  const holder = new Redlock(stores, { retryCount: 0 })
+  const redlock = new Redlock(stores, { retryCount: 5, retryDelay: 400, retryJitter: 0 })
+  t.teardown(() => Promise.all([holder.quit(), redlock.quit()]))
+  await holder.acquire(['told-once'], 10_000)
+  let events = 0
+  redlock.on('error', () => events++)
+  const controller = new AbortController()
+  const failed = redlock.acquire(['told-once'], 1000, { signal: controller.signal }).catch((e) => e)
+  await sleep(150)
+  controller.abort()
+  const e = await failed
+  t.is(e.reason, 'aborted')
+  let against = 0
+  for (const stats of await Promise.all(e.attempts)) against += stats.votesAgainst.size
+  t.true(against >= 3)
+  t.is(events, against)
 })

@@ -55,6 +55,12 @@ function nodeErrors(failed, n) {
 }
 
 /**
+ * Whether a vote character is a node's failure: 'E', or 'e' when its events were told
+ * already (as it came in, or with its attempt's report: not again).
+ */
+const isFailure = (vote) => vote === 'E' || vote === 'e'
+
+/**
  * The attempts of an operation as the engine reports them (one string per attempt, one
  * character per client), turned into node-redlock's `Promise<ExecutionStats>[]` only
  * when somebody reads them.
@@ -83,7 +89,7 @@ class AttemptLog {
     const last = this.attempts.length - 1
     const before = this.attempts[last]
     let known = 0
-    for (const vote of before) if (vote === 'E') known++
+    for (const vote of before) if (isFailure(vote)) known++
     // (A new array: `errors` may be shared, see native.js.)
     this.errors = this.errors.slice(0, this.errors.length - known).concat(errors)
     this.attempts[last] = attempt
@@ -100,8 +106,8 @@ class AttemptLog {
     this.attempts.forEach((attempt, a) => {
       for (let i = 0; i < attempt.length; i++) {
         const vote = attempt[i]
-        if (vote === 'L' && a >= from) fn(vote, this.clients[i], lockedMessage(this.requested), i)
-        else if (vote === 'E') {
+        if ((vote === 'L' || vote === 'l') && a >= from) fn(vote, this.clients[i], lockedMessage(this.requested), i)
+        else if (isFailure(vote)) {
           const message = this.errors[e++]
           if (a >= from) fn(vote, this.clients[i], message, i)
         }
@@ -122,7 +128,7 @@ class AttemptLog {
     const last = this.attempts.length - 1
     const failed = []
     this.eachAgainst((vote, client, message) => {
-      if (vote === 'E') failed.push([client, message])
+      if (isFailure(vote)) failed.push([client, message])
     }, last)
     return nodeErrors(failed, this.clients.length)
   }
@@ -134,7 +140,7 @@ class AttemptLog {
     let offset = 0
     return this.attempts.map((attempt, a) => {
       const first = offset
-      for (const vote of attempt) if (vote === 'E') offset++
+      for (const vote of attempt) if (isFailure(vote)) offset++
       if (a === last && this.late) return this.late.then(() => this.#stats(this.attempts[last], first, n, quorumSize))
       return Promise.resolve(this.#stats(attempt, first, n, quorumSize))
     })
@@ -149,8 +155,8 @@ class AttemptLog {
       const vote = attempt[i]
       const client = this.clients[i]
       if (vote === 'F') stats.votesFor.add(client)
-      else if (vote === 'L') stats.votesAgainst.set(client, new ResourceLockedError(lockedMessage(this.requested)))
-      else if (vote === 'E') stats.votesAgainst.set(client, new Error(this.errors[e++]))
+      else if (vote === 'L' || vote === 'l') stats.votesAgainst.set(client, new ResourceLockedError(lockedMessage(this.requested)))
+      else if (isFailure(vote)) stats.votesAgainst.set(client, new Error(this.errors[e++]))
     }
     return stats
   }

@@ -79,8 +79,6 @@ class Completion {
     this.errors = errors
     this.fence = fence
     this.slot = slot
-    /** The indices of the nodes whose failures in the last attempt were told already (FAILED). */
-    this.heard = undefined
   }
 }
 
@@ -129,12 +127,7 @@ const expirationOf = (c) => c.expiration
 const startOf = (c) => c.start
 /** One string per attempt (the last 100), one vote character per client ('?': to come, LATE). */
 const attemptsOf = (c) => c.attempts
-/** The nodes whose failures in the last attempt were emitted as they came (a Set, or undefined). */
-const heardOf = (c) => c.heard
-const setHeard = (c, heard) => {
-  c.heard = heard
-}
-/** The messages of the attempts' 'E' votes, in order. */
+/** The messages of the attempts' 'E' (and 'e') votes, in order. */
 const errorsOf = (c) => c.errors
 /** The complete votes of the last attempt, in a LATE completion (its only attempt string). */
 const lateAttemptOf = (c) => c.attempts[0]
@@ -165,8 +158,6 @@ module.exports = {
   expirationOf,
   startOf,
   attemptsOf,
-  heardOf,
-  setHeard,
   errorsOf,
   lateAttemptOf,
   fenceTokenOf,

@@ -23,8 +23,6 @@ const {
   PROGRESS,
   LATE,
   FAILED,
-  heardOf,
-  setHeard,
   idOf,
   statusOf,
   succeeded,
@@ -257,14 +255,13 @@ class Redlock extends EventEmitter {
    */
   #wait(id, signal, requested) {
     return new Promise((resolve, reject) => {
-      // (`heard`: the nodes whose failures in the attempt under way were told already.)
-      let settle = { resolve, reject, requested, heard: undefined }
+      let settle = { resolve, reject, requested }
       if (signal?.aborted) {
         // Checked first (above), then aborted before it sends anything.
         this.#native.abort(id)
       } else if (signal) {
         const done = onAbort(signal, () => this.#native.abort(id))
-        settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested, heard: undefined }
+        settle = { resolve: (c) => (done(), resolve(c)), reject: (e) => (done(), reject(e)), requested }
       }
       this.#pending.set(id, settle)
       if (this.#pending.size === 1) this.#keepAliveIfBusy()
@@ -317,37 +314,27 @@ class Redlock extends EventEmitter {
     }
     const waiter = this.#pending.get(id)
     if (waiter === undefined) return
-    if (status === FAILED) {
-      // A node's failure as its vote came in: its events now, not again when its attempt
-      // ends (its only vote in the attempt string).
-      const attempts = attemptsOf(c)
-      this.#emitVotes(new AttemptLog(this.#clients, attempts, errorsOf(c), waiter.requested), 0)
-      ;(waiter.heard ??= new Set()).add(attempts[0].indexOf('E'))
-      return
-    }
-    if (status === PROGRESS) {
-      this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0, waiter.heard)
-      waiter.heard = undefined
+    // A node's failure as its vote came in (its only vote in the attempt string), or an
+    // attempt that is not the last, as it ended: their events now (the engine marks what
+    // was told, in lower case, so that nothing is told twice).
+    if (status === FAILED || status === PROGRESS) {
+      this.#emitVotes(new AttemptLog(this.#clients, attemptsOf(c), errorsOf(c), waiter.requested), 0)
       return
     }
     this.#pending.delete(id)
-    if (waiter.heard !== undefined) setHeard(c, waiter.heard)
     if (status === INTERNAL) waiter.reject(new ExecutionError(messageOf(c), [], { reason: 'internal' }))
     else waiter.resolve(c)
   }
 
-  /**
-   * Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s
-   * attempts from `from` on, but the failures of the nodes in `heard` (told as they came).
-   */
-  #emitVotes(log, from, heard) {
+  /** Emits 'error' (and 'clientError' for node failures) for the votes against in `log`'s attempts from `from` on. */
+  #emitVotes(log, from) {
     if (!this.#listening()) return
-    if (heard === undefined) log.eachAgainst(this.#emitVote, from)
-    else log.eachAgainst((vote, client, message, i) => vote === 'E' && heard.has(i) || this.#emitVote(vote, client, message), from)
+    log.eachAgainst(this.#emitVote, from)
   }
 
   /** Emits 'error' (and 'clientError' for a node failure) for one vote against. */
   #emitVote = (vote, client, message) => {
+    if (vote === 'e' || vote === 'l') return // (told already)
     const error = vote === 'L' ? new ResourceLockedError(message) : new Error(message)
     // A listener that throws must not change the operation's outcome (a lock won but
     // reported as failed would be held with no Lock to release it): its error is thrown
@@ -379,7 +366,7 @@ class Redlock extends EventEmitter {
         this.#keepAliveIfBusy()
       }
     }
-    this.#emitVotes(log, attempts.length - 1, heardOf(c))
+    this.#emitVotes(log, attempts.length - 1)
     return log
   }
 

@@ -37,7 +37,7 @@ pub struct Completion {
     pub start: f64,
     /// The attempts (the last 100), separated by commas: one character per client and
     /// attempt, `F` for, `L` locked by another owner, `E` error, `-` no answer needed,
-    /// `?` an answer to come.
+    /// `?` an answer to come; `l` and `e` for votes against already told (events).
     pub attempts: String,
     /// The messages of the `E` votes, in order.
     pub errors: Vec<String>,

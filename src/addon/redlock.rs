@@ -82,14 +82,21 @@ fn encode_votes<'a>(attempts: impl Iterator<Item = &'a AttemptStats>) -> (String
         if i > 0 {
             encoded.push(',');
         }
-        encoded.extend(a.votes.iter().map(|v| match v {
+        // (Lower case: a vote against told already, as it came in or with its attempt.)
+        let told = |n: usize| a.told.get(n) == Some(&true);
+        encoded.extend(a.votes.iter().enumerate().map(|(n, v)| match v {
             None if a.late => '?',
             None => '-',
             Some(Vote::For) => 'F',
+            Some(Vote::Locked) if told(n) => 'l',
             Some(Vote::Locked) => 'L',
             Some(Vote::Failed(e)) => {
                 errors.push(e.to_string());
-                'E'
+                if told(n) {
+                    'e'
+                } else {
+                    'E'
+                }
             }
         }));
     }
@@ -123,23 +130,31 @@ fn completion(id: u32, exec: &Execution, value: Option<String>) -> Completion {
 
 /// An attempt that is not the operation's last, for the events of its votes against.
 fn progress(id: u32, stats: &AttemptStats) -> Completion {
-    votes_only(id, CompletionStatus::Progress, stats.votes.clone())
+    votes_only(
+        id,
+        CompletionStatus::Progress,
+        (stats.votes.clone(), stats.told.clone()),
+    )
 }
 
 /// Node `i`'s failure (of `n` nodes) in an attempt still under way, for its events.
 fn failed(id: u32, n: usize, i: usize, e: &NodeError) -> Completion {
     let mut votes = vec![None; n];
     votes[i] = Some(Vote::Failed(e.clone()));
-    votes_only(id, CompletionStatus::Failed, votes)
+    votes_only(id, CompletionStatus::Failed, (votes, Vec::new()))
 }
 
 /// The complete votes of an operation's last attempt, decided before every node answered.
 fn late(id: u32, votes: Vec<Option<Vote>>) -> Completion {
-    votes_only(id, CompletionStatus::Late, votes)
+    votes_only(id, CompletionStatus::Late, (votes, Vec::new()))
 }
 
 /// A message of `status` that carries one attempt's votes and nothing else.
-fn votes_only(id: u32, status: CompletionStatus, votes: Vec<Option<Vote>>) -> Completion {
+fn votes_only(
+    id: u32,
+    status: CompletionStatus,
+    (votes, told): (Vec<Option<Vote>>, Vec<bool>),
+) -> Completion {
     let stats = AttemptStats {
         tally: crate::engine::quorum::Tally::new(votes.len()),
         votes,
@@ -148,6 +163,7 @@ fn votes_only(id: u32, status: CompletionStatus, votes: Vec<Option<Vote>>) -> Co
         late: false,
         slot: None,
         kept: false,
+        told,
     };
     let (attempts, errors) = encode_votes(std::iter::once(&stats));
     Completion {
@@ -430,17 +446,21 @@ struct Reporter<'a> {
 }
 
 impl Reports for Reporter<'_> {
-    fn attempt(&self, stats: &AttemptStats) {
-        if self.ops.listening.load(Ordering::Relaxed) {
+    fn attempt(&self, stats: &AttemptStats) -> bool {
+        let listening = self.ops.listening.load(Ordering::Relaxed);
+        if listening {
             self.ops.completer.push(progress(self.id, stats));
         }
+        listening
     }
 
-    fn failed(&self, i: usize, e: &NodeError) {
-        if self.ops.listening.load(Ordering::Relaxed) {
+    fn failed(&self, i: usize, e: &NodeError) -> bool {
+        let listening = self.ops.listening.load(Ordering::Relaxed);
+        if listening {
             let n = self.ops.inner.quorum().nodes().len();
             self.ops.completer.push(failed(self.id, n, i, e));
         }
+        listening
     }
 }
 

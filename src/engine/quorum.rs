@@ -37,6 +37,9 @@ pub struct AttemptStats {
     /// Whether the cleanup of this lost attempt left the lock kept for this waiter's own
     /// ticket on a node (it then retries soon).
     pub kept: bool,
+    /// By node: whether its vote against was told already (events), as it came in or with
+    /// its attempt's report (empty: none was).
+    pub told: Vec<bool>,
 }
 
 /// The quorum size for `n` nodes.

@@ -197,10 +197,12 @@ impl Stragglers {
 /// What an operation tells as it goes (its events): the attempts that are not its last,
 /// and each node's failure as its vote comes in.
 pub trait Reports: Send + Sync {
-    /// An attempt that is not the operation's last, as it ends (a node voted against it).
-    fn attempt(&self, stats: &AttemptStats);
-    /// Node `i` failed (`e`): its vote came in, before its attempt ended.
-    fn failed(&self, i: usize, e: &NodeError);
+    /// An attempt that is not the operation's last, as it ends (a node voted against it);
+    /// `true` when its votes against were told (someone listens).
+    fn attempt(&self, stats: &AttemptStats) -> bool;
+    /// Node `i` failed (`e`): its vote came in, before its attempt ended; `true` when it
+    /// was told.
+    fn failed(&self, i: usize, e: &NodeError) -> bool;
 }
 
 /// What one operation is given besides its arguments.
@@ -401,10 +403,16 @@ impl Retries {
         self.finish(Ok(0))
     }
 
-    /// Tells `call.progress` of the attempt just kept, when a node voted against it.
-    fn report(&self, call: &Call<'_>, against: bool) {
-        if let (Some(progress), true, Some(last)) = (call.progress, against, self.attempts.back()) {
-            progress.attempt(last);
+    /// Tells `call.progress` of the attempt just kept, when a node voted against it: its
+    /// votes against are told then (the operation's end, when it ends with this attempt,
+    /// does not tell them again).
+    fn report(&mut self, call: &Call<'_>, against: bool) {
+        if let (Some(progress), true, Some(last)) =
+            (call.progress, against, self.attempts.back_mut())
+        {
+            if progress.attempt(last) {
+                last.told = vec![true; last.votes.len()];
+            }
         }
     }
 
@@ -453,6 +461,8 @@ struct Ballot {
     decision: Decision,
     /// Who holds the key where a `SET NX GET` found it held (a hash of the value).
     holders: Vec<Option<u64>>,
+    /// By node: whether its failure was told as it came in (events).
+    told: Vec<bool>,
 }
 
 impl Ballot {
@@ -465,6 +475,7 @@ impl Ballot {
             by_slot,
             decision: Decision::Pending,
             holders: vec![None; n],
+            told: vec![false; n],
         }
     }
 
@@ -493,7 +504,7 @@ impl Ballot {
     /// (events).
     fn answered(&mut self, i: usize, (vote, counter, slot, holder): Answer, call: &Call<'_>) {
         if let (Vote::Failed(e), Some(reports)) = (&vote, call.progress) {
-            reports.failed(i, e);
+            self.told[i] = reports.failed(i, e);
         }
         self.holders[i] = holder;
         self.count(i, vote, counter, slot)
@@ -1134,6 +1145,7 @@ impl Quorum {
             late,
             slot: None,
             kept: false,
+            told: Vec::new(),
         };
         let delivered = self.deliver(resources, offer, validity, stats.clone());
         let _ = delivered_tx.send(delivered);
@@ -1353,6 +1365,7 @@ impl Quorum {
             votes,
             tally,
             holders,
+            told,
             ..
         } = ballot;
         (
@@ -1364,6 +1377,7 @@ impl Quorum {
                 late: late && call.late.is_some() && outcome.is_ok(),
                 slot: won_slot.filter(|_| outcome.is_ok()),
                 kept,
+                told,
             },
             outcome,
         )
@@ -2084,14 +2098,10 @@ impl Quorum {
         // The waiting heads end (aborted) and take their tickets out of the nodes' lines.
         let _ = timer::timeout(limit, self.seats.idle()).await;
         // The operations under way end (aborted) and clean up what they set; the writers
-        // among them take their marks back: on the connections that are up (a node still
-        // connecting was sent nothing, and is not waited for).
-        for (i, node) in self.nodes.iter().enumerate() {
-            if !keep.contains(&i) {
-                node.stop_connecting();
-            }
-        }
-        let left = limit.saturating_sub(started.elapsed());
+        // among them take their marks back. A second at most: on a connection that is up
+        // that takes a round trip; one still connecting gets its queued commands (the
+        // cleanup behind the acquire) out when it comes, within a second, at its `quit()`.
+        let left = limit.saturating_sub(started.elapsed()).min(QUIT_WORK_WAIT);
         let _ = timer::timeout(left, self.working.idle()).await;
         if self.stragglers.any_released() {
             let left = limit.saturating_sub(started.elapsed());
@@ -2193,6 +2203,9 @@ type Held = HashMap<String, (String, Option<i64>, f64)>;
 
 /// How long `quit()` lets its `QUIT`s go on at least, however long the stragglers took.
 const QUIT_LEAST: Duration = Duration::from_millis(20);
+
+/// How long `quit()` waits for the operations under way and their cleanups.
+const QUIT_WORK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a won fenced acquire waits at least for the counters of the nodes that have
 /// not answered yet (or twice the time the quorum took). The token is the successor of the

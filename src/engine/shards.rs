@@ -31,6 +31,18 @@ impl Shard {
         format!("slots {}", ranges.join(","))
     }
 
+    /// The slot ranges a record's name ([`Shard::name`]) gives; `None` for a name that is
+    /// not a shard's.
+    pub fn ranges_named(name: &str) -> Option<Vec<(u16, u16)>> {
+        name.strip_prefix("slots ")?
+            .split(',')
+            .map(|range| {
+                let (from, to) = range.split_once('-')?;
+                Some((from.parse().ok()?, to.parse().ok()?))
+            })
+            .collect()
+    }
+
     pub fn serves(&self, slot: u16) -> bool {
         self.ranges
             .iter()
@@ -132,6 +144,27 @@ fn text(v: &Value) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_names_give_back_their_ranges() {
+        let shard = Shard {
+            ranges: vec![(0, 5460), (5462, 6000)],
+            addr: "a:1".into(),
+            identity: Identity {
+                run_id: "x".into(),
+                uptime: Duration::ZERO,
+                seen_at: Instant::now(),
+                promoted: false,
+                peer: None,
+            },
+        };
+        assert_eq!(
+            Shard::ranges_named(&shard.name()),
+            Some(shard.ranges.clone())
+        );
+        assert_eq!(Shard::ranges_named("127.0.0.1:6379"), None);
+        assert_eq!(Shard::ranges_named("slots 1-x"), None);
+    }
     use std::time::Duration;
 
     fn bulk(s: &str) -> Value {

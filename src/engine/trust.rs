@@ -23,6 +23,7 @@ use crate::engine::error::NodeError;
 use crate::engine::identity::{Identity, LOST_KEY, RECORDS_KEY};
 use crate::engine::node::Node;
 use crate::engine::scripts::{hash_slot, SERVER_RUN_ID_SCRIPT};
+use crate::engine::shards::Shard;
 
 /// What a client concludes about a node it (re)connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,13 +330,16 @@ async fn check(
     let limit = nodes[i].config().command_timeout;
     let judged = seen(&nodes[i]).await?.into_iter().map(|seen| {
         let sources = record_places(nodes, i, &seen.shard);
-        let prior = remembered.iter().find(|c| c.name == seen.name).cloned();
+        let prior = prior_of(&seen, &remembered);
         let node = nodes[i].clone();
+        let remembered = &remembered;
         async move {
-            let ((mut known, unread), marked) = futures::join!(
-                read_records(&sources, &seen.fields, limit),
+            let fields = seen.shard.is_none().then_some(&seen.fields[..]);
+            let ((recorded, unread), marked) = futures::join!(
+                read_records(&sources, fields, limit),
                 marked_lost(&node, &seen, limit)
             );
+            let mut known = known_for(&seen, recorded, remembered);
             known.extend(prior.as_ref().map(|p| p.run_id.clone()));
             let lost = lost_data(&node, &seen, &known, limit).await || marked;
             let checked = Checked {
@@ -348,6 +352,67 @@ async fn check(
     });
     let units = futures::future::join_all(judged).await;
     Ok(carry_quarantined(units, remembered, Instant::now()))
+}
+
+/// What this client remembers of `seen` from its previous check: the same node, or for a
+/// shard, the one its slots overlap (the same server first: a reshard renames a shard).
+fn prior_of(seen: &Seen, remembered: &[Checked]) -> Option<Checked> {
+    let Some(place) = &seen.shard else {
+        return remembered.iter().find(|c| c.name == seen.name).cloned();
+    };
+    let overlapping = |c: &&Checked| {
+        c.shard
+            .as_ref()
+            .is_some_and(|s| overlap(&s.ranges, &place.ranges))
+    };
+    let mut candidates = remembered.iter().filter(overlapping);
+    let same = candidates
+        .clone()
+        .find(|c| c.run_id == seen.identity.run_id);
+    same.or_else(|| candidates.next()).cloned()
+}
+
+/// Whether two sets of slot ranges share a slot.
+fn overlap(a: &[(u16, u16)], b: &[(u16, u16)]) -> bool {
+    a.iter()
+        .any(|(a0, a1)| b.iter().any(|(b0, b1)| a0 <= b1 && b0 <= a1))
+}
+
+/// The identities recorded for `seen` (`recorded`: the record fields read and their
+/// values). A node's are those under its names. A shard's are those of every recorded or
+/// remembered shard whose slots overlap its own: a reshard renames shards (their names are
+/// their slots), and a master restarted empty after one must still meet its old record.
+/// A master whose `run_id` is recorded anywhere in the cluster did not restart: it took
+/// slots over from another (it is the same server), so nothing counts against it.
+fn known_for(seen: &Seen, recorded: Vec<(String, String)>, remembered: &[Checked]) -> Vec<String> {
+    let Some(place) = &seen.shard else {
+        return recorded.into_iter().map(|(_, run_id)| run_id).collect();
+    };
+    let current = &seen.identity.run_id;
+    let continuing = recorded.iter().any(|(_, r)| r == current)
+        || remembered
+            .iter()
+            .any(|c| c.shard.is_some() && c.run_id == *current);
+    if continuing {
+        return vec![current.clone()];
+    }
+    let overlapping =
+        |name: &str| Shard::ranges_named(name).is_some_and(|r| overlap(&r, &place.ranges));
+    recorded
+        .into_iter()
+        .filter(|(name, _)| overlapping(name))
+        .map(|(_, run_id)| run_id)
+        .chain(
+            remembered
+                .iter()
+                .filter(|c| {
+                    c.shard
+                        .as_ref()
+                        .is_some_and(|s| overlap(&s.ranges, &place.ranges))
+                })
+                .map(|c| c.run_id.clone()),
+        )
+        .collect()
 }
 
 /// Whether another client marked the server behind `seen` as one that lost its data
@@ -524,17 +589,13 @@ fn record_places(
 /// (its identity is then recorded only where none was: see [`record`]).
 async fn read_records(
     sources: &[(Arc<Node>, String)],
-    fields: &[String],
+    fields: Option<&[String]>,
     command_timeout: Duration,
-) -> (Vec<String>, Vec<usize>) {
+) -> (Vec<(String, String)>, Vec<usize>) {
     let mut reads: FuturesUnordered<_> = sources
         .iter()
         .enumerate()
-        .map(|(k, (peer, key))| {
-            let mut hmget = redis::cmd("HMGET");
-            hmget.arg(key).arg(fields);
-            async move { (k, peer.send::<Vec<Option<String>>>(&hmget).await.ok()) }
-        })
+        .map(|(k, (peer, key))| async move { (k, read_record(peer, key, fields).await) })
         .collect();
     let started = Instant::now();
     // (Half the time-out at most: the node's vote in the attempt that waits for this
@@ -546,13 +607,35 @@ async fn read_records(
     while let Ok(Some((k, record))) = timer::timeout_at(until, reads.next()).await {
         if let Some(record) = record {
             unread.retain(|u| *u != k);
-            known.extend(record.into_iter().flatten());
+            known.extend(record);
         }
         if sources.len() - unread.len() == needed {
             until = until.min(Instant::now() + PEER_GRACE.max(started.elapsed()));
         }
     }
     (known, unread)
+}
+
+/// The fields of the record hash `key` on `peer` and their values: `fields` (those
+/// recorded), or all (`None`: a cluster's shards, whose names change with a reshard).
+async fn read_record(
+    peer: &Node,
+    key: &str,
+    fields: Option<&[String]>,
+) -> Option<Vec<(String, String)>> {
+    let Some(fields) = fields else {
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(key);
+        let all = peer
+            .send::<std::collections::HashMap<String, String>>(&hgetall)
+            .await;
+        return all.ok().map(|all| all.into_iter().collect());
+    };
+    let mut hmget = redis::cmd("HMGET");
+    hmget.arg(key).arg(fields);
+    let values = peer.send::<Vec<Option<String>>>(&hmget).await.ok()?;
+    let named = fields.iter().cloned().zip(values);
+    Some(named.filter_map(|(f, v)| Some((f, v?))).collect())
 }
 
 /// How many of a node's `peers` must answer before the slower ones are given up on: more

@@ -59,10 +59,6 @@ pub trait Backend: Send + Sync {
         reply: Reply<'a>,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
 
-    /// From now on no new connection is made (`quit()` is on its way): commands that would
-    /// wait for one fail as closed at once, those on a connection that is up still run.
-    fn stop_connecting(&self) {}
-
     /// Runs `cmd`, which names no key, as [`Backend::command`] does (without a time-out
     /// of its own) where `key` is: on a Redis Cluster, on the master of its hash slot (a
     /// `WAIT` there counts the replicas of the connection that wrote the key); anything

@@ -186,11 +186,6 @@ impl Node {
         self.answer(out)
     }
 
-    /// No new connection from now on (see [`Backend::stop_connecting`]).
-    pub fn stop_connecting(&self) {
-        self.backend.stop_connecting()
-    }
-
     /// Runs a command that names no key where `key` is (see [`Backend::command_at`]). No
     /// time-out of its own.
     pub async fn send_at<T: FromRedisValue + Send>(

@@ -143,12 +143,6 @@ impl Backend for Server {
         }))
     }
 
-    fn stop_connecting(&self) {
-        self.lock_state().connecting_stopped = true;
-        // (Those waiting for a connect under way hear it.)
-        self.closing.notify_waiters();
-    }
-
     fn command_at<'a>(
         &'a self,
         cmd: &'a Cmd,
@@ -364,8 +358,6 @@ pub(super) struct State {
     /// The last stuck connection replaced, kept open for the commands still waiting on it
     /// (closed when the next one is replaced, or at `quit()`).
     stuck: Option<Conn>,
-    /// `quit()` is on its way: no new connection (see `Backend::stop_connecting`).
-    connecting_stopped: bool,
 }
 
 impl State {
@@ -378,7 +370,6 @@ impl State {
             connected: false,
             probe: None,
             stuck: None,
-            connecting_stopped: false,
         }
     }
 }
@@ -456,7 +447,6 @@ impl Server {
             match &st.slot {
                 Slot::Ready(c) => return Ok((c.clone(), st.generation)),
                 Slot::Closed => return Err(NodeError::Closed { addr: self.addr() }),
-                _ if st.connecting_stopped => return Err(NodeError::Closed { addr: self.addr() }),
                 Slot::Connecting(f) => (f.clone(), st.generation),
                 Slot::Idle => {
                     if let Some(down) = st.down.as_ref().filter(|d| Instant::now() < d.until) {
