@@ -1325,3 +1325,21 @@ test('events: an operation aborted between attempts tells each vote against once
   t.true(against >= 3)
   t.is(events, against)
 })
+
+// Found by a regression hunt: a routine that froze its Lock was reported lost at the lock's
+// first expiration, after a storm of extensions: the automatic extension read the frozen
+// lock's expiration, which never moved.
+test('using(): a routine that freezes its Lock keeps it, extended as usual', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()], { automaticExtensionThreshold: 150 })
+  t.teardown(() => redlock.quit())
+  let extends_ = 0
+  const original = redlock.extend.bind(redlock)
+  redlock.extend = (...args) => (extends_++, original(...args))
+  const aborted = await redlock.using(['frozen-held'], 400, async (signal, lock) => {
+    Object.freeze(lock)
+    await sleep(1100)
+    return signal.aborted
+  })
+  t.false(aborted)
+  t.true(extends_ < 20, `${extends_} extensions`)
+})

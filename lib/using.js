@@ -84,6 +84,8 @@ class Holding {
   #held = true
   /** Whether the routine released its lock itself. */
   #released = false
+  /** The lock's expiration as the extensions moved it (kept here too: a frozen Lock keeps its own). */
+  #expiration
 
   constructor(redlock, lock, duration, settings, threshold, extend) {
     holdings++
@@ -93,6 +95,7 @@ class Holding {
     this.settings = settings
     this.threshold = threshold
     this.extendFn = extend
+    this.#expiration = lock.expiration
     this.#armLoss()
     this.#schedule()
     // `settings.signal` aborted while the routine runs: the routine hears it at once (its
@@ -104,6 +107,12 @@ class Holding {
 
   /** Takes this routine off `settings.signal` (see lib/abort.js). */
   #stopUserAbort = () => {}
+
+  /** The lock's expiration moved to `expiration`: here, and on the Lock (unless frozen). */
+  #follow(expiration) {
+    this.#expiration = expiration
+    follows(this.lock, expiration)
+  }
 
   #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
 
@@ -126,7 +135,7 @@ class Holding {
    */
   #armLoss() {
     clearTimeout(this.#lossTimer)
-    const left = Math.max(0, this.lock.expiration - Date.now() - lossLead())
+    const left = Math.max(0, this.#expiration - Date.now() - lossLead())
     this.#lossTimer =
       left > MAX_DELAY
         ? setTimeout(() => this.#armLoss(), MAX_DELAY)
@@ -151,12 +160,12 @@ class Holding {
    */
   #waitingForNodes() {
     if (this.#manual > 0) return true
-    return this.#extension !== undefined && this.#extensionStarted < this.lock.expiration - lossLead() - EXTENSION_MARGIN
+    return this.#extension !== undefined && this.#extensionStarted < this.#expiration - lossLead() - EXTENSION_MARGIN
   }
 
   #schedule() {
     clearTimeout(this.#timer)
-    const wait = Math.max(0, this.lock.expiration - Date.now() - Math.max(this.threshold, MIN_LEAD))
+    const wait = Math.max(0, this.#expiration - Date.now() - Math.max(this.threshold, MIN_LEAD))
     if (wait > MAX_DELAY) {
       this.#timer = setTimeout(() => this.#schedule(), MAX_DELAY)
       return
@@ -174,14 +183,14 @@ class Holding {
     try {
       // Retried until a little before the lock expires, however small retryCount is: the
       // lock's time left bounds the retries.
-      const until = this.lock.expiration - lossLead() - EXTENSION_MARGIN
+      const until = this.#expiration - lossLead() - EXTENSION_MARGIN
       const extended = await this.extendFn(this.lock, this.duration, { ...this.settings, retryCount: -1 }, until)
       this.#extension = undefined
       // (Released by the routine meanwhile: what the extension set went with the release.)
       if (this.signal.aborted || this.#released) return
       // Kept also when the routine just ended: the release that follows retries while the
       // extended lock is valid.
-      follows(this.lock, extended.expiration)
+      this.#follow(extended.expiration)
       this.lock.attempts = extended.attempts
       this.#failure = undefined
       if (this.#done) return
@@ -209,21 +218,21 @@ class Holding {
     // (node-redlock's message for the reason; what and why in the fields.)
     const lost = new LockLostError(messageOf(reason), { cause, reason, attempts: error?.attempts })
     lost.resources = lock.resources
-    lost.expiration = lock.expiration
+    lost.expiration = this.#expiration
     this.signal.error = lost
     // The lock is no longer to be relied on: our keys that are left go now (owner-checked:
     // a new holder's keys stay), retried while the lock would still be valid; the lock
     // keeps the moment of its loss as its expiration (a release sets 0).
-    const lostAt = Math.min(lock.expiration, Date.now())
+    const lostAt = Math.min(this.#expiration, Date.now())
     const releasing = redlock.release(lock, this.settings).catch(noop)
-    follows(lock, lostAt)
+    this.#follow(lostAt)
     releasing.then(() => follows(lock, lostAt))
     // The routine hears of it before any listener below can get in the way.
     this.#controller.abort(lost)
     if (byUser) return
     emitError(redlock, lost)
     if (lostChannel.hasSubscribers) {
-      lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: lock.expiration, error: lost })
+      lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: this.#expiration, error: lost })
     }
   }
 
@@ -244,7 +253,7 @@ class Holding {
         if (this.signal.aborted) throw this.signal.error
         // Retried, like the automatic extensions, until a little before the loss is due:
         // its own failure (its reason, the nodes' errors) is what the loss then reports.
-        const extended = await extend(lock === this.lock ? this.lock.expiration - lossLead() - EXTENSION_MARGIN : undefined)
+        const extended = await extend(lock === this.lock ? this.#expiration - lossLead() - EXTENSION_MARGIN : undefined)
         if (this.signal.aborted) throw this.signal.error
         return extended
       } catch (error) {
@@ -269,7 +278,7 @@ class Holding {
    */
   follow(extended) {
     if (this.#done || this.signal.aborted) return
-    follows(this.lock, extended.expiration)
+    this.#follow(extended.expiration)
     this.lock.attempts = extended.attempts
     this.#failure = undefined
     this.#armLoss()
