@@ -464,3 +464,24 @@ test.serial("clients passed to a Redlock say what happens to them: 'ready' when 
     t.deepEqual(seen, ['close', 'end'])
   }
 })
+
+// Found by a regression hunt: a watched client whose first connect failed, connected later
+// by lock traffic alone, never said 'connect' or 'ready' (`await once(client, 'ready')`
+// never ended).
+test.serial("a watched client connected later by a Redlock's operations says 'connect' and 'ready'", async (t) => {
+  const { once } = await import('node:events')
+  const late = new RedisServer({ port: await freePort() })
+  t.teardown(() => late.stop())
+  const c = new Redis({ port: late.port, connectTimeout: 2000, commandTimeout: 2000 })
+  const events = []
+  for (const e of ['error', 'connect', 'ready']) c.on(e, () => events.push(e))
+  const redlock = new lib.Redlock([c], { retryCount: 40, retryDelay: 50, retryJitter: 0 })
+  t.teardown(() => redlock.quit())
+  const acquired = redlock.acquire([`late:${process.pid}`], 1000)
+  await sleep(300)
+  await late.start()
+  const ready = once(c, 'ready')
+  await (await acquired).release()
+  await Promise.race([ready, sleep(3000).then(() => t.fail('no ready'))])
+  t.deepEqual(events.filter((e) => e !== 'error'), ['connect', 'ready'])
+})

@@ -10,7 +10,7 @@ const { NativeClient } = require('./native.js')
 const noop = () => {}
 const watchFor = Symbol('watchFor')
 /** What a Redlock tells the clients passed in (see ClientBase). */
-const lockUse = { used: Symbol('used'), awaitsUse: Symbol('awaitsUse'), closed: Symbol('closed') }
+const lockUse = { used: Symbol('used'), closed: Symbol('closed') }
 
 /**
  * What the client classes add to the native client, among which the events of ioredis' and
@@ -26,6 +26,8 @@ class ClientBase extends NativeClient {
   #ended = false
   /** quit() was called (it may still wait for the connection). */
   #quitCalled = false
+  /** Whether a Redlock's operation asks whether the connection is up (see lockUse.used). */
+  #asking = false
   /** Whether listening for the connection starts watching it (not with lazyConnect). */
   #watchable = false
   #watching = false
@@ -67,14 +69,26 @@ class ClientBase extends NativeClient {
     this.emit('end')
   }
 
-  /** A Redlock's operation uses this client's connection: watched as a command's would be. */
+  /**
+   * A Redlock's operation uses this client's connection, as a command would: a lazy one
+   * connects, a watched one not yet connected (its first connect failed) says 'connect'
+   * and 'ready' once the connection is up. `true` once there is nothing more to tell it.
+   */
   [lockUse.used]() {
     this.#used()
-  }
-
-  /** Whether a Redlock's operations must tell this client of their use: lazyConnect, not watched yet. */
-  get [lockUse.awaitsUse]() {
-    return !this.#watchable && !this.#watching
+    if (this.#connected || this.#ended || this.#quitCalled) return true
+    // (Connecting by itself and unwatched: a listener added later watches it.)
+    if (!this.#watching) return this.#watchable
+    if (!this.#asking) {
+      this.#asking = true
+      super.connect().then(
+        () => this.#up(),
+        noop,
+      ).finally(() => {
+        this.#asking = false
+      })
+    }
+    return false
   }
 
   /**

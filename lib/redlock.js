@@ -193,8 +193,8 @@ class Redlock extends EventEmitter {
     }
     this.#handle = this.#native.handle
     this.#clients = list
-    const lazy = list.filter((c) => c instanceof ClientBase && c[lockUse.awaitsUse])
-    if (lazy.length > 0) this.#lazy = lazy
+    const own = list.filter((c) => c instanceof ClientBase)
+    if (own.length > 0) this.#lazy = own
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
     this.#hooks = followListeners(this, this.#native)
@@ -238,16 +238,23 @@ class Redlock extends EventEmitter {
 
   /** A fresh operation id, under which the next native operation starts. */
   #id() {
-    if (this.#lazy !== null) for (const c of this.#lazy) c[lockUse.used]()
+    if (this.#lazy !== null) this.#tellUse()
     return (this.#nextId = (this.#nextId + 1) >>> 0)
   }
 
   /**
-   * The lazyConnect clients passed in (null: none), told of each operation: their first
-   * connection is watched as a command's would be ('connect', 'ready'), as with
-   * node-redlock, whose lock commands connect them.
+   * Our own clients passed in that are to be told of each operation (null: none left): a
+   * lazyConnect one connects, a watched one says 'connect' and 'ready', as with
+   * node-redlock, whose lock commands connect them (see ClientBase's lockUse.used).
    */
   #lazy = null
+
+  #tellUse() {
+    let left = 0
+    for (const c of this.#lazy) if (!c[lockUse.used]()) left++
+    if (left === 0) this.#lazy = null
+    else if (left < this.#lazy.length) this.#lazy = this.#lazy.filter((c) => !c[lockUse.used]())
+  }
 
   /**
    * Resolves with the completion tuple of operation `id` (just started natively). With an
