@@ -1343,3 +1343,23 @@ test('using(): a routine that freezes its Lock keeps it, extended as usual', asy
   t.false(aborted)
   t.true(extends_ < 20, `${extends_} extensions`)
 })
+
+// Found by a regression hunt: the seed API's releaseLock told only its last attempt's
+// failures, and only at its end (it ran without the operation's reports).
+test("events: releaseLock tells every attempt's failures, as acquire and release do", async (t) => {
+  const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
+  const redlock = new Redlock(stores, { retryCount: 3, retryDelay: 50, retryJitter: 0 })
+  t.teardown(() => redlock.quit())
+  t.true(await redlock.acquireLock('seed-events', 10_000))
+  stores[1].down()
+  stores[2].down()
+  const told = []
+  redlock.on('clientError', () => told.push(Date.now()))
+  const e = await t.throwsAsync(redlock.releaseLock('seed-events', true))
+  let against = 0
+  for (const stats of await Promise.all(e.attempts)) against += stats.votesAgainst.size
+  t.is(e.attempts.length, 4)
+  t.is(against, 8)
+  t.is(told.length, 8)
+  t.true(told[told.length - 1] - told[0] >= 100, 'told as the attempts went')
+})

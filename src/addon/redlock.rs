@@ -675,10 +675,18 @@ impl NativeRedlock {
             Val::Missing(_) => false,
             other => return Err(type_error(&env, "lockValue", "a boolean or null", &other)),
         };
-        let inner = self.ops.inner.clone();
+        let op = self.ops.op(
+            id,
+            CallSettings {
+                settings: *self.ops.inner.settings(),
+                signal: false,
+            },
+            Kind::Mutex,
+        );
         self.ops.completer.spawn(id, false, async move {
             let exec = if release {
-                inner.release_lock(resource).await
+                op.run(async |r: &Redlock, call: &Call<'_>| r.release_lock(resource, call).await)
+                    .await
             } else {
                 Execution::nothing_to_do()
             };

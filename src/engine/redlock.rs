@@ -2538,7 +2538,7 @@ impl Redlock {
     /// The seed's `releaseLock(resource, true)`: releases the lock this instance holds
     /// on `resource`, owner-checked. Nothing held: nothing to do. The execution's outcome
     /// is an error only when too many nodes could not be reached.
-    pub async fn release_lock(&self, resource: String) -> Execution {
+    pub async fn release_lock(&self, resource: String, call: &Call<'_>) -> Execution {
         let Some((value, _, expiration_ms)) = self.held().get(&resource).cloned() else {
             return Execution::nothing_to_do();
         };
@@ -2546,12 +2546,7 @@ impl Redlock {
         // As a Lock's release: retried while the lock is valid; once expired, one short
         // attempt, and no quorum is no failure (its keys expire by themselves).
         let exec = self
-            .release_by(
-                &resources,
-                &value,
-                expiration_ms,
-                &Call::new(&self.settings),
-            )
+            .release_by(&resources, &value, expiration_ms, call)
             .await;
         if exec.outcome.is_ok() {
             let [resource] = resources;
