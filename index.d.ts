@@ -503,7 +503,8 @@ export declare class Redlock extends EventEmitter {
    * Closes the native connections of this instance, those of the `Redis` / `RedisJsClient` /
    * `Cluster` objects passed in included (as node-redlock quits its clients); ioredis and
    * node-redis clients passed in stay open (their connections carry no lock traffic);
-   * operations under way, and later ones, reject with `reason: 'aborted'`. When a lock was
+   * operations under way, and later ones, reject with `reason: 'aborted'` (what their
+   * attempts set is removed first, a second at most being waited for that). When a lock was
    * released while requests of won acquires were still under way on a slow node, those
    * finish first (within `commandTimeout`).
    */
