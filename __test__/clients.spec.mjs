@@ -485,3 +485,22 @@ test.serial("a watched client connected later by a Redlock's operations says 'co
   await Promise.race([ready, sleep(3000).then(() => t.fail('no ready'))])
   t.deepEqual(events.filter((e) => e !== 'error'), ['connect', 'ready'])
 })
+
+// (The same, with the listeners added after the Redlock's first operation: a regression
+// hunt found such a client dropped from those told of lock traffic.)
+test.serial("a client watched only after a Redlock's first operation says 'ready' when lock traffic connects it", async (t) => {
+  const { once } = await import('node:events')
+  const late = new RedisServer({ port: await freePort() })
+  t.teardown(() => late.stop())
+  const c = new Redis({ port: late.port, connectTimeout: 500, commandTimeout: 500 })
+  const redlock = new lib.Redlock([c], { retryCount: 0 })
+  t.teardown(() => redlock.quit())
+  await t.throwsAsync(redlock.acquire([`late-watch:${process.pid}`], 1000))
+  const events = []
+  for (const e of ['error', 'connect', 'ready']) c.on(e, () => events.push(e))
+  await late.start()
+  const ready = once(c, 'ready')
+  for (let i = 0; i < 3; i++) await (await redlock.acquire([`late-watch:${process.pid}:${i}`], 1000).catch(() => redlock.acquire([`late-watch:${process.pid}:${i}`], 1000))).release()
+  await Promise.race([ready, sleep(3000).then(() => t.fail('no ready'))])
+  t.deepEqual(events.filter((e) => e !== 'error'), ['connect', 'ready'])
+})

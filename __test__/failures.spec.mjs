@@ -1363,3 +1363,38 @@ test("events: releaseLock tells every attempt's failures, as acquire and release
   t.is(told.length, 8)
   t.true(told[told.length - 1] - told[0] >= 100, 'told as the attempts went')
 })
+
+// Found by a regression hunt: when a won acquire's late votes came quickly (before its
+// result was read), a node failure already told as it came in was told again.
+test('events: a failure told as it came in is not told again with the late votes of a won acquire', async (t) => {
+  for (let round = 0; round < 5; round++) {
+    const stores = [0, 1, 2, 3, 4].map((i) => new lib.MemoryStore({ name: `late-told-${i}` }))
+    const redlock = new Redlock(stores, { retryCount: 0 })
+    let told = 0
+    redlock.on('clientError', () => told++)
+    stores[0].down()
+    stores[4].pause(15)
+    const lock = await redlock.acquire([`late-told:${round}`], 5000)
+    await sleep(80)
+    const stats = await lock.attempts.at(-1)
+    t.is(stats.votesAgainst.size, 1)
+    t.is(told, 1)
+    await lock.release()
+    await redlock.quit()
+  }
+})
+
+// Found by a regression hunt: inside using(), a Lock returned by the routine's own
+// `lock = await lock.extend(d)` (node-redlock's idiom) was not kept current by the
+// automatic extensions, and its next extend was refused as expired while the lock was held.
+test("using(): a Lock returned by the routine's own extend can be extended again later", async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()], { automaticExtensionThreshold: 200 })
+  t.teardown(() => redlock.quit())
+  await redlock.using(['chained-extend'], 500, async (signal, lock) => {
+    lock = await lock.extend(500)
+    await sleep(800)
+    t.false(signal.aborted)
+    lock = await lock.extend(500)
+    t.true(lock.expiration > Date.now() + 300)
+  })
+})

@@ -92,7 +92,10 @@ class AttemptLog {
     for (const vote of before) if (isFailure(vote)) known++
     // (A new array: `errors` may be shared, see native.js.)
     this.errors = this.errors.slice(0, this.errors.length - known).concat(errors)
-    this.attempts[last] = attempt
+    // (The votes told already stay marked so: the late ones come without the marks.)
+    let merged = ''
+    for (let i = 0; i < attempt.length; i++) merged += before[i] === 'e' || before[i] === 'l' ? before[i] : attempt[i]
+    this.attempts[last] = merged
     this.#lateDone?.()
     if (fn) this.eachAgainst((vote, client, message, i) => before[i] === '?' && fn(vote, client, message), last)
   }

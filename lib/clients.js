@@ -77,8 +77,8 @@ class ClientBase extends NativeClient {
   [lockUse.used]() {
     this.#used()
     if (this.#connected || this.#ended || this.#quitCalled) return true
-    // (Connecting by itself and unwatched: a listener added later watches it.)
-    if (!this.#watching) return this.#watchable
+    // (Unwatched: nothing to tell yet; a listener may come later.)
+    if (!this.#watching) return false
     if (!this.#asking) {
       this.#asking = true
       super.connect().then(

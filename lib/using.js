@@ -253,7 +253,11 @@ class Holding {
         if (this.signal.aborted) throw this.signal.error
         // Retried, like the automatic extensions, until a little before the loss is due:
         // its own failure (its reason, the nodes' errors) is what the loss then reports.
-        const extended = await extend(lock === this.lock ? this.#expiration - lossLead() - EXTENSION_MARGIN : undefined)
+        // Any Lock of this holding (the routine's, or one an extend of it returned, which
+        // the automatic extensions do not update) is valid until the holding's expiration;
+        // one superseded by a later extend of it (expiration 0) is not.
+        const current = lock === this.lock || lock.expiration !== 0
+        const extended = await extend(current ? this.#expiration - lossLead() - EXTENSION_MARGIN : undefined)
         if (this.signal.aborted) throw this.signal.error
         return extended
       } catch (error) {
