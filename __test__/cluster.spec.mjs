@@ -425,3 +425,34 @@ test('after a reshard, a shard master that restarts empty still sits out; the on
   t.true(Date.now() < lock.expiration)
   await (await third.acquire([onTaker], 1_000)).release()
 })
+
+// A short regression hunt found that matching records by overlapping slots quarantined a
+// master added to the cluster as soon as it took a slot from a recorded master (that one
+// handed the slot over, and is still a master): it was judged as if it had restarted.
+test('a master added to the cluster that takes a slot from a recorded master is trusted', async (t) => {
+  const servers = await startCluster()
+  t.teardown(() => stopServers(servers))
+  const [added] = await startServers(1, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] })
+  t.teardown(() => stopServers([added]))
+  const nodes = () => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const first = new Redlock(nodes(), { retryCount: 0 })
+  t.teardown(() => first.quit())
+  const key = resource(t)
+  const owner = await ownerOf(servers, key)
+  await (await first.acquire([key], 1_000)).release()
+  await sleep(100) // recorded
+  await servers[0].command('CLUSTER', 'MEET', '127.0.0.1', String(added.port))
+  const addedId = await added.command('CLUSTER', 'MYID')
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(100)) {
+    const known = await Promise.all(servers.map((s) => s.command('CLUSTER', 'NODES')))
+    if (known.every((n) => n.includes(addedId))) break
+  }
+  const slot = await rawCommand(owner.port, ['CLUSTER', 'KEYSLOT', key])
+  for (const s of [...servers, added]) await s.command('CLUSTER', 'SETSLOT', String(slot), 'NODE', addedId)
+  await clusterReady([...servers, added])
+  const second = new Redlock(nodes(), { retryCount: 2, retryDelay: 100 })
+  t.teardown(() => second.quit())
+  const lock = await second.acquire([key], 1_000)
+  t.is(await added.command('GET', key), lock.value)
+  await lock.release()
+})

@@ -249,7 +249,7 @@ impl Trust {
         Err(NodeError::Command {
             addr: node.addr(),
             reason: format!(
-                "the master of hash slot {slot} changed (a failover) since it was checked: checked again with the next attempt"
+                "the master of hash slot {slot} changed (a failover or a reshard) since it was checked: checked again with the next attempt"
             ),
         })
     }
@@ -328,19 +328,24 @@ async fn check(
     remembered: Vec<Checked>,
 ) -> Result<Vec<Checked>, NodeError> {
     let limit = nodes[i].config().command_timeout;
-    let judged = seen(&nodes[i]).await?.into_iter().map(|seen| {
+    let all = seen(&nodes[i]).await?;
+    // A cluster's masters now: a shard's slots taken from one of them (a reshard) were
+    // handed over with their keys; that master is no evidence against the taker.
+    let masters: Vec<String> = all.iter().map(|s| s.identity.run_id.clone()).collect();
+    let judged = all.into_iter().map(|seen| {
         let sources = record_places(nodes, i, &seen.shard);
         let prior = prior_of(&seen, &remembered);
         let node = nodes[i].clone();
-        let remembered = &remembered;
+        let (remembered, masters) = (&remembered, &masters);
         async move {
             let fields = seen.shard.is_none().then_some(&seen.fields[..]);
             let ((recorded, unread), marked) = futures::join!(
                 read_records(&sources, fields, limit),
                 marked_lost(&node, &seen, limit)
             );
-            let mut known = known_for(&seen, recorded, remembered);
-            known.extend(prior.as_ref().map(|p| p.run_id.clone()));
+            let mut known = known_for(&seen, recorded, remembered, masters);
+            let evidence = |p: &&Checked| seen.shard.is_none() || !masters.contains(&p.run_id);
+            known.extend(prior.as_ref().filter(evidence).map(|p| p.run_id.clone()));
             let lost = lost_data(&node, &seen, &known, limit).await || marked;
             let checked = Checked {
                 unread,
@@ -383,8 +388,14 @@ fn overlap(a: &[(u16, u16)], b: &[(u16, u16)]) -> bool {
 /// remembered shard whose slots overlap its own: a reshard renames shards (their names are
 /// their slots), and a master restarted empty after one must still meet its old record.
 /// A master whose `run_id` is recorded anywhere in the cluster did not restart: it took
-/// slots over from another (it is the same server), so nothing counts against it.
-fn known_for(seen: &Seen, recorded: Vec<(String, String)>, remembered: &[Checked]) -> Vec<String> {
+/// slots over from another (it is the same server), so nothing counts against it; nor do
+/// the records of another master that is one now (`masters`): it handed the slots over.
+fn known_for(
+    seen: &Seen,
+    recorded: Vec<(String, String)>,
+    remembered: &[Checked],
+    masters: &[String],
+) -> Vec<String> {
     let Some(place) = &seen.shard else {
         return recorded.into_iter().map(|(_, run_id)| run_id).collect();
     };
@@ -412,6 +423,7 @@ fn known_for(seen: &Seen, recorded: Vec<(String, String)>, remembered: &[Checked
                 })
                 .map(|c| c.run_id.clone()),
         )
+        .filter(|run_id| !masters.contains(run_id))
         .collect()
 }
 
