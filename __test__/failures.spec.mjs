@@ -851,7 +851,8 @@ test("using(): an extend of an older Lock of the routine's lock that is refused 
   const key = resource(t)
   await redlock.using([key], 500, async (signal, lock) => {
     const older = await lock.extend(500) // node-redlock's habit: a new Lock object
-    await sleep(650) // the automatic extensions keep the lock; `older` expired meanwhile
+    await older.extend(500) // which a later extend of it supersedes (its expiration 0)
+    await sleep(650) // the automatic extensions keep the lock
     await t.throwsAsync(older.extend(500), { instanceOf: ExecutionError, message: /already-expired/ })
     await sleep(20)
     t.false(signal.aborted)
