@@ -629,14 +629,7 @@ impl NativeRedlock {
         let resource = resource_arg(&env, "resource", Some(resource))?;
         // (Taken as it is: an optional argument would make `null` look like `undefined`.)
         let ttl = duration_arg(&env, "ttl", Some(ttl), self.ops.inner.settings())?;
-        let op = self.ops.op(
-            id,
-            CallSettings {
-                settings: *self.ops.inner.settings(),
-                signal: false,
-            },
-            Kind::Mutex,
-        );
+        let op = self.seed_op(id);
         self.ops.completer.spawn(id, op.abortable(), async move {
             let exec = op
                 .run(async |r: &Redlock, call: &Call<'_>| {
@@ -646,6 +639,15 @@ impl NativeRedlock {
             completion(id, &exec, None)
         });
         Ok(())
+    }
+
+    /// A seed API operation: a mutex, with this instance's settings, no signal.
+    fn seed_op(&self, id: u32) -> Op {
+        let settings = CallSettings {
+            settings: *self.ops.inner.settings(),
+            signal: false,
+        };
+        self.ops.op(id, settings, Kind::Mutex)
     }
 
     /// The fencing token (decimal) of the lock this instance holds on `resource` (seed
@@ -675,14 +677,7 @@ impl NativeRedlock {
             Val::Missing(_) => false,
             other => return Err(type_error(&env, "lockValue", "a boolean or null", &other)),
         };
-        let op = self.ops.op(
-            id,
-            CallSettings {
-                settings: *self.ops.inner.settings(),
-                signal: false,
-            },
-            Kind::Mutex,
-        );
+        let op = self.seed_op(id);
         self.ops.completer.spawn(id, false, async move {
             let exec = if release {
                 op.run(async |r: &Redlock, call: &Call<'_>| r.release_lock(resource, call).await)
