@@ -413,6 +413,10 @@ mod tests {
             assert!(!got.contains("Pipeline"), "{got}");
             assert!(!got.contains("ResponseError"), "{got}");
         }
+    }
+
+    #[test]
+    fn echoed_arguments_are_cut_and_pipeline_dumps_say_their_first_error() {
         assert_eq!(
             plain_reason("Pipeline failures: [(Index 0, error: \"ERR\": unknown command)]"),
             "ERR unknown command"
