@@ -9,8 +9,14 @@ const { NativeClient } = require('./native.js')
 
 const noop = () => {}
 const watchFor = Symbol('watchFor')
+/**
+ * How many clients wait to hear of lock traffic (see ClientBase#awaitUse): while none
+ * does, a Redlock's operation tells its clients nothing (one read per operation).
+ */
+let awaitingUse = 0
+
 /** What a Redlock tells the clients passed in (see ClientBase). */
-const lockUse = { used: Symbol('used'), closed: Symbol('closed') }
+const lockUse = { used: Symbol('used'), closed: Symbol('closed'), awaiting: () => awaitingUse }
 
 /**
  * What the client classes add to the native client, among which the events of ioredis' and
@@ -28,6 +34,8 @@ class ClientBase extends NativeClient {
   #quitCalled = false
   /** Whether a Redlock's operation asks whether the connection is up (see lockUse.used). */
   #asking = false
+  /** Whether lock traffic is to be told to it (see #awaitUse). */
+  #awaiting = false
   /** Whether listening for the connection starts watching it (not with lazyConnect). */
   #watchable = false
   #watching = false
@@ -63,6 +71,7 @@ class ClientBase extends NativeClient {
 
   /** Closed (by its `quit()`, or a Redlock's, as node-redlock quits its clients): 'close' and 'end', once. */
   [lockUse.closed]() {
+    this.#heard()
     if (this.#ended) return
     this.#ended = true
     this.emit('close')
@@ -72,13 +81,12 @@ class ClientBase extends NativeClient {
   /**
    * A Redlock's operation uses this client's connection, as a command would: a lazy one
    * connects, a watched one not yet connected (its first connect failed) says 'connect'
-   * and 'ready' once the connection is up. `true` once there is nothing more to tell it.
+   * and 'ready' once the connection is up.
    */
   [lockUse.used]() {
+    if (!this.#awaiting) return
     this.#used()
-    if (this.#connected || this.#ended || this.#quitCalled) return true
-    // (Unwatched: nothing to tell yet; a listener may come later.)
-    if (!this.#watching) return false
+    if (this.#connected || this.#ended || this.#quitCalled) return this.#heard()
     if (!this.#asking) {
       this.#asking = true
       super.connect().then(
@@ -88,7 +96,23 @@ class ClientBase extends NativeClient {
         this.#asking = false
       })
     }
-    return false
+  }
+
+  /**
+   * Someone listens and the connection is not up yet (or a lazy client waits for its first
+   * use): lock traffic is to be told to it, until it is up or closed.
+   */
+  #awaitUse() {
+    if (this.#awaiting || this.#connected) return
+    this.#awaiting = true
+    awaitingUse++
+  }
+
+  /** Nothing more to tell it of lock traffic. */
+  #heard() {
+    if (!this.#awaiting) return
+    this.#awaiting = false
+    awaitingUse--
   }
 
   /**
@@ -103,6 +127,7 @@ class ClientBase extends NativeClient {
     } else {
       this.#watchFirstUse = true
     }
+    this.#awaitUse()
   }
 
   /** A command is issued: a lazy client's first connect is watched when someone listens. */
@@ -115,6 +140,7 @@ class ClientBase extends NativeClient {
 
   /** Connected (first time): 'connect' and 'ready', once, never after quit(). */
   #up() {
+    this.#heard()
     if (this.#connected || this.#ended || this.#quitCalled) return
     this.#connected = true
     this.emit('connect')

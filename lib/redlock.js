@@ -193,8 +193,7 @@ class Redlock extends EventEmitter {
     }
     this.#handle = this.#native.handle
     this.#clients = list
-    const own = list.filter((c) => c instanceof ClientBase)
-    if (own.length > 0) this.#lazy = own
+    this.#own = list.filter((c) => c instanceof ClientBase)
     Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
     this.#hooks = followListeners(this, this.#native)
@@ -238,23 +237,15 @@ class Redlock extends EventEmitter {
 
   /** A fresh operation id, under which the next native operation starts. */
   #id() {
-    if (this.#lazy !== null) this.#tellUse()
+    // Our own clients passed in that wait to hear of lock traffic are told of it: a
+    // lazyConnect one connects, a watched one says 'connect' and 'ready', as with
+    // node-redlock, whose lock commands connect them (see ClientBase's lockUse.used).
+    if (lockUse.awaiting() > 0) for (const c of this.#own) c[lockUse.used]()
     return (this.#nextId = (this.#nextId + 1) >>> 0)
   }
 
-  /**
-   * Our own clients passed in that are to be told of each operation (null: none left): a
-   * lazyConnect one connects, a watched one says 'connect' and 'ready', as with
-   * node-redlock, whose lock commands connect them (see ClientBase's lockUse.used).
-   */
-  #lazy = null
-
-  #tellUse() {
-    let left = 0
-    for (const c of this.#lazy) if (!c[lockUse.used]()) left++
-    if (left === 0) this.#lazy = null
-    else if (left < this.#lazy.length) this.#lazy = this.#lazy.filter((c) => !c[lockUse.used]())
-  }
+  /** The redlock-rs clients (Redis, RedisJsClient, Cluster, MemoryStore) passed in. */
+  #own = []
 
   /**
    * Resolves with the completion tuple of operation `id` (just started natively). With an

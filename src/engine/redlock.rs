@@ -461,7 +461,8 @@ struct Ballot {
     decision: Decision,
     /// Who holds the key where a `SET NX GET` found it held (a hash of the value).
     holders: Vec<Option<u64>>,
-    /// By node: whether its failure was told as it came in (events).
+    /// By node: whether its failure was told as it came in (events); empty while none was
+    /// (no allocation in an attempt that meets no failure, or that nobody listens to).
     told: Vec<bool>,
 }
 
@@ -475,7 +476,7 @@ impl Ballot {
             by_slot,
             decision: Decision::Pending,
             holders: vec![None; n],
-            told: vec![false; n],
+            told: Vec::new(),
         }
     }
 
@@ -504,7 +505,10 @@ impl Ballot {
     /// (events).
     fn answered(&mut self, i: usize, (vote, counter, slot, holder): Answer, call: &Call<'_>) {
         if let (Vote::Failed(e), Some(reports)) = (&vote, call.progress) {
-            self.told[i] = reports.failed(i, e);
+            if reports.failed(i, e) {
+                self.told.resize(self.votes.len(), false);
+                self.told[i] = true;
+            }
         }
         self.holders[i] = holder;
         self.count(i, vote, counter, slot)
