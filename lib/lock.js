@@ -73,6 +73,13 @@ class Lock {
   }
 }
 
+/** Sets `lock.expiration`; a lock object that cannot be written (frozen: the user's doing) keeps its own. */
+function setExpiration(lock, expiration) {
+  try {
+    lock.expiration = expiration
+  } catch {}
+}
+
 /**
  * The native hold of `lock`: the one its acquire gave, else (a Lock rebuilt with `new
  * Lock(...)`, or a copy such as `{ ...lock }`) what its kind tells: nothing for a mutex, the
@@ -125,4 +132,4 @@ function wellFormedName(value, name, index) {
   }
 }
 
-module.exports = { Lock, holdFor, lockArg, wellFormed, wellFormedName }
+module.exports = { Lock, holdFor, lockArg, setExpiration, wellFormed, wellFormedName }

@@ -11,7 +11,7 @@ const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
-const { Lock, holdFor, lockArg, wellFormed, wellFormedName } = require('./lock.js')
+const { Lock, holdFor, lockArg, setExpiration, wellFormed, wellFormedName } = require('./lock.js')
 const {
   NativeRedlock,
   lockAcquire,
@@ -66,11 +66,7 @@ const releasing = new WeakMap()
 const holdings = new WeakMap()
 
 /** Marks `lock` expired (used up); a lock object that cannot be written (frozen) stays as it is. */
-function invalidate(lock) {
-  try {
-    lock.expiration = 0
-  } catch {}
-}
+const invalidate = (lock) => setExpiration(lock, 0)
 
 /** The `signal` of a settings object, checked. */
 function signalOf(settings) {

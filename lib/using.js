@@ -5,15 +5,9 @@
 const { onAbort } = require('./abort.js')
 const { lostChannel } = require('./diagnostics.js')
 const { LockLostError, messageOf } = require('./errors.js')
+const { setExpiration } = require('./lock.js')
 
 const noop = () => {}
-
-/** Sets `lock.expiration` (a frozen lock, the user's doing, keeps its own). */
-function follows(lock, expiration) {
-  try {
-    lock.expiration = expiration
-  } catch {}
-}
 
 /**
  * Emits `error` as an 'error' event of `emitter` when anyone listens (none: nothing to
@@ -111,7 +105,7 @@ class Holding {
   /** The lock's expiration moved to `expiration`: here, and on the Lock (unless frozen). */
   #follow(expiration) {
     this.#expiration = expiration
-    follows(this.lock, expiration)
+    setExpiration(this.lock, expiration)
   }
 
   #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
@@ -226,7 +220,7 @@ class Holding {
     const lostAt = Math.min(this.#expiration, Date.now())
     const releasing = redlock.release(lock, this.settings).catch(noop)
     this.#follow(lostAt)
-    releasing.then(() => follows(lock, lostAt))
+    releasing.then(() => setExpiration(lock, lostAt))
     // The routine hears of it before any listener below can get in the way.
     this.#controller.abort(lost)
     if (byUser) return
