@@ -189,10 +189,21 @@ test.serial("using(): the routine's own extend against frozen nodes: the loss sa
   t.true(seen.at <= seen.error.expiration + TIMER_SLACK, `aborted ${seen.at - seen.error.expiration} ms after the expiration`)
 })
 
-test.serial('using(): hundreds of locks lost at once (a quorum of nodes gone) each hear of it no later than their expiration', async (t) => {
-  const stores = [0, 1, 2].map(() => new lib.MemoryStore())
+test.serial('using(): hundreds of locks lost at once (a quorum of nodes gone or frozen) each hear of it no later than their expiration', async (t) => {
+  for (const frozen of [false, true]) await lostTogether(t, frozen)
+})
+
+/**
+ * Many using() routines whose locks are lost at once: two of three stores go down, or
+ * freeze (the extensions then wait for them, and every node's failure is told to a
+ * listener of 'error': the costliest losses).
+ */
+async function lostTogether(t, frozen) {
+  const stores = [0, 1, 2].map(() => new lib.MemoryStore({ commandTimeout: 5_000 }))
   const redlock = new Redlock(stores)
-  const n = 300
+  t.teardown(() => redlock.quit())
+  if (frozen) redlock.on('error', () => {})
+  const n = frozen ? 1_000 : 300
   let started = 0
   const late = []
   const routine = (signal) =>
@@ -207,11 +218,14 @@ test.serial('using(): hundreds of locks lost at once (a quorum of nodes gone) ea
     })
   const jobs = Array.from({ length: n }, (_, i) => redlock.using([`${resource(t)}:${i}`], 1_000, routine))
   while (started < n) await sleep(1)
-  stores[0].down()
-  stores[1].down()
+  for (const store of stores.slice(0, 2)) {
+    if (frozen) store.pause(10_000)
+    else store.down()
+  }
   await Promise.all(jobs)
-  t.deepEqual(late, [], `${late.length} of ${n} losses heard after their expiration`)
-})
+  t.deepEqual(late, [], `${late.length} of ${n} losses heard after their expiration (${frozen ? 'frozen' : 'down'})`)
+  for (const store of stores) store.pause(0)
+}
 
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
   const all = await servers(t, 3)
@@ -847,13 +861,13 @@ test('a failed extend that reached no node leaves the lock as it was; a frozen L
 
 test("using(): an extend of an older Lock of the routine's lock that is refused does not end the routine's lock", async (t) => {
   const stores = [new lib.MemoryStore(), new lib.MemoryStore(), new lib.MemoryStore()]
-  const redlock = new Redlock(stores, { automaticExtensionThreshold: 300 })
+  const redlock = new Redlock(stores, { automaticExtensionThreshold: 600 })
   const key = resource(t)
-  await redlock.using([key], 500, async (signal, lock) => {
-    const older = await lock.extend(500) // node-redlock's habit: a new Lock object
-    await older.extend(500) // which a later extend of it supersedes (its expiration 0)
-    await sleep(650) // the automatic extensions keep the lock
-    await t.throwsAsync(older.extend(500), { instanceOf: ExecutionError, message: /already-expired/ })
+  await redlock.using([key], 1_000, async (signal, lock) => {
+    const older = await lock.extend(1_000) // node-redlock's habit: a new Lock object
+    await older.extend(1_000) // which a later extend of it supersedes (its expiration 0)
+    await sleep(1_200) // the automatic extensions keep the lock
+    await t.throwsAsync(older.extend(1_000), { instanceOf: ExecutionError, message: /already-expired/ })
     await sleep(20)
     t.false(signal.aborted)
     t.deepEqual(await Promise.all(stores.map((s) => s.keys().includes(key))), [true, true, true])

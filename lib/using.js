@@ -36,16 +36,38 @@ const EXTENSION_MARGIN = 8
 /**
  * Locks held by `using()` in this process. Their losses can fall due together (a quorum
  * of nodes gone under hundreds of locks extended in step), and the JavaScript thread
- * handles them one after the other (the failed extension's error, the abort, the
- * release: about 0.05-0.1 ms each), so each loss is reported earlier by
+ * handles them one after the other (the failed extension's error, the abort; their
+ * releases wait until all are told), so each loss is reported earlier by
  * [`PER_HOLDING`] ms per lock held, at most [`MAX_LEAD`] ms: the last of them still in time.
  */
 let holdings = 0
-const PER_HOLDING = 0.1
-const MAX_LEAD = 50
+const PER_HOLDING = 0.25
+const MAX_LEAD = 250
 
-/** How long before a lock's expiration its loss is reported (ms). */
-const lossLead = () => LOSS_MARGIN + Math.min(MAX_LEAD, holdings * PER_HOLDING)
+/**
+ * The releases of the locks lost in this turn of the event loop, started once every loss
+ * due in it has been told (the releases cost the JavaScript thread most of a loss' time).
+ */
+let lostReleases = []
+
+function releaseAfterLosses(release) {
+  if (lostReleases.length === 0) {
+    setImmediate(() => {
+      const due = lostReleases
+      lostReleases = []
+      for (const start of due) start()
+    })
+  }
+  lostReleases.push(release)
+}
+
+/**
+ * How long before a lock's expiration its loss is reported (ms), for a lock extended
+ * `threshold` ms before it expires: at most half of that goes to the lead, so that the
+ * extension has time to try.
+ */
+const lossLead = (threshold) =>
+  LOSS_MARGIN + Math.min(MAX_LEAD, holdings * PER_HOLDING, Math.max(threshold, MIN_LEAD) / 2)
 
 /**
  * An extension starts at least this many ms before the lock expires, whatever the
@@ -129,7 +151,7 @@ class Holding {
    */
   #armLoss() {
     clearTimeout(this.#lossTimer)
-    const left = Math.max(0, this.#expiration - Date.now() - lossLead())
+    const left = Math.max(0, this.#expiration - Date.now() - lossLead(this.threshold))
     this.#lossTimer =
       left > MAX_DELAY
         ? setTimeout(() => this.#armLoss(), MAX_DELAY)
@@ -154,7 +176,7 @@ class Holding {
    */
   #waitingForNodes() {
     if (this.#manual > 0) return true
-    return this.#extension !== undefined && this.#extensionStarted < this.#expiration - lossLead() - EXTENSION_MARGIN
+    return this.#extension !== undefined && this.#extensionStarted < this.#expiration - lossLead(this.threshold) - EXTENSION_MARGIN
   }
 
   #schedule() {
@@ -177,7 +199,7 @@ class Holding {
     try {
       // Retried until a little before the lock expires, however small retryCount is: the
       // lock's time left bounds the retries.
-      const until = this.#expiration - lossLead() - EXTENSION_MARGIN
+      const until = this.#expiration - lossLead(this.threshold) - EXTENSION_MARGIN
       const extended = await this.extendFn(this.lock, this.duration, { ...this.settings, retryCount: -1 }, until)
       this.#extension = undefined
       // (Released by the routine meanwhile: what the extension set went with the release.)
@@ -218,12 +240,16 @@ class Holding {
     // a new holder's keys stay), retried while the lock would still be valid; the lock
     // keeps the moment of its loss as its expiration (a release sets 0).
     const lostAt = Math.min(this.#expiration, Date.now())
-    const releasing = redlock.release(lock, this.settings).catch(noop)
+    const release = () => redlock.release(lock, this.settings).catch(noop).then(() => setExpiration(lock, lostAt))
     this.#follow(lostAt)
-    releasing.then(() => setExpiration(lock, lostAt))
     // The routine hears of it before any listener below can get in the way.
     this.#controller.abort(lost)
-    if (byUser) return
+    // (Given up by the user: released now, for `quit()` waits for it.)
+    if (byUser) {
+      release()
+      return
+    }
+    releaseAfterLosses(release)
     emitError(redlock, lost)
     if (lostChannel.hasSubscribers) {
       lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: this.#expiration, error: lost })
@@ -251,7 +277,7 @@ class Holding {
         // the automatic extensions do not update) is valid until the holding's expiration;
         // one superseded by a later extend of it (expiration 0) is not.
         const current = lock === this.lock || lock.expiration !== 0
-        const extended = await extend(current ? this.#expiration - lossLead() - EXTENSION_MARGIN : undefined)
+        const extended = await extend(current ? this.#expiration - lossLead(this.threshold) - EXTENSION_MARGIN : undefined)
         if (this.signal.aborted) throw this.signal.error
         return extended
       } catch (error) {
