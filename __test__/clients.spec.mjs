@@ -1,4 +1,5 @@
 // Redis (ioredis-shaped) and RedisJsClient (node-redis-shaped) against real servers.
+import { createRequire } from 'node:module'
 import util from 'node:util'
 
 import test from 'ava'
@@ -6,7 +7,9 @@ import test from 'ava'
 import { RedisServer, freePort, rawCommand } from '../scripts/redis-servers.mjs'
 import { lib, sleep, useServers } from './helpers.mjs'
 
-const { Cluster, Redis, RedisJsClient } = lib
+const IORedis = createRequire(import.meta.url)('ioredis')
+
+const { Cluster, Redis, RedisJsClient, Redlock } = lib
 const servers = useServers(test, 1)
 const server = {
   get port() {
@@ -358,9 +361,22 @@ test.serial('quit closes the connection even under a blocking command, and fails
   t.true(Date.now() - quitAt < 2_000, `rejected ${Date.now() - quitAt} ms after quit()`)
 })
 
-test('what the server refuses while connecting is said in plain words, never as a driver dump: a password it has none for, a db out of range, Cluster on a lone server', async (t) => {
+test('a password given for a server that has none is not needed: commands and locks go on, as with ioredis', async (t) => {
+  const c = new Redis({ port: server.port, password: 'not-needed-secret' })
+  t.teardown(() => c.quit())
+  t.is(await c.call('PING'), 'PONG')
+  const io = new IORedis({ port: server.port, password: 'not-needed-secret', lazyConnect: true })
+  t.teardown(() => io.disconnect())
+  for (const given of [c, io]) {
+    const redlock = new Redlock([given], { retryCount: 0 })
+    t.teardown(() => redlock.quit())
+    const lock = await redlock.acquire([`clients:no-password:${Date.now()}`], 1_000)
+    await lock.release()
+  }
+})
+
+test('what the server refuses while connecting is said in plain words, never as a driver dump: a db out of range, Cluster on a lone server', async (t) => {
   const cases = [
-    [new Redis({ port: server.port, password: 'not-needed-secret' }), /a password was given, but the server has none configured/],
     [new Redis({ port: server.port, db: 100 }), /database number \(db\) is out of range/],
     [new Cluster([{ host: '127.0.0.1', port: server.port }]), /not part of a Redis Cluster/],
   ]

@@ -367,6 +367,49 @@ test('after a failover that lost a lock, a client connected before it does not t
   t.true(Date.now() < lock.expiration)
 })
 
+// Found by an audit: a master demoted by a failover and promoted back (TAKEOVER) kept its
+// run_id, so a client that trusted it before the first failover trusted it again at once,
+// though it had missed a lock another client took on its stand-in meanwhile: two holders.
+// Its replication ID changes at every promotion, and is now part of its identity.
+test('a master demoted by a failover and promoted back sits out for a client that trusted it before: it may lack a lock taken on its stand-in', async (t) => {
+  const servers = await clusterWithReplicas(t)
+  const maxDuration = 6_000
+  const nodes = () => [new Cluster(servers.slice(0, 3).map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const key = `{${resource(t)}}`
+  const owner = await ownerOf(servers, key)
+  const replica = await replicaOf(servers, owner)
+  const early = new Redlock(nodes(), { retryCount: 0, maxDuration })
+  const holder = new Redlock(nodes(), { retryCount: 0, maxDuration })
+  t.teardown(() => Promise.all([early.quit(), holder.quit()]))
+  await (await early.acquire([`${key}:warm`], 1_000)).release() // the owner checked and trusted
+  const roleOf = async (s) => (await s.command('ROLE'))[0]
+  const until = async (done) => {
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(100)) if (await done()) return
+    throw new Error('timed out')
+  }
+  // A graceful failover: the replica takes over, the owner follows it.
+  await replica.command('CLUSTER', 'FAILOVER')
+  await until(async () => (await roleOf(owner)) === 'slave')
+  await clusterReady(servers)
+  // The holder waits out the promoted replica's quarantine, then the owner (a replica now)
+  // loses its link, and the holder locks the key on the stand-in alone.
+  await until(() => holder.acquire([`${key}:warm`], 1_000).then((l) => l.release().then(() => true), () => false))
+  await owner.command('CONFIG', 'SET', 'masteruser', 'nobody-here')
+  await owner.command('CONFIG', 'SET', 'masterauth', 'wrong')
+  await owner.command('CLIENT', 'KILL', 'TYPE', 'master')
+  await sleep(200)
+  const lock = await holder.acquire([key], maxDuration)
+  // The owner takes its slots back without the lock.
+  t.is(await owner.command('CLUSTER', 'FAILOVER', 'TAKEOVER'), 'OK')
+  await owner.command('CONFIG', 'SET', 'masteruser', '')
+  await owner.command('CONFIG', 'SET', 'masterauth', '')
+  await until(async () => (await roleOf(owner)) === 'master')
+  t.is(await owner.command('GET', key), null, 'the owner missed the lock')
+  const refused = await t.throwsAsync(early.acquire([key], 1_000), { instanceOf: lib.ExecutionError })
+  t.is(refused.reason, 'quorum-unavailable')
+  t.true(Date.now() < lock.expiration)
+})
+
 // A regression hunt found that the failover check (the run_id of the master that took the
 // key, read by a script) failed every acquire on a cluster for an ACL user without INFO
 // (`+@all -@dangerous`): there was nothing to compare with, and the script was refused.

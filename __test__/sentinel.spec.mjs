@@ -121,7 +121,7 @@ test('clients find the master through the sentinels and follow it through a fail
   // master granted, so it sits out acquires for maxDuration (restart safety)...
   const refused = await t.throwsAsync(redlock.acquire([resource(t)], 5_000), { instanceOf: lib.ExecutionError })
   t.is(refused.reason, 'quorum-unavailable')
-  t.regex(refused.cause.errors[0].message, /restarted or replaced .*run_id changed.*sits out/)
+  t.regex(refused.cause.errors[0].message, /restarted or replaced .*run_id or replication ID changed.*sits out/)
   // Its uptime says nothing about when it took over: it sits out for maxDuration from
   // the moment the failover was noticed, even though it has been up longer than that.
   const uptime = Number(/uptime_in_seconds:(\d+)/.exec(await replica.command('INFO', 'server'))[1])

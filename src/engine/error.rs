@@ -307,7 +307,7 @@ impl fmt::Display for NodeError {
                 ..
             } => write!(
                 f,
-                "restarted or replaced {restarted_s_ago} s ago (its run_id changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
+                "restarted or replaced {restarted_s_ago} s ago (its run_id or replication ID changed), so it may have forgotten locks it granted; it sits out lock acquisitions for another {left_ms} ms (settings.maxDuration)"
             ),
         }
     }

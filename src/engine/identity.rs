@@ -20,6 +20,9 @@ pub const LOST_KEY: &str = "redlock-rs:data-lost";
 /// Who a server is, as read when connecting to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Its `run_id`, and its replication ID (`master_replid`) when it has one: as
+    /// `run_id/replid`. Both change when the server is another one for the locks: the
+    /// first at a restart, the second at a promotion (also of a master demoted earlier).
     pub run_id: String,
     /// A lower bound of how long it had been up when read: `uptime_in_seconds` less a
     /// second. The server subtracts its start time in whole seconds from the time in
@@ -36,16 +39,24 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Reads `run_id` and `uptime_in_seconds` out of an `INFO server` reply, and whether
-    /// it was promoted (`second_repl_offset` other than -1) out of `INFO replication`.
+    /// Reads `run_id` and `uptime_in_seconds` out of an `INFO server` reply, and
+    /// `master_replid` and whether it was promoted (`second_repl_offset` other than -1)
+    /// out of `INFO replication`.
     pub fn parse(info: &str, seen_at: Instant) -> Option<Identity> {
         let field = |name: &str| {
             info.lines()
                 .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
                 .map(|v| v.trim().to_string())
         };
+        let run_id = field("run_id").filter(|r| !r.is_empty())?;
+        // The replication ID changes at every promotion: a master demoted by a failover
+        // and promoted back keeps its run_id but may lack what its stand-in took meanwhile.
+        let run_id = match field("master_replid").filter(|r| !r.is_empty()) {
+            Some(replid) => format!("{run_id}/{replid}"),
+            None => run_id,
+        };
         Some(Identity {
-            run_id: field("run_id").filter(|r| !r.is_empty())?,
+            run_id,
             uptime: Duration::from_secs(
                 field("uptime_in_seconds")?
                     .parse::<u64>()
@@ -119,5 +130,17 @@ mod tests {
         let fresh = INFO.replace("uptime_in_seconds:42", "uptime_in_seconds:0");
         assert_eq!(Identity::parse(&fresh, now).unwrap().uptime, Duration::ZERO);
         assert!(Identity::parse("# Server\r\nuptime_in_seconds:1\r\n", now).is_none());
+    }
+
+    #[test]
+    fn a_promotion_changes_the_identity_the_run_id_kept() {
+        let now = Instant::now();
+        let replication = |replid: &str| {
+            format!("{INFO}# Replication\r\nrole:master\r\nmaster_replid:{replid}\r\nmaster_replid2:0000\r\n")
+        };
+        let before = Identity::parse(&replication("aaaa"), now).unwrap();
+        let after = Identity::parse(&replication("bbbb"), now).unwrap();
+        assert_eq!(before.run_id, "abc123/aaaa");
+        assert_ne!(before.run_id, after.run_id);
     }
 }

@@ -511,10 +511,16 @@ impl LockScript {
     }
 }
 
-/// The `run_id` of the server that runs it: sent with a key (`KEYS[1]`), on a Redis
+/// The identity of the server that runs it (`run_id/master_replid`, as
+/// [`crate::engine::identity::Identity::run_id`]): sent with a key (`KEYS[1]`), on a Redis
 /// Cluster it runs on that key's master, whichever it is now (MOVED is followed).
 const SERVER_RUN_ID: &str = r#"
-return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+if run_id and replid then
+  return run_id .. '/' .. replid
+end
+return run_id
 "#;
 
 pub static SERVER_RUN_ID_SCRIPT: LazyLock<LockScript> =

@@ -125,6 +125,12 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
     }
 }
 
+/// Whether `AUTH` was refused because the server has no password to check.
+fn no_password_configured(e: &RedisError) -> bool {
+    e.to_string()
+        .contains("called without any password configured")
+}
+
 /// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
 /// database (`SELECT`), as redis-rs' handshake leaves its own.
 async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
@@ -141,7 +147,12 @@ async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
         if let Some(user) = &config.username {
             auth.arg(user);
         }
-        auth.arg(password).query_async::<()>(&mut conn).await?;
+        match auth.arg(password).query_async::<()>(&mut conn).await {
+            // A password for a server that has none: it takes every command without one,
+            // and ioredis goes on too (the same settings often serve a server with one).
+            Err(e) if no_password_configured(&e) => {}
+            done => done?,
+        }
     }
     if config.db != 0 {
         redis::cmd("SELECT")
