@@ -451,8 +451,11 @@ export declare class Redlock extends EventEmitter {
     settings?: Partial<Omit<Settings, 'signal'>>,
     scripts?: { readonly acquireScript?: undefined; readonly extendScript?: undefined; readonly releaseScript?: undefined },
   )
-  /** The clients passed in (frozen): one vote each. */
-  readonly clients: IRedisClient[]
+  /**
+   * The clients passed in (frozen): one vote each. Also answers node-redlock's `Set`
+   * reads: `has(client)` and `size`.
+   */
+  readonly clients: IRedisClient[] & { has(client: unknown): boolean; readonly size: number }
   readonly settings: Readonly<Required<Omit<Settings, 'signal'>>>
 
   /**

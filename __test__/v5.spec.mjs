@@ -66,6 +66,9 @@ const lifecycle = test.macro({
     t.true(refused.votesAgainst.size >= refused.quorumSize)
     for (const [c, e] of refused.votesAgainst) {
       t.true(other.clients.includes(c))
+      // node-redlock's clients are a Set: its reads work on ours too.
+      t.true(other.redlock.clients.has(c))
+      t.is(other.redlock.clients.size, other.clients.length)
       t.true(e instanceof ResourceLockedError)
       t.is(e.message, 'The operation was applied to: 0 of the 1 requested resources.')
       t.is(JSON.parse(JSON.stringify(e)).message, e.message)

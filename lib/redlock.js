@@ -129,6 +129,20 @@ function listening(redlock) {
   )
 }
 
+/**
+ * `redlock.clients`: the clients passed in, a frozen Array that also answers node-redlock's
+ * `Set` reads (`has(client)`, `size`), so code written for either works.
+ */
+function clientList(list) {
+  const clients = list.slice()
+  const members = new Set(clients)
+  Object.defineProperties(clients, {
+    has: { value: (client) => members.has(client) },
+    size: { value: clients.length },
+  })
+  return Object.freeze(clients)
+}
+
 class Redlock extends EventEmitter {
   #native
   /** `#native`'s handle, for lockAcquire, lockExtend and lockRelease. */
@@ -190,7 +204,7 @@ class Redlock extends EventEmitter {
     this.#handle = this.#native.handle
     this.#clients = list
     this.#own = list.filter((c) => c instanceof ClientBase)
-    Object.defineProperty(this, 'clients', { value: Object.freeze(list.slice()), enumerable: true })
+    Object.defineProperty(this, 'clients', { value: clientList(list), enumerable: true })
     Object.defineProperty(this, 'settings', { value: Object.freeze(this.#native.settings), enumerable: true })
     this.#hooks = followListeners(this, this.#native)
   }
