@@ -51,7 +51,7 @@ const NODE_ERROR = Object.create(Error.prototype, {
 function nodeErrors(failed, n) {
   if (failed.length === 0) return undefined
   const errors = failed.map(([client, message]) => nodeError(message, client))
-  return new AggregateError(errors, `${errors.length} of ${n} Redis node${n === 1 ? '' : 's'} failed: ${errors.map((e) => e.message).join('; ')}`)
+  return new AggregateError(errors, `${errors.length} of ${n} node${n === 1 ? '' : 's'} failed: ${errors.map((e) => e.message).join('; ')}`)
 }
 
 /**
