@@ -2201,9 +2201,38 @@ const WAKE_SPREAD: Duration = Duration::from_millis(2);
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
 
-/// The seed API's locks held, by resource: value, fence, and expiration (ms since the
-/// epoch).
-type Held = HashMap<String, (String, Option<i64>, f64)>;
+/// A lock the seed API holds: its value, fence, expiration, and when its keys are gone
+/// from every node for sure (ms since the epoch).
+#[derive(Debug, Clone)]
+struct HeldLock {
+    value: String,
+    fence: Option<i64>,
+    expiration_ms: f64,
+    gone_ms: f64,
+}
+
+/// The seed API's locks held, by resource. A lock that expires unreleased is forgotten
+/// once its keys are gone (a sweep when the map has doubled since the last one), so that
+/// `acquireLock` used as a TTL guard, never released, does not grow it without bound.
+#[derive(Debug, Default)]
+struct Held {
+    locks: HashMap<String, HeldLock>,
+    sweep_at: usize,
+}
+
+/// The fewest locks held before a sweep of the forgotten ones.
+const HELD_SWEEP_LEAST: usize = 1024;
+
+impl Held {
+    fn insert(&mut self, resource: String, lock: HeldLock) {
+        if self.locks.len() >= self.sweep_at.max(HELD_SWEEP_LEAST) {
+            let now = now_ms();
+            self.locks.retain(|_, l| l.gone_ms > now);
+            self.sweep_at = self.locks.len() * 2;
+        }
+        self.locks.insert(resource, lock);
+    }
+}
 
 /// How long `quit()` lets its `QUIT`s go on at least, however long the stragglers took.
 const QUIT_LEAST: Duration = Duration::from_millis(20);
@@ -2418,7 +2447,7 @@ impl Redlock {
         Redlock {
             quorum,
             settings,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -2523,8 +2552,15 @@ impl Redlock {
         let [resource] = resources;
         let result = match exec.outcome {
             Ok(_) => {
-                self.held()
-                    .insert(resource, (value, exec.fence, exec.expiration_ms));
+                // Every key was set before now, for ttl_ms at most.
+                let gone_ms = now_ms() + ttl_ms as f64;
+                let lock = HeldLock {
+                    value,
+                    fence: exec.fence,
+                    expiration_ms: exec.expiration_ms,
+                    gone_ms,
+                };
+                self.held().insert(resource, lock);
                 Some(true)
             }
             Err(FailureKind::Locked) => Some(false),
@@ -2536,14 +2572,19 @@ impl Redlock {
     /// The fencing token of the lock this instance holds on `resource` (seed API, with
     /// `fencing`).
     pub fn fence_of(&self, resource: &str) -> Option<i64> {
-        self.held().get(resource).and_then(|(_, fence, _)| *fence)
+        self.held().locks.get(resource).and_then(|l| l.fence)
     }
 
     /// The seed's `releaseLock(resource, true)`: releases the lock this instance holds
     /// on `resource`, owner-checked. Nothing held: nothing to do. The execution's outcome
     /// is an error only when too many nodes could not be reached.
     pub async fn release_lock(&self, resource: String, call: &Call<'_>) -> Execution {
-        let Some((value, _, expiration_ms)) = self.held().get(&resource).cloned() else {
+        let Some(HeldLock {
+            value,
+            expiration_ms,
+            ..
+        }) = self.held().locks.get(&resource).cloned()
+        else {
             return Execution::nothing_to_do();
         };
         let resources = [resource];
@@ -2555,8 +2596,8 @@ impl Redlock {
         if exec.outcome.is_ok() {
             let [resource] = resources;
             let mut held = self.held();
-            if held.get(&resource).is_some_and(|(v, _, _)| *v == value) {
-                held.remove(&resource);
+            if held.locks.get(&resource).is_some_and(|l| l.value == value) {
+                held.locks.remove(&resource);
             }
         }
         exec
@@ -2566,6 +2607,41 @@ impl Redlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seed_api_forgets_locks_whose_keys_are_gone_once_many_are_held() {
+        let lock = |gone_ms: f64| HeldLock {
+            value: "v".into(),
+            fence: None,
+            expiration_ms: gone_ms,
+            gone_ms,
+        };
+        let mut held = Held::default();
+        let (past, future) = (now_ms() - 1.0, now_ms() + 60_000.0);
+        for i in 0..HELD_SWEEP_LEAST - 10 {
+            held.insert(format!("gone:{i}"), lock(past));
+        }
+        for i in 0..10 {
+            held.insert(format!("live:{i}"), lock(future));
+        }
+        assert_eq!(
+            held.locks.len(),
+            HELD_SWEEP_LEAST,
+            "no sweep below the least"
+        );
+        held.insert("new".into(), lock(future));
+        assert_eq!(
+            held.locks.len(),
+            11,
+            "the gone ones forgotten, the live ones kept"
+        );
+        assert!(held.locks.contains_key("live:9") && held.locks.contains_key("new"));
+        // The next sweep waits for the map to double (at least the least).
+        for i in 0..100 {
+            held.insert(format!("more:{i}"), lock(past));
+        }
+        assert_eq!(held.locks.len(), 111);
+    }
 
     #[tokio::test]
     async fn idle_returns_once_the_last_straggler_ends() {
