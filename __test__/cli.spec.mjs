@@ -160,6 +160,21 @@ test('the demo races two contenders on throwaway servers and leaves nothing behi
   t.regex(r.stdout, /Keys left on the servers: 0/)
 })
 
+// Found by an audit: in the clone, npx installs the project itself to run its bin, which ran
+// `prepare`, a whole release build (about a minute); `prepare` now builds only when the Rust
+// sources are newer than the addon.
+test('npx redlock-rs demo runs from the clone as the contract writes it', async (t) => {
+  const root = path.join(path.dirname(cli), '..')
+  const r = await new Promise((resolve) =>
+    execFile('npx', ['--offline', 'redlock-rs', 'demo'], { cwd: root, timeout: 120_000 }, (e, stdout, stderr) =>
+      resolve({ code: e ? e.code : 0, stdout, stderr }),
+    ),
+  )
+  t.is(r.code, 0, r.stderr)
+  t.regex(r.stdout, /got the lock/)
+  t.regex(r.stdout, /Keys left on the (servers|stores): 0/)
+})
+
 test('without redis-server on PATH the demo runs on in-process MemoryStores and says so first', async (t) => {
   // A PATH with node and nothing else.
   const dir = mkdtempSync(path.join(os.tmpdir(), 'redlock-rs-path-'))
