@@ -144,6 +144,8 @@ declare class ClientBase implements IRedisClient {
   del(...keys: Array<string | Buffer | Array<string | Buffer>>): Promise<number>
   /** Any Redis command, like ioredis' `call`. */
   call(command: string, ...args: Array<string | number | Buffer>): Promise<unknown>
+  /** Any Redis command, its arguments as one array (ioredis' other form). */
+  call(command: string, args: Array<string | number | Buffer>): Promise<unknown>
 }
 
 /** A Redis client shaped like ioredis' `Redis`. Connects in the background unless `lazyConnect`. */
@@ -272,13 +274,13 @@ export type ClientExecutionResult =
 
 export interface ExecutionResult {
   /** One promise per attempt (the last 100 at most). */
-  attempts: ReadonlyArray<Promise<ExecutionStats>>
+  attempts: Promise<ExecutionStats>[]
   /** ms since the epoch when the operation started. */
   start: number
 }
 
 /** An AbortSignal that carries the reason of the abort in `error` (a LockLostError). */
-export type RedlockAbortSignal = AbortSignal & { error?: Error }
+export type RedlockAbortSignal = AbortSignal & { error?: LockLostError }
 
 /**
  * Why an operation failed:
@@ -302,7 +304,7 @@ export declare class ExecutionError extends Error {
     attempts: ReadonlyArray<Promise<ExecutionStats>>,
     options?: { reason?: FailureReason; cause?: unknown },
   )
-  readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
+  readonly attempts: Promise<ExecutionStats>[]
   /** Why it failed (the message stays node-redlock's). */
   readonly reason: FailureReason
   /**
@@ -323,7 +325,7 @@ export declare class LockLostError extends ExecutionError {
     options?: { reason?: FailureReason; cause?: unknown; attempts?: ReadonlyArray<Promise<ExecutionStats>> },
   )
   /** The failed extension's attempts (none when no extension failed: the lock simply expired). */
-  readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
+  readonly attempts: Promise<ExecutionStats>[]
   /** Why the extension failed, as for ExecutionError. */
   readonly reason: FailureReason
   /** When nodes failed: an `AggregateError` of their errors, as for ExecutionError; else the error that ended the lock. */
@@ -419,7 +421,7 @@ export declare class Lock {
   readonly resources: string[]
   /** 128 random bits from the OS CSPRNG, as 32 hex characters. */
   readonly value: string
-  readonly attempts: ReadonlyArray<Promise<ExecutionStats>>
+  readonly attempts: Promise<ExecutionStats>[]
   /**
    * ms since the epoch; the lock is safe to use before it. 0 once released or extended
    * (the lock `using` passes to its routine is kept current instead, and set to the moment
@@ -440,6 +442,22 @@ export declare class Lock {
 }
 
 export declare class Redlock extends EventEmitter {
+  /**
+   * The package's exports, also on the class: `require('redlock-rs')` is `Redlock` itself
+   * (and its default export the same), so `const { MemoryStore } = Redlock` works too.
+   */
+  static Redlock: typeof Redlock
+  static default: typeof Redlock
+  static Redis: typeof Redis
+  static RedisJsClient: typeof RedisJsClient
+  static Cluster: typeof Cluster
+  static MemoryStore: typeof MemoryStore
+  static Lock: typeof Lock
+  static Semaphore: typeof Semaphore
+  static ReadWriteLock: typeof ReadWriteLock
+  static ResourceLockedError: typeof ResourceLockedError
+  static ExecutionError: typeof ExecutionError
+  static LockLostError: typeof LockLostError
   /**
    * One vote per client; the quorum is floor(N/2) + 1. ioredis and node-redis clients are
    * read for their connection options and get native connections (shared by the Redlocks
@@ -471,7 +489,10 @@ export declare class Redlock extends EventEmitter {
    * Releasing an expired, released or never-held lock resolves.
    */
   releaseLock(resource: string, lockValue: boolean | null): Promise<void>
-  /** With `settings.fencing`: the fencing token of the lock this instance holds on `resource`. */
+  /**
+   * With `settings.fencing`: the fencing token of the lock this instance holds on `resource`
+   * through the seed API (`acquireLock`); a `Lock`'s is `lock.fence`.
+   */
   fenceOf(resource: string): bigint | undefined
 
   /** Locks every resource (all or nothing) for `duration` ms; rejects with ExecutionError. */
