@@ -373,6 +373,19 @@ test('a password given for a server that has none is not needed: commands and lo
     const lock = await redlock.acquire([`clients:no-password:${Date.now()}`], 1_000)
     await lock.release()
   }
+  // The release announcements come too (their connection goes on without the password):
+  // a waiter wakes at the release, not at its retry delay.
+  const key = `clients:no-password-waiter:${Date.now()}`
+  const holder = new Redlock([new Redis({ port: server.port, password: 'not-needed-secret' })])
+  const waiter = new Redlock([new Redis({ port: server.port, password: 'not-needed-secret' })], { retryCount: 1, retryDelay: 10_000, retryJitter: 0 })
+  t.teardown(() => Promise.all([holder.quit(), waiter.quit()]))
+  const held = await holder.acquire([key], 5_000)
+  const waiting = waiter.acquire([key], 1_000)
+  await sleep(300)
+  const released = Date.now()
+  await held.release()
+  await (await waiting).release()
+  t.true(Date.now() - released < 5_000, `woken ${Date.now() - released} ms after the release (retry delay 10 s)`)
 })
 
 test('what the server refuses while connecting is said in plain words, never as a driver dump: a db out of range, Cluster on a lone server', async (t) => {

@@ -227,6 +227,21 @@ async function lostTogether(t, frozen) {
   for (const store of stores) store.pause(0)
 }
 
+// Found by a regression hunt: a lost lock's release waited for the losses due with it to be
+// told, and a quit() right after the routine ended closed the connections first.
+test('quit() right after a using() lock was lost still removes what is left of its keys', async (t) => {
+  const stores = [0, 1, 2].map(() => new lib.MemoryStore())
+  const redlock = new Redlock(stores, { automaticExtensionThreshold: 200 })
+  const key = resource(t)
+  await redlock.using([key], 500, async (signal) => {
+    stores[0].down()
+    stores[1].down() // the extension fails, after extending the key on the third store
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+  })
+  await redlock.quit()
+  t.deepEqual(stores[2].keys(), [])
+})
+
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
   const all = await servers(t, 3)
   const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 2_000 })

@@ -24,11 +24,12 @@ function redlockOf(t, ports, settings) {
   return redlock
 }
 
-/** A server's identity as records name it: its run_id and replication ID. */
+/** A server's identity as records name it: its run_id (and replication ID once promoted). */
 const runIdOf = async (server) => {
   const runId = /run_id:(\w+)/.exec(await server.command('INFO', 'server'))[1]
-  const replid = /master_replid:(\w+)/.exec(await server.command('INFO', 'replication'))[1]
-  return `${runId}/${replid}`
+  const replication = await server.command('INFO', 'replication')
+  const promoted = !/second_repl_offset:-1\b/.test(replication)
+  return promoted ? `${runId}/${/master_replid:(\w+)/.exec(replication)[1]}` : runId
 }
 
 async function eventually(check, ms, what) {
@@ -257,6 +258,33 @@ test('fresh servers are usable at once, and record each other', async (t) => {
     return recorded === ids[0]
   }, 2_000, 'node 1 recorded on node 2')
   t.is(await all[0].command('HGET', RECORDS, `127.0.0.1:${all[0].port}`), null, 'a node holds no record of itself')
+})
+
+// Found by a regression hunt: the replication ID, taken into the identity to notice a
+// master demoted and promoted back, also changes when a master's replicas have been gone
+// for repl-backlog-ttl (no restart, no promotion, no data lost): the master was marked as
+// having lost its data, and a fence could then go backwards. Only a promoted master's
+// identity names its replication ID.
+test('a master whose replicas went away (a new replication ID, no promotion) is the same server: not marked, not held out', async (t) => {
+  const all = await servers(t, 3)
+  const [replica] = await servers(t, 1)
+  await replica.command('REPLICAOF', '127.0.0.1', String(all[0].port))
+  await eventually(async () => /master_link_status:up/.test(await replica.command('INFO', 'replication')), 10_000, 'the replica in sync')
+  const replidOf = async () => /master_replid:(\w+)/.exec(await all[0].command('INFO', 'replication'))[1]
+  const ports = all.map((s) => s.port)
+  const first = redlockOf(t, ports, { retryCount: 0, fencing: true })
+  await (await first.acquire([resource(t)], 1_000)).release()
+  const before = await replidOf()
+  await replica.command('REPLICAOF', 'NO', 'ONE')
+  await all[0].command('CONFIG', 'SET', 'repl-backlog-ttl', '1')
+  await eventually(async () => (await replidOf()) !== before, 10_000, 'a new replication ID')
+  await all[0].command('CLIENT', 'KILL', 'TYPE', 'normal') // the first client reconnects
+  await all[2].kill() // and the master is needed for a quorum
+  for (const redlock of [first, redlockOf(t, ports, { retryCount: 0, fencing: true })]) {
+    const lock = await redlock.acquire([resource(t)], 1_000)
+    await lock.release()
+  }
+  t.is(await all[0].command('EXISTS', 'redlock-rs:data-lost'), 0, 'not marked as having lost its data')
 })
 
 test('a majority restarted: refused with the quarantine, usable at once with restartQuarantine: false', async (t) => {

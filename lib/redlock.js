@@ -38,7 +38,7 @@ const {
   fenceTokenOf,
   slotOf,
 } = require('./native.js')
-const { Holding, emitError } = require('./using.js')
+const { Holding, emitError, releaseLost } = require('./using.js')
 
 const noop = () => {}
 
@@ -659,6 +659,7 @@ class Redlock extends EventEmitter {
     // the connections are closed, which then refuses it; those started in this same turn
     // (a release right after the call) go out first.
     this.#native.stopAcquires()
+    releaseLost() // (the locks just lost: their releases are waited for below)
     for (const holding of this.#running) holding.quit(quitting)
     await Promise.resolve()
     // Those and every other release under way (one started with quit()) finish first.

@@ -51,14 +51,15 @@ const MAX_LEAD = 250
 let lostReleases = []
 
 function releaseAfterLosses(release) {
-  if (lostReleases.length === 0) {
-    setImmediate(() => {
-      const due = lostReleases
-      lostReleases = []
-      for (const start of due) start()
-    })
-  }
+  if (lostReleases.length === 0) setImmediate(releaseLost)
   lostReleases.push(release)
+}
+
+/** Starts the releases of the locks lost (also at `quit()`, which waits for them). */
+function releaseLost() {
+  const due = lostReleases
+  lostReleases = []
+  for (const start of due) start()
 }
 
 /**
@@ -181,7 +182,11 @@ class Holding {
 
   #schedule() {
     clearTimeout(this.#timer)
-    const wait = Math.max(0, this.#expiration - Date.now() - Math.max(this.threshold, MIN_LEAD))
+    // The extension starts earlier by what the loss' lead takes from its time (many locks
+    // held), so that it has the threshold's time to try; at most halfway to the threshold.
+    const lead = Math.max(this.threshold, MIN_LEAD)
+    const earlier = Math.min(lossLead(this.threshold) - LOSS_MARGIN, Math.max(0, this.duration - lead) / 2)
+    const wait = Math.max(0, this.#expiration - Date.now() - lead - earlier)
     if (wait > MAX_DELAY) {
       this.#timer = setTimeout(() => this.#schedule(), MAX_DELAY)
       return
@@ -336,4 +341,4 @@ class Holding {
   }
 }
 
-module.exports = { Holding, emitError }
+module.exports = { Holding, emitError, releaseLost }

@@ -68,7 +68,7 @@ pub fn plain_reason(raw: &str) -> String {
     {
         return "authentication failed (WRONGPASS): wrong username or password".into();
     }
-    if has("called without any password configured") {
+    if has("called without any password configured") || has("no password is set") {
         return "authentication failed: a password was given, but the server has none configured (remove the password, or set one on the server)".into();
     }
     if has("db index is out of range") {

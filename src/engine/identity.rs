@@ -20,9 +20,10 @@ pub const LOST_KEY: &str = "redlock-rs:data-lost";
 /// Who a server is, as read when connecting to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Its `run_id`, and its replication ID (`master_replid`) when it has one: as
-    /// `run_id/replid`. Both change when the server is another one for the locks: the
-    /// first at a restart, the second at a promotion (also of a master demoted earlier).
+    /// Its `run_id`, and for a master promoted from replica its replication ID
+    /// (`master_replid`) too: `run_id/replid`. The first changes at a restart, the second
+    /// at every promotion (also of a master demoted earlier and promoted back). Compare
+    /// them with [`same_server`].
     pub run_id: String,
     /// A lower bound of how long it had been up when read: `uptime_in_seconds` less a
     /// second. The server subtracts its start time in whole seconds from the time in
@@ -38,6 +39,16 @@ pub struct Identity {
     pub peer: Option<String>,
 }
 
+/// Whether `known`, an identity recorded or remembered earlier, is the server whose
+/// identity is `current` now, with the same data: the same `run_id`, and no promotion
+/// since (a master promoted now names its replication ID, which must be the one known).
+/// A master not promoted now is the same server as under a promotion known earlier: its
+/// replicas were gone for a while (`repl-backlog-ttl`), and it dropped the promotion's
+/// IDs, but no other server's data came into it.
+pub fn same_server(known: &str, current: &str) -> bool {
+    known == current || (!current.contains('/') && known.split('/').next() == Some(current))
+}
+
 impl Identity {
     /// Reads `run_id` and `uptime_in_seconds` out of an `INFO server` reply, and
     /// `master_replid` and whether it was promoted (`second_repl_offset` other than -1)
@@ -49,9 +60,10 @@ impl Identity {
                 .map(|v| v.trim().to_string())
         };
         let run_id = field("run_id").filter(|r| !r.is_empty())?;
-        // The replication ID changes at every promotion: a master demoted by a failover
-        // and promoted back keeps its run_id but may lack what its stand-in took meanwhile.
-        let run_id = match field("master_replid").filter(|r| !r.is_empty()) {
+        let promoted = field("second_repl_offset").is_some_and(|v| v != "-1");
+        // A promotion gives a new replication ID: a master demoted by a failover and
+        // promoted back keeps its run_id but may lack what its stand-in took meanwhile.
+        let run_id = match field("master_replid").filter(|r| promoted && !r.is_empty()) {
             Some(replid) => format!("{run_id}/{replid}"),
             None => run_id,
         };
@@ -64,7 +76,7 @@ impl Identity {
                     .saturating_sub(1),
             ),
             seen_at,
-            promoted: field("second_repl_offset").is_some_and(|v| v != "-1"),
+            promoted,
             peer: None,
         })
     }
@@ -138,9 +150,19 @@ mod tests {
         let replication = |replid: &str| {
             format!("{INFO}# Replication\r\nrole:master\r\nmaster_replid:{replid}\r\nmaster_replid2:0000\r\n")
         };
-        let before = Identity::parse(&replication("aaaa"), now).unwrap();
-        let after = Identity::parse(&replication("bbbb"), now).unwrap();
-        assert_eq!(before.run_id, "abc123/aaaa");
-        assert_ne!(before.run_id, after.run_id);
+        let promoted =
+            |replid: &str| replication(replid).replace("0000", "0000\r\nsecond_repl_offset:77");
+        let never = Identity::parse(&replication("aaaa"), now).unwrap();
+        let once = Identity::parse(&promoted("aaaa"), now).unwrap();
+        let again = Identity::parse(&promoted("bbbb"), now).unwrap();
+        // Never promoted: the run_id alone (its replication ID changes without a promotion).
+        assert_eq!(never.run_id, "abc123");
+        assert_eq!(once.run_id, "abc123/aaaa");
+        assert!(!same_server(&never.run_id, &once.run_id), "promoted since");
+        assert!(!same_server(&once.run_id, &again.run_id), "promoted again");
+        assert!(same_server(&once.run_id, &once.run_id));
+        // Its replicas gone for repl-backlog-ttl, a promoted master drops the IDs.
+        assert!(same_server(&once.run_id, &never.run_id));
+        assert!(!same_server("other/aaaa", "abc123"));
     }
 }

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::error::NodeError;
-use crate::engine::identity::LOST_KEY;
+use crate::engine::identity::{same_server, LOST_KEY};
 use crate::engine::kinds::{rw_keys, Commands, Kind};
 use crate::engine::line::{queued_pause, shortened, Seat};
 use crate::engine::node::Node;
@@ -2353,7 +2353,11 @@ fn mark_of(node: &Node, read: Option<Vec<Option<String>>>) -> Mark {
     };
     match fields.split_first() {
         Some((None, _)) => Mark::None,
-        Some((Some(_), named)) if named.iter().all(|f| f.as_deref() == Some(&run_id)) => {
+        Some((Some(_), named))
+            if named
+                .iter()
+                .all(|f| f.as_deref().is_some_and(|f| same_server(f, &run_id))) =>
+        {
             Mark::Known
         }
         _ => Mark::Lost,

@@ -511,13 +511,15 @@ impl LockScript {
     }
 }
 
-/// The identity of the server that runs it (`run_id/master_replid`, as
+/// The identity of the server that runs it (as
 /// [`crate::engine::identity::Identity::run_id`]): sent with a key (`KEYS[1]`), on a Redis
 /// Cluster it runs on that key's master, whichever it is now (MOVED is followed).
 const SERVER_RUN_ID: &str = r#"
 local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
-if run_id and replid then
+local replication = redis.call('INFO', 'replication')
+local replid = string.match(replication, 'master_replid:(%x+)')
+local promoted = string.match(replication, 'second_repl_offset:(%-?%d+)')
+if run_id and replid and promoted and promoted ~= '-1' then
   return run_id .. '/' .. replid
 end
 return run_id

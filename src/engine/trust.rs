@@ -20,7 +20,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
-use crate::engine::identity::{Identity, LOST_KEY, RECORDS_KEY};
+use crate::engine::identity::{same_server, Identity, LOST_KEY, RECORDS_KEY};
 use crate::engine::node::Node;
 use crate::engine::scripts::{hash_slot, SERVER_RUN_ID_SCRIPT};
 use crate::engine::shards::Shard;
@@ -45,7 +45,7 @@ pub fn judge(
     max_duration: Duration,
     now: Instant,
 ) -> Verdict {
-    let replaced = known.iter().any(|r| *r != current.run_id);
+    let replaced = known.iter().any(|r| !same_server(r, &current.run_id));
     if !replaced {
         return Verdict::Trusted;
     }
@@ -241,7 +241,8 @@ impl Trust {
             return Ok(());
         };
         let at = Instant::now();
-        let trusted = |u: &Checked| u.run_id == now && u.until.is_none_or(|end| end <= at);
+        let trusted =
+            |u: &Checked| same_server(&u.run_id, &now) && u.until.is_none_or(|end| end <= at);
         if !serves(c) || c.units.iter().any(trusted) {
             return Ok(());
         }
@@ -344,7 +345,7 @@ async fn check(
                 marked_lost(&node, &seen, limit)
             );
             let mut known = known_for(&seen, recorded, remembered, masters);
-            let evidence = |p: &&Checked| seen.shard.is_none() || !masters.contains(&p.run_id);
+            let evidence = |p: &&Checked| seen.shard.is_none() || !is_master(masters, &p.run_id);
             known.extend(prior.as_ref().filter(evidence).map(|p| p.run_id.clone()));
             let lost = lost_data(&node, &seen, &known, limit).await || marked;
             let checked = Checked {
@@ -373,8 +374,13 @@ fn prior_of(seen: &Seen, remembered: &[Checked]) -> Option<Checked> {
     let mut candidates = remembered.iter().filter(overlapping);
     let same = candidates
         .clone()
-        .find(|c| c.run_id == seen.identity.run_id);
+        .find(|c| same_server(&c.run_id, &seen.identity.run_id));
     same.or_else(|| candidates.next()).cloned()
+}
+
+/// Whether the identity `known` is that of one of a cluster's `masters` now.
+fn is_master(masters: &[String], known: &str) -> bool {
+    masters.iter().any(|m| same_server(known, m))
 }
 
 /// Whether two sets of slot ranges share a slot.
@@ -400,10 +406,10 @@ fn known_for(
         return recorded.into_iter().map(|(_, run_id)| run_id).collect();
     };
     let current = &seen.identity.run_id;
-    let continuing = recorded.iter().any(|(_, r)| r == current)
+    let continuing = recorded.iter().any(|(_, r)| same_server(r, current))
         || remembered
             .iter()
-            .any(|c| c.shard.is_some() && c.run_id == *current);
+            .any(|c| c.shard.is_some() && same_server(&c.run_id, current));
     if continuing {
         return vec![current.clone()];
     }
@@ -423,7 +429,7 @@ fn known_for(
                 })
                 .map(|c| c.run_id.clone()),
         )
-        .filter(|run_id| !masters.contains(run_id))
+        .filter(|run_id| !is_master(masters, run_id))
         .collect()
 }
 
@@ -448,7 +454,7 @@ async fn marked_lost(node: &Node, seen: &Seen, limit: Duration) -> bool {
 /// written before. Marked so on the server ([`LOST_KEY`]) for the clients that meet it
 /// later, when the records will name it. A cluster's shards are not marked.
 async fn lost_data(node: &Node, seen: &Seen, known: &[String], limit: Duration) -> bool {
-    if seen.shard.is_some() || known.iter().all(|r| *r == seen.identity.run_id) {
+    if seen.shard.is_some() || known.iter().all(|r| same_server(r, &seen.identity.run_id)) {
         return false;
     }
     let mut mark = redis::cmd("HSET");
@@ -552,7 +558,7 @@ fn judged(seen: Seen, known: &[String], max_duration: Duration) -> Checked {
 /// same server in: checked again, a restarted server is its own "remembered" identity, and
 /// with the peers' records out of reach (their node down) it would pass for trusted.
 fn keep_quarantine(mut checked: Checked, prior: Option<Checked>) -> Checked {
-    let Some(p) = prior.filter(|p| p.run_id == checked.run_id) else {
+    let Some(p) = prior.filter(|p| same_server(&p.run_id, &checked.run_id)) else {
         return checked;
     };
     if p.until

@@ -125,15 +125,25 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
     }
 }
 
-/// Whether `AUTH` was refused because the server has no password to check.
+/// Whether `AUTH` was refused because the server has no password to check (Redis 6 and
+/// newer say so one way, older ones another).
 fn no_password_configured(e: &RedisError) -> bool {
-    e.to_string()
-        .contains("called without any password configured")
+    let said = e.to_string();
+    said.contains("called without any password configured") || said.contains("no password is set")
 }
 
-/// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
-/// database (`SELECT`), as redis-rs' handshake leaves its own.
-async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
+/// Whether the server of `config` has no password, so that the one given is not needed:
+/// its `AUTH` says so.
+pub(super) async fn password_unneeded(config: &NodeConfig) -> bool {
+    let asked = timer::timeout(config.connect_timeout, lean_authenticating(config)).await;
+    matches!(asked, Ok(Ok((_, Err(e)))) if no_password_configured(&e))
+}
+
+/// A lean connection to the server of `config`, and the server's answer to its `AUTH`
+/// when a password is given.
+async fn lean_authenticating(
+    config: &NodeConfig,
+) -> Result<(Lean, Result<(), RedisError>), RedisError> {
     let mut conn = Lean::connect(
         &config.host,
         config.port,
@@ -142,17 +152,26 @@ async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
         config.command_timeout,
     )
     .await?;
-    if let Some(password) = &config.password {
-        let mut auth = redis::cmd("AUTH");
-        if let Some(user) = &config.username {
-            auth.arg(user);
-        }
-        match auth.arg(password).query_async::<()>(&mut conn).await {
-            // A password for a server that has none: it takes every command without one,
-            // and ioredis goes on too (the same settings often serve a server with one).
-            Err(e) if no_password_configured(&e) => {}
-            done => done?,
-        }
+    let Some(password) = &config.password else {
+        return Ok((conn, Ok(())));
+    };
+    let mut auth = redis::cmd("AUTH");
+    if let Some(user) = &config.username {
+        auth.arg(user);
+    }
+    let answer = auth.arg(password).query_async::<()>(&mut conn).await;
+    Ok((conn, answer))
+}
+
+/// The lean connection to the server of `config`, authenticated (`AUTH`) and on its
+/// database (`SELECT`), as redis-rs' handshake leaves its own.
+async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
+    let (mut conn, authenticated) = lean_authenticating(config).await?;
+    match authenticated {
+        // A password for a server that has none: it takes every command without one,
+        // and ioredis goes on too (the same settings often serve a server with one).
+        Err(e) if no_password_configured(&e) => {}
+        done => done?,
     }
     if config.db != 0 {
         redis::cmd("SELECT")
