@@ -3,11 +3,11 @@
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisConnectionInfo, RedisError};
 
 use super::lean::Lean;
 use super::plain;
-use super::tls::lean_tls;
+use super::tls::{lean_tls, tcp};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
 use crate::engine::identity::Identity;
@@ -180,4 +180,46 @@ async fn connect_lean(config: &NodeConfig) -> Result<Lean, RedisError> {
             .await?;
     }
     Ok(conn)
+}
+
+/// The pub/sub connection (release notifications) of the server `client` reaches. A
+/// password given for a server that has none is not needed (as for the lean connection):
+/// refused (redis-rs says only that authentication failed; the lean connection's own
+/// `AUTH` tells why), the connection is made again without it.
+pub(super) async fn pubsub(
+    client: &Client,
+    config: &NodeConfig,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    match pubsub_of(client, config).await {
+        Err(e)
+            if e.kind() == redis::ErrorKind::AuthenticationFailed
+                && config.password.is_some()
+                && password_unneeded(config).await =>
+        {
+            let info = client.get_connection_info().clone();
+            let settings = info.redis_settings();
+            let mut plain = RedisConnectionInfo::default()
+                .set_db(settings.db())
+                .set_protocol(settings.protocol());
+            if settings.skip_set_lib_name() {
+                plain = plain.set_skip_set_lib_name();
+            }
+            pubsub_of(&Client::open(info.set_redis_settings(plain))?, config).await
+        }
+        done => done,
+    }
+}
+
+/// [`pubsub`]'s connection: over TLS made as the lean connection makes its own (CA, client
+/// certificate, `servername`); redis-rs' own otherwise.
+async fn pubsub_of(client: &Client, config: &NodeConfig) -> redis::RedisResult<redis::aio::PubSub> {
+    let info = client.get_connection_info();
+    let ConnectionAddr::TcpTls { host, port, .. } = info.addr() else {
+        return client.get_async_pubsub().await;
+    };
+    let Some(tls) = lean_tls(config)? else {
+        return client.get_async_pubsub().await;
+    };
+    let stream = tls.over(tcp(host, *port).await?).await?;
+    redis::aio::PubSub::new(info.redis_settings(), stream).await
 }

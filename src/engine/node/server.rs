@@ -14,11 +14,12 @@ use redis::{Client, Cmd, RedisError, Value};
 
 use super::backend::{within, Backend, Reply, Sent};
 use super::cluster::{self, connect_cluster};
+use super::connection::pubsub;
 use super::connection::{connect_to, Conn, Connected};
 use super::lean::Lean;
 use super::plain;
 use super::sentinel::{connect_master, MasterWatch};
-use super::tls::{build_client, pubsub};
+use super::tls::build_client;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::{server_line, NodeError};
 use crate::engine::identity::Identity;

@@ -4,7 +4,6 @@
 
 use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError};
 
-use super::connection::password_unneeded;
 use super::plain;
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
@@ -259,45 +258,3 @@ impl Verifier {
 type Der<'a> = rustls::pki_types::CertificateDer<'a>;
 type Signed = rustls::DigitallySignedStruct;
 type SignatureCheck = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
-
-/// The pub/sub connection (release notifications) of the server `client` reaches: over
-/// TLS made as the lean connection makes its own (CA, client certificate, `servername`);
-/// redis-rs' own otherwise.
-/// A password given for a server that has none is not needed (as for the lean connection):
-/// refused (redis-rs says only that authentication failed; the lean connection's own
-/// `AUTH` tells why), the connection is made again without it.
-pub(super) async fn pubsub(
-    client: &Client,
-    config: &NodeConfig,
-) -> redis::RedisResult<redis::aio::PubSub> {
-    match pubsub_of(client, config).await {
-        Err(e)
-            if e.kind() == redis::ErrorKind::AuthenticationFailed
-                && config.password.is_some()
-                && password_unneeded(config).await =>
-        {
-            let info = client.get_connection_info().clone();
-            let settings = info.redis_settings();
-            let mut plain = RedisConnectionInfo::default()
-                .set_db(settings.db())
-                .set_protocol(settings.protocol());
-            if settings.skip_set_lib_name() {
-                plain = plain.set_skip_set_lib_name();
-            }
-            pubsub_of(&Client::open(info.set_redis_settings(plain))?, config).await
-        }
-        done => done,
-    }
-}
-
-async fn pubsub_of(client: &Client, config: &NodeConfig) -> redis::RedisResult<redis::aio::PubSub> {
-    let info = client.get_connection_info();
-    let ConnectionAddr::TcpTls { host, port, .. } = info.addr() else {
-        return client.get_async_pubsub().await;
-    };
-    let Some(tls) = lean_tls(config)? else {
-        return client.get_async_pubsub().await;
-    };
-    let stream = tls.over(tcp(host, *port).await?).await?;
-    redis::aio::PubSub::new(info.redis_settings(), stream).await
-}
