@@ -242,6 +242,59 @@ test('quit() right after a using() lock was lost still removes what is left of i
   t.deepEqual(stores[2].keys(), [])
 })
 
+// Found by a regression hunt: quit() aborts every using() routine at once, and a routine
+// whose abort listener called quit() again re-entered it, once per routine: a stack
+// overflow with about a thousand of them, or some of their keys left behind.
+test('using() routines that call quit() when they hear it: one quit, every key released', async (t) => {
+  const store = new lib.MemoryStore()
+  const redlock = new Redlock([store])
+  const n = 1_000
+  let started = 0
+  const runs = Array.from({ length: n }, (_, i) =>
+    redlock
+      .using([`${resource(t)}:${i}`], 10_000, async (signal) => {
+        started++
+        await new Promise((resolve) => signal.addEventListener('abort', () => resolve(redlock.quit())))
+      })
+      .catch((error) => error),
+  )
+  while (started < n) await sleep(10)
+  await redlock.quit()
+  const ended = await Promise.all(runs)
+  t.deepEqual(ended.filter((e) => e instanceof Error), [], 'every routine ended with its own result')
+  t.deepEqual(store.keys(), [])
+})
+
+// Found by the same hunt: an extension started earlier by the loss' lead (many locks held)
+// extended back to back where the lock's validity is just above the threshold.
+test('many using() locks whose validity is just above the threshold are extended once per validity less threshold, not back to back', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()], { automaticExtensionThreshold: 1_900 })
+  t.teardown(() => redlock.quit())
+  const tracing = diagnostics.tracingChannel('redlock-rs:extend')
+  let extensions = 0
+  const hooks = { start: () => extensions++ }
+  tracing.subscribe(hooks)
+  t.teardown(() => tracing.unsubscribe(hooks))
+  const n = 200
+  let stop = false
+  let started = 0
+  const runs = Array.from({ length: n }, (_, i) =>
+    redlock.using([`${resource(t)}:${i}`], 2_000, async () => {
+      started++
+      while (!stop) await sleep(50)
+    }),
+  )
+  while (started < n) await sleep(10)
+  const from = extensions
+  const began = Date.now()
+  await sleep(1_000)
+  const perLock = (extensions - from) / n / ((Date.now() - began) / 1000)
+  stop = true
+  await Promise.all(runs)
+  // Validity 2000 - drift 22 ms, less the threshold: one extension about every 78 ms.
+  t.true(perLock < 20, `${perLock.toFixed(1)} extensions per lock per second (about 12.8 expected)`)
+})
+
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
   const all = await servers(t, 3)
   const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 2_000 })

@@ -645,7 +645,12 @@ class Redlock extends EventEmitter {
    * in included; ioredis and node-redis clients passed in are left open.
    */
   quit() {
-    this.#quitting ??= this.#quit()
+    if (this.#quitting === undefined) {
+      // Set before any work: a routine's abort listener that calls quit() gets this one.
+      let settle
+      this.#quitting = new Promise((resolve, reject) => (settle = { resolve, reject }))
+      this.#quit().then(settle.resolve, settle.reject)
+    }
     return this.#quitting
   }
 

@@ -76,6 +76,9 @@ const lossLead = (threshold) =>
  */
 const MIN_LEAD = 100
 
+/** The least time an automatic extension has to try before it gives up (ms; see `#schedule`). */
+const EXTENSION_WINDOW = 200
+
 /** The longest delay of a Node.js timer (a longer one fires at once). */
 const MAX_DELAY = 0x7fffffff
 
@@ -182,11 +185,15 @@ class Holding {
 
   #schedule() {
     clearTimeout(this.#timer)
-    // The extension starts earlier by what the loss' lead takes from its time (many locks
-    // held), so that it has the threshold's time to try; at most halfway to the threshold.
+    // The extension starts earlier when the loss' lead (many locks held) leaves it less
+    // than EXTENSION_WINDOW ms to try (or the threshold's time, when shorter): by what is
+    // missing, at most halfway to the threshold.
     const lead = Math.max(this.threshold, MIN_LEAD)
-    const earlier = Math.min(lossLead(this.threshold) - LOSS_MARGIN, Math.max(0, this.duration - lead) / 2)
-    const wait = Math.max(0, this.#expiration - Date.now() - lead - earlier)
+    const left = this.#expiration - Date.now() - lead
+    const window = lead - lossLead(this.threshold) - EXTENSION_MARGIN
+    const wanted = Math.min(EXTENSION_WINDOW, lead - LOSS_MARGIN - EXTENSION_MARGIN)
+    const earlier = Math.min(Math.max(0, wanted - window), Math.max(0, left) / 2)
+    const wait = Math.max(0, left - earlier)
     if (wait > MAX_DELAY) {
       this.#timer = setTimeout(() => this.#schedule(), MAX_DELAY)
       return
@@ -246,15 +253,14 @@ class Holding {
     // keeps the moment of its loss as its expiration (a release sets 0).
     const lostAt = Math.min(this.#expiration, Date.now())
     const release = () => redlock.release(lock, this.settings).catch(noop).then(() => setExpiration(lock, lostAt))
+    // (Given up by the user: released now, for `quit()` waits for it; a lock lost, once
+    // every loss due in this turn has been told.)
+    if (byUser) release()
+    else releaseAfterLosses(release)
     this.#follow(lostAt)
     // The routine hears of it before any listener below can get in the way.
     this.#controller.abort(lost)
-    // (Given up by the user: released now, for `quit()` waits for it.)
-    if (byUser) {
-      release()
-      return
-    }
-    releaseAfterLosses(release)
+    if (byUser) return
     emitError(redlock, lost)
     if (lostChannel.hasSubscribers) {
       lostChannel.publish({ resources: lock.resources, value: lock.value, expiration: this.#expiration, error: lost })
