@@ -741,6 +741,20 @@ test('quit() ends the operations under way (reason aborted, quit as cause) and e
   t.is(later.reason, 'aborted')
 })
 
+// Found by a short hunt: an extend issued in the turn of quit(), with a release of the same
+// lock after it, waited for quit() while the release went out, and was then refused as
+// expired.
+test('an extend issued with quit() is aborted, also when a release of its lock follows in the same turn', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()])
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  const quitting = redlock.quit()
+  const [extended, released] = await Promise.allSettled([lock.extend(5_000), lock.release()])
+  await quitting
+  t.is(extended.status, 'rejected')
+  t.is(extended.reason?.reason, 'aborted')
+  t.is(released.status, 'fulfilled')
+})
+
 test('quit() during a using() routine: the routine hears it at once (LockLostError, reason aborted, quit as cause) and the lock goes before the connections close', async (t) => {
   const all = await servers(t, 3)
   const redlock = new Redlock(clientsFor(t, all))

@@ -509,6 +509,8 @@ class Redlock extends EventEmitter {
   async #extend(lock, duration, settings, until) {
     if (this.#quitting !== undefined) await this.#quitting
     lockArg(lock)
+    // (After quit(), aborted as every operation is, whatever a release meanwhile did to it.)
+    if (this.#closed !== undefined) throw abortedError(this.#closed, [])
     until ??= lock.expiration
     const signal = signalOf(settings)
     const id = this.#id()
