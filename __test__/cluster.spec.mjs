@@ -17,6 +17,16 @@ async function startCluster() {
   return createCluster(servers)
 }
 
+/** A 3-master cluster of this test's own, stopped after it. */
+async function ownCluster(t) {
+  const servers = await startCluster()
+  t.teardown(() => stopServers(servers))
+  return servers
+}
+
+/** A Redlock's nodes: one Cluster client whose startup nodes are `servers`. */
+const clusterNode = (servers) => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+
 /** The server of `servers` that owns `key`'s slot. */
 async function ownerOf(servers, key) {
   const slot = await rawCommand(servers[0].port, ['CLUSTER', 'KEYSLOT', key])
@@ -193,9 +203,8 @@ test('a Redlock over three independent clusters: each cluster is one vote (also 
 })
 
 test('a shard whose master restarted empty sits out of acquires on its slots until up for maxDuration; other shards do not', async (t) => {
-  const servers = await startCluster()
-  t.teardown(() => stopServers(servers))
-  const nodes = () => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const servers = await ownCluster(t)
+  const nodes = () => clusterNode(servers)
   const maxDuration = 4_000
   const first = new Redlock(nodes(), { retryCount: 0, maxDuration })
   t.teardown(() => first.quit())
@@ -237,8 +246,7 @@ test('a shard whose master restarted empty sits out of acquires on its slots unt
 })
 
 test('a shard whose master is down does not hold up locks on the other shards (cluster-require-full-coverage no)', async (t) => {
-  const servers = await startCluster()
-  t.teardown(() => stopServers(servers))
+  const servers = await ownCluster(t)
   const key = resource(t)
   const down = await ownerOf(servers, key)
   let alive = null
@@ -339,7 +347,7 @@ test("waitReplicas on a cluster waits for the replicas of the lock's own master"
 // was refused (the promoted master sits out).
 test('after a failover that lost a lock, a client connected before it does not take the lock: the slot\'s new master sits out', async (t) => {
   const servers = await clusterWithReplicas(t)
-  const nodes = () => [new Cluster(servers.slice(0, 3).map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const nodes = () => clusterNode(servers.slice(0, 3))
   const key = resource(t)
   const owner = await ownerOf(servers, key)
   const replica = await replicaOf(servers, owner)
@@ -374,7 +382,7 @@ test('after a failover that lost a lock, a client connected before it does not t
 test('a master demoted by a failover and promoted back sits out for a client that trusted it before: it may lack a lock taken on its stand-in', async (t) => {
   const servers = await clusterWithReplicas(t)
   const maxDuration = 6_000
-  const nodes = () => [new Cluster(servers.slice(0, 3).map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const nodes = () => clusterNode(servers.slice(0, 3))
   const key = `{${resource(t)}}`
   const owner = await ownerOf(servers, key)
   const replica = await replicaOf(servers, owner)
@@ -432,9 +440,8 @@ test('an ACL user without INFO (+@all -@dangerous) locks on a cluster', async (t
 // trusted at once: a second holder of a lock it had forgotten. Records are now matched by
 // overlapping slots; the master that took the slot is the same server, still trusted.
 test('after a reshard, a shard master that restarts empty still sits out; the one that took slots over does not', async (t) => {
-  const servers = await startCluster()
-  t.teardown(() => stopServers(servers))
-  const nodes = () => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const servers = await ownCluster(t)
+  const nodes = () => clusterNode(servers)
   const first = new Redlock(nodes(), { retryCount: 0 })
   t.teardown(() => first.quit())
   const key = resource(t)
@@ -473,11 +480,10 @@ test('after a reshard, a shard master that restarts empty still sits out; the on
 // master added to the cluster as soon as it took a slot from a recorded master (that one
 // handed the slot over, and is still a master): it was judged as if it had restarted.
 test('a master added to the cluster that takes a slot from a recorded master is trusted', async (t) => {
-  const servers = await startCluster()
-  t.teardown(() => stopServers(servers))
+  const servers = await ownCluster(t)
   const [added] = await startServers(1, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] })
   t.teardown(() => stopServers([added]))
-  const nodes = () => [new Cluster(servers.map((s) => ({ host: '127.0.0.1', port: s.port })))]
+  const nodes = () => clusterNode(servers)
   const first = new Redlock(nodes(), { retryCount: 0 })
   t.teardown(() => first.quit())
   const key = resource(t)

@@ -242,10 +242,11 @@ test('quit() right after a using() lock was lost still removes what is left of i
   t.deepEqual(stores[2].keys(), [])
 })
 
+// (Serial, as the other tests of many locks: they would crowd the timings of the others.)
 // Found by a regression hunt: quit() aborts every using() routine at once, and a routine
 // whose abort listener called quit() again re-entered it, once per routine: a stack
 // overflow with about a thousand of them, or some of their keys left behind.
-test('using() routines that call quit() when they hear it: one quit, every key released', async (t) => {
+test.serial('using() routines that call quit() when they hear it: one quit, every key released', async (t) => {
   const store = new lib.MemoryStore()
   const redlock = new Redlock([store])
   const n = 1_000
@@ -267,7 +268,7 @@ test('using() routines that call quit() when they hear it: one quit, every key r
 
 // Found by the same hunt: an extension started earlier by the loss' lead (many locks held)
 // extended back to back where the lock's validity is just above the threshold.
-test('many using() locks whose validity is just above the threshold are extended once per validity less threshold, not back to back', async (t) => {
+test.serial('many using() locks whose validity is just above the threshold are extended once per validity less threshold, not back to back', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()], { automaticExtensionThreshold: 1_900 })
   t.teardown(() => redlock.quit())
   const tracing = diagnostics.tracingChannel('redlock-rs:extend')

@@ -134,6 +134,11 @@ class Holding {
     setExpiration(this.lock, expiration)
   }
 
+  /** How long before the lock's expiration its loss is reported (ms; see `lossLead`). */
+  #lossLead() {
+    return lossLead(this.threshold)
+  }
+
   #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
 
   /**
@@ -155,7 +160,7 @@ class Holding {
    */
   #armLoss() {
     clearTimeout(this.#lossTimer)
-    const left = Math.max(0, this.#expiration - Date.now() - lossLead(this.threshold))
+    const left = Math.max(0, this.#expiration - Date.now() - this.#lossLead())
     this.#lossTimer =
       left > MAX_DELAY
         ? setTimeout(() => this.#armLoss(), MAX_DELAY)
@@ -180,7 +185,7 @@ class Holding {
    */
   #waitingForNodes() {
     if (this.#manual > 0) return true
-    return this.#extension !== undefined && this.#extensionStarted < this.#expiration - lossLead(this.threshold) - EXTENSION_MARGIN
+    return this.#extension !== undefined && this.#extensionStarted < this.#expiration - this.#lossLead() - EXTENSION_MARGIN
   }
 
   #schedule() {
@@ -190,7 +195,7 @@ class Holding {
     // missing, at most halfway to the threshold.
     const lead = Math.max(this.threshold, MIN_LEAD)
     const left = this.#expiration - Date.now() - lead
-    const window = lead - lossLead(this.threshold) - EXTENSION_MARGIN
+    const window = lead - this.#lossLead() - EXTENSION_MARGIN
     const wanted = Math.min(EXTENSION_WINDOW, lead - LOSS_MARGIN - EXTENSION_MARGIN)
     const earlier = Math.min(Math.max(0, wanted - window), Math.max(0, left) / 2)
     const wait = Math.max(0, left - earlier)
@@ -211,7 +216,7 @@ class Holding {
     try {
       // Retried until a little before the lock expires, however small retryCount is: the
       // lock's time left bounds the retries.
-      const until = this.#expiration - lossLead(this.threshold) - EXTENSION_MARGIN
+      const until = this.#expiration - this.#lossLead() - EXTENSION_MARGIN
       const extended = await this.extendFn(this.lock, this.duration, { ...this.settings, retryCount: -1 }, until)
       this.#extension = undefined
       // (Released by the routine meanwhile: what the extension set went with the release.)
@@ -288,7 +293,7 @@ class Holding {
         // the automatic extensions do not update) is valid until the holding's expiration;
         // one superseded by a later extend of it (expiration 0) is not.
         const current = lock === this.lock || lock.expiration !== 0
-        const extended = await extend(current ? this.#expiration - lossLead(this.threshold) - EXTENSION_MARGIN : undefined)
+        const extended = await extend(current ? this.#expiration - this.#lossLead() - EXTENSION_MARGIN : undefined)
         if (this.signal.aborted) throw this.signal.error
         return extended
       } catch (error) {
