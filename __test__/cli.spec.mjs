@@ -296,11 +296,19 @@ test('run exits 75 with one line naming the unreachable nodes when Redis is down
 test('status exits 69 when too few nodes answer for a quorum, 0 with a minority down', async (t) => {
   const key = resource(t)
   const dead = [await deadPort(), await deadPort()]
-  const started = Date.now()
-  const r = await run(['status', '--redis', `${servers[0].url},redis://127.0.0.1:${dead[0]},redis://127.0.0.1:${dead[1]}`, key])
+  const args = ['status', '--redis', `${servers[0].url},redis://127.0.0.1:${dead[0]},redis://127.0.0.1:${dead[1]}`, key]
+  // Said at once: a regression hunt found it waiting its 2 s connect time-out for them, on
+  // every run. A process's start alone can take over a second on a loaded machine (CI saw
+  // 1966 ms once), so the fastest of up to three runs is what counts.
+  let r
+  const took = []
+  do {
+    const started = Date.now()
+    r = await run(args)
+    took.push(Date.now() - started)
+  } while (Math.min(...took) >= 1_500 && took.length < 3)
   t.is(r.code, 69, r.stderr)
-  // (Said at once: a regression hunt found it waiting its 2 s connect time-out for them.)
-  t.true(Date.now() - started < 1_500, `took ${Date.now() - started} ms`)
+  t.true(Math.min(...took) < 1_500, `took ${took.join(', ')} ms`)
   const lines = r.stdout.trim().split('\n')
   t.is(lines.length, 3)
   t.regex(lines[0], /: free$/)
