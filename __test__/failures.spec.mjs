@@ -467,7 +467,9 @@ test('settings.maxDuration bounds acquire and extend durations (RangeError namin
 test('settings.signal: aborting a waiting acquire rejects at once with reason aborted and the signal reason as cause', async (t) => {
   const all = await servers(t, 3)
   const holder = new Redlock(clientsFor(t, all))
-  const redlock = new Redlock(clientsFor(t, all), { retryCount: -1, retryDelay: 100 })
+  // A retry delay far above the bound: a wait that ignored the abort would settle only
+  // at its next attempt, 2 s away (the bound leaves room for a loaded machine).
+  const redlock = new Redlock(clientsFor(t, all), { retryCount: -1, retryDelay: 2_000, retryJitter: 0 })
   const key = resource(t)
   const lock = await holder.acquire([key], 10_000)
   const controller = new AbortController()
@@ -477,7 +479,7 @@ test('settings.signal: aborting a waiting acquire rejects at once with reason ab
   const abortedAt = Date.now()
   controller.abort(why)
   const e = await t.throwsAsync(pending, { instanceOf: ExecutionError })
-  t.true(Date.now() - abortedAt < 100, `settled ${Date.now() - abortedAt} ms after the abort`)
+  t.true(Date.now() - abortedAt < 1_000, `settled ${Date.now() - abortedAt} ms after the abort`)
   t.is(e.reason, 'aborted')
   t.is(e.cause, why)
   await lock.release()
