@@ -296,6 +296,27 @@ test.serial('many using() locks whose validity is just above the threshold are e
   t.true(perLock < 20, `${perLock.toFixed(1)} extensions per lock per second (about 12.8 expected)`)
 })
 
+// Found by an audit: a lock of 100 ms with a threshold of 0 (allowed: duration >=
+// threshold + 100) has about 97 ms of validity, under the 100 ms an extension starts at
+// least before expiring, so it was extended back to back (630-660 times a second).
+test('a using() lock whose validity is under 100 ms is extended about once per half validity, not back to back', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()], { automaticExtensionThreshold: 0 })
+  t.teardown(() => redlock.quit())
+  const tracing = diagnostics.tracingChannel('redlock-rs:extend')
+  let extensions = 0
+  const hooks = { start: () => extensions++ }
+  tracing.subscribe(hooks)
+  t.teardown(() => tracing.unsubscribe(hooks))
+  let kept
+  await redlock.using([resource(t)], 100, async (signal) => {
+    await sleep(1_000)
+    kept = !signal.aborted
+  })
+  t.true(kept, 'the lock was kept')
+  // Validity 97 ms, extended 50 ms before it expires: one extension about every 47 ms.
+  t.true(extensions < 40, `${extensions} extensions in 1 s (about 21 expected)`)
+})
+
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
   const all = await servers(t, 3)
   const clients = clientsFor(t, all, { connectTimeout: 300, commandTimeout: 2_000 })

@@ -64,11 +64,10 @@ function releaseLost() {
 
 /**
  * How long before a lock's expiration its loss is reported (ms), for a lock extended
- * `threshold` ms before it expires: at most half of that goes to the lead, so that the
+ * `lead` ms before it expires: at most half of that goes to the loss' lead, so that the
  * extension has time to try.
  */
-const lossLead = (threshold) =>
-  LOSS_MARGIN + Math.min(MAX_LEAD, holdings * PER_HOLDING, Math.max(threshold, MIN_LEAD) / 2)
+const lossLead = (lead) => LOSS_MARGIN + Math.min(MAX_LEAD, holdings * PER_HOLDING, lead / 2)
 
 /**
  * An extension starts at least this many ms before the lock expires, whatever the
@@ -136,7 +135,7 @@ class Holding {
 
   /** How long before the lock's expiration its loss is reported (ms; see `lossLead`). */
   #lossLead() {
-    return lossLead(this.threshold)
+    return lossLead(this.#lead())
   }
 
   #userAbort = () => this.#lose('aborted', undefined, this.settings.signal.reason, true)
@@ -188,12 +187,21 @@ class Holding {
     return this.#extension !== undefined && this.#extensionStarted < this.#expiration - this.#lossLead() - EXTENSION_MARGIN
   }
 
+  /**
+   * How long before the lock expires its extension starts: the threshold, MIN_LEAD at
+   * least, unless half the duration is shorter (a lock of 100 ms with a threshold of 0
+   * has about 97 ms of validity: a lead of MIN_LEAD would extend it back to back).
+   */
+  #lead() {
+    return Math.max(this.threshold, Math.min(MIN_LEAD, this.duration / 2))
+  }
+
   #schedule() {
     clearTimeout(this.#timer)
     // The extension starts earlier when the loss' lead (many locks held) leaves it less
     // than EXTENSION_WINDOW ms to try (or the threshold's time, when shorter): by what is
     // missing, at most halfway to the threshold.
-    const lead = Math.max(this.threshold, MIN_LEAD)
+    const lead = this.#lead()
     const left = this.#expiration - Date.now() - lead
     const window = lead - this.#lossLead() - EXTENSION_MARGIN
     const wanted = Math.min(EXTENSION_WINDOW, lead - LOSS_MARGIN - EXTENSION_MARGIN)
