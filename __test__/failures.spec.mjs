@@ -299,7 +299,7 @@ test.serial('many using() locks whose validity is just above the threshold are e
 // Found by an audit: a lock of 100 ms with a threshold of 0 (allowed: duration >=
 // threshold + 100) has about 97 ms of validity, under the 100 ms an extension starts at
 // least before expiring, so it was extended back to back (630-660 times a second).
-test('a using() lock whose validity is under 100 ms is extended about once per half validity, not back to back', async (t) => {
+test.serial('a using() lock whose validity is under 100 ms is extended about once per half validity, not back to back', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()], { automaticExtensionThreshold: 0 })
   t.teardown(() => redlock.quit())
   const tracing = diagnostics.tracingChannel('redlock-rs:extend')
