@@ -211,7 +211,8 @@ export type Settings = NodeRedlockSettings &
 export type CallSettings = Partial<Settings> & {
   /**
    * Aborting it while the call waits or retries rejects at once with an ExecutionError
-   * whose `reason` is `'aborted'`, and removes any keys the attempt set.
+   * whose `reason` is `'aborted'`, and removes any keys the attempt set (an extend that
+   * already reached nodes is not undone there: the Lock keeps its old expiration).
    */
   signal?: AbortSignal
 }

@@ -765,6 +765,24 @@ test('quit() ends the operations under way (reason aborted, quit as cause) and e
   t.is(later.reason, 'aborted')
 })
 
+// Found by an audit: quit() waits for the releases under way, and an extend under way
+// went on meanwhile, resolving a new Lock (valid for its whole duration) during quit().
+test('quit() ends an extend under way at once, also while it waits for a release under way', async (t) => {
+  const store = new lib.MemoryStore({ commandTimeout: 2_000 })
+  const redlock = new Redlock([store])
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  const other = await redlock.acquire([`${resource(t)}:other`], 5_000)
+  store.pause(300)
+  const extending = lock.extend(60_000)
+  const releasing = other.release()
+  await sleep(50) // both under way, waiting for the paused store
+  await redlock.quit()
+  const e = await t.throwsAsync(extending, { instanceOf: ExecutionError })
+  t.is(e.reason, 'aborted')
+  t.regex(e.cause?.message ?? '', /quit\(\)/)
+  await releasing
+})
+
 // Found by a short hunt: an extend issued in the turn of quit(), with a release of the same
 // lock after it, waited for quit() while the release went out, and was then refused as
 // expired.

@@ -632,9 +632,10 @@ impl Quorum {
         call: &Call<'_>,
     ) -> Execution {
         let _working = self.working.enter();
-        // (An acquire also ends when acquires are stopped: see `Quorum::stop_acquires`.)
+        // (An acquire or an extend also ends when acquires are stopped: see
+        // `Quorum::stop_acquires`.)
         let stop = match op {
-            Op::Acquire { .. } => &self.stopping,
+            Op::Acquire { .. } | Op::Extend { .. } => &self.stopping,
             _ => &self.closed,
         };
         let call = &Call {
@@ -2079,7 +2080,8 @@ impl Quorum {
     /// Ends the acquires under way and every later one (they clean up what they set, and
     /// leave the nodes' waiting lines), and keeps releases from handing a lock over to a
     /// waiter: `quit()` first, so that the locks it releases then go, not to a waiter it
-    /// is about to end.
+    /// is about to end. The extends under way end too: `quit()` ends every operation but
+    /// the releases it waits for, and one of them must not give a new Lock meanwhile.
     pub fn stop_acquires(&self) {
         self.stopping.cancel();
     }
