@@ -41,12 +41,30 @@ fn noperm_words(lower: &str, raw: &str) -> String {
                 read-write locks, `{<resource>}:redlock-rs:*` too (README: ACL users)"
             .into();
     }
+    // (A pipeline's failures are a driver dump: only the command they name is said.)
+    let said = match denied_command(raw) {
+        Some(command) => format!("the '{command}' command"),
+        None if lower.contains("pipeline failures") => String::new(),
+        None => raw.to_string(),
+    };
     if lower.contains("command") {
+        let said = if said.is_empty() {
+            said
+        } else {
+            format!(" ({said})")
+        };
         return format!(
-            "permission denied (NOPERM): this user's ACL does not allow a command the lock uses ({raw})"
+            "permission denied (NOPERM): this user's ACL does not allow a command the lock uses{said}"
         );
     }
-    format!("permission denied (NOPERM): {raw}")
+    format!("permission denied (NOPERM): {said}")
+}
+
+/// The command a NOPERM error names ("... no permissions to run the 'evalsha' command").
+fn denied_command(raw: &str) -> Option<&str> {
+    let start = raw.find("run the '")? + "run the '".len();
+    let len = raw[start..].find('\'')?;
+    Some(&raw[start..start + len])
 }
 
 /// A driver's error text in plain words that say what happened: refused, timed out,
@@ -195,7 +213,7 @@ fn tls_words(lower: &str, raw: &str) -> String {
         ),
         (
             "causedasendentity",
-            "the server's certificate is a CA certificate (give it as tls.ca, or socket.ca for node-redis, to trust it directly)",
+            "the server's certificate is a CA certificate that is not trusted (give that certificate itself as tls.ca, or socket.ca for node-redis, to trust it directly)",
         ),
         (
             "notvalidforname",
@@ -354,6 +372,19 @@ impl std::error::Error for ArgError {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn noperm_names_the_denied_command_not_the_pipeline() {
+        let raw = "Pipeline failures: [(Index 0, error: NoPerm: this user has no permissions \
+                   to run the 'script|load' command), (Index 1, error: NoPerm: this user has \
+                   no permissions to run the 'script|load' command)]";
+        let said = plain_reason(raw);
+        assert!(
+            said.ends_with("a command the lock uses (the 'script|load' command)"),
+            "{said}"
+        );
+        assert!(!said.contains("Index"), "{said}");
+    }
+
     use super::*;
 
     #[test]
@@ -404,7 +435,7 @@ mod tests {
             ),
             (
                 "NOPERM: this user has no permissions to run the 'evalsha' command",
-                "permission denied (NOPERM): this user's ACL does not allow a command the lock uses (NOPERM: this user has no permissions to run the 'evalsha' command)",
+                "permission denied (NOPERM): this user's ACL does not allow a command the lock uses (the 'evalsha' command)",
             ),
         ];
         for (raw, plain) in cases {
