@@ -413,7 +413,8 @@ export declare class Lock {
     value: string,
     attempts: ReadonlyArray<Promise<ExecutionStats>>,
     expiration: number,
-    fence?: bigint,
+    /** A bigint, or the decimal string `toJSON()` writes (read as a bigint). */
+    fence?: bigint | string,
     kind?: LockKind,
   )
   readonly redlock: Redlock

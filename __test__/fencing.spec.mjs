@@ -105,3 +105,20 @@ test('two nodes, one restarted empty: once its quarantine is over, fenced acquir
   }
   t.true(fences.every((f, k) => f > (k ? fences[k - 1] : first.fence)), `${first.fence} then ${fences}`)
 })
+
+// Found by an audit: a lock read back from JSON (toJSON writes the fence as a decimal
+// string) kept the string through extend() and new Lock(), so `lock.fence + 1n` was "11".
+test('a fenced lock read back from JSON extends into a Lock whose fence is a bigint; a fence that is no number is a TypeError before any call', async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()], { fencing: true })
+  t.teardown(() => redlock.quit())
+  const lock = await redlock.acquire([resource(t)], 5_000)
+  const json = JSON.parse(JSON.stringify(lock))
+  t.is(json.fence, String(lock.fence))
+  const extended = await redlock.extend(json, 5_000)
+  t.is(extended.fence, lock.fence)
+  t.is(new lib.Lock(redlock, json.resources, json.value, [], json.expiration, json.fence).fence, lock.fence)
+  const bad = { ...JSON.parse(JSON.stringify(extended)), fence: 'x1' }
+  await t.throwsAsync(redlock.extend(bad, 5_000), { instanceOf: TypeError, message: /^lock\.fence must be a bigint/ })
+  t.true(extended.expiration > Date.now(), 'the refused extend left the lock as it was')
+  await redlock.release(bad) // the release does not need the fence
+})

@@ -7,6 +7,17 @@ const { AttemptLog } = require('./attempts.js')
 /** `Symbol.asyncDispose` (Node.js 20 has it; older runtimes use the well-known fallback). */
 const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
+/**
+ * A fence as a bigint: also from the decimal string `toJSON()` writes (a lock read back
+ * from JSON) or a safe integer; anything else is a TypeError naming it.
+ */
+function fenceFrom(fence, name = 'fence') {
+  if (typeof fence === 'bigint') return fence
+  if ((typeof fence === 'string' && /^[0-9]{1,30}$/.test(fence)) || Number.isSafeInteger(fence)) return BigInt(fence)
+  const got = typeof fence === 'string' ? JSON.stringify(fence.slice(0, 40)) : typeof fence
+  throw new TypeError(`${name} must be a bigint (or the decimal string toJSON() gives), got ${got}.`)
+}
+
 /** The native description of what a semaphore or read-write lock's Lock holds. */
 const holdOf = new WeakMap()
 
@@ -23,7 +34,7 @@ class Lock {
     this.value = value
     this.#attempts = attempts
     this.expiration = expiration
-    if (fence !== undefined) this.fence = fence
+    if (fence !== undefined && fence !== null) this.fence = fenceFrom(fence)
     this.kind = kind
     if (hold !== undefined) holdOf.set(this, hold)
   }
@@ -132,4 +143,4 @@ function wellFormedName(value, name, index) {
   }
 }
 
-module.exports = { Lock, holdFor, lockArg, setExpiration, wellFormed, wellFormedName }
+module.exports = { Lock, fenceFrom, holdFor, lockArg, setExpiration, wellFormed, wellFormedName }

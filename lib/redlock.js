@@ -11,7 +11,7 @@ const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
-const { Lock, holdFor, lockArg, setExpiration, wellFormed, wellFormedName } = require('./lock.js')
+const { Lock, fenceFrom, holdFor, lockArg, setExpiration, wellFormed, wellFormedName } = require('./lock.js')
 const {
   NativeRedlock,
   lockAcquire,
@@ -509,6 +509,8 @@ class Redlock extends EventEmitter {
   async #extend(lock, duration, settings, until) {
     if (this.#quitting !== undefined) await this.#quitting
     lockArg(lock)
+    // (Checked before the call: the Lock it gives carries the fence on.)
+    if (lock.fence !== undefined && lock.fence !== null) fenceFrom(lock.fence, 'lock.fence')
     // (After quit(), aborted as every operation is, whatever a release meanwhile did to it.)
     if (this.#closed !== undefined) throw abortedError(this.#closed, [])
     until ??= lock.expiration
