@@ -182,6 +182,16 @@ pub fn server_line(code: &str, detail: Option<&str>) -> Option<String> {
     if matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM") {
         return None;
     }
+    // A redirect the Cluster client could not follow (its retries ran out: the slot's
+    // owner did not answer), in words that name the owner.
+    if let ("MOVED" | "ASK", Some((slot, owner))) = (code, detail.and_then(|d| d.split_once(' '))) {
+        return Some(
+            clip(&format!(
+                "hash slot {slot} is served by {owner}, which could not be reached ({code})"
+            ))
+            .into_owned(),
+        );
+    }
     Some(match detail.map(without_args) {
         Some(d) if !d.is_empty() => clip(&format!("{code} {d}")).into_owned(),
         _ => clip(code).into_owned(),
@@ -484,6 +494,10 @@ mod tests {
             Some("WRONGTYPE Operation against a key")
         );
         assert_eq!(server_line("ERR", None).as_deref(), Some("ERR"));
+        assert_eq!(
+            server_line("MOVED", Some("3300 127.0.0.1:7001")).as_deref(),
+            Some("hash slot 3300 is served by 127.0.0.1:7001, which could not be reached (MOVED)")
+        );
         let huge = server_line("ERR", Some(&"é".repeat(1_000_000))).unwrap();
         assert!(huge.len() < 400 && huge.ends_with('…'), "{}", huge.len());
         assert_eq!(
