@@ -305,7 +305,7 @@ test.serial('many using() locks whose validity is just above the threshold are e
 // Found by an audit: a lock of 100 ms with a threshold of 0 (allowed: duration >=
 // threshold + 100) has about 97 ms of validity, under the 100 ms an extension starts at
 // least before expiring, so it was extended back to back (630-660 times a second).
-test.serial('a using() lock whose validity is under 100 ms is extended about once per half validity, not back to back', async (t) => {
+test.serial('a using() lock whose validity is under 100 ms is extended a few times per validity, not back to back', async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()], { automaticExtensionThreshold: 0 })
   t.teardown(() => redlock.quit())
   const extensions = extensionCount(t)
@@ -315,8 +315,9 @@ test.serial('a using() lock whose validity is under 100 ms is extended about onc
     kept = !signal.aborted
   })
   t.true(kept, 'the lock was kept')
-  // Validity 97 ms, extended 50 ms before it expires: one extension about every 47 ms.
-  t.true(extensions() < 40, `${extensions()} extensions in 1 s (about 21 expected)`)
+  // Validity 97 ms, extended 70 ms before it expires: one extension about every 27 ms
+  // (back to back, it was one every 1.5 ms).
+  t.true(extensions() < 80, `${extensions()} extensions in 1 s (about 37 expected)`)
 })
 
 test("reasons do not depend on the order votes arrive: one node down and two held by another owner is 'locked', also when the last holder answers late", async (t) => {
@@ -765,6 +766,29 @@ test('quit() ends the operations under way (reason aborted, quit as cause) and e
   }
   const later = await t.throwsAsync(redlock.acquire([resource(t)], 1_000), { instanceOf: ExecutionError })
   t.is(later.reason, 'aborted')
+})
+
+// Found by an audit: a fenced acquire that had won its votes claimed its fence without
+// hearing quit() or its signal, resolved its Lock after quit(), and left its keys.
+test('quit() while a fenced acquire that won its votes claims its fence: aborted, and nothing left on the nodes', async (t) => {
+  const { TcpProxy } = await import('../scripts/tcp-proxy.mjs')
+  const all = await servers(t, 3)
+  const proxies = await Promise.all(all.map((s) => new TcpProxy(s.port).start()))
+  t.teardown(() => Promise.all(proxies.map((p) => p.stop())))
+  const redlock = new Redlock(proxies.map((p) => new Redis({ port: p.port, commandTimeout: 2_000 })), { fencing: true })
+  const key = resource(t)
+  await (await redlock.acquire([`${key}:warm`], 1_000)).release() // connected, scripts loaded
+  for (const p of proxies) {
+    p.mode = 'delay'
+    p.delayMs = 150
+  }
+  const acquiring = redlock.acquire([key], 20_000)
+  await sleep(400) // its votes came in at 300 ms; its fence claim is under way
+  await redlock.quit()
+  const e = await t.throwsAsync(acquiring, { instanceOf: ExecutionError })
+  t.is(e.reason, 'aborted')
+  for (const p of proxies) p.mode = 'pass'
+  t.deepEqual(await valuesOn(all, key), [null, null, null])
 })
 
 // Found by an audit: quit() waits for the releases under way, and an extend under way

@@ -13,7 +13,7 @@ const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
  */
 function fenceFrom(fence, name = 'fence') {
   if (typeof fence === 'bigint') return fence
-  if ((typeof fence === 'string' && /^[0-9]{1,30}$/.test(fence)) || Number.isSafeInteger(fence)) return BigInt(fence)
+  if ((typeof fence === 'string' && fence.length <= 1000 && /^-?[0-9]+$/.test(fence)) || Number.isSafeInteger(fence)) return BigInt(fence)
   const got = typeof fence === 'string' ? JSON.stringify(fence.slice(0, 40)) : typeof fence
   throw new TypeError(`${name} must be a bigint (or the decimal string toJSON() gives), got ${got}.`)
 }

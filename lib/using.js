@@ -189,11 +189,12 @@ class Holding {
 
   /**
    * How long before the lock expires its extension starts: the threshold, MIN_LEAD at
-   * least, unless half the duration is shorter (a lock of 100 ms with a threshold of 0
-   * has about 97 ms of validity: a lead of MIN_LEAD would extend it back to back).
+   * least, unless 70% of the duration is shorter (a lock of 100 ms with a threshold of 0
+   * has about 97 ms of validity: a lead of MIN_LEAD would extend it back to back; one of
+   * half the duration left its extension too little time to ride out a 40 ms stall).
    */
   #lead() {
-    return Math.max(this.threshold, Math.min(MIN_LEAD, this.duration / 2))
+    return Math.max(this.threshold, Math.min(MIN_LEAD, this.duration * 0.7))
   }
 
   #schedule() {

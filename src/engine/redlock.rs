@@ -1326,7 +1326,7 @@ impl Quorum {
         let mut pending = self.send_votes(op, &commands, settings);
         let by_slot = matches!((op, call.kind), (Op::Acquire { .. }, Kind::Permit { .. }));
         let mut ballot = Ballot::new(self.nodes.len(), by_slot);
-        let aborted = self
+        let mut aborted = self
             .collect_votes(op, &mut pending, &mut ballot, window, started, call)
             .await;
         self.note_silence(&ballot.votes);
@@ -1345,15 +1345,25 @@ impl Quorum {
             // on the same connection, so the cleanup lands after them.
             drop(pending);
         }
-        let (confirmed, fence) = self
-            .confirm_win(
+        // An abort (or quit()) while a won attempt is confirmed (its fence claimed, its
+        // replicas waited for) ends it as aborted: what it set is removed below, as for an
+        // abort during the votes (found by an audit: a fenced acquire resolved its Lock
+        // after quit(), and left its keys).
+        let won = ballot.decision == Decision::Won;
+        let (confirmed, fence) = tokio::select! {
+            biased;
+            _ = call.aborted(), if won => {
+                aborted = true;
+                (false, None)
+            }
+            confirmed = self.confirm_win(
                 op,
                 &commands,
                 (&mut ballot, &mut strays),
                 settings,
                 (window, started),
-            )
-            .await;
+            ) => confirmed,
+        };
         let outcome = if aborted {
             Err(FailureKind::Aborted)
         } else {
