@@ -1349,10 +1349,14 @@ impl Quorum {
         // replicas waited for) ends it as aborted: what it set is removed below, as for an
         // abort during the votes (found by an audit: a fenced acquire resolved its Lock
         // after quit(), and left its keys).
-        let won = ballot.decision == Decision::Won;
+        // (Only a confirmation that asks the nodes can be cut short: a plain acquire's
+        // costs nothing to wait for, and the race would be paid on every lock.)
+        let asks = matches!(op, Op::Acquire { .. })
+            && (settings.fencing || settings.wait_replicas > 0)
+            && ballot.decision == Decision::Won;
         let (confirmed, fence) = tokio::select! {
             biased;
-            _ = call.aborted(), if won => {
+            _ = call.aborted(), if asks => {
                 aborted = true;
                 (false, None)
             }
