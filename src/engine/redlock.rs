@@ -1345,29 +1345,15 @@ impl Quorum {
             // on the same connection, so the cleanup lands after them.
             drop(pending);
         }
-        // An abort (or quit()) while a won attempt is confirmed (its fence claimed, its
-        // replicas waited for) ends it as aborted: what it set is removed below, as for an
-        // abort during the votes (found by an audit: a fenced acquire resolved its Lock
-        // after quit(), and left its keys).
-        // (Only a confirmation that asks the nodes can be cut short: a plain acquire's
-        // costs nothing to wait for, and the race would be paid on every lock.)
-        let asks = matches!(op, Op::Acquire { .. })
-            && (settings.fencing || settings.wait_replicas > 0)
-            && ballot.decision == Decision::Won;
-        let (confirmed, fence) = tokio::select! {
-            biased;
-            _ = call.aborted(), if asks => {
+        // (`None`: aborted while confirmed; what it set is removed below.)
+        let confirmation = (&mut ballot, &mut strays);
+        let (confirmed, fence) = self
+            .confirm_win(op, &commands, confirmation, call, (window, started))
+            .await
+            .unwrap_or_else(|| {
                 aborted = true;
                 (false, None)
-            }
-            confirmed = self.confirm_win(
-                op,
-                &commands,
-                (&mut ballot, &mut strays),
-                settings,
-                (window, started),
-            ) => confirmed,
-        };
+            });
         let outcome = if aborted {
             Err(FailureKind::Aborted)
         } else {
@@ -1406,22 +1392,32 @@ impl Quorum {
     /// fence. A node whose part failed (a fence claim, too few replicas in time) fails
     /// its vote, saying why; it set the lock there all the same, so the cleanup of a loss
     /// goes there (`strays`).
+    ///
+    /// `None` when the call is aborted (or `quit()` ends it) while the confirmation asks
+    /// the nodes (found by an audit: a fenced acquire resolved its Lock after `quit()`,
+    /// and left its keys). A plain acquire's costs nothing to wait for: it is not raced,
+    /// which would be paid on every lock.
     async fn confirm_win(
         &self,
         op: Op,
         commands: &Commands,
         (ballot, strays): (&mut Ballot, &mut Vec<usize>),
-        settings: &Settings,
+        call: &Call<'_>,
         (window, started): (Duration, Instant),
-    ) -> (bool, Option<i64>) {
+    ) -> Option<(bool, Option<i64>)> {
         if ballot.decision != Decision::Won {
-            return (false, None);
+            return Some((false, None));
         }
-        match self
-            .confirm(op, commands, ballot, settings, window, started)
-            .await
-        {
-            Ok(fence) => (true, fence),
+        let settings = call.settings;
+        let asks =
+            matches!(op, Op::Acquire { .. }) && (settings.fencing || settings.wait_replicas > 0);
+        let confirmed = tokio::select! {
+            biased;
+            _ = call.aborted(), if asks => return None,
+            confirmed = self.confirm(op, commands, ballot, settings, window, started) => confirmed,
+        };
+        match confirmed {
+            Ok(fence) => Some((true, fence)),
             Err(failed) => {
                 for (i, e) in failed {
                     if matches!(ballot.votes[i], Some(Vote::For)) {
@@ -1429,7 +1425,7 @@ impl Quorum {
                     }
                     ballot.votes[i] = Some(Vote::Failed(e));
                 }
-                (false, None)
+                Some((false, None))
             }
         }
     }
