@@ -1,7 +1,11 @@
 // No leak of V8 references: idle Redlocks and clients that nobody refers to any more are
 // garbage collected, even without quit(); busy ones are kept until their promises settle.
 import { execFile } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
 
 import test from 'ava'
 
@@ -34,6 +38,40 @@ test('forgotten Redlocks and clients are garbage collected', async (t) => {
   for (let i = 0; i < 50; i++) await useAndForget()
   await sleep(50)
   t.is(await collect(registry, () => collected, 100), 100)
+})
+
+/** The Timeout objects alive in this process (a heap snapshot's count). */
+function timeoutsAlive() {
+  const file = v8.writeHeapSnapshot(path.join(os.tmpdir(), `redlock-timeouts-${process.pid}.heapsnapshot`))
+  try {
+    const snapshot = JSON.parse(readFileSync(file, 'utf8'))
+    const { node_fields: fields, node_types: [types] } = snapshot.snapshot.meta
+    let n = 0
+    for (let i = 0; i < snapshot.nodes.length; i += fields.length) {
+      if (types[snapshot.nodes[i]] === 'object' && snapshot.strings[snapshot.nodes[i + 1]] === 'Timeout') n++
+    }
+    return n
+  } finally {
+    rmSync(file, { force: true })
+  }
+}
+
+// Found by a soak: each Redlock kept its own keep-alive timer, unref'd when idle but never
+// cleared, so one made per request (node-redlock's pattern) and dropped without quit() left
+// a Timeout behind for ever (150 bytes a request).
+test.serial('Redlocks made per request over one client and dropped without quit() leave no timer behind', async (t) => {
+  const store = new lib.MemoryStore()
+  const perRequest = async (i) => {
+    const redlock = new Redlock([store], { retryCount: 0 })
+    await (await redlock.acquire([`${resource(t)}:${i}`], 1_000)).release()
+  }
+  await perRequest(-1)
+  await collect(new FinalizationRegistry(() => {}), () => 0, 1)
+  const before = timeoutsAlive()
+  for (let i = 0; i < 500; i++) await perRequest(i)
+  await collect(new FinalizationRegistry(() => {}), () => 0, 1)
+  const after = timeoutsAlive()
+  t.true(after - before < 50, `${after - before} more Timeout objects after 500 requests (${before} before)`)
 })
 
 test('a Redlock with an operation in flight is kept until it settles', async (t) => {

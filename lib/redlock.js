@@ -91,6 +91,20 @@ function signalOf(settings) {
 const busy = new Set()
 
 /**
+ * One timer, ref'd while any Redlock is busy, keeps the process alive for them: one per
+ * Redlock, never cleared, was a Timeout kept for ever by every Redlock made per request
+ * and dropped without quit() (found by a soak: 150 bytes a request).
+ */
+let keepAlive = null
+
+function keepAliveWhileBusy() {
+  if (busy.size > 0) {
+    if (keepAlive === null) keepAlive = setInterval(noop, 0x7fffffff)
+    else keepAlive.ref()
+  } else if (keepAlive !== null) keepAlive.unref()
+}
+
+/**
  * Tells the native side whether anyone listens for 'error' / 'clientError' events (failed
  * attempts then report their votes as they end). In a function of its own: a closure
  * made in the constructor would share its scope with the completion callback, which the
@@ -157,7 +171,6 @@ class Redlock extends EventEmitter {
   #early = new Map()
   #nextId = 0
   /** Keeps the process alive while operations are in flight (ref'd only then). */
-  #keepAlive = null
   /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
   #closed = undefined
   /** The end of `quit()`, once called: later operations wait for it (see `#quit`). */
@@ -298,14 +311,9 @@ class Redlock extends EventEmitter {
    */
   #keepAliveIfBusy() {
     // After quit() late votes may never come: they keep nothing alive then.
-    if (this.#pending.size > 0 || (this.#late.size > 0 && this.#closed === undefined)) {
-      busy.add(this)
-      if (this.#keepAlive === null) this.#keepAlive = setInterval(noop, 0x7fffffff)
-      else this.#keepAlive.ref()
-    } else {
-      busy.delete(this)
-      if (this.#keepAlive !== null) this.#keepAlive.unref()
-    }
+    if (this.#pending.size > 0 || (this.#late.size > 0 && this.#closed === undefined)) busy.add(this)
+    else busy.delete(this)
+    keepAliveWhileBusy()
   }
 
   /** Settles the operation of completion `c` (or records its late votes). */
@@ -688,8 +696,8 @@ class Redlock extends EventEmitter {
     }
     // Our own clients passed in are closed too: they say so, as after their own quit().
     for (const c of this.#clients) if (c instanceof ClientBase) c[lockUse.closed]()
-    if (this.#keepAlive !== null) clearInterval(this.#keepAlive)
-    this.#keepAlive = null
+    busy.delete(this)
+    keepAliveWhileBusy()
   }
 }
 
