@@ -768,6 +768,30 @@ test('quit() ends the operations under way (reason aborted, quit as cause) and e
   t.is(later.reason, 'aborted')
 })
 
+// Found by a soak: the release of a lost using() lock set its expiration to 0 until that
+// release settled (here: a majority paused, so it waits), then back to the loss moment.
+test('a lost using() lock keeps the moment of its loss as its expiration while its release is under way', async (t) => {
+  const stores = [0, 1, 2].map(() => new lib.MemoryStore({ commandTimeout: 600 }))
+  const redlock = new Redlock(stores, { retryDelay: 50 })
+  t.teardown(async () => {
+    for (const s of stores) s.pause(0)
+    await redlock.quit()
+  })
+  const seen = []
+  await redlock.using([resource(t)], 1_000, async (signal, lock) => {
+    stores[0].pause(5_000)
+    stores[1].pause(5_000)
+    await new Promise((resolve) => signal.addEventListener('abort', resolve))
+    const lostAt = lock.expiration
+    t.true(lostAt > 0 && lostAt <= Date.now())
+    for (let i = 0; i < 4; i++) {
+      await sleep(100)
+      seen.push(lock.expiration - lostAt)
+    }
+  })
+  t.deepEqual(seen, [0, 0, 0, 0])
+})
+
 // Found by an audit: a fenced acquire that had won its votes claimed its fence without
 // hearing quit() or its signal, resolved its Lock after quit(), and left its keys.
 test('quit() while a fenced acquire that won its votes claims its fence: aborted, and nothing left on the nodes', async (t) => {

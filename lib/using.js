@@ -264,9 +264,14 @@ class Holding {
     this.signal.error = lost
     // The lock is no longer to be relied on: our keys that are left go now (owner-checked:
     // a new holder's keys stay), retried while the lock would still be valid; the lock
-    // keeps the moment of its loss as its expiration (a release sets 0).
+    // keeps the moment of its loss as its expiration, also while the release is under way
+    // (a release sets 0 at once: found by a soak reading it then).
     const lostAt = Math.min(this.#expiration, Date.now())
-    const release = () => redlock.release(lock, this.settings).catch(noop).then(() => setExpiration(lock, lostAt))
+    const release = () => {
+      const releasing = redlock.release(lock, this.settings)
+      setExpiration(lock, lostAt)
+      return releasing.catch(noop).then(() => setExpiration(lock, lostAt))
+    }
     // (Given up by the user: released now, for `quit()` waits for it; a lock lost, once
     // every loss due in this turn has been told.)
     if (byUser) release()
