@@ -768,6 +768,27 @@ test('quit() ends the operations under way (reason aborted, quit as cause) and e
   t.is(later.reason, 'aborted')
 })
 
+// Found by a soak: a head's first wait subscribes to the release announcements on every
+// node, up to the retry delay on a paused one, and an abort then was heard only after it.
+test('an acquire aborted while it subscribes to the releases on a paused node rejects at once', async (t) => {
+  const all = await servers(t, 3)
+  const holder = new Redlock(clientsFor(t, all))
+  const redlock = new Redlock(clientsFor(t, all, { commandTimeout: 3_000 }), { retryCount: -1, retryDelay: 2_000, retryJitter: 0 })
+  const key = resource(t)
+  await holder.acquire([key], 10_000)
+  await redlock.acquire([`${key}:warm`], 1_000).then((l) => l.release()) // connected
+  all[2].pause()
+  t.teardown(() => all[2].resume())
+  const controller = new AbortController()
+  const pending = redlock.acquire([key], 5_000, { signal: controller.signal })
+  await sleep(100) // the attempt lost on the two others; the subscriptions are under way
+  const abortedAt = Date.now()
+  controller.abort(new Error('user gave up'))
+  const e = await t.throwsAsync(pending, { instanceOf: ExecutionError })
+  t.is(e.reason, 'aborted')
+  t.true(Date.now() - abortedAt < 1_000, `settled ${Date.now() - abortedAt} ms after the abort`)
+})
+
 // Found by a soak: the release of a lost using() lock set its expiration to 0 until that
 // release settled (here: a majority paused, so it waits), then back to the loss moment.
 test('a lost using() lock keeps the moment of its loss as its expiration while its release is under way', async (t) => {

@@ -1045,9 +1045,16 @@ impl Quorum {
             (Some(t), Err(FailureKind::Locked)) => {
                 let (released, subscribed) = t.released();
                 if !subscribed {
-                    // First sign of contention: from now on the line hears releases.
+                    // First sign of contention: from now on the line hears releases. (An
+                    // abort is heard meanwhile: a slow or paused node's subscription can
+                    // take up to the retry delay; found by a soak.)
                     let channels = call.kind.channels(resources);
-                    t.keep_watches(self.watch(&channels, released.clone(), call.settings).await);
+                    let watches = tokio::select! {
+                        biased;
+                        _ = call.aborted() => return Waited::Aborted,
+                        w = self.watch(&channels, released.clone(), call.settings) => w,
+                    };
+                    t.keep_watches(watches);
                 }
                 let wake = (lined(op, resources, call), Some(pace));
                 self.wait_release(t, (op, resources), call, pause, wake)
