@@ -170,7 +170,6 @@ class Redlock extends EventEmitter {
   /** Late votes that arrived before their operation's completion, by id. */
   #early = new Map()
   #nextId = 0
-  /** Keeps the process alive while operations are in flight (ref'd only then). */
   /** Aborted by `quit()`, which ends every operation under way (reason 'aborted'). */
   #closed = undefined
   /** The end of `quit()`, once called: later operations wait for it (see `#quit`). */

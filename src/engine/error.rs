@@ -382,6 +382,8 @@ impl std::error::Error for ArgError {}
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn noperm_names_the_denied_command_not_the_pipeline() {
         let raw = "Pipeline failures: [(Index 0, error: NoPerm: this user has no permissions \
@@ -394,8 +396,6 @@ mod tests {
         );
         assert!(!said.contains("Index"), "{said}");
     }
-
-    use super::*;
 
     #[test]
     fn driver_errors_in_plain_words() {
