@@ -73,6 +73,22 @@ export class TcpProxy extends ProxyBase {
   /** mode: 'pass' | 'delay' | 'blackhole' | 'reset' | 'garbage' */
   relay(client, upstream) {
     const pass = (from, to, replies) => {
+      // The bytes of one direction keep their order, as TCP's do: a chunk sent once the
+      // delay is off (or shorter) waits for those still delayed (found by a soak: they
+      // overtook them, and a client read another command's reply).
+      const queue = []
+      let timer = null
+      const flush = () => {
+        timer = null
+        while (queue.length > 0 && queue[0].at <= Date.now()) queue.shift().deliver()
+        if (queue.length > 0) timer = setTimeout(flush, queue[0].at - Date.now())
+      }
+      const send = (delayMs, deliver) => {
+        if (delayMs <= 0 && queue.length === 0) return deliver()
+        const at = Math.max(Date.now() + delayMs, queue.length > 0 ? queue[queue.length - 1].at : 0)
+        queue.push({ at, deliver })
+        if (timer === null) timer = setTimeout(flush, at - Date.now())
+      }
       from.on('data', (chunk) => {
         if (this.mode === 'blackhole' || this.#silenced.has(from)) return
         if (this.mode === 'reset') {
@@ -82,12 +98,10 @@ export class TcpProxy extends ProxyBase {
         }
         const data = replies && this.mode === 'garbage' ? Buffer.from('?garbage\r\n$-7\r\n*x\r\n') : chunk
         const held = replies ? this.#held.get(from) : undefined
-        if (held !== undefined) setTimeout(() => to.writable && to.write(data), held)
-        else if (this.mode === 'delay') setTimeout(() => to.writable && to.write(data), this.delayMs)
-        else if (to.writable) to.write(data)
+        send(held ?? (this.mode === 'delay' ? this.delayMs : 0), () => to.writable && to.write(data))
       })
       // A close follows the bytes before it (delayed as they are).
-      from.on('close', () => (this.mode === 'delay' ? setTimeout(() => to.destroy(), this.delayMs) : to.destroy()))
+      from.on('close', () => send(this.mode === 'delay' ? this.delayMs : 0, () => to.destroy()))
     }
     pass(client, upstream, false)
     pass(upstream, client, true)
