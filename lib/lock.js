@@ -9,9 +9,11 @@ const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
 /**
  * A fence as a bigint: also from the decimal string `toJSON()` writes (a lock read back
- * from JSON) or a safe integer; anything else is a TypeError naming it.
+ * from JSON) or a safe integer; none (undefined or null) is undefined; anything else is a
+ * TypeError naming it.
  */
 function fenceFrom(fence, name = 'fence') {
+  if (fence === undefined || fence === null) return undefined
   if (typeof fence === 'bigint') return fence
   if ((typeof fence === 'string' && fence.length <= 1000 && /^-?[0-9]+$/.test(fence)) || Number.isSafeInteger(fence)) return BigInt(fence)
   const got = typeof fence === 'string' ? JSON.stringify(fence.slice(0, 40)) : typeof fence
@@ -34,7 +36,8 @@ class Lock {
     this.value = value
     this.#attempts = attempts
     this.expiration = expiration
-    if (fence !== undefined && fence !== null) this.fence = fenceFrom(fence)
+    fence = fenceFrom(fence)
+    if (fence !== undefined) this.fence = fence
     this.kind = kind
     if (hold !== undefined) holdOf.set(this, hold)
   }

@@ -517,7 +517,7 @@ class Redlock extends EventEmitter {
     if (this.#quitting !== undefined) await this.#quitting
     lockArg(lock)
     // (Checked before the call: the Lock it gives carries the fence on.)
-    if (lock.fence !== undefined && lock.fence !== null) fenceFrom(lock.fence, 'lock.fence')
+    fenceFrom(lock.fence, 'lock.fence')
     // (After quit(), aborted as every operation is, whatever a release meanwhile did to it.)
     if (this.#closed !== undefined) throw abortedError(this.#closed, [])
     until ??= lock.expiration

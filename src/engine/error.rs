@@ -43,21 +43,18 @@ fn noperm_words(lower: &str, raw: &str) -> String {
     }
     // (A pipeline's failures are a driver dump: only the command they name is said.)
     let said = match denied_command(raw) {
-        Some(command) => format!("the '{command}' command"),
-        None if lower.contains("pipeline failures") => String::new(),
-        None => raw.to_string(),
+        Some(command) => Some(format!("the '{command}' command")),
+        None if lower.contains("pipeline failures") => None,
+        None => Some(raw.to_string()),
     };
     if lower.contains("command") {
-        let said = if said.is_empty() {
-            said
-        } else {
-            format!(" ({said})")
-        };
+        let said = said.map(|s| format!(" ({s})")).unwrap_or_default();
         return format!(
             "permission denied (NOPERM): this user's ACL does not allow a command the lock uses{said}"
         );
     }
-    format!("permission denied (NOPERM): {said}")
+    let said = said.map(|s| format!(": {s}")).unwrap_or_default();
+    format!("permission denied (NOPERM){said}")
 }
 
 /// The command a NOPERM error names ("... no permissions to run the 'evalsha' command").
