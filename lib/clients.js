@@ -500,14 +500,17 @@ function keyPrefixOf(client) {
   return typeof prefix === 'string' ? prefix : ''
 }
 
-/** A URL with its password masked. */
-function masked(url) {
+/**
+ * The `host:port` of a client's URL or of an ioredis startup node given as a string, and
+ * nothing else of it: ioredis reads a password from `user:pass@host:port` (no scheme) and
+ * from `?password=` too (found by an audit: both were printed).
+ */
+function addressOf(text) {
   try {
-    const u = new URL(url)
-    if (u.password) u.password = '***'
-    return u.toString()
+    const u = new URL(text.includes('//') ? text : `redis://${text}`)
+    return `${u.hostname}:${u.port || 6379}`
   } catch {
-    return '(a URL)'
+    return '(an address)'
   }
 }
 
@@ -522,13 +525,13 @@ function describeClient(client) {
   const o = client?.options
   if (o && typeof o === 'object') {
     if (client.isCluster === true && Array.isArray(client.startupNodes)) {
-      const nodes = client.startupNodes.map(startupNodeOf).map((n) => (typeof n === 'object' ? `${n.host}:${n.port}` : masked(String(n))))
+      const nodes = client.startupNodes.map(startupNodeOf).map((n) => (typeof n === 'object' ? `${n.host}:${n.port}` : addressOf(String(n))))
       return `ioredis Cluster(${nodes.join(', ')})`
     }
     if (typeof client.evalsha === 'function') return `ioredis(${o.host ?? 'localhost'}:${o.port ?? 6379}${o.db ? `/${o.db}` : ''})`
     if (typeof client.sendCommand === 'function') {
       const socket = o.socket || {}
-      return `node-redis(${o.url ? masked(o.url) : `${socket.host ?? 'localhost'}:${socket.port ?? 6379}`})`
+      return `node-redis(${o.url ? addressOf(String(o.url)) : `${socket.host ?? 'localhost'}:${socket.port ?? 6379}`})`
     }
   }
   return Object.prototype.toString.call(client)
