@@ -72,6 +72,7 @@ test('bad client lists are refused', (t) => {
   t.notThrows(() => new Redlock([lazy()], {}, {}), "node-redlock's default: no script given")
   t.throws(() => new Redlock([lazy(), {}]), { instanceOf: TypeError, message: /^clients\[1\] must be/ })
   t.throws(() => new Redlock([null]), { instanceOf: TypeError, message: /^clients\[0\]/ })
+  for (const bad of [NaN, 42, 'redis://x', Symbol('s')]) t.throws(() => new Redlock([bad]), { instanceOf: TypeError, message: /^clients\[0\] must be/ }) // NaN: found by an audit
   t.throws(() => new Redlock([{ get() {}, set() {}, quit() {} }]), { instanceOf: TypeError, message: /^clients\[0\]/ })
   // An object that merely claims to be a client by its prototype is refused too.
   t.throws(() => new Redlock([Object.create(Redis.prototype)]), { instanceOf: TypeError, message: /^clients\[0\]/ })

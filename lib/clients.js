@@ -435,7 +435,8 @@ function nativeClientFor(client, index) {
     return shared.native
   }
   const native = readClient(client, index)
-  if (native !== client) derived.set(client, { native, users: 1 })
+  // (Object.is: NaN is not a client either, and no WeakMap key; found by an audit.)
+  if (!Object.is(native, client)) derived.set(client, { native, users: 1 })
   return native
 }
 
