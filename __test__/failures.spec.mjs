@@ -967,6 +967,21 @@ test('resource names that are not well-formed Unicode (lone surrogates) are refu
   await fenced.releaseLock('job\uFFFD', true)
 })
 
+// Found by an audit: a mutex on 'redlock-rs:nodes' took the restart records' place, and one on
+// '{R}:redlock-rs:fence' was overwritten by R's fencing counter.
+test("resource names that are the library's own keys are refused, by every call that names a resource", async (t) => {
+  const redlock = new Redlock([new lib.MemoryStore()])
+  for (const name of ['redlock-rs:nodes', 'redlock-rs:data-lost', '{R}:redlock-rs:fence', '{R}:redlock-rs:sem:0', 'x:redlock-rs:tagged:fence']) {
+    await t.throwsAsync(redlock.acquire(['ok', name], 1_000), { instanceOf: TypeError, message: /^resources\[1\] is a key of redlock-rs' own/ })
+    await t.throwsAsync(redlock.using([name], 1_000, async () => t.fail()), { instanceOf: TypeError })
+    await t.throwsAsync(redlock.acquireLock(name, 1_000), { instanceOf: TypeError, message: /^resource is a key of redlock-rs' own/ })
+    t.throws(() => redlock.semaphore(name, 2), { instanceOf: TypeError, message: /^resource is a key/ })
+    t.throws(() => redlock.readWriteLock(name), { instanceOf: TypeError, message: /^resource is a key/ })
+  }
+  // Names that merely mention it are fine.
+  for (const name of ['redlock-rs', 'my-redlock-rs:job', 'jobs:redlock-rs']) await (await redlock.acquire([name], 1_000)).release()
+})
+
 test('the resources of a Lock are the names locked, whatever the caller does with its array meanwhile', async (t) => {
   const store = new lib.MemoryStore()
   const redlock = new Redlock([store], { retryCount: 0 })

@@ -138,12 +138,23 @@ function wellFormed(resources) {
   return true
 }
 
-/** `index`: the place of `value` in the array `name` (its name is built only for the error). */
+/**
+ * Throws a TypeError naming a resource that is not well-formed Unicode (see wellFormed), or
+ * that is one of the library's own keys (`redlock-rs:nodes`, `{r}:redlock-rs:fence`, ...):
+ * locked as a mutex it would take the key's place (found by an audit: the restart records
+ * or a fencing counter were overwritten). `index`: the place of `value` in the array
+ * `name` (its name is built only for the error).
+ */
 function wellFormedName(value, name, index) {
-  if (typeof value === 'string' && !value.isWellFormed()) {
-    const named = index === undefined ? name : `${name}[${index}]`
-    throw new TypeError(`${named} must be well-formed Unicode: it has a lone surrogate.`)
+  if (typeof value !== 'string') return
+  if (!value.isWellFormed()) {
+    throw new TypeError(`${named(name, index)} must be well-formed Unicode: it has a lone surrogate.`)
+  }
+  if (value.startsWith('redlock-rs:') || value.includes(':redlock-rs:')) {
+    throw new TypeError(`${named(name, index)} is a key of redlock-rs' own (it starts with 'redlock-rs:' or has ':redlock-rs:' in it): give the resource another name.`)
   }
 }
+
+const named = (name, index) => (index === undefined ? name : `${name}[${index}]`)
 
 module.exports = { Lock, fenceFrom, holdFor, lockArg, setExpiration, wellFormed, wellFormedName }
