@@ -72,10 +72,22 @@ pub fn non_negative_ms(name: &str, value: f64) -> Result<u64, ArgError> {
 pub fn tls_pem(ctx: &str, tls: &TlsConfig) -> Result<(), ArgError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    // The CA's certificates are read as trust anchors too, as a connect does (found by an
+    // audit: PEM armour around something else passed, and failed every connect instead).
     let certs = |field: &str, pem: &str| match CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
     {
-        Ok(list) if !list.is_empty() => Ok(()),
+        Ok(list) if field != "ca" && !list.is_empty() => Ok(()),
+        Ok(list) if !list.is_empty() => {
+            let mut roots = rustls::RootCertStore::empty();
+            match list.into_iter().try_for_each(|c| roots.add(c)) {
+                Ok(()) => Ok(()),
+                Err(_) => Err(ArgError::type_error(format!(
+                    "{ctx}.{field} must be PEM text of certificates (-----BEGIN CERTIFICATE-----); \
+                     one of them is not an X.509 certificate."
+                ))),
+            }
+        }
         _ => Err(ArgError::type_error(format!(
             "{ctx}.{field} must be PEM text of certificates (-----BEGIN CERTIFICATE-----); \
              none could be read from it."
@@ -87,12 +99,19 @@ pub fn tls_pem(ctx: &str, tls: &TlsConfig) -> Result<(), ArgError> {
     match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             certs("cert", cert)?;
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
+            let no_key = || {
                 ArgError::type_error(format!(
                     "{ctx}.key must be PEM text of a private key (-----BEGIN PRIVATE KEY-----); \
                      none could be read from it."
                 ))
-            })?;
+            };
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| no_key())?;
+            // The key itself is read too (RSA, ECDSA or Ed25519), as a connect would.
+            let provider = rustls::crypto::ring::default_provider();
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|_| no_key())?;
             Ok(())
         }
         (None, None) => Ok(()),
@@ -152,6 +171,9 @@ mod tests {
     use super::*;
     use crate::engine::error::ArgErrorKind;
 
+    const NOT_A_CERT: &str = "-----BEGIN CERTIFICATE-----\nQUFBQUFBQUFBQUFB\n-----END CERTIFICATE-----\n";
+    const NOT_A_KEY: &str = "-----BEGIN PRIVATE KEY-----\nQUFBQUFBQUFBQUFB\n-----END PRIVATE KEY-----\n";
+
     #[test]
     fn tls_pem_names_the_field_that_holds_no_pem() {
         let tls = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| TlsConfig {
@@ -165,6 +187,10 @@ mod tests {
             (tls(Some("garbage"), None, None), "o.tls.ca must be PEM"),
             (tls(Some(""), None, None), "o.tls.ca must be PEM"),
             (tls(None, Some("x"), Some("y")), "o.tls.cert must be PEM"),
+            // PEM armour around something else (found by an audit: it failed every
+            // connect instead).
+            (tls(Some(NOT_A_CERT), None, None), "o.tls.ca must be PEM"),
+            (tls(None, Some(NOT_A_CERT), Some(NOT_A_KEY)), "o.tls.key must be PEM"),
             (
                 tls(None, Some("x"), None),
                 "o.tls.cert and o.tls.key go together",
