@@ -199,6 +199,36 @@ test('TLS: servername checks the certificate against a name other than the host;
     t.throws(() => client(tls), { instanceOf: TypeError, message: field })
   }
   t.throws(() => new RedisJsClient({ url: `rediss://127.0.0.1:${tlsPort}`, socket: { tls: true, ca: 'garbage' } }), { instanceOf: TypeError, message: /\.ca must be PEM text/ })
+  // PEM armour around something else (found by an audit: it failed every connect instead).
+  const armoured = '-----BEGIN CERTIFICATE-----\nQUFBQUFBQUFBQUFB\n-----END CERTIFICATE-----\n'
+  t.throws(() => client({ ca: armoured }), { instanceOf: TypeError, message: /options\.tls\.ca must be PEM text of certificates.*not an X\.509 certificate/ })
+  // Node's TLS options the connection cannot honour are refused, not left unread (found by
+  // an audit: a checkServerIdentity that allowed the address was dropped).
+  t.throws(() => client({ ca, checkServerIdentity: () => undefined }), { instanceOf: TypeError, message: /options\.tls\.checkServerIdentity is not supported.*options\.tls\.servername/ })
+  t.throws(() => client({ ca, cert, key, passphrase: 'x' }), { instanceOf: TypeError, message: /options\.tls\.passphrase is not supported/ })
+
+  // An ioredis client's encrypted key and its passphrase (node:tls takes both) are read.
+  const IORedis = require('ioredis')
+  const { createPrivateKey } = await import('node:crypto')
+  const encrypted = createPrivateKey(key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'open sesame' })
+  const io = new IORedis({ host: '127.0.0.1', port: tlsPort, lazyConnect: true, tls: { ca, cert, key: encrypted, passphrase: 'open sesame', servername: 'redis.test' } })
+  t.teardown(() => io.disconnect())
+  const migrated = new Redlock([io], { retryCount: 0 })
+  t.teardown(() => migrated.quit())
+  await (await migrated.acquire([resource(t)], 1_000)).release()
+  const badPhrase = new IORedis({ host: '127.0.0.1', port: tlsPort, lazyConnect: true, tls: { ca, cert, key: encrypted, passphrase: 'wrong' } })
+  t.teardown(() => badPhrase.disconnect())
+  t.throws(() => new Redlock([badPhrase]), { instanceOf: TypeError, message: /TLS key could not be read with its passphrase/ })
+  // Its own checkServerIdentity: Node's default is what the connection does; another is refused.
+  const tls = await import('node:tls')
+  const checked = new IORedis({ host: '127.0.0.1', port: tlsPort, lazyConnect: true, tls: { ca, cert, key, servername: 'redis.test', checkServerIdentity: tls.checkServerIdentity } })
+  t.teardown(() => checked.disconnect())
+  const withDefault = new Redlock([checked], { retryCount: 0 })
+  t.teardown(() => withDefault.quit())
+  await (await withDefault.acquire([resource(t)], 1_000)).release()
+  const lenient = new IORedis({ host: '127.0.0.1', port: tlsPort, lazyConnect: true, tls: { ca, checkServerIdentity: () => undefined } })
+  t.teardown(() => lenient.disconnect())
+  t.throws(() => new Redlock([lenient]), { instanceOf: TypeError, message: /checkServerIdentity is not supported/ })
 })
 
 test('a Redis Cluster over TLS with a private CA: the CA reaches every shard\'s connection', async (t) => {

@@ -2,7 +2,9 @@
 // The client classes (Redis, Cluster, MemoryStore, RedisJsClient) on the native client, and
 // the migration from JS clients: reading ioredis / node-redis client options.
 
+const { createPrivateKey } = require('node:crypto')
 const { EventEmitter } = require('node:events')
+const nodeTls = require('node:tls')
 const { inspect } = require('node:util')
 
 const { NativeClient } = require('./native.js')
@@ -291,7 +293,24 @@ const pem = (v) => (v == null ? undefined : Buffer.isBuffer(v) ? v.toString('utf
 function tlsOf(tls) {
   if (!tls) return undefined
   if (tls === true) return true
-  return { ca: pem(tls.ca), cert: pem(tls.cert), key: pem(tls.key), servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized }
+  // Node's default check is what the connection does; any other function it cannot run
+  // (the native option refuses it, naming servername instead).
+  const check = tls.checkServerIdentity === nodeTls.checkServerIdentity ? undefined : tls.checkServerIdentity
+  return { ca: pem(tls.ca), cert: pem(tls.cert), key: decrypted(tls), servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, checkServerIdentity: check }
+}
+
+/**
+ * The client key of an ioredis or node-redis client's TLS options, decrypted when it comes
+ * with a passphrase (node:tls takes both; found by an audit: such a key was refused).
+ */
+function decrypted(tls) {
+  const key = pem(tls.key)
+  if (key === undefined || tls.passphrase == null) return key
+  try {
+    return createPrivateKey({ key, passphrase: tls.passphrase }).export({ type: 'pkcs8', format: 'pem' })
+  } catch (error) {
+    throw new TypeError(`the client's TLS key could not be read with its passphrase (${error.code ?? error.message}).`)
+  }
 }
 
 /**

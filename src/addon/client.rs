@@ -14,7 +14,7 @@ use crate::addon::js::{
 use crate::addon::reply::Reply;
 use crate::engine::args;
 use crate::engine::config::{NodeConfig, SentinelConfig, TlsConfig};
-use crate::engine::error::NodeError;
+use crate::engine::error::{ArgError, NodeError};
 use crate::engine::memory::MemoryStore;
 use crate::engine::node::Node;
 
@@ -148,6 +148,27 @@ fn opt_pem(env: &Env, o: &Object, ctx: &str, key: &str) -> Result<Option<String>
     Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }
 
+/// Node's TLS options the connection cannot honour, refused rather than left unread (found
+/// by an audit: a `checkServerIdentity` that allowed an IP address was dropped, and every
+/// connect failed on the certificate's name): a function the engine cannot run, and an
+/// encrypted key (the JavaScript layer decrypts an ioredis or node-redis client's).
+fn unsupported_tls(env: &Env, o: &Object, ctx: &str) -> Result<()> {
+    let given = |name: &str| Ok::<_, napi::Error>(!matches!(field(o, name)?, Val::Missing(_)));
+    if given("checkServerIdentity")? {
+        return Err(js::throw(env, ArgError::type_error(format!(
+            "{ctx}.checkServerIdentity is not supported (the connection is made in Rust, which cannot call it): \
+             give {ctx}.servername, the name the server's certificate is for, or {ctx}.rejectUnauthorized: false."
+        ))));
+    }
+    if given("passphrase")? {
+        return Err(js::throw(env, ArgError::type_error(format!(
+            "{ctx}.passphrase is not supported: give {ctx}.key decrypted, e.g. \
+             crypto.createPrivateKey({{ key, passphrase }}).export({{ type: 'pkcs8', format: 'pem' }})."
+        ))));
+    }
+    Ok(())
+}
+
 /// A TLS option named `ctx` (`options.tls`, `options.sentinelTLS`): `true`, or an object
 /// whose `ca`, `cert` and `key` are PEM strings or Buffers (or arrays of them), as Node's
 /// `tls.connect` takes them.
@@ -159,6 +180,7 @@ fn tls_option(env: &Env, ctx: &str, v: Val) -> Result<Option<TlsConfig>> {
             ..TlsConfig::default()
         })),
         Val::Object(o) => {
+            unsupported_tls(env, &o, ctx)?;
             let tls = TlsConfig {
                 ca: opt_pem(env, &o, ctx, "ca")?,
                 cert: opt_pem(env, &o, ctx, "cert")?,
