@@ -708,3 +708,36 @@ test("a quorum reached with no validity left says so in the error's cause", asyn
   t.is(e.reason, 'quorum-unavailable')
   t.regex(e.cause.message, /no validity was left/)
 })
+
+// Found by an audit: a resource whose key is a hash or a list (the application's own data
+// under the same name) was read as node failures ('quorum-unavailable', 'clientError'
+// events, acquireLock null); node-redlock reads it as locked, and so do we now.
+test('a resource whose key holds another type of value (a hash, a list) is locked by someone else, not a node failure', async (t) => {
+  const list = servers.slice(0, 3)
+  for (const kind of ['native', 'ioredis']) {
+    const { redlock } = redlockOf(t, kind, list, { retryCount: 1, retryDelay: 10 })
+    const failures = []
+    redlock.on('clientError', (e) => failures.push(e))
+    for (const [type, fill] of [['hash', (k) => ['HSET', k, 'f', 'v']], ['list', (k) => ['RPUSH', k, 'a']]]) {
+      const key = `${resource(t)}:${kind}:${type}`
+      for (const s of list) await s.command(...fill(key))
+      const error = await t.throwsAsync(redlock.acquire([key], 1_000), { instanceOf: ExecutionError })
+      t.is(error.reason, 'locked', `${kind} ${type}`)
+      const [stats] = await Promise.all(error.attempts)
+      t.is(stats.votesAgainst.size, 3)
+      t.true([...stats.votesAgainst.values()].every((e) => e instanceof ResourceLockedError))
+      t.false(await redlock.acquireLock(key, 1_000))
+      // Fenced (a script rather than SET NX), the same.
+      const fenced = await t.throwsAsync(redlock.acquire([key], 1_000, { fencing: true }), { instanceOf: ExecutionError })
+      t.is(fenced.reason, 'locked')
+      // A lock whose key became another type meanwhile: extending it says so, releasing it is done.
+      const other = `${key}:later`
+      const lock = await redlock.acquire([other], 5_000)
+      for (const s of list) await s.command('DEL', other).then(() => s.command(...fill(other)))
+      await t.throwsAsync(lock.extend(5_000), { instanceOf: ExecutionError })
+      await t.notThrowsAsync(lock.release())
+      t.deepEqual(await Promise.all(list.map((s) => s.command('TYPE', key))), [type, type, type], 'the data is left as it was')
+    }
+    t.deepEqual(failures, [])
+  }
+})

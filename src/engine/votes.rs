@@ -274,7 +274,22 @@ fn set_answer(
             node.lacks_set_nx_get();
             return None;
         }
-        Err(e) => failed(e),
+        Err(e) => not_a_lock(Op::Acquire { ttl_ms: 0 }, &e).unwrap_or_else(|| failed(e)),
+    })
+}
+
+/// A key of another type where the lock's key would be (the resource's name is a hash or
+/// a list's too): the lock is not ours there, as when another owner holds it, and not a
+/// node failure (found by an audit: `acquireLock` answered `null`, and `'clientError'`
+/// fired, where node-redlock, whose scripts ask only whether the key exists, says
+/// locked). A release has nothing of ours to remove there.
+fn not_a_lock(op: Op, e: &NodeError) -> Option<Answer> {
+    let NodeError::Reply { line, .. } = e else {
+        return None;
+    };
+    line.contains("WRONGTYPE").then(|| match op {
+        Op::Release => (Vote::For, None, None, None),
+        _ => (Vote::Locked, None, None, Some(OTHER_OWNER)),
     })
 }
 
@@ -290,7 +305,7 @@ fn script_answer(
     use redis::Value::{BulkString, Int};
     let reply = match reply {
         Ok(reply) => reply,
-        Err(e) => return failed(e),
+        Err(e) => return not_a_lock(op, &e).unwrap_or_else(|| failed(e)),
     };
     if how == How::Line {
         return match reply {
