@@ -211,8 +211,9 @@ export type Settings = NodeRedlockSettings &
 export type CallSettings = Partial<Settings> & {
   /**
    * Aborting it while the call waits or retries rejects at once with an ExecutionError
-   * whose `reason` is `'aborted'`, and removes any keys the attempt set (an extend that
-   * already reached nodes is not undone there: the Lock keeps its old expiration).
+   * whose `reason` is `'aborted'`, and removes any keys the attempt set (in the
+   * background on a node slower than a round trip; an extend that already reached nodes
+   * is not undone there: the Lock keeps its old expiration).
    */
   signal?: AbortSignal
 }

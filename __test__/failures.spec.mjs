@@ -1624,3 +1624,61 @@ test("using(): a Lock returned by the routine's own extend can be extended again
     t.true(lock.expiration > Date.now() + 500)
   })
 })
+
+// Found by an audit: an acquire aborted while a node that voted for it was busy (here a
+// `WAIT` of waitReplicas, which holds the connection) rejected only once the removal of
+// its key there was answered: up to the command time-out.
+test('settings.signal: an acquire aborted while a node that voted for it is busy rejects at once; its key there is removed after', async (t) => {
+  const all = await servers(t, 3)
+  const redlock = new Redlock(clientsFor(t, all, { commandTimeout: 5_000 }), { waitReplicas: 1, retryCount: 0 })
+  const key = resource(t)
+  const controller = new AbortController()
+  // No replicas: each node's WAIT blocks its connection for the attempt's window.
+  const acquiring = redlock.acquire([key], 4_000, { signal: controller.signal })
+  await sleep(300)
+  const aborted = Date.now()
+  controller.abort()
+  const error = await t.throwsAsync(acquiring, { instanceOf: ExecutionError })
+  t.is(error.reason, 'aborted')
+  t.true(Date.now() - aborted < 2_000, `rejected ${Date.now() - aborted} ms after the abort (the WAIT lasts about 3.5 s more)`)
+  // The removal went out behind the WAIT, and lands when it ends.
+  await eventually(async () => (await valuesOn(all, key)).every((v) => v === null), 8_000)
+})
+
+// Found by an audit: an acquire aborted while its first wait's SUBSCRIBE was unanswered cut
+// the subscription from its bookkeeping: the server kept the channel subscribed for good
+// (one more per such abort), never unsubscribed.
+test('settings.signal: acquires aborted while their subscription to the release announcements is under way leave no channel subscribed', async (t) => {
+  const [server] = await servers(t, 1)
+  const { TcpProxy } = await import('../scripts/tcp-proxy.mjs')
+  const proxy = await new TcpProxy(server.port).start()
+  t.teardown(() => proxy.stop())
+  const redlock = new Redlock([new Redis({ port: proxy.port, commandTimeout: 4_000 })], { retryCount: 3, retryDelay: 5_000, retryJitter: 0 })
+  t.teardown(() => redlock.quit())
+  // A wait opens the announcements' connection (after the command connection).
+  const name = resource(t)
+  await server.command('SET', `${name}:warm`, 'other', 'PX', 60_000)
+  const warm = new AbortController()
+  const warming = redlock.acquire([`${name}:warm`], 1_000, { signal: warm.signal })
+  await eventually(async () => proxy.sockets.size === 4, 3_000).catch(() => t.fail(`sockets: ${proxy.sockets.size}`))
+  await sleep(100)
+  warm.abort()
+  await t.throwsAsync(warming)
+  // The announcements' connection, opened last, lags 1.5 s.
+  proxy.hold(1_500, [...proxy.sockets].slice(2))
+  const keys = [0, 1, 2, 3, 4].map((i) => `${name}:${i}`)
+  for (const key of keys) await server.command('SET', key, 'other', 'PX', 60_000)
+  await Promise.all(
+    keys.map(async (key) => {
+      const controller = new AbortController()
+      const acquiring = redlock.acquire([key], 1_000, { signal: controller.signal })
+      await sleep(200) // its attempt was refused: it subscribes, and waits for the answer
+      controller.abort()
+      t.is((await t.throwsAsync(acquiring)).reason, 'aborted')
+    }),
+  )
+  const channels = async () => (await server.command('PUBSUB', 'CHANNELS', '*')).filter((c) => keys.some((k) => c.endsWith(k)))
+  // Once the subscription is answered, nobody listens: it is taken back.
+  await eventually(async () => (await channels()).length === 0, 6_000).catch(() => {})
+  t.deepEqual(await channels(), [])
+})

@@ -57,9 +57,12 @@ export class TcpProxy extends ProxyBase {
   /** The connections open now whose replies lag (see `hold`), by socket: by how long. */
   #held = new WeakMap()
 
-  /** The replies on the connections open now lag `ms` (a slow link); new ones pass. */
-  hold(ms) {
-    for (const s of this.sockets) this.#held.set(s, ms)
+  /**
+   * The replies on the connections open now lag `ms` (a slow link); new ones pass. `only`:
+   * some of the open sockets (`[...proxy.sockets]` is in the order they opened).
+   */
+  hold(ms, only = this.sockets) {
+    for (const s of only) this.#held.set(s, ms)
   }
 
   /**

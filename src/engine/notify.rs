@@ -305,30 +305,59 @@ impl Subscriber {
             // listeners it had: wake this one too, so that it subscribes again.
             signal.wake();
         }
-        let Some(sink) = &self.sink else {
+        if self.sink.is_none() {
             return Ok(watch);
+        }
+        // On a task of its own: a caller that stops waiting (an aborted acquire) must not
+        // cut the SUBSCRIBE from its bookkeeping, or the channel stays subscribed for good,
+        // never pruned (found by an audit: one channel more per such abort).
+        let (this, channels) = (self.clone(), channels.to_vec());
+        let subscribing = tokio::spawn(async move { this.subscribe(&channels).await });
+        subscribing.await.unwrap_or_else(|_| {
+            Err(NodeError::Command {
+                addr: String::new(),
+                reason: "the subscription ended".into(),
+            })
+        })?;
+        Ok(watch)
+    }
+
+    /// Subscribes to those of `channels` not subscribed yet that someone still listens to
+    /// (its caller may have stopped waiting while an earlier subscription was answered),
+    /// and notes them.
+    async fn subscribe(&self, channels: &[String]) -> Result<(), NodeError> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
         };
         let mut subscribed = self.subscribed.lock().await;
-        let fresh: Vec<&String> = channels
-            .iter()
-            .filter(|c| !subscribed.contains(*c))
-            .collect();
+        let fresh: Vec<&String> = {
+            let listeners = self.lock();
+            channels
+                .iter()
+                .filter(|c| !subscribed.contains(*c) && listeners.contains_key(*c))
+                .collect()
+        };
         if !fresh.is_empty() {
             let mut sink = sink.clone();
             let timeout = || NodeError::Timeout {
                 addr: String::new(),
                 ms: self.command_timeout.as_millis() as u64,
             };
-            timer::timeout(self.command_timeout, sink.subscribe(&fresh))
-                .await
-                .map_err(|_| timeout())?
-                .map_err(|e| NodeError::Command {
+            let answer = timer::timeout(self.command_timeout, sink.subscribe(&fresh)).await;
+            if let Ok(Err(e)) = answer {
+                return Err(NodeError::Command {
                     addr: String::new(),
                     reason: e.to_string(),
-                })?;
+                });
+            }
+            // Subscribed, or still on its way (no answer in time): noted either way, so
+            // that a prune takes it back once nobody listens.
             subscribed.extend(fresh.into_iter().cloned());
+            if answer.is_err() {
+                return Err(timeout());
+            }
         }
-        Ok(watch)
+        Ok(())
     }
 
     /// Unsubscribes from the channels nobody listens to any more.

@@ -1368,6 +1368,11 @@ impl Quorum {
         };
         let _ = final_tx.send(outcome.is_ok());
         let kept = match outcome {
+            Err(FailureKind::Aborted) if matches!(op, Op::Acquire { .. }) => {
+                self.clean_up_abort(&ballot, &strays, &commands, started)
+                    .await;
+                false
+            }
             Err(_) if matches!(op, Op::Acquire { .. }) => {
                 self.clean_up_loss(&ballot, &strays, &commands).await
             }
@@ -1449,6 +1454,38 @@ impl Quorum {
         // heads, not while another owner holds it on a quorum or nodes fail: neither
         // passes in milliseconds (the head then waits for a release).
         kept_here && !quiet && ballot.tally.failed == 0
+    }
+
+    /// Removes what an aborted acquire attempt set, as a loss's cleanup does, but waits for
+    /// it no longer than the attempt had taken (a round trip, [`ABORT_GRACE`] at least):
+    /// an abort rejects at once. The removal goes on in the background where a node is
+    /// slow (found by an audit: a node that voted for the lock and then stalled, or a
+    /// `WAIT` of `waitReplicas` on the connection, held the rejection for the command
+    /// time-out); `quit()` still waits for it.
+    async fn clean_up_abort(
+        &self,
+        ballot: &Ballot,
+        strays: &[usize],
+        commands: &Commands,
+        started: Instant,
+    ) {
+        let limit = self.command_timeout();
+        let quiet = ballot.held_elsewhere();
+        let (script, release, answered) = self.cleanup_targets(&ballot.votes, strays, commands, quiet);
+        let done: Vec<_> = answered
+            .into_iter()
+            .map(|node| {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let (node, release) = (node.clone(), release.clone());
+                self.spawn_within(limit, async move {
+                    let _ = node.eval::<i64>(script, &release).await;
+                    let _ = tx.send(());
+                });
+                rx
+            })
+            .collect();
+        let grace = started.elapsed().max(ABORT_GRACE).min(limit);
+        let _ = timer::timeout(grace, futures::future::join_all(done)).await;
     }
 
     /// One deadline for the whole attempt: no node waits past its command time-out, past
@@ -1752,6 +1789,34 @@ impl Quorum {
         quiet: bool,
     ) -> bool {
         let limit = self.command_timeout();
+        let (script, release, answered) = self.cleanup_targets(votes, strays, commands, quiet);
+        let released = timer::timeout(
+            limit,
+            futures::future::join_all(
+                answered
+                    .into_iter()
+                    .map(|node| node.eval::<i64>(script, &release)),
+            ),
+        )
+        .await;
+        // Only the line's release says "kept for your ticket"; the others count the keys
+        // they deleted (two, for a lock on two resources).
+        let line = std::ptr::eq(script, &*LINE_RELEASE_SCRIPT);
+        line && released.is_ok_and(|r| r.iter().any(|r| matches!(r, Ok(KEPT_FOR_OWN))))
+    }
+
+    /// What removes what a failed acquire may have set, and where: the release (`quiet`:
+    /// not announced), sent at once in the background to the nodes that never answered,
+    /// and the nodes that did answer, for the caller to send it to (see
+    /// [`Quorum::cleanup`]).
+    fn cleanup_targets<'n>(
+        &'n self,
+        votes: &[Option<Vote>],
+        strays: &[usize],
+        commands: &Commands,
+        quiet: bool,
+    ) -> (&'static LockScript, Arc<redis::Cmd>, Vec<&'n Arc<Node>>) {
+        let limit = self.command_timeout();
         let release = match commands.quiet_release().filter(|_| quiet) {
             Some(r) => r,
             None => commands.release().clone(),
@@ -1781,19 +1846,7 @@ impl Quorum {
                 });
             }
         }
-        let released = timer::timeout(
-            limit,
-            futures::future::join_all(
-                answered
-                    .into_iter()
-                    .map(|node| node.eval::<i64>(script, &release)),
-            ),
-        )
-        .await;
-        // Only the line's release says "kept for your ticket"; the others count the keys
-        // they deleted (two, for a lock on two resources).
-        let line = std::ptr::eq(script, &*LINE_RELEASE_SCRIPT);
-        line && released.is_ok_and(|r| r.iter().any(|r| matches!(r, Ok(KEPT_FOR_OWN))))
+        (script, release, answered)
     }
 
     /// `WAIT replicas` on the nodes that voted for the lock (on the connection that wrote
@@ -2219,6 +2272,10 @@ const WAKE_SPREAD: Duration = Duration::from_millis(2);
 /// How long a head whose process just had its hand-overs in a row lets the other
 /// processes' heads try first, after the release that ended them.
 const YIELD_GRACE: Duration = Duration::from_millis(3);
+
+/// The least an aborted acquire waits for the removal of what it set before it rejects
+/// (see [`Quorum::clean_up_abort`]): a local node's round trip, with room.
+const ABORT_GRACE: Duration = Duration::from_millis(20);
 
 /// A lock the seed API holds: its value, fence, expiration, and when its keys are gone
 /// from every node for sure (ms since the epoch).
