@@ -268,6 +268,27 @@ test('a shard whose master is down does not hold up locks on the other shards (c
   t.is(e.reason, 'quorum-unavailable')
 })
 
+// Found by an audit: a client made while one master was frozen (SIGSTOP, a hung host)
+// spent its whole connect time-out on that master, and could reach no shard at all until
+// a failover.
+test('a Cluster client made while one master is frozen reaches the other shards', async (t) => {
+  const servers = await ownCluster(t)
+  const key = resource(t)
+  const frozen = await ownerOf(servers, key)
+  let alive = null
+  for (let n = 0; alive === null; n++) {
+    if ((await ownerOf(servers, `${key}:${n}`)) !== frozen) alive = `${key}:${n}`
+  }
+  frozen.pause()
+  t.teardown(() => frozen.resume())
+  const healthy = servers.filter((s) => s !== frozen).map((s) => ({ host: '127.0.0.1', port: s.port }))
+  const cluster = new Cluster(healthy, { connectTimeout: 1_500, commandTimeout: 1_000 })
+  t.teardown(() => cluster.quit())
+  await cluster.set(alive, 'v')
+  t.is(await cluster.get(alive), 'v')
+  await t.throwsAsync(cluster.get(key), { message: /no reply within|could not be reached/ })
+})
+
 // Found by an audit: a startup node's URL lost its credentials (NOAUTH on a cluster with a
 // password), ioredis' redisOptions and port-number startup nodes were not read.
 test('startup nodes as URLs with credentials, as port numbers, and redisOptions give every node its password', async (t) => {

@@ -171,8 +171,10 @@ mod tests {
     use super::*;
     use crate::engine::error::ArgErrorKind;
 
-    const NOT_A_CERT: &str = "-----BEGIN CERTIFICATE-----\nQUFBQUFBQUFBQUFB\n-----END CERTIFICATE-----\n";
-    const NOT_A_KEY: &str = "-----BEGIN PRIVATE KEY-----\nQUFBQUFBQUFBQUFB\n-----END PRIVATE KEY-----\n";
+    const NOT_A_CERT: &str =
+        "-----BEGIN CERTIFICATE-----\nQUFBQUFBQUFBQUFB\n-----END CERTIFICATE-----\n";
+    const NOT_A_KEY: &str =
+        "-----BEGIN PRIVATE KEY-----\nQUFBQUFBQUFBQUFB\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn tls_pem_names_the_field_that_holds_no_pem() {
@@ -190,7 +192,10 @@ mod tests {
             // PEM armour around something else (found by an audit: it failed every
             // connect instead).
             (tls(Some(NOT_A_CERT), None, None), "o.tls.ca must be PEM"),
-            (tls(None, Some(NOT_A_CERT), Some(NOT_A_KEY)), "o.tls.key must be PEM"),
+            (
+                tls(None, Some(NOT_A_CERT), Some(NOT_A_KEY)),
+                "o.tls.key must be PEM",
+            ),
             (
                 tls(None, Some("x"), None),
                 "o.tls.cert and o.tls.key go together",

@@ -1471,7 +1471,8 @@ impl Quorum {
     ) {
         let limit = self.command_timeout();
         let quiet = ballot.held_elsewhere();
-        let (script, release, answered) = self.cleanup_targets(&ballot.votes, strays, commands, quiet);
+        let (script, release, answered) =
+            self.cleanup_targets(&ballot.votes, strays, commands, quiet);
         let done: Vec<_> = answered
             .into_iter()
             .map(|node| {

@@ -113,6 +113,26 @@ pub fn parse_shards(slots: &Value, infos: &Value, now: Instant) -> Result<Vec<Sh
     Ok(shards)
 }
 
+/// The addresses of the masters `CLUSTER SLOTS` names, each once, as `(host, port)`.
+pub fn master_addrs(slots: &Value) -> Result<Vec<(String, u16)>, String> {
+    let Value::Array(entries) = slots else {
+        return Err("CLUSTER SLOTS: not an array".into());
+    };
+    let mut addrs: Vec<(String, u16)> = Vec::new();
+    for entry in entries {
+        let (_, _, addr) = slot_entry(entry)?;
+        let parsed = addr
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)));
+        match parsed {
+            Some(a) if !addrs.contains(&a) => addrs.push(a),
+            Some(_) => {}
+            None => return Err("CLUSTER SLOTS: an entry of another shape".into()),
+        }
+    }
+    Ok(addrs)
+}
+
 /// `[from, to, [host, port, ...], replicas...]` of `CLUSTER SLOTS`.
 fn slot_entry(entry: &Value) -> Result<(u16, u16, String), String> {
     let bad = || "CLUSTER SLOTS: an entry of another shape".to_string();
@@ -183,6 +203,20 @@ mod tests {
         bulk(&format!(
             "# Server\r\nrun_id:{run_id}\r\nuptime_in_seconds:{uptime}\r\n"
         ))
+    }
+
+    #[test]
+    fn master_addrs_names_each_master_once() {
+        let slots = Value::Array(vec![
+            entry(10923, 16383, 7002),
+            entry(0, 5460, 7000),
+            entry(100, 200, 7002),
+        ]);
+        assert_eq!(
+            master_addrs(&slots),
+            Ok(vec![("127.0.0.1".into(), 7002), ("127.0.0.1".into(), 7000)])
+        );
+        assert!(master_addrs(&Value::Int(1)).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::plain;
 use super::tls::{certificates, connection_addr, tcp_settings};
 use crate::engine::config::NodeConfig;
 use crate::engine::error::NodeError;
-use crate::engine::shards::{parse_shards, Shard};
+use crate::engine::shards::{master_addrs, parse_shards, Shard};
 use crate::engine::timer;
 
 /// Connects to a Redis Cluster through its startup nodes (slots, MOVED/ASK and topology
@@ -35,8 +35,12 @@ pub(super) async fn connect_cluster(
             addr: addr.clone(),
             reason: plain(&e),
         })?;
+    // Each shard's connection gets a third of the connect time-out: one frozen master
+    // (SIGSTOP, a hung host) then leaves the others connected in time, and the slots they
+    // serve usable (found by an audit: it used the whole time-out, so a client made
+    // meanwhile could reach no shard until a failover).
     let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
-        .connection_timeout(config.connect_timeout)
+        .connection_timeout(config.connect_timeout / 3)
         .response_timeout(config.command_timeout)
         .retries(2)
         // redis-rs waits 1.28 s at least before it retries a TRYAGAIN, CLUSTERDOWN or
@@ -80,29 +84,46 @@ pub(super) async fn connect_cluster(
 
 /// The shards of the cluster behind `c`, each with its master's identity, read now within
 /// `wait` (`None` when the ACL forbids `INFO`). `Err`: why they could not be read.
+/// Each master is asked on its own, for half the time left: one that does not answer
+/// (frozen, down) leaves its own shard out, whose slots then sit out, not every shard
+/// (found by an audit: a client made while a master was frozen failed every acquire).
 pub(super) async fn read_shards(
     c: &mut ClusterConnection,
     wait: Duration,
 ) -> Result<Option<Vec<Shard>>, String> {
-    use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
-    let work = async {
-        let mut slots = redis::cmd("CLUSTER");
-        slots.arg("SLOTS");
-        let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-        let slots = c.route_command(slots, random).await?;
-        // The default sections: `server` and `replication` (was it promoted?).
-        let info = redis::cmd("INFO");
-        let masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        let infos = c.route_command(info, masters).await?;
-        Ok::<_, redis::RedisError>((slots, infos))
-    };
-    let (slots, infos) = match timer::timeout(wait, work).await {
-        Ok(Ok(replies)) => replies,
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let deadline = Instant::now() + wait;
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+    let slots = match timer::timeout(wait, c.route_command(slots, random)).await {
+        Ok(Ok(slots)) => slots,
         Ok(Err(e)) if e.code() == Some("NOPERM") => return Ok(None),
         Ok(Err(e)) => return Err(plain(&e)),
         Err(_) => return Err("timed out reading the cluster's shards".into()),
     };
-    match parse_shards(&slots, &infos, Instant::now()) {
+    // Half of what is left: a master that does not answer must not take all of it (the
+    // operation that asked for the shards waits within the same time-out).
+    let left = deadline.saturating_duration_since(Instant::now()) / 2;
+    let asks = master_addrs(&slots)?.into_iter().map(|(host, port)| {
+        let mut c = c.clone();
+        async move {
+            let addr = format!("{host}:{port}");
+            let at = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            // The default sections: `server` and `replication` (was it promoted?).
+            let info = redis::cmd("INFO");
+            (addr, timer::timeout(left, c.route_command(info, at)).await)
+        }
+    });
+    let mut infos = Vec::new();
+    for (addr, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(Ok(info)) => infos.push((redis::Value::BulkString(addr.into_bytes()), info)),
+            Ok(Err(e)) if e.code() == Some("NOPERM") => return Ok(None),
+            _ => {}
+        }
+    }
+    match parse_shards(&slots, &redis::Value::Map(infos), Instant::now()) {
         Err(e) if e.starts_with("NOPERM") => Ok(None),
         Err(e) => Err(e),
         Ok(shards) => Ok(Some(shards)),
