@@ -294,3 +294,23 @@ test('waitReplicas: acquired once the replica acknowledged; refused (and cleaned
   t.is(await master.command('GET', key), null, 'the unacknowledged lock was removed')
   t.throws(() => new Redlock([new Redis({ lazyConnect: true })], { waitReplicas: -1 }), { instanceOf: RangeError, message: /waitReplicas/ })
 })
+
+// Found by an audit: sentinels that accept connections but never answer were waited for
+// the whole connect time-out at every call; a standalone node that does not answer is
+// backed off (README: "calls fail at once" meanwhile).
+test('sentinels that never answer are backed off like a node that does not answer: later calls fail at once', async (t) => {
+  const [target] = await startServers(1)
+  t.teardown(() => stopServers([target]))
+  const proxy = await new TcpProxy(target.port).start()
+  t.teardown(() => proxy.stop())
+  proxy.mode = 'blackhole' // TCP connects, nothing is ever answered
+  const client = new Redis({ sentinels: [{ host: '127.0.0.1', port: proxy.port }], name: 'mymaster', connectTimeout: 1_000, commandTimeout: 300, lazyConnect: true })
+  t.teardown(() => client.quit())
+  let started = Date.now()
+  const first = await t.throwsAsync(client.get('x'))
+  t.regex(first.message, /no connection within 1000 ms/)
+  t.true(Date.now() - started >= 900, 'the first call waited for the connect time-out')
+  started = Date.now()
+  for (let i = 0; i < 5; i++) await t.throwsAsync(client.get('x'), { message: /no connection within/ })
+  t.true(Date.now() - started < 500, `the next calls failed at once (${Date.now() - started} ms for 5)`)
+})

@@ -250,7 +250,16 @@ async fn discover_masters(
     let started = Instant::now();
     let mut until: Option<Instant> = None;
     let last = started + config.connect_timeout;
-    while let Ok(Some(answer)) = timer::timeout_at(until.unwrap_or(last), asks.next()).await {
+    let mut silent = false;
+    loop {
+        let answer = match timer::timeout_at(until.unwrap_or(last), asks.next()).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => break,
+            Err(_) => {
+                silent = true;
+                break;
+            }
+        };
         if until.is_none() && answer.is_ok() {
             // The first master named: the others get a little longer (see
             // [`SENTINEL_GRACE`]).
@@ -266,6 +275,15 @@ async fn discover_masters(
         if named.iter().any(|(_, n)| n * 2 > all) {
             break;
         }
+    }
+    if named.is_empty() && (silent || started.elapsed() >= config.connect_timeout) {
+        // Sentinels that did not answer (or connect) within the connect time-out: a node
+        // that does not answer, backed off as one (found by an audit: every call waited
+        // the whole time-out again).
+        return Err(NodeError::ConnectTimeout {
+            addr: config.addr(),
+            ms: config.connect_timeout.as_millis() as u64,
+        });
     }
     if named.is_empty() {
         return Err(NodeError::Connect {
