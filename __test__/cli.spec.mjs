@@ -198,6 +198,16 @@ test('bad arguments are usage errors', async (t) => {
   t.regex(r.stderr, /duration/)
 })
 
+// Found by an audit: --version was an unknown option (exit 64).
+test('--version and -V print the package version and exit 0', async (t) => {
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+  for (const flag of ['--version', '-V']) {
+    const r = await run([flag])
+    t.is(r.code, 0, r.stderr)
+    t.is(r.stdout.trim(), version)
+  }
+})
+
 test('an empty --resource is a usage error (exit 64), not an internal one; nothing is run', async (t) => {
   const r = await run(['run', '--redis', redisUrls(), '--resource', '', '--ttl', '5s', '--', 'echo', 'ran'])
   t.is(r.code, 64, r.stderr)

@@ -309,6 +309,7 @@ async function status(name, opts, cmd) {
 
 const program = new Command('redlock-rs')
   .description('Distributed locks on Redis (the Redlock algorithm), from the command line.')
+  .version(require('../package.json').version, '-V, --version', "print redlock-rs' version")
   .showHelpAfterError()
   // Usage errors exit 64 (EX_USAGE); help exits 0. Set before the subcommands inherit it.
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : EX_USAGE))
