@@ -71,6 +71,14 @@ pub(super) async fn connect_cluster(
     })?;
     match timer::timeout(config.connect_timeout, client.get_async_connection()).await {
         Ok(Ok(c)) => Ok(c),
+        // No startup node answered within its share of the time-out: a cluster that does
+        // not answer, backed off as one (and said as one).
+        Ok(Err(e)) if e.is_timeout() || plain(&e) == "timed out" => {
+            Err(NodeError::ConnectTimeout {
+                addr,
+                ms: config.connect_timeout.as_millis() as u64,
+            })
+        }
         Ok(Err(e)) => Err(NodeError::Connect {
             addr,
             reason: plain(&e),
