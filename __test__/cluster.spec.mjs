@@ -35,6 +35,13 @@ async function ownerOf(servers, key) {
   return servers.find((s) => s.port === port)
 }
 
+/** A key named after `key` whose slot another shard than `shard` serves. */
+async function keyElsewhere(servers, key, shard) {
+  for (let n = 0; ; n++) {
+    if ((await ownerOf(servers, `${key}:${n}`)) !== shard) return `${key}:${n}`
+  }
+}
+
 const clusters = []
 test.before(async () => {
   clusters.push(...(await Promise.all([startCluster(), startCluster(), startCluster()])))
@@ -249,10 +256,7 @@ test('a shard whose master is down does not hold up locks on the other shards (c
   const servers = await ownCluster(t)
   const key = resource(t)
   const down = await ownerOf(servers, key)
-  let alive = null
-  for (let n = 0; alive === null; n++) {
-    if ((await ownerOf(servers, `${key}:${n}`)) !== down) alive = `${key}:${n}`
-  }
+  const alive = await keyElsewhere(servers, key, down)
   const owner = await ownerOf(servers, alive)
   for (const s of servers) await s.command('CONFIG', 'SET', 'cluster-require-full-coverage', 'no')
   await down.kill()
@@ -275,10 +279,7 @@ test('a Cluster client made while one master is frozen reaches the other shards'
   const servers = await ownCluster(t)
   const key = resource(t)
   const frozen = await ownerOf(servers, key)
-  let alive = null
-  for (let n = 0; alive === null; n++) {
-    if ((await ownerOf(servers, `${key}:${n}`)) !== frozen) alive = `${key}:${n}`
-  }
+  const alive = await keyElsewhere(servers, key, frozen)
   frozen.pause()
   t.teardown(() => frozen.resume())
   const healthy = servers.filter((s) => s !== frozen).map((s) => ({ host: '127.0.0.1', port: s.port }))

@@ -136,3 +136,17 @@ export async function tlsServer(t, { san, authClients = false, selfSigned = fals
     return { server, tlsPort, read: (file) => readFileSync(path.join(dir, file), 'utf8'), file: (name) => path.join(dir, name) }
   }
 }
+
+/**
+ * Asserts that `client` backs off a node that does not answer: its first command waits the
+ * connect time-out (`ms`) and says so; the next ones fail at once.
+ */
+export async function backsOff(t, client, ms) {
+  let started = Date.now()
+  const first = await t.throwsAsync(client.get('x'))
+  t.regex(first.message, new RegExp(`no connection within ${ms} ms`))
+  t.true(Date.now() - started >= ms * 0.9, 'the first call waited for the connect time-out')
+  started = Date.now()
+  for (let i = 0; i < 5; i++) await t.throwsAsync(client.get('x'), { message: /no connection within/ })
+  t.true(Date.now() - started < 500, `the next calls failed at once (${Date.now() - started} ms for 5)`)
+}
