@@ -1368,13 +1368,9 @@ impl Quorum {
         };
         let _ = final_tx.send(outcome.is_ok());
         let kept = match outcome {
-            Err(FailureKind::Aborted) if matches!(op, Op::Acquire { .. }) => {
-                self.clean_up_abort(&ballot, &strays, &commands, started)
-                    .await;
-                false
-            }
-            Err(_) if matches!(op, Op::Acquire { .. }) => {
-                self.clean_up_loss(&ballot, &strays, &commands).await
+            Err(kind) if matches!(op, Op::Acquire { .. }) => {
+                self.clean_up_loss(kind, (&ballot, &strays), &commands, started)
+                    .await
             }
             _ => false,
         };
@@ -1442,9 +1438,20 @@ impl Quorum {
         }
     }
 
-    /// Removes what a lost acquire attempt set. `true` when the line kept the lock for this
-    /// head and a quick retry is worth it (see `crate::engine::line`).
-    async fn clean_up_loss(&self, ballot: &Ballot, strays: &[usize], commands: &Commands) -> bool {
+    /// Removes what a lost acquire attempt set (an aborted one's: see
+    /// [`Quorum::clean_up_abort`]). `true` when the line kept the lock for this head and a
+    /// quick retry is worth it (see `crate::engine::line`).
+    async fn clean_up_loss(
+        &self,
+        kind: FailureKind,
+        (ballot, strays): (&Ballot, &[usize]),
+        commands: &Commands,
+        started: Instant,
+    ) -> bool {
+        if kind == FailureKind::Aborted {
+            self.clean_up_abort(ballot, strays, commands, started).await;
+            return false;
+        }
         // With the lock held by another owner on a quorum, the release of what this
         // attempt set frees nothing: it is not announced (it would wake every waiter for
         // an attempt bound to fail).

@@ -287,7 +287,7 @@ fn not_a_lock(op: Op, e: &NodeError) -> Option<Answer> {
     let NodeError::Reply { line, .. } = e else {
         return None;
     };
-    line.contains("WRONGTYPE").then(|| match op {
+    line.contains("WRONGTYPE").then_some(match op {
         Op::Release => (Vote::For, None, None, None),
         _ => (Vote::Locked, None, None, Some(OTHER_OWNER)),
     })
