@@ -738,6 +738,12 @@ test('a resource whose key holds another type of value (a hash, a list) is locke
       await t.notThrowsAsync(lock.release())
       t.deepEqual(await Promise.all(list.map((s) => s.command('TYPE', key))), [type, type, type], 'the data is left as it was')
     }
+    // A fenced acquire whose counter is another type (found by a regression hunt): its
+    // script set the lock before it read the counter, and that key is removed.
+    const name = `${resource(t)}:${kind}:fenced`
+    for (const s of list) await s.command('HSET', `{${name}}:redlock-rs:fence`, 'f', 'v')
+    await t.throwsAsync(redlock.acquire([name], 5_000, { fencing: true }), { instanceOf: ExecutionError })
+    t.deepEqual(await valuesOn(list, name), [null, null, null])
     t.deepEqual(failures, [])
   }
 })

@@ -27,7 +27,7 @@ use crate::engine::settings::Settings;
 use crate::engine::trust::Trust;
 use crate::engine::validity::{attempt_window, validity_ms};
 use crate::engine::value::{random_unit, random_value};
-use crate::engine::votes::{Answer, Votes};
+use crate::engine::votes::{Answer, Votes, WRONG_TYPE};
 
 /// How many attempts an execution remembers (node-redlock keeps every one, which grows
 /// without bound with `retryCount: -1`).
@@ -487,6 +487,15 @@ impl Ballot {
             .iter()
             .zip(&self.holders)
             .any(|(v, h)| matches!(v, Some(Vote::Locked)) && h.is_some())
+    }
+
+    /// The nodes that voted against because a lock script met a key of another type: what
+    /// the script set before that stays there (see [`WRONG_TYPE`]).
+    fn wrong_typed(&self) -> impl Iterator<Item = usize> + '_ {
+        let typed = |(i, (v, h)): (usize, (&Option<Vote>, &Option<u64>))| {
+            (matches!(v, Some(Vote::Locked)) && *h == Some(WRONG_TYPE)).then_some(i)
+        };
+        self.votes.iter().zip(&self.holders).enumerate().filter_map(typed)
     }
 
     /// Whether one other owner holds the lock on a quorum of the nodes (as their `SET NX
@@ -1340,6 +1349,7 @@ impl Quorum {
         let late = ballot.decision == Decision::Won && !pending.is_empty();
         let won_slot = ballot.best_slot().map(|(s, _)| s).filter(|_| by_slot);
         let mut strays = ballot.settle_slots();
+        strays.extend(ballot.wrong_typed());
         // The complete votes go out only if this attempt is the operation's win (they then
         // complete its last attempt's stats).
         let (final_tx, final_rx) = tokio::sync::oneshot::channel::<bool>();

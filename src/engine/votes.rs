@@ -34,6 +34,12 @@ pub type Answer = (Vote, Option<i64>, Option<u32>, Option<u64>);
 /// that found another value).
 const OTHER_OWNER: u64 = 0;
 
+/// The holder of a vote against where a lock script met a key of another type (a hash
+/// named like the resource, or one of the library's own keys overwritten): what the script
+/// set before that error stays, so the attempt's cleanup goes there too (see
+/// [`not_a_lock`]).
+pub const WRONG_TYPE: u64 = 1;
+
 /// What a node is asked, and so how its reply reads.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum How {
@@ -274,7 +280,11 @@ fn set_answer(
             node.lacks_set_nx_get();
             return None;
         }
-        Err(e) => not_a_lock(Op::Acquire { ttl_ms: 0 }, &e).unwrap_or_else(|| failed(e)),
+        // (Nothing was set: the one key is another type.)
+        Err(e) => match not_a_lock(Op::Acquire { ttl_ms: 0 }, &e) {
+            Some((vote, ..)) => (vote, None, None, Some(OTHER_OWNER)),
+            None => failed(e),
+        },
     })
 }
 
@@ -282,14 +292,16 @@ fn set_answer(
 /// a list's too): the lock is not ours there, as when another owner holds it, and not a
 /// node failure (found by an audit: `acquireLock` answered `null`, and `'clientError'`
 /// fired, where node-redlock, whose scripts ask only whether the key exists, says
-/// locked). A release has nothing of ours to remove there.
+/// locked). A release has nothing of ours to remove there. A script may have set keys
+/// before it met the key of another type (a fenced acquire's counter is read after the
+/// lock is set; found by a regression hunt): its holder is [`WRONG_TYPE`].
 fn not_a_lock(op: Op, e: &NodeError) -> Option<Answer> {
     let NodeError::Reply { line, .. } = e else {
         return None;
     };
     line.contains("WRONGTYPE").then_some(match op {
         Op::Release => (Vote::For, None, None, None),
-        _ => (Vote::Locked, None, None, Some(OTHER_OWNER)),
+        _ => (Vote::Locked, None, None, Some(WRONG_TYPE)),
     })
 }
 
