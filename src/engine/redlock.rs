@@ -464,6 +464,8 @@ struct Ballot {
     /// By node: whether its failure was told as it came in (events); empty while none was
     /// (no allocation in an attempt that meets no failure, or that nobody listens to).
     told: Vec<bool>,
+    /// When the last vote came in: how long the nodes that answered took.
+    last_vote: Option<Instant>,
 }
 
 impl Ballot {
@@ -477,6 +479,7 @@ impl Ballot {
             decision: Decision::Pending,
             holders: vec![None; n],
             told: Vec::new(),
+            last_vote: None,
         }
     }
 
@@ -524,6 +527,7 @@ impl Ballot {
     }
 
     fn count(&mut self, i: usize, vote: Vote, counter: Option<i64>, slot: Option<u32>) {
+        self.last_vote = Some(Instant::now());
         let now = count(&mut self.tally, &vote);
         self.votes[i] = Some(vote);
         self.counters[i] = counter;
@@ -1474,8 +1478,9 @@ impl Quorum {
     }
 
     /// Removes what an aborted acquire attempt set, as a loss's cleanup does, but waits for
-    /// it no longer than the attempt had taken (a round trip, [`ABORT_GRACE`] at least):
-    /// an abort rejects at once. The removal goes on in the background where a node is
+    /// it no longer than the nodes took to answer the attempt (a round trip,
+    /// [`ABORT_GRACE`] at least; not the time since, which a stall fills: found by a
+    /// regression hunt): an abort rejects at once. The removal goes on in the background where a node is
     /// slow (found by an audit: a node that voted for the lock and then stalled, or a
     /// `WAIT` of `waitReplicas` on the connection, held the rejection for the command
     /// time-out); `quit()` still waits for it.
@@ -1502,7 +1507,8 @@ impl Quorum {
                 rx
             })
             .collect();
-        let grace = started.elapsed().max(ABORT_GRACE).min(limit);
+        let answered_in = ballot.last_vote.map(|t| t.saturating_duration_since(started));
+        let grace = answered_in.unwrap_or_default().max(ABORT_GRACE).min(limit);
         let _ = timer::timeout(grace, futures::future::join_all(done)).await;
     }
 
@@ -2293,7 +2299,7 @@ const YIELD_GRACE: Duration = Duration::from_millis(3);
 
 /// The least an aborted acquire waits for the removal of what it set before it rejects
 /// (see [`Quorum::clean_up_abort`]): a local node's round trip, with room.
-const ABORT_GRACE: Duration = Duration::from_millis(20);
+const ABORT_GRACE: Duration = Duration::from_millis(50);
 
 /// A lock the seed API holds: its value, fence, expiration, and when its keys are gone
 /// from every node for sure (ms since the epoch).
