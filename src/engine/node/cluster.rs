@@ -35,12 +35,13 @@ pub(super) async fn connect_cluster(
             addr: addr.clone(),
             reason: plain(&e),
         })?;
-    // Each shard's connection gets a third of the connect time-out: one frozen master
-    // (SIGSTOP, a hung host) then leaves the others connected in time, and the slots they
-    // serve usable (found by an audit: it used the whole time-out, so a client made
-    // meanwhile could reach no shard until a failover).
+    // Each server's connection gets the connect time-out, and the whole connect twice
+    // that: one frozen master (SIGSTOP, a hung host) then leaves the others connected, and
+    // the slots they serve usable (found by an audit: the whole connect had one time-out,
+    // so a client made meanwhile could reach no shard until a failover; a third of it per
+    // server, the first fix, was too short over a slow link: a regression hunt).
     let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
-        .connection_timeout(config.connect_timeout / 3)
+        .connection_timeout(config.connect_timeout)
         .response_timeout(config.command_timeout)
         .retries(2)
         // redis-rs waits 1.28 s at least before it retries a TRYAGAIN, CLUSTERDOWN or
@@ -69,10 +70,10 @@ pub(super) async fn connect_cluster(
         addr: addr.clone(),
         reason: plain(&e),
     })?;
-    match timer::timeout(config.connect_timeout, client.get_async_connection()).await {
+    match timer::timeout(config.connect_timeout * 2, client.get_async_connection()).await {
         Ok(Ok(c)) => Ok(c),
-        // No startup node answered within its share of the time-out: a cluster that does
-        // not answer, backed off as one (and said as one).
+        // No startup node answered within the time-out: a cluster that does not answer,
+        // backed off as one (and said as one).
         Ok(Err(e)) if e.is_timeout() || plain(&e) == "timed out" => {
             Err(NodeError::ConnectTimeout {
                 addr,
