@@ -971,15 +971,26 @@ test('resource names that are not well-formed Unicode (lone surrogates) are refu
 // '{R}:redlock-rs:fence' was overwritten by R's fencing counter.
 test("resource names that are the library's own keys are refused, by every call that names a resource", async (t) => {
   const redlock = new Redlock([new lib.MemoryStore()])
-  for (const name of ['redlock-rs:nodes', 'redlock-rs:data-lost', '{R}:redlock-rs:fence', '{R}:redlock-rs:sem:0', 'x:redlock-rs:tagged:fence']) {
+  for (const name of ['redlock-rs:nodes', 'redlock-rs:data-lost', '{R}:redlock-rs:fence', '{R}:redlock-rs:sem:0', 'x{t}:redlock-rs:tagged:fence', '{9}:redlock-rs:untagged:3:a}b:fence']) {
     await t.throwsAsync(redlock.acquire(['ok', name], 1_000), { instanceOf: TypeError, message: /^resources\[1\] is a key of redlock-rs' own/ })
     await t.throwsAsync(redlock.using([name], 1_000, async () => t.fail()), { instanceOf: TypeError })
     await t.throwsAsync(redlock.acquireLock(name, 1_000), { instanceOf: TypeError, message: /^resource is a key of redlock-rs' own/ })
-    t.throws(() => redlock.semaphore(name, 2), { instanceOf: TypeError, message: /^resource is a key/ })
-    t.throws(() => redlock.readWriteLock(name), { instanceOf: TypeError, message: /^resource is a key/ })
+    await t.throwsAsync(redlock.semaphore(name, 2).acquire(1_000), { instanceOf: TypeError, message: /^resource is a key/ })
+    await t.throwsAsync(redlock.readWriteLock(name).write.acquire(1_000), { instanceOf: TypeError, message: /^resource is a key/ })
+  }
+  // With an ioredis keyPrefix, the key is what counts (found by a regression hunt).
+  const IORedis = (await import('ioredis')).default
+  const [server] = await servers(t, 1)
+  for (const [keyPrefix, name, own] of [['redlock-rs:', 'nodes', true], ['app:', 'redlock-rs:jobs', false]]) {
+    const client = new IORedis({ port: server.port, keyPrefix, lazyConnect: true })
+    t.teardown(() => client.disconnect())
+    const prefixed = new Redlock([client], { retryCount: 0 })
+    t.teardown(() => prefixed.quit())
+    if (own) await t.throwsAsync(prefixed.acquire([name], 1_000), { instanceOf: TypeError, message: /^resources\[0\] is a key/ })
+    else await (await prefixed.acquire([name], 1_000)).release()
   }
   // Names that merely mention it are fine.
-  for (const name of ['redlock-rs', 'my-redlock-rs:job', 'jobs:redlock-rs']) await (await redlock.acquire([name], 1_000)).release()
+  for (const name of ['redlock-rs', 'my-redlock-rs:job', 'jobs:redlock-rs', 'jobs:redlock-rs:x']) await (await redlock.acquire([name], 1_000)).release()
 })
 
 test('the resources of a Lock are the names locked, whatever the caller does with its array meanwhile', async (t) => {

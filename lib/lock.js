@@ -138,23 +138,26 @@ function wellFormed(resources) {
   return true
 }
 
-/**
- * Throws a TypeError naming a resource that is not well-formed Unicode (see wellFormed), or
- * that is one of the library's own keys (`redlock-rs:nodes`, `{r}:redlock-rs:fence`, ...):
- * locked as a mutex it would take the key's place (found by an audit: the restart records
- * or a fencing counter were overwritten). `index`: the place of `value` in the array
- * `name` (its name is built only for the error).
- */
+/** `index`: the place of `value` in the array `name` (its name is built only for the error). */
 function wellFormedName(value, name, index) {
-  if (typeof value !== 'string') return
-  if (!value.isWellFormed()) {
+  if (typeof value === 'string' && !value.isWellFormed()) {
     throw new TypeError(`${named(name, index)} must be well-formed Unicode: it has a lone surrogate.`)
   }
-  if (value.startsWith('redlock-rs:') || value.includes(':redlock-rs:')) {
-    throw new TypeError(`${named(name, index)} is a key of redlock-rs' own (it starts with 'redlock-rs:' or has ':redlock-rs:' in it): give the resource another name.`)
+}
+
+/**
+ * Throws a TypeError when `key` (a resource name, with the clients' keyPrefix) is one of the
+ * library's own keys: `redlock-rs:nodes`, `{r}:redlock-rs:fence`, `r{t}:redlock-rs:tagged:...`
+ * (found by an audit: locked as a mutex, it took the restart records' place, or was
+ * overwritten by a fencing counter). Checked with the prefix (found by a regression hunt:
+ * a keyPrefix of 'redlock-rs:' let 'nodes' through).
+ */
+function notOwnKey(key, name, index) {
+  if (typeof key === 'string' && (key.startsWith('redlock-rs:') || key.includes('}:redlock-rs:') || key.includes(':redlock-rs:tagged:'))) {
+    throw new TypeError(`${named(name, index)} is a key of redlock-rs' own (it starts with 'redlock-rs:', or has '}:redlock-rs:' or ':redlock-rs:tagged:' in it): give the resource another name.`)
   }
 }
 
 const named = (name, index) => (index === undefined ? name : `${name}[${index}]`)
 
-module.exports = { Lock, fenceFrom, holdFor, lockArg, setExpiration, wellFormed, wellFormedName }
+module.exports = { Lock, fenceFrom, holdFor, lockArg, notOwnKey, setExpiration, wellFormed, wellFormedName }

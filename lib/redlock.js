@@ -11,7 +11,7 @@ const { AttemptLog, ExecutionResult, nodeErrors } = require('./attempts.js')
 const { traces, subscribed, traced } = require('./diagnostics.js')
 const { QUORUM_FAILED, ExecutionError, ResourceLockedError, abortedError, failureError } = require('./errors.js')
 const { ReadWriteLock, Semaphore, acquireHold, holdersOf, usingHold } = require('./kinds.js')
-const { Lock, fenceFrom, holdFor, lockArg, setExpiration, wellFormed, wellFormedName } = require('./lock.js')
+const { Lock, fenceFrom, holdFor, lockArg, notOwnKey, setExpiration, wellFormed, wellFormedName } = require('./lock.js')
 const {
   NativeRedlock,
   lockAcquire,
@@ -391,6 +391,7 @@ class Redlock extends EventEmitter {
   async acquireLock(resource, ttl) {
     if (this.#quitting !== undefined) await this.#quitting
     wellFormedName(resource, 'resource')
+    notOwnKey(this.#key(resource), 'resource')
     const id = this.#id()
     this.#native.acquireLock(id, this.#key(resource), ttl) // bad arguments throw here
     const c = await this.#wait(id, undefined, 1)
@@ -446,9 +447,11 @@ class Redlock extends EventEmitter {
     const signal = signalOf(settings)
     // The names as they are now: the caller may change its array while the call runs.
     const names = wellFormed(resources) ? [...resources] : resources
+    const keys = this.#keys(names)
+    if (Array.isArray(keys)) for (let i = 0; i < keys.length; i++) notOwnKey(keys[i], hold ? 'resource' : 'resources', hold ? undefined : i)
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const id = this.#id()
-    lockAcquire(this.#handle, id, this.#keys(names), duration, settings, hold)
+    lockAcquire(this.#handle, id, keys, duration, settings, hold)
     const c = await this.#wait(id, signal, names.length)
     const log = this.#log(c, names.length)
     if (!succeeded(c)) throw failureError(reasonOf(c), log, this.#abortedBy(signal))
