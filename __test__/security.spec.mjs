@@ -205,6 +205,10 @@ test('TLS: servername checks the certificate against a name other than the host;
   // Node's TLS options the connection cannot honour are refused, not left unread (found by
   // an audit: a checkServerIdentity that allowed the address was dropped).
   t.throws(() => client({ ca, checkServerIdentity: () => undefined }), { instanceOf: TypeError, message: /options\.tls\.checkServerIdentity is not supported.*options\.tls\.servername/ })
+  // Unless nothing is checked (node:tls then ignores its verdict too).
+  const unchecked = client({ cert, key, rejectUnauthorized: false, checkServerIdentity: () => undefined })
+  t.is(await unchecked.call('PING'), 'PONG')
+  await unchecked.quit()
   t.throws(() => client({ ca, cert, key, passphrase: 'x' }), { instanceOf: TypeError, message: /options\.tls\.passphrase is not supported/ })
 
   // An ioredis client's encrypted key and its passphrase (node:tls takes both) are read.
