@@ -206,6 +206,11 @@ test('--version and -V print the package version and exit 0', async (t) => {
     t.is(r.code, 0, r.stderr)
     t.is(r.stdout.trim(), version)
   }
+  // After the command, they are the command's (found by a regression hunt: `run ... echo -V`
+  // printed the version, and ran nothing).
+  const r = await run(['run', '--redis', redisUrls(), '--resource', resource(t), '--ttl', '5s', 'echo', '-V', '--help'])
+  t.is(r.code, 0, r.stderr)
+  t.is(r.stdout, '-V --help\n')
 })
 
 test('an empty --resource is a usage error (exit 64), not an internal one; nothing is run', async (t) => {

@@ -310,6 +310,9 @@ async function status(name, opts, cmd) {
 const program = new Command('redlock-rs')
   .description('Distributed locks on Redis (the Redlock algorithm), from the command line.')
   .version(require('../package.json').version, '-V, --version', "print redlock-rs' version")
+  // Options of the program only before a subcommand: `run ... backup.sh -V` passes -V to
+  // the command (found by a regression hunt: it printed the version and ran nothing).
+  .enablePositionalOptions()
   .showHelpAfterError()
   // Usage errors exit 64 (EX_USAGE); help exits 0. Set before the subcommands inherit it.
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : EX_USAGE))
@@ -331,6 +334,7 @@ program
   .addOption(new Option('--on-lost <what>', 'when the lock is lost mid-run').choices(['terminate', 'ignore']).default('terminate'))
   .argument('<command>', 'the command to run (after --)')
   .argument('[args...]', 'its arguments')
+  .passThroughOptions()
   .addHelpText('after', EXIT_CODES)
   .action((command, args, opts, cmd) => run(command, args, opts, cmd))
 
