@@ -310,11 +310,11 @@ test('util.inspect of errors, their attempts, locks and Redlocks made of ioredis
   await held.release()
   // An ioredis Cluster's startup nodes as strings, with the password in the two forms
   // ioredis reads (found by an audit: both were printed), show as host:port.
-  const cluster = new IORedis.Cluster([`alice:${secret}@127.0.0.1:${dead}`, `redis://127.0.0.1:${dead}?password=${secret}`], { lazyConnect: true })
+  const cluster = new IORedis.Cluster([`alice:${secret}@127.0.0.1:${dead}`, `redis://127.0.0.1:${dead}?password=${secret}`, String(dead)], { lazyConnect: true })
   t.teardown(() => cluster.disconnect())
   const overCluster = new Redlock([cluster], { retryCount: 0 })
   t.teardown(() => overCluster.quit())
-  t.deepEqual(overCluster.toJSON().clients, [`ioredis Cluster(127.0.0.1:${dead}, 127.0.0.1:${dead})`])
+  t.deepEqual(overCluster.toJSON().clients, [`ioredis Cluster(127.0.0.1:${dead}, 127.0.0.1:${dead}, 127.0.0.1:${dead})`])
   t.false(util.inspect(overCluster, { depth: Infinity }).includes(secret))
   const fenced = new Redlock([io], { fencing: true })
   t.teardown(() => fenced.quit())

@@ -307,4 +307,13 @@ test('sentinels that never answer are backed off like a node that does not answe
   const client = new Redis({ sentinels: [{ host: '127.0.0.1', port: proxy.port }], name: 'mymaster', connectTimeout: 1_000, commandTimeout: 300, lazyConnect: true })
   t.teardown(() => client.quit())
   await backsOff(t, client, 1_000)
+  // A sentinel that answers says why, even next to a silent one (found by a regression
+  // hunt: a name it does not know was hidden behind the time-out).
+  const { sentinels, stop } = await startSentinels(target.port, 1)
+  t.teardown(stop)
+  await until(async () => (await rawCommand(sentinels[0].port, ['PING']).catch(() => null)) === 'PONG', 10_000, 'the sentinel')
+  const both = [{ host: '127.0.0.1', port: sentinels[0].port }, { host: '127.0.0.1', port: proxy.port }]
+  const typo = new Redis({ sentinels: both, name: 'mymastr', connectTimeout: 800, commandTimeout: 300, lazyConnect: true })
+  t.teardown(() => typo.quit())
+  await t.throwsAsync(typo.get('x'), { message: /knows no master 'mymastr'/ })
 })

@@ -526,6 +526,7 @@ function keyPrefixOf(client) {
  * from `?password=` too (found by an audit: both were printed).
  */
 function addressOf(text) {
+  if (/^\d+$/.test(text)) return `127.0.0.1:${text}` // a port alone, as ioredis reads it
   try {
     const u = new URL(text.includes('//') ? text : `redis://${text}`)
     return `${u.hostname}:${u.port || 6379}`

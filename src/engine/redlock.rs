@@ -498,7 +498,11 @@ impl Ballot {
         let typed = |(i, (v, h)): (usize, (&Option<Vote>, &Option<u64>))| {
             (matches!(v, Some(Vote::Locked)) && *h == Some(WRONG_TYPE)).then_some(i)
         };
-        self.votes.iter().zip(&self.holders).enumerate().filter_map(typed)
+        self.votes
+            .iter()
+            .zip(&self.holders)
+            .enumerate()
+            .filter_map(typed)
     }
 
     /// Whether one other owner holds the lock on a quorum of the nodes (as their `SET NX
@@ -1507,7 +1511,9 @@ impl Quorum {
                 rx
             })
             .collect();
-        let answered_in = ballot.last_vote.map(|t| t.saturating_duration_since(started));
+        let answered_in = ballot
+            .last_vote
+            .map(|t| t.saturating_duration_since(started));
         let grace = answered_in.unwrap_or_default().max(ABORT_GRACE).min(limit);
         let _ = timer::timeout(grace, futures::future::join_all(done)).await;
     }

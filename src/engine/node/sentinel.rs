@@ -198,11 +198,13 @@ async fn check_master(conn: &mut Conn, master: &NodeConfig) -> Result<(), NodeEr
 }
 
 /// Every sentinel asked at once for the address of the master (each answer within the
-/// time-outs, or why not).
+/// time-outs, or why not, and whether that was silence: no connection or no answer in
+/// time).
 fn ask_all<'a>(
     sentinel: &'a SentinelConfig,
     config: &'a NodeConfig,
-) -> FuturesUnordered<impl std::future::Future<Output = Result<(String, u16), String>> + 'a> {
+) -> FuturesUnordered<impl std::future::Future<Output = Result<(String, u16), (bool, String)>> + 'a>
+{
     let limit = config.command_timeout.max(config.connect_timeout);
     sentinel
         .sentinels
@@ -222,13 +224,18 @@ fn ask_all<'a>(
                 let answer = timer::timeout(limit, ask_sentinel(&at, &sentinel.name)).await;
                 match answer {
                     Ok(Ok(Some(master))) => Ok(master),
-                    Ok(Ok(None)) => Err(format!(
-                        "{} knows no master '{}'",
-                        at.host_port(),
-                        sentinel.name
+                    Ok(Ok(None)) => Err((
+                        false,
+                        format!("{} knows no master '{}'", at.host_port(), sentinel.name),
                     )),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("{}: no answer", at.host_port())),
+                    Ok(Err(e)) => {
+                        let silent = matches!(
+                            e,
+                            NodeError::ConnectTimeout { .. } | NodeError::Timeout { .. }
+                        ) || e.to_string().ends_with("timed out");
+                        Err((silent, e.to_string()))
+                    }
+                    Err(_) => Err((true, format!("{}: no answer", at.host_port()))),
                 }
             }
         })
@@ -247,6 +254,8 @@ async fn discover_masters(
     let mut asks = ask_all(sentinel, config);
     let mut named: Vec<((String, u16), usize)> = Vec::new();
     let mut reasons = Vec::new();
+    // Whether a sentinel answered something other than silence (a name it does not know).
+    let mut said = false;
     let started = Instant::now();
     let mut until: Option<Instant> = None;
     let last = started + config.connect_timeout;
@@ -270,16 +279,20 @@ async fn discover_masters(
                 Some((_, n)) => *n += 1,
                 None => named.push((master, 1)),
             },
-            Err(reason) => reasons.push(reason),
+            Err((silent, reason)) => {
+                said |= !silent;
+                reasons.push(reason);
+            }
         }
         if named.iter().any(|(_, n)| n * 2 > all) {
             break;
         }
     }
-    if named.is_empty() && (silent || started.elapsed() >= config.connect_timeout) {
+    if named.is_empty() && !said && (silent || started.elapsed() >= config.connect_timeout) {
         // Sentinels that did not answer (or connect) within the connect time-out: a node
         // that does not answer, backed off as one (found by an audit: every call waited
-        // the whole time-out again).
+        // the whole time-out again). One that answered says why instead (a regression
+        // hunt: "knows no master" was hidden).
         return Err(NodeError::ConnectTimeout {
             addr: config.addr(),
             ms: config.connect_timeout.as_millis() as u64,
