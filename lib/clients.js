@@ -294,7 +294,8 @@ function tlsOf(tls) {
   if (!tls) return undefined
   if (tls === true) return true
   // Node's default check is what the connection does; any other function it cannot run
-  // (the native option refuses it, naming servername instead).
+  // (the native option refuses it, naming servername instead, unless rejectUnauthorized is
+  // false: then nothing is checked, as with node:tls).
   const check = tls.checkServerIdentity === nodeTls.checkServerIdentity ? undefined : tls.checkServerIdentity
   return { ca: pem(tls.ca), cert: pem(tls.cert), key: decrypted(tls), servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, checkServerIdentity: check }
 }

@@ -446,9 +446,11 @@ class Redlock extends EventEmitter {
     if (this.#quitting !== undefined) await this.#quitting
     const signal = signalOf(settings)
     // The names as they are now: the caller may change its array while the call runs.
-    const names = wellFormed(resources) ? [...resources] : resources
+    // (Not an array to read, or one too long: the native call refuses it at once.)
+    const readable = wellFormed(resources)
+    const names = readable ? [...resources] : resources
     const keys = this.#keys(names)
-    if (Array.isArray(keys)) for (let i = 0; i < keys.length; i++) notOwnKey(keys[i], hold ? 'resource' : 'resources', hold ? undefined : i)
+    if (readable) for (let i = 0; i < keys.length; i++) notOwnKey(keys[i], hold ? 'resource' : 'resources', hold ? undefined : i)
     // (An aborted signal rejects after the arguments are checked, with nothing sent.)
     const id = this.#id()
     lockAcquire(this.#handle, id, keys, duration, settings, hold)

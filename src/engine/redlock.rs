@@ -1484,10 +1484,10 @@ impl Quorum {
     /// Removes what an aborted acquire attempt set, as a loss's cleanup does, but waits for
     /// it no longer than the nodes took to answer the attempt (a round trip,
     /// [`ABORT_GRACE`] at least; not the time since, which a stall fills: found by a
-    /// regression hunt): an abort rejects at once. The removal goes on in the background where a node is
-    /// slow (found by an audit: a node that voted for the lock and then stalled, or a
-    /// `WAIT` of `waitReplicas` on the connection, held the rejection for the command
-    /// time-out); `quit()` still waits for it.
+    /// regression hunt): an abort rejects at once. The removal goes on in the background
+    /// where a node is slow (found by an audit: a node that voted for the lock and then
+    /// stalled, or a `WAIT` of `waitReplicas` on the connection, held the rejection for
+    /// the command time-out); `quit()` still waits for it.
     async fn clean_up_abort(
         &self,
         ballot: &Ballot,
