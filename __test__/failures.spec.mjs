@@ -990,7 +990,7 @@ test("resource names that are the library's own keys are refused, by every call 
     else await (await prefixed.acquire([name], 1_000)).release()
   }
   // Names that merely mention it are fine.
-  for (const name of ['redlock-rs', 'my-redlock-rs:job', 'jobs:redlock-rs', 'jobs:redlock-rs:x']) await (await redlock.acquire([name], 1_000)).release()
+  for (const name of ['redlock-rs', 'my-redlock-rs:job', 'jobs:redlock-rs', 'jobs:redlock-rs:x', 'a}:redlock-rs:b']) await (await redlock.acquire([name], 1_000)).release()
 })
 
 test('the resources of a Lock are the names locked, whatever the caller does with its array meanwhile', async (t) => {

@@ -153,8 +153,8 @@ function wellFormedName(value, name, index) {
  * a keyPrefix of 'redlock-rs:' let 'nodes' through).
  */
 function notOwnKey(key, name, index) {
-  if (typeof key === 'string' && (key.startsWith('redlock-rs:') || key.includes('}:redlock-rs:') || key.includes(':redlock-rs:tagged:'))) {
-    throw new TypeError(`${named(name, index)} is a key of redlock-rs' own (it starts with 'redlock-rs:', or has '}:redlock-rs:' or ':redlock-rs:tagged:' in it): give the resource another name.`)
+  if (typeof key === 'string' && (key.startsWith('redlock-rs:') || (key.startsWith('{') && key.includes('}:redlock-rs:')) || key.includes(':redlock-rs:tagged:'))) {
+    throw new TypeError(`${named(name, index)} is a key of redlock-rs' own (it starts with 'redlock-rs:', or with '{' and has '}:redlock-rs:' in it, or has ':redlock-rs:tagged:'): give the resource another name.`)
   }
 }
 

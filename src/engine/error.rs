@@ -8,8 +8,13 @@ use std::fmt;
 pub enum NodeError {
     /// The connection could not be established.
     Connect { addr: String, reason: String },
-    /// No connection within the connect time-out (a host that does not answer).
-    ConnectTimeout { addr: String, ms: u64 },
+    /// No connection within the connect time-out (a host that does not answer); `said`:
+    /// what the servers that did answer said (Sentinel: a sentinel that knows no master).
+    ConnectTimeout {
+        addr: String,
+        ms: u64,
+        said: Option<String>,
+    },
     /// No answer within the time allowed.
     Timeout { addr: String, ms: u64 },
     /// `quit()` was called on this client.
@@ -316,10 +321,16 @@ impl fmt::Display for NodeError {
         }
         match self {
             NodeError::Connect { reason, .. } => write!(f, "could not connect: {reason}"),
-            NodeError::ConnectTimeout { ms, .. } => write!(
-                f,
-                "could not connect: no connection within {ms} ms (connectTimeout)"
-            ),
+            NodeError::ConnectTimeout { ms, said, .. } => {
+                write!(
+                    f,
+                    "could not connect: no connection within {ms} ms (connectTimeout)"
+                )?;
+                match said {
+                    Some(said) => write!(f, "; {said}"),
+                    None => Ok(()),
+                }
+            }
             NodeError::Timeout { ms, .. } => write!(f, "no reply within {ms} ms"),
             NodeError::Closed { .. } => write!(f, "Connection is closed."),
             NodeError::Command { reason, .. } => write!(f, "{reason}"),

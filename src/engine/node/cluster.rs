@@ -35,11 +35,13 @@ pub(super) async fn connect_cluster(
             addr: addr.clone(),
             reason: plain(&e),
         })?;
-    // Each server's connection gets the connect time-out, and the whole connect twice
-    // that: one frozen master (SIGSTOP, a hung host) then leaves the others connected, and
-    // the slots they serve usable (found by an audit: the whole connect had one time-out,
-    // so a client made meanwhile could reach no shard until a failover; a third of it per
-    // server, the first fix, was too short over a slow link: a regression hunt).
+    // Each server's connection gets the connect time-out, and the whole connect three
+    // times that: the startup nodes, then the masters of the slot map, are connected one
+    // phase after the other, so one frozen master (SIGSTOP, a hung host) costs a time-out
+    // in each, and the others stay connected and the slots they serve usable (found by an
+    // audit: the whole connect had one time-out, so a client made meanwhile could reach no
+    // shard until a failover; regression hunts: a third of it per server was too short
+    // over a slow link, and twice it in all, too short for a frozen startup node).
     let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.command_timeout)
@@ -70,7 +72,8 @@ pub(super) async fn connect_cluster(
         addr: addr.clone(),
         reason: plain(&e),
     })?;
-    match timer::timeout(config.connect_timeout * 2, client.get_async_connection()).await {
+    let whole = config.connect_timeout * 3;
+    match timer::timeout(whole, client.get_async_connection()).await {
         Ok(Ok(c)) => Ok(c),
         // No startup node answered within the time-out: a cluster that does not answer,
         // backed off as one (and said as one).
@@ -78,6 +81,7 @@ pub(super) async fn connect_cluster(
             Err(NodeError::ConnectTimeout {
                 addr,
                 ms: config.connect_timeout.as_millis() as u64,
+                said: None,
             })
         }
         Ok(Err(e)) => Err(NodeError::Connect {
@@ -86,7 +90,8 @@ pub(super) async fn connect_cluster(
         }),
         Err(_) => Err(NodeError::ConnectTimeout {
             addr,
-            ms: config.connect_timeout.as_millis() as u64,
+            ms: whole.as_millis() as u64,
+            said: None,
         }),
     }
 }

@@ -121,6 +121,7 @@ pub(super) async fn connect_to(config: &NodeConfig) -> Result<(Conn, Option<Iden
         _ => Err(NodeError::ConnectTimeout {
             addr,
             ms: config.connect_timeout.as_millis() as u64,
+            said: None,
         }),
     }
 }

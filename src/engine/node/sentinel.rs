@@ -173,6 +173,7 @@ pub(super) async fn connect_master(
         Err(_) => Err(NodeError::ConnectTimeout {
             addr: config.addr(),
             ms: config.connect_timeout.as_millis() as u64,
+            said: None,
         }),
     }
 }
@@ -288,14 +289,15 @@ async fn discover_masters(
             break;
         }
     }
-    if named.is_empty() && !said && (silent || started.elapsed() >= config.connect_timeout) {
+    if named.is_empty() && (silent || started.elapsed() >= config.connect_timeout) {
         // Sentinels that did not answer (or connect) within the connect time-out: a node
         // that does not answer, backed off as one (found by an audit: every call waited
-        // the whole time-out again). One that answered says why instead (a regression
-        // hunt: "knows no master" was hidden).
+        // the whole time-out again), saying what those that answered said (regression
+        // hunts: "knows no master" was hidden, then not backed off).
         return Err(NodeError::ConnectTimeout {
             addr: config.addr(),
             ms: config.connect_timeout.as_millis() as u64,
+            said: said.then(|| format!("no sentinel named the master: {}", reasons.join("; "))),
         });
     }
     if named.is_empty() {
