@@ -52,6 +52,15 @@ test('a huge sparse array (new Array(5e8)) is refused at once, never read elemen
     await t.throwsAsync(redlock.extend({ resources: holes, value: 'x', expiration: Date.now() + 1_000 }, 1_000), { instanceOf: TypeError }),
     t.throws(() => new lib.Cluster(holes), { instanceOf: TypeError }),
   ]
+  // Through ioredis clients with a keyPrefix too (found by a regression hunt: the names
+  // were prefixed one by one first, 10 s).
+  const IORedis = createRequire(import.meta.url)('ioredis')
+  const prefixed = new Redlock([new IORedis({ port: 1, keyPrefix: 'app:', lazyConnect: true })])
+  t.teardown(() => prefixed.quit())
+  refused.push(
+    await t.throwsAsync(prefixed.acquire(holes, 1_000), { instanceOf: TypeError }),
+    await t.throwsAsync(prefixed.release({ resources: holes, value: 'x', expiration: Date.now() + 1_000 }), { instanceOf: TypeError }),
+  )
   for (const e of refused) t.regex(e.message, /more than 1048576 elements/)
   t.regex(refused[0].message, /^resources /)
   t.true(Date.now() - started < 2_000, `took ${Date.now() - started} ms`)

@@ -160,4 +160,4 @@ function notOwnKey(key, name, index) {
 
 const named = (name, index) => (index === undefined ? name : `${name}[${index}]`)
 
-module.exports = { Lock, fenceFrom, holdFor, lockArg, notOwnKey, setExpiration, wellFormed, wellFormedName }
+module.exports = { Lock, MAX_ARRAY, fenceFrom, holdFor, lockArg, notOwnKey, setExpiration, wellFormed, wellFormedName }

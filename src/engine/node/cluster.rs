@@ -90,8 +90,11 @@ pub(super) async fn connect_cluster(
         }),
         Err(_) => Err(NodeError::ConnectTimeout {
             addr,
-            ms: whole.as_millis() as u64,
-            said: None,
+            ms: config.connect_timeout.as_millis() as u64,
+            said: Some(format!(
+                "the cluster's servers were not all connected within {} ms",
+                whole.as_millis()
+            )),
         }),
     }
 }
