@@ -734,6 +734,24 @@ test('settings.signal: an already-aborted signal rejects without a network call'
   await t.throwsAsync(redlock.acquire(['x'], 1_000, { signal: fake }), { instanceOf: TypeError, message: /settings\.signal/ })
 })
 
+// Found by the full suite in a fresh clone: an acquire with an already-aborted signal,
+// started as the 32nd operation of one tick, ran inside its own call (the batch started
+// there) and won before the abort that follows the call: 33 of 50 got the lock.
+test('settings.signal: an already-aborted signal rejects also as the last of a batch of operations started together', async (t) => {
+  const all = await servers(t, 1)
+  const redlock = new Redlock(clientsFor(t, all))
+  const held = await redlock.acquire([resource(t)], 5_000)
+  for (let round = 0; round < 20; round++) {
+    const others = Array.from({ length: 31 }, (_, i) => redlock.acquire([`${resource(t)}:${round}:${i}`], 1_000).then((l) => l.release()))
+    const acquired = redlock.acquire([`${resource(t)}:${round}`], 1_000, { signal: AbortSignal.abort('stop') })
+    const extended = redlock.extend(held, 5_000, { signal: AbortSignal.abort('stop') })
+    t.is((await t.throwsAsync(acquired)).reason, 'aborted')
+    t.is((await t.throwsAsync(extended)).reason, 'aborted')
+    await Promise.all(others)
+  }
+  await held.release()
+})
+
 test('settings.signal whose removeEventListener throws: the operation still settles, and so do the others', async (t) => {
   const all = await servers(t, 1)
   const redlock = new Redlock(clientsFor(t, all))
