@@ -35,13 +35,11 @@ pub(super) async fn connect_cluster(
             addr: addr.clone(),
             reason: plain(&e),
         })?;
-    // Each server's connection gets the connect time-out, and the whole connect three
-    // times that: the startup nodes, then the masters of the slot map, are connected one
-    // phase after the other, so one frozen master (SIGSTOP, a hung host) costs a time-out
-    // in each, and the others stay connected and the slots they serve usable (found by an
-    // audit: the whole connect had one time-out, so a client made meanwhile could reach no
-    // shard until a failover; regression hunts: a third of it per server was too short
-    // over a slow link, and twice it in all, too short for a frozen startup node).
+    // Each server's connection gets the connect time-out, the whole connect three times
+    // that (startup nodes, then the slot map's masters, one phase after the other): one
+    // frozen master costs a time-out in each, and the other shards stay usable (audit: one
+    // time-out for it all reached no shard; hunts: a third per server failed over a slow
+    // link, twice in all failed with a frozen startup node).
     let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.command_timeout)
