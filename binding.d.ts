@@ -31,8 +31,16 @@ export declare class NativeClient {
   memoryControl(action: string, ms?: number | undefined | null): void
   /** A `MemoryStore`'s live keys, sorted. */
   memoryKeys(): Array<string>
-  /** Connects now (useful with `lazyConnect`); resolves once connected. */
+  /**
+   * Connects now (useful with `lazyConnect`); resolves once connected, rejects at once
+   * when the connection is refused (as ioredis' does).
+   */
   connect(): Promise<void>
+  /**
+   * [`NativeClient::connect`] for a client someone listens to ('ready'): a server not
+   * listening yet is tried again until the connect time-out, as commands do.
+   */
+  connectWaiting(): Promise<void>
   get(key: string | Buffer): Promise<string | null>
   /** Stores `value` (`true` is stored as `"true"`, numbers as JavaScript prints them). */
   set(key: string | Buffer, value: boolean | string | number | Buffer): Promise<void>

@@ -507,9 +507,10 @@ test.serial("a watched client connected later by a Redlock's operations says 'co
   const redlock = new lib.Redlock([c], { retryCount: 40, retryDelay: 50, retryJitter: 0 })
   t.teardown(() => redlock.quit())
   const acquired = redlock.acquire([`late:${process.pid}`], 1000)
+  // (Listened for before the server starts: the watched connect hears it as it comes up.)
+  const ready = once(c, 'ready')
   await sleep(300)
   await late.start()
-  const ready = once(c, 'ready')
   await (await acquired).release()
   await Promise.race([ready, sleep(3000).then(() => t.fail('no ready'))])
   t.deepEqual(events.filter((e) => e !== 'error'), ['connect', 'ready'])
@@ -527,9 +528,30 @@ test.serial("a client watched only after a Redlock's first operation says 'ready
   await t.throwsAsync(redlock.acquire([`late-watch:${process.pid}`], 1000))
   const events = []
   for (const e of ['error', 'connect', 'ready']) c.on(e, () => events.push(e))
-  await late.start()
   const ready = once(c, 'ready')
+  await late.start()
   for (let i = 0; i < 3; i++) await (await redlock.acquire([`late-watch:${process.pid}:${i}`], 1000).catch(() => redlock.acquire([`late-watch:${process.pid}:${i}`], 1000))).release()
   await Promise.race([ready, sleep(3000).then(() => t.fail('no ready'))])
   t.deepEqual(events.filter((e) => e !== 'error'), ['connect', 'ready'])
+})
+
+// Found by an audit of README's claims: a client listening for 'ready' while its server
+// was still starting heard 'error' at once (its first connection refused), never 'ready',
+// and its process exited; its commands waited for the server all the same.
+test("a client listening for 'ready' while its server starts hears 'ready' once it is up (connect() itself rejects at once, as ioredis')", async (t) => {
+  const port = await freePort()
+  const client = new Redis({ port, connectTimeout: 5_000 })
+  t.teardown(() => client.quit())
+  const events = []
+  const ready = new Promise((resolve) => client.on('ready', () => resolve(events.push('ready'))))
+  client.on('error', (e) => events.push(`error: ${e.message}`))
+  const lazy = new Redis({ port, connectTimeout: 5_000, lazyConnect: true })
+  t.teardown(() => lazy.quit())
+  await t.throwsAsync(lazy.connect(), { message: /refused/ })
+  await sleep(400) // refused meanwhile
+  const server = await new RedisServer({ port }).start()
+  t.teardown(() => server.stop())
+  await ready
+  t.deepEqual(events, ['ready'])
+  t.is(await lazy.call('PING'), 'PONG')
 })

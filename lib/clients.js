@@ -51,7 +51,20 @@ class ClientBase extends NativeClient {
 
   /** Connects now (for lazyConnect); resolves once connected. */
   connect() {
-    const connecting = super.connect()
+    return this.#heardOf(super.connect())
+  }
+
+  /**
+   * The watched connect of a client someone listens to: a server still starting is tried
+   * again until connectTimeout, so that 'ready' comes once it is up (found by an audit of
+   * README's claims: 'error' came at once, and the process exited).
+   */
+  #watch() {
+    this.#heardOf(this.connectWaiting()).catch(noop)
+  }
+
+  /** `connecting`, told as 'connect' and 'ready' when it resolves, as 'error' when not. */
+  #heardOf(connecting) {
     connecting.then(
       () => this.#up(),
       (error) => {
@@ -125,7 +138,7 @@ class ClientBase extends NativeClient {
     if (this.#watching || !(event === 'connect' || event === 'ready' || event === 'error')) return
     if (this.#watchable) {
       this.#watching = true
-      this.connect().catch(noop)
+      this.#watch()
     } else {
       this.#watchFirstUse = true
     }
@@ -137,7 +150,7 @@ class ClientBase extends NativeClient {
     if (!this.#watchFirstUse) return
     this.#watchFirstUse = false
     this.#watching = true
-    this.connect().catch(noop)
+    this.#watch()
   }
 
   /** Connected (first time): 'connect' and 'ready', once, never after quit(). */

@@ -657,11 +657,22 @@ impl NativeClient {
         })
     }
 
-    /// Connects now (useful with `lazyConnect`); resolves once connected.
+    /// Connects now (useful with `lazyConnect`); resolves once connected, rejects at once
+    /// when the connection is refused (as ioredis' does).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn connect<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let node = self.node.clone();
         event_loop::promise_unpolled(env, async move { node.connect().await.map_err(to_js_err) })
+    }
+
+    /// [`NativeClient::connect`] for a client someone listens to ('ready'): a server not
+    /// listening yet is tried again until the connect time-out, as commands do.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn connect_waiting<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let node = self.node.clone();
+        event_loop::promise_unpolled(env, async move {
+            node.connect_waiting().await.map_err(to_js_err)
+        })
     }
 
     #[napi(

@@ -37,6 +37,13 @@ pub trait Backend: Send + Sync {
     /// in-process store only says whether it answers now.
     fn ensure_connected(&self) -> BoxFuture<'_, Result<(), NodeError>>;
 
+    /// [`Backend::ensure_connected`] for a user's `connect()`: a server not listening yet
+    /// (starting) is tried again until the connect time-out, as a command's first
+    /// connection is.
+    fn connect_waiting(&self) -> BoxFuture<'_, Result<(), NodeError>> {
+        self.ensure_connected()
+    }
+
     /// The identity of the server behind the current connection, if it could be read.
     fn identity(&self) -> Option<Identity>;
 

@@ -111,6 +111,12 @@ impl Node {
         self.ensure_connected().await
     }
 
+    /// Connects now, for a user's `connect()`: a server not listening yet is tried again
+    /// until the connect time-out (see [`Backend::connect_waiting`]).
+    pub async fn connect_waiting(&self) -> Result<(), NodeError> {
+        self.backend.connect_waiting().await
+    }
+
     /// Connects when not connected (the identity of the server comes with it).
     pub async fn ensure_connected(&self) -> Result<(), NodeError> {
         self.backend.ensure_connected().await

@@ -111,6 +111,13 @@ impl Backend for Server {
         Box::pin(async move { self.connection().await.map(|_| ()) })
     }
 
+    fn connect_waiting(&self) -> BoxFuture<'_, Result<(), NodeError>> {
+        // (Found by an audit: a client listening for 'ready' while its server was still
+        // starting heard 'error' at once, and its process exited.)
+        let end = Instant::now() + self.config.connect_timeout;
+        Box::pin(async move { self.until_listening(end).await.map(|_| ()) })
+    }
+
     fn identity(&self) -> Option<Identity> {
         self.identity.locked().clone()
     }
