@@ -393,9 +393,10 @@ class Redlock extends EventEmitter {
   async acquireLock(resource, ttl) {
     if (this.#quitting !== undefined) await this.#quitting
     wellFormedName(resource, 'resource')
-    notOwnKey(this.#key(resource), 'resource')
+    const key = this.#key(resource)
+    notOwnKey(key, 'resource')
     const id = this.#id()
-    this.#native.acquireLock(id, this.#key(resource), ttl) // bad arguments throw here
+    this.#native.acquireLock(id, key, ttl) // bad arguments throw here
     const c = await this.#wait(id, undefined, 1)
     this.#log(c, 1)
     const status = statusOf(c)

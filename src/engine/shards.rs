@@ -120,21 +120,23 @@ pub fn master_addrs(slots: &Value) -> Result<Vec<(String, u16)>, String> {
     };
     let mut addrs: Vec<(String, u16)> = Vec::new();
     for entry in entries {
-        let (_, _, addr) = slot_entry(entry)?;
-        let parsed = addr
-            .rsplit_once(':')
-            .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)));
-        match parsed {
-            Some(a) if !addrs.contains(&a) => addrs.push(a),
-            Some(_) => {}
-            None => return Err("CLUSTER SLOTS: an entry of another shape".into()),
+        let (_, _, master) = slot_master(entry)?;
+        if !addrs.contains(&master) {
+            addrs.push(master);
         }
     }
     Ok(addrs)
 }
 
-/// `[from, to, [host, port, ...], replicas...]` of `CLUSTER SLOTS`.
+/// `[from, to, [host, port, ...], replicas...]` of `CLUSTER SLOTS`, the master as
+/// `host:port`.
 fn slot_entry(entry: &Value) -> Result<(u16, u16, String), String> {
+    let (from, to, (host, port)) = slot_master(entry)?;
+    Ok((from, to, format!("{host}:{port}")))
+}
+
+/// [`slot_entry`], the master as `(host, port)`.
+fn slot_master(entry: &Value) -> Result<(u16, u16, (String, u16)), String> {
     let bad = || "CLUSTER SLOTS: an entry of another shape".to_string();
     let Value::Array(fields) = entry else {
         return Err(bad());
@@ -147,8 +149,9 @@ fn slot_entry(entry: &Value) -> Result<(u16, u16, String), String> {
     let (Some(host), Some(Value::Int(port))) = (master.first(), master.get(1)) else {
         return Err(bad());
     };
-    let slot = |n: i64| u16::try_from(n).map_err(|_| bad());
-    Ok((slot(*from)?, slot(*to)?, format!("{}:{port}", text(host)?)))
+    let number = |n: i64| u16::try_from(n).map_err(|_| bad());
+    let master = (text(host)?, number(*port)?);
+    Ok((number(*from)?, number(*to)?, master))
 }
 
 fn text(v: &Value) -> Result<String, String> {

@@ -281,10 +281,8 @@ fn set_answer(
             return None;
         }
         // (Nothing was set: the one key is another type.)
-        Err(e) => match not_a_lock(Op::Acquire { ttl_ms: 0 }, &e) {
-            Some((vote, ..)) => (vote, None, None, Some(OTHER_OWNER)),
-            None => failed(e),
-        },
+        Err(e) if wrong_type(&e) => (Vote::Locked, None, None, Some(OTHER_OWNER)),
+        Err(e) => failed(e),
     })
 }
 
@@ -296,13 +294,15 @@ fn set_answer(
 /// before it met the key of another type (a fenced acquire's counter is read after the
 /// lock is set; found by a regression hunt): its holder is [`WRONG_TYPE`].
 fn not_a_lock(op: Op, e: &NodeError) -> Option<Answer> {
-    let NodeError::Reply { line, .. } = e else {
-        return None;
-    };
-    line.contains("WRONGTYPE").then_some(match op {
+    wrong_type(e).then_some(match op {
         Op::Release => (Vote::For, None, None, None),
         _ => (Vote::Locked, None, None, Some(WRONG_TYPE)),
     })
+}
+
+/// Whether `e` is a server's `WRONGTYPE` (a key of another type where a lock's would be).
+fn wrong_type(e: &NodeError) -> bool {
+    matches!(e, NodeError::Reply { line, .. } if line.contains("WRONGTYPE"))
 }
 
 /// The answer to a lock script (`how`: a line-honouring acquire's, against with the

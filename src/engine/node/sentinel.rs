@@ -260,16 +260,7 @@ async fn discover_masters(
     let started = Instant::now();
     let mut until: Option<Instant> = None;
     let last = started + config.connect_timeout;
-    let mut silent = false;
-    loop {
-        let answer = match timer::timeout_at(until.unwrap_or(last), asks.next()).await {
-            Ok(Some(answer)) => answer,
-            Ok(None) => break,
-            Err(_) => {
-                silent = true;
-                break;
-            }
-        };
+    while let Ok(Some(answer)) = timer::timeout_at(until.unwrap_or(last), asks.next()).await {
         if until.is_none() && answer.is_ok() {
             // The first master named: the others get a little longer (see
             // [`SENTINEL_GRACE`]).
@@ -289,7 +280,8 @@ async fn discover_masters(
             break;
         }
     }
-    if named.is_empty() && (silent || started.elapsed() >= config.connect_timeout) {
+    // (No master named: the wait ended with every answer, or at `last`.)
+    if named.is_empty() && started.elapsed() >= config.connect_timeout {
         // Sentinels that did not answer (or connect) within the connect time-out: a node
         // that does not answer, backed off as one (found by an audit: every call waited
         // the whole time-out again), saying what those that answered said (regression
